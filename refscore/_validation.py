@@ -1,0 +1,98 @@
+"""Input checks shared by every public function.
+
+Public wrappers call these at the boundary, then hand clean float64 arrays to
+private kernels that only do math (scipy's ``logpdf``/``_logpdf`` split).
+Every error names the argument, says what was expected and echoes what was
+received.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "as_points",
+    "as_float_array",
+    "check_finite",
+    "check_positive",
+    "check_theta",
+    "as_rng",
+    "check_choice",
+]
+
+
+def as_float_array(value, name: str) -> np.ndarray:
+    """``np.asarray(value, dtype=float)`` with a named ``TypeError`` on failure."""
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be convertible to a float array, got {type(value).__name__}") from exc
+    return arr
+
+
+def check_finite(name: str, arr: np.ndarray) -> None:
+    """Raise ``ValueError`` if ``arr`` holds NaN or infinity."""
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name} must be finite, got {bad} non-finite value(s)")
+
+
+def as_points(x, dim: int, name: str = "x", finite: bool = True) -> tuple[np.ndarray, bool]:
+    """Convert ``x`` to a float64 batch of shape ``(n, dim)``.
+
+    Returns ``(points, single)`` where ``single`` is True when ``x`` was one point
+    of shape ``(dim,)``; callers drop the batch axis of their result in that case.
+    """
+    arr = as_float_array(x, name)
+    single = arr.ndim == 1
+    if single:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise ValueError(
+            f"{name} must have shape (n, {dim}) or ({dim},), got shape {np.shape(x)}"
+        )
+    if finite:
+        check_finite(name, arr)
+    return arr, single
+
+
+def check_positive(name: str, value, allow_array: bool = False) -> float | np.ndarray:
+    """Return ``value`` as float (or float array) after checking it is finite and > 0."""
+    if allow_array:
+        arr = as_float_array(value, name)
+        if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+            raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+        return arr
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.ndarray)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return v
+
+
+def check_theta(theta, n_params: int, layout: str = "", name: str = "theta") -> np.ndarray:
+    """Check a flat parameter vector: shape ``(n_params,)``, finite."""
+    arr = as_float_array(theta, name)
+    if arr.shape != (n_params,):
+        hint = f" (layout: {layout})" if layout else ""
+        raise ValueError(f"{name} must have shape ({n_params},){hint}, got shape {arr.shape}")
+    check_finite(name, arr)
+    return arr
+
+
+def check_choice(name: str, value, choices) -> str:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def as_rng(rng) -> np.random.Generator:
+    """Normalise ``None | int | Generator`` to a ``np.random.Generator`` (SPEC 7)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or isinstance(rng, (numbers.Integral, np.random.SeedSequence)):
+        return np.random.default_rng(rng)
+    raise TypeError(f"rng must be None, an int or a numpy.random.Generator, got {type(rng).__name__}")
