@@ -1,0 +1,741 @@
+r"""Closed-form targets: densities, scores and their exact derivatives.
+
+Every distribution here has a normalised ``logpdf``, its score
+:math:`s(x) = \nabla_x \log p(x)` (the seed's eq (1)), the score's Jacobian
+``[k, i, j] = ∂s_i/∂x_j`` (the Hessian of :math:`\log p`), its trace (the
+Laplacian of :math:`\log p`), Jacobian-vector products and exact sampling.
+Each derivative is derived by hand below and tested against central finite
+differences of the level beneath it (``tests/test_distributions.py``).
+
+==========================  =====  ==============================================
+class                       dim    ``noised(sigma)`` / ``perturbed()``
+==========================  =====  ==============================================
+:class:`Gaussian`           any    exact: :math:`N(\mu, \Sigma + \sigma^2 I)`
+:class:`GaussianMixture`    any    exact: every component's cov gains :math:`\sigma^2 I`
+:class:`StudentT`           any    ``NotImplementedError`` (no closed form)
+:class:`Banana`             2      ``NotImplementedError`` (no closed form)
+==========================  =====  ==============================================
+
+Covariances are factorised once by Cholesky (:math:`\Sigma = LL^\top`);
+quadratic forms and precisions go through triangular solves, never an explicit
+inverse.  Mixture log-densities and responsibilities use log-sum-exp, so the
+score, Jacobian and trace stay finite far (hundreds of standard deviations)
+from every component.
+
+Public methods validate their input (``_validation.as_points``) and call a
+private ``_name`` method that receives a clean ``(n, d)`` float64 array.
+A single point of shape ``(d,)`` is accepted and the batch axis is dropped from
+the result.
+
+References
+----------
+.. [1] A. Hyvärinen, "Estimation of non-normalized statistical models by score
+   matching", JMLR 6, 2005 (the score, seed eq (1)).
+.. [2] H. Haario, E. Saksman, J. Tamminen, "Adaptive proposal distribution for
+   random walk Metropolis algorithm", Computational Statistics 14, 1999 (the
+   twisted Gaussian "banana" target).
+.. [3] Y. Song, S. Ermon, "Generative modeling by estimating gradients of the
+   data distribution", NeurIPS 2019 (noise-perturbed targets :math:`p_\sigma`).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy.linalg import LinAlgError, cho_solve, cholesky, solve_triangular
+from scipy.special import gammaln
+
+from ._validation import (
+    as_float_array,
+    as_points,
+    as_rng,
+    check_finite,
+    check_positive,
+)
+
+__all__ = ["Gaussian", "GaussianMixture", "StudentT", "Banana", "Perturbed"]
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+#: relative asymmetry tolerated in a covariance before it is rejected; the
+#: accepted matrix is symmetrised, (C + Cᵀ)/2.
+_SYM_RTOL = 1e-10
+
+#: tolerance on |sum(weights) - 1| (weights are then renormalised exactly)
+_WEIGHT_ATOL = 1e-10
+
+
+# ----------------------------------------------------------------- validation
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=float, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def _check_vector(name: str, value, dim: int | None = None) -> np.ndarray:
+    arr = as_float_array(value, name)
+    if arr.ndim != 1 or arr.shape[0] < 1:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
+    if dim is not None and arr.shape[0] != dim:
+        raise ValueError(f"{name} must have shape ({dim},), got shape {arr.shape}")
+    check_finite(name, arr)
+    return arr
+
+
+def _check_spd(name: str, value, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(cov, chol)`` for a symmetric positive definite ``(dim, dim)`` matrix."""
+    cov = as_float_array(value, name)
+    if cov.shape != (dim, dim):
+        raise ValueError(f"{name} must have shape ({dim}, {dim}), got shape {cov.shape}")
+    check_finite(name, cov)
+    scale = float(np.max(np.abs(cov))) if cov.size else 0.0
+    asym = float(np.max(np.abs(cov - cov.T)))
+    if asym > _SYM_RTOL * max(scale, np.finfo(float).tiny):
+        raise ValueError(
+            f"{name} must be symmetric positive definite; it is not symmetric "
+            f"(max |C - C^T| = {asym:.3g}, max |C| = {scale:.3g})"
+        )
+    cov = 0.5 * (cov + cov.T)
+    try:
+        chol = cholesky(cov, lower=True, check_finite=False)
+    except LinAlgError:
+        chol = None
+    if chol is None or not np.all(np.diag(chol) > 0):
+        lam = float(np.linalg.eigvalsh(cov)[0])
+        raise ValueError(
+            f"{name} must be symmetric positive definite; its Cholesky factorisation "
+            f"failed (smallest eigenvalue {lam:.3g})"
+        )
+    return cov, chol
+
+
+def _precision(chol: np.ndarray) -> np.ndarray:
+    """:math:`\\Sigma^{-1}` from its Cholesky factor by ``cho_solve`` (symmetrised)."""
+    p = cho_solve((chol, True), np.eye(chol.shape[0]), check_finite=False)
+    return 0.5 * (p + p.T)
+
+
+def _check_n(n) -> int:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"n must be an integer, got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    return int(n)
+
+
+def _check_sigma(sigma) -> float:
+    return check_positive("sigma", sigma)
+
+
+def _solve_l(chol, xc):
+    """``L⁻¹ xcᵀ`` for points ``xc (n, d)``: returns ``(n, d)``."""
+    return solve_triangular(chol, xc.T, lower=True, check_finite=False).T
+
+
+def _solve_lt(chol, z):
+    """``L⁻ᵀ zᵀ`` for ``z (n, d)``: returns ``(n, d)``."""
+    return solve_triangular(chol, z.T, lower=True, trans="T", check_finite=False).T
+
+
+# ------------------------------------------------------------------ base class
+class _Distribution:
+    """Validation shell shared by every target (public wrapper → private ``_name``)."""
+
+    dim: int
+
+    def _points(self, x, name="x"):
+        return as_points(x, self.dim, name)
+
+    def _like(self, v, n, single, name="v"):
+        a = as_float_array(v, name)
+        if single and a.shape == (self.dim,):
+            a = a[None, :]
+        if a.shape != (n, self.dim):
+            want = f"({self.dim},)" if single else f"({n}, {self.dim})"
+            raise ValueError(f"{name} must have shape {want} to match x, got shape {np.shape(v)}")
+        check_finite(name, a)
+        return a
+
+    def logpdf(self, x) -> np.ndarray:
+        """Normalised :math:`\\log p(x)`, shape ``(n,)`` (a scalar for one point)."""
+        x, single = self._points(x)
+        out = self._logpdf(x)
+        return out[0] if single else out
+
+    def score(self, x) -> np.ndarray:
+        """:math:`s(x) = \\nabla_x \\log p(x)`, shape ``(n, d)`` (seed eq (1))."""
+        x, single = self._points(x)
+        out = self._score(x)
+        return out[0] if single else out
+
+    def score_jacobian(self, x) -> np.ndarray:
+        """:math:`\\nabla_x s(x)`, shape ``(n, d, d)`` with ``[k, i, j] = ∂s_i/∂x_j``."""
+        x, single = self._points(x)
+        out = self._score_jacobian(x)
+        return out[0] if single else out
+
+    def score_trace(self, x) -> np.ndarray:
+        """:math:`\\operatorname{tr}\\nabla_x s(x) = \\Delta \\log p(x)`, shape ``(n,)``."""
+        x, single = self._points(x)
+        out = self._score_trace(x)
+        return out[0] if single else out
+
+    def score_jvp(self, x, v) -> np.ndarray:
+        """:math:`(\\nabla_x s(x))\\, v`, shape ``(n, d)``."""
+        x, single = self._points(x)
+        v = self._like(v, x.shape[0], single)
+        out = self._score_jvp(x, v)
+        return out[0] if single else out
+
+    def sample(self, n, rng=None) -> np.ndarray:
+        """``n`` independent exact draws, shape ``(n, d)``."""
+        return self._sample(_check_n(n), as_rng(rng))
+
+    def noised(self, sigma):
+        """The law of :math:`x + \\sigma z`, :math:`z \\sim N(0, I)` (closed form only)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.noised: the law of x + sigma*z has no closed form for "
+            f"this target (only Gaussian and GaussianMixture are closed under Gaussian noise)"
+        )
+
+    def perturbed(self):
+        """A noise-conditional target with ``score(x, sigma)`` (closed form only)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.perturbed: exact noise-conditional scores need a closed "
+            f"form for x + sigma*z, available only for Gaussian and GaussianMixture"
+        )
+
+    # defaults: exact but via the full Jacobian; subclasses override when cheaper
+    def _score_trace(self, x):
+        return np.einsum("kii->k", self._score_jacobian(x))
+
+    def _score_jvp(self, x, v):
+        return np.einsum("kij,kj->ki", self._score_jacobian(x), v)
+
+
+# -------------------------------------------------------------------- Gaussian
+class Gaussian(_Distribution):
+    r"""Multivariate normal :math:`N(\mu, \Sigma)`.
+
+    .. math::
+
+        \log p(x) = -\tfrac12 (x-\mu)^\top \Sigma^{-1} (x-\mu)
+                    - \tfrac d2 \log 2\pi - \sum_i \log L_{ii},
+        \qquad s(x) = -\Sigma^{-1}(x-\mu),
+        \qquad \nabla_x s = -\Sigma^{-1},
+        \qquad \operatorname{tr}\nabla_x s = -\operatorname{tr}\Sigma^{-1},
+
+    with :math:`\Sigma = LL^\top` (Cholesky).  :math:`\Sigma^{-1}(x-\mu)` is
+    computed by two triangular solves.
+
+    Parameters
+    ----------
+    mean : array_like, shape (d,)
+    cov : array_like, shape (d, d)
+        Symmetric positive definite (asymmetry up to 1e-10 relative is
+        symmetrised away).
+
+    Attributes
+    ----------
+    dim, mean, cov, chol (lower Cholesky factor), precision (:math:`\Sigma^{-1}`
+    by ``cho_solve``), log_norm_const (:math:`-\tfrac d2\log 2\pi - \log\det L`).
+    All arrays are read-only.
+
+    References
+    ----------
+    Hyvärinen 2005 (seed eq (1)); Song & Ermon 2019 for ``noised``.
+
+    Examples
+    --------
+    >>> g = Gaussian([0.0, 1.0], [[2.0, 0.5], [0.5, 1.0]])
+    >>> g.score([0.0, 1.0])
+    array([-0., -0.])
+    """
+
+    def __init__(self, mean, cov):
+        mean = _check_vector("mean", mean)
+        self.dim = int(mean.shape[0])
+        cov, chol = _check_spd("cov", cov, self.dim)
+        self._mean = _readonly(mean)
+        self._cov = _readonly(cov)
+        self._chol = _readonly(chol)
+        self._prec = _readonly(_precision(chol))
+        self._lognorm = float(-0.5 * self.dim * _LOG_2PI - np.sum(np.log(np.diag(chol))))
+
+    mean = property(lambda self: self._mean, doc="mean vector, shape (d,)")
+    cov = property(lambda self: self._cov, doc="covariance, shape (d, d)")
+    chol = property(lambda self: self._chol, doc="lower Cholesky factor L, cov = L Lᵀ")
+    precision = property(lambda self: self._prec, doc="cov⁻¹ by cho_solve, shape (d, d)")
+    log_norm_const = property(lambda self: self._lognorm, doc="-d/2 log 2π - Σ log L_ii")
+
+    def __repr__(self):
+        return f"Gaussian(dim={self.dim}, mean={np.array2string(self._mean, precision=4)})"
+
+    def _logpdf(self, x):
+        z = _solve_l(self._chol, x - self._mean)
+        return self._lognorm - 0.5 * np.einsum("ni,ni->n", z, z)
+
+    def _score(self, x):
+        return -_solve_lt(self._chol, _solve_l(self._chol, x - self._mean))
+
+    def _score_jacobian(self, x):
+        return np.broadcast_to(-self._prec, (x.shape[0], self.dim, self.dim)).copy()
+
+    def _score_trace(self, x):
+        return np.full(x.shape[0], -np.trace(self._prec))
+
+    def _score_jvp(self, x, v):
+        return -v @ self._prec  # precision is symmetric
+
+    def _sample(self, n, rng):
+        return self._mean + rng.standard_normal((n, self.dim)) @ self._chol.T
+
+    def noised(self, sigma) -> "Gaussian":
+        r"""Exact law of :math:`x + \sigma z`: :math:`N(\mu, \Sigma + \sigma^2 I)`."""
+        s = _check_sigma(sigma)
+        return Gaussian(self._mean, self._cov + s * s * np.eye(self.dim))
+
+    def perturbed(self) -> "Perturbed":
+        """Noise-conditional target: ``score(x, sigma) == noised(sigma).score(x)``."""
+        return Perturbed(np.ones(1), self._mean[None], self._cov[None], base=self)
+
+
+# ------------------------------------------------------------ GaussianMixture
+class GaussianMixture(_Distribution):
+    r"""Mixture :math:`p(x) = \sum_j w_j N(x; \mu_j, \Sigma_j)` with full covariances.
+
+    With component log-densities :math:`\ell_j(x) = \log w_j + \log N(x;\mu_j,\Sigma_j)`,
+    responsibilities :math:`r_j = e^{\ell_j - \operatorname{lse}(\ell)}` (log-sum-exp)
+    and component scores :math:`s_j = -P_j(x-\mu_j)`, :math:`P_j = \Sigma_j^{-1}`:
+
+    .. math::
+
+        \log p = \operatorname{lse}_j \ell_j, \qquad
+        s = \sum_j r_j s_j, \qquad
+        \nabla_x r_j = r_j (s_j - s),
+
+        \nabla_x s = \sum_j r_j(-P_j) + \sum_j r_j s_j s_j^\top - s s^\top
+                   = -\sum_j r_j P_j + \sum_j r_j (s_j - s)(s_j - s)^\top,
+
+        \operatorname{tr}\nabla_x s = -\sum_j r_j \operatorname{tr} P_j
+                                      + \sum_j r_j \lVert s_j - s\rVert^2 .
+
+    Derivation: :math:`\partial s/\partial x = \sum_j r_j\,\partial s_j/\partial x
+    + \sum_j s_j (\nabla r_j)^\top` and :math:`\nabla r_j = r_j(s_j - s)`
+    (differentiate the softmax of :math:`\ell`, using :math:`\nabla\ell_j = s_j`);
+    since :math:`\sum_j r_j (s_j - s) = 0`, :math:`\sum_j r_j s_j (s_j-s)^\top
+    = \sum_j r_j (s_j - s)(s_j - s)^\top`.  The centred form is the one computed:
+    it is a sum of positive semi-definite terms, so nothing cancels
+    catastrophically when the :math:`s_j` are large (far from every component),
+    and the responsibilities come from log-sum-exp, so nothing over- or
+    underflows to NaN.
+
+    Parameters
+    ----------
+    weights : array_like, shape (k,)
+        Non-negative, summing to 1 within 1e-10 (then renormalised exactly).
+    means : array_like, shape (k, d)
+    covs : array_like, shape (k, d, d)
+        Each symmetric positive definite.
+
+    Attributes
+    ----------
+    dim, n_components, weights, log_weights, means, covs, chols (lower Cholesky
+    factors, (k, d, d)), precisions (by ``cho_solve``, (k, d, d)),
+    log_norm_consts ((k,), :math:`-\tfrac d2\log 2\pi - \log\det L_j`, without
+    the weight).  All arrays are read-only.
+
+    References
+    ----------
+    Hyvärinen 2005 (seed eq (1)); Song & Ermon 2019 (mixtures as the standard
+    multi-modal test of score-based sampling).
+
+    Examples
+    --------
+    >>> m = GaussianMixture([0.5, 0.5], [[-2.0], [2.0]], [[[1.0]], [[1.0]]])
+    >>> float(m.score([0.0])[0])
+    0.0
+    """
+
+    def __init__(self, weights, means, covs):
+        w = _check_vector("weights", weights)
+        k = int(w.shape[0])
+        if np.any(w < 0):
+            raise ValueError(f"weights must be non-negative, got min {float(w.min()):.3g}")
+        total = float(np.sum(w))
+        if abs(total - 1.0) > _WEIGHT_ATOL:
+            raise ValueError(
+                f"weights must sum to 1 (tolerance {_WEIGHT_ATOL:g}), got sum {total!r} "
+                f"(off by {total - 1.0:+.3g})"
+            )
+        w = w / total
+        mu = as_float_array(means, "means")
+        if mu.ndim != 2 or mu.shape[0] != k or mu.shape[1] < 1:
+            raise ValueError(f"means must have shape ({k}, d) to match weights, got shape {mu.shape}")
+        check_finite("means", mu)
+        d = int(mu.shape[1])
+        c = as_float_array(covs, "covs")
+        if c.shape != (k, d, d):
+            raise ValueError(f"covs must have shape ({k}, {d}, {d}), got shape {c.shape}")
+        covs_c, chols = np.empty((k, d, d)), np.empty((k, d, d))
+        for j in range(k):
+            covs_c[j], chols[j] = _check_spd(f"covs[{j}]", c[j], d)
+        self.dim = d
+        self.n_components = k
+        self._w = _readonly(w)
+        with np.errstate(divide="ignore"):
+            self._logw = _readonly(np.log(w))
+        self._means = _readonly(mu)
+        self._covs = _readonly(covs_c)
+        self._chols = _readonly(chols)
+        self._precs = _readonly(np.stack([_precision(L) for L in chols]))
+        self._lognorms = _readonly(
+            -0.5 * d * _LOG_2PI - np.sum(np.log(np.diagonal(chols, axis1=1, axis2=2)), axis=1)
+        )
+        self._trprec = np.trace(self._precs, axis1=1, axis2=2)
+
+    weights = property(lambda self: self._w, doc="mixture weights, shape (k,)")
+    log_weights = property(lambda self: self._logw, doc="log weights, shape (k,)")
+    means = property(lambda self: self._means, doc="component means, shape (k, d)")
+    covs = property(lambda self: self._covs, doc="component covariances, shape (k, d, d)")
+    chols = property(lambda self: self._chols, doc="lower Cholesky factors, shape (k, d, d)")
+    precisions = property(lambda self: self._precs, doc="covs⁻¹ by cho_solve, shape (k, d, d)")
+    log_norm_consts = property(
+        lambda self: self._lognorms, doc="per-component -d/2 log 2π - Σ log L_ii, shape (k,)"
+    )
+
+    def __repr__(self):
+        return f"GaussianMixture(dim={self.dim}, n_components={self.n_components})"
+
+    def _parts(self, x):
+        """Log-density, responsibilities ``r (k, n)`` and component scores ``S (k, n, d)``."""
+        k, n = self.n_components, x.shape[0]
+        ell = np.empty((k, n))
+        S = np.empty((k, n, self.dim))
+        for j in range(k):  # loop over components only, vectorised over points
+            z = _solve_l(self._chols[j], x - self._means[j])
+            ell[j] = self._logw[j] + self._lognorms[j] - 0.5 * np.einsum("ni,ni->n", z, z)
+            S[j] = -_solve_lt(self._chols[j], z)
+        top = np.max(ell, axis=0)
+        e = np.exp(ell - top)
+        tot = np.sum(e, axis=0)
+        return top + np.log(tot), e / tot, S
+
+    def _logpdf(self, x):
+        return self._parts(x)[0]
+
+    def _score(self, x):
+        _, r, S = self._parts(x)
+        return np.einsum("kn,kni->ni", r, S)
+
+    def _score_jacobian(self, x):
+        _, r, S = self._parts(x)
+        D = S - np.einsum("kn,kni->ni", r, S)[None]
+        return -np.einsum("kn,kij->nij", r, self._precs) + np.einsum("kn,kni,knj->nij", r, D, D)
+
+    def _score_trace(self, x):
+        _, r, S = self._parts(x)
+        D = S - np.einsum("kn,kni->ni", r, S)[None]
+        return -(self._trprec @ r) + np.einsum("kn,kni,kni->n", r, D, D)
+
+    def _score_jvp(self, x, v):
+        _, r, S = self._parts(x)
+        D = S - np.einsum("kn,kni->ni", r, S)[None]
+        Pv = np.einsum("kij,nj->kni", self._precs, v)
+        return np.einsum("kn,kni->ni", r, np.einsum("kni,ni->kn", D, v)[:, :, None] * D - Pv)
+
+    def _sample(self, n, rng):
+        comp = rng.choice(self.n_components, size=n, p=self._w)
+        z = rng.standard_normal((n, self.dim))
+        return self._means[comp] + np.einsum("nij,nj->ni", self._chols[comp], z)
+
+    def noised(self, sigma) -> "GaussianMixture":
+        r"""Exact law of :math:`x + \sigma z`: every :math:`\Sigma_j` becomes :math:`\Sigma_j + \sigma^2 I`."""
+        s = _check_sigma(sigma)
+        return GaussianMixture(self._w, self._means, self._covs + s * s * np.eye(self.dim))
+
+    def perturbed(self) -> "Perturbed":
+        """Noise-conditional target: ``score(x, sigma) == noised(sigma).score(x)``."""
+        return Perturbed(self._w, self._means, self._covs, base=self)
+
+
+# -------------------------------------------------------------------- Perturbed
+class Perturbed:
+    r"""Noise-conditional target :math:`p_\sigma = p * N(0, \sigma^2 I)` of a Gaussian mixture.
+
+    For each component with :math:`\Sigma_j = V_j \operatorname{diag}(\lambda_j) V_j^\top`
+    (eigendecomposition, once), :math:`\Sigma_j + \sigma^2 I = V_j
+    \operatorname{diag}(\lambda_j + \sigma^2) V_j^\top`, so a different
+    :math:`\sigma` per point costs no refactorisation:
+
+    .. math::
+
+        y = V_j^\top (x - \mu_j), \qquad
+        \ell_j = \log w_j - \tfrac d2 \log 2\pi
+                 - \tfrac12 \sum_i \log(\lambda_{ji} + \sigma^2)
+                 - \tfrac12 \sum_i \frac{y_i^2}{\lambda_{ji} + \sigma^2},
+        \qquad s_j = -V_j \frac{y}{\lambda_j + \sigma^2},
+
+    and :math:`s_\sigma = \sum_j r_j s_j` with log-sum-exp responsibilities, as
+    in :class:`GaussianMixture`.  Used by annealed Langevin dynamics with exact
+    scores (Song & Ermon 2019, Algorithm 1).
+
+    Attributes
+    ----------
+    dim, base (the unperturbed distribution), weights (k,), log_weights (k,),
+    means (k, d), covs (k, d, d), eigvals (k, d), eigvecs (k, d, d)
+    (``covs[j] = eigvecs[j] @ diag(eigvals[j]) @ eigvecs[j].T``).
+
+    References
+    ----------
+    Y. Song, S. Ermon, NeurIPS 2019, eq (5)-(6) and Algorithm 1; Vincent 2011.
+    """
+
+    def __init__(self, weights, means, covs, base=None):
+        self.base = base
+        self.dim = int(np.shape(means)[1])
+        self.n_components = int(np.shape(weights)[0])
+        lam, vec = np.linalg.eigh(np.asarray(covs, dtype=float))
+        self._w = _readonly(weights)
+        with np.errstate(divide="ignore"):
+            self._logw = _readonly(np.log(self._w))
+        self._means = _readonly(means)
+        self._covs = _readonly(covs)
+        self._lam = _readonly(lam)
+        self._vec = _readonly(vec)
+
+    weights = property(lambda self: self._w)
+    log_weights = property(lambda self: self._logw)
+    means = property(lambda self: self._means)
+    covs = property(lambda self: self._covs)
+    eigvals = property(lambda self: self._lam)
+    eigvecs = property(lambda self: self._vec)
+
+    def __repr__(self):
+        return f"Perturbed({self.base!r})"
+
+    def _check(self, x, sigma):
+        x, single = as_points(x, self.dim, "x")
+        n = x.shape[0]
+        s = as_float_array(sigma, "sigma")
+        if s.ndim == 0:
+            s = np.full(n, float(s))
+        elif single and s.shape == (1,):
+            pass
+        elif s.shape != (n,):
+            raise ValueError(f"sigma must be a scalar or have shape ({n},) to match x, got shape {s.shape}")
+        if not np.all(np.isfinite(s)) or np.any(s <= 0):
+            raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
+        return x, s, single
+
+    def _parts(self, x, sigma):
+        k, n, d = self.n_components, x.shape[0], self.dim
+        s2 = (sigma * sigma)[:, None]
+        ell = np.empty((k, n))
+        S = np.empty((k, n, d))
+        for j in range(k):
+            y = (x - self._means[j]) @ self._vec[j]
+            den = self._lam[j][None, :] + s2
+            ell[j] = (self._logw[j] - 0.5 * d * _LOG_2PI - 0.5 * np.sum(np.log(den), axis=1)
+                      - 0.5 * np.sum(y * y / den, axis=1))
+            S[j] = -(y / den) @ self._vec[j].T
+        top = np.max(ell, axis=0)
+        e = np.exp(ell - top)
+        tot = np.sum(e, axis=0)
+        return top + np.log(tot), e / tot, S
+
+    def logpdf(self, x, sigma) -> np.ndarray:
+        r""":math:`\log p_\sigma(x)`; ``sigma`` a scalar or one per point, shape ``(n,)``."""
+        x, s, single = self._check(x, sigma)
+        out = self._parts(x, s)[0]
+        return out[0] if single else out
+
+    def score(self, x, sigma) -> np.ndarray:
+        r""":math:`\nabla_x \log p_\sigma(x)`, shape ``(n, d)``; ``sigma`` scalar or ``(n,)``."""
+        x, s, single = self._check(x, sigma)
+        _, r, S = self._parts(x, s)
+        out = np.einsum("kn,kni->ni", r, S)
+        return out[0] if single else out
+
+    def noised(self, sigma):
+        """The distribution :math:`p_\\sigma` itself (same as ``base.noised(sigma)``)."""
+        s = _check_sigma(sigma)
+        if self.n_components == 1 and isinstance(self.base, Gaussian):
+            return self.base.noised(s)
+        return GaussianMixture(self._w, self._means, self._covs + s * s * np.eye(self.dim))
+
+
+# -------------------------------------------------------------------- StudentT
+class StudentT(_Distribution):
+    r"""Multivariate Student t with location :math:`\mu`, shape :math:`\Sigma`, ``df`` :math:`\nu`.
+
+    Same parametrisation as ``scipy.stats.multivariate_t(loc, shape, df)``.
+    With :math:`u = \Sigma^{-1}(x-\mu)`, :math:`q = (x-\mu)^\top u` and
+    :math:`c = (\nu + d)/(\nu + q)`:
+
+    .. math::
+
+        \log p(x) = \log\Gamma\!\left(\tfrac{\nu+d}2\right) - \log\Gamma\!\left(\tfrac\nu2\right)
+                    - \tfrac d2 \log(\nu\pi) - \log\det L
+                    - \tfrac{\nu+d}{2}\log\!\left(1 + \tfrac q\nu\right),
+
+        s(x) = -c\,u, \qquad
+        \nabla_x s = -c\,\Sigma^{-1} + \frac{2c}{\nu + q}\, u u^\top, \qquad
+        \operatorname{tr}\nabla_x s = -c\operatorname{tr}\Sigma^{-1} + \frac{2c}{\nu+q}\lVert u\rVert^2,
+
+    using :math:`\nabla q = 2u` and :math:`\nabla c = -2c\,u/(\nu + q)`.
+    Sampling: :math:`x = \mu + L z / \sqrt{g/\nu}`, :math:`z\sim N(0,I)`,
+    :math:`g \sim \chi^2_\nu`.
+
+    ``noised`` and ``perturbed`` raise ``NotImplementedError``: a t convolved
+    with a Gaussian has no closed form.
+
+    Attributes
+    ----------
+    dim, loc, shape, df, chol, precision (read-only).
+
+    References
+    ----------
+    S. Kotz, S. Nadarajah, *Multivariate t Distributions and Their
+    Applications*, 2004, eq (1.1); seed eq (1).
+    """
+
+    def __init__(self, loc, shape, df):
+        loc = _check_vector("loc", loc)
+        self.dim = int(loc.shape[0])
+        shp, chol = _check_spd("shape", shape, self.dim)
+        self._df = check_positive("df", df)
+        self._loc = _readonly(loc)
+        self._shape = _readonly(shp)
+        self._chol = _readonly(chol)
+        self._prec = _readonly(_precision(chol))
+        d, nu = self.dim, self._df
+        self._lognorm = float(
+            gammaln(0.5 * (nu + d)) - gammaln(0.5 * nu) - 0.5 * d * np.log(nu * np.pi)
+            - np.sum(np.log(np.diag(chol)))
+        )
+
+    loc = property(lambda self: self._loc, doc="location, shape (d,)")
+    shape = property(lambda self: self._shape, doc="shape matrix Σ (scipy's ``shape``), (d, d)")
+    df = property(lambda self: self._df, doc="degrees of freedom ν > 0")
+    chol = property(lambda self: self._chol, doc="lower Cholesky factor of ``shape``")
+    precision = property(lambda self: self._prec, doc="shape⁻¹ by cho_solve")
+    log_norm_const = property(lambda self: self._lognorm)
+
+    def __repr__(self):
+        return f"StudentT(dim={self.dim}, df={self._df:g})"
+
+    def _uq(self, x):
+        z = _solve_l(self._chol, x - self._loc)
+        u = _solve_lt(self._chol, z)
+        return u, np.einsum("ni,ni->n", z, z)
+
+    def _logpdf(self, x):
+        _, q = self._uq(x)
+        return self._lognorm - 0.5 * (self._df + self.dim) * np.log1p(q / self._df)
+
+    def _score(self, x):
+        u, q = self._uq(x)
+        return -((self._df + self.dim) / (self._df + q))[:, None] * u
+
+    def _score_jacobian(self, x):
+        u, q = self._uq(x)
+        c = (self._df + self.dim) / (self._df + q)
+        return (-c[:, None, None] * self._prec
+                + (2.0 * c / (self._df + q))[:, None, None] * u[:, :, None] * u[:, None, :])
+
+    def _score_trace(self, x):
+        u, q = self._uq(x)
+        c = (self._df + self.dim) / (self._df + q)
+        return -c * np.trace(self._prec) + 2.0 * c / (self._df + q) * np.einsum("ni,ni->n", u, u)
+
+    def _score_jvp(self, x, v):
+        u, q = self._uq(x)
+        c = (self._df + self.dim) / (self._df + q)
+        uv = np.einsum("ni,ni->n", u, v)
+        return -c[:, None] * (v @ self._prec) + (2.0 * c / (self._df + q) * uv)[:, None] * u
+
+    def _sample(self, n, rng):
+        z = rng.standard_normal((n, self.dim)) @ self._chol.T
+        g = rng.chisquare(self._df, size=n)
+        return self._loc + z / np.sqrt(g / self._df)[:, None]
+
+
+# ---------------------------------------------------------------------- Banana
+class Banana(_Distribution):
+    r"""Haario et al.'s twisted Gaussian ("banana") in 2-D.
+
+    :math:`x_1 \sim N(0, \sigma_1^2)` and, given :math:`x_1`,
+    :math:`y = x_2 + b(x_1^2 - \sigma_1^2) \sim N(0, 1)`.  The map
+    :math:`(x_1, x_2) \mapsto (x_1, y)` has unit Jacobian determinant, so
+
+    .. math::
+
+        \log p(x) = -\frac{x_1^2}{2\sigma_1^2} - \frac{y^2}{2} - \log(2\pi\sigma_1),
+        \qquad y = x_2 + b(x_1^2 - \sigma_1^2),
+
+        s(x) = \begin{pmatrix} -x_1/\sigma_1^2 - 2 b x_1 y \\ -y \end{pmatrix},
+        \qquad
+        \nabla_x s = \begin{pmatrix} -1/\sigma_1^2 - 2by - 4b^2x_1^2 & -2bx_1 \\
+                                     -2bx_1 & -1 \end{pmatrix}.
+
+    :math:`E x = 0`, :math:`\operatorname{Var} x_1 = \sigma_1^2`,
+    :math:`\operatorname{Var} x_2 = 1 + 2b^2\sigma_1^4`.  Defaults ``b=0.1``,
+    ``sigma1=10`` are Haario et al.'s moderately twisted case.  ``noised`` and
+    ``perturbed`` raise ``NotImplementedError``.
+
+    References
+    ----------
+    H. Haario, E. Saksman, J. Tamminen, Computational Statistics 14 (1999),
+    Section 4 (twisted Gaussian target); seed eq (1).
+    """
+
+    dim = 2
+
+    def __init__(self, b=0.1, sigma1=10.0):
+        if isinstance(b, (bool, np.bool_)) or not isinstance(b, numbers.Real):
+            raise TypeError(f"b must be a real number, got {type(b).__name__}")
+        if not np.isfinite(b):
+            raise ValueError(f"b must be finite, got {b!r}")
+        self._b = float(b)
+        self._s1 = check_positive("sigma1", sigma1)
+
+    b = property(lambda self: self._b, doc="twist strength")
+    sigma1 = property(lambda self: self._s1, doc="standard deviation of x1")
+
+    def __repr__(self):
+        return f"Banana(b={self._b:g}, sigma1={self._s1:g})"
+
+    def _y(self, x):
+        return x[:, 1] + self._b * (x[:, 0] ** 2 - self._s1 ** 2)
+
+    def _logpdf(self, x):
+        y = self._y(x)
+        return -0.5 * (x[:, 0] / self._s1) ** 2 - 0.5 * y * y - np.log(2.0 * np.pi * self._s1)
+
+    def _score(self, x):
+        y, x1, b = self._y(x), x[:, 0], self._b
+        return np.stack([-x1 / self._s1 ** 2 - 2.0 * b * x1 * y, -y], axis=1)
+
+    def _score_jacobian(self, x):
+        y, x1, b = self._y(x), x[:, 0], self._b
+        J = np.empty((x.shape[0], 2, 2))
+        J[:, 0, 0] = -1.0 / self._s1 ** 2 - 2.0 * b * y - 4.0 * b * b * x1 * x1
+        J[:, 0, 1] = J[:, 1, 0] = -2.0 * b * x1
+        J[:, 1, 1] = -1.0
+        return J
+
+    def _score_trace(self, x):
+        y, x1, b = self._y(x), x[:, 0], self._b
+        return -1.0 / self._s1 ** 2 - 2.0 * b * y - 4.0 * b * b * x1 * x1 - 1.0
+
+    def _score_jvp(self, x, v):
+        y, x1, b = self._y(x), x[:, 0], self._b
+        j00 = -1.0 / self._s1 ** 2 - 2.0 * b * y - 4.0 * b * b * x1 * x1
+        j01 = -2.0 * b * x1
+        return np.stack([j00 * v[:, 0] + j01 * v[:, 1], j01 * v[:, 0] - v[:, 1]], axis=1)
+
+    def _sample(self, n, rng):
+        z = rng.standard_normal((n, 2))
+        x1 = self._s1 * z[:, 0]
+        return np.stack([x1, z[:, 1] - self._b * (x1 ** 2 - self._s1 ** 2)], axis=1)
