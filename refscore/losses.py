@@ -1,0 +1,501 @@
+r"""The five score-matching losses and NCSN's multi-noise objective.
+
+Every function returns the mean over the batch (``reduction="mean"``) or the
+per-point values (``reduction="none"``), and with ``grad=True`` the pair
+``(value, grad_theta)``.  Gradients over ``theta`` are assembled ONLY from the
+model primitives of :mod:`refscore.models.base` (``../shared/DERIVATIONS.md``
+§1).  With :math:`J = \nabla_x s_\theta(x)` and weights :math:`w_k = 1/n`:
+
+=======  ================================  ==========================================================
+loss     per-point value                   gradient over :math:`\theta`
+=======  ================================  ==========================================================
+ESM      ½‖s − t‖²                         ``score_vjp_params(ct = w (s − t))``
+ISM      tr J + ½‖s‖²                      ``trace_grad_params(w) + score_vjp_params(ct = w s)``
+DSM      ½‖s(x+σε) + ε/σ‖²                 ``score_vjp_params`` at x+σε, ``ct = w (s + ε/σ)``
+SSM      vᵀJv + ½(vᵀs)²                    ``vjv_grad_params(v, w) + score_vjp_params(ct = w (vᵀs) v)``
+SSM-VR   vᵀJv + ½‖s‖²                      ``vjv_grad_params(v, w) + score_vjp_params(ct = w s)``
+=======  ================================  ==========================================================
+
+Equation numbers are those of the seed note (``../shared/seed-score-matching.md``).
+
+References
+----------
+A. Hyvärinen, "Estimation of non-normalized statistical models by score
+matching", JMLR 6 (2005).  P. Vincent, "A connection between score matching and
+denoising autoencoders", Neural Computation 23 (2011).  Y. Song, S. Garg, J. Shi,
+S. Ermon, "Sliced score matching", UAI 2019.  Y. Song, S. Ermon, "Generative
+modeling by estimating gradients of the data distribution", NeurIPS 2019.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._validation import (
+    as_float_array,
+    as_points,
+    as_rng,
+    check_choice,
+    check_finite,
+    check_positive,
+    check_theta,
+)
+
+__all__ = ["esm", "ism", "dsm", "ssm", "ssm_vr", "dsm_multi", "projections", "LOSSES"]
+
+_REDUCTIONS = ("mean", "none")
+_PROJECTIONS = ("gaussian", "rademacher", "sphere")
+_WEIGHTINGS = ("sigma2", "none")
+
+
+# --------------------------------------------------------------------------- checks
+def _check_common(model, theta, x, reduction, grad):
+    check_choice("reduction", reduction, _REDUCTIONS)
+    if grad and reduction != "mean":
+        raise ValueError(f"grad=True needs reduction='mean' (the gradient of the mean loss), got reduction={reduction!r}")
+    theta = model._check_theta(theta)
+    x, single = model._points(x)
+    return theta, x, single
+
+
+def _finish(per, grad_theta, n, single, reduction, grad, weights=None):
+    """Reduce per-point values; ``grad_theta`` is already the gradient of the mean."""
+    if reduction == "none":
+        return per[0] if single else per
+    value = float(np.mean(per))
+    return (value, grad_theta) if grad else value
+
+
+def _as_projections(v, n, d, single):
+    """``v`` as ``(m, n, d)``: accepts ``(n, d)``/``(m, n, d)`` (``(d,)``/``(m, d)`` for one point)."""
+    arr = as_float_array(v, "v")
+    if single and arr.ndim in (1, 2) and arr.shape[-1] == d:
+        arr = arr.reshape(-1, 1, d) if arr.ndim == 2 else arr[None, None, :]
+    elif arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != (n, d) or arr.shape[0] < 1:
+        want = f"({d},) or (m, {d})" if single else f"({n}, {d}) or (m, {n}, {d})"
+        raise ValueError(f"v must have shape {want} to match x, got shape {np.shape(v)}")
+    check_finite("v", arr)
+    return arr
+
+
+# ---------------------------------------------------------- weighted private kernels
+# Each takes clean arrays and per-point weights ``w`` (any non-negative weights:
+# 1/n for the batch mean, quadrature weights for population losses), returns the
+# per-point values and, if ``grad``, the gradient of ``sum_k w_k value_k``.
+
+
+def _esm_terms(model, theta, x, t, w, grad):
+    r = model._score(theta, x) - t
+    per = 0.5 * np.einsum("nd,nd->n", r, r)
+    g = model._score_vjp_params(theta, x, w[:, None] * r) if grad else None
+    return per, g
+
+
+def _ism_terms(model, theta, x, w, grad):
+    s = model._score(theta, x)
+    per = model._score_trace(theta, x) + 0.5 * np.einsum("nd,nd->n", s, s)
+    g = None
+    if grad:
+        g = model._trace_grad_params(theta, x, w) + model._score_vjp_params(theta, x, w[:, None] * s)
+    return per, g
+
+
+def _dsm_terms(model, theta, x, sigma, eps, w, grad):
+    xt = x + sigma * eps
+    r = model._score(theta, xt) + eps / sigma
+    per = 0.5 * np.einsum("nd,nd->n", r, r)
+    g = model._score_vjp_params(theta, xt, w[:, None] * r) if grad else None
+    return per, g
+
+
+def _ssm_terms(model, theta, x, v, W, variance_reduced, grad):
+    """``v`` is ``(m, n, d)``, ``W`` is ``(m, n)``; returns ``(m, n)`` values."""
+    m, n, d = v.shape
+    s = model._score(theta, x)
+    xt = np.broadcast_to(x, (m, n, d)).reshape(m * n, d)
+    vf = v.reshape(m * n, d)
+    vjv = np.einsum("kd,kd->k", vf, model._score_jvp(theta, xt, vf)).reshape(m, n)
+    if variance_reduced:
+        per = vjv + 0.5 * np.einsum("nd,nd->n", s, s)[None, :]
+    else:
+        vs = np.einsum("mnd,nd->mn", v, s)
+        per = vjv + 0.5 * vs**2
+    g = None
+    if grad:
+        if variance_reduced:
+            ct = W.sum(axis=0)[:, None] * s
+        else:
+            ct = np.einsum("mn,mnd->nd", W * vs, v)
+        g = model._vjv_grad_params(theta, xt, vf, W.ravel()) + model._score_vjp_params(theta, x, ct)
+    return per, g
+
+
+# ------------------------------------------------------------------------ public losses
+def esm(model, theta, x, target_score, reduction="mean", grad=False):
+    r"""Explicit score matching, seed eq. (2) (and eq. (5) on a noised target).
+
+    .. math::
+
+        J_{ESM}(\theta) = \frac12\,\mathbb E_{p}\,\lVert s_\theta(x) - t(x)\rVert^2 ,
+        \qquad
+        \nabla_\theta J = \mathbb E\big[(s_\theta - t)^\top \partial_\theta s_\theta\big]
+        = \texttt{score\_vjp\_params}(ct = w\,(s_\theta - t)).
+
+    Parameters
+    ----------
+    model : ScoreModel
+    theta : (P,) array
+    x : (n, d) or (d,) array
+        Points drawn from the data distribution :math:`p`.
+    target_score : (n, d) array or callable
+        The data score :math:`t(x) = \nabla_x\log p(x)` at ``x``, or a function
+        ``x -> (n, d)`` (a distribution's ``score``, a bound model's ``score``).
+    reduction : {"mean", "none"}
+    grad : bool
+        Also return :math:`\nabla_\theta` of the mean (needs ``reduction="mean"``).
+
+    Returns
+    -------
+    float, or ``(n,)`` with ``reduction="none"``; ``(value, grad (P,))`` if ``grad``.
+
+    References
+    ----------
+    Seed eq. (2); Hyvärinen (2005), JMLR 6, eq. (2).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.models import LinearScore
+    >>> m = LinearScore(1)
+    >>> esm(m, m.init(), np.array([[1.0]]), np.array([[0.0]]))
+    0.5
+    """
+    theta, x, single = _check_common(model, theta, x, reduction, grad)
+    n = x.shape[0]
+    t = target_score(x) if callable(target_score) else target_score
+    t = model._like_points(t, n, single and not callable(target_score), "target_score")
+    per, g = _esm_terms(model, theta, x, t, np.full(n, 1.0 / n), grad)
+    return _finish(per, g, n, single, reduction, grad)
+
+
+def ism(model, theta, x, reduction="mean", grad=False):
+    r"""Implicit score matching (Hyvärinen 2005), seed eq. (3).
+
+    .. math::
+
+        J_{ISM}(\theta) = \mathbb E_p\Big[\operatorname{tr}\nabla_x s_\theta(x)
+            + \tfrac12\lVert s_\theta(x)\rVert^2\Big]
+        = J_{ESM}(\theta) - \tfrac12\mathbb E_p\lVert\nabla_x\log p\rVert^2 .
+
+    Gradient: :math:`\nabla_\theta \operatorname{tr}J` is the primitive
+    ``trace_grad_params``; :math:`\nabla_\theta \tfrac12\lVert s\rVert^2 = s^\top\partial_\theta s`
+    is ``score_vjp_params(ct = w s)``.
+
+    Parameters
+    ----------
+    model, theta, x, reduction, grad
+        As in :func:`esm`.
+
+    References
+    ----------
+    Seed eq. (3); Hyvärinen (2005), JMLR 6, Theorem 1, eq. (4).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.models import LinearScore
+    >>> m = LinearScore(1)
+    >>> ism(m, m.init(), np.array([[1.0]]))  # -1 + 0.5 * 1
+    -0.5
+    """
+    theta, x, single = _check_common(model, theta, x, reduction, grad)
+    n = x.shape[0]
+    per, g = _ism_terms(model, theta, x, np.full(n, 1.0 / n), grad)
+    return _finish(per, g, n, single, reduction, grad)
+
+
+def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
+    r"""Denoising score matching (Vincent 2011), seed eq. (6) with :math:`\epsilon = \sigma z`.
+
+    .. math::
+
+        J_{DSM}(\theta) = \frac12\,\mathbb E_{x\sim p,\,z\sim\mathcal N(0,I)}
+            \Big\lVert s_\theta(x + \sigma z) + \frac{z}{\sigma}\Big\rVert^2 .
+
+    The seed writes :math:`\epsilon\sim\mathcal N(0,\sigma^2 I)` and target
+    :math:`-\epsilon/\sigma^2`; here the caller passes the *standard* normal
+    ``eps`` :math:`= z`, so the target :math:`\nabla_{\tilde x}\log p(\tilde x|x) = -z/\sigma`
+    (DERIVATIONS §1).  The loss is deterministic given ``eps``.  In expectation
+    it equals ESM against :math:`p_\sigma = p * \mathcal N(0,\sigma^2 I)` plus
+    :math:`\tfrac12(d/\sigma^2 - \mathbb E_{p_\sigma}\lVert\nabla\log p_\sigma\rVert^2)`.
+
+    Gradient: the target does not depend on :math:`\theta`, so
+    :math:`\nabla_\theta = \mathbb E[(s_\theta(\tilde x) + z/\sigma)^\top \partial_\theta s_\theta(\tilde x)]`,
+    i.e. ``score_vjp_params`` at :math:`\tilde x = x + \sigma z` with ``ct = w (s + z/σ)``.
+
+    Parameters
+    ----------
+    model, theta, x, reduction, grad
+        As in :func:`esm`.
+    sigma : float > 0
+        Noise standard deviation.
+    eps : array like ``x``
+        Standard normal draws :math:`z`, one per point.
+
+    References
+    ----------
+    Seed eq. (5)-(6); Vincent (2011), Neural Computation 23, eq. (11)-(12).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.models import LinearScore
+    >>> m = LinearScore(1)
+    >>> dsm(m, m.init(), np.array([[0.0]]), 1.0, np.array([[1.0]]))  # s(1) + 1 = 0
+    0.0
+    """
+    theta, x, single = _check_common(model, theta, x, reduction, grad)
+    sigma = check_positive("sigma", sigma)
+    n = x.shape[0]
+    eps = model._like_points(eps, n, single, "eps")
+    per, g = _dsm_terms(model, theta, x, sigma, eps, np.full(n, 1.0 / n), grad)
+    return _finish(per, g, n, single, reduction, grad)
+
+
+def _sliced(model, theta, x, v, reduction, grad, variance_reduced):
+    theta, x, single = _check_common(model, theta, x, reduction, grad)
+    n, d = x.shape
+    v = _as_projections(v, n, d, single)
+    m = v.shape[0]
+    per_mn, g = _ssm_terms(model, theta, x, v, np.full((m, n), 1.0 / (m * n)), grad, variance_reduced)
+    return _finish(per_mn.mean(axis=0), g, n, single, reduction, grad)
+
+
+def ssm(model, theta, x, v, reduction="mean", grad=False):
+    r"""Sliced score matching (Song et al. 2019), seed eq. (7), second line.
+
+    .. math::
+
+        J_{SSM}(\theta) = \mathbb E_{p_v}\mathbb E_p\Big[v^\top\nabla_x s_\theta(x)\,v
+            + \tfrac12\big(v^\top s_\theta(x)\big)^2\Big], \qquad \mathbb E[vv^\top] = I .
+
+    Since :math:`\mathbb E_v[v^\top J v] = \operatorname{tr}J` and
+    :math:`\mathbb E_v[(v^\top s)^2] = \lVert s\rVert^2`, its expectation over
+    ``v`` is ISM (seed eq. (3)).
+
+    Gradient: :math:`\nabla_\theta v^\top J v` is the primitive ``vjv_grad_params``;
+    :math:`\nabla_\theta\tfrac12(v^\top s)^2 = (v^\top s)\,v^\top\partial_\theta s` is
+    ``score_vjp_params(ct = w (vᵀs) v)``, the cotangents of the ``m``
+    projections of a point summed before one call.
+
+    Parameters
+    ----------
+    model, theta, x, reduction, grad
+        As in :func:`esm`.
+    v : (n, d) or (m, n, d) array
+        Projection directions (see :func:`projections`); with ``m`` per point
+        the loss averages over them, and ``reduction="none"`` returns ``(n,)``.
+
+    References
+    ----------
+    Seed eq. (7); Song, Garg, Shi & Ermon (2019), UAI, eq. (6)-(8).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.models import LinearScore
+    >>> m = LinearScore(2)
+    >>> ssm(m, m.init(), np.array([[1.0, 0.0]]), np.array([[1.0, 1.0]]))  # -2 + 0.5 * 1
+    -1.5
+    """
+    return _sliced(model, theta, x, v, reduction, grad, variance_reduced=False)
+
+
+def ssm_vr(model, theta, x, v, reduction="mean", grad=False):
+    r"""Sliced score matching with variance reduction, seed eq. (7), third line.
+
+    .. math::
+
+        J_{SSM\text{-}VR}(\theta) = \mathbb E_{p_v}\mathbb E_p\Big[v^\top\nabla_x s_\theta(x)\,v
+            + \tfrac12\lVert s_\theta(x)\rVert^2\Big] ,
+
+    the projected second term of :func:`ssm` replaced by its exact expectation
+    over ``v`` (valid when :math:`\mathbb E[vv^\top] = I`).
+
+    Gradient: ``vjv_grad_params(v, w) + score_vjp_params(ct = w s)`` (with the
+    weights of the ``m`` projections of a point summed in ``ct``).
+
+    Parameters
+    ----------
+    model, theta, x, v, reduction, grad
+        As in :func:`ssm`.
+
+    References
+    ----------
+    Seed eq. (7); Song, Garg, Shi & Ermon (2019), UAI, eq. (8) (SSM-VR).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.models import LinearScore
+    >>> m = LinearScore(2)
+    >>> ssm_vr(m, m.init(), np.array([[1.0, 0.0]]), np.array([[1.0, 1.0]]))  # -2 + 0.5 * 1
+    -1.5
+    """
+    return _sliced(model, theta, x, v, reduction, grad, variance_reduced=True)
+
+
+def dsm_multi(model, theta, x, sigmas, labels, eps, weighting="sigma2", reduction="mean", grad=False):
+    r"""NCSN's multi-noise denoising objective (Song & Ermon 2019, eq. (5)-(6)).
+
+    .. math::
+
+        \mathcal L(\theta) = \frac1n\sum_k \lambda(\sigma_{i_k})\,\frac12
+            \Big\lVert s_\theta(x_k + \sigma_{i_k}\epsilon_k,\ \sigma_{i_k})
+            + \frac{\epsilon_k}{\sigma_{i_k}}\Big\rVert^2 ,
+        \qquad \sigma_{i_k} = \texttt{sigmas[labels[k]]},
+
+    with :math:`\lambda(\sigma) = \sigma^2` (``weighting="sigma2"``, NCSN's
+    choice, which makes every level's term of order one) or :math:`\lambda = 1`
+    (``weighting="none"``).  Each term is seed eq. (6) at its own noise level.
+
+    Gradient: ``model.score_vjp_params(theta, x̃, σ, ct = w λ(σ) (s + ε/σ))`` at
+    :math:`\tilde x_k = x_k + \sigma_{i_k}\epsilon_k` -- only the two primitives
+    ``score(theta, x, sigma)`` and ``score_vjp_params(theta, x, sigma, ct)`` of
+    a noise-conditional model (e.g. ``NoiseConditional``) are used.
+
+    Parameters
+    ----------
+    model : noise-conditional model
+        Has ``dim``, ``n_params``, ``score(theta, x, sigma)`` and
+        ``score_vjp_params(theta, x, sigma, ct)`` with ``sigma`` of shape ``(n,)``.
+    theta : (P,) array
+    x : (n, d) or (d,) array
+    sigmas : (L,) array of positive floats
+        The noise levels.
+    labels : (n,) integer array with values in ``[0, L)``
+        The level of each point.
+    eps : array like ``x``
+        Standard normal draws.
+    weighting : {"sigma2", "none"}
+    reduction, grad
+        As in :func:`esm`.
+
+    References
+    ----------
+    Song & Ermon (2019), NeurIPS, eq. (5)-(6); seed eq. (6).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> class Scaled:  # s(x, sigma) = -x / sigma**2, the exact score of N(0, sigma^2)
+    ...     dim, n_params = 1, 1
+    ...     def score(self, theta, x, sigma):
+    ...         return -theta[0] * x / np.asarray(sigma)[:, None] ** 2
+    >>> dsm_multi(Scaled(), np.array([1.0]), np.zeros((1, 1)), [1.0, 2.0], [1], np.ones((1, 1)))
+    0.0
+    """
+    check_choice("reduction", reduction, _REDUCTIONS)
+    check_choice("weighting", weighting, _WEIGHTINGS)
+    if grad and reduction != "mean":
+        raise ValueError(f"grad=True needs reduction='mean' (the gradient of the mean loss), got reduction={reduction!r}")
+    theta = check_theta(theta, model.n_params, getattr(model, "layout", ""))
+    x, single = as_points(x, model.dim)
+    n, d = x.shape
+    sigmas = as_float_array(sigmas, "sigmas")
+    if sigmas.ndim != 1 or sigmas.size < 1:
+        raise ValueError(f"sigmas must be a non-empty 1-D array, got shape {sigmas.shape}")
+    if not np.all(np.isfinite(sigmas)) or np.any(sigmas <= 0):
+        raise ValueError(f"sigmas must be finite and > 0, got {sigmas!r}")
+    labels = np.asarray(labels)
+    if single and labels.ndim == 0:
+        labels = labels[None]
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.size == 0):
+        raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) to match x, got shape {labels.shape}")
+    if np.any(labels < 0) or np.any(labels >= sigmas.size):
+        raise ValueError(
+            f"labels must lie in [0, {sigmas.size}) to index sigmas, got values in "
+            f"[{labels.min()}, {labels.max()}]"
+        )
+    eps = as_float_array(eps, "eps")
+    if single and eps.shape == (d,):
+        eps = eps[None, :]
+    if eps.shape != (n, d):
+        raise ValueError(f"eps must have shape {(d,) if single else (n, d)} to match x, got shape {eps.shape}")
+    check_finite("eps", eps)
+
+    sig = sigmas[labels]
+    lam = sig**2 if weighting == "sigma2" else np.ones(n)
+    xt = x + sig[:, None] * eps
+    r = model.score(theta, xt, sig) + eps / sig[:, None]
+    per = lam * 0.5 * np.einsum("nd,nd->n", r, r)
+    g = None
+    if grad:
+        g = model.score_vjp_params(theta, xt, sig, (lam / n)[:, None] * r)
+    return _finish(per, g, n, single, reduction, grad)
+
+
+def projections(rng, shape, kind="gaussian"):
+    r"""Random projection directions :math:`v` with :math:`\mathbb E[vv^\top] = I`.
+
+    .. math::
+
+        v \sim \mathcal N(0, I) \quad\text{(gaussian)}, \qquad
+        v_i \in \{-1, +1\} \text{ uniformly (rademacher)}, \qquad
+        v = \sqrt d\,z/\lVert z\rVert,\ z\sim\mathcal N(0,I) \quad\text{(sphere)}.
+
+    The sphere's radius :math:`\sqrt d` gives :math:`\mathbb E[vv^\top] = I`.
+    For a fixed matrix :math:`A` (symmetric part :math:`A_s`) the estimator
+    :math:`v^\top A v` has mean :math:`\operatorname{tr}A` and variance
+    :math:`2\lVert A_s\rVert_F^2` (gaussian), :math:`2(\lVert A_s\rVert_F^2 - \sum_i A_{ii}^2)`
+    (rademacher).
+
+    Parameters
+    ----------
+    rng : None, int or numpy.random.Generator
+    shape : tuple of int
+        ``(n, d)`` or ``(m, n, d)``; the last axis is the dimension.
+    kind : {"gaussian", "rademacher", "sphere"}
+
+    Returns
+    -------
+    ndarray of ``shape``, float64.
+
+    References
+    ----------
+    Song, Garg, Shi & Ermon (2019), UAI, Sec. 3 (requirement E[vvᵀ] ≻ 0, here = I);
+    seed eq. (7).
+
+    Examples
+    --------
+    >>> v = projections(0, (4, 3), kind="rademacher")
+    >>> sorted(set(v.ravel().tolist()))
+    [-1.0, 1.0]
+    """
+    check_choice("kind", kind, _PROJECTIONS)
+    if isinstance(shape, numbers.Integral):
+        shape = (shape,)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError as exc:
+        raise TypeError(f"shape must be a tuple of ints, got {shape!r}") from exc
+    if len(shape) < 1 or any(s < 0 for s in shape) or shape[-1] < 1:
+        raise ValueError(f"shape must be non-negative ints with last (dimension) axis >= 1, got {shape}")
+    rng = as_rng(rng)
+    if kind == "gaussian":
+        return rng.standard_normal(shape)
+    if kind == "rademacher":
+        return 2.0 * rng.integers(0, 2, size=shape).astype(float) - 1.0
+    z = rng.standard_normal(shape)
+    norm = np.linalg.norm(z, axis=-1, keepdims=True)
+    norm[norm == 0.0] = 1.0  # probability zero; keeps the output finite
+    return np.sqrt(shape[-1]) * z / norm
+
+
+#: name -> loss function, for callers that select a loss by name
+LOSSES = {"esm": esm, "ism": ism, "dsm": dsm, "ssm": ssm, "ssm_vr": ssm_vr, "dsm_multi": dsm_multi}
