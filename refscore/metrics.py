@@ -145,7 +145,7 @@ def _median_bandwidth(z: np.ndarray) -> float:
 
 
 def _rbf_sum(a, b, a2, b2, gamma) -> float:
-    """:math:`\sum_{i,j} \exp(-\gamma \lVert a_i - b_j\rVert^2)` in row blocks."""
+    r""":math:`\sum_{i,j} \exp(-\gamma \lVert a_i - b_j\rVert^2)` in row blocks."""
     total = 0.0
     step = _block_rows(b.shape[0])
     for i in range(0, a.shape[0], step):
