@@ -132,7 +132,7 @@ def gaussians(draw, dim: int | None = None, max_condition: float = MAX_CONDITION
 
 @st.composite
 def gaussian_mixtures(draw, dim: int | None = None, min_k: int = 1, max_k: int = 3,
-                      max_condition: float = 1e2):
+                      max_condition: float = MAX_CONDITION):
     """:class:`~refscore.distributions.GaussianMixture` with 1..3 full-covariance components."""
     d = draw(dims()) if dim is None else dim
     k = draw(st.integers(min_k, max_k))
