@@ -95,6 +95,9 @@ def _esm_terms(model, theta, x, t, w, grad):
 
 
 def _ism_terms(model, theta, x, w, grad):
+    fused = getattr(model, "_ism_terms_fused", None)
+    if grad and fused is not None:  # same numbers from one forward + one reverse pass (MLPScore)
+        return fused(theta, x, w)
     s = model._score(theta, x)
     per = model._score_trace(theta, x) + 0.5 * np.einsum("nd,nd->n", s, s)
     g = None
@@ -113,6 +116,9 @@ def _dsm_terms(model, theta, x, sigma, eps, w, grad):
 
 def _ssm_terms(model, theta, x, v, W, variance_reduced, grad):
     """``v`` is ``(m, n, d)``, ``W`` is ``(m, n)``; returns ``(m, n)`` values."""
+    fused = getattr(model, "_ssm_terms_fused", None)
+    if grad and fused is not None:  # same numbers from one forward + one reverse pass (MLPScore)
+        return fused(theta, x, v, W, variance_reduced)
     m, n, d = v.shape
     s = model._score(theta, x)
     xt = np.broadcast_to(x, (m, n, d)).reshape(m * n, d)
@@ -270,7 +276,7 @@ def _sliced(model, theta, x, v, reduction, grad, variance_reduced):
     n, d = x.shape
     v = _as_projections(v, n, d, single)
     m = v.shape[0]
-    per_mn, g = _ssm_terms(model, theta, x, v, np.full((m, n), 1.0 / (m * n)), grad, variance_reduced)
+    per_mn, g = _ssm_terms(model, theta, x, v, np.full((m, n), 1.0 / (m * n)), variance_reduced, grad)
     return _finish(per_mn.mean(axis=0), g, n, single, reduction, grad)
 
 

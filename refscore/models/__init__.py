@@ -8,3 +8,8 @@ from .mixture import GaussianMixtureModel
 
 __all__ = ["ScoreModel", "BoundModel"]
 __all__ += ["GaussianModel", "LinearScore", "GaussianMixtureModel"]
+from .activations import ACTIVATIONS, get_activation
+from .conditional import BoundNoiseConditional, NoiseConditional
+from .mlp import MLPEnergy, MLPScore
+
+__all__ += ["MLPScore", "MLPEnergy", "NoiseConditional", "BoundNoiseConditional", "ACTIVATIONS", "get_activation"]

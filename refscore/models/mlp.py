@@ -482,6 +482,85 @@ class MLPScore(_MLPBase):
             self._backprop(layers, H, D[1], grads, inject=inject)
         return g
 
+    # ------------------------------------------------------------ fused loss kernels
+    def _ism_terms_fused(self, theta, x, w):
+        r"""ISM per-point values and :math:`\nabla_\theta\sum_k w_k[\operatorname{tr}J_k + \tfrac12\lVert s_k\rVert^2]`.
+
+        Same numbers as ``trace_grad_params(w) + score_vjp_params(w s)`` (DERIVATIONS §1)
+        from ONE forward pass and ONE combined reverse pass per chunk instead of
+        four forward and two reverse passes.
+        """
+        layers = self._unpack(theta)
+        g = np.zeros(self.n_params)
+        grads = self._unpack(g)
+        path = self._path()
+        n = x.shape[0]
+        L = self.n_layers
+        WL, bL = layers[-1]
+        per = np.empty(n)
+        if path == "fast":
+            fac, r, eye = None, 1, None
+        else:
+            fac, r = self._chain(layers, path)
+            eye = np.eye(r)
+        for sl in self._slices(n, r * max(self.sizes)):
+            _, H, D = self._forward(layers, x[sl], 2)
+            ws = w[sl]
+            inject = [None] * L
+            if path == "fast":
+                tr = self._fast_trace(layers, D[1], ws, grads, inject, D[2])
+            else:
+                T = self._chain_pass(layers, D[1], fac, None, ws[:, None, None] * eye, grads, inject, D[2])
+                tr = np.einsum("kjj->k", T)
+            s = H[L - 1] @ WL.T
+            s += bL
+            per[sl] = tr + 0.5 * np.einsum("kd,kd->k", s, s)
+            ct = s * ws[:, None]
+            grads[L - 1][0][...] += ct.T @ H[L - 1]
+            grads[L - 1][1][...] += ct.sum(axis=0)
+            self._backprop(layers, H, D[1], grads, hbar=ct @ WL, inject=inject)
+        return per, g
+
+    def _ssm_terms_fused(self, theta, x, v, W, variance_reduced):
+        r"""SSM / SSM-VR values ``(m, n)`` and the gradient of :math:`\sum_{i,k} W_{ik}\,\ell_{ik}`.
+
+        ``v`` is ``(m, n, d)``.  Per chunk: one forward pass, one tangent pass per
+        projection, and one reverse pass carrying the score cotangent and every
+        projection's tangent cotangent (DERIVATIONS §2, combined reverse pass).
+        """
+        layers = self._unpack(theta)
+        g = np.zeros(self.n_params)
+        grads = self._unpack(g)
+        fac, _ = self._chain(layers, "forward")
+        m, n, d = v.shape
+        L = self.n_layers
+        WL, bL = layers[-1]
+        per = np.empty((m, n))
+        for sl in self._slices(n, max(self.sizes)):
+            _, H, D = self._forward(layers, x[sl], 2)
+            s = H[L - 1] @ WL.T
+            s += bL
+            inject = [None] * L
+            half_s2 = 0.5 * np.einsum("kd,kd->k", s, s) if variance_reduced else None
+            ct = np.zeros_like(s)
+            for i in range(m):
+                vi = v[i, sl]
+                wi = W[i, sl]
+                Abar = (wi[:, None] * vi)[:, None, :]
+                Jv = self._chain_pass(layers, D[1], fac, vi[:, None, :], Abar, grads, inject, D[2])[:, 0, :]
+                vjv = np.einsum("kd,kd->k", vi, Jv)
+                if variance_reduced:
+                    per[i, sl] = vjv + half_s2
+                    ct += wi[:, None] * s
+                else:
+                    vs = np.einsum("kd,kd->k", vi, s)
+                    per[i, sl] = vjv + 0.5 * vs * vs
+                    ct += (wi * vs)[:, None] * vi
+            grads[L - 1][0][...] += ct.T @ H[L - 1]
+            grads[L - 1][1][...] += ct.sum(axis=0)
+            self._backprop(layers, H, D[1], grads, hbar=ct @ WL, inject=inject)
+        return per, g
+
     def _vjv_grad_params(self, theta, x, v, w):
         r""":math:`\sum_k w_k \partial_\theta (v_k^\top \nabla_x s_\theta(x_k) v_k)`: one tangent, combined reverse pass."""
         layers = self._unpack(theta)
