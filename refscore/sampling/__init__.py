@@ -1,0 +1,301 @@
+r"""Langevin samplers on three backends with identical counter-based noise.
+
+One update convention everywhere, the seed's eq (4):
+
+.. math::
+
+    x_{k+1} = x_k + \eta\, s(x_k) + \sqrt{2\eta}\, z_k,
+    \qquad z_k = \texttt{normal(seed, chain, k, ·)}
+
+NCSN (Song & Ermon 2019, Alg. 1) writes :math:`x + (\alpha/2) s + \sqrt{\alpha} z`,
+so :math:`\eta = \alpha/2`: their :math:`\epsilon = 0.1` is ``step=0.05`` here.
+
+Backends: ``"numpy"`` (reference, :mod:`.reference`), ``"numba"``
+(:mod:`.cpu`, parallel over blocks of chains) and ``"cuda"`` (:mod:`.cuda`,
+one thread per chain, imported only when asked for).  They share the noise
+bit for bit (:mod:`refscore.noise`) and differ in the score's round-off
+only: trajectories agree to ~1e-12 relative after 100 steps on a Gaussian
+(tested at 1e-10).
+
+Every sampler returns a :class:`SamplerResult`.  A chain whose update
+produces a non-finite value keeps its last finite state and is flagged in
+``diverged``; the run never raises for it.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validation import as_float_array, check_choice, check_finite, check_positive
+from ..noise import _check_seed
+from . import reference
+from .targets import compile_target, logpdf_function, score_function
+
+__all__ = ["ula", "mala", "annealed_langevin", "SamplerResult", "BACKENDS"]
+
+BACKENDS = ("numpy", "numba", "cuda")
+
+
+@dataclass
+class SamplerResult:
+    """Output of a sampler.
+
+    Attributes
+    ----------
+    x : ndarray (n, d)
+        Final states (last finite state for diverged chains).
+    diverged : ndarray (n,) bool
+        Chains that produced a non-finite value and were frozen.
+    accept_rate : ndarray (n,) or None
+        MALA only: per chain, accepted moves / ``n_steps`` (overall rate =
+        ``accept_rate.mean()``).
+    trace : ndarray (n_steps // record, n, d) or None
+        ``trace[j]`` = states after ``(j + 1) * record`` steps (global step
+        count across noise levels for annealed Langevin).
+    """
+
+    x: np.ndarray
+    diverged: np.ndarray
+    accept_rate: np.ndarray | None = None
+    trace: np.ndarray | None = None
+
+
+# ------------------------------------------------------------------ validation
+def _check_int(name, value, minimum):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_target(target, noise_conditional=False):
+    if not hasattr(target, "score") or not hasattr(target, "dim"):
+        raise TypeError(
+            "target must have score(...) and dim (a distribution, model.bind(theta), "
+            f"dist.perturbed() or NoiseConditional(model).bind(theta)), got {type(target).__name__}"
+        )
+    return int(target.dim)
+
+
+def _check_x0(x0, d):
+    x = as_float_array(x0, "x0")
+    if x.ndim != 2 or x.shape[1] != d or x.shape[0] < 1:
+        raise ValueError(f"x0 must have shape (n, {d}) with n >= 1, got shape {np.shape(x0)}")
+    if x.shape[0] >= 2 ** 32:
+        raise ValueError(f"x0 must have fewer than 2**32 chains, got {x.shape[0]}")
+    check_finite("x0", x)
+    return np.array(x, dtype=float, order="C", copy=True)
+
+
+def _check_record(record, n_total):
+    if record is None:
+        return 0, 0
+    rec = _check_int("record", record, 1)
+    return rec, n_total // rec
+
+
+def _check_sigmas(sigmas):
+    s = as_float_array(sigmas, "sigmas")
+    if s.ndim != 1 or s.shape[0] < 1:
+        raise ValueError(f"sigmas must be a 1-D array with at least one level, got shape {s.shape}")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"sigmas must be finite and > 0, got {sigmas!r}")
+    if np.any(np.diff(s) >= 0):
+        raise ValueError(f"sigmas must be strictly decreasing, got {sigmas!r}")
+    return s
+
+
+def _cuda():
+    from . import cuda as _c  # lazy: numba.cuda is imported only when asked for
+
+    if not _c.available():
+        raise RuntimeError(
+            "backend='cuda' needs a CUDA GPU or the simulator (set NUMBA_ENABLE_CUDASIM=1 "
+            "before numba.cuda is first imported); neither is available"
+        )
+    return _c
+
+
+def _run_langevin(target, x0, sigmas, etas, steps_per_level, seed, backend, record):
+    check_choice("backend", backend, BACKENDS)
+    k0, k1 = _check_seed(seed)
+    x = x0
+    n, d = x.shape
+    rec, n_rec = _check_record(record, len(etas) * steps_per_level)
+    trace = np.zeros((n_rec, n, d))
+    diverged = np.zeros(n, dtype=np.bool_)
+    etas = np.ascontiguousarray(etas, dtype=float)
+    if backend == "numpy":
+        fns = ([score_function(target)] if sigmas is None
+               else [score_function(target, float(s)) for s in sigmas])
+        reference.langevin(fns, etas, steps_per_level, x, k0, k1, rec, trace, diverged)
+    else:
+        ct = compile_target(target, sigmas)
+        if backend == "numba":
+            from . import cpu
+
+            cpu.langevin(ct.layout, ct.params, ct.scale, etas, steps_per_level, x, k0, k1,
+                         rec, trace, diverged)
+        else:
+            _cuda().langevin(ct, etas, steps_per_level, x, k0, k1, rec, trace, diverged)
+    return SamplerResult(x=x, diverged=diverged, trace=trace if rec else None)
+
+
+# ------------------------------------------------------------------ samplers
+def ula(target, x0, step, n_steps, seed, backend="numpy", record=None) -> SamplerResult:
+    r"""Unadjusted Langevin algorithm, seed eq (4).
+
+    .. math::
+
+        x_{k+1} = x_k + \eta\, \nabla\log p(x_k) + \sqrt{2\eta}\, z_k
+
+    Its stationary law is biased by :math:`O(\eta)`; on :math:`N(\mu, \Sigma)`
+    it is :math:`N(\mu, (\Lambda - \eta\Lambda^2/2)^{-1})`, :math:`\Lambda = \Sigma^{-1}`.
+
+    Parameters
+    ----------
+    target : distribution or ``model.bind(theta)``
+        Anything with ``score(x)`` and ``dim`` known to :mod:`.targets`.
+    x0 : array (n, d)
+        Initial states, one row per chain (chain ``c`` draws noise stream ``c``).
+    step : float > 0
+        :math:`\eta`.
+    n_steps : int >= 0
+    seed : int in [0, 2**64)
+    backend : {"numpy", "numba", "cuda"}
+    record : int, optional
+        Keep the states every ``record`` steps in ``.trace``.
+
+    Returns
+    -------
+    SamplerResult
+
+    References
+    ----------
+    Seed eq (4); G. O. Roberts, R. L. Tweedie, Bernoulli 2 (1996).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.distributions import Gaussian
+    >>> from refscore.sampling import ula
+    >>> res = ula(Gaussian(np.zeros(2), np.eye(2)), np.zeros((4, 2)), 0.1, 10, seed=0)
+    >>> res.x.shape, bool(res.diverged.any())
+    ((4, 2), False)
+    """
+    d = _check_target(target)
+    x = _check_x0(x0, d)
+    eta = check_positive("step", step)
+    n_steps = _check_int("n_steps", n_steps, 0)
+    return _run_langevin(target, x, None, [eta], n_steps, seed, backend, record)
+
+
+def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="numpy",
+                      record=None) -> SamplerResult:
+    r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
+
+    For each level :math:`\sigma_1 > \dots > \sigma_L`, ``steps_per_level``
+    steps of seed eq (4) with
+
+    .. math::
+
+        \eta_i = \text{step}\cdot\sigma_i^2/\sigma_L^2, \qquad
+        x \leftarrow x + \eta_i\, s(x, \sigma_i) + \sqrt{2\eta_i}\, z .
+
+    NCSN's :math:`\epsilon` is ``2 * step`` (their update is
+    :math:`x + (\alpha_i/2)s + \sqrt{\alpha_i}z`); the noise step index counts
+    globally, ``i * steps_per_level + t``.
+
+    Parameters
+    ----------
+    target : ``dist.perturbed()`` or ``NoiseConditional(model).bind(theta)``
+        Has ``score(x, sigma)``.
+    x0 : array (n, d)
+    sigmas : array (L,), strictly decreasing, > 0
+    step : float > 0
+    steps_per_level : int >= 0
+    seed, backend, record : as in :func:`ula`
+
+    References
+    ----------
+    Y. Song, S. Ermon, NeurIPS 2019, Algorithm 1; seed eq (4).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.distributions import GaussianMixture
+    >>> from refscore.sampling import annealed_langevin
+    >>> p = GaussianMixture([0.5, 0.5], [[-3.0], [3.0]], [[[1.0]], [[1.0]]])
+    >>> res = annealed_langevin(p.perturbed(), np.zeros((8, 1)), [3.0, 1.0, 0.3], 0.05, 20, seed=1)
+    >>> res.x.shape
+    (8, 1)
+    """
+    d = _check_target(target)
+    x = _check_x0(x0, d)
+    s = _check_sigmas(sigmas)
+    step = check_positive("step", step)
+    T = _check_int("steps_per_level", steps_per_level, 0)
+    etas = step * s ** 2 / s[-1] ** 2
+    return _run_langevin(target, x, s, etas, T, seed, backend, record)
+
+
+def mala(target, x0, step, n_steps, seed, backend="numpy", record=None) -> SamplerResult:
+    r"""Metropolis-adjusted Langevin algorithm: the proposal of seed eq (4) plus
+    a Metropolis–Hastings test, so the stationary law is exactly :math:`p`.
+
+    .. math::
+
+        y = x + \eta s(x) + \sqrt{2\eta} z,\qquad
+        \log\alpha = \log p(y) - \log p(x) - \frac{\|x - y - \eta s(y)\|^2
+        - \|y - x - \eta s(x)\|^2}{4\eta},
+
+    accepted when :math:`\log u < \log\alpha` with
+    ``u = noise.uniform(seed, chain, k)`` (stream 1).  ``target`` needs a
+    log-density up to a constant: distributions, Gaussian and mixture models,
+    symmetric ``LinearScore``, ``MLPEnergy`` (:math:`-E_\theta`).
+
+    Returns
+    -------
+    SamplerResult
+        ``accept_rate`` per chain, shape ``(n,)``.
+
+    References
+    ----------
+    G. O. Roberts, R. L. Tweedie, Bernoulli 2 (1996), MALA; seed eq (4).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.distributions import Gaussian
+    >>> from refscore.sampling import mala
+    >>> res = mala(Gaussian(np.zeros(2), np.eye(2)), np.zeros((4, 2)), 0.5, 20, seed=0)
+    >>> res.accept_rate.shape
+    (4,)
+    """
+    d = _check_target(target)
+    x = _check_x0(x0, d)
+    eta = check_positive("step", step)
+    n_steps = _check_int("n_steps", n_steps, 0)
+    check_choice("backend", backend, BACKENDS)
+    k0, k1 = _check_seed(seed)
+    n = x.shape[0]
+    rec, n_rec = _check_record(record, n_steps)
+    trace = np.zeros((n_rec, n, d))
+    diverged = np.zeros(n, dtype=np.bool_)
+    accepted = np.zeros(n, dtype=np.int64)
+    if backend == "numpy":
+        reference.mala(score_function(target), logpdf_function(target), eta, n_steps, x, k0, k1,
+                       rec, trace, diverged, accepted)
+    else:
+        ct = compile_target(target, need_logp=True)
+        if backend == "numba":
+            from . import cpu
+
+            cpu.mala(ct.layout, ct.params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted)
+        else:
+            _cuda().mala(ct, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted)
+    rate = accepted / max(n_steps, 1)
+    return SamplerResult(x=x, diverged=diverged, accept_rate=rate, trace=trace if rec else None)

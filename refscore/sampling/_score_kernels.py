@@ -1,0 +1,353 @@
+r"""Score (and log-density) of every target kind, evaluated on a BLOCK of chains.
+
+One source, compiled twice: :func:`make` takes ``numba.njit`` (CPU: blocks of
+``B`` chains, the chain loop innermost so LLVM vectorises it) or
+``numba.cuda.jit(device=True)`` (GPU: a "block" of one chain held in a
+thread's local arrays).  Points are stored transposed, ``X[i, c]`` =
+coordinate ``i`` of chain ``c`` of the block, ``m`` chains in use.
+
+Every target is described by ``(layout, params)`` built once in
+:mod:`refscore.sampling.targets`:
+
+``layout`` (int64): ``[kind, d, work_rows, a, b, c, ...]``;
+``params`` (float64, flat) as listed per kind:
+
+=========  ==================================================================
+kind       params (flat) and the score computed
+=========  ==================================================================
+AFFINE 0   ``[A (d*d row-major), m (d), b (d)]``: :math:`s = A(x-m) + b`;
+           :math:`\log p = \tfrac12 u^\top(s + b)`, :math:`u = x - m` (A symmetric)
+MIX 1      layout ``a = k``, ``b = iso``; per component ``[c_j, tau_j, mu_j]``
+           (iso) or ``[c_j, mu_j, P_j (d*d)]``: :math:`\ell_j = c_j - \tfrac12
+           u_j^\top P_j u_j`, :math:`s = \sum_j \mathrm{softmax}(\ell)_j (-P_j u_j)`,
+           :math:`\log p = \mathrm{logsumexp}_j \ell_j`
+STUDENT 2  ``[nu, const, mu (d), P (d*d)]``: :math:`s = -\frac{\nu+d}{\nu+q}Pu`,
+           :math:`\log p = c - \frac{\nu+d}{2}\log(1 + q/\nu)`
+BANANA 3   ``[b, sigma1, const]``: :math:`y = x_2 + b(x_1^2 - \sigma_1^2)`,
+           :math:`s = (-x_1/\sigma_1^2 - 2bx_1y,\ -y)`
+MLP 4      layout ``a = n_layers``, ``b = activation id``, ``c = energy``, then
+           the widths ``d, h_1, ..., out``; params = theta (per layer
+           ``W.ravel()`` then ``b``).  Score MLP: linear output;
+           energy MLP: :math:`s = -\nabla_x E`, :math:`\log p = -E`
+=========  ==================================================================
+"""
+from __future__ import annotations
+
+import math
+import types
+
+import numpy as np
+
+from .. import _philox
+
+__all__ = ["make", "MAX_DIM_GPU", "MAX_WORK_GPU", "AFFINE", "MIX", "STUDENT", "BANANA", "MLP", "ACT_IDS", "HEADER"]
+
+AFFINE, MIX, STUDENT, BANANA, MLP = 0, 1, 2, 3, 4
+ACT_IDS = {"tanh": 0, "softplus": 1, "sigmoid": 2, "silu": 3, "gelu": 4}
+HEADER = 6  # layout[0:6] = kind, d, work_rows, a, b, c ; MLP widths follow
+_INV_SQRT2 = 0.7071067811865476
+_U0 = np.uint64(0)
+MAX_DIM_GPU = 64     # local-array sizes of the one-chain "blocks" of the CUDA kernels
+MAX_WORK_GPU = 512
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+def make(jit):
+    """Compile the block kernels with decorator ``jit``; returns a namespace."""
+    P = _philox.make(jit)
+    normal_pair = P.normal_pair
+
+    @jit
+    def act(kind, z):
+        """(phi(z), phi'(z)) of hidden activation ``kind`` (ids in ACT_IDS)."""
+        if kind == 0:
+            t = math.tanh(z)
+            return t, 1.0 - t * t
+        e = math.exp(-abs(z))
+        r = 1.0 / (1.0 + e)
+        if z >= 0:
+            sig = r
+        else:
+            sig = e * r
+        if kind == 1:
+            return max(z, 0.0) + math.log1p(e), sig
+        if kind == 2:
+            return sig, sig * (1.0 - sig)
+        if kind == 3:
+            return z * sig, sig + z * sig * (1.0 - sig)
+        big = 0.5 * math.erfc(-z * _INV_SQRT2)
+        zc = min(max(z, -40.0), 40.0)
+        return z * big, big + zc * (_INV_SQRT_2PI * math.exp(-0.5 * zc * zc))
+
+    @jit
+    def affine(lay, p, X, S, LP, W, m, want_logp):
+        d = lay[1]
+        offm = d * d
+        offb = offm + d
+        for j in range(d):
+            for c in range(m):
+                W[j, c] = X[j, c] - p[offm + j]
+        for i in range(d):
+            for c in range(m):
+                S[i, c] = p[offb + i]
+            for j in range(d):
+                a = p[i * d + j]
+                for c in range(m):
+                    S[i, c] += a * W[j, c]
+        if want_logp:
+            for c in range(m):
+                LP[c] = 0.0
+            for i in range(d):
+                for c in range(m):
+                    LP[c] += W[i, c] * (S[i, c] + p[offb + i])
+            for c in range(m):
+                LP[c] *= 0.5
+
+    @jit
+    def quad(d, p, off, X, U, T, m):
+        """U = X - mu (mu at p[off:off+d]), T = P U (P at p[off+d:]), returns nothing."""
+        for j in range(d):
+            for c in range(m):
+                U[j, c] = X[j, c] - p[off + j]
+        for i in range(d):
+            for c in range(m):
+                T[i, c] = 0.0
+            for j in range(d):
+                a = p[off + d + i * d + j]
+                for c in range(m):
+                    T[i, c] += a * U[j, c]
+
+    @jit
+    def mixture(lay, p, X, S, LP, W, m, want_logp):
+        d = lay[1]
+        k = lay[3]
+        iso = lay[4]
+        stride = d + 2 if iso else 1 + d + d * d
+        # work rows: L (k), U (d), T (d), MX, SUM
+        rU = k
+        rT = k + d
+        rM = k + 2 * d
+        rS = rM + 1
+        for c in range(m):
+            W[rM, c] = -math.inf
+        for j in range(k):
+            o = j * stride
+            if iso:
+                tau = p[o + 1]
+                for c in range(m):
+                    W[j, c] = 0.0
+                for i in range(d):
+                    mu = p[o + 2 + i]
+                    for c in range(m):
+                        u = X[i, c] - mu
+                        W[j, c] += u * u
+                for c in range(m):
+                    W[j, c] = p[o] - 0.5 * tau * W[j, c]
+            else:
+                quad(d, p, o + 1, X, W[rU:rU + d], W[rT:rT + d], m)
+                for c in range(m):
+                    W[j, c] = 0.0
+                for i in range(d):
+                    for c in range(m):
+                        W[j, c] += W[rU + i, c] * W[rT + i, c]
+                for c in range(m):
+                    W[j, c] = p[o] - 0.5 * W[j, c]
+            for c in range(m):
+                W[rM, c] = max(W[rM, c], W[j, c])
+        for c in range(m):
+            W[rS, c] = 0.0
+        for j in range(k):
+            for c in range(m):
+                W[j, c] = math.exp(W[j, c] - W[rM, c])
+                W[rS, c] += W[j, c]
+        for i in range(d):
+            for c in range(m):
+                S[i, c] = 0.0
+        for j in range(k):
+            o = j * stride
+            if iso:
+                tau = p[o + 1]
+                for i in range(d):
+                    mu = p[o + 2 + i]
+                    for c in range(m):
+                        S[i, c] += W[j, c] * (-tau * (X[i, c] - mu))
+            else:
+                quad(d, p, o + 1, X, W[rU:rU + d], W[rT:rT + d], m)
+                for i in range(d):
+                    for c in range(m):
+                        S[i, c] += W[j, c] * (-W[rT + i, c])
+        for i in range(d):
+            for c in range(m):
+                S[i, c] = S[i, c] / W[rS, c]
+        if want_logp:
+            for c in range(m):
+                LP[c] = W[rM, c] + math.log(W[rS, c])
+
+    @jit
+    def student(lay, p, X, S, LP, W, m, want_logp):
+        d = lay[1]
+        nu = p[0]
+        quad(d, p, 2, X, W[0:d], W[d:2 * d], m)
+        r = 2 * d
+        for c in range(m):
+            W[r, c] = 0.0
+        for i in range(d):
+            for c in range(m):
+                W[r, c] += W[i, c] * W[d + i, c]
+        for i in range(d):
+            for c in range(m):
+                S[i, c] = -((nu + d) / (nu + W[r, c])) * W[d + i, c]
+        if want_logp:
+            for c in range(m):
+                LP[c] = p[1] - 0.5 * (nu + d) * math.log1p(W[r, c] / nu)
+
+    @jit
+    def banana(lay, p, X, S, LP, W, m, want_logp):
+        b = p[0]
+        s1 = p[1]
+        for c in range(m):
+            x1 = X[0, c]
+            y = X[1, c] + b * (x1 * x1 - s1 * s1)
+            S[0, c] = -x1 / (s1 * s1) - 2.0 * b * x1 * y
+            S[1, c] = -y
+            if want_logp:
+                LP[c] = -0.5 * (x1 / s1) ** 2 - 0.5 * y * y - p[2]
+
+    @jit
+    def mlp(lay, p, X, S, LP, W, m, want_logp):
+        d = lay[1]
+        nl = lay[3]
+        ak = lay[4]
+        energy = lay[5]
+        wmax = 0
+        for l in range(nl + 1):
+            wmax = max(wmax, lay[HEADER + l])
+        # work rows: H0 (wmax), H1 (wmax), then phi'(a_l) for hidden layers
+        rd = 2 * wmax
+        cur = 0  # input lives in X; hidden outputs ping-pong in W[0:wmax], W[wmax:2wmax]
+        off = 0
+        dr = rd
+        for l in range(nl):
+            nin = lay[HEADER + l]
+            nout = lay[HEADER + l + 1]
+            boff = off + nout * nin
+            last = l == nl - 1
+            ro = (1 - cur) * wmax  # output rows
+            for o in range(nout):
+                bo = p[boff + o]
+                for c in range(m):
+                    W[ro + o, c] = bo
+                for i in range(nin):
+                    a = p[off + o * nin + i]
+                    if l == 0:
+                        for c in range(m):
+                            W[ro + o, c] += a * X[i, c]
+                    else:
+                        ri = cur * wmax
+                        for c in range(m):
+                            W[ro + o, c] += a * W[ri + i, c]
+                if not last:
+                    for c in range(m):
+                        v, dv = act(ak, W[ro + o, c])
+                        W[ro + o, c] = v
+                        W[dr + o, c] = dv
+            if not last:
+                dr += nout
+            cur = 1 - cur
+            off = boff + nout
+        if energy == 0:
+            for i in range(d):
+                for c in range(m):
+                    S[i, c] = W[cur * wmax + i, c]
+            return
+        if want_logp:
+            for c in range(m):
+                LP[c] = -W[cur * wmax, c]
+        nin = lay[HEADER + nl - 1]
+        if nl == 1:  # no hidden layer: E = w.x + b, s = -w
+            for i in range(d):
+                for c in range(m):
+                    S[i, c] = -p[i]
+            return
+        # backward: g (width of last hidden) = W_L[0, :] * phi'(a); then down
+        woff = off - 1 - nin  # W_L is 1 x nin, followed by b_L (1)
+        dr -= nin
+        g = cur * wmax  # reuse the output buffer rows for g
+        for i in range(nin):
+            a = p[woff + i]
+            for c in range(m):
+                W[g + i, c] = a * W[dr + i, c]
+        gw = nin
+        off2 = woff
+        for l in range(nl - 2, -1, -1):
+            nin = lay[HEADER + l]
+            nout = lay[HEADER + l + 1]
+            off2 -= nout * nin + nout   # start of W_l
+            ng = (1 - cur) * wmax if l > 0 else -1
+            if l > 0:
+                dr -= nin
+                for i in range(nin):
+                    for c in range(m):
+                        W[ng + i, c] = 0.0
+                    for o in range(nout):
+                        a = p[off2 + o * nin + i]
+                        for c in range(m):
+                            W[ng + i, c] += a * W[g + o, c]
+                    for c in range(m):
+                        W[ng + i, c] *= W[dr + i, c]
+                cur = 1 - cur
+                g = ng
+            else:
+                for i in range(d):
+                    for c in range(m):
+                        S[i, c] = 0.0
+                    for o in range(nout):
+                        a = p[off2 + o * nin + i]
+                        for c in range(m):
+                            S[i, c] -= a * W[g + o, c]
+
+    @jit
+    def evaluate(lay, p, X, S, LP, W, m, want_logp):
+        """Score of the first ``m`` chains of block ``X`` into ``S`` (and log p into ``LP``)."""
+        kind = lay[0]
+        if kind == 0:
+            affine(lay, p, X, S, LP, W, m, want_logp)
+        elif kind == 1:
+            mixture(lay, p, X, S, LP, W, m, want_logp)
+        elif kind == 2:
+            student(lay, p, X, S, LP, W, m, want_logp)
+        elif kind == 3:
+            banana(lay, p, X, S, LP, W, m, want_logp)
+        else:
+            mlp(lay, p, X, S, LP, W, m, want_logp)
+
+    @jit
+    def step_block(X, S, ACC, m, d, eta, sc, sq, k0, k1, lo, g):
+        """Seed eq (4) for the m chains of a block: S <- X + eta*(sc*S) + sq*z.
+
+        ``z`` = normal(seed, lo + c, g, i); ``ACC[c]`` becomes NaN when chain
+        ``c``'s new state holds a non-finite value (0 * inf = NaN), else 0.
+        """
+        gg = np.uint64(g)
+        for c in range(m):
+            ACC[c] = 0.0
+        for j in range(d // 2):
+            jj = np.uint64(j)
+            for c in range(m):
+                z0, z1 = normal_pair(k0, k1, np.uint64(lo + c), gg, jj, _U0)
+                v0 = X[2 * j, c] + eta * (sc * S[2 * j, c]) + sq * z0
+                v1 = X[2 * j + 1, c] + eta * (sc * S[2 * j + 1, c]) + sq * z1
+                S[2 * j, c] = v0
+                S[2 * j + 1, c] = v1
+                ACC[c] += v0 * 0.0 + v1 * 0.0
+        if d % 2 == 1:
+            jj = np.uint64(d // 2)
+            for c in range(m):
+                z0, z1 = normal_pair(k0, k1, np.uint64(lo + c), gg, jj, _U0)
+                v0 = X[d - 1, c] + eta * (sc * S[d - 1, c]) + sq * z0
+                S[d - 1, c] = v0
+                ACC[c] += v0 * 0.0
+
+    return types.SimpleNamespace(evaluate=evaluate, act=act, step_block=step_block,
+                                 normal_pair=normal_pair, uniform=P.uniform,
+                                 log_unit=P.log_unit)

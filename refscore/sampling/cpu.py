@@ -1,0 +1,158 @@
+r"""Numba CPU backend: ``@njit(parallel=True)``, ``prange`` over blocks of chains.
+
+A block of ``B`` chains is held transposed in local arrays (``X[i, c]``) for
+the whole run; the step loop is outside, the chain loop innermost, so the
+score kernels (:mod:`._score_kernels`) and the Philox/Box–Muller noise
+(:mod:`refscore._philox`) vectorise over chains.  Each chain's arithmetic does
+not depend on which block or thread runs it, so results are identical for any
+number of threads.  The update is seed eq (4), line by line as in
+:mod:`.reference`::
+
+    x_new = x + eta * (scale * s) + sqrt(2 eta) * z
+
+A chain whose new state holds a non-finite value keeps its last finite state
+and is flagged (``diverged``); it is not updated again.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from . import _score_kernels
+
+__all__ = ["langevin", "mala", "BLOCK"]
+
+BLOCK = 128
+_K = _score_kernels.make(numba.njit)
+_uniform = _K.uniform
+_log_unit = _K.log_unit
+_evaluate = _K.evaluate
+_step_block = _K.step_block
+_U1 = np.uint64(1)
+
+
+@numba.njit(parallel=True)
+def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
+    """ULA / annealed Langevin on all chains of ``x`` (n, d), in place.
+
+    Level ``l`` uses ``params[l]``, ``scale[l]``, step ``etas[l]`` for
+    ``steps_per_level`` steps; the noise step index counts globally.
+    """
+    n, d = x.shape
+    wrows = lay[2]
+    nblocks = (n + BLOCK - 1) // BLOCK
+    L = etas.shape[0]
+    for b in prange(nblocks):
+        lo = b * BLOCK
+        m = min(BLOCK, n - lo)
+        X = np.empty((d, BLOCK))
+        S = np.empty((d, BLOCK))
+        W = np.empty((wrows, BLOCK))
+        LP = np.empty(BLOCK)
+        ACC = np.empty(BLOCK)
+        alive = np.empty(BLOCK)
+        for c in range(m):
+            alive[c] = 0.0 if diverged[lo + c] else 1.0
+            for i in range(d):
+                X[i, c] = x[lo + c, i]
+        g = 0
+        for lev in range(L):
+            eta = etas[lev]
+            sq = math.sqrt(2.0 * eta)
+            sc = scale[lev]
+            p = params[lev]
+            for t in range(steps_per_level):
+                _evaluate(lay, p, X, S, LP, W, m, False)
+                _step_block(X, S, ACC, m, d, eta, sc, sq, k0, k1, lo, g)
+                for c in range(m):
+                    ok = alive[c] * (ACC[c] == 0.0)
+                    alive[c] = ok
+                    ACC[c] = ok
+                for i in range(d):
+                    for c in range(m):
+                        X[i, c] = S[i, c] if ACC[c] != 0.0 else X[i, c]
+                g += 1
+                if rec > 0 and g % rec == 0:
+                    r = g // rec - 1
+                    for c in range(m):
+                        for i in range(d):
+                            trace[r, lo + c, i] = X[i, c]
+        for c in range(m):
+            diverged[lo + c] = alive[c] == 0.0
+            for i in range(d):
+                x[lo + c, i] = X[i, c]
+
+
+@numba.njit(parallel=True)
+def mala(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
+    r"""MALA on all chains of ``x``, in place; ``accepted[c]`` counts accepted moves.
+
+    Proposal :math:`y = x + \eta s(x) + \sqrt{2\eta} z`, accepted when
+    :math:`\log u < \log p(y) - \log p(x) - (\|x - y - \eta s(y)\|^2 -
+    \|y - x - \eta s(x)\|^2) / (4\eta)`.
+    """
+    n, d = x.shape
+    wrows = lay[2]
+    nblocks = (n + BLOCK - 1) // BLOCK
+    sq = math.sqrt(2.0 * eta)
+    p = params[0]
+    for b in prange(nblocks):
+        lo = b * BLOCK
+        m = min(BLOCK, n - lo)
+        X = np.empty((d, BLOCK))
+        S = np.empty((d, BLOCK))
+        Y = np.empty((d, BLOCK))
+        SY = np.empty((d, BLOCK))
+        W = np.empty((wrows, BLOCK))
+        LPX = np.empty(BLOCK)
+        LPY = np.empty(BLOCK)
+        ACC = np.empty(BLOCK)
+        alive = np.empty(BLOCK)
+        for c in range(m):
+            alive[c] = 0.0 if diverged[lo + c] else 1.0
+            for i in range(d):
+                X[i, c] = x[lo + c, i]
+        _evaluate(lay, p, X, S, LPX, W, m, True)
+        for t in range(n_steps):
+            for i in range(d):
+                for c in range(m):
+                    Y[i, c] = S[i, c]
+            _step_block(X, Y, ACC, m, d, eta, 1.0, sq, k0, k1, lo, t)
+            _evaluate(lay, p, Y, SY, LPY, W, m, True)
+            gg = np.uint64(t)
+            for c in range(m):
+                fwd = 0.0
+                bwd = 0.0
+                for i in range(d):
+                    a = Y[i, c] - X[i, c] - eta * S[i, c]
+                    bb = X[i, c] - Y[i, c] - eta * SY[i, c]
+                    fwd += a * a
+                    bwd += bb * bb
+                loga = LPY[c] - LPX[c] - (bwd - fwd) / (4.0 * eta)
+                fin = ACC[c] == 0.0 and math.isfinite(loga)
+                for i in range(d):
+                    fin = fin and math.isfinite(SY[i, c])
+                if alive[c] == 0.0:
+                    continue
+                if not fin:
+                    alive[c] = 0.0
+                    continue
+                u = _uniform(k0, k1, np.uint64(lo + c), gg, _U1)
+                if _log_unit(u) < loga:
+                    accepted[lo + c] += 1
+                    LPX[c] = LPY[c]
+                    for i in range(d):
+                        X[i, c] = Y[i, c]
+                        S[i, c] = SY[i, c]
+            if rec > 0 and (t + 1) % rec == 0:
+                r = (t + 1) // rec - 1
+                for c in range(m):
+                    for i in range(d):
+                        trace[r, lo + c, i] = X[i, c]
+        for c in range(m):
+            diverged[lo + c] = alive[c] == 0.0
+            for i in range(d):
+                x[lo + c, i] = X[i, c]

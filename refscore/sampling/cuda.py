@@ -1,0 +1,173 @@
+r"""numba.cuda backend: one thread per chain (imported lazily by :mod:`refscore.sampling`).
+
+Each thread holds its chain in local arrays shaped like a CPU block of one
+chain (``X[i, 0]``) and runs the SAME score and noise device functions as the
+CPU kernels (:mod:`._score_kernels`, :mod:`refscore._philox`), compiled with
+``cuda.jit(device=True)``; the kernels below are line-by-line transcriptions
+of :mod:`.cpu` with ``m = 1``.  Under ``NUMBA_ENABLE_CUDASIM=1`` the simulator
+runs them on the CPU (bitwise equal noise to NumPy and Numba, tested).
+
+Round-off: on real hardware NVVM contracts ``a*b + c`` into FMA by default,
+so device results (noise included) may differ from the CPU backends in the
+last bits; trajectories then agree to round-off, not bitwise.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+from . import _score_kernels as _SK
+
+__all__ = ["langevin", "mala", "available"]
+
+_K = _SK.make(cuda.jit(device=True))
+_evaluate = _K.evaluate
+_step_block = _K.step_block
+_uniform = _K.uniform
+_log_unit = _K.log_unit
+MAXD = _SK.MAX_DIM_GPU
+MAXW = _SK.MAX_WORK_GPU
+_U1 = np.uint64(1)
+_TPB = 128
+
+
+def available() -> bool:
+    """True when a GPU or the simulator (``NUMBA_ENABLE_CUDASIM=1``) can run kernels."""
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # pragma: no cover - driver errors mean "no"
+        return False
+
+
+@cuda.jit
+def _langevin_kernel(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
+    c0 = cuda.grid(1)
+    n = x.shape[0]
+    d = x.shape[1]
+    if c0 >= n:
+        return
+    X = cuda.local.array((MAXD, 1), float64)
+    S = cuda.local.array((MAXD, 1), float64)
+    W = cuda.local.array((MAXW, 1), float64)
+    LP = cuda.local.array(1, float64)
+    ACC = cuda.local.array(1, float64)
+    alive = 0.0 if diverged[c0] else 1.0
+    for i in range(d):
+        X[i, 0] = x[c0, i]
+    g = 0
+    for lev in range(etas.shape[0]):
+        eta = etas[lev]
+        sq = math.sqrt(2.0 * eta)
+        sc = scale[lev]
+        p = params[lev]
+        for t in range(steps_per_level):
+            _evaluate(lay, p, X, S, LP, W, 1, False)
+            _step_block(X, S, ACC, 1, d, eta, sc, sq, k0, k1, c0, g)
+            alive = alive * (ACC[0] == 0.0)
+            if alive != 0.0:
+                for i in range(d):
+                    X[i, 0] = S[i, 0]
+            g += 1
+            if rec > 0 and g % rec == 0:
+                for i in range(d):
+                    trace[g // rec - 1, c0, i] = X[i, 0]
+    diverged[c0] = alive == 0.0
+    for i in range(d):
+        x[c0, i] = X[i, 0]
+
+
+@cuda.jit
+def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
+    c0 = cuda.grid(1)
+    n = x.shape[0]
+    d = x.shape[1]
+    if c0 >= n:
+        return
+    X = cuda.local.array((MAXD, 1), float64)
+    S = cuda.local.array((MAXD, 1), float64)
+    Y = cuda.local.array((MAXD, 1), float64)
+    SY = cuda.local.array((MAXD, 1), float64)
+    W = cuda.local.array((MAXW, 1), float64)
+    LPX = cuda.local.array(1, float64)
+    LPY = cuda.local.array(1, float64)
+    ACC = cuda.local.array(1, float64)
+    sq = math.sqrt(2.0 * eta)
+    p = params[0]
+    alive = not diverged[c0]
+    for i in range(d):
+        X[i, 0] = x[c0, i]
+    _evaluate(lay, p, X, S, LPX, W, 1, True)
+    for t in range(n_steps):
+        for i in range(d):
+            Y[i, 0] = S[i, 0]
+        _step_block(X, Y, ACC, 1, d, eta, 1.0, sq, k0, k1, c0, t)
+        _evaluate(lay, p, Y, SY, LPY, W, 1, True)
+        fwd = 0.0
+        bwd = 0.0
+        for i in range(d):
+            a = Y[i, 0] - X[i, 0] - eta * S[i, 0]
+            bb = X[i, 0] - Y[i, 0] - eta * SY[i, 0]
+            fwd += a * a
+            bwd += bb * bb
+        loga = LPY[0] - LPX[0] - (bwd - fwd) / (4.0 * eta)
+        fin = ACC[0] == 0.0 and math.isfinite(loga)
+        for i in range(d):
+            fin = fin and math.isfinite(SY[i, 0])
+        if alive and not fin:
+            alive = False
+        if alive:
+            u = _uniform(k0, k1, np.uint64(c0), np.uint64(t), _U1)
+            if _log_unit(u) < loga:
+                accepted[c0] += 1
+                LPX[0] = LPY[0]
+                for i in range(d):
+                    X[i, 0] = Y[i, 0]
+                    S[i, 0] = SY[i, 0]
+        if rec > 0 and (t + 1) % rec == 0:
+            for i in range(d):
+                trace[(t + 1) // rec - 1, c0, i] = X[i, 0]
+    diverged[c0] = not alive
+    for i in range(d):
+        x[c0, i] = X[i, 0]
+
+
+def _check_sizes(ct):
+    if ct.dim > MAXD or ct.layout[2] > MAXW:
+        raise ValueError(
+            f"backend='cuda' supports targets with dim <= {MAXD} and <= {MAXW} work rows per "
+            f"chain, got dim {ct.dim} and {int(ct.layout[2])} work rows"
+        )
+
+
+def _grid(n):
+    return (n + _TPB - 1) // _TPB, _TPB
+
+
+def langevin(ct, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
+    """Run :func:`_langevin_kernel` on host arrays (copied in and out)."""
+    _check_sizes(ct)
+    d_x = cuda.to_device(x)
+    d_tr = cuda.to_device(trace)
+    d_dv = cuda.to_device(diverged)
+    _langevin_kernel[_grid(x.shape[0])](ct.layout, ct.params, ct.scale, etas, steps_per_level,
+                                        d_x, k0, k1, rec, d_tr, d_dv)
+    x[:] = d_x.copy_to_host()
+    trace[:] = d_tr.copy_to_host()
+    diverged[:] = d_dv.copy_to_host()
+
+
+def mala(ct, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
+    """Run :func:`_mala_kernel` on host arrays (copied in and out)."""
+    _check_sizes(ct)
+    d_x = cuda.to_device(x)
+    d_tr = cuda.to_device(trace)
+    d_dv = cuda.to_device(diverged)
+    d_ac = cuda.to_device(accepted)
+    _mala_kernel[_grid(x.shape[0])](ct.layout, ct.params, eta, n_steps, d_x, k0, k1, rec,
+                                    d_tr, d_dv, d_ac)
+    x[:] = d_x.copy_to_host()
+    trace[:] = d_tr.copy_to_host()
+    diverged[:] = d_dv.copy_to_host()
+    accepted[:] = d_ac.copy_to_host()
