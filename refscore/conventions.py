@@ -97,6 +97,14 @@ def _sigmas(sigmas) -> np.ndarray:
     return arr
 
 
+#: Gauss–Hermite order used for mixtures when ``order=None``.  A mixture's score is
+#: not a polynomial, and the rule converges slowly where components overlap:
+#: for 0.3 N(−1.5, 0.5) + 0.7 N(1, 1.2) the relative error is 4e-6 at order 64,
+#: 4e-9 at 128 and 1e-10 at 200 (against adaptive scipy quad); for the 2-D test
+#: mixture 1e-13 at order 96.
+_MIXTURE_ORDER = {1: 256, 2: 128, 3: 40}
+
+
 def _half_sq_score_expectation(dist, order):
     r""":math:`\tfrac12 E_p\lVert\nabla\log p\rVert^2`: closed form (Gaussian) or quadrature (mixture)."""
     from .distributions import Gaussian, GaussianMixture
@@ -106,6 +114,9 @@ def _half_sq_score_expectation(dist, order):
         return 0.5 * float(np.trace(dist.precision))
     if isinstance(dist, GaussianMixture):
         from .quadrature import expectation
+
+        if order is None:
+            order = _MIXTURE_ORDER.get(dist.dim)
 
         def half_sq(x):
             s = dist.score(x)
@@ -149,7 +160,11 @@ def esm_minus_ism(dist, order=None) -> float:
         Closed form for a Gaussian; Gauss–Hermite quadrature
         (:func:`refscore.quadrature.expectation`) for a mixture.
     order : int, optional
-        Quadrature order for a mixture (ignored for a Gaussian).
+        Quadrature order for a mixture (ignored for a Gaussian).  Default 256,
+        128, 40 nodes per axis in d = 1, 2, 3 (the quadrature module's default
+        beyond); the mixture score is not a polynomial, so the rule is exact only
+        in the limit: raise ``order`` to check convergence (typical relative
+        accuracy at the default, 1e-9 or better in d <= 2).
 
     Returns
     -------
@@ -203,7 +218,7 @@ def dsm_minus_esm(dist, sigma, order=None) -> float:
     sigma : float
         Noise level, > 0.
     order : int, optional
-        Quadrature order for a mixture.
+        Quadrature order for a mixture (default as in :func:`esm_minus_ism`).
 
     Returns
     -------
