@@ -276,7 +276,9 @@ def _sliced(model, theta, x, v, reduction, grad, variance_reduced):
     n, d = x.shape
     v = _as_projections(v, n, d, single)
     m = v.shape[0]
-    per_mn, g = _ssm_terms(model, theta, x, v, np.full((m, n), 1.0 / (m * n)), variance_reduced, grad)
+    per_mn, g = _ssm_terms(
+        model, theta, x, v, np.full((m, n), 1.0 / (m * n)), variance_reduced=variance_reduced, grad=grad
+    )
     return _finish(per_mn.mean(axis=0), g, n, single, reduction, grad)
 
 

@@ -416,7 +416,9 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
             m, n = v.shape[0], x.shape[0]
             V = np.broadcast_to(v[:, None, :], (m, n, d))
             W = wv[:, None] * w[None, :]
-            per_mn, g = _losses._ssm_terms(model, theta, x, V, W, loss == "ssm_vr", grad)
+            per_mn, g = _losses._ssm_terms(
+                model, theta, x, V, W, variance_reduced=(loss == "ssm_vr"), grad=grad
+            )
             per, w = per_mn.ravel(), W.ravel()
     value = float(w @ per)
     return (value, g) if grad else value
