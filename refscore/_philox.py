@@ -100,11 +100,26 @@ def make(jit, sqrt=None):
     @jit
     def philox4x32_10(c0, c1, c2, c3, k0, k1):
         """Philox4x32-10 of counter (c0..c3) under key (k0, k1); words as uint64 < 2^32."""
+        # ten rounds written out (no loop: the chain loop around a call can vectorise)
         c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
-        for _ in range(9):
-            k0 = (k0 + _W0) & _MASK32
-            k1 = (k1 + _W1) & _MASK32
-            c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+        c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+        c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+        c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+        c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+        c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+        c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+        c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+        c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+        k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
+        c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
         return c0, c1, c2, c3
 
     @jit

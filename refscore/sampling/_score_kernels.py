@@ -52,9 +52,14 @@ MAX_WORK_GPU = 512
 _INV_SQRT_2PI = 0.3989422804014327
 
 
-def make(jit):
-    """Compile the block kernels with decorator ``jit``; returns a namespace."""
-    P = _philox.make(jit)
+def make(jit, jit_inline=None):
+    """Compile the block kernels with decorator ``jit``; returns a namespace.
+
+    ``jit_inline`` compiles the noise functions (Philox, Box–Muller); on the
+    CPU it is ``njit(inline="always", error_model="numpy")`` so that the chain
+    loop around a noise call is one straight-line body LLVM can vectorise.
+    """
+    P = _philox.make(jit if jit_inline is None else jit_inline)
     normal_pair = P.normal_pair
 
     @jit
@@ -71,10 +76,11 @@ def make(jit):
             sig = e * r
         if kind == 1:
             return max(z, 0.0) + math.log1p(e), sig
+        ds = e * r * r  # sigma'(z), as in models/activations.py
         if kind == 2:
-            return sig, sig * (1.0 - sig)
+            return sig, ds
         if kind == 3:
-            return z * sig, sig + z * sig * (1.0 - sig)
+            return z * sig, sig + z * ds
         big = 0.5 * math.erfc(-z * _INV_SQRT2)
         zc = min(max(z, -40.0), 40.0)
         return z * big, big + zc * (_INV_SQRT_2PI * math.exp(-0.5 * zc * zc))
@@ -321,7 +327,7 @@ def make(jit):
         else:
             mlp(lay, p, X, S, LP, W, m, want_logp)
 
-    @jit
+    @(jit if jit_inline is None else jit_inline)
     def step_block(X, S, ACC, m, d, eta, sc, sq, k0, k1, lo, g):
         """Seed eq (4) for the m chains of a block: S <- X + eta*(sc*S) + sq*z.
 

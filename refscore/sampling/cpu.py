@@ -23,10 +23,13 @@ from numba import prange
 
 from . import _score_kernels
 
-__all__ = ["langevin", "mala", "BLOCK"]
+__all__ = ["langevin", "mala", "evaluate_points", "BLOCK"]
 
 BLOCK = 128
-_K = _score_kernels.make(numba.njit)
+# error_model="numpy": float division never raises, so no call is an exception
+# boundary and LLVM may inline and vectorise across it
+_K = _score_kernels.make(numba.njit(error_model="numpy"),
+                         lambda f: numba.njit(inline="always", error_model="numpy")(f))
 _uniform = _K.uniform
 _log_unit = _K.log_unit
 _evaluate = _K.evaluate
@@ -34,7 +37,7 @@ _step_block = _K.step_block
 _U1 = np.uint64(1)
 
 
-@numba.njit(parallel=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
     """ULA / annealed Langevin on all chains of ``x`` (n, d), in place.
 
@@ -86,7 +89,7 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, trace, d
                 x[lo + c, i] = X[i, c]
 
 
-@numba.njit(parallel=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def mala(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
     r"""MALA on all chains of ``x``, in place; ``accepted[c]`` counts accepted moves.
 
@@ -156,3 +159,30 @@ def mala(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
             diverged[lo + c] = alive[c] == 0.0
             for i in range(d):
                 x[lo + c, i] = X[i, c]
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def evaluate_points(lay, p, x, want_logp):
+    """Compiled score (and log-density) of target ``(lay, p)`` at points ``x`` (n, d):
+    the kernel the samplers use, exposed for testing against ``target.score``."""
+    n, d = x.shape
+    wrows = lay[2]
+    out = np.empty((n, d))
+    lp = np.zeros(n)
+    nblocks = (n + BLOCK - 1) // BLOCK
+    for b in prange(nblocks):
+        lo = b * BLOCK
+        m = min(BLOCK, n - lo)
+        X = np.empty((d, BLOCK))
+        S = np.empty((d, BLOCK))
+        W = np.empty((wrows, BLOCK))
+        LP = np.empty(BLOCK)
+        for c in range(m):
+            for i in range(d):
+                X[i, c] = x[lo + c, i]
+        _evaluate(lay, p, X, S, LP, W, m, want_logp)
+        for c in range(m):
+            lp[lo + c] = LP[c]
+            for i in range(d):
+                out[lo + c, i] = S[i, c]
+    return out, lp

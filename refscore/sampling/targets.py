@@ -160,7 +160,6 @@ def compile_target(target, sigmas=None, need_logp=False) -> CompiledTarget:
         Raise ``TypeError`` if the target has no log-density (MALA).
     """
     from .. import distributions as D
-    from ..models.base import BoundModel
 
     if sigmas is None:
         lay, p, has_logp = _single(target)
@@ -169,7 +168,7 @@ def compile_target(target, sigmas=None, need_logp=False) -> CompiledTarget:
         rows = [_single(target.noised(float(s))) for s in sigmas]
         lay, has_logp = rows[0][0], rows[0][2]
         params, scale = np.stack([r[1] for r in rows]), np.ones(len(sigmas))
-    elif isinstance(target, BoundModel) and type(target.model).__name__ == "NoiseConditional":
+    elif type(getattr(target, "model", None)).__name__ == "NoiseConditional":
         inner = target.model.model.bind(target.theta)
         lay, p, has_logp = _single(inner)
         params = np.repeat(p[None, :], len(sigmas), axis=0)
