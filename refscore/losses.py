@@ -59,7 +59,7 @@ def _check_common(model, theta, x, reduction, grad):
     return theta, x, single
 
 
-def _finish(per, grad_theta, n, single, reduction, grad, weights=None):
+def _finish(per, grad_theta, single, reduction, grad):
     """Reduce per-point values; ``grad_theta`` is already the gradient of the mean."""
     if reduction == "none":
         return per[0] if single else per
@@ -184,7 +184,7 @@ def esm(model, theta, x, target_score, reduction="mean", grad=False):
     t = target_score(x) if callable(target_score) else target_score
     t = model._like_points(t, n, single and not callable(target_score), "target_score")
     per, g = _esm_terms(model, theta, x, t, np.full(n, 1.0 / n), grad)
-    return _finish(per, g, n, single, reduction, grad)
+    return _finish(per, g, single, reduction, grad)
 
 
 def ism(model, theta, x, reduction="mean", grad=False):
@@ -220,7 +220,7 @@ def ism(model, theta, x, reduction="mean", grad=False):
     theta, x, single = _check_common(model, theta, x, reduction, grad)
     n = x.shape[0]
     per, g = _ism_terms(model, theta, x, np.full(n, 1.0 / n), grad)
-    return _finish(per, g, n, single, reduction, grad)
+    return _finish(per, g, single, reduction, grad)
 
 
 def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
@@ -268,7 +268,7 @@ def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
     n = x.shape[0]
     eps = model._like_points(eps, n, single, "eps")
     per, g = _dsm_terms(model, theta, x, sigma, eps, np.full(n, 1.0 / n), grad)
-    return _finish(per, g, n, single, reduction, grad)
+    return _finish(per, g, single, reduction, grad)
 
 
 def _sliced(model, theta, x, v, reduction, grad, variance_reduced):
@@ -279,7 +279,7 @@ def _sliced(model, theta, x, v, reduction, grad, variance_reduced):
     per_mn, g = _ssm_terms(
         model, theta, x, v, np.full((m, n), 1.0 / (m * n)), variance_reduced=variance_reduced, grad=grad
     )
-    return _finish(per_mn.mean(axis=0), g, n, single, reduction, grad)
+    return _finish(per_mn.mean(axis=0), g, single, reduction, grad)
 
 
 def ssm(model, theta, x, v, reduction="mean", grad=False):
@@ -445,7 +445,7 @@ def dsm_multi(model, theta, x, sigmas, labels, eps, weighting="sigma2", reductio
     g = None
     if grad:
         g = model.score_vjp_params(theta, xt, sig, (lam / n)[:, None] * r)
-    return _finish(per, g, n, single, reduction, grad)
+    return _finish(per, g, single, reduction, grad)
 
 
 def projections(rng, shape, kind="gaussian"):
