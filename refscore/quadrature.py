@@ -15,10 +15,15 @@ tensor product over the :math:`d` axes therefore gives
 exact (to round-off) whenever :math:`f` is a polynomial in :math:`x` of total
 degree :math:`\le 2m - 1` (a polynomial of total degree :math:`p` in :math:`x`
 is one of total degree :math:`p` in :math:`t`, hence of degree :math:`\le p` in
-each axis).  For smooth non-polynomial :math:`f` (network scores, mixture
-scores) the error decays spectrally in :math:`m`; raise ``order`` to check
-convergence.  A mixture :math:`\sum_j w_j N(\mu_j, \Sigma_j)` uses the union of
-its components' grids with weights multiplied by :math:`w_j`.
+each axis).  For non-polynomial :math:`f` the result is an approximation whose
+error decays with :math:`m`: fast for entire, Gaussian-like integrands (a
+Gaussian kernel of width comparable to the target's: ~1e-13 at order 40 in 2-D),
+slowly for ratios such as a mixture's score (poles off the real axis): the
+Fisher identity :math:`E\lVert s\rVert^2 = -E\operatorname{tr}\nabla s` of a
+2-D two-component mixture holds to 9e-6 at order 32, 4e-8 at 64, 6e-9 at 96.
+Always check convergence by raising ``order`` for such :math:`f`.  A mixture
+:math:`\sum_j w_j N(\mu_j, \Sigma_j)` uses the union of its components' grids
+with weights multiplied by :math:`w_j`.
 
 Default ``order`` by dimension (nodes per component = order**d):
 
@@ -50,6 +55,7 @@ References
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import NamedTuple
 
@@ -67,10 +73,15 @@ __all__ = [
     "default_order",
     "MonteCarloEstimate",
     "MAX_NODES",
+    "MAX_ORDER",
 ]
 
 #: largest tensor grid (nodes per Gaussian component) built without complaint
 MAX_NODES = 2 ** 20
+
+#: largest 1-D order: numpy's ``hermegauss`` weights overflow to NaN near 512
+#: (at 256 they still sum to 1 and reproduce E t², E t⁴ to ~1e-15)
+MAX_ORDER = 256
 
 _DEFAULT_ORDER = {1: 64, 2: 32, 3: 16, 4: 8}
 
@@ -103,12 +114,24 @@ def _check_order(order, dim):
         raise TypeError(f"order must be a positive integer, got {type(order).__name__}")
     if order < 1:
         raise ValueError(f"order must be >= 1, got {order}")
+    if order > MAX_ORDER:
+        raise ValueError(f"order must be <= MAX_ORDER={MAX_ORDER} (hermegauss breaks down beyond), got {order}")
     if float(order) ** dim > MAX_NODES:
         raise ValueError(
             f"order={order} in dim={dim} needs {float(order) ** dim:.3g} nodes per component "
             f"(limit MAX_NODES={MAX_NODES}); lower order or use method='monte_carlo'"
         )
     return int(order)
+
+
+@functools.lru_cache(maxsize=64)
+def _rule_1d(order: int):
+    """Probabilists' Gauss–Hermite nodes and weights normalised to sum to 1 (cached, read-only)."""
+    t, w = hermegauss(order)
+    w = w / np.sqrt(2.0 * np.pi)
+    t.setflags(write=False)
+    w.setflags(write=False)
+    return t, w
 
 
 def standard_normal_nodes(dim: int, order: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +145,7 @@ def standard_normal_nodes(dim: int, order: int) -> tuple[np.ndarray, np.ndarray]
     if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral) or dim < 1:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
     order = _check_order(order, int(dim))
-    t, w = hermegauss(order)
-    w = w / np.sqrt(2.0 * np.pi)
+    t, w = _rule_1d(order)
     grids = np.meshgrid(*([t] * dim), indexing="ij")
     nodes = np.stack([g.ravel() for g in grids], axis=1)
     wgrid = np.meshgrid(*([w] * dim), indexing="ij")

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from refscore.distributions import Banana, Gaussian, GaussianMixture, StudentT
 from refscore.quadrature import (
     MAX_NODES,
+    MAX_ORDER,
     MonteCarloEstimate,
     default_order,
     expectation,
@@ -198,8 +199,14 @@ def test_order_not_integer():
 
 
 def test_order_too_many_nodes():
+    g3 = Gaussian(np.zeros(3), np.eye(3))
     with pytest.raises(ValueError, match=rf"limit MAX_NODES={MAX_NODES}"):
-        expectation(lambda x: x, G, order=2000)
+        expectation(lambda x: x, g3, order=200)
+
+
+def test_order_above_max_order():
+    with pytest.raises(ValueError, match=rf"order must be <= MAX_ORDER={MAX_ORDER}"):
+        expectation(lambda x: x, Gaussian([0.0], [[1.0]]), order=MAX_ORDER + 1)
 
 
 def test_no_default_order_above_dim_4():
