@@ -21,14 +21,12 @@ from refscore.quadrature import expectation
 
 from strategies import (
     bananas,
-    dims,
     gaussian_mixtures,
     gaussians,
     means,
     mixture_weights,
     points,
     seeds,
-    spd_matrices,
     student_ts,
 )
 
