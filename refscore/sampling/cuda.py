@@ -141,6 +141,12 @@ def _check_sizes(ct):
         )
 
 
+def _consts(ct):
+    """Read-only inputs, copied to the device explicitly (never copied back)."""
+    return (cuda.to_device(np.array(ct.layout)), cuda.to_device(np.array(ct.params)),
+            cuda.to_device(np.array(ct.scale)))
+
+
 def _grid(n):
     return (n + _TPB - 1) // _TPB, _TPB
 
@@ -151,7 +157,7 @@ def langevin(ct, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
     d_x = cuda.to_device(x)
     d_tr = cuda.to_device(trace)
     d_dv = cuda.to_device(diverged)
-    _langevin_kernel[_grid(x.shape[0])](ct.layout, ct.params, ct.scale, etas, steps_per_level,
+    _langevin_kernel[_grid(x.shape[0])](*_consts(ct), cuda.to_device(etas), steps_per_level,
                                         d_x, k0, k1, rec, d_tr, d_dv)
     x[:] = d_x.copy_to_host()
     trace[:] = d_tr.copy_to_host()
@@ -165,7 +171,8 @@ def mala(ct, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
     d_tr = cuda.to_device(trace)
     d_dv = cuda.to_device(diverged)
     d_ac = cuda.to_device(accepted)
-    _mala_kernel[_grid(x.shape[0])](ct.layout, ct.params, eta, n_steps, d_x, k0, k1, rec,
+    lay, params, _ = _consts(ct)
+    _mala_kernel[_grid(x.shape[0])](lay, params, eta, n_steps, d_x, k0, k1, rec,
                                     d_tr, d_dv, d_ac)
     x[:] = d_x.copy_to_host()
     trace[:] = d_tr.copy_to_host()
