@@ -161,7 +161,7 @@ def mala(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
                 x[lo + c, i] = X[i, c]
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy")  # serial: a test helper, cheap to compile
 def evaluate_points(lay, p, x, want_logp):
     """Compiled score (and log-density) of target ``(lay, p)`` at points ``x`` (n, d):
     the kernel the samplers use, exposed for testing against ``target.score``."""
@@ -170,7 +170,7 @@ def evaluate_points(lay, p, x, want_logp):
     out = np.empty((n, d))
     lp = np.zeros(n)
     nblocks = (n + BLOCK - 1) // BLOCK
-    for b in prange(nblocks):
+    for b in range(nblocks):
         lo = b * BLOCK
         m = min(BLOCK, n - lo)
         X = np.empty((d, BLOCK))
