@@ -602,14 +602,13 @@ def _load_values(values) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"values file {path} not found")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ValueError(f"values file {path} must be an .npz archive (np.savez), got a single array")
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        if isinstance(exc, ValueError) and "must be an .npz" in str(exc):
-            raise
-        raise ValueError(f"values file {path} is not a readable .npz archive: {exc}") from None
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        raise ValueError(f"values file {path} is not a readable .npz archive (write it with numpy.savez)") from None
+    if not hasattr(data, "files"):
+        raise ValueError(f"values file {path} must be an .npz archive (numpy.savez), got a single .npy array")
+    with data:
+        return {k: data[k] for k in data.files}
 
 
 def _compare(key, value, golden, rtol, atol) -> CheckRow:

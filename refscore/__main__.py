@@ -1,0 +1,7 @@
+"""``python -m refscore``: the ``refscore`` command line (see :mod:`refscore.cli`)."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

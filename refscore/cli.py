@@ -1,0 +1,479 @@
+r"""The ``refscore`` command line.
+
+::
+
+    refscore golden --out golden/               write golden files for validating a backend
+    refscore check golden/ values.npz           compare a backend's values with them
+    refscore sample mixture2d --out x.npy       Langevin samples of a built-in or JSON target
+    refscore fit --data x.npy --model mlp --loss dsm --sigma 0.5 --out theta.npy
+    refscore validate --quick                   run the validation suite (python -m validation)
+    refscore bench                              run the benchmarks
+
+Every subcommand has ``--help`` with an example.  Errors (unknown names,
+unreadable files, bad JSON, an output file that exists without ``--force``)
+print one line ``refscore <command>: error: ...`` to stderr and exit with
+status 2; ``refscore check`` exits with 1 when a quantity fails.  No output
+file is ever overwritten without ``--force``.
+
+The Langevin update is the seed's eq (4), :math:`x \leftarrow x + \eta\,s(x) + \sqrt{2\eta}\,z`
+(``--step`` is :math:`\eta`; the ``(lr/2, \sqrt{lr})`` form has :math:`\eta = lr/2`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+__all__ = ["main", "TARGETS", "build_target", "target_from_spec"]
+
+#: built-in targets of ``refscore sample`` (and ``fit --target``)
+TARGETS = {
+    "gaussian2d": "N([0.5, -1], [[1.5, 0.4], [0.4, 0.8]])",
+    "mixture2d": "0.2 N(-5·1, I) + 0.8 N(+5·1, I) in 2-D (NCSN toy, Song & Ermon 2019 §4.3)",
+    "mixture10d": "0.2 N(-5·1, I) + 0.8 N(+5·1, I) in 10-D (every coordinate at ∓5)",
+    "banana": "Haario's twisted Gaussian, b = 0.1, sigma1 = 10 (2-D)",
+}
+
+_SPEC_KEYS = {
+    "gaussian": ("mean", "cov"),
+    "mixture": ("weights", "means", "covs"),
+    "banana": ("b", "sigma1"),
+    "student_t": ("loc", "shape", "df"),
+}
+_SPEC_OPTIONAL = {"banana": ("b", "sigma1")}
+
+_MODELS = ("gaussian", "linear", "mixture", "mlp", "mlp-energy")
+_LOSSES = ("esm", "ism", "dsm", "ssm", "ssm_vr")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``prog: error: message``) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --------------------------------------------------------------------- targets
+def build_target(name: str):
+    """The built-in target ``name`` (a key of :data:`TARGETS`)."""
+    from .distributions import Banana, Gaussian, GaussianMixture
+
+    if name == "gaussian2d":
+        return Gaussian(np.array([0.5, -1.0]), np.array([[1.5, 0.4], [0.4, 0.8]]))
+    if name in ("mixture2d", "mixture10d"):
+        d = 2 if name == "mixture2d" else 10
+        means = np.stack([-5.0 * np.ones(d), 5.0 * np.ones(d)])
+        return GaussianMixture(np.array([0.2, 0.8]), means, np.stack([np.eye(d)] * 2))
+    if name == "banana":
+        return Banana()
+    raise CLIError(
+        f"unknown target {name!r}: expected one of {', '.join(TARGETS)} or a path to a JSON spec file"
+    )
+
+
+def target_from_spec(spec: dict, source: str = "spec"):
+    """A distribution from a JSON-like spec ``{"type": ..., ...}``.
+
+    ``{"type": "gaussian", "mean": [...], "cov": [[...]]}``,
+    ``{"type": "mixture", "weights": [...], "means": [[...]], "covs": [[[...]]]}``,
+    ``{"type": "banana", "b": 0.1, "sigma1": 10}`` or
+    ``{"type": "student_t", "loc": [...], "shape": [[...]], "df": 5}``.
+    """
+    from .distributions import Banana, Gaussian, GaussianMixture, StudentT
+
+    if not isinstance(spec, dict):
+        raise CLIError(f"{source}: a target spec must be a JSON object, got {type(spec).__name__}")
+    kind = spec.get("type")
+    if kind not in _SPEC_KEYS:
+        raise CLIError(f"{source}: 'type' must be one of {', '.join(_SPEC_KEYS)}, got {kind!r}")
+    keys = _SPEC_KEYS[kind]
+    optional = _SPEC_OPTIONAL.get(kind, ())
+    missing = [k for k in keys if k not in spec and k not in optional]
+    extra = sorted(set(spec) - set(keys) - {"type"})
+    if missing:
+        raise CLIError(f"{source}: a {kind!r} spec needs keys {', '.join(keys)}; missing {', '.join(missing)}")
+    if extra:
+        raise CLIError(f"{source}: unknown keys {', '.join(extra)} in a {kind!r} spec (expected {', '.join(keys)})")
+    args = {k: spec[k] for k in keys if k in spec}
+    try:
+        if kind == "gaussian":
+            return Gaussian(args["mean"], args["cov"])
+        if kind == "mixture":
+            return GaussianMixture(args["weights"], args["means"], args["covs"])
+        if kind == "banana":
+            return Banana(**args)
+        return StudentT(args["loc"], args["shape"], args["df"])
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"{source}: {exc}") from None
+
+
+def _read_json(path: pathlib.Path):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CLIError(f"cannot read {path}: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _resolve_target(name: str):
+    if name in TARGETS:
+        return build_target(name)
+    path = pathlib.Path(name)
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise CLIError(f"target spec file {path} not found")
+        return target_from_spec(_read_json(path), str(path))
+    return build_target(name)
+
+
+# --------------------------------------------------------------------- helpers
+def _out_path(path: str, suffix: str, force: bool, what: str = "--out") -> pathlib.Path:
+    p = pathlib.Path(path)
+    if p.suffix != suffix:
+        raise CLIError(f"{what} must end in {suffix}, got {path}")
+    if p.exists() and not force:
+        raise CLIError(f"{p} exists; refusing to overwrite it (pass --force)")
+    if not p.parent.is_dir():
+        raise CLIError(f"{what}: directory {p.parent} does not exist")
+    return p
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise CLIError(f"{what} file {p} not found")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        raise CLIError(f"cannot read {what} file {p}: not a .npy array file (write it with numpy.save)") from None
+    if not isinstance(arr, np.ndarray):
+        raise CLIError(f"{what} file {p} must hold one array (.npy), got an .npz archive")
+    return arr
+
+
+def _int_list(text: str, what: str) -> tuple:
+    try:
+        vals = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise CLIError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise CLIError(f"{what} must be comma-separated positive integers, got {text!r}")
+    return vals
+
+
+def _float_list(text: str, what: str) -> np.ndarray:
+    try:
+        return np.array([float(t) for t in text.split(",") if t.strip()])
+    except ValueError:
+        raise CLIError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+# --------------------------------------------------------------------- commands
+def _cmd_golden(args) -> int:
+    from . import golden
+
+    try:
+        out = golden.write(args.out, force=args.force)
+    except FileExistsError as exc:
+        raise CLIError(str(exc)) from None
+    n = len(golden.case_specs())
+    print(f"wrote {n} cases x {len(golden.QUANTITIES)} quantities to {out}/{golden.DATA_FILE} "
+          f"and {out}/{golden.MANIFEST_FILE}")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from . import golden
+
+    try:
+        result = golden.check(
+            args.golden, args.values, rtol=args.rtol, atol=args.atol,
+            precision="float32" if args.float32 else "float64", allow_missing=args.allow_missing,
+        )
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    shown = result.rows if args.all else result.failures
+    if shown:
+        print(result.table(only_failures=not args.all))
+        print()
+    print(result.summary())
+    return 0 if result.passed else 1
+
+
+def _cmd_sample(args) -> int:
+    from . import sampling
+
+    out = _out_path(args.out, ".npy", args.force)
+    target = _resolve_target(args.target)
+    d = int(target.dim)
+    if args.chains < 1 or args.steps < 0:
+        raise CLIError(f"--chains must be >= 1 and --steps >= 0, got {args.chains} and {args.steps}")
+    x0 = args.init_scale * np.random.default_rng(args.seed).standard_normal((args.chains, d))
+    if args.sampler == "ula":
+        res = sampling.ula(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend)
+    elif args.sampler == "mala":
+        if not hasattr(target, "logpdf"):
+            raise CLIError(f"--sampler mala needs a target with a log-density; {args.target} has none")
+        res = sampling.mala(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend)
+    else:
+        if args.sigmas is not None:
+            sigmas = _float_list(args.sigmas, "--sigmas")
+        else:
+            sigmas = np.geomspace(args.sigma_max, args.sigma_min, args.levels)
+        try:
+            perturbed = target.perturbed()
+        except NotImplementedError:
+            raise CLIError(
+                f"--sampler annealed needs a target whose noised scores are closed-form "
+                f"(gaussian, mixture); {args.target} has none"
+            ) from None
+        res = sampling.annealed_langevin(perturbed, x0, sigmas, args.step, args.steps, seed=args.seed,
+                                         backend=args.backend)
+    np.save(out, res.x)
+    msg = f"wrote {res.x.shape[0]} samples of dimension {d} to {out}; {int(res.diverged.sum())} chains diverged"
+    if res.accept_rate is not None:
+        msg += f"; MALA acceptance rate {float(np.mean(res.accept_rate)):.3f}"
+    print(msg)
+    print("sample mean: " + np.array2string(res.x.mean(axis=0), precision=4, max_line_width=200))
+    return 0
+
+
+def _build_model(args, d):
+    from .models import GaussianMixtureModel, GaussianModel, LinearScore, MLPEnergy, MLPScore
+
+    if args.model == "gaussian":
+        return GaussianModel(d)
+    if args.model == "linear":
+        return LinearScore(d)
+    if args.model == "mixture":
+        return GaussianMixtureModel(d, args.components)
+    hidden = _int_list(args.hidden, "--hidden")
+    cls = MLPScore if args.model == "mlp" else MLPEnergy
+    return cls(d, hidden, args.activation)
+
+
+def _cmd_fit(args) -> int:
+    from .training import fit
+
+    out = _out_path(args.out, ".npy", args.force)
+    hist_path = args.history or str(out.with_suffix("")) + ".history.json"
+    hp = pathlib.Path(hist_path)
+    if hp.suffix not in (".json", ".npy"):
+        raise CLIError(f"--history must end in .json or .npy, got {hist_path}")
+    hp = _out_path(hist_path, hp.suffix, args.force, "--history")
+    if hp.resolve() == out.resolve():
+        raise CLIError("--history and --out must be different files")
+    data = _load_npy(args.data, "--data")
+    if data.ndim != 2 or not np.issubdtype(data.dtype, np.number):
+        raise CLIError(
+            f"--data must hold a numeric (n, d) array, got dtype {data.dtype} and shape {data.shape} "
+            "(1-D data: save x.reshape(-1, 1))"
+        )
+    model = _build_model(args, data.shape[1])
+    kwargs = {}
+    if args.loss == "esm":
+        if args.target is None:
+            raise CLIError("--loss esm needs --target (a built-in target or a JSON spec whose score is the data score)")
+        target = _resolve_target(args.target)
+        if target.dim != data.shape[1]:
+            raise CLIError(f"--target has dimension {target.dim}, --data has dimension {data.shape[1]}")
+        kwargs["target_score"] = target.score
+    elif args.target is not None:
+        raise CLIError(f"--target is only used by --loss esm, got --loss {args.loss}")
+    if args.loss == "dsm":
+        if args.sigma is None:
+            raise CLIError("--loss dsm needs --sigma (the noise level)")
+        kwargs["sigma"] = args.sigma
+    elif args.sigma is not None:
+        raise CLIError(f"--sigma is only used by --loss dsm, got --loss {args.loss}")
+    if args.loss in ("ssm", "ssm_vr"):
+        kwargs.update(projection=args.projection, n_projections=args.n_projections)
+    try:
+        res = fit(model, args.loss, data, args.steps, lr=args.lr, batch=args.batch, rng=args.seed, **kwargs)
+    except FloatingPointError as exc:
+        print(f"refscore fit: error: {exc}", file=sys.stderr)
+        return 1
+    np.save(out, res.theta)
+    if hp.suffix == ".npy":
+        np.save(hp, np.column_stack([res.history_steps, res.history]))
+    else:
+        record = {
+            "model": repr(model),
+            "layout": model.layout,
+            "loss": args.loss,
+            "lr": args.lr,
+            "batch": args.batch,
+            "seed": args.seed,
+            "steps": [int(s) for s in res.history_steps],
+            "loss_values": [float(v) for v in res.history],
+        }
+        hp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    print(f"{model!r}: {args.loss} {res.history[0]:.6g} -> {res.history[-1]:.6g} after {args.steps} steps")
+    print(f"wrote theta ({model.n_params},) to {out} and the loss history to {hp}")
+    print(f"theta layout: {model.layout}")
+    return 0
+
+
+def _delegate(module: str, what: str, argv) -> int:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            print(f"refscore {what}: error: {module} is not available in this installation "
+                  f"(run refscore from a source checkout of refscore)", file=sys.stderr)
+            return 2
+        raise
+    return int(mod.main(list(argv)) or 0)
+
+
+# --------------------------------------------------------------------- parser
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    top = _Parser(
+        prog="refscore",
+        description="refscore: a reference implementation of score matching.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  refscore golden --out golden/ && refscore check golden/ values.npz\n"
+            "  refscore sample mixture2d --sampler annealed --step 0.005 --steps 100 --out x.npy\n"
+            "  refscore fit --data x.npy --model mlp --hidden 64,64 --loss dsm --sigma 0.5 --out theta.npy\n"
+            "  refscore validate --quick\n\n"
+            "refscore COMMAND --help shows each command's options."
+        ),
+    )
+    top.add_argument("--version", action="version", version=f"refscore {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    raw = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser(
+        "golden", help="write golden files for validating another backend", formatter_class=raw,
+        description="Write golden.npz (inputs and refscore's values, keys '<case>/<quantity>') and "
+        "manifest.json (conventions, theta layouts, shapes) into DIR.",
+        epilog="example:\n  refscore golden --out golden/\n  refscore golden --out golden/ --force   # overwrite",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write (created if missing)")
+    p.add_argument("--force", action="store_true", help="overwrite the golden files of a non-empty DIR")
+    p.set_defaults(func=_cmd_golden)
+
+    p = sub.add_parser(
+        "check", help="compare a backend's values with golden files", formatter_class=raw,
+        description="Compare VALUES (an .npz with the golden keys '<case>/<quantity>') with the golden "
+        "files in DIR; prints max abs/rel error and PASS/FAIL per quantity. A subset of the cases may be "
+        "given; every quantity of a given case is expected. Exit status 0 when all pass, 1 otherwise.",
+        epilog="example:\n  refscore check golden/ values.npz\n  refscore check golden/ values32.npz --float32 --all",
+    )
+    p.add_argument("golden", metavar="DIR", help="directory written by refscore golden")
+    p.add_argument("values", metavar="VALUES.npz", help="the backend's values")
+    p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default 1e-8; 1e-4 with --float32)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-10; 1e-4 with --float32)")
+    p.add_argument("--float32", action="store_true", help="default tolerances for a float32 backend")
+    p.add_argument("--all", action="store_true", help="print every compared quantity, not only the failures")
+    p.add_argument("--allow-missing", action="store_true", help="do not fail on quantities missing from a given case")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "sample", help="Langevin samples of a built-in or JSON-specified target", formatter_class=raw,
+        description="Run ULA, MALA or annealed Langevin (x <- x + step*s(x) + sqrt(2*step)*z) from "
+        "x0 = init_scale * N(0, I) and save the final states (chains, d) as .npy.\n\nbuilt-in targets:\n"
+        + "\n".join(f"  {k}: {v}" for k, v in TARGETS.items())
+        + '\n\nor a JSON file: {"type": "gaussian", "mean": [...], "cov": [[...]]}, '
+        '{"type": "mixture", "weights": [...], "means": [[...]], "covs": [[[...]]]}, '
+        '{"type": "banana", "b": 0.1, "sigma1": 10}, {"type": "student_t", "loc": [...], "shape": [[...]], "df": 5}',
+        epilog="examples:\n  refscore sample gaussian2d --chains 1000 --steps 2000 --step 0.05 --out x.npy\n"
+        "  refscore sample mixture2d --sampler annealed --step 0.005 --steps 100 --out x.npy\n"
+        "  refscore sample target.json --sampler mala --backend numba --out x.npy",
+    )
+    p.add_argument("target", metavar="TARGET", help="a built-in name or a JSON spec file")
+    p.add_argument("--sampler", choices=("ula", "mala", "annealed"), default="ula")
+    p.add_argument("--backend", choices=("numpy", "numba", "cuda"), default="numpy")
+    p.add_argument("--chains", type=int, default=1000, help="number of chains (default 1000)")
+    p.add_argument("--steps", type=int, default=1000, help="steps (per noise level for annealed; default 1000)")
+    p.add_argument("--step", type=float, default=0.01,
+                   help="step size eta (default 0.01); annealed: eta at the smallest sigma, "
+                   "eta_i = step * sigma_i^2 / sigma_min^2, stable for step below about sigma_min^2")
+    p.add_argument("--seed", type=int, default=0, help="seed of x0 and of the counter-based noise (default 0)")
+    p.add_argument("--init-scale", type=float, default=1.0, help="x0 ~ N(0, init_scale^2 I) (default 1)")
+    p.add_argument("--sigmas", default=None, metavar="S1,S2,...", help="annealed: decreasing noise levels")
+    p.add_argument("--sigma-max", type=float, default=20.0, help="annealed: largest sigma (default 20)")
+    p.add_argument("--sigma-min", type=float, default=0.1, help="annealed: smallest sigma (default 0.1)")
+    p.add_argument("--levels", type=int, default=10, help="annealed: number of geometric levels (default 10)")
+    p.add_argument("--out", required=True, metavar="FILE.npy")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser(
+        "fit", help="fit a score model to data by minibatch Adam", formatter_class=raw,
+        description="Fit a score model to the (n, d) array in --data; save theta (.npy, layout printed) "
+        "and the loss history (.json with steps and values, or .npy with columns step, loss).",
+        epilog="examples:\n  refscore fit --data x.npy --model gaussian --loss ism --steps 500 --lr 0.05 --out theta.npy\n"
+        "  refscore fit --data x.npy --model mlp --hidden 64,64 --activation softplus --loss dsm --sigma 0.5 "
+        "--out theta.npy --history hist.json\n"
+        "  refscore fit --data x.npy --model linear --loss esm --target gaussian2d --out theta.npy",
+    )
+    p.add_argument("--data", required=True, metavar="X.npy", help="training points, shape (n, d)")
+    p.add_argument("--model", choices=_MODELS, default="mlp")
+    p.add_argument("--hidden", default="64,64", help="mlp: hidden layer sizes (default 64,64)")
+    p.add_argument("--activation", choices=("tanh", "softplus", "sigmoid", "silu", "gelu"), default="tanh")
+    p.add_argument("--components", type=int, default=2, help="mixture: number of components (default 2)")
+    p.add_argument("--loss", choices=_LOSSES, default="ism")
+    p.add_argument("--sigma", type=float, default=None, help="dsm: noise level")
+    p.add_argument("--projection", choices=("rademacher", "gaussian", "sphere"), default="rademacher",
+                   help="ssm/ssm_vr: projection kind (default rademacher)")
+    p.add_argument("--n-projections", type=int, default=1, help="ssm/ssm_vr: projections per point")
+    p.add_argument("--target", default=None, help="esm: built-in target or JSON spec giving the data score")
+    p.add_argument("--steps", type=int, default=1000, help="Adam steps (default 1000)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam step size (default 1e-3)")
+    p.add_argument("--batch", type=int, default=256, help="minibatch size (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of init, minibatches and noise (default 0)")
+    p.add_argument("--out", required=True, metavar="THETA.npy")
+    p.add_argument("--history", default=None, metavar="FILE",
+                   help="loss history, .json or .npy (default: <out>.history.json)")
+    p.add_argument("--force", action="store_true", help="overwrite --out and --history")
+    p.set_defaults(func=_cmd_fit)
+
+    sub.add_parser("validate", help="run the validation suite (arguments go to python -m validation)", add_help=False)
+    sub.add_parser("bench", help="run the benchmarks (arguments go to refscore.bench)", add_help=False)
+    return top
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``refscore`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "validate":
+        return _delegate("validation.runner", "validate", argv[1:])
+    if argv and argv[0] == "bench":
+        return _delegate("refscore.bench", "bench", argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        msg = str(exc)
+    except BrokenPipeError:  # output piped into head: not an error of ours
+        sys.stderr.close()
+        return 1
+    except (ValueError, TypeError, NotImplementedError, RuntimeError, OSError) as exc:
+        msg = str(exc) or type(exc).__name__
+    print(f"refscore {args.command}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
