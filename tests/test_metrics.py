@@ -402,7 +402,9 @@ def test_ksd_score_array_shape():
 
 
 def test_ksd_score_finite():
-    with pytest.raises(ValueError, match=r"score_fn\(x\) must be finite"):
+    with np.errstate(divide="ignore", invalid="ignore"), pytest.raises(
+        ValueError, match=r"score_fn\(x\) must be finite"
+    ):
         ksd(np.zeros((5, 2)), lambda x: x / 0.0)
 
 
