@@ -44,6 +44,7 @@ feedforward neural networks", AISTATS 2010, eq. (16) -- the initialisation.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -80,6 +81,36 @@ def _check_hidden(hidden):
         if h < 1:
             raise ValueError(f"hidden sizes must be >= 1, got hidden[{i}] = {h!r} in {hidden!r}")
     return tuple(int(h) for h in hidden)
+
+
+_BLAS = []  # lazily: [ThreadpoolController] or [None] when threadpoolctl is missing
+
+
+def _one_blas_thread(fn):
+    """Run ``fn`` with the BLAS thread pool limited to one thread.
+
+    The chunks' matrix products are small (a few hundred × 64 × 64); a
+    multi-threaded BLAS gains little on them and, when the cores are shared
+    with other processes, its spinning threads wait on descheduled partners:
+    measured 30× slower (0.8 s instead of 25 ms for ISM at n = 10⁴ on a loaded
+    2-core machine).  Results do not depend on it.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not _BLAS:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                _BLAS.append(ThreadpoolController())
+            except Exception:  # pragma: no cover - threadpoolctl absent or broken
+                _BLAS.append(None)
+        if _BLAS[0] is None:  # pragma: no cover
+            return fn(*args, **kwargs)
+        with _BLAS[0].limit(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _apply_dense(T, W):
@@ -286,6 +317,7 @@ class MLPScore(_MLPBase):
             )
 
     # ------------------------------------------------------------ primal
+    @_one_blas_thread
     def _score(self, theta, x):
         layers = self._unpack(theta)
         out = np.empty_like(x)
@@ -296,6 +328,7 @@ class MLPScore(_MLPBase):
             out[sl] += bL
         return out
 
+    @_one_blas_thread
     def _score_vjp_params(self, theta, x, ct):
         r"""Backpropagation: :math:`\sum_k ct_k^\top \partial s_\theta(x_k)/\partial\theta`."""
         layers = self._unpack(theta)
@@ -312,6 +345,7 @@ class MLPScore(_MLPBase):
         return g
 
     # ------------------------------------------------------------ tangents
+    @_one_blas_thread
     def _score_jvp(self, theta, x, v):
         r"""One forward-tangent pass: :math:`\dot h_0 = v,\ \dot a_l = W_l \dot h_{l-1},\ \dot h_l = \varphi'(a_l)\dot a_l`."""
         layers = self._unpack(theta)
@@ -324,6 +358,7 @@ class MLPScore(_MLPBase):
             np.matmul(t, layers[-1][0].T, out=out[sl])
         return out
 
+    @_one_blas_thread
     def _score_jacobian(self, theta, x):
         layers = self._unpack(theta)
         n, d = x.shape
@@ -435,6 +470,7 @@ class MLPScore(_MLPBase):
             inject[2] = i2 if inject[2] is None else inject[2] + i2
         return tr
 
+    @_one_blas_thread
     def _score_trace(self, theta, x):
         r"""Exact :math:`\operatorname{tr}\nabla_x s_\theta` (closed form, cyclic or forward path)."""
         layers = self._unpack(theta)
@@ -453,6 +489,7 @@ class MLPScore(_MLPBase):
             out[sl] = np.einsum("kjj->k", T)
         return out
 
+    @_one_blas_thread
     def _trace_grad_params(self, theta, x, w):
         r"""Reverse mode through the tangent recurrence: :math:`\sum_k w_k \partial_\theta \operatorname{tr}\nabla_x s_\theta(x_k)`.
 
@@ -483,21 +520,118 @@ class MLPScore(_MLPBase):
         return g
 
     # ------------------------------------------------------------ fused loss kernels
+    def _stacked_pass(self, layers, xc, Tc, finish, grads):
+        r"""One forward and one reverse pass carrying the primal and r tangents stacked.
+
+        Rows ``[:c]`` of every layer's array hold the primal :math:`h_l` (or its
+        adjoint), rows ``[c:]`` the tangents :math:`\dot h_l` (c·r rows), so each
+        layer costs ONE matrix product forward, one for its weight gradient and
+        one backward, on (c (1 + r)) rows:
+
+        .. math::
+
+            [a_l;\ \dot a_l] = [h_{l-1};\ \dot h_{l-1}]\,W_l^\top,\quad
+            \dot h_l = \varphi'(a_l)\odot\dot a_l,
+
+            \bar{\dot a}_l = \varphi'(a_l)\odot\bar{\dot h}_l,\quad
+            \bar a_l = \varphi'(a_l)\odot\bar h_l
+                + \varphi''(a_l)\odot\textstyle\sum_r \bar{\dot h}_l\odot\dot a_l,\quad
+            \bar W_l \mathrel{+}= [\bar a_l;\ \bar{\dot a}_l]^\top [h_{l-1};\ \dot h_{l-1}].
+
+        ``Tc`` (c, r, d) are the input tangents; ``None`` means the identity
+        (r = d, the exact trace by forward mode).  ``finish(s, Jt)`` gets the
+        scores (c, d) and output tangents ``Jt`` (c, r, d), ``Jt[k, j] =
+        J_k T_k[j]``, and returns their adjoints ``(sbar, Jtbar)``.
+        """
+        c, d = xc.shape
+        L = self.n_layers
+        ident = Tc is None
+        r = d if ident else Tc.shape[1]
+        Hs = [None] * L
+        D1 = [None] * L
+        D2 = [None] * L
+        U = [None] * L
+        if not ident:
+            Hs[0] = np.concatenate([xc, Tc.reshape(c * r, d)])
+        for l in range(1, L):
+            W, b = layers[l - 1]
+            h = W.shape[0]
+            if l == 1 and ident:
+                a = xc @ W.T
+                Ul = W.T[None]  # (1, d, h): row j is W e_j
+            else:
+                Z = Hs[l - 1] @ W.T
+                a = Z[:c]
+                Ul = Z[c:].reshape(c, r, h)
+            a += b
+            vals = self.act.derivatives(a, 2)
+            H = np.empty((c * (1 + r), h))
+            H[:c] = vals[0]
+            np.multiply(Ul, vals[1][:, None, :], out=H[c:].reshape(c, r, h))
+            Hs[l], D1[l], D2[l], U[l] = H, vals[1], vals[2], Ul
+        WL, bL = layers[-1]
+        Z = Hs[L - 1] @ WL.T
+        s = Z[:c]
+        s += bL
+        sbar, Jtbar = finish(s, Z[c:].reshape(c, r, d))
+        Zbar = np.empty_like(Z)
+        Zbar[:c] = sbar
+        Zbar[c:] = Jtbar.reshape(c * r, d)
+        grads[L - 1][0][...] += Zbar.T @ Hs[L - 1]
+        grads[L - 1][1][...] += sbar.sum(axis=0)
+        G = Zbar @ WL
+        for l in range(L - 1, 0, -1):
+            W = layers[l - 1][0]
+            h = W.shape[0]
+            Tbar = G[c:].reshape(c, r, h)
+            d1bar = np.einsum("krh,krh->kh", Tbar, U[l]) if r > 1 else Tbar[:, 0] * U[l][:, 0]
+            G[:c] *= D1[l]
+            G[:c] += d1bar * D2[l]
+            Tbar *= D1[l][:, None, :]  # G is now [ā_l; ǡ_l]
+            gW, gb = grads[l - 1]
+            gb += G[:c].sum(axis=0)
+            if l == 1 and ident:
+                gW += G[:c].T @ xc
+                gW += Tbar.sum(axis=0).T
+            else:
+                gW += G.T @ Hs[l - 1]
+            if l > 1:
+                G = G @ W
+
+    def _stacked_slices(self, n, r):
+        """Chunks for :meth:`_stacked_pass`: (1 + r) rows per point of width max(sizes), >= 32 points."""
+        step = max(32, self.chunk_size // ((1 + r) * max(self.sizes)))
+        for start in range(0, n, step):
+            yield slice(start, min(start + step, n))
+
+    @_one_blas_thread
     def _ism_terms_fused(self, theta, x, w):
         r"""ISM per-point values and :math:`\nabla_\theta\sum_k w_k[\operatorname{tr}J_k + \tfrac12\lVert s_k\rVert^2]`.
 
         Same numbers as ``trace_grad_params(w) + score_vjp_params(w s)`` (DERIVATIONS §1)
         from ONE forward pass and ONE combined reverse pass per chunk instead of
-        four forward and two reverse passes.
+        four forward and two reverse passes.  The forward path carries the d
+        identity tangents stacked under the primal (:meth:`_stacked_pass`).
         """
         layers = self._unpack(theta)
         g = np.zeros(self.n_params)
         grads = self._unpack(g)
         path = self._path()
-        n = x.shape[0]
+        n, d = x.shape
         L = self.n_layers
         WL, bL = layers[-1]
         per = np.empty(n)
+        if path == "forward":
+            eye = np.eye(d)
+            for sl in self._stacked_slices(n, d):
+                ws = w[sl]
+
+                def finish(s, Jt, sl=sl, ws=ws):
+                    per[sl] = np.einsum("kjj->k", Jt) + 0.5 * np.einsum("kd,kd->k", s, s)
+                    return s * ws[:, None], ws[:, None, None] * eye
+
+                self._stacked_pass(layers, x[sl], None, finish, grads)
+            return per, g
         if path == "fast":
             fac, r, eye = None, 1, None
         else:
@@ -521,46 +655,47 @@ class MLPScore(_MLPBase):
             self._backprop(layers, H, D[1], grads, hbar=ct @ WL, inject=inject)
         return per, g
 
+    @_one_blas_thread
     def _ssm_terms_fused(self, theta, x, v, W, variance_reduced):
         r"""SSM / SSM-VR values ``(m, n)`` and the gradient of :math:`\sum_{i,k} W_{ik}\,\ell_{ik}`.
 
-        ``v`` is ``(m, n, d)``.  Per chunk: one forward pass, one tangent pass per
-        projection, and one reverse pass carrying the score cotangent and every
-        projection's tangent cotangent (DERIVATIONS §2, combined reverse pass).
+        ``v`` is ``(m, n, d)``.  Per chunk: one forward pass carrying the m
+        projections as tangents stacked under the primal, and one reverse pass
+        carrying the score cotangent and every projection's tangent cotangent
+        (:meth:`_stacked_pass`; DERIVATIONS §2, combined reverse pass):
+
+        .. math::
+
+            \ell_{ik} = v_{ik}^\top J_k v_{ik} + \tfrac12 (v_{ik}^\top s_k)^2,\quad
+            \bar{(Jv)}_{ik} = W_{ik} v_{ik},\quad
+            \bar s_k = \textstyle\sum_i W_{ik}\,(v_{ik}^\top s_k)\,v_{ik}
+
+        (SSM-VR: :math:`\tfrac12\lVert s_k\rVert^2` and :math:`\bar s_k = \sum_i W_{ik} s_k`).
         """
         layers = self._unpack(theta)
         g = np.zeros(self.n_params)
         grads = self._unpack(g)
-        fac, _ = self._chain(layers, "forward")
         m, n, d = v.shape
-        L = self.n_layers
-        WL, bL = layers[-1]
         per = np.empty((m, n))
-        for sl in self._slices(n, max(self.sizes)):
-            _, H, D = self._forward(layers, x[sl], 2)
-            s = H[L - 1] @ WL.T
-            s += bL
-            inject = [None] * L
-            half_s2 = 0.5 * np.einsum("kd,kd->k", s, s) if variance_reduced else None
-            ct = np.zeros_like(s)
-            for i in range(m):
-                vi = v[i, sl]
-                wi = W[i, sl]
-                Abar = (wi[:, None] * vi)[:, None, :]
-                Jv = self._chain_pass(layers, D[1], fac, vi[:, None, :], Abar, grads, inject, D[2])[:, 0, :]
-                vjv = np.einsum("kd,kd->k", vi, Jv)
+        for sl in self._stacked_slices(n, m):
+            vc = np.ascontiguousarray(np.swapaxes(v[:, sl], 0, 1))  # (c, m, d)
+            Wc = W[:, sl].T  # (c, m)
+
+            def finish(s, Jt, sl=sl, vc=vc, Wc=Wc):
+                vjv = np.einsum("kid,kid->ki", vc, Jt)
                 if variance_reduced:
-                    per[i, sl] = vjv + half_s2
-                    ct += wi[:, None] * s
+                    per[:, sl] = (vjv + 0.5 * np.einsum("kd,kd->k", s, s)[:, None]).T
+                    sbar = Wc.sum(axis=1)[:, None] * s
                 else:
-                    vs = np.einsum("kd,kd->k", vi, s)
-                    per[i, sl] = vjv + 0.5 * vs * vs
-                    ct += (wi * vs)[:, None] * vi
-            grads[L - 1][0][...] += ct.T @ H[L - 1]
-            grads[L - 1][1][...] += ct.sum(axis=0)
-            self._backprop(layers, H, D[1], grads, hbar=ct @ WL, inject=inject)
+                    vs = np.einsum("kid,kd->ki", vc, s)
+                    per[:, sl] = (vjv + 0.5 * vs * vs).T
+                    sbar = np.einsum("ki,kid->kd", Wc * vs, vc)
+                return sbar, Wc[:, :, None] * vc
+
+            self._stacked_pass(layers, x[sl], vc, finish, grads)
         return per, g
 
+    @_one_blas_thread
     def _vjv_grad_params(self, theta, x, v, w):
         r""":math:`\sum_k w_k \partial_\theta (v_k^\top \nabla_x s_\theta(x_k) v_k)`: one tangent, combined reverse pass."""
         layers = self._unpack(theta)
@@ -679,6 +814,7 @@ class MLPEnergy(_MLPBase):
             ddot[l - 1] = dd
         return adot, hdot, gdot, ddot
 
+    @_one_blas_thread
     def _score(self, theta, x):
         layers = self._unpack(theta)
         out = np.empty_like(x)
@@ -688,6 +824,7 @@ class MLPEnergy(_MLPBase):
             np.negative(delta[0], out=out[sl])
         return out
 
+    @_one_blas_thread
     def _hvp(self, theta, x, U, r):
         """-δ̇_0 per chunk for tangents U(slice) (None = identity), r tangents per point."""
         layers = self._unpack(theta)
@@ -711,6 +848,7 @@ class MLPEnergy(_MLPBase):
         return np.einsum("kjj->k", self._hvp(theta, x, None, self.dim))
 
     # ------------------------------------------------------------ parameter gradients
+    @_one_blas_thread
     def _grad(self, theta, x, U, r, C_fn, S):
         r"""Reverse mode through forward, backward and both tangent recurrences.
 

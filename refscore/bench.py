@@ -1,0 +1,921 @@
+r"""``refscore bench``: the two hot paths against what users would otherwise write.
+
+Workloads (issues 8 item 6, 9 items 1-5):
+
+* **Langevin ULA**, seed eq (4), :math:`x \leftarrow x + \eta\,s(x) + \sqrt{2\eta}\,z`:
+  W1, the 2-D mixture :math:`0.2\,N((-5,-5), I) + 0.8\,N((5,5), I)`; W2, a 10-D
+  mixture of 5 unit-covariance components (means uniform on :math:`[-5,5]^{10}`,
+  seed 0).  N = 10³, 10⁴, 10⁵ chains, 1000 steps, :math:`\eta = 0.01`.  Peers:
+  refscore ``backend="numba"`` and ``"numpy"`` (counter-based noise), a plain
+  vectorised NumPy ULA with ``np.random.Generator`` noise (**the baseline**), and,
+  when importable, JAX (``jit`` + ``lax.scan``) and torch (in-place tensor ops).
+  Reported in chain-steps per second.  Also: the counter-based generator's
+  normals/s alone, and an arithmetic-limit estimate for the kernel.
+* **MLP losses**: :class:`~refscore.models.MLPScore` hidden (64, 64) tanh,
+  n = 10⁴: ISM (exact trace) loss + parameter gradient and SSM (one Rademacher
+  projection) loss + gradient at d = 2, 10, 50.  Peers: a plain-NumPy
+  forward-mode implementation (**the baseline**: the d input tangents carried
+  through the network, reverse mode written out), torch autograd (loop over d
+  for the exact trace, ``create_graph``; double backward for SSM) and JAX
+  (``jit`` of ``vmap(jacfwd)`` / ``jvp``).  refscore's generic any-depth path
+  (``trace_path="forward"``) is timed next to its two-layer fast path.  Every
+  peer's loss value is compared with refscore's (a fairness check: same
+  network, same parameters, same points).
+* Peak memory of ISM at n = 10⁵, d = 50 (``tracemalloc``, which NumPy reports
+  to, plus ``ru_maxrss``), and the scaling of cost with n and d.
+
+Each framework runs in its own subprocess (thread pools of different
+libraries fight on a 2-core machine), with its default thread count.  Times
+are the best of ``--repeat`` (>= 3) runs after one warm-up; the first call
+(JIT compilation or cache load) is reported separately.  Ratios are to the
+plain-NumPy baseline of the same run.
+
+Arithmetic limit (Langevin).  Measured with Numba on all cores: the
+throughput of ``exp`` (:math:`t_e` s per call) and of a fused multiply-add
+(:math:`t_m` s per op).  One chain-step of a K-component, d-dimensional
+unit-covariance mixture needs K exponentials and :math:`d` log/sin/cos of
+Box-Muller (counted as one exp each), about :math:`5Kd + 4d` multiply-adds
+for the score and the update and about 40 integer multiply/xor per coordinate
+for Philox4x32-10 (10 rounds of 2 multiplies and 4 xors per pair):
+
+.. math::
+
+    \text{limit} = \frac{1}{(K + d)\,t_e + (5Kd + 44d)\,t_m}\ \text{chain-steps/s},
+
+a lower bound on the time (no memory traffic, perfect vectorisation); the
+report gives the fraction of it that the numba backend reaches.
+
+Usage::
+
+    refscore bench                       # full run, writes bench.json and figures/bench.png
+    refscore bench --quick --json /tmp/b.json --no-figure
+    refscore bench --only mlp --force
+
+References
+----------
+Seed eqs (3), (4), (7); Hyvärinen (2005); Song, Garg, Shi & Ermon (2019);
+Salmon et al. (2011) for Philox.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["main", "machine_facts"]
+
+_FRAMEWORKS = ("refscore", "numpy", "jax", "torch")
+_STEP = 0.01
+_HIDDEN = (64, 64)
+
+
+# =========================================================================== helpers
+def _best_of(fn, repeat, warmup=True):
+    """(best seconds, first-call seconds) of ``fn`` over ``repeat`` timed runs after a warm-up."""
+    t0 = time.perf_counter()
+    if warmup:
+        fn()
+    first = time.perf_counter() - t0
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts), first
+
+
+def _mixtures():
+    """W1 and W2 as (weights, means) with unit covariances."""
+    w1 = (np.array([0.2, 0.8]), np.array([[-5.0, -5.0], [5.0, 5.0]]))
+    rng = np.random.default_rng(0)
+    w2 = (np.full(5, 0.2), rng.uniform(-5, 5, size=(5, 10)))
+    return {"W1": w1, "W2": w2}
+
+
+def _x0(n, d):
+    return np.random.default_rng(1).uniform(-8, 8, size=(n, d))
+
+
+def _mlp_data(n, d):
+    from .losses import projections
+    from .models import MLPScore
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d))
+    v = projections(rng, (n, d), kind="rademacher")
+    model = MLPScore(d, _HIDDEN, "tanh")
+    theta = model.init(0)
+    layers = [(np.array(W), np.array(b)) for W, b in model.unpack(theta)]
+    return x, v, layers, model, theta
+
+
+def _probe(g):
+    """A scalar summary of a gradient vector (its dot with fixed random numbers), for cross-checks."""
+    g = np.asarray(g, dtype=float).ravel()
+    return float(g @ np.random.default_rng(7).standard_normal(g.size))
+
+
+def _installed(name):
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# =========================================================================== Langevin peers
+def plain_numpy_ula(weights, means, x, step, n_steps, rng):
+    """What a user writes: vectorised unit-covariance mixture score, Generator noise."""
+    logw = np.log(weights)
+    sq = np.sqrt(2 * step)
+    for _ in range(n_steps):
+        diff = x[:, None, :] - means[None]  # (n, k, d)
+        ell = logw - 0.5 * np.einsum("nkd,nkd->nk", diff, diff)
+        ell -= ell.max(axis=1, keepdims=True)
+        r = np.exp(ell)
+        r /= r.sum(axis=1, keepdims=True)
+        s = -np.einsum("nk,nkd->nd", r, diff)
+        x = x + step * s + sq * rng.standard_normal(x.shape)
+    return x
+
+
+def _langevin_refscore(cfg, backend):
+    from .distributions import GaussianMixture
+    from .sampling import ula
+
+    out = []
+    for wname, (w, mu) in _mixtures().items():
+        d = mu.shape[1]
+        target = GaussianMixture(w, mu, [np.eye(d)] * len(w))
+        t0 = time.perf_counter()
+        ula(target, _x0(4, d), _STEP, 2, seed=0, backend=backend)
+        first = time.perf_counter() - t0
+        for N in cfg["sizes"]:
+            x0 = _x0(N, d)
+            steps = cfg["steps"] if backend != "numpy" else max(2, cfg["steps"] // 10)
+            t, _ = _best_of(lambda: ula(target, x0, _STEP, steps, seed=3, backend=backend),
+                            cfg["repeat"])
+            res = ula(target, x0, _STEP, steps, seed=3, backend=backend)
+            out.append({"workload": wname, "N": N, "steps": steps, "seconds": t,
+                        "chain_steps_per_s": N * steps / t, "first_call_s": first,
+                        "mean_x0": float(res.x[:, 0].mean())})
+    return out
+
+
+def _langevin_plain(cfg):
+    out = []
+    for wname, (w, mu) in _mixtures().items():
+        d = mu.shape[1]
+        for N in cfg["sizes"]:
+            x0 = _x0(N, d)
+            steps = cfg["steps"]
+            t, _ = _best_of(lambda: plain_numpy_ula(w, mu, x0, _STEP, steps, np.random.default_rng(2)),
+                            cfg["repeat"])
+            x = plain_numpy_ula(w, mu, x0, _STEP, steps, np.random.default_rng(2))
+            out.append({"workload": wname, "N": N, "steps": steps, "seconds": t,
+                        "chain_steps_per_s": N * steps / t, "mean_x0": float(x[:, 0].mean())})
+    return out
+
+
+def _langevin_jax(cfg):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from jax import lax
+
+    out = []
+    for wname, (w, mu) in _mixtures().items():
+        d = mu.shape[1]
+        logw = jnp.asarray(np.log(w))
+        means = jnp.asarray(mu)
+
+        def score(x):
+            diff = x[:, None, :] - means[None]
+            ell = logw - 0.5 * jnp.sum(diff * diff, axis=-1)
+            r = jax.nn.softmax(ell, axis=1)
+            return -jnp.einsum("nk,nkd->nd", r, diff)
+
+        def run(x, key, n_steps):
+            sq = np.sqrt(2 * _STEP)
+
+            def body(carry, _):
+                x, key = carry
+                key, sub = jax.random.split(key)
+                x = x + _STEP * score(x) + sq * jax.random.normal(sub, x.shape, dtype=x.dtype)
+                return (x, key), None
+
+            (x, _), _ = lax.scan(body, (x, key), None, length=n_steps)
+            return x
+
+        runj = jax.jit(run, static_argnums=2)
+        for N in cfg["sizes"]:
+            x0 = jnp.asarray(_x0(N, d))
+            key = jax.random.PRNGKey(2)
+            steps = cfg["steps"]
+            fn = lambda: runj(x0, key, steps).block_until_ready()  # noqa: E731
+            t, first = _best_of(fn, cfg["repeat"])
+            out.append({"workload": wname, "N": N, "steps": steps, "seconds": t,
+                        "chain_steps_per_s": N * steps / t, "first_call_s": first,
+                        "mean_x0": float(np.asarray(fn())[:, 0].mean())})
+    return out
+
+
+def _langevin_torch(cfg):
+    import torch
+
+    out = []
+    for wname, (w, mu) in _mixtures().items():
+        d = mu.shape[1]
+        logw = torch.tensor(np.log(w), dtype=torch.float64)
+        means = torch.tensor(mu, dtype=torch.float64)
+        sq = float(np.sqrt(2 * _STEP))
+
+        @torch.inference_mode()
+        def run(x0, n_steps):
+            g = torch.Generator().manual_seed(2)
+            x = x0.clone()
+            z = torch.empty_like(x)
+            for _ in range(n_steps):
+                diff = x[:, None, :] - means[None]
+                r = torch.softmax(logw - 0.5 * (diff * diff).sum(-1), dim=1)
+                s = torch.einsum("nk,nkd->nd", r, diff)
+                torch.randn(x.shape, generator=g, dtype=torch.float64, out=z)
+                x.sub_(s, alpha=_STEP).add_(z, alpha=sq)
+            return x
+
+        for N in cfg["sizes"]:
+            x0 = torch.tensor(_x0(N, d))
+            steps = cfg["steps"]
+            t, first = _best_of(lambda: run(x0, steps), cfg["repeat"])
+            out.append({"workload": wname, "N": N, "steps": steps, "seconds": t,
+                        "chain_steps_per_s": N * steps / t, "first_call_s": first,
+                        "mean_x0": float(run(x0, steps)[:, 0].mean())})
+    return out
+
+
+def _noise_and_limit(cfg):
+    """Counter-based normals/s (NumPy, Numba), Generator normals/s, exp and FMA throughput."""
+    import numba
+
+    from .noise import normal
+
+    res = {"numba_threads": numba.get_num_threads()}
+    n = cfg["noise_n"]
+    chains = np.arange(n)
+    t, _ = _best_of(lambda: normal(seed=1, chain=chains, step=0, dim=2), cfg["repeat"])
+    res["counter_numpy_normals_per_s"] = 2 * n / t
+    g = np.random.default_rng(0)
+    t, _ = _best_of(lambda: g.standard_normal(2 * n), cfg["repeat"])
+    res["generator_normals_per_s"] = 2 * n / t
+    from . import _bench_kernels as bk
+    from .noise import _check_seed
+
+    k0, k1 = _check_seed(1)
+    acc = np.empty(max(1, n // 50))
+    t, _ = _best_of(lambda: bk.counter_normals(k0, k1, acc, 50), cfg["repeat"])
+    res["counter_numba_normals_per_s"] = acc.size * 100 / t
+    m = cfg["limit_n"] // 256 * 256
+    xs = np.random.default_rng(0).uniform(-1, 0, m)
+    buf = np.empty(m)
+    t, _ = _best_of(lambda: bk.exp_throughput(xs, buf), cfg["repeat"])
+    res["exp_per_s"] = m / t
+    reps = 256
+    t, _ = _best_of(lambda: bk.fma_throughput(xs, buf, reps), cfg["repeat"])
+    res["fma_per_s"] = m * reps / t
+    return res
+
+
+# =========================================================================== MLP peers
+def _numpy_ism(layers, x):
+    """Plain-NumPy ISM loss + gradient, 2 hidden tanh layers, forward mode over the d inputs.
+
+    Tangents T_l (n, d, h) carry the identity through the network; the
+    reverse pass is written out (adjoint of T, of φ' = 1 - h², then the primal).
+    """
+    (W1, b1), (W2, b2), (W3, b3) = layers
+    n, d = x.shape
+    w = 1.0 / n
+    h1 = np.tanh(x @ W1.T + b1)
+    d1 = 1 - h1 * h1
+    h2 = np.tanh(h1 @ W2.T + b2)
+    d2 = 1 - h2 * h2
+    s = h2 @ W3.T + b3
+    T1 = W1.T[None] * d1[:, None, :]  # (n, d, h1) = ∂h1/∂x_j
+    A2 = T1 @ W2.T  # (n, d, h2)
+    T2 = A2 * d2[:, None, :]
+    J = T2 @ W3.T  # J[k, j, i] = ∂s_i/∂x_j
+    per = np.einsum("kjj->k", J) + 0.5 * np.einsum("kd,kd->k", s, s)
+    gW3 = w * T2.sum(axis=0)  # Jbar = w I
+    T2bar = np.broadcast_to(w * W3, T2.shape)
+    A2bar = T2bar * d2[:, None, :]
+    d2bar = np.einsum("kjm,kjm->km", T2bar, A2)
+    gW2 = A2bar.reshape(-1, A2bar.shape[-1]).T @ T1.reshape(-1, T1.shape[-1])
+    T1bar = A2bar @ W2
+    d1bar = np.einsum("kjh,hj->kh", T1bar, W1)
+    gW1 = np.einsum("kjh,kh->hj", T1bar, d1)
+    sbar = w * s
+    gW3 += sbar.T @ h2
+    gb3 = sbar.sum(axis=0)
+    a2bar = (sbar @ W3) * d2 - 2 * d2bar * h2 * d2
+    gW2 += a2bar.T @ h1
+    gb2 = a2bar.sum(axis=0)
+    a1bar = (a2bar @ W2) * d1 - 2 * d1bar * h1 * d1
+    gW1 += a1bar.T @ x
+    gb1 = a1bar.sum(axis=0)
+    g = np.concatenate([gW1.ravel(), gb1, gW2.ravel(), gb2, gW3.ravel(), gb3])
+    return per.mean(), g
+
+
+def _numpy_ssm(layers, x, v):
+    """Plain-NumPy SSM loss + gradient (one projection): one tangent forward, reverse written out."""
+    (W1, b1), (W2, b2), (W3, b3) = layers
+    n = x.shape[0]
+    w = 1.0 / n
+    h1 = np.tanh(x @ W1.T + b1)
+    d1 = 1 - h1 * h1
+    h2 = np.tanh(h1 @ W2.T + b2)
+    d2 = 1 - h2 * h2
+    s = h2 @ W3.T + b3
+    u1 = v @ W1.T
+    t1 = u1 * d1
+    u2 = t1 @ W2.T
+    t2 = u2 * d2
+    jv = t2 @ W3.T
+    vs = np.einsum("kd,kd->k", v, s)
+    per = np.einsum("kd,kd->k", v, jv) + 0.5 * vs * vs
+    jvbar = w * v
+    gW3 = jvbar.T @ t2
+    t2bar = jvbar @ W3
+    u2bar = t2bar * d2
+    d2bar = t2bar * u2
+    gW2 = u2bar.T @ t1
+    t1bar = u2bar @ W2
+    d1bar = t1bar * u1
+    gW1 = (t1bar * d1).T @ v
+    sbar = (w * vs)[:, None] * v
+    gW3 += sbar.T @ h2
+    gb3 = sbar.sum(axis=0)
+    a2bar = (sbar @ W3) * d2 - 2 * d2bar * h2 * d2
+    gW2 += a2bar.T @ h1
+    gb2 = a2bar.sum(axis=0)
+    a1bar = (a2bar @ W2) * d1 - 2 * d1bar * h1 * d1
+    gW1 += a1bar.T @ x
+    gb1 = a1bar.sum(axis=0)
+    g = np.concatenate([gW1.ravel(), gb1, gW2.ravel(), gb2, gW3.ravel(), gb3])
+    return per.mean(), g
+
+
+def _mlp_numpy(cfg):
+    out = []
+    for d in cfg["dims"]:
+        x, v, layers, _, _ = _mlp_data(cfg["n"], d)
+        for loss, fn in (("ism", lambda: _numpy_ism(layers, x)), ("ssm", lambda: _numpy_ssm(layers, x, v))):
+            t, _ = _best_of(fn, cfg["repeat"])
+            val, g = fn()
+            out.append({"loss": loss, "d": d, "seconds": t, "value": float(val), "grad_probe": _probe(g)})
+    return out
+
+
+def _mlp_refscore(cfg):
+    from . import losses
+    from .models import MLPScore
+
+    out = []
+    for d in cfg["dims"]:
+        x, v, _, model, theta = _mlp_data(cfg["n"], d)
+        generic = MLPScore(d, _HIDDEN, "tanh", trace_path="forward")
+        cases = [("ism", lambda: losses.ism(model, theta, x, grad=True)),
+                 ("ism generic", lambda: losses.ism(generic, theta, x, grad=True)),
+                 ("ssm", lambda: losses.ssm(model, theta, x, v, grad=True))]
+        for loss, fn in cases:
+            t, first = _best_of(fn, cfg["repeat"])
+            val, g = fn()
+            out.append({"loss": loss, "d": d, "seconds": t, "first_call_s": first,
+                        "value": float(val), "grad_probe": _probe(g)})
+    return out
+
+
+def _mlp_scaling(cfg):
+    """refscore time vs n (at d = 10) and vs d (at n = cfg n), fast and generic paths."""
+    from . import losses
+    from .models import MLPScore
+
+    out = []
+    rng = np.random.default_rng(0)
+    grid = [(n, 10) for n in cfg["scale_n"]] + [(cfg["n"], d) for d in cfg["scale_d"]]
+    for n, d in grid:
+        x = rng.standard_normal((n, d))
+        v = losses.projections(rng, (n, d), kind="rademacher")
+        model = MLPScore(d, _HIDDEN, "tanh")
+        generic = MLPScore(d, _HIDDEN, "tanh", trace_path="forward")
+        theta = model.init(0)
+        for loss, fn in (("ism", lambda: losses.ism(model, theta, x, grad=True)),
+                         ("ism generic", lambda: losses.ism(generic, theta, x, grad=True)),
+                         ("ssm", lambda: losses.ssm(model, theta, x, v, grad=True))):
+            t, _ = _best_of(fn, cfg["repeat"])
+            out.append({"loss": loss, "n": n, "d": d, "seconds": t})
+    return out
+
+
+def _mlp_memory(cfg):
+    """Peak memory of ISM loss + gradient at n, d = cfg memory_n, memory_d (generic and fast paths)."""
+    import resource
+    import tracemalloc
+
+    from . import losses
+    from .models import MLPScore
+
+    n, d = cfg["memory_n"], cfg["memory_d"]
+    x = np.random.default_rng(0).standard_normal((n, d))
+    out = {"n": n, "d": d, "input_bytes": x.nbytes}
+    for name, path in (("fast", "auto"), ("generic", "forward")):
+        model = MLPScore(d, _HIDDEN, "tanh", trace_path=path)
+        theta = model.init(0)
+        tracemalloc.start()
+        losses.ism(model, theta, x, grad=True)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        out[f"tracemalloc_peak_bytes_{name}"] = peak
+    out["ru_maxrss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return out
+
+
+def _torch_net(layers):
+    import torch
+
+    params = []
+    for W, b in layers:
+        params += [torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True)]
+
+    def net(x):
+        h = x
+        for l in range(0, len(params) - 2, 2):
+            h = torch.tanh(torch.addmm(params[l + 1], h, params[l].T))
+        return torch.addmm(params[-1], h, params[-2].T)
+
+    return net, params
+
+
+def _mlp_torch(cfg):
+    import torch
+
+    out = []
+    for d in cfg["dims"]:
+        x, v, layers, _, _ = _mlp_data(cfg["n"], d)
+        net, params = _torch_net(layers)
+        X = torch.tensor(x)
+        V = torch.tensor(v)
+
+        def ism():
+            xr = X.clone().requires_grad_(True)
+            s = net(xr)
+            tr = 0.0
+            for i in range(d):  # exact trace: one backward per input dimension
+                gi = torch.autograd.grad(s[:, i].sum(), xr, create_graph=True)[0]
+                tr = tr + gi[:, i]
+            loss = (tr + 0.5 * (s * s).sum(1)).mean()
+            grads = torch.autograd.grad(loss, params)
+            return float(loss.detach()), grads
+
+        def ssm():
+            xr = X.clone().requires_grad_(True)
+            s = net(xr)
+            vs = (s * V).sum(1)
+            jtv = torch.autograd.grad(vs.sum(), xr, create_graph=True)[0]  # Jᵀv
+            loss = ((jtv * V).sum(1) + 0.5 * vs * vs).mean()
+            grads = torch.autograd.grad(loss, params)
+            return float(loss.detach()), grads
+
+        for loss, fn in (("ism", ism), ("ssm", ssm)):
+            t, first = _best_of(fn, cfg["repeat"])
+            val, grads = fn()
+            flat = np.concatenate([gi.detach().numpy().ravel() for gi in grads])
+            out.append({"loss": loss, "d": d, "seconds": t, "first_call_s": first, "value": val,
+                        "grad_probe": _probe(flat)})
+    return out
+
+
+def _mlp_jax(cfg):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    def mlp(params, x):  # one point (d,)
+        h = x
+        for W, b in params[:-1]:
+            h = jnp.tanh(W @ h + b)
+        W, b = params[-1]
+        return W @ h + b
+
+    def ism_loss(params, X):
+        def per(x):
+            s = mlp(params, x)
+            J = jax.jacfwd(mlp, argnums=1)(params, x)
+            return jnp.trace(J) + 0.5 * s @ s
+
+        return jnp.mean(jax.vmap(per)(X))
+
+    def ssm_loss(params, X, V):
+        def per(x, v):
+            s, jv = jax.jvp(lambda y: mlp(params, y), (x,), (v,))
+            return v @ jv + 0.5 * (v @ s) ** 2
+
+        return jnp.mean(jax.vmap(per)(X, V))
+
+    ism_vg = jax.jit(jax.value_and_grad(ism_loss))
+    ssm_vg = jax.jit(jax.value_and_grad(ssm_loss))
+    out = []
+    for d in cfg["dims"]:
+        x, v, layers, _, _ = _mlp_data(cfg["n"], d)
+        params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in layers]
+        X, V = jnp.asarray(x), jnp.asarray(v)
+
+        def ism():
+            val, g = ism_vg(params, X)
+            jax.block_until_ready(g)
+            return float(val), g
+
+        def ssm():
+            val, g = ssm_vg(params, X, V)
+            jax.block_until_ready(g)
+            return float(val), g
+
+        for loss, fn in (("ism", ism), ("ssm", ssm)):
+            t, first = _best_of(fn, cfg["repeat"])
+            val, g = fn()
+            flat = np.concatenate([np.asarray(a).ravel() for W, b in g for a in (W, b)])
+            out.append({"loss": loss, "d": d, "seconds": t, "first_call_s": first, "value": val,
+                        "grad_probe": _probe(flat)})
+    return out
+
+
+_WORKERS = {
+    "langevin:numba": lambda c: _langevin_refscore(c, "numba"),
+    "langevin:numpy-backend": lambda c: _langevin_refscore(c, "numpy"),
+    "langevin:plain": _langevin_plain,
+    "langevin:jax": _langevin_jax,
+    "langevin:torch": _langevin_torch,
+    "langevin:noise": _noise_and_limit,
+    "mlp:refscore": _mlp_refscore,
+    "mlp:numpy": _mlp_numpy,
+    "mlp:torch": _mlp_torch,
+    "mlp:jax": _mlp_jax,
+    "mlp:memory": _mlp_memory,
+    "mlp:scaling": _mlp_scaling,
+}
+_NEEDS = {"langevin:jax": "jax", "langevin:torch": "torch", "mlp:torch": "torch", "mlp:jax": "jax"}
+
+
+# =========================================================================== orchestration
+def _config(quick, steps=None, repeat=None):
+    if quick:
+        cfg = {"sizes": [1000], "steps": 20, "repeat": 3, "noise_n": 20_000, "limit_n": 20_000,
+               "n": 1000, "dims": [2, 10], "memory_n": 2000, "memory_d": 10,
+               "scale_n": [300, 1000], "scale_d": [2, 10]}
+    else:
+        cfg = {"sizes": [1000, 10_000, 100_000], "steps": 1000, "repeat": 3, "noise_n": 1_000_000,
+               "limit_n": 1_000_000, "n": 10_000, "dims": [2, 10, 50], "memory_n": 100_000,
+               "memory_d": 50, "scale_n": [1000, 3000, 10_000, 30_000, 100_000],
+               "scale_d": [2, 5, 10, 20, 50]}
+    if steps is not None:
+        cfg["steps"] = steps
+    if repeat is not None:
+        cfg["repeat"] = repeat
+    return cfg
+
+
+def _worker_env(threads):
+    """Environment of a worker: every thread pool (BLAS, OpenMP, Numba, XLA) at ``threads``."""
+    env = dict(os.environ)
+    if threads is not None:
+        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            env[k] = str(threads)
+        if threads == 1:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                                " intra_op_parallelism_threads=1").strip()
+    return env
+
+
+def _run_worker(name, cfg, timeout, threads=None):
+    """Run one worker in a fresh interpreter; its last stdout line is JSON."""
+    cmd = [sys.executable, "-m", "refscore.bench", "--worker", name, "--config", json.dumps(cfg)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=_worker_env(threads))
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": " | ".join(tail) or f"exit status {proc.returncode}"}
+    lines = proc.stdout.strip().splitlines()
+    return {"result": json.loads(lines[-1]), "wall_s": wall}
+
+
+def machine_facts():
+    """Cores, CPU model and flags, load average, BLAS thread pools and library versions."""
+    facts = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "cores": os.cpu_count(), "platform": platform.platform(),
+             "python": platform.python_version()}
+    try:
+        facts["load_average"] = list(os.getloadavg())
+    except OSError:
+        facts["load_average"] = None
+    model, flags = None, ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name") and model is None:
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags") and not flags:
+                    flags = line.split(":", 1)[1]
+    except OSError:
+        pass
+    facts["cpu_model"] = model or platform.processor()
+    facts["simd"] = sorted(f for f in flags.split() if f.startswith(("avx", "fma", "sse4")))
+    try:
+        from threadpoolctl import threadpool_info
+
+        facts["threadpools"] = threadpool_info()
+    except ImportError:
+        facts["threadpools"] = None
+    facts["versions"] = {k: _installed(k) for k in ("numpy", "numba", "scipy", "jax", "jaxlib", "torch")}
+    return facts
+
+
+def _fmt(x, spec=".3g"):
+    return "-" if x is None else format(x, spec)
+
+
+def _langevin_table(res):
+    plain = {(r["workload"], r["N"]): r["chain_steps_per_s"] for r in res.get("langevin:plain", [])}
+    cols = [("numba", "langevin:numba"), ("numpy bknd", "langevin:numpy-backend"),
+            ("plain numpy", "langevin:plain"), ("jax", "langevin:jax"), ("torch", "langevin:torch")]
+    table = {}
+    for label, key in cols:
+        for r in res.get(key, []):
+            table[(r["workload"], r["N"], label)] = r["chain_steps_per_s"]
+    keys = sorted({(w, N) for (w, N, _) in table})
+    lines = ["ULA chain-steps/s (ratio to plain NumPy in brackets)",
+             f"{'workload':<9}{'N':>8}" + "".join(f"{c[0]:>20}" for c in cols)]
+    for w, N in keys:
+        row = f"{w:<9}{N:>8}"
+        for label, _ in cols:
+            v = table.get((w, N, label))
+            p = plain.get((w, N))
+            cell = "-" if v is None else f"{v:.3g}" + (f" ({v / p:.2f}x)" if p else "")
+            row += f"{cell:>20}"
+        lines.append(row)
+    return lines
+
+
+def _mlp_table(res, n):
+    cols = [("refscore", "mlp:refscore"), ("numpy fwd", "mlp:numpy"), ("torch", "mlp:torch"),
+            ("jax", "mlp:jax")]
+    table = {}
+    for label, key in cols:
+        for r in res.get(key, []):
+            table[(r["loss"], r["d"], label)] = r["seconds"]
+    base = {(lo, d): t for (lo, d, lab), t in table.items() if lab == "numpy fwd"}
+    keys = sorted({(lo, d) for (lo, d, _) in table})
+    lines = [f"MLPScore (64, 64) tanh, n = {n}: loss + gradient, ms (speed-up over plain NumPy)",
+             f"{'loss':<12}{'d':>4}" + "".join(f"{c[0]:>18}" for c in cols)]
+    for lo, d in keys:
+        row = f"{lo:<12}{d:>4}"
+        p = base.get((lo.split()[0], d))
+        for label, _ in cols:
+            t = table.get((lo, d, label))
+            cell = "-" if t is None else f"{t * 1e3:.1f}" + (f" ({p / t:.1f}x)" if p else "")
+            row += f"{cell:>18}"
+        lines.append(row)
+    return lines
+
+
+def _targets(res):
+    """Issue 9 targets, evaluated on this run."""
+    out = []
+    ref = {(r["loss"], r["d"]): r["seconds"] for r in res.get("mlp:refscore", [])}
+    tor = {(r["loss"], r["d"]): r["seconds"] for r in res.get("mlp:torch", [])}
+    for (loss, d), tt in sorted(tor.items()):
+        need = 3.0 if (loss == "ism" and d == 10) else 1.0
+        for variant in ([loss, loss + " generic"] if loss == "ism" else [loss]):
+            tr = ref.get((variant, d))
+            if tr is None:
+                continue
+            out.append({"target": f"{variant} d={d}: >= {need:g}x torch", "speedup": tt / tr,
+                        "met": tt / tr >= need})
+    plain = {(r["workload"], r["N"]): r["chain_steps_per_s"] for r in res.get("langevin:plain", [])}
+    nb = {(r["workload"], r["N"]): r["chain_steps_per_s"] for r in res.get("langevin:numba", [])}
+    for (w, N), v in sorted(nb.items()):
+        if N != max(N2 for (_, N2) in nb):
+            continue
+        need = 4.0 if w == "W1" else 2.0
+        if (w, N) in plain:
+            out.append({"target": f"ULA {w} N={N}: numba >= {need:g}x plain NumPy",
+                        "speedup": v / plain[(w, N)], "met": v / plain[(w, N)] >= need})
+        for peer in ("jax", "torch"):
+            pr = {(r["workload"], r["N"]): r["chain_steps_per_s"] for r in res.get(f"langevin:{peer}", [])}
+            if (w, N) in pr:
+                out.append({"target": f"ULA {w} N={N}: numba ahead of {peer}",
+                            "speedup": v / pr[(w, N)], "met": v > pr[(w, N)]})
+    return out
+
+
+def _limit(res):
+    """Arithmetic-limit estimate (module docstring) and the fraction the numba backend reaches."""
+    nz = res.get("langevin:noise")
+    if not nz:
+        return []
+    te, tm = 1.0 / nz["exp_per_s"], 1.0 / nz["fma_per_s"]
+    out = []
+    for r in res.get("langevin:numba", []):
+        K, d = (2, 2) if r["workload"] == "W1" else (5, 10)
+        lim = 1.0 / ((K + d) * te + (5 * K * d + 44 * d) * tm)
+        out.append({"workload": r["workload"], "N": r["N"], "limit_chain_steps_per_s": lim,
+                    "fraction": r["chain_steps_per_s"] / lim})
+    return out
+
+
+def _check_values(res):
+    """Every MLP peer's loss value and gradient probe against refscore's (same network, data): max relative gap."""
+    ref = {(r["loss"], r["d"]): r for r in res.get("mlp:refscore", [])}
+    gap = 0.0
+    for key in ("mlp:numpy", "mlp:torch", "mlp:jax"):
+        for r in res.get(key, []):
+            r0 = ref.get((r["loss"], r["d"]))
+            if r0 is not None:
+                for k in ("value", "grad_probe"):
+                    gap = max(gap, abs(r[k] - r0[k]) / max(1.0, abs(r0[k])))
+    return gap
+
+
+def _figure(res, path, n):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    sc = res.get("mlp:scaling", [])
+    styles = {"ism": "o-", "ism generic": "s--", "ssm": "^-"}
+    d_fixed = 10
+    for loss, st in styles.items():
+        pts = sorted((r["n"], r["seconds"]) for r in sc if r["loss"] == loss and r["d"] == d_fixed)
+        if pts:
+            axes[0].loglog(*zip(*pts), st, label=loss)
+        pts = sorted((r["d"], r["seconds"]) for r in sc if r["loss"] == loss and r["n"] == n)
+        if pts:
+            axes[1].loglog(*zip(*pts), st, label=loss)
+    for ax, xl, title in ((axes[0], "n (points)", f"MLP loss+grad vs n (d = {d_fixed})"),
+                          (axes[1], "d", f"MLP loss+grad vs d (n = {n})")):
+        ax.set_xlabel(xl)
+        ax.set_ylabel("seconds")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    pts = sorted((r["n"], r["seconds"]) for r in sc if r["loss"] == "ism" and r["d"] == d_fixed)
+    if len(pts) >= 2:
+        n0, t0 = pts[0]
+        xs = np.array([p[0] for p in pts], dtype=float)
+        axes[0].loglog(xs, t0 * xs / n0, "k:", lw=1, label="∝ n")
+        axes[0].legend()
+    for key, label in (("langevin:numba", "numba"), ("langevin:plain", "plain numpy"),
+                       ("langevin:jax", "jax"), ("langevin:torch", "torch")):
+        for w, st in (("W1", "-"), ("W2", "--")):
+            pts = sorted((r["N"], r["chain_steps_per_s"]) for r in res.get(key, []) if r["workload"] == w)
+            if pts:
+                axes[2].loglog(*zip(*pts), st, marker="o", label=f"{label} {w}")
+    axes[2].set_xlabel("chains N")
+    axes[2].set_ylabel("chain-steps / s")
+    axes[2].set_title("ULA throughput (W1 solid, W2 dashed)")
+    axes[2].grid(True, which="both", alpha=0.3)
+    if axes[2].lines:
+        axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _parser():
+    ap = argparse.ArgumentParser(prog="refscore bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for a CI smoke test (seconds)")
+    ap.add_argument("--only", choices=("langevin", "mlp"), help="run one group of workloads")
+    ap.add_argument("--json", default="bench.json", help="where to write results (default bench.json)")
+    ap.add_argument("--figure", default=os.path.join("figures", "bench.png"),
+                    help="scaling figure path (default figures/bench.png)")
+    ap.add_argument("--no-figure", action="store_true", help="do not draw the figure")
+    ap.add_argument("--force", action="store_true", help="overwrite existing JSON / figure")
+    ap.add_argument("--no-peers", action="store_true", help="skip JAX and torch even if importable")
+    ap.add_argument("--steps", type=int, help="Langevin steps (default 1000, 20 with --quick)")
+    ap.add_argument("--repeat", type=int, help="timed runs per case, best kept (default 3)")
+    ap.add_argument("--threads", type=int,
+                    help="threads for every framework's pools (default: each library's own default)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker process")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--config", help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv=None) -> int:
+    """Entry point of ``refscore bench``; returns the exit status."""
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.worker:
+        if args.worker not in _WORKERS:
+            ap.error(f"unknown worker {args.worker!r}")
+        print(json.dumps(_WORKERS[args.worker](json.loads(args.config))))
+        return 0
+    if args.repeat is not None and args.repeat < 1:
+        ap.error(f"--repeat must be >= 1, got {args.repeat}")
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads must be >= 1, got {args.threads}")
+    if args.steps is not None and args.steps < 1:
+        ap.error(f"--steps must be >= 1, got {args.steps}")
+    want_fig = not args.no_figure
+    for path, on in ((args.json, True), (args.figure, want_fig)):
+        if on and os.path.exists(path) and not args.force:
+            print(f"refscore bench: {path} exists; pass --force to overwrite", file=sys.stderr)
+            return 2
+    cfg = _config(args.quick, args.steps, args.repeat)
+    groups = ("langevin", "mlp") if args.only is None else (args.only,)
+    names = [k for k in _WORKERS if k.split(":")[0] in groups]
+    report = {"machine": machine_facts(), "config": cfg, "quick": args.quick, "threads": args.threads,
+              "results": {},
+              "skipped": {}}
+    for name in names:
+        lib = _NEEDS.get(name)
+        if lib and (args.no_peers or _installed(lib) is None):
+            report["skipped"][name] = "--no-peers" if args.no_peers else f"{lib} not installed"
+            continue
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        out = _run_worker(name, cfg, args.timeout, args.threads)
+        if "error" in out:
+            report["skipped"][name] = out["error"]
+            print(f"[bench] {name} failed: {out['error']}", file=sys.stderr)
+            continue
+        report["results"][name] = out["result"]
+    res = report["results"]
+    report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report["targets"] = _targets(res)
+    report["arithmetic_limit"] = _limit(res)
+    report["mlp_value_max_rel_gap"] = _check_values(res)
+
+    m = report["machine"]
+    lines = [f"refscore bench  {m['date']}  {m['cpu_model']}  {m['cores']} cores  "
+             f"load {', '.join(f'{x:.2f}' for x in (m['load_average'] or []))}"]
+    if "langevin:noise" in res:
+        nz = res["langevin:noise"]
+        lines.append(f"normals/s: counter NumPy {_fmt(nz['counter_numpy_normals_per_s'])}, counter Numba "
+                     f"{_fmt(nz['counter_numba_normals_per_s'])}, np.random.Generator "
+                     f"{_fmt(nz['generator_normals_per_s'])};  exp/s {_fmt(nz['exp_per_s'])}, "
+                     f"FMA/s {_fmt(nz['fma_per_s'])} ({nz['numba_threads']} threads)")
+    if any(k.startswith("langevin:") and k != "langevin:noise" for k in res):
+        lines += [""] + _langevin_table(res)
+        for r in res.get("langevin:numba", [])[:1]:
+            lines.append(f"numba first call (compile or cache load): {r['first_call_s']:.2f} s")
+        for r in res.get("langevin:jax", [])[:1]:
+            lines.append(f"jax first call (compile): {r['first_call_s']:.2f} s")
+        for r in report["arithmetic_limit"]:
+            lines.append(f"arithmetic limit {r['workload']} N={r['N']}: "
+                         f"{r['limit_chain_steps_per_s']:.3g} chain-steps/s, numba reaches {r['fraction']:.0%}")
+    if any(k in res for k in ("mlp:refscore", "mlp:torch", "mlp:jax", "mlp:numpy")):
+        lines += [""] + _mlp_table(res, cfg["n"])
+        lines.append(f"loss values and gradients agree across peers to {report['mlp_value_max_rel_gap']:.1e} (relative)")
+        for r in res.get("mlp:jax", [])[:2]:
+            lines.append(f"jax first call ({r['loss']}, d={r['d']}, compile): {r['first_call_s']:.2f} s")
+    if "mlp:memory" in res:
+        mm = res["mlp:memory"]
+        lines.append(f"ISM peak memory n={mm['n']} d={mm['d']}: fast path "
+                     f"{mm['tracemalloc_peak_bytes_fast'] / 2**20:.1f} MiB, generic path "
+                     f"{mm['tracemalloc_peak_bytes_generic'] / 2**20:.1f} MiB (tracemalloc, input "
+                     f"{mm['input_bytes'] / 2**20:.1f} MiB); process max RSS {mm['ru_maxrss_bytes'] / 2**20:.0f} MiB")
+    if report["targets"]:
+        lines += ["", "targets (issue 9):"]
+        for t in report["targets"]:
+            lines.append(f"  [{'met' if t['met'] else 'NOT met'}] {t['target']}: {t['speedup']:.2f}x")
+    for k, why in report["skipped"].items():
+        lines.append(f"skipped {k}: {why}")
+    text = "\n".join(lines)
+    print(text)
+    report["table"] = text
+    with open(args.json, "w") as fh:
+        json.dump(report, fh, indent=1)
+    if want_fig and ("mlp:scaling" in res or "langevin:numba" in res):
+        _figure(res, args.figure, cfg["n"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
