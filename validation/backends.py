@@ -116,7 +116,7 @@ def run(quick: bool, seed: int, fig_dir):
                       "0 (round-off)", SOURCE, TOL, devs[name][1] <= TOL),
         ]
     n_tp = 20_000 if quick else 100_000
-    tp_steps = 100 if quick else 1000
+    tp_steps = 100 if quick else 200
     tps = {}
     for name, t in targets().items():
         tps[name] = {b: throughput(t, b, n_tp, tp_steps) for b in ("numpy", "numba")}

@@ -21,8 +21,10 @@ of a quadratic form :math:`v^\top C v` depends only on :math:`C_s = (C + C^\top)
 With M projections per point the variance is divided by M.  SSM uses C = B,
 SSM-VR uses C = A.
 
-**Cost.** The exact ISM trace costs O(d) forward-tangent passes; SSM needs one
+**Cost.** The exact ISM trace costs d forward-tangent passes; SSM needs one
 JVP whatever d — the reason sliced score matching scales (Song et al. 2019, §3).
+Each pass itself costs O(n(d·h + h²)), so the measured ratio ISM/SSM, not SSM's
+own time, is what stays ∝ d.
 """
 from __future__ import annotations
 
@@ -127,20 +129,24 @@ def run(quick: bool, seed: int, fig_dir):
         t_ssm.append(time_loss_grad(lambda: losses.ssm_vr(m, th, xx, vv, grad=True)))
     t_ism, t_ssm = np.array(t_ism), np.array(t_ssm)
     big = np.array(dims) >= 10
-    slope_ism = np.polyfit(np.log(np.array(dims)[big]), np.log(t_ism[big]), 1)[0]
-    slope_ssm = np.polyfit(np.log(np.array(dims)[big]), np.log(t_ssm[big]), 1)[0]
+    logd = np.log(np.array(dims)[big])
+    slope_ism = np.polyfit(logd, np.log(t_ism[big]), 1)[0]
+    slope_ratio = np.polyfit(logd, np.log(t_ism[big] / t_ssm[big]), 1)[0]
     axes[1].loglog(dims, t_ism * 1e3, "o-", label=f"ISM exact trace (slope {slope_ism:.2f})")
-    axes[1].loglog(dims, t_ssm * 1e3, "s-", label=f"SSM-VR, 1 projection (slope {slope_ssm:.2f})")
+    axes[1].loglog(dims, t_ssm * 1e3, "s-", label="SSM-VR, 1 projection")
+    axes[1].loglog(dims, t_ism / t_ssm, "k:", label=f"ratio ISM/SSM (slope {slope_ratio:.2f})")
     axes[1].set_xlabel("d")
-    axes[1].set_ylabel(f"loss + grad time, n={n} (ms)")
-    axes[1].set_title("MLP (64,64,64) tanh, forward-tangent trace: O(d) vs O(1)")
+    axes[1].set_ylabel(f"loss + grad time, n={n} (ms); ratio")
+    axes[1].set_title("MLP (64,64,64) tanh, forward-tangent trace: d passes vs 1", fontsize=9)
     axes[1].legend(fontsize=8)
     fig_path = save_figure(fig, fig_dir, NAME)
+    # Each pass costs O(n(d·h + h²)) for both losses, so SSM's cost also grows once d ≳ h;
+    # what sliced SM removes is the factor d in the NUMBER of passes: the ratio grows ∝ d.
     rows += [
-        check_row(NAME, "ISM cost slope in d (d ≥ 10)", slope_ism, "≈1 (O(d) tangents)", SOURCE,
+        check_row(NAME, "ISM cost slope in d (d ≥ 10)", slope_ism, "≈1 (d tangent passes)", SOURCE,
                   "> 0.5", slope_ism > 0.5),
-        check_row(NAME, "SSM cost slope in d (d ≥ 10)", slope_ssm, "≈0 (one JVP)", SOURCE,
-                  "< 0.4", slope_ssm < 0.4),
+        check_row(NAME, "slope of ISM/SSM cost ratio in d (d ≥ 10)", slope_ratio,
+                  "≈1 (d passes vs one JVP)", SOURCE, "> 0.5", slope_ratio > 0.5),
         check_row(NAME, "ISM/SSM cost ratio at d=100", t_ism[-1] / t_ssm[-1], "≫ 1", SOURCE,
                   "> 5", t_ism[-1] / t_ssm[-1] > 5),
     ]
