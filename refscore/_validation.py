@@ -19,6 +19,8 @@ __all__ = [
     "check_theta",
     "as_rng",
     "check_choice",
+    "check_sigmas",
+    "per_point_sigma",
 ]
 
 
@@ -96,3 +98,27 @@ def as_rng(rng) -> np.random.Generator:
     if rng is None or isinstance(rng, (numbers.Integral, np.random.SeedSequence)):
         return np.random.default_rng(rng)
     raise TypeError(f"rng must be None, an int or a numpy.random.Generator, got {type(rng).__name__}")
+
+
+def check_sigmas(sigmas, name: str = "sigmas") -> np.ndarray:
+    """Noise levels of annealing: 1-D, finite, > 0, strictly decreasing (σ_1 > … > σ_L)."""
+    arr = as_float_array(sigmas, name)
+    if arr.ndim != 1 or arr.shape[0] < 1:
+        raise ValueError(f"{name} must be a 1-D array with at least one level, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"{name} must be finite and > 0, got {arr!r}")
+    if np.any(np.diff(arr) >= 0):
+        raise ValueError(f"{name} must be strictly decreasing (largest first, σ_L last), got {arr!r}")
+    return arr
+
+
+def per_point_sigma(sigma, n: int, single: bool, name: str = "sigma") -> np.ndarray:
+    """A noise level per point: a scalar (broadcast) or an ``(n,)`` array, finite and > 0."""
+    s = as_float_array(sigma, name)
+    if s.ndim == 0:
+        s = np.full(n, float(s))
+    elif not (single and s.shape == (1,)) and s.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},) to match x, got shape {s.shape}")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"{name} must be finite and > 0, got {sigma!r}")
+    return s

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import as_float_array, check_choice, check_finite, check_positive
+from ._validation import as_float_array, check_choice, check_finite, check_positive, check_sigmas
 
 __all__ = [
     # constants linking the losses
@@ -86,15 +86,7 @@ def _sigma(sigma):
     return check_positive("sigma", sigma, allow_array=True)
 
 
-def _sigmas(sigmas) -> np.ndarray:
-    arr = as_float_array(sigmas, "sigmas")
-    if arr.ndim != 1 or arr.shape[0] < 1:
-        raise ValueError(f"sigmas must be a 1-D array with at least one level, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError(f"sigmas must be finite and > 0, got {arr!r}")
-    if np.any(np.diff(arr) >= 0):
-        raise ValueError(f"sigmas must be strictly decreasing (largest first, σ_L last), got {arr!r}")
-    return arr
+_sigmas = check_sigmas
 
 
 #: Gauss–Hermite order used for mixtures when ``order=None``.  A mixture's score is

@@ -46,6 +46,7 @@ from scipy.linalg import LinAlgError, cho_solve, cholesky, solve_triangular
 from scipy.special import gammaln
 
 from ._validation import (
+    per_point_sigma,
     as_float_array,
     as_points,
     as_rng,
@@ -517,16 +518,7 @@ class Perturbed:
     def _check(self, x, sigma):
         x, single = as_points(x, self.dim, "x")
         n = x.shape[0]
-        s = as_float_array(sigma, "sigma")
-        if s.ndim == 0:
-            s = np.full(n, float(s))
-        elif single and s.shape == (1,):
-            pass
-        elif s.shape != (n,):
-            raise ValueError(f"sigma must be a scalar or have shape ({n},) to match x, got shape {s.shape}")
-        if not np.all(np.isfinite(s)) or np.any(s <= 0):
-            raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
-        return x, s, single
+        return x, per_point_sigma(sigma, n, single), single
 
     def _parts(self, x, sigma):
         k, n, d = self.n_components, x.shape[0], self.dim

@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-import refscore
 from refscore import losses
 from refscore.distributions import Gaussian
 from refscore.models import GaussianModel

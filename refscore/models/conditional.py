@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import as_float_array
+from .._validation import per_point_sigma
 from .base import ScoreModel
 
 __all__ = ["NoiseConditional", "BoundNoiseConditional"]
@@ -90,16 +90,7 @@ class NoiseConditional:
 
     def _sigma(self, sigma, n, single):
         """``sigma`` as an ``(n,)`` array of finite positive floats."""
-        s = as_float_array(sigma, "sigma")
-        if s.ndim == 0:
-            s = np.full(n, float(s))
-        elif single and s.shape == (1,):
-            pass
-        elif s.shape != (n,):
-            raise ValueError(f"sigma must be a scalar or have shape ({n},) to match x, got shape {s.shape}")
-        if not np.all(np.isfinite(s)) or np.any(s <= 0):
-            raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
-        return s
+        return per_point_sigma(sigma, n, single)
 
     def _prep(self, theta, x, sigma):
         theta = self._check_theta(theta)

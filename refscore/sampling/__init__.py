@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import as_float_array, check_choice, check_finite, check_positive
+from .._validation import as_float_array, check_choice, check_finite, check_positive, check_sigmas
 from ..noise import _check_seed
 from . import reference
 from .targets import compile_target, logpdf_function, score_function
@@ -97,15 +97,7 @@ def _check_record(record, n_total):
     return rec, n_total // rec
 
 
-def _check_sigmas(sigmas):
-    s = as_float_array(sigmas, "sigmas")
-    if s.ndim != 1 or s.shape[0] < 1:
-        raise ValueError(f"sigmas must be a 1-D array with at least one level, got shape {s.shape}")
-    if not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError(f"sigmas must be finite and > 0, got {sigmas!r}")
-    if np.any(np.diff(s) >= 0):
-        raise ValueError(f"sigmas must be strictly decreasing, got {sigmas!r}")
-    return s
+_check_sigmas = check_sigmas
 
 
 def _cuda():

@@ -283,7 +283,6 @@ def make(jit, jit_inline=None):
             a = p[woff + i]
             for c in range(m):
                 W[g + i, c] = a * W[dr + i, c]
-        gw = nin
         off2 = woff
         for l in range(nl - 2, -1, -1):
             nin = lay[HEADER + l]
