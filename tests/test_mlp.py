@@ -387,3 +387,28 @@ def test_pack_wrong_shapes():
         m.pack([(np.zeros((2, 3)), np.zeros(3)), (np.zeros((2, 3)), np.zeros(2))])
     with pytest.raises(ValueError, match="layers must hold 2"):
         m.pack([(np.zeros((3, 2)), np.zeros(3))])
+
+
+@pytest.mark.parametrize("hidden", [(4,), (4, 3), (3, 4, 2)])
+def test_fused_kernels_forward_path_projections_and_vr(hidden):
+    # the stacked forward-mode pass (ISM with trace_path="forward"; SSM/SSM-VR with
+    # several projections) against the separate primitives: same arithmetic in a
+    # different order, so round-off only (values O(1), ~100 terms: 1e-12)
+    rng = np.random.default_rng(12)
+    m = MLPScore(3, hidden, "softplus", trace_path="forward")
+    theta = m.init(rng) + 0.1 * rng.standard_normal(m.n_params)
+    x = rng.standard_normal((45, 3))
+    w = rng.random(45)
+    s = m.score(theta, x)
+    per, g = m._ism_terms_fused(theta, x, w)
+    np.testing.assert_allclose(per, m.score_trace(theta, x) + 0.5 * (s * s).sum(1), rtol=1e-12, atol=1e-12)
+    ref = m.trace_grad_params(theta, x, w) + m.score_vjp_params(theta, x, w[:, None] * s)
+    np.testing.assert_allclose(g, ref, rtol=0, atol=1e-12 * (1 + np.abs(ref).max()))
+    v = rng.standard_normal((3, 45, 3))
+    W = rng.random((3, 45))
+    per, g = m._ssm_terms_fused(theta, x, v, W, True)
+    vjv = np.stack([(vi * m.score_jvp(theta, x, vi)).sum(1) for vi in v])
+    np.testing.assert_allclose(per, vjv + 0.5 * (s * s).sum(1)[None], rtol=1e-12, atol=1e-12)
+    ref = sum(m.vjv_grad_params(theta, x, v[i], W[i]) for i in range(3))
+    ref = ref + m.score_vjp_params(theta, x, W.sum(0)[:, None] * s)
+    np.testing.assert_allclose(g, ref, rtol=0, atol=1e-12 * (1 + np.abs(ref).max()))

@@ -1,0 +1,82 @@
+"""Smoke tests of ``refscore bench`` (no timing assertions: timings are the benchmark's job).
+
+The quick run times tiny workloads of refscore and the plain-NumPy baselines
+in subprocesses (JAX and torch skipped to stay fast); what is checked is the
+plumbing and the numbers that are not timings: every worker ran, the JSON has
+the machine facts, the plain-NumPy MLP baselines compute the same loss and
+gradient as refscore, and existing files are not overwritten without --force.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from refscore import bench, losses
+from refscore.models import MLPScore
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    out, fig = tmp / "b.json", tmp / "b.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "refscore.bench", "--quick", "--no-peers", "--repeat", "1",
+         "--json", str(out), "--figure", str(fig)],
+        capture_output=True, text=True, timeout=300, cwd=tmp,
+    )
+    return proc, out, fig
+
+
+def test_quick_run_writes_json_table_and_figure(quick_run):
+    proc, out, fig = quick_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    for name in ("langevin:numba", "langevin:numpy-backend", "langevin:plain", "langevin:noise",
+                 "mlp:refscore", "mlp:numpy", "mlp:memory", "mlp:scaling"):
+        assert name in rep["results"], (name, rep["skipped"])
+    for name in ("langevin:jax", "langevin:torch", "mlp:torch", "mlp:jax"):
+        assert rep["skipped"][name] == "--no-peers"
+    m = rep["machine"]
+    assert m["cores"] >= 1 and m["cpu_model"] and m["versions"]["numpy"] == np.__version__
+    # the plain-NumPy baseline is an independent implementation: same loss and
+    # gradient (probe) as refscore, to round-off (sums of 1e3 terms, ~1e-15 each)
+    assert rep["mlp_value_max_rel_gap"] < 1e-10
+    assert all(r["chain_steps_per_s"] > 0 for r in rep["results"]["langevin:numba"])
+    assert rep["results"]["mlp:memory"]["tracemalloc_peak_bytes_generic"] > 0
+    assert "ULA chain-steps/s" in proc.stdout and "MLPScore (64, 64)" in proc.stdout
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_refuses_to_clobber(tmp_path):
+    out = tmp_path / "b.json"
+    out.write_text("keep")
+    rc = bench.main(["--quick", "--json", str(out), "--no-figure"])
+    assert rc == 2 and out.read_text() == "keep"
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_numpy_baselines_match_refscore(d):
+    # independent hand-written forward-mode loss + gradient vs refscore's fused
+    # kernels: the same float64 arithmetic in a different order, so agreement
+    # to ~1e-13 relative (a few hundred round-offs of 1e-16 each)
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((40, d))
+    v = losses.projections(rng, (40, d), kind="gaussian")
+    m = MLPScore(d, (5, 4), "tanh")
+    theta = m.init(rng) + 0.1 * rng.standard_normal(m.n_params)
+    layers = m.unpack(theta)
+    for ours, ref in ((bench._numpy_ism(layers, x), losses.ism(m, theta, x, grad=True)),
+                      (bench._numpy_ssm(layers, x, v), losses.ssm(m, theta, x, v, grad=True))):
+        assert ours[0] == pytest.approx(ref[0], rel=1e-12)
+        np.testing.assert_allclose(ours[1], ref[1], rtol=0, atol=1e-12 * np.abs(ref[1]).max())
+
+
+def test_bad_arguments():
+    with pytest.raises(SystemExit):
+        bench.main(["--repeat", "0"])
+    with pytest.raises(SystemExit):
+        bench.main(["--only", "gpu"])
