@@ -787,6 +787,13 @@ def _figure(res, path, n):
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
+    pts = sorted((r["d"], r["seconds"]) for r in sc if r["loss"] == "ism generic" and r["n"] == n)
+    if len(pts) >= 2:
+        ds = np.array([p[0] for p in pts], dtype=float)
+        axes[1].loglog(ds, pts[-1][1] * ds / ds[-1], "k:", lw=1, label="∝ d")
+        axes[1].set_xticks(ds, [f"{int(v)}" for v in ds])
+        axes[1].minorticks_off()
+        axes[1].legend()
     pts = sorted((r["n"], r["seconds"]) for r in sc if r["loss"] == "ism" and r["d"] == d_fixed)
     if len(pts) >= 2:
         n0, t0 = pts[0]
