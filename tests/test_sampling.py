@@ -13,7 +13,7 @@ import pytest
 from refscore.distributions import Banana, Gaussian, GaussianMixture, StudentT
 from refscore.models import (GaussianMixtureModel, GaussianModel, LinearScore, MLPEnergy,
                              MLPScore, NoiseConditional)
-from refscore.sampling import annealed_langevin, mala, ula
+from refscore.sampling import DivergenceWarning, annealed_langevin, mala, ula
 from refscore.sampling import cpu
 from refscore.sampling.targets import compile_target, logpdf_function
 
@@ -162,12 +162,14 @@ def test_divergence_is_flagged_and_frozen(backend):
     t = Gaussian([0.0, 0.0], [[1.0, 0.0], [0.0, 0.25]])
     x0 = _points(2, n=20)
     # step 30 > 2 / lambda_max = 0.5: |1 - 30*4| = 119 per step, overflow after ~150 steps
-    res = ula(t, x0, 30.0, 160, seed=0, backend=backend)
+    with pytest.warns(DivergenceWarning, match="20 of 20 chains reached a non-finite state"):
+        res = ula(t, x0, 30.0, 160, seed=0, backend=backend)
     assert res.diverged.all()
     assert np.all(np.isfinite(res.x))
     # a stable step on the same target flags nothing
     assert not ula(t, x0, 0.1, 20, seed=0, backend=backend).diverged.any()
-    m = mala(t, x0, 1e200, 3, seed=0, backend=backend)
+    with pytest.warns(DivergenceWarning):
+        m = mala(t, x0, 1e200, 3, seed=0, backend=backend)
     assert m.diverged.all() and np.all(np.isfinite(m.x))
 
 

@@ -19,11 +19,13 @@ only: trajectories agree to ~1e-12 relative after 100 steps on a Gaussian
 
 Every sampler returns a :class:`SamplerResult`.  A chain whose update
 produces a non-finite value keeps its last finite state and is flagged in
-``diverged``; the run never raises for it.
+``diverged``; the run never raises for it, and a :class:`DivergenceWarning`
+says how many chains diverged.
 """
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +35,7 @@ from ..noise import _check_seed
 from . import reference
 from .targets import compile_target, logpdf_function, score_function
 
-__all__ = ["ula", "mala", "annealed_langevin", "SamplerResult", "BACKENDS"]
+__all__ = ["ula", "mala", "annealed_langevin", "SamplerResult", "DivergenceWarning", "BACKENDS"]
 
 BACKENDS = ("numpy", "numba", "cuda")
 
@@ -60,6 +62,24 @@ class SamplerResult:
     diverged: np.ndarray
     accept_rate: np.ndarray | None = None
     trace: np.ndarray | None = None
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Some chains reached a non-finite state; they were frozen and flagged in ``.diverged``."""
+
+
+def _reported(result: SamplerResult) -> SamplerResult:
+    """Warn (never silently return) when chains diverged; the run itself does not crash."""
+    k = int(np.count_nonzero(result.diverged))
+    if k:
+        warnings.warn(
+            f"{k} of {result.diverged.size} chains reached a non-finite state and were frozen at "
+            "their last finite state (see result.diverged); the step size is probably too large "
+            "for this target",
+            DivergenceWarning,
+            stacklevel=3,
+        )
+    return result
 
 
 # ------------------------------------------------------------------ validation
@@ -133,7 +153,7 @@ def _run_langevin(target, x0, sigmas, etas, steps_per_level, seed, backend, reco
                          rec, trace, diverged)
         else:
             _cuda().langevin(ct, etas, steps_per_level, x, k0, k1, rec, trace, diverged)
-    return SamplerResult(x=x, diverged=diverged, trace=trace if rec else None)
+    return _reported(SamplerResult(x=x, diverged=diverged, trace=trace if rec else None))
 
 
 # ------------------------------------------------------------------ samplers
@@ -290,4 +310,4 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None) -> Sampl
         else:
             _cuda().mala(ct, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted)
     rate = accepted / max(n_steps, 1)
-    return SamplerResult(x=x, diverged=diverged, accept_rate=rate, trace=trace if rec else None)
+    return _reported(SamplerResult(x=x, diverged=diverged, accept_rate=rate, trace=trace if rec else None))
