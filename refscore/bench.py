@@ -296,6 +296,27 @@ def _noise_and_limit(cfg):
 
 
 # =========================================================================== MLP peers
+def _primal_reverse(layers, x, h1, h2, sbar, d1bar, d2bar, gWs):
+    """Shared tail of the plain-NumPy baselines: reverse through the primal tanh network.
+
+    ``sbar`` is the score cotangent; ``d1bar``, ``d2bar`` the adjoints of
+    φ'(a_l) = 1 − h_l², which enter a_l through ∂φ'/∂a = −2 h φ'.  ``gWs`` are the
+    weight gradients accumulated so far by the tangent reverse pass.
+    """
+    (W1, _), (W2, _), (W3, _) = layers
+    gW1, gW2, gW3 = gWs
+    d1, d2 = 1 - h1 * h1, 1 - h2 * h2
+    gW3 = gW3 + sbar.T @ h2
+    gb3 = sbar.sum(axis=0)
+    a2bar = (sbar @ W3) * d2 - 2 * d2bar * h2 * d2
+    gW2 = gW2 + a2bar.T @ h1
+    gb2 = a2bar.sum(axis=0)
+    a1bar = (a2bar @ W2) * d1 - 2 * d1bar * h1 * d1
+    gW1 = gW1 + a1bar.T @ x
+    gb1 = a1bar.sum(axis=0)
+    return np.concatenate([gW1.ravel(), gb1, gW2.ravel(), gb2, gW3.ravel(), gb3])
+
+
 def _numpy_ism(layers, x):
     """Plain-NumPy ISM loss + gradient, 2 hidden tanh layers, forward mode over the d inputs.
 
@@ -323,16 +344,7 @@ def _numpy_ism(layers, x):
     T1bar = A2bar @ W2
     d1bar = np.einsum("kjh,hj->kh", T1bar, W1)
     gW1 = np.einsum("kjh,kh->hj", T1bar, d1)
-    sbar = w * s
-    gW3 += sbar.T @ h2
-    gb3 = sbar.sum(axis=0)
-    a2bar = (sbar @ W3) * d2 - 2 * d2bar * h2 * d2
-    gW2 += a2bar.T @ h1
-    gb2 = a2bar.sum(axis=0)
-    a1bar = (a2bar @ W2) * d1 - 2 * d1bar * h1 * d1
-    gW1 += a1bar.T @ x
-    gb1 = a1bar.sum(axis=0)
-    g = np.concatenate([gW1.ravel(), gb1, gW2.ravel(), gb2, gW3.ravel(), gb3])
+    g = _primal_reverse(layers, x, h1, h2, w * s, d1bar, d2bar, (gW1, gW2, gW3))
     return per.mean(), g
 
 
@@ -362,16 +374,7 @@ def _numpy_ssm(layers, x, v):
     t1bar = u2bar @ W2
     d1bar = t1bar * u1
     gW1 = (t1bar * d1).T @ v
-    sbar = (w * vs)[:, None] * v
-    gW3 += sbar.T @ h2
-    gb3 = sbar.sum(axis=0)
-    a2bar = (sbar @ W3) * d2 - 2 * d2bar * h2 * d2
-    gW2 += a2bar.T @ h1
-    gb2 = a2bar.sum(axis=0)
-    a1bar = (a2bar @ W2) * d1 - 2 * d1bar * h1 * d1
-    gW1 += a1bar.T @ x
-    gb1 = a1bar.sum(axis=0)
-    g = np.concatenate([gW1.ravel(), gb1, gW2.ravel(), gb2, gW3.ravel(), gb3])
+    g = _primal_reverse(layers, x, h1, h2, (w * vs)[:, None] * v, d1bar, d2bar, (gW1, gW2, gW3))
     return per.mean(), g
 
 
