@@ -1,0 +1,361 @@
+r"""Numba kernel for the fused ISM / SSM passes of :class:`~refscore.models.MLPScore`.
+
+The arithmetic is :meth:`MLPScore._stacked_pass` (the readable NumPy version,
+kept as ``engine="numpy"``): one forward pass carrying the primal and r
+tangents stacked, one combined reverse pass (``../shared/DERIVATIONS.md`` §2),
+
+.. math::
+
+    [a_l;\ \dot a_l] = [h_{l-1};\ \dot h_{l-1}]\,W_l^\top,\quad
+    h_l = \varphi(a_l),\quad \dot h_l = \varphi'(a_l)\odot\dot a_l,
+
+    \bar{\dot a}_l = \varphi'(a_l)\odot\bar{\dot h}_l,\quad
+    \bar a_l = \varphi'(a_l)\odot\bar h_l
+        + \varphi''(a_l)\odot\textstyle\sum_j \bar{\dot h}_{l,j}\odot\dot a_{l,j},\quad
+    \bar W_l \mathrel{+}= [\bar a_l;\ \bar{\dot a}_l]^\top [h_{l-1};\ \dot h_{l-1}],
+
+done here without the interpreter: the matrix products go to BLAS through
+``np.dot`` (into preallocated buffers), the elementwise work is compiled
+loops, and the blocks of points are spread over the cores with ``prange``.
+
+Determinism.  The points are cut into blocks of ``block`` points and the
+blocks into ``n_groups`` contiguous groups; each group sums its blocks'
+gradients into its own row of ``parts`` and the rows are added in group
+order at the end.  The result therefore depends on ``block`` and
+``n_groups`` (round-off only) but never on the number of threads or on how
+the scheduler hands out the groups.
+
+The per-point losses (``kind``):
+
+* ``ISM`` (0): identity tangents (r = d),
+  :math:`\ell_k = \operatorname{tr}J_k + \tfrac12\lVert s_k\rVert^2`,
+  :math:`\bar s_k = w_k s_k`, :math:`\bar{(J e_j)}_k = w_k e_j` (seed eq. (3));
+* ``SSM`` (1): tangents :math:`v_{ki}`,
+  :math:`\ell_{ki} = v_{ki}^\top J_k v_{ki} + \tfrac12(v_{ki}^\top s_k)^2`,
+  :math:`\bar s_k = \sum_i W_{ki}(v_{ki}^\top s_k)v_{ki}`,
+  :math:`\bar{(Jv)}_{ki} = W_{ki}v_{ki}` (seed eq. (7));
+* ``SSM_VR`` (2): :math:`\ell_{ki} = v_{ki}^\top J_k v_{ki} + \tfrac12\lVert s_k\rVert^2`,
+  :math:`\bar s_k = (\sum_i W_{ki}) s_k`.
+
+Activation ids are those of :data:`refscore.sampling._score_kernels.ACT_IDS`;
+``activation`` below evaluates :math:`(\varphi, \varphi', \varphi'')` with the
+same formulas as :mod:`refscore.models.activations`.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
+
+ISM, SSM, SSM_VR = 0, 1, 2
+ACT_IDS = {"tanh": 0, "softplus": 1, "sigmoid": 2, "silu": 3, "gelu": 4}
+
+_INV_SQRT2 = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+@intrinsic
+def _bits_to_float64(typingctx, i):
+    """Reinterpret the bits of an int64 as a float64 (vectorises, unlike a table lookup)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return sig, codegen
+
+
+@numba.njit(inline="always", error_model="numpy")
+def exp_nonpositive(y):
+    r""":math:`e^y` for :math:`y \le 0`, branch-free so that loops over it vectorise.
+
+    Cephes ``exp``: :math:`y = n\ln 2 + x`, :math:`|x| \le \tfrac12\ln 2` (with
+    :math:`\ln 2` in two parts), :math:`e^x = 1 + 2x P(x^2)/(Q(x^2) - xP(x^2))`,
+    then the exact scaling by :math:`2^n = 2^{\lfloor n/2\rfloor}2^{n-\lfloor n/2\rfloor}`
+    built from exponent bits (two factors keep each normal down to
+    :math:`e^{-745}`, where the result underflows to 0).  Within 1 ulp of libm's
+    ``exp`` on normal results (measured); NaN propagates.
+    """
+    y = max(y, -746.0)
+    px = math.floor(1.4426950408889634 * y + 0.5)
+    x = y - px * 6.93145751953125e-1
+    x = x - px * 1.42860682030941723212e-6
+    xx = x * x
+    p = x * ((1.26177193074810590878e-4 * xx + 3.02994407707441961300e-2) * xx + 9.99999999999999999910e-1)
+    q = ((3.00198505138664455042e-6 * xx + 2.52448340349684104192e-3) * xx
+         + 2.27265548208155028766e-1) * xx + 2.00000000000000000009e0
+    n1 = px >> 1
+    e = (1.0 + 2.0 * (p / (q - p))) * _bits_to_float64((n1 + 1023) << 52) * _bits_to_float64((px - n1 + 1023) << 52)
+    return e if y == y else y
+
+
+@numba.njit(inline="always", error_model="numpy")
+def tanh(z):
+    r""":math:`\tanh z`, branch-free (Cephes ``tanh``), within 2 ulp of ``np.tanh`` (measured).
+
+    :math:`|z| < 0.625`: :math:`z + z^3 P(z^2)/Q(z^2)`; otherwise
+    :math:`1 - 2/(e^{2|z|} + 1)` (no cancellation: the result is > 0.55), with
+    :math:`e^{2|z|} = 1/e^{-2|z|}` and the sign restored by ``copysign``.
+    """
+    a = abs(z)
+    zz = a * a
+    small = a + a * zz * (((-9.64399179425052238628e-1 * zz - 9.92877231001918586564e1) * zz
+                           - 1.61468768441708447952e3)
+                          / (((zz + 1.12811678491632931402e2) * zz + 2.23548839060100448583e3) * zz
+                             + 4.84406305325125486048e3))
+    em = exp_nonpositive(-2.0 * a)  # e^{-2|z|} in (0, 1]
+    big = (1.0 - em) / (1.0 + em)  # = 1 - 2/(e^{2|z|} + 1)
+    t = small if a < 0.625 else big
+    return math.copysign(t, z) if a == a else z
+
+
+@numba.njit(inline="always", error_model="numpy")
+def activation(kind, z):
+    """(φ(z), φ'(z), φ''(z)) of activation ``kind``, by the formulas of models/activations.py."""
+    if kind == 0:
+        t = tanh(z)
+        s = 1.0 - t * t  # sech²: exact 0 once tanh rounds to ±1
+        return t, s, -2.0 * t * s
+    if kind == 4:
+        big = 0.5 * math.erfc(-z * _INV_SQRT2)  # Φ(z)
+        zc = min(max(z, -40.0), 40.0)
+        phi = _INV_SQRT_2PI * exp_nonpositive(-0.5 * zc * zc)
+        return z * big, big + zc * phi, phi * (2.0 - zc * zc)
+    e = exp_nonpositive(-abs(z))  # <= 1: never overflows
+    r = 1.0 / (1.0 + e)
+    er = e * r
+    pos = z >= 0
+    sig = r if pos else er
+    one_minus = er if pos else r
+    ds = er * r  # σ'
+    d2s = ds * (one_minus - sig)  # σ''
+    if kind == 1:  # softplus: log(1 + e^z)
+        return max(z, 0.0) + math.log1p(e), sig, ds
+    if kind == 2:  # sigmoid
+        return sig, ds, d2s
+    # silu: z σ(z); (z σ)' = σ + z σ', (z σ)'' = 2σ' + z σ''
+    return z * sig, sig + z * ds, 2.0 * ds + z * d2s
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _activate_row(kind, a, b, f, f1, f2):
+    """f, f1, f2 = φ, φ', φ'' at a + b, one row; one loop per kind so that each vectorises."""
+    if kind == 0:
+        for o in range(a.shape[0]):
+            f[o], f1[o], f2[o] = activation(0, a[o] + b[o])
+    elif kind == 2:
+        for o in range(a.shape[0]):
+            f[o], f1[o], f2[o] = activation(2, a[o] + b[o])
+    elif kind == 3:
+        for o in range(a.shape[0]):
+            f[o], f1[o], f2[o] = activation(3, a[o] + b[o])
+    else:
+        for o in range(a.shape[0]):
+            f[o], f1[o], f2[o] = activation(kind, a[o] + b[o])
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
+    """Per-point loss terms and their weighted parameter gradient (see the module notes).
+
+    Parameters
+    ----------
+    theta : (P,) float64, the MLPScore layout.
+    sizes : (L+1,) int64, ``(d, h_1, …, h_{L-1}, d)``.
+    act : int, activation id.
+    kind : int, ``ISM``, ``SSM`` or ``SSM_VR``.
+    x : (n, d) C-contiguous.
+    V : (n, r, d) C-contiguous tangents (SSM kinds); ignored for ISM (r = d).
+    Wt : (n, m) weights, m = 1 for ISM, m = r otherwise.
+    block, n_groups : int, points per block and groups of blocks (>= 1).
+
+    Returns
+    -------
+    per : (n, m) loss terms; g : (P,) gradient of ``sum(Wt * per)``.
+    """
+    n, d = x.shape
+    L = sizes.shape[0] - 1
+    ident = kind == ISM
+    r = d if ident else V.shape[1]
+    m = Wt.shape[1]
+    # parameter offsets: W_l at offW[l-1], b_l right after it
+    offW = np.empty(L, np.int64)
+    p = 0
+    hmax = 0
+    for l in range(L):
+        offW[l] = p
+        p += sizes[l + 1] * sizes[l] + sizes[l + 1]
+        hmax = max(hmax, sizes[l + 1])
+    P = p
+    per = np.empty((n, m))
+    parts = np.zeros((n_groups, P))
+    n_blocks = (n + block - 1) // block
+    Rmax = block * (1 + r)
+    h1 = sizes[1]
+    W1T = np.ascontiguousarray(theta[:h1 * d].reshape(h1, d).T)  # rows W_1 e_j
+    for grp in numba.prange(n_groups):
+        gpart = parts[grp]
+        # scratch: per layer l = 0..L-1 the stacked outputs H_l (R x sizes[l]) and
+        # pre-activations Z_l, plus φ'(a_l), φ''(a_l) (block x h_l)
+        Hs = [np.empty((Rmax, sizes[l])) for l in range(L)]
+        Zs = [np.empty((Rmax, sizes[l])) for l in range(L)]
+        D1 = [np.empty((block, sizes[l])) for l in range(L)]
+        D2 = [np.empty((block, sizes[l])) for l in range(L)]
+        Zo = np.empty((Rmax, d))
+        Zbar = np.empty((Rmax, d))
+        G = np.empty(Rmax * hmax)  # flat: reshaped to (R, h_l) layer by layer
+        Gn = np.empty(Rmax * hmax)
+        tmp = np.empty(hmax * max(hmax, d))
+        acc = np.empty(hmax)
+        sbar = np.empty((block, d))
+        b_lo = grp * n_blocks // n_groups
+        b_hi = (grp + 1) * n_blocks // n_groups
+        for blk in range(b_lo, b_hi):
+            k0 = blk * block
+            c = min(block, n - k0)
+            R = c * (1 + r)
+            xc = x[k0:k0 + c]
+            # ---------------------------------------------------- forward
+            H0 = Hs[0]
+            H0[:c] = xc
+            if not ident:
+                for k in range(c):
+                    for j in range(r):
+                        for e in range(d):
+                            H0[c + k * r + j, e] = V[k0 + k, j, e]
+            for l in range(1, L):
+                h, kin = sizes[l], sizes[l - 1]
+                Wl = theta[offW[l - 1]:offW[l - 1] + h * kin].reshape(h, kin)
+                bl = theta[offW[l - 1] + h * kin:offW[l - 1] + h * kin + h]
+                Z = Zs[l][:R]
+                H = Hs[l][:R]
+                if l == 1 and ident:  # tangents of the identity: \dot a_{1,j} = W_1 e_j
+                    np.dot(xc, Wl.T, Z[:c])
+                else:
+                    np.dot(Hs[l - 1][:R], Wl.T, Z)
+                d1l, d2l = D1[l], D2[l]
+                for k in range(c):
+                    _activate_row(act, Z[k], bl, H[k], d1l[k], d2l[k])
+                    for j in range(r):
+                        row = c + k * r + j
+                        if l == 1 and ident:
+                            for o in range(h):
+                                H[row, o] = W1T[j, o] * d1l[k, o]
+                        else:
+                            for o in range(h):
+                                H[row, o] = Z[row, o] * d1l[k, o]
+            # ---------------------------------------------------- output and loss
+            hL = sizes[L - 1]
+            WL = theta[offW[L - 1]:offW[L - 1] + d * hL].reshape(d, hL)
+            bL = theta[offW[L - 1] + d * hL:offW[L - 1] + d * hL + d]
+            HL = Hs[L - 1][:R]
+            Zo_ = Zo[:R]
+            np.dot(HL, WL.T, Zo_)
+            Zb = Zbar[:R]
+            for k in range(c):
+                for e in range(d):
+                    Zo_[k, e] += bL[e]  # s_k
+                ss = 0.0
+                for e in range(d):
+                    ss += Zo_[k, e] * Zo_[k, e]
+                if ident:
+                    w = Wt[k0 + k, 0]
+                    tr = 0.0
+                    for j in range(d):
+                        tr += Zo_[c + k * d + j, j]
+                    per[k0 + k, 0] = tr + 0.5 * ss
+                    for e in range(d):
+                        Zb[k, e] = w * Zo_[k, e]
+                else:
+                    wsum = 0.0
+                    for e in range(d):
+                        sbar[k, e] = 0.0
+                    for i in range(r):
+                        row = c + k * r + i
+                        w = Wt[k0 + k, i]
+                        vjv = 0.0
+                        vs = 0.0
+                        for e in range(d):
+                            vjv += V[k0 + k, i, e] * Zo_[row, e]
+                            vs += V[k0 + k, i, e] * Zo_[k, e]
+                            Zb[row, e] = w * V[k0 + k, i, e]
+                        if kind == SSM:
+                            per[k0 + k, i] = vjv + 0.5 * vs * vs
+                            for e in range(d):
+                                sbar[k, e] += w * vs * V[k0 + k, i, e]
+                        else:
+                            per[k0 + k, i] = vjv + 0.5 * ss
+                            wsum += w
+                    for e in range(d):
+                        Zb[k, e] = sbar[k, e] if kind == SSM else wsum * Zo_[k, e]
+            # ---------------------------------------------------- reverse, output layer
+            gWL = gpart[offW[L - 1]:offW[L - 1] + d * hL].reshape(d, hL)
+            gbL = gpart[offW[L - 1] + d * hL:offW[L - 1] + d * hL + d]
+            T = tmp[:d * hL].reshape(d, hL)
+            Gc = G[:R * hL].reshape(R, hL)
+            if ident:  # tangent adjoints w_k e_j: sparse, done by hand
+                np.dot(Zb[:c].T, HL[:c], T)
+                np.dot(Zb[:c], WL, Gc[:c])
+                for k in range(c):
+                    w = Wt[k0 + k, 0]
+                    for j in range(d):
+                        row = c + k * d + j
+                        for o in range(hL):
+                            T[j, o] += w * HL[row, o]
+                            Gc[row, o] = w * WL[j, o]
+            else:
+                np.dot(Zb.T, HL, T)
+                np.dot(Zb, WL, Gc)
+            for e in range(d):
+                for o in range(hL):
+                    gWL[e, o] += T[e, o]
+                for k in range(c):
+                    gbL[e] += Zb[k, e]
+            # ---------------------------------------------------- reverse, hidden layers
+            for l in range(L - 1, 0, -1):
+                h, kin = sizes[l], sizes[l - 1]
+                Wl = theta[offW[l - 1]:offW[l - 1] + h * kin].reshape(h, kin)
+                gW = gpart[offW[l - 1]:offW[l - 1] + h * kin].reshape(h, kin)
+                gb = gpart[offW[l - 1] + h * kin:offW[l - 1] + h * kin + h]
+                Gc = G[:R * h].reshape(R, h)
+                Z = Zs[l][:R]
+                d1l, d2l = D1[l], D2[l]
+                first_ident = l == 1 and ident
+                for k in range(c):
+                    acc[:h] = 0.0  # Σ_j \bar{\dot h}_{l,j} ⊙ \dot a_{l,j}
+                    for j in range(r):
+                        row = c + k * r + j
+                        if first_ident:
+                            for o in range(h):
+                                acc[o] += Gc[row, o] * W1T[j, o]
+                                Gc[row, o] *= d1l[k, o]
+                        else:
+                            for o in range(h):
+                                acc[o] += Gc[row, o] * Z[row, o]
+                                Gc[row, o] *= d1l[k, o]
+                    for o in range(h):
+                        Gc[k, o] = Gc[k, o] * d1l[k, o] + acc[o] * d2l[k, o]
+                        gb[o] += Gc[k, o]
+                T = tmp[:h * kin].reshape(h, kin)
+                if first_ident:  # \bar W_1 = ā_1ᵀ x + Σ_k \bar{\dot a}_kᵀ (tangents e_j)
+                    np.dot(Gc[:c].T, xc, T)
+                    for k in range(c):
+                        for j in range(d):
+                            row = c + k * d + j
+                            for o in range(h):
+                                T[o, j] += Gc[row, o]
+                else:
+                    np.dot(Gc.T, Hs[l - 1][:R], T)
+                for o in range(h):
+                    for i in range(kin):
+                        gW[o, i] += T[o, i]
+                if l > 1:
+                    np.dot(Gc, Wl, Gn[:R * kin].reshape(R, kin))
+                    G, Gn = Gn, G
+    g = np.zeros(P)
+    for grp in range(n_groups):
+        g += parts[grp]
+    return per, g
