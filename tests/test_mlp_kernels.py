@@ -95,6 +95,8 @@ def _both(d, hidden, act, chunk_size, trace_path="forward"):
 def test_numba_engine_matches_numpy_engine(d, hidden, act, n, m, chunk, seed):
     # two implementations of one arithmetic: round-off only.  Values O(1),
     # sums of at most a few hundred terms: 1e-12 relative to the largest entry.
+    # ISM on both trace paths the kernels cover: "forward" (stacked_terms) and,
+    # for one or two hidden layers, the closed form (ism_closed_form).
     rng = np.random.default_rng(seed)
     fast, ref = _both(d, tuple(hidden), act, chunk)
     theta = fast.init(rng) + 0.2 * rng.standard_normal(fast.n_params)
@@ -103,6 +105,9 @@ def test_numba_engine_matches_numpy_engine(d, hidden, act, n, m, chunk, seed):
     v = rng.standard_normal((m, n, d))
     W = rng.random((m, n))
     pairs = [(fast._ism_terms_fused(theta, x, w), ref._ism_terms_fused(theta, x, w))]
+    if len(hidden) <= 2:
+        cf, cf_ref = _both(d, tuple(hidden), act, chunk, trace_path="fast")
+        pairs.append((cf._ism_terms_fused(theta, x, w), cf_ref._ism_terms_fused(theta, x, w)))
     for vr in (False, True):
         pairs.append((fast._ssm_terms_fused(theta, x, v, W, vr), ref._ssm_terms_fused(theta, x, v, W, vr)))
     for (per, g), (per0, g0) in pairs:
@@ -126,6 +131,23 @@ def test_numba_engine_against_primitives_many_blocks():
     np.testing.assert_allclose(g, ref, rtol=0, atol=1e-12 * (1 + np.abs(ref).max()))
 
 
+@pytest.mark.parametrize("hidden", [(9,), (8, 7)])
+def test_closed_form_kernel_against_primitives_many_blocks(hidden):
+    # the closed-form trace kernel against trace_grad_params + score_vjp_params
+    # on the cyclic path (different algebra: tangents through W_1 W_L), many blocks
+    rng = np.random.default_rng(5)
+    m = MLPScore(3, hidden, "gelu", chunk_size=50, trace_path="fast")
+    cyc = MLPScore(3, hidden, "gelu", trace_path="cyclic", engine="numpy")
+    theta = m.init(rng) + 0.1 * rng.standard_normal(m.n_params)
+    x = rng.standard_normal((250, 3))
+    w = rng.random(250)
+    per, g = m._ism_terms_fused(theta, x, w)
+    s = cyc.score(theta, x)
+    np.testing.assert_allclose(per, cyc.score_trace(theta, x) + 0.5 * (s * s).sum(1), rtol=1e-12, atol=1e-12)
+    ref = cyc.trace_grad_params(theta, x, w) + cyc.score_vjp_params(theta, x, w[:, None] * s)
+    np.testing.assert_allclose(g, ref, rtol=0, atol=1e-12 * (1 + np.abs(ref).max()))
+
+
 def test_numba_engine_independent_of_thread_count():
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs at least two Numba threads")
@@ -140,10 +162,12 @@ def test_numba_engine_independent_of_thread_count():
         for t in (1, 2):
             numba.set_num_threads(t)
             out.append(losses.ssm(model, theta, x, v, grad=True))
+            out.append(losses.ism(model, theta, x, grad=True))
     finally:
         numba.set_num_threads(old)
-    assert out[0][0] == out[1][0]
-    np.testing.assert_array_equal(out[0][1], out[1][1])
+    for one, two in zip(out[:2], out[2:]):
+        assert one[0] == two[0]
+        np.testing.assert_array_equal(one[1], two[1])
 
 
 def test_engine_argument_checked_and_custom_activation_falls_back():
@@ -168,9 +192,12 @@ def test_engine_argument_checked_and_custom_activation_falls_back():
 def test_diverging_input_is_not_hidden():
     # a non-finite parameter must come out non-finite (the training loop and the
     # losses report it), not be squashed to ±1 by the tanh kernel
-    model = MLPScore(3, (5, 5, 5), "tanh", trace_path="forward")
-    theta = model.init(0)
-    theta[0] = np.nan
     x = np.random.default_rng(0).standard_normal((10, 3))
-    per, g = model._ism_terms_fused(theta, x, np.ones(10))
-    assert np.isnan(per).all() and np.isnan(g).any()
+    for hidden, path in (((5, 5, 5), "forward"), ((5, 5), "fast")):
+        model = MLPScore(3, hidden, "tanh", trace_path=path)
+        theta = model.init(0)
+        theta[0] = np.nan
+        per, g = model._ism_terms_fused(theta, x, np.ones(10))
+        assert np.isnan(per).all() and np.isnan(g).any()
+        per, g = model._ssm_terms_fused(theta, x, np.ones((1, 10, 3)), np.ones((1, 10)), False)
+        assert np.isnan(per).all() and np.isnan(g).any()

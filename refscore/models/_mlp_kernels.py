@@ -1,7 +1,14 @@
-r"""Numba kernel for the fused ISM / SSM passes of :class:`~refscore.models.MLPScore`.
+r"""Numba kernels for the fused ISM / SSM passes of :class:`~refscore.models.MLPScore`.
 
-The arithmetic is :meth:`MLPScore._stacked_pass` (the readable NumPy version,
-kept as ``engine="numpy"``): one forward pass carrying the primal and r
+Two kernels, each the compiled twin of a readable NumPy method kept as
+``engine="numpy"``:
+
+* :func:`stacked_terms` is :meth:`MLPScore._stacked_pass` (SSM, SSM-VR, and
+  ISM on the ``"forward"`` trace path, any depth);
+* :func:`ism_closed_form` is :meth:`MLPScore._fast_trace` plus the primal
+  reverse pass (ISM with one or two hidden layers, trace in closed form).
+
+:func:`stacked_terms` runs one forward pass carrying the primal and r
 tangents stacked, one combined reverse pass (``../shared/DERIVATIONS.md`` §2),
 
 .. math::
@@ -358,4 +365,192 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     g = np.zeros(P)
     for grp in range(n_groups):
         g += parts[grp]
+    return per, g
+
+
+@numba.njit(inline="always")
+def _rows(buf, c, h):
+    """The first c·h numbers of the flat buffer ``buf`` as a C-contiguous (c, h) array."""
+    return buf[:c * h].reshape(c, h)
+
+
+@numba.njit(inline="always")
+def _add_outer_product(G, A, B, tmp):
+    """G += Aᵀ B through the BLAS product into ``tmp`` (np.dot cannot accumulate)."""
+    np.dot(A.T, B, tmp)
+    for i in range(G.shape[0]):
+        for j in range(G.shape[1]):
+            G[i, j] += tmp[i, j]
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
+    r"""ISM terms :math:`\operatorname{tr}J_k + \tfrac12\lVert s_k\rVert^2` and the gradient of their ``w``-sum, one or two hidden layers.
+
+    The trace in closed form (:meth:`MLPScore._fast_trace`, ``trace_path="fast"``):
+
+    .. math::
+
+        k = 1:\ \operatorname{tr}J = \varphi'(a_1)^\top p,\ p = \operatorname{diag}(W_1W_2);\qquad
+        k = 2:\ \operatorname{tr}J = \varphi'(a_1)^\top C\,\varphi'(a_2),\ C = (W_1W_3)\circ W_2^\top,
+
+    reversed by hand: the adjoint of :math:`p` (of :math:`C`) is
+    :math:`\sum_k w_k\varphi'(a_{1,k})` (:math:`\sum_k w_k\varphi'(a_{1,k})\varphi'(a_{2,k})^\top`),
+    summed per group and pushed into the weights once at the end; the
+    :math:`\varphi''` terms are injected into the primal reverse pass of
+    :math:`\tfrac12\lVert s\rVert^2`.  Blocks, groups and determinism as
+    :func:`stacked_terms`.  Returns ``per`` (n,) and ``g`` (P,).
+    """
+    n, d = x.shape
+    L = sizes.shape[0] - 1
+    h1 = sizes[1]
+    hl = sizes[L - 1]
+    W1 = theta[:h1 * d].reshape(h1, d)
+    b1 = theta[h1 * d:h1 * d + h1]
+    o2 = h1 * d + h1
+    h2 = sizes[2] if L == 3 else 1
+    if L == 2:
+        oL = o2
+        W2 = theta[:1].reshape(1, 1)  # unused
+        b2 = theta[:1]
+        p = np.empty(h1)
+        WLt = theta[oL:oL + d * h1].reshape(d, h1)
+        for j in range(h1):
+            acc = 0.0
+            for i in range(d):
+                acc += W1[j, i] * WLt[i, j]
+            p[j] = acc
+        Pm = np.empty((1, 1))
+        C = np.empty((1, 1))
+        extra = h1
+    else:
+        W2 = theta[o2:o2 + h2 * h1].reshape(h2, h1)
+        b2 = theta[o2 + h2 * h1:o2 + h2 * h1 + h2]
+        oL = o2 + h2 * h1 + h2
+        p = np.empty(1)
+        Pm = np.dot(W1, theta[oL:oL + d * h2].reshape(d, h2))  # W_1 W_3 (h1 x h2)
+        C = Pm * W2.T
+        extra = h1 * h2
+    WL = theta[oL:oL + d * hl].reshape(d, hl)
+    bL = theta[oL + d * hl:oL + d * hl + d]
+    P = oL + d * hl + d
+    per = np.empty(n)
+    parts = np.zeros((n_groups, P + extra))
+    n_blocks = (n + block - 1) // block
+    hmax = max(h1, h2)
+    for grp in numba.prange(n_groups):
+        gpart = parts[grp]
+        gW1 = gpart[:h1 * d].reshape(h1, d)
+        gb1 = gpart[h1 * d:h1 * d + h1]
+        gWL = gpart[oL:oL + d * hl].reshape(d, hl)
+        gbL = gpart[oL + d * hl:oL + d * hl + d]
+        Z1 = np.empty((block, h1))
+        H1 = np.empty((block, h1))
+        D11 = np.empty((block, h1))
+        D21 = np.empty((block, h1))
+        I1 = np.empty((block, h1))  # φ''-adjoint injected into a_1
+        Z2 = np.empty((block, h2))
+        H2 = np.empty((block, h2))
+        D12 = np.empty((block, h2))
+        D22 = np.empty((block, h2))
+        U = np.empty((block, h2))
+        S = np.empty((block, d))
+        hbar = np.empty(block * hmax)  # flat: (c, h_l) views, layer by layer
+        abar = np.empty(block * hmax)
+        tmp = np.empty(max(hmax * hmax, hmax * d))
+        b_lo = grp * n_blocks // n_groups
+        b_hi = (grp + 1) * n_blocks // n_groups
+        for blk in range(b_lo, b_hi):
+            k0 = blk * block
+            c = min(block, n - k0)
+            xc = x[k0:k0 + c]
+            wc = w[k0:k0 + c]
+            # ------------------------------------------------ forward
+            np.dot(xc, W1.T, Z1[:c])
+            for k in range(c):
+                _activate_row(act, Z1[k], b1, H1[k], D11[k], D21[k])
+            if L == 3:
+                np.dot(H1[:c], W2.T, Z2[:c])
+                for k in range(c):
+                    _activate_row(act, Z2[k], b2, H2[k], D12[k], D22[k])
+                Hl = H2[:c]
+            else:
+                Hl = H1[:c]
+            np.dot(Hl, WL.T, S[:c])
+            # ------------------------------------------------ trace, its adjoints
+            if L == 2:
+                for k in range(c):
+                    tr = 0.0
+                    for j in range(h1):
+                        tr += D11[k, j] * p[j]
+                        gpart[P + j] += wc[k] * D11[k, j]
+                        I1[k, j] = wc[k] * p[j] * D21[k, j]
+                    per[k0 + k] = tr
+            else:
+                np.dot(D11[:c], C, U[:c])  # u = φ'(a_1)ᵀ C
+                for k in range(c):
+                    tr = 0.0
+                    for j in range(h2):
+                        tr += U[k, j] * D12[k, j]
+                    per[k0 + k] = tr
+                wD = _rows(abar, c, h1)
+                for k in range(c):
+                    for j in range(h1):
+                        wD[k, j] = wc[k] * D11[k, j]
+                gC = gpart[P:P + h1 * h2].reshape(h1, h2)
+                _add_outer_product(gC, wD, D12[:c], tmp[:h1 * h2].reshape(h1, h2))
+                np.dot(D12[:c], C.T, I1[:c])
+                for k in range(c):
+                    for j in range(h1):
+                        I1[k, j] *= wc[k] * D21[k, j]
+            # ------------------------------------------------ ½‖s‖², then the primal reverse pass
+            for k in range(c):
+                ss = 0.0
+                for e in range(d):
+                    S[k, e] += bL[e]
+                    ss += S[k, e] * S[k, e]
+                per[k0 + k] += 0.5 * ss
+                for e in range(d):
+                    S[k, e] *= wc[k]  # now s̄ = w s
+                    gbL[e] += S[k, e]
+            _add_outer_product(gWL, S[:c], Hl, tmp[:d * hl].reshape(d, hl))
+            np.dot(S[:c], WL, _rows(hbar, c, hl))
+            if L == 3:
+                hb2 = _rows(hbar, c, h2)
+                ab2 = _rows(abar, c, h2)
+                gW2 = gpart[o2:o2 + h2 * h1].reshape(h2, h1)
+                gb2 = gpart[o2 + h2 * h1:o2 + h2 * h1 + h2]
+                for k in range(c):
+                    for j in range(h2):
+                        ab2[k, j] = hb2[k, j] * D12[k, j] + U[k, j] * wc[k] * D22[k, j]
+                        gb2[j] += ab2[k, j]
+                _add_outer_product(gW2, ab2, H1[:c], tmp[:h2 * h1].reshape(h2, h1))
+                np.dot(ab2, W2, _rows(hbar, c, h1))
+            hb1 = _rows(hbar, c, h1)
+            ab1 = _rows(abar, c, h1)
+            for k in range(c):
+                for j in range(h1):
+                    ab1[k, j] = hb1[k, j] * D11[k, j] + I1[k, j]
+                    gb1[j] += ab1[k, j]
+            _add_outer_product(gW1, ab1, xc, tmp[:h1 * d].reshape(h1, d))
+    tot = np.zeros(P + extra)
+    for grp in range(n_groups):
+        tot += parts[grp]
+    g = tot[:P].copy()
+    gW1 = g[:h1 * d].reshape(h1, d)
+    if L == 2:  # p = diag(W_1 W_2): ∂p_j/∂W_1[j, i] = W_2[i, j], ∂p_j/∂W_2[i, j] = W_1[j, i]
+        gp = tot[P:]
+        gW2 = g[oL:oL + d * h1].reshape(d, h1)
+        for j in range(h1):
+            for i in range(d):
+                gW1[j, i] += gp[j] * WL[i, j]
+                gW2[i, j] += W1[j, i] * gp[j]
+    else:  # C = (W_1 W_3) ∘ W_2ᵀ
+        gC = tot[P:].reshape(h1, h2)
+        K = gC * W2.T  # adjoint of W_1 W_3
+        gW2 = g[o2:o2 + h2 * h1].reshape(h2, h1)
+        gW2 += (gC * Pm).T
+        gW1 += np.dot(K, WL.T)
+        gWL = g[oL:oL + d * hl].reshape(d, hl)
+        gWL += np.dot(W1.T, K)
     return per, g

@@ -31,7 +31,11 @@ measured on a (64, 64) network at n = 10⁴).  The exact trace of an MLPScore
 uses, in order of preference: the closed form for one or two hidden layers
 (:math:`O(h_1 h_2)` per point, independent of d), the cyclic-trace
 reordering carrying :math:`h_1` tangents when :math:`h_1 < d`, and plain
-forward propagation of the d input tangents.
+forward propagation of the d input tangents.  The loss kernels that need a
+gradient (ISM on the closed-form and forward paths, SSM, SSM-VR) run by
+default as Numba kernels (:mod:`refscore.models._mlp_kernels`, ``engine``),
+3–5× faster than the NumPy chunks on 2 cores; the NumPy versions stay as
+``engine="numpy"`` and as the text to read.
 
 References
 ----------
@@ -613,26 +617,37 @@ class MLPScore(_MLPBase):
             if l > 1:
                 G = G @ W
 
+    def _kernel_blocks(self, n, rows):
+        """Blocks of points for the Numba kernels, ``rows`` stacked rows per point.
+
+        A block's layer arrays hold about ``chunk_size`` numbers, as the NumPy
+        chunks do (≈ 190 rows of a width-64 network); the blocks are cut into at
+        most 16 groups, fixed by n alone, so that the sum does not depend on the
+        thread count.
+        """
+        block = max(1, self.chunk_size // (rows * max(self.sizes)))
+        return block, min(16, -(-n // block))
+
+    def _kernel_args(self, theta, x):
+        return (np.ascontiguousarray(theta, dtype=float), np.asarray(self.sizes, dtype=np.int64),
+                _mlp_kernels.ACT_IDS[self.activation], np.ascontiguousarray(x, dtype=float))
+
     def _stacked_kernel(self, theta, x, V, Wt, kind):
         """:func:`_mlp_kernels.stacked_terms` with this model's sizes, activation and blocking.
 
-        A block holds about ``chunk_size`` numbers per layer array, as the NumPy
-        chunks do (≈ 190 stacked rows of a width-64 network); the blocks are cut
-        into at most 16 groups, fixed by n alone, so that the sum does not depend
-        on the thread count.  Called with the BLAS pinned to one thread: the
-        kernel's own threads each run their products.
+        Called with the BLAS pinned to one thread (the callers are
+        ``_one_blas_thread``): the kernel's own threads each run their products.
+        (``numba.parallel_chunksize(1)``, a dynamic hand-out of the groups, was
+        measured 5× slower.)
         """
         n, d = x.shape
         r = d if V is None else V.shape[1]
-        block = max(1, self.chunk_size // ((1 + r) * max(self.sizes)))
-        n_groups = min(16, -(-n // block))
+        block, n_groups = self._kernel_blocks(n, 1 + r)
         if V is None:
             V = np.empty((0, 0, 0))
-        # (numba.parallel_chunksize(1), dynamic hand-out, measured 5x slower here)
-        return _mlp_kernels.stacked_terms(
-            np.ascontiguousarray(theta, dtype=float), np.asarray(self.sizes, dtype=np.int64),
-            _mlp_kernels.ACT_IDS[self.activation], kind, np.ascontiguousarray(x), V,
-            np.ascontiguousarray(Wt, dtype=float), block, n_groups)
+        theta, sizes, act, x = self._kernel_args(theta, x)
+        return _mlp_kernels.stacked_terms(theta, sizes, act, kind, x, V, np.ascontiguousarray(Wt, dtype=float),
+                                          block, n_groups)
 
     def _stacked_slices(self, n, r):
         """Chunks for :meth:`_stacked_pass`: (1 + r) rows per point of width max(sizes), >= 32 points."""
@@ -660,6 +675,10 @@ class MLPScore(_MLPBase):
         if path == "forward" and self._numba:
             per, g = self._stacked_kernel(theta, x, None, w[:, None], _mlp_kernels.ISM)
             return per[:, 0], g
+        if path == "fast" and self._numba:
+            block, n_groups = self._kernel_blocks(n, 1)
+            return _mlp_kernels.ism_closed_form(*self._kernel_args(theta, x), np.ascontiguousarray(w, dtype=float),
+                                                block, n_groups)
         if path == "forward":
             eye = np.eye(d)
             for sl in self._stacked_slices(n, d):
