@@ -39,11 +39,11 @@ import types
 import numpy as np
 
 from .. import _philox
+from .._vecmath import ACT_IDS
 
 __all__ = ["make", "MAX_DIM_GPU", "MAX_WORK_GPU", "AFFINE", "MIX", "STUDENT", "BANANA", "MLP", "ACT_IDS", "HEADER"]
 
 AFFINE, MIX, STUDENT, BANANA, MLP = 0, 1, 2, 3, 4
-ACT_IDS = {"tanh": 0, "softplus": 1, "sigmoid": 2, "silu": 3, "gelu": 4}
 HEADER = 6  # layout[0:6] = kind, d, work_rows, a, b, c ; MLP widths follow
 _INV_SQRT2 = 0.7071067811865476
 _U0 = np.uint64(0)
@@ -52,18 +52,22 @@ MAX_WORK_GPU = 512
 _INV_SQRT_2PI = 0.3989422804014327
 
 
-def make(jit, jit_inline=None):
+def make(jit, jit_inline=None, activation=None):
     """Compile the block kernels with decorator ``jit``; returns a namespace.
 
     ``jit_inline`` compiles the noise functions (Philox, Box–Muller); on the
     CPU it is ``njit(inline="always", error_model="numpy")`` so that the chain
     loop around a noise call is one straight-line body LLVM can vectorise.
+    ``activation`` (optional, compiled) replaces the built-in ``act``: ``(kind,
+    z) -> (φ, φ', φ'')``; the CPU passes :func:`refscore._vecmath.activation`,
+    whose branch-free tanh/exp let the chain loop of an MLP layer vectorise
+    (libm's ``tanh`` is a scalar call).
     """
     P = _philox.make(jit if jit_inline is None else jit_inline)
     normal_pair = P.normal_pair
 
     @jit
-    def act(kind, z):
+    def act_libm(kind, z):
         """(phi(z), phi'(z)) of hidden activation ``kind`` (ids in ACT_IDS)."""
         if kind == 0:
             t = math.tanh(z)
@@ -84,6 +88,14 @@ def make(jit, jit_inline=None):
         big = 0.5 * math.erfc(-z * _INV_SQRT2)
         zc = min(max(z, -40.0), 40.0)
         return z * big, big + zc * (_INV_SQRT_2PI * math.exp(-0.5 * zc * zc))
+
+    if activation is None:
+        act = act_libm
+    else:
+        @(jit if jit_inline is None else jit_inline)
+        def act(kind, z):
+            f, f1, _ = activation(kind, z)
+            return f, f1
 
     @jit
     def affine(lay, p, X, S, LP, W, m, want_logp):
@@ -252,7 +264,12 @@ def make(jit, jit_inline=None):
                         ri = cur * wmax
                         for c in range(m):
                             W[ro + o, c] += a * W[ri + i, c]
-                if not last:
+                if not last and ak == 0:  # tanh, the common case: a constant kind, one straight loop
+                    for c in range(m):
+                        v, dv = act(0, W[ro + o, c])
+                        W[ro + o, c] = v
+                        W[dr + o, c] = dv
+                elif not last:
                     for c in range(m):
                         v, dv = act(ak, W[ro + o, c])
                         W[ro + o, c] = v
@@ -353,6 +370,6 @@ def make(jit, jit_inline=None):
                 S[d - 1, c] = v0
                 ACC[c] += v0 * 0.0
 
-    return types.SimpleNamespace(evaluate=evaluate, act=act, step_block=step_block,
+    return types.SimpleNamespace(evaluate=evaluate, act=act, act_libm=act_libm, step_block=step_block,
                                  normal_pair=normal_pair, uniform=P.uniform,
                                  log_unit=P.log_unit)

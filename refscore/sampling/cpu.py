@@ -21,6 +21,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from .. import _vecmath
 from . import _score_kernels
 
 __all__ = ["langevin", "mala", "evaluate_points", "BLOCK"]
@@ -29,7 +30,8 @@ BLOCK = 128
 # error_model="numpy": float division never raises, so no call is an exception
 # boundary and LLVM may inline and vectorise across it
 _K = _score_kernels.make(numba.njit(error_model="numpy"),
-                         lambda f: numba.njit(inline="always", error_model="numpy")(f))
+                         lambda f: numba.njit(inline="always", error_model="numpy")(f),
+                         activation=_vecmath.activation)
 _uniform = _K.uniform
 _log_unit = _K.log_unit
 _evaluate = _K.evaluate
