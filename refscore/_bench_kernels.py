@@ -3,8 +3,9 @@
 * :func:`counter_normals`: the counter-based normals alone -- Philox4x32-10 and
   Box-Muller from :mod:`refscore._philox`, compiled inline exactly as the
   Numba sampler compiles them, ``prange`` over chains, pairs innermost.
-* :func:`exp_throughput`, :func:`fma_throughput`: the machine's ``exp`` and
-  multiply-add rates, the two inputs of the arithmetic-limit estimate.
+* :func:`exp_throughput`: libm's ``exp`` rate from a Numba loop, one input of
+  the arithmetic-limit estimate (the other, the peak multiply-add rate, is a
+  BLAS product timed in :mod:`refscore.bench`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from . import _philox
 
-__all__ = ["counter_normals", "exp_throughput", "fma_throughput"]
+__all__ = ["counter_normals", "exp_throughput"]
 
 _P = _philox.make(lambda f: numba.njit(inline="always", error_model="numpy")(f))
 _normal_pair = _P.normal_pair
@@ -32,28 +33,6 @@ def counter_normals(k0, k1, out, n_pairs):
 
 @numba.njit(parallel=True, cache=True, fastmath=True)
 def exp_throughput(x, out):
-    """``out = exp(x)``: x.size exponentials, vectorised."""
+    """``out = exp(x)``: x.size calls of libm's exp (no SVML: scalar calls even in a vectorised loop)."""
     for i in numba.prange(x.size):
         out[i] = np.exp(x[i])
-
-
-@numba.njit(cache=True, fastmath=True)
-def _fma_block(x, out, lo, reps):
-    B = 256
-    acc = np.zeros(B)
-    for _ in range(reps):
-        for i in range(B):
-            acc[i] = acc[i] * 0.999 + x[lo + i]
-    out[lo:lo + B] = acc
-
-
-@numba.njit(parallel=True, cache=True)
-def fma_throughput(x, out, reps):
-    """``reps`` multiply-adds per element of ``x[:x.size // 256 * 256]``.
-
-    Blocks of 256 elements stay in L1; the element loop (fixed length, in a
-    serial helper so LLVM vectorises it) is innermost and independent, so this
-    measures throughput, not latency.
-    """
-    for b in numba.prange(x.size // 256):
-        _fma_block(x, out, b * 256, reps)
