@@ -52,7 +52,7 @@ MAX_WORK_GPU = 512
 _INV_SQRT_2PI = 0.3989422804014327
 
 
-def make(jit, jit_inline=None, activation=None):
+def make(jit, jit_inline=None, activation=None, exp_nonpositive=None):
     """Compile the block kernels with decorator ``jit``; returns a namespace.
 
     ``jit_inline`` compiles the noise functions (Philox, Box–Muller); on the
@@ -61,7 +61,9 @@ def make(jit, jit_inline=None, activation=None):
     ``activation`` (optional, compiled) replaces the built-in ``act``: ``(kind,
     z) -> (φ, φ', φ'')``; the CPU passes :func:`refscore._vecmath.activation`,
     whose branch-free tanh/exp let the chain loop of an MLP layer vectorise
-    (libm's ``tanh`` is a scalar call).
+    (libm's ``tanh`` is a scalar call); ``exp_nonpositive`` (optional, compiled,
+    :func:`refscore._vecmath.exp_nonpositive` on the CPU) likewise replaces
+    ``math.exp`` in the mixture's softmax, whose arguments are <= 0.
     """
     P = _philox.make(jit if jit_inline is None else jit_inline)
     normal_pair = P.normal_pair
@@ -88,6 +90,13 @@ def make(jit, jit_inline=None, activation=None):
         big = 0.5 * math.erfc(-z * _INV_SQRT2)
         zc = min(max(z, -40.0), 40.0)
         return z * big, big + zc * (_INV_SQRT_2PI * math.exp(-0.5 * zc * zc))
+
+    if exp_nonpositive is None:
+        @jit
+        def expnp(y):
+            return math.exp(y)
+    else:
+        expnp = exp_nonpositive
 
     if activation is None:
         act = act_libm
@@ -176,7 +185,7 @@ def make(jit, jit_inline=None, activation=None):
             W[rS, c] = 0.0
         for j in range(k):
             for c in range(m):
-                W[j, c] = math.exp(W[j, c] - W[rM, c])
+                W[j, c] = expnp(W[j, c] - W[rM, c])  # <= 0: the max was subtracted
                 W[rS, c] += W[j, c]
         for i in range(d):
             for c in range(m):

@@ -31,7 +31,7 @@ BLOCK = 128
 # boundary and LLVM may inline and vectorise across it
 _K = _score_kernels.make(numba.njit(error_model="numpy"),
                          lambda f: numba.njit(inline="always", error_model="numpy")(f),
-                         activation=_vecmath.activation)
+                         activation=_vecmath.activation, exp_nonpositive=_vecmath.exp_nonpositive)
 _uniform = _K.uniform
 _log_unit = _K.log_unit
 _evaluate = _K.evaluate
