@@ -11,6 +11,10 @@ Workloads (issues 8 item 6, 9 items 1-5):
   when importable, JAX (``jit`` + ``lax.scan``) and torch (in-place tensor ops).
   Reported in chain-steps per second.  Also: the counter-based generator's
   normals/s alone, and an arithmetic-limit estimate for the kernel.
+* **Langevin on a GPU** (issue 9 item 6), only when numba sees a real CUDA
+  device (not the simulator): ``backend="cuda"`` on W1 and W2 at N = 10⁶ and
+  10⁷ chains, with the GPU's float64 multiply-add and ``exp`` rates measured by
+  probe kernels and the fraction of the resulting limit.
 * **MLP losses**: :class:`~refscore.models.MLPScore` hidden (64, 64) tanh,
   n = 10⁴: ISM (exact trace) loss + parameter gradient and SSM (one Rademacher
   projection) loss + gradient at d = 2, 10, 50.  Peers: a plain-NumPy
@@ -609,6 +613,59 @@ def _mlp_jax(cfg):
     return out
 
 
+# =========================================================================== CUDA (item 6)
+def _cuda_gpu():
+    """True when a real CUDA GPU (not the simulator) is visible to numba."""
+    try:
+        import numba
+        from numba import cuda
+
+        return not numba.config.ENABLE_CUDASIM and bool(cuda.is_available())
+    except Exception:  # pragma: no cover - no driver, no toolkit
+        return False
+
+
+def _langevin_cuda(cfg):
+    """ULA on W1/W2 with the cuda backend at cfg cuda_sizes chains, and the fraction of the GPU's limit.
+
+    The limit is the CPU's formula (module notes) with the GPU's measured
+    rates: every coordinate's arithmetic at the float64 multiply-add rate, the
+    K exponentials at libdevice ``exp``'s rate.  Times include the host-device
+    copies of the chains (``ula`` returns NumPy arrays).
+    """
+    from numba import cuda
+
+    from .distributions import GaussianMixture
+    from .sampling import ula
+
+    dev = cuda.get_current_device()
+    threads = cfg["cuda_probe_threads_per_sm"] * getattr(dev, "MULTIPROCESSOR_COUNT", 1)
+    from . import _bench_cuda
+
+    rates = _bench_cuda.gpu_rates(threads, cfg["cuda_probe_reps"])
+    name = getattr(dev, "name", "CUDA simulator")
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    out = []
+    for wname, (w, mu) in _mixtures().items():
+        d = mu.shape[1]
+        K = len(w)
+        target = GaussianMixture(w, mu, [np.eye(d)] * K)
+        t0 = time.perf_counter()
+        ula(target, _x0(4, d), _STEP, 2, seed=0, backend="cuda")
+        first = time.perf_counter() - t0
+        lim = 1.0 / (K / rates["exp_per_s"] + (5 * K + 104) * d / rates["fma_per_s"])
+        for N in cfg["cuda_sizes"]:
+            x0 = _x0(N, d)
+            steps = cfg["steps"]
+            t, _ = _best_of(lambda: ula(target, x0, _STEP, steps, seed=3, backend="cuda"), cfg["repeat"])
+            res = ula(target, x0, _STEP, steps, seed=3, backend="cuda")
+            out.append({"workload": wname, "N": N, "steps": steps, "seconds": t,
+                        "chain_steps_per_s": N * steps / t, "first_call_s": first,
+                        "mean_x0": float(res.x[:, 0].mean()), "device": name,
+                        "limit_chain_steps_per_s": lim, "fraction": N * steps / t / lim, **rates})
+    return out
+
+
 _WORKERS = {
     "langevin:numba": lambda c: _langevin_refscore(c, "numba"),
     "langevin:numpy-backend": lambda c: _langevin_refscore(c, "numpy"),
@@ -616,6 +673,7 @@ _WORKERS = {
     "langevin:jax": _langevin_jax,
     "langevin:torch": _langevin_torch,
     "langevin:noise": _noise_and_limit,
+    "langevin:cuda": _langevin_cuda,
     "mlp:refscore": _mlp_refscore,
     "mlp:numpy": _mlp_numpy,
     "mlp:torch": _mlp_torch,
@@ -630,11 +688,14 @@ _NEEDS = {"langevin:jax": "jax", "langevin:torch": "torch", "mlp:torch": "torch"
 def _config(quick, steps=None, repeat=None):
     if quick:
         cfg = {"sizes": [1000], "steps": 20, "repeat": 3, "noise_n": 20_000, "limit_n": 20_000, "fma_n": 256,
+               "cuda_sizes": [10_000], "cuda_probe_threads_per_sm": 256, "cuda_probe_reps": 64,
                "n": 1000, "dims": [2, 10], "memory_n": 2000, "memory_d": 10,
                "scale_n": [300, 1000], "scale_d": [2, 10]}
     else:
         cfg = {"sizes": [1000, 10_000, 100_000], "steps": 1000, "repeat": 3, "noise_n": 1_000_000,
-               "limit_n": 1_000_000, "fma_n": 2048, "n": 10_000, "dims": [2, 10, 50], "memory_n": 100_000,
+               "limit_n": 1_000_000, "fma_n": 2048,
+               "cuda_sizes": [1_000_000, 10_000_000], "cuda_probe_threads_per_sm": 2048, "cuda_probe_reps": 4096,
+               "n": 10_000, "dims": [2, 10, 50], "memory_n": 100_000,
                "memory_d": 50, "scale_n": [1000, 3000, 10_000, 30_000, 100_000],
                "scale_d": [2, 5, 10, 20, 50]}
     if steps is not None:
@@ -712,6 +773,8 @@ def _langevin_table(res):
     plain = {(r["workload"], r["N"]): r["chain_steps_per_s"] for r in res.get("langevin:plain", [])}
     cols = [("numba", "langevin:numba"), ("numpy bknd", "langevin:numpy-backend"),
             ("plain numpy", "langevin:plain"), ("jax", "langevin:jax"), ("torch", "langevin:torch")]
+    if res.get("langevin:cuda"):
+        cols.append(("cuda", "langevin:cuda"))
     table = {}
     for label, key in cols:
         for r in res.get(key, []):
@@ -915,6 +978,9 @@ def main(argv=None) -> int:
         if lib and (args.no_peers or _installed(lib) is None):
             report["skipped"][name] = "--no-peers" if args.no_peers else f"{lib} not installed"
             continue
+        if name == "langevin:cuda" and not _cuda_gpu():
+            report["skipped"][name] = "no CUDA GPU visible to numba"
+            continue
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         out = _run_worker(name, cfg, args.timeout, args.threads)
         if "error" in out:
@@ -946,6 +1012,10 @@ def main(argv=None) -> int:
         for r in report["arithmetic_limit"]:
             lines.append(f"arithmetic limit {r['workload']} N={r['N']}: "
                          f"{r['limit_chain_steps_per_s']:.3g} chain-steps/s, numba reaches {r['fraction']:.0%}")
+        for r in res.get("langevin:cuda", []):
+            lines.append(f"cuda {r['device']} {r['workload']} N={r['N']}: {r['chain_steps_per_s']:.3g} chain-steps/s, "
+                         f"{r['fraction']:.0%} of the GPU limit {r['limit_chain_steps_per_s']:.3g} (FMA/s "
+                         f"{r['fma_per_s']:.3g}, exp/s {r['exp_per_s']:.3g})")
     if any(k in res for k in ("mlp:refscore", "mlp:torch", "mlp:jax", "mlp:numpy")):
         lines += [""] + _mlp_table(res, cfg["n"])
         lines.append(f"loss values and gradients agree across peers to {report['mlp_value_max_rel_gap']:.1e} (relative)")

@@ -9,6 +9,7 @@ gradient as refscore, and existing files are not overwritten without --force.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -95,3 +96,29 @@ def test_peak_rss_growth_sees_a_transient_allocation():
     if grew is None:
         pytest.skip("/proc/self/clear_refs not writable here")
     assert 76e6 <= grew <= 90e6
+
+
+def test_cuda_worker_runs_in_the_simulator():
+    # the GPU worker's plumbing (probe kernels, sampler calls, limit and fraction)
+    # on numba's CUDA simulator, at toy sizes: its timings mean nothing there, so
+    # only the structure and the arithmetic of the report are checked
+    pytest.importorskip("numba.cuda")
+    code = (
+        "import json; from refscore import bench\n"
+        "cfg = {'cuda_sizes': [3], 'steps': 2, 'repeat': 1, 'cuda_probe_threads_per_sm': 4, 'cuda_probe_reps': 2}\n"
+        "print(json.dumps(bench._langevin_cuda(cfg)))\n"
+    )
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [(r["workload"], r["N"]) for r in rows] == [("W1", 3), ("W2", 3)]
+    for r, (K, d) in zip(rows, [(2, 2), (5, 10)]):
+        assert r["fma_per_s"] > 0 and r["exp_per_s"] > 0 and np.isfinite(r["mean_x0"])
+        lim = 1.0 / (K / r["exp_per_s"] + (5 * K + 104) * d / r["fma_per_s"])
+        assert r["limit_chain_steps_per_s"] == pytest.approx(lim, rel=1e-12)
+        assert r["fraction"] == pytest.approx(r["chain_steps_per_s"] / lim, rel=1e-12)
+    # and the simulator is not mistaken for a GPU by the orchestrator
+    check = subprocess.run([sys.executable, "-c", "from refscore import bench; print(bench._cuda_gpu())"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert check.stdout.strip() == "False"
