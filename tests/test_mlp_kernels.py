@@ -16,19 +16,20 @@ ACTS = sorted(ACTIVATIONS)
 
 
 @numba.njit(error_model="numpy")
+def _elementwise(f, z):
+    """f (a compiled scalar function) over z, in a loop as the kernels call it."""
+    out = np.empty_like(z)
+    for i in range(z.size):
+        out[i] = f(z[i])
+    return out
+
+
 def _vec_tanh(z):
-    out = np.empty_like(z)
-    for i in range(z.size):
-        out[i] = _vecmath.tanh(z[i])
-    return out
+    return _elementwise(_vecmath.tanh, z)
 
 
-@numba.njit(error_model="numpy")
 def _vec_exp(z):
-    out = np.empty_like(z)
-    for i in range(z.size):
-        out[i] = _vecmath.exp_nonpositive(z[i])
-    return out
+    return _elementwise(_vecmath.exp_nonpositive, z)
 
 
 @numba.njit(error_model="numpy")
@@ -117,36 +118,33 @@ def test_numba_engine_matches_numpy_engine(d, hidden, act, n, m, chunk, seed):
         np.testing.assert_allclose(g, g0, rtol=0, atol=1e-12 * (1 + np.abs(g0).max()))
 
 
+def _check_ism_against_primitives(fused, ref, seed, n):
+    """``fused``'s ISM kernel against ``ref``'s separate primitives (trace_grad_params +
+    score_vjp_params, no stacking): round-off only, values O(1), so 1e-12."""
+    rng = np.random.default_rng(seed)
+    theta = fused.init(rng) + 0.1 * rng.standard_normal(fused.n_params)
+    x = rng.standard_normal((n, fused.dim))
+    w = rng.random(n)
+    per, g = fused._ism_terms_fused(theta, x, w)
+    s = ref.score(theta, x)
+    np.testing.assert_allclose(per, ref.score_trace(theta, x) + 0.5 * (s * s).sum(1), rtol=1e-12, atol=1e-12)
+    want = ref.trace_grad_params(theta, x, w) + ref.score_vjp_params(theta, x, w[:, None] * s)
+    np.testing.assert_allclose(g, want, rtol=0, atol=1e-12 * (1 + np.abs(want).max()))
+
+
 def test_numba_engine_against_primitives_many_blocks():
-    # many blocks and all 16 groups: the assembly of trace_grad_params +
-    # score_vjp_params (independent code, no stacking) to round-off
-    rng = np.random.default_rng(3)
+    # the stacked kernel with many blocks and all 16 groups
     m = MLPScore(4, (7, 6, 5), "silu", chunk_size=200, trace_path="forward")
-    theta = m.init(rng) + 0.1 * rng.standard_normal(m.n_params)
-    x = rng.standard_normal((300, 4))
-    w = rng.random(300)
-    per, g = m._ism_terms_fused(theta, x, w)
-    s = m.score(theta, x)
-    np.testing.assert_allclose(per, m.score_trace(theta, x) + 0.5 * (s * s).sum(1), rtol=1e-12, atol=1e-12)
-    ref = m.trace_grad_params(theta, x, w) + m.score_vjp_params(theta, x, w[:, None] * s)
-    np.testing.assert_allclose(g, ref, rtol=0, atol=1e-12 * (1 + np.abs(ref).max()))
+    _check_ism_against_primitives(m, m, 3, 300)
 
 
 @pytest.mark.parametrize("hidden", [(9,), (8, 7)])
 def test_closed_form_kernel_against_primitives_many_blocks(hidden):
-    # the closed-form trace kernel against trace_grad_params + score_vjp_params
-    # on the cyclic path (different algebra: tangents through W_1 W_L), many blocks
-    rng = np.random.default_rng(5)
+    # the closed-form trace kernel against the cyclic path's primitives (different
+    # algebra: tangents through W_1 W_L), many blocks
     m = MLPScore(3, hidden, "gelu", chunk_size=50, trace_path="fast")
     cyc = MLPScore(3, hidden, "gelu", trace_path="cyclic", engine="numpy")
-    theta = m.init(rng) + 0.1 * rng.standard_normal(m.n_params)
-    x = rng.standard_normal((250, 3))
-    w = rng.random(250)
-    per, g = m._ism_terms_fused(theta, x, w)
-    s = cyc.score(theta, x)
-    np.testing.assert_allclose(per, cyc.score_trace(theta, x) + 0.5 * (s * s).sum(1), rtol=1e-12, atol=1e-12)
-    ref = cyc.trace_grad_params(theta, x, w) + cyc.score_vjp_params(theta, x, w[:, None] * s)
-    np.testing.assert_allclose(g, ref, rtol=0, atol=1e-12 * (1 + np.abs(ref).max()))
+    _check_ism_against_primitives(m, cyc, 5, 250)
 
 
 def test_numba_engine_independent_of_thread_count():
