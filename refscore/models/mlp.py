@@ -295,11 +295,12 @@ class MLPScore(_MLPBase):
         ``"auto"`` picks fast if k <= 2, else cyclic if :math:`h_1 < d`, else forward.
     engine : {"numba", "numpy"}, keyword-only
         Who runs the fused loss kernels that :func:`~refscore.losses.ssm`,
-        :func:`~refscore.losses.ssm_vr` and ISM on the ``"forward"`` trace path
-        call when the gradient is wanted: ``"numba"`` (default) a compiled kernel,
+        :func:`~refscore.losses.ssm_vr` and :func:`~refscore.losses.ism` (on the
+        ``"fast"`` and ``"forward"`` trace paths) call when the gradient is
+        wanted: ``"numba"`` (default) a compiled kernel,
         blocks of points spread over the cores, matrix products in BLAS
         (:mod:`refscore.models._mlp_kernels`); ``"numpy"`` the readable NumPy
-        version of the same arithmetic (:meth:`_stacked_pass`).  They agree to
+        version of the same arithmetic (:meth:`_stacked_pass`, :meth:`_fast_trace`).  They agree to
         round-off (tested at 1e-12); the numba result does not depend on the
         number of threads.
 
@@ -663,15 +664,11 @@ class MLPScore(_MLPBase):
         from ONE forward pass and ONE combined reverse pass per chunk instead of
         four forward and two reverse passes.  The forward path carries the d
         identity tangents stacked under the primal (:meth:`_stacked_pass`).
+        With ``engine="numba"`` the closed-form and forward paths run as
+        :func:`_mlp_kernels.ism_closed_form` and :func:`_mlp_kernels.stacked_terms`.
         """
-        layers = self._unpack(theta)
-        g = np.zeros(self.n_params)
-        grads = self._unpack(g)
         path = self._path()
         n, d = x.shape
-        L = self.n_layers
-        WL, bL = layers[-1]
-        per = np.empty(n)
         if path == "forward" and self._numba:
             per, g = self._stacked_kernel(theta, x, None, w[:, None], _mlp_kernels.ISM)
             return per[:, 0], g
@@ -679,6 +676,12 @@ class MLPScore(_MLPBase):
             block, n_groups = self._kernel_blocks(n, 1)
             return _mlp_kernels.ism_closed_form(*self._kernel_args(theta, x), np.ascontiguousarray(w, dtype=float),
                                                 block, n_groups)
+        layers = self._unpack(theta)
+        g = np.zeros(self.n_params)
+        grads = self._unpack(g)
+        L = self.n_layers
+        WL, bL = layers[-1]
+        per = np.empty(n)
         if path == "forward":
             eye = np.eye(d)
             for sl in self._stacked_slices(n, d):
