@@ -88,6 +88,9 @@ def _as_projections(v, n, d, single):
 
 
 def _esm_terms(model, theta, x, t, w, grad):
+    fused = getattr(model, "_residual_terms_fused", None)
+    if grad and fused is not None:  # same numbers from one forward + one reverse pass (MLPScore)
+        return fused(theta, x, np.broadcast_to(t, x.shape), w)
     r = model._score(theta, x) - t
     per = 0.5 * np.einsum("nd,nd->n", r, r)
     g = model._score_vjp_params(theta, x, w[:, None] * r) if grad else None
@@ -108,6 +111,9 @@ def _ism_terms(model, theta, x, w, grad):
 
 def _dsm_terms(model, theta, x, sigma, eps, w, grad):
     xt = x + sigma * eps
+    fused = getattr(model, "_residual_terms_fused", None)
+    if grad and fused is not None:  # ½‖s(x̃) − t‖² with t = −ε/σ, fused (MLPScore)
+        return fused(theta, xt, np.broadcast_to(-eps / sigma, xt.shape), w)
     r = model._score(theta, xt) + eps / sigma
     per = 0.5 * np.einsum("nd,nd->n", r, r)
     g = model._score_vjp_params(theta, xt, w[:, None] * r) if grad else None

@@ -200,3 +200,23 @@ def test_diverging_input_is_not_hidden():
         assert np.isnan(per).all() and np.isnan(g).any()
         per, g = model._ssm_terms_fused(theta, x, np.ones((1, 10, 3)), np.ones((1, 10)), False)
         assert np.isnan(per).all() and np.isnan(g).any()
+
+
+@pytest.mark.parametrize("hidden", [(6,), (5, 4), (4, 3, 5)])
+def test_residual_kernel_esm_dsm_match_numpy_engine(hidden):
+    # ESM and DSM (one forward + one reverse pass in the kernel) against the
+    # NumPy engine's score + score_vjp_params: round-off only, 1e-12
+    from refscore.distributions import Gaussian
+
+    rng = np.random.default_rng(6)
+    fast = MLPScore(3, hidden, "softplus", chunk_size=100)
+    ref = MLPScore(3, hidden, "softplus", engine="numpy")
+    theta = fast.init(rng) + 0.1 * rng.standard_normal(fast.n_params)
+    x = rng.standard_normal((400, 3))
+    eps = rng.standard_normal((400, 3))
+    target = Gaussian([0.5, 0.0, -1.0], np.diag([1.0, 2.0, 0.5]))
+    for loss in (lambda m: losses.esm(m, theta, x, target.score(x), grad=True),
+                 lambda m: losses.dsm(m, theta, x, 0.3, eps, grad=True)):
+        (v1, g1), (v0, g0) = loss(fast), loss(ref)
+        assert v1 == pytest.approx(v0, rel=1e-12)
+        np.testing.assert_allclose(g1, g0, rtol=0, atol=1e-12 * (1 + np.abs(g0).max()))

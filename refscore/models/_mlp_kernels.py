@@ -42,7 +42,11 @@ The per-point losses (``kind``):
   :math:`\bar s_k = \sum_i W_{ki}(v_{ki}^\top s_k)v_{ki}`,
   :math:`\bar{(Jv)}_{ki} = W_{ki}v_{ki}` (seed eq. (7));
 * ``SSM_VR`` (2): :math:`\ell_{ki} = v_{ki}^\top J_k v_{ki} + \tfrac12\lVert s_k\rVert^2`,
-  :math:`\bar s_k = (\sum_i W_{ki}) s_k`.
+  :math:`\bar s_k = (\sum_i W_{ki}) s_k`;
+* ``RESIDUAL`` (3): no tangents (r = 0), the target :math:`t_k` in ``V[k, 0]``,
+  :math:`\ell_k = \tfrac12\lVert s_k - t_k\rVert^2`, :math:`\bar s_k = w_k(s_k - t_k)`
+  (ESM, seed eq. (1); DSM at :math:`\tilde x = x + \sigma\varepsilon`,
+  :math:`t = -\varepsilon/\sigma`, seed eq. (5)).
 
 Activation ids are :data:`refscore._vecmath.ACT_IDS`; the activations and
 their first two derivatives come from :func:`refscore._vecmath.activation`,
@@ -55,9 +59,9 @@ import numpy as np
 
 from .._vecmath import ACT_IDS, activation
 
-__all__ = ["ISM", "SSM", "SSM_VR", "ACT_IDS", "stacked_terms", "ism_closed_form"]
+__all__ = ["ISM", "SSM", "SSM_VR", "RESIDUAL", "ACT_IDS", "stacked_terms", "ism_closed_form"]
 
-ISM, SSM, SSM_VR = 0, 1, 2
+ISM, SSM, SSM_VR, RESIDUAL = 0, 1, 2, 3
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -88,8 +92,9 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     act : int, activation id.
     kind : int, ``ISM``, ``SSM`` or ``SSM_VR``.
     x : (n, d) C-contiguous.
-    V : (n, r, d) C-contiguous tangents (SSM kinds); ignored for ISM (r = d).
-    Wt : (n, m) weights, m = 1 for ISM, m = r otherwise.
+    V : (n, r, d) C-contiguous tangents (SSM kinds); ignored for ISM (r = d);
+        (n, 1, d) targets for RESIDUAL (r = 0).
+    Wt : (n, m) weights, m = 1 for ISM and RESIDUAL, m = r otherwise.
     block, n_groups : int, points per block and groups of blocks (>= 1).
 
     Returns
@@ -99,7 +104,7 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     n, d = x.shape
     L = sizes.shape[0] - 1
     ident = kind == ISM
-    r = d if ident else V.shape[1]
+    r = d if ident else (0 if kind == RESIDUAL else V.shape[1])
     m = Wt.shape[1]
     # parameter offsets: W_l at offW[l-1], b_l right after it
     offW = np.empty(L, np.int64)
@@ -189,6 +194,14 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
                     per[k0 + k, 0] = tr + 0.5 * ss
                     for e in range(d):
                         Zb[k, e] = w * Zo_[k, e]
+                elif kind == RESIDUAL:
+                    w = Wt[k0 + k, 0]
+                    rr = 0.0
+                    for e in range(d):
+                        res = Zo_[k, e] - V[k0 + k, 0, e]
+                        rr += res * res
+                        Zb[k, e] = w * res
+                    per[k0 + k, 0] = 0.5 * rr
                 else:
                     wsum = 0.0
                     for e in range(d):

@@ -32,7 +32,7 @@ uses, in order of preference: the closed form for one or two hidden layers
 (:math:`O(h_1 h_2)` per point, independent of d), the cyclic-trace
 reordering carrying :math:`h_1` tangents when :math:`h_1 < d`, and plain
 forward propagation of the d input tangents.  The loss kernels that need a
-gradient (ISM on the closed-form and forward paths, SSM, SSM-VR) run by
+gradient (ESM, DSM, ISM on the closed-form and forward paths, SSM, SSM-VR) run by
 default as Numba kernels (:mod:`refscore.models._mlp_kernels`, ``engine``),
 3–5× faster than the NumPy chunks on 2 cores; the NumPy versions stay as
 ``engine="numpy"`` and as the text to read.
@@ -294,7 +294,8 @@ class MLPScore(_MLPBase):
         :math:`h_1` tangents; ``"forward"``: carry the d input tangents.
         ``"auto"`` picks fast if k <= 2, else cyclic if :math:`h_1 < d`, else forward.
     engine : {"numba", "numpy"}, keyword-only
-        Who runs the fused loss kernels that :func:`~refscore.losses.ssm`,
+        Who runs the fused loss kernels that :func:`~refscore.losses.esm`,
+        :func:`~refscore.losses.dsm`, :func:`~refscore.losses.ssm`,
         :func:`~refscore.losses.ssm_vr` and :func:`~refscore.losses.ism` (on the
         ``"fast"`` and ``"forward"`` trace paths) call when the gradient is
         wanted: ``"numba"`` (default) a compiled kernel,
@@ -642,7 +643,7 @@ class MLPScore(_MLPBase):
         measured 5× slower.)
         """
         n, d = x.shape
-        r = d if V is None else V.shape[1]
+        r = d if V is None else (0 if kind == _mlp_kernels.RESIDUAL else V.shape[1])
         block, n_groups = self._kernel_blocks(n, 1 + r)
         if V is None:
             V = np.empty((0, 0, 0))
@@ -655,6 +656,22 @@ class MLPScore(_MLPBase):
         step = max(32, self.chunk_size // ((1 + r) * max(self.sizes)))
         for start in range(0, n, step):
             yield slice(start, min(start + step, n))
+
+    @_one_blas_thread
+    def _residual_terms_fused(self, theta, x, t, w):
+        r"""ESM / DSM terms :math:`\tfrac12\lVert s_\theta(x_k) - t_k\rVert^2` and the gradient of their ``w``-sum.
+
+        :math:`\nabla_\theta = \texttt{score\_vjp\_params}(w_k(s_k - t_k))` (seed eqs. (1), (5)).
+        ``engine="numba"``: one forward and one reverse pass per block
+        (:func:`_mlp_kernels.stacked_terms`, kind ``RESIDUAL``); otherwise the
+        two primitives.
+        """
+        if not self._numba:
+            r = self._score(theta, x) - t
+            return 0.5 * np.einsum("nd,nd->n", r, r), self._score_vjp_params(theta, x, w[:, None] * r)
+        T = np.ascontiguousarray(t, dtype=float)[:, None, :]
+        per, g = self._stacked_kernel(theta, x, T, w[:, None], _mlp_kernels.RESIDUAL)
+        return per[:, 0], g
 
     @_one_blas_thread
     def _ism_terms_fused(self, theta, x, w):
