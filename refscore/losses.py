@@ -110,14 +110,8 @@ def _ism_terms(model, theta, x, w, grad):
 
 
 def _dsm_terms(model, theta, x, sigma, eps, w, grad):
-    xt = x + sigma * eps
-    fused = getattr(model, "_residual_terms_fused", None)
-    if grad and fused is not None:  # ½‖s(x̃) − t‖² with t = −ε/σ, fused (MLPScore)
-        return fused(theta, xt, np.broadcast_to(-eps / sigma, xt.shape), w)
-    r = model._score(theta, xt) + eps / sigma
-    per = 0.5 * np.einsum("nd,nd->n", r, r)
-    g = model._score_vjp_params(theta, xt, w[:, None] * r) if grad else None
-    return per, g
+    """DSM is ESM at x̃ = x + σε with target t = −ε/σ: ½‖s(x̃) + ε/σ‖² (exactly: s − (−a) = s + a)."""
+    return _esm_terms(model, theta, x + sigma * eps, -eps / sigma, w, grad)
 
 
 def _ssm_terms(model, theta, x, v, W, variance_reduced, grad):
