@@ -628,41 +628,25 @@ def _cuda_gpu():
 def _langevin_cuda(cfg):
     """ULA on W1/W2 with the cuda backend at cfg cuda_sizes chains, and the fraction of the GPU's limit.
 
-    The limit is the CPU's formula (module notes) with the GPU's measured
-    rates: every coordinate's arithmetic at the float64 multiply-add rate, the
-    K exponentials at libdevice ``exp``'s rate.  Times include the host-device
-    copies of the chains (``ula`` returns NumPy arrays).
+    The limit is the CPU's formula (:func:`_limit_chain_steps`) with the GPU's
+    measured rates: every coordinate's arithmetic at the float64 multiply-add
+    rate, the K exponentials at libdevice ``exp``'s rate.  Times include the
+    host-device copies of the chains (``ula`` returns NumPy arrays).
     """
     from numba import cuda
 
-    from .distributions import GaussianMixture
-    from .sampling import ula
+    from . import _bench_cuda
 
     dev = cuda.get_current_device()
     threads = cfg["cuda_probe_threads_per_sm"] * getattr(dev, "MULTIPROCESSOR_COUNT", 1)
-    from . import _bench_cuda
-
     rates = _bench_cuda.gpu_rates(threads, cfg["cuda_probe_reps"])
     name = getattr(dev, "name", "CUDA simulator")
     name = name.decode() if isinstance(name, bytes) else str(name)
-    out = []
-    for wname, (w, mu) in _mixtures().items():
-        d = mu.shape[1]
-        K = len(w)
-        target = GaussianMixture(w, mu, [np.eye(d)] * K)
-        t0 = time.perf_counter()
-        ula(target, _x0(4, d), _STEP, 2, seed=0, backend="cuda")
-        first = time.perf_counter() - t0
-        lim = 1.0 / (K / rates["exp_per_s"] + (5 * K + 104) * d / rates["fma_per_s"])
-        for N in cfg["cuda_sizes"]:
-            x0 = _x0(N, d)
-            steps = cfg["steps"]
-            t, _ = _best_of(lambda: ula(target, x0, _STEP, steps, seed=3, backend="cuda"), cfg["repeat"])
-            res = ula(target, x0, _STEP, steps, seed=3, backend="cuda")
-            out.append({"workload": wname, "N": N, "steps": steps, "seconds": t,
-                        "chain_steps_per_s": N * steps / t, "first_call_s": first,
-                        "mean_x0": float(res.x[:, 0].mean()), "device": name,
-                        "limit_chain_steps_per_s": lim, "fraction": N * steps / t / lim, **rates})
+    shapes = _workload_shapes()
+    out = _langevin_refscore(dict(cfg, sizes=cfg["cuda_sizes"]), "cuda")
+    for r in out:
+        lim = _limit_chain_steps(*shapes[r["workload"]], rates["exp_per_s"], rates["fma_per_s"])
+        r.update(device=name, limit_chain_steps_per_s=lim, fraction=r["chain_steps_per_s"] / lim, **rates)
     return out
 
 
@@ -844,16 +828,25 @@ def _targets(res):
     return out
 
 
+def _workload_shapes():
+    """Workload name -> (K components, dimension d)."""
+    return {name: (len(w), mu.shape[1]) for name, (w, mu) in _mixtures().items()}
+
+
+def _limit_chain_steps(K, d, exp_per_s, fma_per_s):
+    """The arithmetic limit of the module notes: 1 / (K t_e + (5K + 104) d t_m) chain-steps/s."""
+    return 1.0 / (K / exp_per_s + (5 * K + 104) * d / fma_per_s)
+
+
 def _limit(res):
     """Arithmetic-limit estimate (module docstring) and the fraction the numba backend reaches."""
     nz = res.get("langevin:noise")
     if not nz:
         return []
-    te, tm = 1.0 / nz["exp_per_s"], 1.0 / nz["fma_per_s"]
+    shapes = _workload_shapes()
     out = []
     for r in res.get("langevin:numba", []):
-        K, d = (2, 2) if r["workload"] == "W1" else (5, 10)
-        lim = 1.0 / (K * te + (5 * K * d + 104 * d) * tm)
+        lim = _limit_chain_steps(*shapes[r["workload"]], nz["exp_per_s"], nz["fma_per_s"])
         out.append({"workload": r["workload"], "N": r["N"], "limit_chain_steps_per_s": lim,
                     "fraction": r["chain_steps_per_s"] / lim})
     return out
