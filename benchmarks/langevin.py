@@ -1,4 +1,4 @@
-"""Superseded by ``refscore bench --only langevin`` (``refscore/bench.py``).
+"""Superseded by ``refscore bench --only langevin`` (``benchmarks/bench.py``).
 
 That benchmark times ULA on the 2-D mixture 0.2 N((-5,-5),I) + 0.8 N((5,5),I)
 and a 10-D mixture of 5 unit-covariance components at N = 1e3, 1e4, 1e5 chains:
@@ -11,7 +11,7 @@ Usage: ``python benchmarks/langevin.py [refscore bench options]``.
 """
 import sys
 
-from refscore.bench import main
+from bench import main  # the harness next to this script (this folder is sys.path[0])
 
 if __name__ == "__main__":
     sys.exit(main(["--only", "langevin", *sys.argv[1:]]))

@@ -1,4 +1,4 @@
-"""Superseded by ``refscore bench --only mlp`` (``refscore/bench.py``).
+"""Superseded by ``refscore bench --only mlp`` (``benchmarks/bench.py``).
 
 That benchmark times ISM and SSM loss + gradient for MLPScore hidden (64, 64)
 tanh at n = 10⁴, d = 2, 10, 50 -- refscore's fused kernels (closed-form trace
@@ -10,7 +10,7 @@ Usage: ``python benchmarks/mlp_losses.py [refscore bench options]``.
 """
 import sys
 
-from refscore.bench import main
+from bench import main  # the harness next to this script (this folder is sys.path[0])
 
 if __name__ == "__main__":
     sys.exit(main(["--only", "mlp", *sys.argv[1:]]))

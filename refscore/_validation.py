@@ -84,6 +84,15 @@ def check_theta(theta, n_params: int, layout: str = "", name: str = "theta") -> 
     return arr
 
 
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an ``int`` >= ``minimum`` (``bool`` refused): the one integer validator."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def check_choice(name: str, value, choices) -> str:
     """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
     if value not in choices:

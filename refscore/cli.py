@@ -15,7 +15,7 @@ print one line ``refscore <command>: error: ...`` to stderr and exit with
 status 2; ``refscore check`` exits with 1 when a quantity fails.  No output
 file is ever overwritten without ``--force``.
 
-The Langevin update is the seed's eq (4), :math:`x \leftarrow x + \eta\,s(x) + \sqrt{2\eta}\,z`
+The Langevin update is eq. (4), :math:`x \leftarrow x + \eta\,s(x) + \sqrt{2\eta}\,z`
 (``--step`` is :math:`\eta`; the ``(lr/2, \sqrt{lr})`` form has :math:`\eta = lr/2`).
 """
 from __future__ import annotations
@@ -46,7 +46,18 @@ _SPEC_KEYS = {
 _SPEC_OPTIONAL = {"banana": ("b", "sigma1")}
 
 _MODELS = ("gaussian", "linear", "mixture", "mlp", "mlp-energy")
-_LOSSES = ("esm", "ism", "dsm", "ssm", "ssm_vr")
+
+
+def _registries():
+    """The families the CLI offers, read from their registries (one place each)."""
+    import types
+
+    from .losses import PER_POINT_LOSSES, PROJECTIONS
+    from .models.activations import ACTIVATIONS
+    from .sampling.backends import BACKENDS
+
+    return types.SimpleNamespace(per_point_losses=PER_POINT_LOSSES, projections=PROJECTIONS,
+                                 activations=ACTIVATIONS, backends=BACKENDS)
 
 
 class CLIError(Exception):
@@ -338,6 +349,35 @@ def _delegate(module: str, what: str, argv) -> int:
     return int(mod.main(list(argv)) or 0)
 
 
+def _bench_dirs() -> list:
+    """Where ``refscore bench`` looks for the harness: the clone around the package, then the current directory.
+
+    The benchmark harness (``benchmarks/bench.py``) is not installed with the
+    package; a clone installed with ``pip install -e .`` has it next to the
+    ``refscore`` package directory.
+    """
+    package_dir = pathlib.Path(__file__).resolve().parent  # this file is refscore/cli.py
+    return [package_dir.parent / "benchmarks", pathlib.Path.cwd() / "benchmarks"]
+
+
+def _bench(argv) -> int:
+    """``refscore bench``: run ``benchmarks/bench.py``'s main with ``argv``, or say where it lives."""
+    import importlib.util
+
+    found = next((d for d in _bench_dirs() if (d / "bench.py").is_file()), None)
+    if found is None:
+        print("refscore bench: error: the benchmark harness lives in the repository's benchmarks/ folder and "
+              "is not installed with the package; run refscore bench from a clone of refscore", file=sys.stderr)
+        return 2
+    if str(found) not in sys.path:
+        sys.path.insert(0, str(found))  # the harness imports its probe kernels (bench_kernels, bench_cuda)
+    spec = importlib.util.spec_from_file_location("bench", found / "bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = mod
+    spec.loader.exec_module(mod)
+    return int(mod.main(list(argv)) or 0)
+
+
 # --------------------------------------------------------------------- parser
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -399,7 +439,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="TARGET", help="a built-in name or a JSON spec file")
     p.add_argument("--sampler", choices=("ula", "mala", "annealed"), default="ula")
-    p.add_argument("--backend", choices=("numpy", "numba", "cuda"), default="numpy")
+    p.add_argument("--backend", choices=tuple(_registries().backends), default="numpy")
     p.add_argument("--chains", type=int, default=1000, help="number of chains (default 1000)")
     p.add_argument("--steps", type=int, default=1000, help="steps (per noise level for annealed; default 1000)")
     p.add_argument("--step", type=float, default=0.01,
@@ -427,11 +467,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="X.npy", help="training points, shape (n, d)")
     p.add_argument("--model", choices=_MODELS, default="mlp")
     p.add_argument("--hidden", default="64,64", help="mlp: hidden layer sizes (default 64,64)")
-    p.add_argument("--activation", choices=("tanh", "softplus", "sigmoid", "silu", "gelu"), default="tanh")
+    p.add_argument("--activation", choices=tuple(_registries().activations), default="tanh")
     p.add_argument("--components", type=int, default=2, help="mixture: number of components (default 2)")
-    p.add_argument("--loss", choices=_LOSSES, default="ism")
+    p.add_argument("--loss", choices=_registries().per_point_losses, default="ism")
     p.add_argument("--sigma", type=float, default=None, help="dsm: noise level")
-    p.add_argument("--projection", choices=("rademacher", "gaussian", "sphere"), default="rademacher",
+    p.add_argument("--projection", choices=tuple(_registries().projections), default="rademacher",
                    help="ssm/ssm_vr: projection kind (default rademacher)")
     p.add_argument("--n-projections", type=int, default=1, help="ssm/ssm_vr: projections per point")
     p.add_argument("--target", default=None, help="esm: built-in target or JSON spec giving the data score")
@@ -446,7 +486,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_fit)
 
     sub.add_parser("validate", help="run the validation suite (arguments go to python -m validation)", add_help=False)
-    sub.add_parser("bench", help="run the benchmarks (arguments go to refscore.bench)", add_help=False)
+    sub.add_parser("bench", help="run the benchmarks (from a clone: arguments go to benchmarks/bench.py)",
+                   add_help=False)
     return top
 
 
@@ -454,9 +495,9 @@ def main(argv=None) -> int:
     """Entry point of the ``refscore`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "validate":
-        return _delegate("validation.runner", "validate", argv[1:])
+        return _delegate("refscore.validation.runner", "validate", argv[1:])
     if argv and argv[0] == "bench":
-        return _delegate("refscore.bench", "bench", argv[1:])
+        return _bench(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,5 +1,7 @@
 r"""The conventions ledger: refscore's choices, the common variants, and exact conversions.
 
+Derivation: docs/derivations.md §1.8 (the constants linking the losses), §8.4 (step conventions).
+
 Score-matching code in the wild differs from refscore by constants that do not
 change the minimiser but do change every number a user compares: the loss
 offsets between ESM, ISM and DSM, the scaling of DSM, the normalisation of SSM
@@ -7,12 +9,12 @@ projections, and the parametrisation of the Langevin step.  Each is derived
 once here, as a function, and tested (``tests/test_conventions.py``).  The
 README renders :data:`TABLE` with :func:`markdown_table`.
 
-refscore's conventions (API.md):
+refscore's conventions (the README's conventions table):
 
 * ESM :math:`= \tfrac12 E\lVert s_\theta - \nabla\log p\rVert^2` (seed eq 2);
   ISM :math:`= E[\operatorname{tr}\nabla s_\theta + \tfrac12\lVert s_\theta\rVert^2]` (eq 3).
 * DSM :math:`= \tfrac12 E\lVert s_\theta(x+\sigma z) + z/\sigma\rVert^2`,
-  :math:`z\sim N(0,I)`: the seed's eq (6) with :math:`\epsilon = \sigma z`.
+  :math:`z\sim N(0,I)`: eq. (6) with :math:`\epsilon = \sigma z`.
 * SSM / SSM-VR with projections normalised to :math:`E[vv^\top] = I` (eq 7).
 * Langevin: :math:`x \leftarrow x + \eta\, s(x) + \sqrt{2\eta}\, z` (eq 4);
   annealed: :math:`\eta_i = \eta\,\sigma_i^2/\sigma_L^2`.
@@ -165,7 +167,7 @@ def esm_minus_ism(dist, order=None) -> float:
     References
     ----------
     Hyvärinen (2005), "Estimation of non-normalized statistical models by score
-    matching", JMLR 6, Thm 1 (seed eqs (2)-(3)).
+    matching", JMLR 6, Thm 1 (eqs. (2)-(3)).
 
     Examples
     --------
@@ -219,7 +221,7 @@ def dsm_minus_esm(dist, sigma, order=None) -> float:
     References
     ----------
     Vincent (2011), "A connection between score matching and denoising
-    autoencoders", Neural Comput. 23, eqs (4)-(11) (seed eqs (5)-(6)).
+    autoencoders", Neural Comput. 23, eqs (4)-(11) (eqs. (5)-(6)).
 
     Examples
     --------
@@ -410,7 +412,7 @@ def dsm_from_sigma4_scaled(value, sigma):
           = \sigma^4\cdot\tfrac12\lVert s + z/\sigma\rVert^2
           \quad\Rightarrow\quad \mathrm{DSM} = \mathrm{value}/\sigma^4 .
 
-    This is the seed's eq (6) multiplied through by :math:`\sigma^4`
+    This is eq. (6) multiplied through by :math:`\sigma^4`
     (:math:`\tfrac12\lVert\sigma^2 s(x+\epsilon) + \epsilon\rVert^2`).
 
     Parameters
@@ -503,7 +505,7 @@ def step_from_lr(lr):
 
     References
     ----------
-    Seed eq (4); Song & Ermon (2019), Algorithm 1; Welling & Teh (2011), eq (4).
+    Eq. (4); Song & Ermon (2019), Algorithm 1; Welling & Teh (2011), eq (4).
 
     Examples
     --------
@@ -680,7 +682,7 @@ TABLE: tuple[ConventionRow, ...] = (
     ConventionRow(
         "DSM noise",
         "ε = σz, target −z/σ",
-        "seed eq (6): ε ~ N(0, σ²I), target −ε/σ²",
+        "eq. (6): ε ~ N(0, σ²I), target −ε/σ²",
         "identical (factor 1)",
     ),
     ConventionRow(

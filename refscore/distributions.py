@@ -1,7 +1,9 @@
 r"""Closed-form targets: densities, scores and their exact derivatives.
 
+Derivation: docs/derivations.md §7.5 (scores, Jacobians and noised laws of the distributions).
+
 Every distribution here has a normalised ``logpdf``, its score
-:math:`s(x) = \nabla_x \log p(x)` (the seed's eq (1)), the score's Jacobian
+:math:`s(x) = \nabla_x \log p(x)` (eq. (1)), the score's Jacobian
 ``[k, i, j] = ∂s_i/∂x_j`` (the Hessian of :math:`\log p`), its trace (the
 Laplacian of :math:`\log p`), Jacobian-vector products and exact sampling.
 Each derivative is derived by hand below and tested against central finite
@@ -30,7 +32,7 @@ the result.
 References
 ----------
 .. [1] A. Hyvärinen, "Estimation of non-normalized statistical models by score
-   matching", JMLR 6, 2005 (the score, seed eq (1)).
+   matching", JMLR 6, 2005 (the score, eq. (1)).
 .. [2] H. Haario, E. Saksman, J. Tamminen, "Adaptive proposal distribution for
    random walk Metropolis algorithm", Computational Statistics 14, 1999 (the
    twisted Gaussian "banana" target).
@@ -45,12 +47,14 @@ import numpy as np
 from scipy.linalg import LinAlgError, cho_solve, cholesky, solve_triangular
 from scipy.special import gammaln
 
+from ._kernels.target_blocks import affine_block, banana_block, mixture_block, student_block
 from ._validation import (
     per_point_sigma,
     as_float_array,
     as_points,
     as_rng,
     check_finite,
+    check_int,
     check_positive,
 )
 
@@ -117,11 +121,7 @@ def _precision(chol: np.ndarray) -> np.ndarray:
 
 
 def _check_n(n) -> int:
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n must be an integer, got {type(n).__name__}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    return int(n)
+    return check_int("n", n, 0)
 
 
 def _check_sigma(sigma) -> float:
@@ -164,7 +164,7 @@ class _Distribution:
         return out[0] if single else out
 
     def score(self, x) -> np.ndarray:
-        """:math:`s(x) = \\nabla_x \\log p(x)`, shape ``(n, d)`` (seed eq (1))."""
+        """:math:`s(x) = \\nabla_x \\log p(x)`, shape ``(n, d)`` (eq. (1))."""
         x, single = self._points(x)
         out = self._score(x)
         return out[0] if single else out
@@ -206,6 +206,10 @@ class _Distribution:
             f"form for x + sigma*z, available only for Gaussian and GaussianMixture"
         )
 
+    def kernel_block(self):
+        """What this target is to the compiled samplers: a :class:`~refscore._kernels.target_blocks.KernelBlock`."""
+        raise TypeError(f"{type(self).__name__} has no compiled score kernel; use backend='numpy'")
+
     # defaults: exact but via the full Jacobian; subclasses override when cheaper
     def _score_trace(self, x):
         return np.einsum("kii->k", self._score_jacobian(x))
@@ -244,7 +248,7 @@ class Gaussian(_Distribution):
 
     References
     ----------
-    Hyvärinen 2005 (seed eq (1)); Song & Ermon 2019 for ``noised``.
+    Hyvärinen 2005 (eq. (1)); Song & Ermon 2019 for ``noised``.
 
     Examples
     --------
@@ -295,6 +299,10 @@ class Gaussian(_Distribution):
         r"""Exact law of :math:`x + \sigma z`: :math:`N(\mu, \Sigma + \sigma^2 I)`."""
         s = _check_sigma(sigma)
         return Gaussian(self._mean, self._cov + s * s * np.eye(self.dim))
+
+    def kernel_block(self):
+        r"""Compiled-sampler block: affine, :math:`s = -P(x - \mu)`."""
+        return affine_block(-self.precision, self.mean, np.zeros(self.dim))
 
     def perturbed(self) -> "Perturbed":
         """Noise-conditional target: ``score(x, sigma) == noised(sigma).score(x)``."""
@@ -348,7 +356,7 @@ class GaussianMixture(_Distribution):
 
     References
     ----------
-    Hyvärinen 2005 (seed eq (1)); Song & Ermon 2019 (mixtures as the standard
+    Hyvärinen 2005 (eq. (1)); Song & Ermon 2019 (mixtures as the standard
     multi-modal test of score-based sampling).
 
     Examples
@@ -455,6 +463,14 @@ class GaussianMixture(_Distribution):
         s = _check_sigma(sigma)
         return GaussianMixture(self._w, self._means, self._covs + s * s * np.eye(self.dim))
 
+    def kernel_block(self):
+        """Compiled-sampler block: a mixture, isotropic when every covariance is v_j I."""
+        logc = self.log_weights + self.log_norm_consts
+        v = self.covs[:, 0, 0]
+        if np.array_equal(self.covs, v[:, None, None] * np.eye(self.dim)[None]):
+            return mixture_block(logc, self.means, iso_taus=1.0 / v)
+        return mixture_block(logc, self.means, precs=self.precisions)
+
     def perturbed(self) -> "Perturbed":
         """Noise-conditional target: ``score(x, sigma) == noised(sigma).score(x)``."""
         return Perturbed(self._w, self._means, self._covs, base=self)
@@ -549,6 +565,10 @@ class Perturbed:
         out = np.einsum("kn,kni->ni", r, S)
         return out[0] if single else out
 
+    def kernel_levels(self, sigmas):
+        """Compiled-sampler blocks, one per noise level (``noised(sigma_i)``), and unit score scales."""
+        return [self.noised(float(s)).kernel_block() for s in sigmas], np.ones(len(sigmas))
+
     def noised(self, sigma):
         """The distribution :math:`p_\\sigma` itself (same as ``base.noised(sigma)``)."""
         s = _check_sigma(sigma)
@@ -589,7 +609,7 @@ class StudentT(_Distribution):
     References
     ----------
     S. Kotz, S. Nadarajah, *Multivariate t Distributions and Their
-    Applications*, 2004, eq (1.1); seed eq (1).
+    Applications*, 2004, eq (1.1); eq. (1).
     """
 
     def __init__(self, loc, shape, df):
@@ -647,6 +667,10 @@ class StudentT(_Distribution):
         uv = np.einsum("ni,ni->n", u, v)
         return -c[:, None] * (v @ self._prec) + (2.0 * c / (self._df + q) * uv)[:, None] * u
 
+    def kernel_block(self):
+        """Compiled-sampler block: Student t."""
+        return student_block(self.df, self.log_norm_const, self.loc, self.precision)
+
     def _sample(self, n, rng):
         z = rng.standard_normal((n, self.dim)) @ self._chol.T
         g = rng.chisquare(self._df, size=n)
@@ -679,7 +703,7 @@ class Banana(_Distribution):
     References
     ----------
     H. Haario, E. Saksman, J. Tamminen, Computational Statistics 14 (1999),
-    Section 4 (twisted Gaussian target); seed eq (1).
+    Section 4 (twisted Gaussian target); eq. (1).
     """
 
     dim = 2
@@ -726,6 +750,10 @@ class Banana(_Distribution):
         j00 = -1.0 / self._s1 ** 2 - 2.0 * b * y - 4.0 * b * b * x1 * x1
         j01 = -2.0 * b * x1
         return np.stack([j00 * v[:, 0] + j01 * v[:, 1], j01 * v[:, 0] - v[:, 1]], axis=1)
+
+    def kernel_block(self):
+        """Compiled-sampler block: the banana."""
+        return banana_block(self.b, self.sigma1)
 
     def _sample(self, n, rng):
         z = rng.standard_normal((n, 2))

@@ -47,7 +47,7 @@ with sphere projections :math:`v = \sqrt d\, z/\lVert z\rVert` so that
 
 References
 ----------
-Seed eqs. (2), (3), (6), (7); Hyvärinen (2005); Vincent (2011); Song, Garg, Shi &
+Eqs. (2), (3), (6), (7); Hyvärinen (2005); Vincent (2011); Song, Garg, Shi &
 Ermon (2019).
 
 Examples
@@ -70,7 +70,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__, losses
+from .losses import PROJECTIONS
 from .models import GaussianMixtureModel, GaussianModel, LinearScore, MLPEnergy, MLPScore
+from .models.activations import ACTIVATIONS
 
 __all__ = [
     "FORMAT_VERSION",
@@ -100,13 +102,14 @@ MANIFEST_FILE = "manifest.json"
 BASE_SEED = 20_240_607
 
 DIMS = (1, 2, 5)
-ACTIVATION_NAMES = ("tanh", "softplus", "sigmoid", "silu", "gelu")
+#: every registry activation gets its golden cases
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
 #: hidden sizes of the depth-1 and depth-2 MLP cases
 HIDDEN = {1: (5,), 2: (5, 4)}
 N_POINTS = 3
 N_PROJECTIONS = 2
 MIXTURE_COMPONENTS = 2
-PROJECTION_KINDS = ("gaussian", "rademacher", "sphere")
+PROJECTION_KINDS = tuple(PROJECTIONS)
 
 #: default tolerances ``(rtol, atol)`` of :func:`check`: elementwise
 #: ``|value - golden| <= atol + rtol * |golden|`` (numpy.isclose).  float64: an
@@ -474,7 +477,7 @@ def write(directory, *, force=False) -> pathlib.Path:
             "GaussianMixtureModel": "s(x) = grad log sum_j softmax(alpha)_j N(x; mu_j, I / tau_j), tau = exp(log_tau)",
             "MLPScore": "h_0 = x, h_l = act(W_l h_{l-1} + b_l) for hidden layers, s = W_L h_{L-1} + b_L (linear output)",
             "MLPEnergy": "E = W_L h_{L-1} + b_L (scalar, linear output, hidden layers as MLPScore), s = -grad_x E",
-            "activations": "tanh; softplus log(1 + e^z); sigmoid 1/(1 + e^-z); silu z sigmoid(z); gelu z Phi(z) (erf form)",
+            "activations": "; ".join(f"{name} {ACTIVATIONS[name].formula}" for name in ACTIVATION_NAMES),
         },
         "default_tolerances": {k: {"rtol": r, "atol": a} for k, (r, a) in TOLERANCES.items()},
         "cases": meta,

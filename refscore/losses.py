@@ -3,8 +3,8 @@ r"""The five score-matching losses and NCSN's multi-noise objective.
 Every function returns the mean over the batch (``reduction="mean"``) or the
 per-point values (``reduction="none"``), and with ``grad=True`` the pair
 ``(value, grad_theta)``.  Gradients over ``theta`` are assembled ONLY from the
-model primitives of :mod:`refscore.models.base` (``../shared/DERIVATIONS.md``
-§1).  With :math:`J = \nabla_x s_\theta(x)` and weights :math:`w_k = 1/n`:
+model primitives of :mod:`refscore.models.base` (docs/derivations.md §2),
+through one weighted kernel, :func:`loss_terms`.  With :math:`J = \nabla_x s_\theta(x)` and weights :math:`w_k = 1/n`:
 
 =======  ================================  ==========================================================
 loss     per-point value                   gradient over :math:`\theta`
@@ -16,7 +16,7 @@ SSM      vᵀJv + ½(vᵀs)²                    ``vjv_grad_params(v, w) + score
 SSM-VR   vᵀJv + ½‖s‖²                      ``vjv_grad_params(v, w) + score_vjp_params(ct = w s)``
 =======  ================================  ==========================================================
 
-Equation numbers are those of the seed note (``../shared/seed-score-matching.md``).
+Equation numbers (1)–(7) are those of docs/derivations.md §1 (and the README).
 
 References
 ----------
@@ -29,9 +29,12 @@ modeling by estimating gradients of the data distribution", NeurIPS 2019.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from ._kernels.ids import LossKind
 from ._validation import (
     as_float_array,
     as_points,
@@ -42,10 +45,10 @@ from ._validation import (
     check_theta,
 )
 
-__all__ = ["esm", "ism", "dsm", "ssm", "ssm_vr", "dsm_multi", "projections", "LOSSES"]
+__all__ = ["esm", "ism", "dsm", "ssm", "ssm_vr", "dsm_multi", "projections", "loss_terms", "dsm_terms",
+           "Loss", "LOSSES", "PER_POINT_LOSSES", "Projection", "PROJECTIONS", "LossKind"]
 
 _REDUCTIONS = ("mean", "none")
-_PROJECTIONS = ("gaussian", "rademacher", "sphere")
 _WEIGHTINGS = ("sigma2", "none")
 
 
@@ -81,57 +84,76 @@ def _as_projections(v, n, d, single):
     return arr
 
 
-# ---------------------------------------------------------- weighted private kernels
-# Each takes clean arrays and per-point weights ``w`` (any non-negative weights:
-# 1/n for the batch mean, quadrature weights for population losses), returns the
-# per-point values and, if ``grad``, the gradient of ``sum_k w_k value_k``.
+# ---------------------------------------------------------- the weighted kernel
+# Every loss (sample or population, refscore.quadrature) comes through
+# loss_terms: clean arrays and per-point weights w (any non-negative weights:
+# 1/n for the batch mean, quadrature weights for population losses); it returns
+# the per-point values and, if grad, the gradient of sum_k w_k value_k.
 
 
-def _esm_terms(model, theta, x, t, w, grad):
-    fused = getattr(model, "_residual_terms_fused", None)
-    if grad and fused is not None:  # same numbers from one forward + one reverse pass (MLPScore)
-        return fused(theta, x, np.broadcast_to(t, x.shape), w)
-    r = model._score(theta, x) - t
-    per = 0.5 * np.einsum("nd,nd->n", r, r)
-    g = model._score_vjp_params(theta, x, w[:, None] * r) if grad else None
-    return per, g
+def loss_terms(kind, model, theta, x, w, aux=None, grad=False):
+    r"""Per-point terms of one loss and, with ``grad``, the gradient of their ``w``-weighted sum.
 
+    The one place the losses meet the models (docs/derivations.md §2):
 
-def _ism_terms(model, theta, x, w, grad):
-    fused = getattr(model, "_ism_terms_fused", None)
-    if grad and fused is not None:  # same numbers from one forward + one reverse pass (MLPScore)
-        return fused(theta, x, w)
-    s = model._score(theta, x)
-    per = model._score_trace(theta, x) + 0.5 * np.einsum("nd,nd->n", s, s)
-    g = None
+    ==========  =======================  ===================================  ==========================================
+    ``kind``    ``aux``                  per-point term                       gradient assembled from the primitives
+    ==========  =======================  ===================================  ==========================================
+    RESIDUAL    target ``t`` (n, d)      ½‖s − t‖²                            ``score_vjp_params(w (s − t))``
+    ISM         ``None``                 tr J + ½‖s‖²                         ``trace_grad_params(w) + score_vjp_params(w s)``
+    SSM         ``v`` (m, n, d)          vᵀJv + ½(vᵀs)²                       ``vjv_grad_params(v, W) + score_vjp_params(Σ W (vᵀs) v)``
+    SSM_VR      ``v`` (m, n, d)          vᵀJv + ½‖s‖²                         ``vjv_grad_params(v, W) + score_vjp_params(Σ W s)``
+    ==========  =======================  ===================================  ==========================================
+
+    For the sliced kinds ``w`` is ``(m, n)`` and the terms are ``(m, n)``.  When
+    the gradient is wanted and the model offers a fused pass
+    (``model._fused_terms``, declared in :mod:`refscore.models.base`), that one
+    pass is used instead; it returns the same numbers to round-off (tested).
+
+    Parameters
+    ----------
+    kind : LossKind
+    model : ScoreModel
+    theta : (P,) float64
+    x : (n, d) float64
+    w : (n,) or (m, n) float64
+    aux : array or None
+    grad : bool
+
+    Returns
+    -------
+    ``(per, grad_theta)``; ``grad_theta`` is ``None`` unless ``grad``.
+    """
+    kind = LossKind(kind)
     if grad:
-        g = model._trace_grad_params(theta, x, w) + model._score_vjp_params(theta, x, w[:, None] * s)
-    return per, g
-
-
-def _dsm_terms(model, theta, x, sigma, eps, w, grad):
-    """DSM is ESM at x̃ = x + σε with target t = −ε/σ: ½‖s(x̃) + ε/σ‖² (exactly: s − (−a) = s + a)."""
-    return _esm_terms(model, theta, x + sigma * eps, -eps / sigma, w, grad)
-
-
-def _ssm_terms(model, theta, x, v, W, variance_reduced, grad):
-    """``v`` is ``(m, n, d)``, ``W`` is ``(m, n)``; returns ``(m, n)`` values."""
-    fused = getattr(model, "_ssm_terms_fused", None)
-    if grad and fused is not None:  # same numbers from one forward + one reverse pass (MLPScore)
-        return fused(theta, x, v, W, variance_reduced)
+        fused = model._fused_terms(kind, theta, x, w, aux)
+        if fused is not None:
+            return fused
+    if kind == LossKind.RESIDUAL:
+        r = model._score(theta, x) - aux
+        per = 0.5 * np.einsum("nd,nd->n", r, r)
+        return per, (model._score_vjp_params(theta, x, w[:, None] * r) if grad else None)
+    if kind == LossKind.ISM:
+        s = model._score(theta, x)
+        per = model._score_trace(theta, x) + 0.5 * np.einsum("nd,nd->n", s, s)
+        g = None
+        if grad:
+            g = model._trace_grad_params(theta, x, w) + model._score_vjp_params(theta, x, w[:, None] * s)
+        return per, g
+    v, W = aux, w
     m, n, d = v.shape
     s = model._score(theta, x)
     xt = np.broadcast_to(x, (m, n, d)).reshape(m * n, d)
     vf = v.reshape(m * n, d)
     vjv = np.einsum("kd,kd->k", vf, model._score_jvp(theta, xt, vf)).reshape(m, n)
-    if variance_reduced:
+    if kind == LossKind.SSM_VR:
         per = vjv + 0.5 * np.einsum("nd,nd->n", s, s)[None, :]
     else:
         vs = np.einsum("mnd,nd->mn", v, s)
         per = vjv + 0.5 * vs**2
     g = None
     if grad:
-        if variance_reduced:
+        if kind == LossKind.SSM_VR:
             ct = W.sum(axis=0)[:, None] * s
         else:
             ct = np.einsum("mn,mnd->nd", W * vs, v)
@@ -139,9 +161,14 @@ def _ssm_terms(model, theta, x, v, W, variance_reduced, grad):
     return per, g
 
 
+def dsm_terms(model, theta, x, sigma, eps, w, grad):
+    """DSM is ESM at x̃ = x + σε with target t = −ε/σ: ½‖s(x̃) + ε/σ‖² (exactly: s − (−a) = s + a)."""
+    return loss_terms(LossKind.RESIDUAL, model, theta, x + sigma * eps, w, -eps / sigma, grad)
+
+
 # ------------------------------------------------------------------------ public losses
 def esm(model, theta, x, target_score, reduction="mean", grad=False):
-    r"""Explicit score matching, seed eq. (2) (and eq. (5) on a noised target).
+    r"""Explicit score matching, eq. (2) (and eq. (5) on a noised target).
 
     .. math::
 
@@ -169,7 +196,7 @@ def esm(model, theta, x, target_score, reduction="mean", grad=False):
 
     References
     ----------
-    Seed eq. (2); Hyvärinen (2005), JMLR 6, eq. (2).
+    Eq. (2); Hyvärinen (2005), JMLR 6, eq. (2).
 
     Examples
     --------
@@ -183,12 +210,12 @@ def esm(model, theta, x, target_score, reduction="mean", grad=False):
     n = x.shape[0]
     t = target_score(x) if callable(target_score) else target_score
     t = model._like_points(t, n, single and not callable(target_score), "target_score")
-    per, g = _esm_terms(model, theta, x, t, np.full(n, 1.0 / n), grad)
+    per, g = loss_terms(LossKind.RESIDUAL, model, theta, x, np.full(n, 1.0 / n), t, grad)
     return _finish(per, g, single, reduction, grad)
 
 
 def ism(model, theta, x, reduction="mean", grad=False):
-    r"""Implicit score matching (Hyvärinen 2005), seed eq. (3).
+    r"""Implicit score matching (Hyvärinen 2005), eq. (3).
 
     .. math::
 
@@ -207,7 +234,7 @@ def ism(model, theta, x, reduction="mean", grad=False):
 
     References
     ----------
-    Seed eq. (3); Hyvärinen (2005), JMLR 6, Theorem 1, eq. (4).
+    Eq. (3); Hyvärinen (2005), JMLR 6, Theorem 1, eq. (4).
 
     Examples
     --------
@@ -219,12 +246,12 @@ def ism(model, theta, x, reduction="mean", grad=False):
     """
     theta, x, single = _check_common(model, theta, x, reduction, grad)
     n = x.shape[0]
-    per, g = _ism_terms(model, theta, x, np.full(n, 1.0 / n), grad)
+    per, g = loss_terms(LossKind.ISM, model, theta, x, np.full(n, 1.0 / n), None, grad)
     return _finish(per, g, single, reduction, grad)
 
 
 def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
-    r"""Denoising score matching (Vincent 2011), seed eq. (6) with :math:`\epsilon = \sigma z`.
+    r"""Denoising score matching (Vincent 2011), eq. (6) with :math:`\epsilon = \sigma z`.
 
     .. math::
 
@@ -234,7 +261,7 @@ def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
     The seed writes :math:`\epsilon\sim\mathcal N(0,\sigma^2 I)` and target
     :math:`-\epsilon/\sigma^2`; here the caller passes the *standard* normal
     ``eps`` :math:`= z`, so the target :math:`\nabla_{\tilde x}\log p(\tilde x|x) = -z/\sigma`
-    (DERIVATIONS §1).  The loss is deterministic given ``eps``.  In expectation
+    (docs/derivations.md §1).  The loss is deterministic given ``eps``.  In expectation
     it equals ESM against :math:`p_\sigma = p * \mathcal N(0,\sigma^2 I)` plus
     :math:`\tfrac12(d/\sigma^2 - \mathbb E_{p_\sigma}\lVert\nabla\log p_\sigma\rVert^2)`.
 
@@ -253,7 +280,7 @@ def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
 
     References
     ----------
-    Seed eq. (5)-(6); Vincent (2011), Neural Computation 23, eq. (11)-(12).
+    Eq. (5)-(6); Vincent (2011), Neural Computation 23, eq. (11)-(12).
 
     Examples
     --------
@@ -267,7 +294,7 @@ def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
     sigma = check_positive("sigma", sigma)
     n = x.shape[0]
     eps = model._like_points(eps, n, single, "eps")
-    per, g = _dsm_terms(model, theta, x, sigma, eps, np.full(n, 1.0 / n), grad)
+    per, g = dsm_terms(model, theta, x, sigma, eps, np.full(n, 1.0 / n), grad)
     return _finish(per, g, single, reduction, grad)
 
 
@@ -276,14 +303,13 @@ def _sliced(model, theta, x, v, reduction, grad, variance_reduced):
     n, d = x.shape
     v = _as_projections(v, n, d, single)
     m = v.shape[0]
-    per_mn, g = _ssm_terms(
-        model, theta, x, v, np.full((m, n), 1.0 / (m * n)), variance_reduced=variance_reduced, grad=grad
-    )
+    kind = LossKind.SSM_VR if variance_reduced else LossKind.SSM
+    per_mn, g = loss_terms(kind, model, theta, x, np.full((m, n), 1.0 / (m * n)), v, grad)
     return _finish(per_mn.mean(axis=0), g, single, reduction, grad)
 
 
 def ssm(model, theta, x, v, reduction="mean", grad=False):
-    r"""Sliced score matching (Song et al. 2019), seed eq. (7), second line.
+    r"""Sliced score matching (Song et al. 2019), eq. (7), second line.
 
     .. math::
 
@@ -292,7 +318,7 @@ def ssm(model, theta, x, v, reduction="mean", grad=False):
 
     Since :math:`\mathbb E_v[v^\top J v] = \operatorname{tr}J` and
     :math:`\mathbb E_v[(v^\top s)^2] = \lVert s\rVert^2`, its expectation over
-    ``v`` is ISM (seed eq. (3)).
+    ``v`` is ISM (eq. (3)).
 
     Gradient: :math:`\nabla_\theta v^\top J v` is the primitive ``vjv_grad_params``;
     :math:`\nabla_\theta\tfrac12(v^\top s)^2 = (v^\top s)\,v^\top\partial_\theta s` is
@@ -309,7 +335,7 @@ def ssm(model, theta, x, v, reduction="mean", grad=False):
 
     References
     ----------
-    Seed eq. (7); Song, Garg, Shi & Ermon (2019), UAI, eq. (6)-(8).
+    Eq. (7); Song, Garg, Shi & Ermon (2019), UAI, eq. (6)-(8).
 
     Examples
     --------
@@ -323,7 +349,7 @@ def ssm(model, theta, x, v, reduction="mean", grad=False):
 
 
 def ssm_vr(model, theta, x, v, reduction="mean", grad=False):
-    r"""Sliced score matching with variance reduction, seed eq. (7), third line.
+    r"""Sliced score matching with variance reduction, eq. (7), third line.
 
     .. math::
 
@@ -343,7 +369,7 @@ def ssm_vr(model, theta, x, v, reduction="mean", grad=False):
 
     References
     ----------
-    Seed eq. (7); Song, Garg, Shi & Ermon (2019), UAI, eq. (8) (SSM-VR).
+    Eq. (7); Song, Garg, Shi & Ermon (2019), UAI, eq. (8) (SSM-VR).
 
     Examples
     --------
@@ -368,7 +394,7 @@ def dsm_multi(model, theta, x, sigmas, labels, eps, weighting="sigma2", reductio
 
     with :math:`\lambda(\sigma) = \sigma^2` (``weighting="sigma2"``, NCSN's
     choice, which makes every level's term of order one) or :math:`\lambda = 1`
-    (``weighting="none"``).  Each term is seed eq. (6) at its own noise level.
+    (``weighting="none"``).  Each term is eq. (6) at its own noise level.
 
     Gradient: ``model.score_vjp_params(theta, x̃, σ, ct = w λ(σ) (s + ε/σ))`` at
     :math:`\tilde x_k = x_k + \sigma_{i_k}\epsilon_k` -- only the two primitives
@@ -394,7 +420,7 @@ def dsm_multi(model, theta, x, sigmas, labels, eps, weighting="sigma2", reductio
 
     References
     ----------
-    Song & Ermon (2019), NeurIPS, eq. (5)-(6); seed eq. (6).
+    Song & Ermon (2019), NeurIPS, eq. (5)-(6); eq. (6).
 
     Examples
     --------
@@ -468,7 +494,8 @@ def projections(rng, shape, kind="gaussian"):
     rng : None, int or numpy.random.Generator
     shape : tuple of int
         ``(n, d)`` or ``(m, n, d)``; the last axis is the dimension.
-    kind : {"gaussian", "rademacher", "sphere"}
+    kind : str
+        A key of :data:`PROJECTIONS`: ``"gaussian"``, ``"rademacher"`` or ``"sphere"``.
 
     Returns
     -------
@@ -477,7 +504,7 @@ def projections(rng, shape, kind="gaussian"):
     References
     ----------
     Song, Garg, Shi & Ermon (2019), UAI, Sec. 3 (requirement E[vvᵀ] ≻ 0, here = I);
-    seed eq. (7).
+    eq. (7).
 
     Examples
     --------
@@ -485,7 +512,7 @@ def projections(rng, shape, kind="gaussian"):
     >>> sorted(set(v.ravel().tolist()))
     [-1.0, 1.0]
     """
-    check_choice("kind", kind, _PROJECTIONS)
+    check_choice("kind", kind, PROJECTIONS)
     if isinstance(shape, numbers.Integral):
         shape = (shape,)
     try:
@@ -494,16 +521,84 @@ def projections(rng, shape, kind="gaussian"):
         raise TypeError(f"shape must be a tuple of ints, got {shape!r}") from exc
     if len(shape) < 1 or any(s < 0 for s in shape) or shape[-1] < 1:
         raise ValueError(f"shape must be non-negative ints with last (dimension) axis >= 1, got {shape}")
-    rng = as_rng(rng)
-    if kind == "gaussian":
-        return rng.standard_normal(shape)
-    if kind == "rademacher":
-        return 2.0 * rng.integers(0, 2, size=shape).astype(float) - 1.0
+    return PROJECTIONS[kind].draw(as_rng(rng), shape)
+
+
+def _gaussian_directions(rng, shape):
+    return rng.standard_normal(shape)
+
+
+def _rademacher_directions(rng, shape):
+    return 2.0 * rng.integers(0, 2, size=shape).astype(float) - 1.0
+
+
+def _sphere_directions(rng, shape):
     z = rng.standard_normal(shape)
     norm = np.linalg.norm(z, axis=-1, keepdims=True)
     norm[norm == 0.0] = 1.0  # probability zero; keeps the output finite
     return np.sqrt(shape[-1]) * z / norm
 
 
-#: name -> loss function, for callers that select a loss by name
-LOSSES = {"esm": esm, "ism": ism, "dsm": dsm, "ssm": ssm, "ssm_vr": ssm_vr, "dsm_multi": dsm_multi}
+@dataclass(frozen=True)
+class Projection:
+    """A law of projection directions with :math:`\\mathbb E[vv^\\top] = I` (a :data:`PROJECTIONS` entry)."""
+
+    name: str
+    draw: Callable  # (Generator, shape) -> array of shape
+    formula: str
+
+
+#: The projection registry, read by :func:`projections`, the CLI, the golden
+#: files and :func:`refscore.quadrature.population_loss`.
+PROJECTIONS = {
+    p.name: p
+    for p in (
+        Projection("gaussian", _gaussian_directions, "v ~ N(0, I)"),
+        Projection("rademacher", _rademacher_directions, "v_i = +-1 with probability 1/2 each"),
+        Projection("sphere", _sphere_directions, "v = sqrt(d) z / ||z||, z ~ N(0, I)"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss of the :data:`LOSSES` registry: call it like its function.
+
+    ``kind`` is the per-point :class:`~refscore._kernels.ids.LossKind` its
+    weighted kernel computes (``None`` for ``dsm_multi``, which weighs noise
+    levels); ``inputs`` names what it needs beyond ``(model, theta, x)``;
+    ``formula`` is the per-point term in words (golden manifests, CLI help).
+    """
+
+    name: str
+    function: Callable
+    kind: LossKind | None
+    inputs: tuple
+    formula: str
+
+    def __call__(self, *args, **kwargs):
+        return self.function(*args, **kwargs)
+
+
+#: The loss registry: name -> :class:`Loss`, read by the CLI, the golden
+#: files, training and :mod:`refscore.quadrature`.
+LOSSES = {
+    spec.name: spec
+    for spec in (
+        Loss("esm", esm, LossKind.RESIDUAL, ("target_score",),
+             "1/2 ||s(x) - target||^2 (eq. 2)"),
+        Loss("ism", ism, LossKind.ISM, (),
+             "tr grad_x s(x) + 1/2 ||s(x)||^2 (eq. 3, Hyvarinen 2005)"),
+        Loss("dsm", dsm, LossKind.RESIDUAL, ("sigma", "eps"),
+             "1/2 ||s(x + sigma eps) + eps / sigma||^2, eps ~ N(0, I) (eq. 6, Vincent 2011)"),
+        Loss("ssm", ssm, LossKind.SSM, ("v",),
+             "v^T grad_x s(x) v + 1/2 (v^T s(x))^2 (eq. 7, Song et al. 2019)"),
+        Loss("ssm_vr", ssm_vr, LossKind.SSM_VR, ("v",),
+             "v^T grad_x s(x) v + 1/2 ||s(x)||^2 (eq. 7, variance-reduced)"),
+        Loss("dsm_multi", dsm_multi, None, ("sigmas", "labels", "eps"),
+             "lambda(sigma_i) 1/2 ||s(x + sigma_i eps, sigma_i) + eps / sigma_i||^2 (Song & Ermon 2019)"),
+    )
+}
+
+#: the losses of one score model at one noise level: ESM, ISM, DSM, SSM, SSM-VR
+PER_POINT_LOSSES = tuple(name for name, spec in LOSSES.items() if spec.kind is not None)

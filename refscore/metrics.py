@@ -1,5 +1,7 @@
 r"""Sample-quality metrics: MMD, kernel Stein discrepancy (and its test), modes, moments.
 
+Derivation: docs/derivations.md §1 (the scores the Stein discrepancy uses).
+
 These are the yardsticks the samplers and the validation experiments are judged
 by.  Every pairwise quantity is an *unbiased* U-statistic computed in row blocks
 (memory :math:`O(\text{block}\cdot n)`, never an :math:`n \times n \times d`
@@ -28,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import as_float_array, as_rng, check_finite, check_positive
+from ._validation import as_float_array, as_rng, check_finite, check_int, check_positive
 
 __all__ = [
     "mmd",
@@ -482,10 +484,7 @@ def ksd_test(x, score_fn, n_boot=1000, *, rng=None, c=1.0, beta=-0.5) -> KSDTest
     >>> res.reject(0.05)
     True
     """
-    if isinstance(n_boot, (bool, np.bool_)) or not isinstance(n_boot, numbers.Integral):
-        raise TypeError(f"n_boot must be an integer, got {type(n_boot).__name__}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    n_boot = check_int("n_boot", n_boot, 1)
     gen = as_rng(rng)
     xa, s, c2, beta = _ksd_setup(x, score_fn, c, beta)
     n = xa.shape[0]

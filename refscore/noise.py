@@ -1,5 +1,7 @@
 r"""Counter-based standard normal noise, identical on every backend.
 
+Derivation: docs/derivations.md §9 (Philox4x32-10, uniform doubles, Box–Muller).
+
 :func:`normal` is a pure function of ``(seed, chain, step, coordinate)``:
 Philox4x32-10 (Salmon et al. 2011) maps a 128-bit counter and a 64-bit key to
 four 32-bit words, and Box–Muller turns them into two independent
@@ -33,7 +35,7 @@ References
 J. K. Salmon, M. A. Moraes, R. O. Dror, D. E. Shaw, "Parallel random numbers:
 as easy as 1, 2, 3", SC11 (2011) — Philox4x32-10, Random123 known answers.
 G. E. P. Box, M. E. Muller, Ann. Math. Statist. 29 (1958) — the transform.
-Noise enters the Langevin update, seed eq (4).
+Noise enters the Langevin update, eq. (4).
 
 Examples
 --------
@@ -48,7 +50,7 @@ import numbers
 
 import numpy as np
 
-from . import _philox
+from ._kernels import philox as _philox
 
 __all__ = ["normal", "uniform", "COUNTER_LAYOUT"]
 
@@ -126,7 +128,7 @@ def normal(seed, chain, step, dim) -> np.ndarray:
 
     References
     ----------
-    Salmon et al. (2011), Philox4x32-10; Box & Muller (1958); seed eq (4).
+    Salmon et al. (2011), Philox4x32-10; Box & Muller (1958); eq. (4).
 
     Examples
     --------

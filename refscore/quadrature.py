@@ -1,5 +1,7 @@
 r"""Exact expectations under closed-form targets by tensor Gauss–Hermite quadrature.
 
+Derivation: docs/derivations.md §10 (Gauss–Hermite rules, tensor products, population losses).
+
 For :math:`x \sim N(\mu, \Sigma)` with :math:`\Sigma = LL^\top` write
 :math:`x = \mu + Lt`, :math:`t \sim N(0, I_d)`.  The probabilists' Gauss–Hermite
 rule of order :math:`m` (``numpy.polynomial.hermite_e.hermegauss``; nodes
@@ -62,7 +64,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 
-from ._validation import as_rng, check_choice
+from ._validation import as_rng, check_choice, check_int
 from .distributions import Gaussian, GaussianMixture
 
 __all__ = [
@@ -110,10 +112,7 @@ def default_order(dim: int) -> int:
 def _check_order(order, dim):
     if order is None:
         return default_order(dim)
-    if isinstance(order, (bool, np.bool_)) or not isinstance(order, numbers.Integral):
-        raise TypeError(f"order must be a positive integer, got {type(order).__name__}")
-    if order < 1:
-        raise ValueError(f"order must be >= 1, got {order}")
+    order = check_int("order", order, 1)
     if order > MAX_ORDER:
         raise ValueError(f"order must be <= MAX_ORDER={MAX_ORDER} (hermegauss breaks down beyond), got {order}")
     if float(order) ** dim > MAX_NODES:
@@ -263,10 +262,7 @@ def expectation(f, dist, order=None, *, method="quadrature", n_samples=100_000, 
         nodes, weights = gauss_hermite_nodes(dist, order)
         vals = _apply(f, nodes)
         return np.tensordot(weights, vals, axes=(0, 0))
-    if isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, numbers.Integral):
-        raise TypeError(f"n_samples must be an integer, got {type(n_samples).__name__}")
-    if n_samples < 2:
-        raise ValueError(f"n_samples must be >= 2 for a standard error, got {n_samples}")
+    n_samples = check_int("n_samples", n_samples, 2)  # two at least, for a standard error
     x = dist.sample(int(n_samples), rng=as_rng(rng))
     vals = _apply(f, x)
     value = vals.mean(axis=0)
@@ -281,22 +277,30 @@ def expectation(f, dist, order=None, *, method="quadrature", n_samples=100_000, 
 #: whose tensor grid has order**(2d) nodes per component
 _DSM_ORDER = {1: 64, 2: 16, 3: 8}
 
-_POPULATION_LOSSES = ("esm", "ism", "dsm", "ssm", "ssm_vr")
-_POPULATION_PROJECTIONS = ("rademacher", "gaussian", "sphere")
+def _gaussian_projection_rule(dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss–Hermite of order 3 (nodes 0, ±√3): exact to degree 5 in each axis."""
+    return standard_normal_nodes(dim, 3)
 
 
-def _projection_rule(kind: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """An exact rule for E_v of a polynomial of degree <= 2 in v with E[vvᵀ] = I."""
-    if kind == "gaussian":
-        # Gauss–Hermite of order 3 (nodes 0, ±√3): exact to degree 5 in each axis.
-        return standard_normal_nodes(dim, 3)
-    # All 2^d sign vectors with equal weight: the Rademacher law itself.  They lie
-    # on the sphere of radius √d and match its moments to degree 3 (zero odd
-    # moments, E[vvᵀ] = I), so they integrate the degree-2 SSM integrand exactly
-    # for the uniform sphere too.
+def _sign_vectors_rule(dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """All 2^d sign vectors with equal weight: the Rademacher law itself.
+
+    They lie on the sphere of radius √d and match its moments to degree 3 (zero
+    odd moments, E[vvᵀ] = I), so they integrate the degree-2 SSM integrand
+    exactly for the uniform sphere too.
+    """
     grids = np.meshgrid(*([np.array([-1.0, 1.0])] * dim), indexing="ij")
     v = np.stack([g.ravel() for g in grids], axis=1)
     return v, np.full(v.shape[0], 0.5 ** dim)
+
+
+#: projection name (a key of refscore.losses.PROJECTIONS) -> exact rule ``dim -> (v, weights)``
+#: for E_v of a polynomial of degree <= 2 in v with E[vvᵀ] = I
+PROJECTION_RULES = {
+    "gaussian": _gaussian_projection_rule,
+    "rademacher": _sign_vectors_rule,
+    "sphere": _sign_vectors_rule,
+}
 
 
 def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, order=None, grad=False):
@@ -310,7 +314,7 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
         \mathrm{SSM} &= E_{p}E_{v}\big[v^\top\nabla_x s_\theta v + \tfrac12(v^\top s_\theta)^2\big], \qquad
         \mathrm{SSM\text{-}VR} = E_{p}E_{v}\big[v^\top\nabla_x s_\theta v + \tfrac12\lVert s_\theta\rVert^2\big]
 
-    (seed eqs. (2), (3), (6), (7)), with every expectation replaced by a
+    (eqs. (2), (3), (6), (7)), with every expectation replaced by a
     quadrature rule and the per-point values and gradients taken from the
     weighted kernels of :mod:`refscore.losses` (the same code as the
     sample losses, with quadrature weights instead of ``1/n``).
@@ -359,7 +363,7 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
     sigma : float > 0, optional
         Required for ``"dsm"`` (its noise level).  For the other losses,
         integrate against :math:`p_\sigma` = ``dist.noised(sigma)`` instead of
-        ``dist`` (seed eq. (5)); ``None`` uses ``dist`` itself.
+        ``dist`` (eq. (5)); ``None`` uses ``dist`` itself.
     projection : {"rademacher", "gaussian", "sphere"}, optional
         Law of ``v`` for ``"ssm"``/``"ssm_vr"`` (default ``"rademacher"``); an
         error for the other losses.
@@ -381,13 +385,15 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
     >>> round(population_loss("ism", m, m.init(), Gaussian(np.zeros(2), np.eye(2))), 12)  # -tr P + tr(P²Σ)/2
     -1.0
     """
-    from . import losses as _losses
     from ._validation import check_positive
+    from .losses import LOSSES, PER_POINT_LOSSES, Loss, LossKind, dsm_terms, loss_terms
 
-    names = {getattr(_losses, k): k for k in _POPULATION_LOSSES}
-    if callable(loss) and loss in names:
-        loss = names[loss]
-    check_choice("loss", loss, _POPULATION_LOSSES)
+    by_function = {LOSSES[k].function: k for k in PER_POINT_LOSSES}
+    if isinstance(loss, Loss):
+        loss = loss.name
+    elif callable(loss) and loss in by_function:
+        loss = by_function[loss]
+    check_choice("loss", loss, PER_POINT_LOSSES)
     if not isinstance(dist, (Gaussian, GaussianMixture)):
         raise TypeError(
             f"dist must be a Gaussian or GaussianMixture for population losses, got {type(dist).__name__}"
@@ -398,7 +404,7 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
         raise ValueError(f"dist must have dim {d} to match the model, got dim {dist.dim}")
     if loss in ("ssm", "ssm_vr"):
         projection = "rademacher" if projection is None else projection
-        check_choice("projection", projection, _POPULATION_PROJECTIONS)
+        check_choice("projection", projection, PROJECTION_RULES)
     elif projection is not None:
         raise ValueError(f"projection applies to 'ssm' and 'ssm_vr' only, got projection={projection!r} for {loss!r}")
     if loss == "dsm":
@@ -415,7 +421,7 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
             order = _DSM_ORDER[d]
         order = _check_order(order, 2 * d)
         nodes, w = product_rule(gauss_hermite_nodes(dist, order), standard_normal_nodes(d, order))
-        per, g = _losses._dsm_terms(model, theta, nodes[:, :d], sigma, nodes[:, d:], w, grad)
+        per, g = dsm_terms(model, theta, nodes[:, :d], sigma, nodes[:, d:], w, grad)
     else:
         x, w = gauss_hermite_nodes(dist, order)
         if loss == "esm":
@@ -429,18 +435,17 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
             comp = np.repeat(np.arange(means.shape[0]), x.shape[0] // means.shape[0])
             gj = -np.einsum("nij,nj->ni", precs[comp], x - means[comp])
             t = dist.score(x)
-            per, g = _losses._esm_terms(model, theta, x, gj, w, grad)
+            per, g = loss_terms(LossKind.RESIDUAL, model, theta, x, w, gj, grad)
             per = per + 0.5 * (np.einsum("nd,nd->n", t, t) - np.einsum("nd,nd->n", gj, gj))
         elif loss == "ism":
-            per, g = _losses._ism_terms(model, theta, x, w, grad)
+            per, g = loss_terms(LossKind.ISM, model, theta, x, w, None, grad)
         else:
-            v, wv = _projection_rule(projection, d)
+            v, wv = PROJECTION_RULES[projection](d)
             m, n = v.shape[0], x.shape[0]
             V = np.broadcast_to(v[:, None, :], (m, n, d))
             W = wv[:, None] * w[None, :]
-            per_mn, g = _losses._ssm_terms(
-                model, theta, x, V, W, variance_reduced=(loss == "ssm_vr"), grad=grad
-            )
+            kind = LossKind.SSM_VR if loss == "ssm_vr" else LossKind.SSM
+            per_mn, g = loss_terms(kind, model, theta, x, W, V, grad)
             per, w = per_mn.ravel(), W.ravel()
     value = float(w @ per)
     return (value, g) if grad else value

@@ -1,5 +1,7 @@
 r"""Fit a score model by minibatch Adam on any score-matching loss.
 
+Derivation: docs/derivations.md §2 (the gradients it follows).
+
 ``fit(model, loss, data, steps, ...)`` draws, at every step and in this order
 from one ``numpy.random.Generator``: the minibatch (epochs of a random
 permutation), then the loss's own randomness -- DSM noise :math:`\varepsilon`,
@@ -17,24 +19,24 @@ Adam (Kingma & Ba 2015, Algorithm 1) is written out:
 References
 ----------
 D. P. Kingma, J. Ba, "Adam: a method for stochastic optimization", ICLR 2015,
-Algorithm 1.  Losses: seed eqs. (2), (3), (6), (7); Song & Ermon (2019) eq. (6)
+Algorithm 1.  Losses: eqs. (2), (3), (6), (7); Song & Ermon (2019) eq. (6)
 for ``"dsm_multi"``.
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import losses as _losses
-from ._validation import as_points, as_rng, check_choice, check_positive, check_theta
+from ._validation import as_points, as_rng, check_choice, check_int, check_positive, check_theta
 from .models.conditional import NoiseConditional
 
 __all__ = ["fit", "FitResult", "LOSS_NAMES"]
 
 #: the loss names ``fit`` accepts
-LOSS_NAMES = ("esm", "ism", "dsm", "ssm", "ssm_vr", "dsm_multi")
+#: the losses fit can minimise: every entry of the loss registry
+LOSS_NAMES = tuple(_losses.LOSSES)
 _PROJECTIONS = ("gaussian", "rademacher", "sphere")
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 
@@ -61,14 +63,6 @@ class FitResult:
     history_steps: np.ndarray
     loss: str
     n_steps: int = field(default=0)
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _batches(rng, n, batch):
@@ -115,7 +109,7 @@ def fit(
         A score model; ``"dsm_multi"`` needs a :class:`~refscore.models.NoiseConditional`,
         and only ``"dsm_multi"`` accepts one.
     loss : {"esm", "ism", "dsm", "ssm", "ssm_vr", "dsm_multi"}
-        ``"esm"`` (seed eq. (2)) needs ``target_score``; ``"ism"`` (eq. (3));
+        ``"esm"`` (eq. (2)) needs ``target_score``; ``"ism"`` (eq. (3));
         ``"dsm"`` (eq. (6)) needs ``sigma`` and draws :math:`\varepsilon\sim N(0, I)`;
         ``"ssm"``/``"ssm_vr"`` (eq. (7)) draw ``n_projections`` directions of kind
         ``projection`` per point; ``"dsm_multi"`` needs ``sigmas`` and draws a
@@ -178,10 +172,10 @@ def fit(
         raise ValueError(f"a NoiseConditional model is trained with loss='dsm_multi', got loss={loss!r}")
     x, _ = as_points(data, model.dim, "data")
     n, d = x.shape
-    steps = _check_int("steps", steps, 1)
-    batch = _check_int("batch", batch, 1)
-    record_every = _check_int("record_every", record_every, 1)
-    n_projections = _check_int("n_projections", n_projections, 1)
+    steps = check_int("steps", steps, 1)
+    batch = check_int("batch", batch, 1)
+    record_every = check_int("record_every", record_every, 1)
+    n_projections = check_int("n_projections", n_projections, 1)
     lr = check_positive("lr", lr)
     check_choice("projection", projection, _PROJECTIONS)
 

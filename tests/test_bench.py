@@ -1,5 +1,9 @@
 """Smoke tests of ``refscore bench`` (no timing assertions: timings are the benchmark's job).
 
+The harness lives in the repository's ``benchmarks/`` folder (not installed
+with the package); these tests import it from there, and check that the CLI
+finds it from a clone and says clearly where it lives when it cannot.
+
 The quick run times tiny workloads of refscore and the plain-NumPy baselines
 in subprocesses (JAX and torch skipped to stay fast); what is checked is the
 plumbing and the numbers that are not timings: every worker ran, the JSON has
@@ -10,14 +14,20 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from refscore import bench, losses
+from refscore import cli, losses
 from refscore.models import MLPScore
+
+BENCH_DIR = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+import bench  # noqa: E402  (benchmarks/bench.py)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +35,7 @@ def quick_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     out, fig = tmp / "b.json", tmp / "b.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "refscore.bench", "--quick", "--no-peers", "--repeat", "1",
+        [sys.executable, "-m", "refscore", "bench", "--quick", "--no-peers", "--repeat", "1",
          "--json", str(out), "--figure", str(fig)],
         capture_output=True, text=True, timeout=300, cwd=tmp,
     )
@@ -104,7 +114,7 @@ def test_cuda_worker_runs_in_the_simulator():
     # only the structure and the arithmetic of the report are checked
     pytest.importorskip("numba.cuda")
     code = (
-        "import json; from refscore import bench\n"
+        f"import json, sys; sys.path.insert(0, {str(BENCH_DIR)!r}); import bench\n"
         "cfg = {'cuda_sizes': [3], 'steps': 2, 'repeat': 1, 'cuda_probe_threads_per_sm': 4, 'cuda_probe_reps': 2}\n"
         "print(json.dumps(bench._langevin_cuda(cfg)))\n"
     )
@@ -119,6 +129,33 @@ def test_cuda_worker_runs_in_the_simulator():
         assert r["limit_chain_steps_per_s"] == pytest.approx(lim, rel=1e-12)
         assert r["fraction"] == pytest.approx(r["chain_steps_per_s"] / lim, rel=1e-12)
     # and the simulator is not mistaken for a GPU by the orchestrator
-    check = subprocess.run([sys.executable, "-c", "from refscore import bench; print(bench._cuda_gpu())"],
+    check = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(BENCH_DIR)!r}); "
+                            "import bench; print(bench._cuda_gpu())"],
                            capture_output=True, text=True, env=env, timeout=300)
     assert check.stdout.strip() == "False"
+
+
+def test_cli_finds_the_harness_next_to_the_package(capsys):
+    # a clone installed with pip install -e .: benchmarks/ sits next to refscore/
+    assert cli._bench_dirs()[0] == BENCH_DIR
+    with pytest.raises(SystemExit) as exc:  # the harness's own argparse answers --help
+        cli.main(["bench", "--help"])
+    assert exc.value.code == 0 and "usage: refscore bench" in capsys.readouterr().out
+
+
+def test_cli_reports_a_missing_harness(tmp_path, monkeypatch, capsys):
+    # an installed wheel: no benchmarks/ next to the package nor in the working directory
+    monkeypatch.setattr(cli, "_bench_dirs", lambda: [tmp_path / "site-packages" / "benchmarks",
+                                                     tmp_path / "benchmarks"])
+    assert cli.main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("refscore bench: error:")
+    assert "benchmarks/" in err and "not installed" in err and "clone" in err
+
+
+def test_forwarding_scripts_use_the_harness(tmp_path):
+    # python benchmarks/langevin.py and mlp_losses.py forward to the harness (its --help answers)
+    for script in ("langevin.py", "mlp_losses.py"):
+        proc = subprocess.run([sys.executable, str(BENCH_DIR / script), "--help"], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0 and "usage: refscore bench" in proc.stdout, proc.stderr[-2000:]

@@ -271,7 +271,7 @@ def test_dsm_sigma4_and_ncsn_scalings_on_arrays(sigma):
     np.testing.assert_allclose(cv.sigma4_scaled_from_dsm(per, sigma), sigma4_form, rtol=1e-12)
     np.testing.assert_allclose(cv.dsm_from_ncsn(ncsn_form, sigma), per, rtol=1e-12)
     np.testing.assert_allclose(cv.ncsn_from_dsm(per, sigma), ncsn_form, rtol=1e-12)
-    # the seed's eq (6): ε ~ N(0, σ²I), ½‖s(x+ε) + ε/σ²‖², identical with ε = σz
+    # eq. (6): ε ~ N(0, σ²I), ½‖s(x+ε) + ε/σ²‖², identical with ε = σz
     eps = sigma * z
     seed_form = 0.5 * np.sum((model.score(theta, x + eps) + eps / sigma**2) ** 2, axis=1)
     np.testing.assert_allclose(seed_form, per, rtol=1e-12)

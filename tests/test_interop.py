@@ -31,7 +31,7 @@ def _failing(res):
 # ----------------------------------------------------------------- torch
 def test_torch_float64_passes_every_case(gdir):
     pytest.importorskip("torch")
-    from validation.interop import torch_backend
+    from refscore.validation.interop import torch_backend
 
     res = golden.check(gdir, torch_backend.values(gdir))
     assert res.passed, res.table(only_failures=True)
@@ -42,7 +42,7 @@ def test_torch_float64_passes_every_case(gdir):
 
 def test_torch_float32_needs_the_float32_tolerances(gdir):
     pytest.importorskip("torch")
-    from validation.interop import torch_backend
+    from refscore.validation.interop import torch_backend
 
     vals = torch_backend.values(gdir, dtype="float32")
     res = golden.check(gdir, vals, precision="float32")
@@ -56,7 +56,7 @@ def test_torch_float32_needs_the_float32_tolerances(gdir):
 ])
 def test_torch_wrong_variants_are_caught_and_named(gdir, variant, quantities, dims):
     pytest.importorskip("torch")
-    from validation.interop import torch_backend
+    from refscore.validation.interop import torch_backend
 
     res = golden.check(gdir, torch_backend.values(gdir, variant=variant))
     assert not res.passed
@@ -71,7 +71,7 @@ def test_torch_wrong_variants_are_caught_and_named(gdir, variant, quantities, di
 # ----------------------------------------------------------------- jax
 def test_jax_float64_passes(gdir):
     pytest.importorskip("jax")
-    from validation.interop import jax_backend
+    from refscore.validation.interop import jax_backend
 
     res = golden.check(gdir, jax_backend.values(gdir, cases=JAX_CASES))
     assert res.passed, res.table(only_failures=True)
@@ -81,7 +81,7 @@ def test_jax_float64_passes(gdir):
 
 def test_jax_wrong_variant_is_caught_and_named(gdir):
     pytest.importorskip("jax")
-    from validation.interop import jax_backend
+    from refscore.validation.interop import jax_backend
 
     res = golden.check(gdir, jax_backend.values(gdir, variant="sphere_unscaled", cases=["linear_d2"]))
     assert not res.passed
@@ -91,7 +91,7 @@ def test_jax_wrong_variant_is_caught_and_named(gdir):
 # ----------------------------------------------------------------- runner
 def test_runner_writes_values_that_check_reads(gdir, tmp_path, capsys):
     pytest.importorskip("torch")
-    from validation.interop.run import main
+    from refscore.validation.interop.run import main
 
     out = tmp_path / "values.npz"
     assert main([str(gdir), "--backend", "torch", "--out", str(out), "--cases", "linear_d2,mixture_d5"]) == 0
@@ -108,7 +108,7 @@ def test_runner_writes_values_that_check_reads(gdir, tmp_path, capsys):
 
 
 def test_runner_errors(gdir, tmp_path, capsys):
-    from validation.interop.run import compute, main
+    from refscore.validation.interop.run import compute, main
 
     with pytest.raises(ValueError, match="backend must be one of"):
         compute("tensorflow", gdir)
@@ -120,7 +120,7 @@ def test_runner_errors(gdir, tmp_path, capsys):
     pytest.importorskip("torch")
     assert main([str(tmp_path), "--backend", "torch", "--out", str(tmp_path / "v.npz")]) == 2
     assert "manifest.json not found" in capsys.readouterr().err
-    from validation.interop import torch_backend
+    from refscore.validation.interop import torch_backend
 
     with pytest.raises(ValueError, match="variant must be None or one of"):
         torch_backend.values(gdir, variant="nope")

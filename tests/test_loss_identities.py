@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from refscore import losses
+from refscore.losses import LossKind
 from refscore.distributions import Gaussian, GaussianMixture
 from refscore.losses import esm, ism, ssm, ssm_vr
 from refscore.models import GaussianMixtureModel, GaussianModel, LinearScore
@@ -126,8 +127,8 @@ def test_esm_minus_ism_for_mixture_model_in_1d(mt, dist):
     model, theta = mt
     x, w = _line_rule(dist)
     t = dist.score(x)
-    pe, ge = losses._esm_terms(model, theta, x, t, w, True)
-    pi, gi = losses._ism_terms(model, theta, x, w, True)
+    pe, ge = losses.loss_terms(LossKind.RESIDUAL, model, theta, x, w, t, True)
+    pi, gi = losses.loss_terms(LossKind.ISM, model, theta, x, w, None, True)
     c = 0.5 * w @ np.sum(t * t, axis=1)
     _close(w @ pe - w @ pi, c, w @ pe, w @ pi)
     _close(ge, gi, c)
@@ -174,7 +175,7 @@ def test_population_sliced_losses_equal_ism(d, data):
 @given(d=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=10)
 def test_rademacher_variance_of_quadratic_form(d, seed):
-    # DERIVATIONS §4: for v Rademacher, Var(v^T A v) = 2 (|A_s|_F^2 - sum_i A_ii^2),
+    # docs/derivations.md §1.7: for v Rademacher, Var(v^T A v) = 2 (|A_s|_F^2 - sum_i A_ii^2),
     # A_s = (A + A^T)/2.  SSM-VR per projection is v^T A v + const for LinearScore.
     rng = np.random.default_rng(seed)
     model = LinearScore(d)
@@ -213,11 +214,11 @@ def test_dsm_minus_esm_for_mixture_model_in_1d():
     z, wz = _line_rule(Gaussian([0.0], [[1.0]]), panels=40)
     X, Z = np.repeat(x, z.size, axis=0), np.tile(z, (x.size, 1))
     W = np.outer(wx, wz).ravel()
-    pd, gd = losses._dsm_terms(model, theta, X, sigma, Z, W, True)
+    pd, gd = losses.dsm_terms(model, theta, X, sigma, Z, W, True)
     ps = dist.noised(sigma)
     xs, ws = _line_rule(ps)
     t = ps.score(xs)
-    pe, ge = losses._esm_terms(model, theta, xs, t, ws, True)
+    pe, ge = losses.loss_terms(LossKind.RESIDUAL, model, theta, xs, ws, t, True)
     c = 0.5 * ws @ np.sum(t * t, axis=1)
     _close(W @ pd - ws @ pe, 0.5 / sigma**2 - c, W @ pd, ws @ pe)
     _close(gd, ge, c)
@@ -253,7 +254,7 @@ def test_linear_score_closed_forms(d, data, sigma):
 @given(d=st.integers(1, 3), data=st.data(), sigma=_floats(0.2, 2.0))
 @settings(max_examples=15)
 def test_gaussian_model_closed_forms(d, data, sigma):
-    # DERIVATIONS §4, data N(mu, Sigma), model s = -P (x - m):
+    # docs/derivations.md §7.6, data N(mu, Sigma), model s = -P (x - m):
     #   ISM = -tr P + 1/2 tr(P^2 Sigma) + 1/2 (mu - m)^T P^2 (mu - m);  ESM = ISM + 1/2 tr Sigma^-1;
     #   DSM(sigma) = ESM against N(mu, Sigma + sigma^2 I) + d / (2 sigma^2) - 1/2 tr((Sigma + sigma^2 I)^-1).
     model = GaussianModel(d)

@@ -215,9 +215,27 @@ def test_hand_computed_values():
     assert dsm(m, theta, x, 2.0, np.array([[1.0, 0.0]])) == 0.5 * (2.25 + 9.0)
 
 
-def test_losses_dict():
+def test_loss_registry():
     assert set(losses.LOSSES) == {"esm", "ism", "dsm", "ssm", "ssm_vr", "dsm_multi"}
-    assert losses.LOSSES["ism"] is ism
+    assert losses.LOSSES["ism"].function is ism
+    assert losses.PER_POINT_LOSSES == ("esm", "ism", "dsm", "ssm", "ssm_vr")
+    # a registry entry is called like its function
+    m = LinearScore(1)
+    x = np.array([[1.0]])
+    assert losses.LOSSES["ism"](m, m.init(), x) == ism(m, m.init(), x)
+    # each per-point kind is the one its weighted kernel computes
+    kinds = {k: v.kind for k, v in losses.LOSSES.items()}
+    assert kinds == {"esm": losses.LossKind.RESIDUAL, "ism": losses.LossKind.ISM,
+                     "dsm": losses.LossKind.RESIDUAL, "ssm": losses.LossKind.SSM,
+                     "ssm_vr": losses.LossKind.SSM_VR, "dsm_multi": None}
+
+
+def test_projection_registry_feeds_projections_and_quadrature():
+    from refscore.quadrature import PROJECTION_RULES
+
+    assert set(losses.PROJECTIONS) == set(PROJECTION_RULES) == {"gaussian", "rademacher", "sphere"}
+    with pytest.raises(ValueError, match="kind must be one of"):
+        losses.projections(0, (2, 2), kind="uniform")
 
 
 # -------------------------------------------------------------------------- projections

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refscore._kernels.ids import LossKind
 from refscore import losses
 from refscore.distributions import Gaussian
 from refscore.models import MLPEnergy, MLPScore
@@ -145,7 +146,7 @@ def test_layout_and_hand_built_network():
     assert m.n_params == 3 * 2 + 3 + 2 * 3 + 2
     theta = np.arange(m.n_params, dtype=float) / 10
     (W1, b1), (W2, b2) = m.unpack(theta)
-    # API.md layout: W1.ravel() (row-major 3x2), b1, W2.ravel() (2x3), b2
+    # the documented layout (docs/derivations.md §3): W1.ravel() (row-major 3x2), b1, W2.ravel() (2x3), b2
     np.testing.assert_array_equal(W1, theta[:6].reshape(3, 2))
     np.testing.assert_array_equal(b1, theta[6:9])
     np.testing.assert_array_equal(W2, theta[9:15].reshape(2, 3))
@@ -250,13 +251,13 @@ def test_fused_loss_kernels_match_primitive_assembly():
         x = rng.standard_normal((20, 3))
         w = rng.random(20)
         s = m.score(theta, x)
-        per, g = m._ism_terms_fused(theta, x, w)
+        per, g = m._fused_terms(LossKind.ISM, theta, x, w, None)
         np.testing.assert_allclose(per, m.score_trace(theta, x) + 0.5 * (s * s).sum(1), rtol=1e-13, atol=1e-13)
         ref = m.trace_grad_params(theta, x, w) + m.score_vjp_params(theta, x, w[:, None] * s)
         np.testing.assert_allclose(g, ref, rtol=0, atol=1e-12 * (1 + np.abs(ref).max()))
         v = rng.standard_normal((2, 20, 3))
         W = rng.random((2, 20))
-        per, g = m._ssm_terms_fused(theta, x, v, W, False)
+        per, g = m._fused_terms(LossKind.SSM, theta, x, W, v)
         vjv = np.stack([(vi * m.score_jvp(theta, x, vi)).sum(1) for vi in v])
         vs = np.einsum("mnd,nd->mn", v, s)
         np.testing.assert_allclose(per, vjv + 0.5 * vs**2, rtol=1e-13, atol=1e-13)
@@ -400,13 +401,13 @@ def test_fused_kernels_forward_path_projections_and_vr(hidden):
     x = rng.standard_normal((45, 3))
     w = rng.random(45)
     s = m.score(theta, x)
-    per, g = m._ism_terms_fused(theta, x, w)
+    per, g = m._fused_terms(LossKind.ISM, theta, x, w, None)
     np.testing.assert_allclose(per, m.score_trace(theta, x) + 0.5 * (s * s).sum(1), rtol=1e-12, atol=1e-12)
     ref = m.trace_grad_params(theta, x, w) + m.score_vjp_params(theta, x, w[:, None] * s)
     np.testing.assert_allclose(g, ref, rtol=0, atol=1e-12 * (1 + np.abs(ref).max()))
     v = rng.standard_normal((3, 45, 3))
     W = rng.random((3, 45))
-    per, g = m._ssm_terms_fused(theta, x, v, W, True)
+    per, g = m._fused_terms(LossKind.SSM_VR, theta, x, W, v)
     vjv = np.stack([(vi * m.score_jvp(theta, x, vi)).sum(1) for vi in v])
     np.testing.assert_allclose(per, vjv + 0.5 * (s * s).sum(1)[None], rtol=1e-12, atol=1e-12)
     ref = sum(m.vjv_grad_params(theta, x, v[i], W[i]) for i in range(3))

@@ -1,5 +1,5 @@
-"""The Numba fused-loss kernel of MLPScore (engine="numba") against the NumPy
-stacked pass (engine="numpy") and the separate primitives, its thread-count
+"""The Numba fused-loss kernel of MLPScore (backend="numba") against the NumPy
+stacked pass (backend="numpy") and the separate primitives, its thread-count
 independence, and the branch-free exp / tanh it vectorises with."""
 import numba
 import numpy as np
@@ -7,10 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refscore._kernels.ids import LossKind
 from refscore import losses
-from refscore import _vecmath
+from refscore._kernels import vecmath as _vecmath
+from refscore._kernels.activation_table import LIBM_OPS, compile_activation
 from refscore.models import MLPScore
-from refscore.models.activations import ACTIVATIONS, Activation, get_activation
+from refscore.models.activations import ACTIVATIONS, Activation, get_activation, kernel_id
 
 ACTS = sorted(ACTIVATIONS)
 
@@ -74,20 +76,54 @@ def test_exp_nonpositive_within_one_ulp_of_numpy():
     assert np.isnan(_vec_exp(np.array([np.nan]))[0])
 
 
+_LIBM_NUMBA = compile_activation(lambda f: numba.njit(error_model="numpy")(f), LIBM_OPS)
+_LIBM_PYTHON = compile_activation(lambda f: f, LIBM_OPS)  # what the CUDA simulator runs
+
+
+@numba.njit(error_model="numpy")
+def _vec_libm(kind, z):
+    out = np.empty((3, z.size))
+    for i in range(z.size):
+        out[0, i], out[1, i], out[2, i] = _LIBM_NUMBA(kind, z[i])
+    return out
+
+
+def _py_libm(kind, z):
+    return np.array([_LIBM_PYTHON(kind, float(v)) for v in z]).T
+
+
 @pytest.mark.parametrize("act", ACTS)
-def test_kernel_activation_matches_numpy_activation(act):
-    # same formulas, the kernel's own exp/tanh: a few ulp, so 1e-15 relative
-    # to max(1, |value|)
+@pytest.mark.parametrize("form", ["cpu-branch-free", "numba-libm", "python-libm"])
+def test_every_registry_activation_in_every_compiled_form(act, form):
+    # each registry entry's kernel formulas, compiled as the CPU kernels do
+    # (branch-free exp/tanh), as the CUDA kernels do (libm; numba-compiled and
+    # as the plain Python the CUDA simulator runs), against its NumPy
+    # derivatives: same formulas, elementary functions within a few ulp, so
+    # 4e-15 relative to max(1, |value|)
     z = np.concatenate([np.linspace(-50, 50, 2001), [-700.0, 700.0, 0.0]])
-    ours = _vec_act(_vecmath.ACT_IDS[act], z)
+    kind = kernel_id(ACTIVATIONS[act])
+    ours = {"cpu-branch-free": _vec_act, "numba-libm": _vec_libm, "python-libm": _py_libm}[form](kind, z)
     ref = get_activation(act).derivatives(z, 2)
     for k in range(3):
         np.testing.assert_allclose(ours[k], ref[k], rtol=4e-15, atol=4e-15)
 
 
+def test_unknown_activation_id_gives_nan_not_another_activation():
+    unknown = len(ACTIVATIONS)
+    assert np.isnan(_vec_act(unknown, np.array([0.3]))).all()
+    assert np.isnan(_py_libm(unknown, np.array([0.3]))).all()
+
+
+def test_kernel_id_matches_by_object_not_name():
+    tanh = ACTIVATIONS["tanh"]
+    assert kernel_id(tanh) == list(ACTIVATIONS).index("tanh")
+    assert kernel_id(Activation("tanh", lambda z, order: tanh.derivatives(z, order))) is None
+    assert kernel_id("tanh") is None
+
+
 def _both(d, hidden, act, chunk_size, trace_path="forward"):
     kw = dict(chunk_size=chunk_size, trace_path=trace_path)
-    return (MLPScore(d, hidden, act, engine="numba", **kw), MLPScore(d, hidden, act, engine="numpy", **kw))
+    return (MLPScore(d, hidden, act, backend="numba", **kw), MLPScore(d, hidden, act, backend="numpy", **kw))
 
 
 @settings(max_examples=20)
@@ -106,12 +142,12 @@ def test_numba_engine_matches_numpy_engine(d, hidden, act, n, m, chunk, seed):
     w = rng.random(n)
     v = rng.standard_normal((m, n, d))
     W = rng.random((m, n))
-    pairs = [(fast._ism_terms_fused(theta, x, w), ref._ism_terms_fused(theta, x, w))]
+    pairs = [(fast._fused_terms(LossKind.ISM, theta, x, w, None), ref._fused_terms(LossKind.ISM, theta, x, w, None))]
     if len(hidden) <= 2:
         cf, cf_ref = _both(d, tuple(hidden), act, chunk, trace_path="fast")
-        pairs.append((cf._ism_terms_fused(theta, x, w), cf_ref._ism_terms_fused(theta, x, w)))
+        pairs.append((cf._fused_terms(LossKind.ISM, theta, x, w, None), cf_ref._fused_terms(LossKind.ISM, theta, x, w, None)))
     for vr in (False, True):
-        pairs.append((fast._ssm_terms_fused(theta, x, v, W, vr), ref._ssm_terms_fused(theta, x, v, W, vr)))
+        pairs.append((fast._fused_terms(LossKind.SSM_VR if vr else LossKind.SSM, theta, x, W, v), ref._fused_terms(LossKind.SSM_VR if vr else LossKind.SSM, theta, x, W, v)))
     for (per, g), (per0, g0) in pairs:
         assert per.shape == per0.shape
         np.testing.assert_allclose(per, per0, rtol=0, atol=1e-12 * (1 + np.abs(per0).max()))
@@ -125,7 +161,7 @@ def _check_ism_against_primitives(fused, ref, seed, n):
     theta = fused.init(rng) + 0.1 * rng.standard_normal(fused.n_params)
     x = rng.standard_normal((n, fused.dim))
     w = rng.random(n)
-    per, g = fused._ism_terms_fused(theta, x, w)
+    per, g = fused._fused_terms(LossKind.ISM, theta, x, w, None)
     s = ref.score(theta, x)
     np.testing.assert_allclose(per, ref.score_trace(theta, x) + 0.5 * (s * s).sum(1), rtol=1e-12, atol=1e-12)
     want = ref.trace_grad_params(theta, x, w) + ref.score_vjp_params(theta, x, w[:, None] * s)
@@ -143,7 +179,7 @@ def test_closed_form_kernel_against_primitives_many_blocks(hidden):
     # the closed-form trace kernel against the cyclic path's primitives (different
     # algebra: tangents through W_1 W_L), many blocks
     m = MLPScore(3, hidden, "gelu", chunk_size=50, trace_path="fast")
-    cyc = MLPScore(3, hidden, "gelu", trace_path="cyclic", engine="numpy")
+    cyc = MLPScore(3, hidden, "gelu", trace_path="cyclic", backend="numpy")
     _check_ism_against_primitives(m, cyc, 5, 250)
 
 
@@ -169,15 +205,19 @@ def test_numba_engine_independent_of_thread_count():
         np.testing.assert_array_equal(one[1], two[1])
 
 
-def test_engine_argument_checked_and_custom_activation_falls_back():
-    with pytest.raises(ValueError, match="engine"):
-        MLPScore(2, (4,), engine="torch")
-    # a user's own Activation is not known to the kernel: the NumPy path runs
-    tanh = ACTIVATIONS["tanh"]
-    mine = Activation("tanh", lambda z, order: tanh.derivatives(z, order))
+def test_backend_argument_checked_and_custom_activation_runs_in_numpy():
+    with pytest.raises(ValueError, match="backend"):
+        MLPScore(2, (4,), backend="torch")
+    # a user's own Activation (even one named like a registry entry) has no
+    # kernel formulas: "auto" runs it in NumPy, "numba" refuses it
+    gelu = ACTIVATIONS["gelu"]
+    mine = Activation("gelu", lambda z, order: ACTIVATIONS["tanh"].derivatives(z, order))
+    with pytest.raises(ValueError, match="kernel formulas"):
+        MLPScore(2, (4,), mine, backend="numba")
     custom = MLPScore(2, (4, 3, 2), mine)
     builtin = MLPScore(2, (4, 3, 2), "tanh")
-    assert not custom._numba and builtin._numba
+    assert not custom.uses_numba and builtin.uses_numba
+    assert MLPScore(2, (4,), gelu).kernel_activation == kernel_id(gelu)
     rng = np.random.default_rng(0)
     theta = builtin.init(rng)
     x = rng.standard_normal((30, 2))
@@ -188,6 +228,12 @@ def test_engine_argument_checked_and_custom_activation_falls_back():
     np.testing.assert_allclose(a[1], b[1], rtol=0, atol=1e-13)
 
 
+def test_engine_is_the_deprecated_name_of_backend():
+    with pytest.warns(DeprecationWarning, match="backend"):
+        m = MLPScore(2, (4,), engine="numpy")
+    assert m.backend == "numpy" and not m.uses_numba
+
+
 def test_diverging_input_is_not_hidden():
     # a non-finite parameter must come out non-finite (the training loop and the
     # losses report it), not be squashed to ±1 by the tanh kernel
@@ -196,9 +242,9 @@ def test_diverging_input_is_not_hidden():
         model = MLPScore(3, hidden, "tanh", trace_path=path)
         theta = model.init(0)
         theta[0] = np.nan
-        per, g = model._ism_terms_fused(theta, x, np.ones(10))
+        per, g = model._fused_terms(LossKind.ISM, theta, x, np.ones(10), None)
         assert np.isnan(per).all() and np.isnan(g).any()
-        per, g = model._ssm_terms_fused(theta, x, np.ones((1, 10, 3)), np.ones((1, 10)), False)
+        per, g = model._fused_terms(LossKind.SSM, theta, x, np.ones((1, 10)), np.ones((1, 10, 3)))
         assert np.isnan(per).all() and np.isnan(g).any()
 
 
@@ -210,7 +256,7 @@ def test_residual_kernel_esm_dsm_match_numpy_engine(hidden):
 
     rng = np.random.default_rng(6)
     fast = MLPScore(3, hidden, "softplus", chunk_size=100)
-    ref = MLPScore(3, hidden, "softplus", engine="numpy")
+    ref = MLPScore(3, hidden, "softplus", backend="numpy")
     theta = fast.init(rng) + 0.1 * rng.standard_normal(fast.n_params)
     x = rng.standard_normal((400, 3))
     eps = rng.standard_normal((400, 3))

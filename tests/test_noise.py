@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from refscore import _philox
+from refscore._kernels import philox as _philox
 from refscore.noise import _NP, normal, uniform
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,7 +92,7 @@ def test_numpy_and_cuda_simulator_bitwise_equal():
     code = textwrap.dedent("""
         import numpy as np
         from numba import cuda
-        from refscore import _philox
+        from refscore._kernels import philox as _philox
         from refscore.noise import normal
         P = _philox.make(cuda.jit(device=True))
         npair = P.normal_pair

@@ -194,7 +194,7 @@ def test_order_not_positive():
 
 
 def test_order_not_integer():
-    with pytest.raises(TypeError, match=r"order must be a positive integer, got float"):
+    with pytest.raises(TypeError, match=r"order must be an integer >= 1, got 3.0 \(float\)"):
         expectation(lambda x: x, G, order=3.0)
 
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from refscore.distributions import Banana, Gaussian, GaussianMixture, StudentT
+from refscore.models.activations import ACTIVATIONS, Activation
 from refscore.models import (GaussianMixtureModel, GaussianModel, LinearScore, MLPEnergy,
                              MLPScore, NoiseConditional)
 from refscore.sampling import DivergenceWarning, annealed_langevin, mala, ula
-from refscore.sampling import cpu
+from refscore._kernels import load_cpu_sampler
 from refscore.sampling.targets import compile_target, logpdf_function
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +42,7 @@ def _targets():
             A, b = m.unpack(th)
             th = np.concatenate([(0.5 * (A + A.T)).ravel(), b])
         out[name] = m.bind(th)
-    for act in ("tanh", "softplus", "sigmoid", "silu", "gelu"):
+    for act in ACTIVATIONS:  # every registry activation, in every compiled sampler
         for M in (MLPScore, MLPEnergy):
             m = M(3, (8, 5), act)
             out[f"{M.__name__}-{act}"] = m.bind(0.7 * m.init(2))
@@ -68,7 +69,7 @@ def test_compiled_score_matches_target(name):
     t = TARGETS[name]
     x = _points(t.dim)
     ct = compile_target(t)
-    s, lp = cpu.evaluate_points(ct.layout, ct.params[0], x, ct.has_logp)
+    s, lp = load_cpu_sampler().evaluate_points(ct.layout, ct.params[0], x, ct.has_logp)
     # same formulas, different operation order (solves vs precision products,
     # different summation order): agreement to a few ulp times the conditioning
     assert _rel(s, t.score(x)) < 1e-12
@@ -87,7 +88,7 @@ def test_compiled_noise_conditional_scores_per_level():
         ct = compile_target(t, sig)
         x = _points(3)
         for lev, s in enumerate(sig):
-            out, _ = cpu.evaluate_points(ct.layout, ct.params[lev], x, False)
+            out, _ = load_cpu_sampler().evaluate_points(ct.layout, ct.params[lev], x, False)
             assert _rel(ct.scale[lev] * out, t.score(x, s)) < 1e-12  # as above
 
 
@@ -228,7 +229,7 @@ def test_step_not_positive():
 
 
 def test_n_steps_negative():
-    with pytest.raises(ValueError, match="n_steps must be an int >= 0"):
+    with pytest.raises(ValueError, match="n_steps must be >= 0"):
         mala(G2, X2, 0.1, -1, seed=0)
 
 
@@ -260,7 +261,7 @@ def test_bad_seed():
 
 
 def test_bad_record():
-    with pytest.raises(ValueError, match="record must be an int >= 1"):
+    with pytest.raises(ValueError, match="record must be >= 1"):
         ula(G2, X2, 0.1, 5, seed=0, record=0)
 
 
@@ -272,6 +273,16 @@ def test_mala_without_log_density():
 def test_annealed_needs_noise_conditional_target():
     with pytest.raises(TypeError, match="noise-conditional target"):
         annealed_langevin(G2, X2, [2.0, 1.0], 0.1, 5, seed=0, backend="numba")
+
+
+def test_compiled_sampler_refuses_a_custom_activation_named_like_a_builtin():
+    # matched by object, not by name: a user's own "gelu" must never run refscore's gelu
+    mine = Activation("gelu", lambda z, order: ACTIVATIONS["tanh"].derivatives(z, order))
+    m = MLPScore(2, (4,), mine)
+    with pytest.raises(TypeError, match="kernel formulas"):
+        ula(m.bind(m.init(0)), X2, 0.1, 5, seed=0, backend="numba")
+    ref = ula(m.bind(m.init(0)), X2, 0.1, 5, seed=0, backend="numpy")  # the reference runs it
+    assert np.isfinite(ref.x).all()
 
 
 def test_unsupported_target():

@@ -12,9 +12,9 @@ from scipy import integrate
 
 from refscore.distributions import Gaussian
 from refscore.models import GaussianModel, LinearScore
-from validation import (backends, equivalence, hyvarinen, mlp_mixture, ncsn_toy, runner, sliced,
-                        ula_bias, vincent)
-from validation.common import Row, check_row
+from refscore.validation import (backends, equivalence, hyvarinen, mlp_mixture, ncsn_toy, runner, sliced,
+                                 ula_bias, vincent)
+from refscore.validation.common import Row, check_row
 
 
 def test_hyvarinen_fit_equals_closed_form():
@@ -41,7 +41,7 @@ def test_equivalence_constants(model):
     np.testing.assert_allclose(ssm, ism, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ssm_vr, ism, rtol=1e-12, atol=1e-12)
     s2 = np.linalg.inv(T.cov + 0.04 * np.eye(2))
-    const = 0.5 * (2 / 0.04 - np.trace(s2))  # DERIVATIONS §4, Gaussian closed form
+    const = 0.5 * (2 / 0.04 - np.trace(s2))  # docs/derivations.md §7.6, Gaussian closed form
     np.testing.assert_allclose(dsm[0.2] - const, esm_s[0.2], rtol=1e-11)
 
 

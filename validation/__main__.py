@@ -1,7 +1,8 @@
-"""Entry point: ``python -m validation [--quick] [--only NAME] [--seed N]``."""
+"""``python -m validation [--quick] [--only NAME] [--seed N] [--out-dir DIR]``: forwards to
+:func:`refscore.validation.runner.main`."""
 import sys
 
-from .runner import main
+from refscore.validation.runner import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,12 +8,13 @@ See :mod:`refscore.models.base` for the primitives every model implements.
   :mod:`refscore.models.activations`);
 - :class:`NoiseConditional` (s_θ(x, σ) = s_θ(x)/σ for multi-level DSM and annealed Langevin).
 """
-from .activations import ACTIVATIONS, get_activation
+from .activations import ACTIVATIONS, Activation, get_activation
 from .base import BoundModel, ScoreModel
 from .conditional import BoundNoiseConditional, NoiseConditional
 from .gaussian import GaussianModel, LinearScore
 from .mixture import GaussianMixtureModel
-from .mlp import MLPEnergy, MLPScore
+from .mlp import MLPScore
+from .mlp_energy import MLPEnergy
 
 __all__ = [
     "ScoreModel",
@@ -26,5 +27,6 @@ __all__ = [
     "NoiseConditional",
     "BoundNoiseConditional",
     "ACTIVATIONS",
+    "Activation",
     "get_activation",
 ]

@@ -3,7 +3,7 @@ r"""Hidden-layer activations with their first, second and third derivatives.
 An MLP score model needs :math:`\varphi'` for its Jacobian, :math:`\varphi''`
 for the parameter gradient of its Jacobian (and for the Hessian of an energy),
 and :math:`\varphi'''` for the parameter gradient of an energy's Laplacian
-(``../shared/DERIVATIONS.md`` §2–3).  Every function here is vectorised NumPy
+(``docs/derivations.md`` §3, §5).  Every function here is vectorised NumPy
 and numerically stable for :math:`|z| \le 700` (in fact for every finite
 :math:`z`): exponentials only ever see non-positive arguments, so nothing
 overflows and nothing turns into NaN.  Gradual underflow to zero of quantities
@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-__all__ = ["Activation", "ACTIVATIONS", "get_activation"]
+__all__ = ["Activation", "ACTIVATIONS", "get_activation", "kernel_id"]
 
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 
@@ -116,6 +116,88 @@ def _gelu(z, order):
     return out
 
 
+# ------------------------------------------------------------------ kernel formulas
+# The compiled forms of each activation: scalar (φ, φ', φ'') in straight-line
+# arithmetic, written once and compiled by the kernel floor (refscore/_kernels)
+# with its own elementary functions ``ops``: on the CPU the branch-free
+# ``exp_nonpositive``/``tanh`` (so a layer's loop vectorises), on CUDA libm's.
+# ``ops`` has ``jit`` (compiles helpers), ``exp_nonpositive`` (e^y, y <= 0),
+# ``tanh``, ``erfc`` and ``log1p``.  Each follows the NumPy formulas above term
+# by term (docs/derivations.md §6); the tests compare every compiled form with
+# ``derivatives`` for every registry entry.
+def _tanh_kernel(ops):
+    tanh = ops.tanh
+
+    def tanh_scalar(z):
+        t = tanh(z)
+        s = 1.0 - t * t  # sech²: exact 0 once tanh rounds to ±1
+        return t, s, -2.0 * t * s
+
+    return tanh_scalar
+
+
+def _sigmoid_parts_kernel(ops):
+    expnp = ops.exp_nonpositive
+
+    def sigmoid_parts(z):
+        """e = exp(−|z|) <= 1, σ(z), σ'(z), σ''(z), as :func:`_sigmoid_parts`."""
+        e = expnp(-abs(z))
+        r = 1.0 / (1.0 + e)
+        er = e * r
+        pos = z >= 0
+        sig = r if pos else er
+        one_minus = er if pos else r
+        ds = er * r
+        return e, sig, ds, ds * (one_minus - sig)
+
+    return ops.jit(sigmoid_parts)
+
+
+def _softplus_kernel(ops):
+    parts = _sigmoid_parts_kernel(ops)
+    log1p = ops.log1p
+
+    def softplus_scalar(z):
+        e, sig, ds, _ = parts(z)
+        return max(z, 0.0) + log1p(e), sig, ds
+
+    return softplus_scalar
+
+
+def _sigmoid_kernel(ops):
+    parts = _sigmoid_parts_kernel(ops)
+
+    def sigmoid_scalar(z):
+        _, sig, ds, d2s = parts(z)
+        return sig, ds, d2s
+
+    return sigmoid_scalar
+
+
+def _silu_kernel(ops):
+    parts = _sigmoid_parts_kernel(ops)
+
+    def silu_scalar(z):
+        # (z σ)' = σ + z σ', (z σ)'' = 2σ' + z σ''
+        _, sig, ds, d2s = parts(z)
+        return z * sig, sig + z * ds, 2.0 * ds + z * d2s
+
+    return silu_scalar
+
+
+def _gelu_kernel(ops):
+    expnp = ops.exp_nonpositive
+    erfc = ops.erfc
+
+    def gelu_scalar(z):
+        big = 0.5 * erfc(-z * 0.7071067811865476)  # Φ(z)
+        zc = min(max(z, -40.0), 40.0)
+        phi = 0.3989422804014327 * expnp(-0.5 * zc * zc)
+        return z * big, big + zc * phi, phi * (2.0 - zc * zc)
+
+    return gelu_scalar
+
+
 class Activation:
     r"""An elementwise activation :math:`\varphi` with derivatives up to order 3.
 
@@ -125,7 +207,16 @@ class Activation:
         Registry name.
     fn : callable
         ``fn(z, order) -> list`` of :math:`[\varphi, \varphi', \dots, \varphi^{(order)}]`
-        evaluated on the float64 array ``z``, sharing intermediate work.
+        evaluated on the float64 array ``z``, sharing intermediate work.  This
+        is the reference every other form is tested against.
+    kernel : callable, optional
+        ``kernel(ops) -> f`` with ``f(z) -> (φ, φ', φ'')`` on one float, written
+        with ``ops``' elementary functions (see the kernel formulas above); the
+        compiled engines and samplers build their activation from it.  Without
+        it the activation runs in NumPy only (the MLP's fused losses then use
+        the NumPy engine; the compiled samplers refuse it).
+    formula : str, optional
+        :math:`\varphi(z)` in words (golden manifests, CLI help).
 
     Notes
     -----
@@ -134,9 +225,17 @@ class Activation:
     models use it so that :math:`\tanh` is evaluated once per layer).
     """
 
-    def __init__(self, name, fn):
+    def __init__(self, name, fn, kernel=None, formula=""):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        if not callable(fn):
+            raise TypeError(f"fn must be callable as fn(z, order), got {fn!r}")
+        if kernel is not None and not callable(kernel):
+            raise TypeError(f"kernel must be callable as kernel(ops) or None, got {kernel!r}")
         self.name = name
         self._fn = fn
+        self.kernel = kernel
+        self.formula = str(formula)
 
     def derivatives(self, z, order):
         r"""``[φ(z), φ'(z), …, φ^{(order)}(z)]`` for ``order`` in 0..3."""
@@ -168,14 +267,30 @@ class Activation:
         return f"Activation({self.name!r})"
 
 
-#: name -> :class:`Activation`
+#: The activation registry, read by the models, the CLI, the golden files and
+#: every compiled engine.  A new activation is one entry here (its NumPy
+#: derivatives and its kernel formulas); the tests parametrised over this
+#: registry then check it in every form.
 ACTIVATIONS = {
-    "tanh": Activation("tanh", _tanh),
-    "softplus": Activation("softplus", _softplus),
-    "sigmoid": Activation("sigmoid", _sigmoid),
-    "silu": Activation("silu", _silu),
-    "gelu": Activation("gelu", _gelu),
+    "tanh": Activation("tanh", _tanh, _tanh_kernel, "tanh z"),
+    "softplus": Activation("softplus", _softplus, _softplus_kernel, "log(1 + e^z)"),
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_kernel, "1/(1 + e^-z)"),
+    "silu": Activation("silu", _silu, _silu_kernel, "z sigmoid(z)"),
+    "gelu": Activation("gelu", _gelu, _gelu_kernel, "z Phi(z) (erf form)"),
 }
+
+
+def kernel_id(act):
+    """The compiled kernels' id of ``act``: its position in :data:`ACTIVATIONS`.
+
+    Matched by object, not by name, so a user's own ``Activation("gelu", ...)``
+    never runs refscore's gelu.  ``None`` when ``act`` is not a registry entry
+    or has no kernel formulas (it then runs in NumPy only).
+    """
+    for i, entry in enumerate(ACTIVATIONS.values()):
+        if entry is act:
+            return i if entry.kernel is not None else None
+    return None
 
 
 def get_activation(name) -> Activation:
@@ -184,7 +299,7 @@ def get_activation(name) -> Activation:
     Raises
     ------
     ValueError
-        If ``name`` is not one of ``tanh, softplus, sigmoid, silu, gelu``.
+        If ``name`` is not a key of :data:`ACTIVATIONS`.
     """
     if isinstance(name, Activation):
         return name

@@ -3,7 +3,7 @@ r"""The score-model interface: one table of primitives, every one hand-derived.
 A model is *structure* (dimension, layer sizes, activation); its parameters are
 ONE flat vector ``theta`` of shape ``(P,)``.  Every loss in
 :mod:`refscore.losses` and its gradient over ``theta`` is assembled from the
-primitives below (``../shared/DERIVATIONS.md`` §1), so a model that implements
+primitives below (docs/derivations.md §2), so a model that implements
 them gets all five losses, their gradients, training and sampling for free.
 
 ======================================  ===========================================
@@ -17,7 +17,16 @@ primitive                               returns
 ``trace_grad_params(theta, x, w)``      ``(P,)``  :math:`\sum_k w_k\,\partial\operatorname{tr}\nabla_x s_\theta(x_k)/\partial\theta`
 ``vjv_grad_params(theta, x, v, w)``     ``(P,)``  :math:`\sum_k w_k\,\partial(v_k^\top\nabla_x s_\theta(x_k)v_k)/\partial\theta`
 ``bind(theta)``                         :class:`BoundModel` with ``score(x)`` and ``dim``
+``_fused_terms(kind, theta, x, w, aux)`` optional: ``(per, grad)`` of one loss kind in one
+                                        pass, or ``None`` (the default: the losses
+                                        assemble the primitives above)
 ======================================  ===========================================
+
+What a model is to the compiled samplers is declared beside its math too:
+``_kernel_block(theta)`` returns its :class:`~refscore.sampling.targets.KernelBlock`
+(score-kernel kind and parameter block) and ``_log_density(theta)`` its
+log-density up to a constant (``None`` when it has none); both default to
+"not available".
 
 The public methods here validate and reshape; subclasses implement the private
 ``_name`` methods, which receive clean float64 arrays (``x`` always ``(n, d)``,
@@ -165,12 +174,38 @@ class ScoreModel:
     def _vjv_grad_params(self, theta, x, v, w):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # ------------------------------------------------- optional, declared seams
+    def _fused_terms(self, kind, theta, x, w, aux):
+        r"""Per-point terms of one loss and the gradient of their weighted sum, in one pass.
+
+        ``kind`` is a :class:`~refscore._kernels.ids.LossKind`; ``w`` the weights
+        (``(n,)``, or ``(m, n)`` for the sliced kinds) and ``aux`` the extra input:
+        the target ``t`` ``(n, d)`` for ``RESIDUAL``, the projections ``v``
+        ``(m, n, d)`` for ``SSM``/``SSM_VR``, ``None`` for ``ISM``.  Returns
+        ``(per, grad)`` equal to the primitive assembly of
+        :func:`refscore.losses.loss_terms` to round-off (each override is tested
+        against it), or ``None`` to let the losses assemble the primitives.
+        """
+        return None
+
+    def _kernel_block(self, theta):
+        """The compiled samplers' :class:`~refscore.sampling.targets.KernelBlock` of this model at ``theta``.
+
+        ``None``: the model has no compiled score kernel (the compiled samplers refuse it).
+        """
+        return None
+
+    def _log_density(self, theta):
+        """``x -> log p(x)`` up to a constant for MALA, or ``None`` when the model defines none."""
+        return None
+
 
 class BoundModel:
     """A model with ``theta`` fixed: ``score(x)``, ``score_jacobian(x)``,
     ``score_trace(x)``, ``score_jvp(x, v)`` and ``dim``, like a distribution.
 
-    Samplers read ``.model`` and ``.theta`` to build their compiled kernels.
+    The samplers ask it, like a distribution, for its compiled kernel block
+    (:meth:`kernel_block`) and its log-density (:meth:`log_density`).
     """
 
     def __init__(self, model: ScoreModel, theta: np.ndarray):
@@ -193,6 +228,14 @@ class BoundModel:
 
     def __call__(self, x):
         return self.score(x)
+
+    def kernel_block(self):
+        """The model's compiled-sampler block at ``theta`` (``None``: no kernel)."""
+        return self.model._kernel_block(self.theta)
+
+    def log_density(self):
+        """``x -> log p(x)`` up to a constant, or ``None`` (the model defines no log-density)."""
+        return self.model._log_density(self.theta)
 
     def __repr__(self):
         return f"{self.model!r}.bind(theta)"

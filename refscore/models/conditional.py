@@ -1,5 +1,7 @@
 r"""Noise-conditional score models for multi-level DSM and annealed Langevin.
 
+Derivation: docs/derivations.md §7.4, §2.5.
+
 :class:`NoiseConditional` turns any score model into
 :math:`s_\theta(x, \sigma) = s_\theta(x) / \sigma`.
 
@@ -155,7 +157,8 @@ class BoundNoiseConditional:
     """A :class:`NoiseConditional` with ``theta`` fixed, for annealed Langevin.
 
     ``.model`` is the :class:`NoiseConditional`, ``.theta`` the (read-only)
-    parameters; samplers use them to build their kernels.
+    parameters.  To the compiled samplers it is the inner model's block at
+    every level with the score scaled by :math:`1/\\sigma_i` (:meth:`kernel_levels`).
     """
 
     def __init__(self, model: NoiseConditional, theta: np.ndarray):
@@ -178,6 +181,18 @@ class BoundNoiseConditional:
 
     def __call__(self, x, sigma):
         return self.score(x, sigma)
+
+    def kernel_levels(self, sigmas):
+        r"""Compiled-sampler blocks per noise level and the score scales :math:`1/\sigma_i`.
+
+        :math:`s_\theta(x, \sigma) = s_\theta(x)/\sigma`: the inner model's block,
+        the same at every level, scaled by ``1/sigma_i``.
+        """
+        inner = self.model.model.bind(self.theta).kernel_block()
+        if inner is None:
+            raise TypeError(f"{self.model.model!r} has no compiled score kernel; use backend='numpy'")
+        sigmas = np.asarray(sigmas, dtype=float)
+        return [inner] * len(sigmas), 1.0 / sigmas
 
     def __repr__(self):
         return f"{self.model!r}.bind(theta)"

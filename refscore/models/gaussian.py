@@ -1,5 +1,7 @@
 r"""Affine score models: :class:`GaussianModel` and :class:`LinearScore`.
 
+Derivation: docs/derivations.md §7.1–7.2.
+
 Both have a constant Jacobian, so every loss on them is a polynomial of degree
 two in ``x`` and the population losses are exact under Gauss–Hermite
 quadrature.  All derivatives below are derived by hand and written next to the
@@ -8,7 +10,7 @@ code that computes them.
 References
 ----------
 A. Hyvärinen, "Estimation of non-normalized statistical models by score
-matching", JMLR 6 (2005), Sec. 3 (Gaussian example) -- the ISM (seed eq. (3))
+matching", JMLR 6 (2005), Sec. 3 (Gaussian example) -- the ISM (eq. (3))
 minimiser of :class:`GaussianModel` is the sample mean and the inverse of the
 biased sample covariance.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._kernels.target_blocks import affine_block
 from .._validation import as_float_array, check_finite
 from .base import ScoreModel
 
@@ -58,7 +61,7 @@ class GaussianModel(ScoreModel):
 
     References
     ----------
-    Hyvärinen (2005), JMLR 6, Sec. 3; seed eq. (1).
+    Hyvärinen (2005), JMLR 6, Sec. 3; eq. (1).
 
     Examples
     --------
@@ -119,6 +122,16 @@ class GaussianModel(ScoreModel):
         return np.concatenate([mean, L[np.tril_indices(d)]])
 
     # ------------------------------------------------------------- primitives
+    def _kernel_block(self, theta):
+        r"""Compiled-sampler block: affine, :math:`s = -LL^\top(x - \mu)`."""
+        mu, L = self._unpack(theta)
+        return affine_block(-(L @ L.T), mu, np.zeros(self.dim))
+
+    def _log_density(self, theta):
+        r""":math:`\log p = -\tfrac12\lVert L^\top(x - \mu)\rVert^2` up to a constant."""
+        mu, L = self._unpack(theta)
+        return lambda x: -0.5 * np.sum(((x - mu) @ L) ** 2, axis=1)
+
     def _init(self, rng):
         d = self.dim
         return np.concatenate([np.zeros(d), np.eye(d)[self._tril]])
@@ -177,7 +190,7 @@ class LinearScore(ScoreModel):
 
     References
     ----------
-    Seed eq. (1)-(3); Hyvärinen (2005), JMLR 6.
+    Eq. (1)-(3); Hyvärinen (2005), JMLR 6.
 
     Examples
     --------
@@ -200,6 +213,19 @@ class LinearScore(ScoreModel):
     def _unpack(self, theta):
         d = self.dim
         return theta[: d * d].reshape(d, d), theta[d * d:]
+
+    def _kernel_block(self, theta):
+        """Compiled-sampler block: affine, :math:`s = Ax + b` (log p only when A is symmetric)."""
+        A, b = self._unpack(theta)
+        return affine_block(A, np.zeros(self.dim), b, has_logp=bool(np.array_equal(A, A.T)))
+
+    def _log_density(self, theta):
+        r""":math:`\log p = \tfrac12 x^\top A x + b^\top x` up to a constant, when A is symmetric
+        (a gradient field); ``None`` otherwise (no log-density exists)."""
+        A, b = self._unpack(theta)
+        if not np.array_equal(A, A.T):
+            return None
+        return lambda x: 0.5 * np.einsum("ni,ij,nj->n", x, A, x) + x @ b
 
     def _init(self, rng):
         d = self.dim

@@ -1,5 +1,7 @@
 r"""Gaussian-mixture score model with isotropic components.
 
+Derivation: docs/derivations.md §7.3.
+
 .. math::
 
     p_\theta(x) = \sum_{j=1}^k \pi_j\,\mathcal N(x;\mu_j, \tau_j^{-1} I), \qquad
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._kernels.target_blocks import mixture_block
 from .base import ScoreModel
 from .gaussian import _check_dim
 
@@ -95,6 +98,28 @@ class GaussianMixtureModel(ScoreModel):
     def _unpack(self, theta):
         k, d = self.k, self.dim
         return theta[:k], theta[k: k + k * d].reshape(k, d), theta[k + k * d:]
+
+    def _kernel_block(self, theta):
+        r"""Compiled-sampler block: an isotropic mixture, :math:`\tau_j = e^{\eta_j}`, weights softmax(α)."""
+        alpha, mu, eta = self._unpack(theta)
+        d = self.dim
+        logw = alpha - np.max(alpha)
+        logw = logw - np.log(np.sum(np.exp(logw)))
+        logc = logw + 0.5 * d * eta - 0.5 * d * np.log(2.0 * np.pi)
+        return mixture_block(logc, mu, iso_taus=np.exp(eta))
+
+    def _log_density(self, theta):
+        r""":math:`\log p = \operatorname{logsumexp}_j[\alpha_j + \tfrac d2\eta_j - \tfrac12 e^{\eta_j}\lVert x-\mu_j\rVert^2]` + const."""
+        alpha, mu, eta = self._unpack(theta)
+        d = self.dim
+
+        def log_density(x):
+            sq = np.sum((x[:, None, :] - mu[None]) ** 2, axis=2)
+            ell = alpha + 0.5 * d * eta - 0.5 * np.exp(eta) * sq
+            top = ell.max(axis=1)
+            return top + np.log(np.sum(np.exp(ell - top[:, None]), axis=1))
+
+        return log_density
 
     def _init(self, rng):
         k, d = self.k, self.dim

@@ -1,6 +1,8 @@
 r"""Langevin samplers on three backends with identical counter-based noise.
 
-One update convention everywhere, the seed's eq (4):
+Derivation: docs/derivations.md §8 (ULA, its stationary bias, MALA, annealing, divergence).
+
+One update convention everywhere, eq. (4):
 
 .. math::
 
@@ -10,9 +12,10 @@ One update convention everywhere, the seed's eq (4):
 NCSN (Song & Ermon 2019, Alg. 1) writes :math:`x + (\alpha/2) s + \sqrt{\alpha} z`,
 so :math:`\eta = \alpha/2`: their :math:`\epsilon = 0.1` is ``step=0.05`` here.
 
-Backends: ``"numpy"`` (reference, :mod:`.reference`), ``"numba"``
-(:mod:`.cpu`, parallel over blocks of chains) and ``"cuda"`` (:mod:`.cuda`,
-one thread per chain, imported only when asked for).  They share the noise
+Backends (:mod:`.backends`, one protocol and one registry): ``"numpy"``
+(the reference, :mod:`.reference`), ``"numba"`` (parallel over blocks of
+chains) and ``"cuda"`` (one thread per chain), the compiled two loaded only
+when asked for from :mod:`refscore._kernels`.  They share the noise
 bit for bit (:mod:`refscore.noise`) and differ in the score's round-off
 only: trajectories agree to ~1e-12 relative after 100 steps on a Gaussian
 (tested at 1e-10).
@@ -24,20 +27,17 @@ says how many chains diverged.
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import as_float_array, check_choice, check_finite, check_positive, check_sigmas
+from .._validation import as_float_array, check_finite, check_int, check_positive, check_sigmas
 from ..noise import _check_seed
-from . import reference
-from .targets import compile_target, logpdf_function, score_function
+from .backends import BACKENDS, get_backend
 
 __all__ = ["ula", "mala", "annealed_langevin", "SamplerResult", "DivergenceWarning", "BACKENDS"]
 
-BACKENDS = ("numpy", "numba", "cuda")
 
 
 @dataclass
@@ -83,14 +83,6 @@ def _reported(result: SamplerResult) -> SamplerResult:
 
 
 # ------------------------------------------------------------------ validation
-def _check_int(name, value, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_target(target, noise_conditional=False):
     if not hasattr(target, "score") or not hasattr(target, "dim"):
         raise TypeError(
@@ -113,26 +105,15 @@ def _check_x0(x0, d):
 def _check_record(record, n_total):
     if record is None:
         return 0, 0
-    rec = _check_int("record", record, 1)
+    rec = check_int("record", record, 1)
     return rec, n_total // rec
 
 
 _check_sigmas = check_sigmas
 
 
-def _cuda():
-    from . import cuda as _c  # lazy: numba.cuda is imported only when asked for
-
-    if not _c.available():
-        raise RuntimeError(
-            "backend='cuda' needs a CUDA GPU or the simulator (set NUMBA_ENABLE_CUDASIM=1 "
-            "before numba.cuda is first imported); neither is available"
-        )
-    return _c
-
-
 def _run_langevin(target, x0, sigmas, etas, steps_per_level, seed, backend, record):
-    check_choice("backend", backend, BACKENDS)
+    runner = get_backend(backend)
     k0, k1 = _check_seed(seed)
     x = x0
     n, d = x.shape
@@ -140,25 +121,13 @@ def _run_langevin(target, x0, sigmas, etas, steps_per_level, seed, backend, reco
     trace = np.zeros((n_rec, n, d))
     diverged = np.zeros(n, dtype=np.bool_)
     etas = np.ascontiguousarray(etas, dtype=float)
-    if backend == "numpy":
-        fns = ([score_function(target)] if sigmas is None
-               else [score_function(target, float(s)) for s in sigmas])
-        reference.langevin(fns, etas, steps_per_level, x, k0, k1, rec, trace, diverged)
-    else:
-        ct = compile_target(target, sigmas)
-        if backend == "numba":
-            from . import cpu
-
-            cpu.langevin(ct.layout, ct.params, ct.scale, etas, steps_per_level, x, k0, k1,
-                         rec, trace, diverged)
-        else:
-            _cuda().langevin(ct, etas, steps_per_level, x, k0, k1, rec, trace, diverged)
+    runner.langevin(target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged)
     return _reported(SamplerResult(x=x, diverged=diverged, trace=trace if rec else None))
 
 
 # ------------------------------------------------------------------ samplers
 def ula(target, x0, step, n_steps, seed, backend="numpy", record=None) -> SamplerResult:
-    r"""Unadjusted Langevin algorithm, seed eq (4).
+    r"""Unadjusted Langevin algorithm, eq. (4).
 
     .. math::
 
@@ -187,7 +156,7 @@ def ula(target, x0, step, n_steps, seed, backend="numpy", record=None) -> Sample
 
     References
     ----------
-    Seed eq (4); G. O. Roberts, R. L. Tweedie, Bernoulli 2 (1996).
+    Eq. (4); G. O. Roberts, R. L. Tweedie, Bernoulli 2 (1996).
 
     Examples
     --------
@@ -201,7 +170,7 @@ def ula(target, x0, step, n_steps, seed, backend="numpy", record=None) -> Sample
     d = _check_target(target)
     x = _check_x0(x0, d)
     eta = check_positive("step", step)
-    n_steps = _check_int("n_steps", n_steps, 0)
+    n_steps = check_int("n_steps", n_steps, 0)
     return _run_langevin(target, x, None, [eta], n_steps, seed, backend, record)
 
 
@@ -210,7 +179,7 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
     r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
 
     For each level :math:`\sigma_1 > \dots > \sigma_L`, ``steps_per_level``
-    steps of seed eq (4) with
+    steps of eq. (4) with
 
     .. math::
 
@@ -233,7 +202,7 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
 
     References
     ----------
-    Y. Song, S. Ermon, NeurIPS 2019, Algorithm 1; seed eq (4).
+    Y. Song, S. Ermon, NeurIPS 2019, Algorithm 1; eq. (4).
 
     Examples
     --------
@@ -249,13 +218,13 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
     x = _check_x0(x0, d)
     s = _check_sigmas(sigmas)
     step = check_positive("step", step)
-    T = _check_int("steps_per_level", steps_per_level, 0)
+    T = check_int("steps_per_level", steps_per_level, 0)
     etas = step * s ** 2 / s[-1] ** 2
     return _run_langevin(target, x, s, etas, T, seed, backend, record)
 
 
 def mala(target, x0, step, n_steps, seed, backend="numpy", record=None) -> SamplerResult:
-    r"""Metropolis-adjusted Langevin algorithm: the proposal of seed eq (4) plus
+    r"""Metropolis-adjusted Langevin algorithm: the proposal of eq. (4) plus
     a Metropolis–Hastings test, so the stationary law is exactly :math:`p`.
 
     .. math::
@@ -276,7 +245,7 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None) -> Sampl
 
     References
     ----------
-    G. O. Roberts, R. L. Tweedie, Bernoulli 2 (1996), MALA; seed eq (4).
+    G. O. Roberts, R. L. Tweedie, Bernoulli 2 (1996), MALA; eq. (4).
 
     Examples
     --------
@@ -290,24 +259,14 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None) -> Sampl
     d = _check_target(target)
     x = _check_x0(x0, d)
     eta = check_positive("step", step)
-    n_steps = _check_int("n_steps", n_steps, 0)
-    check_choice("backend", backend, BACKENDS)
+    n_steps = check_int("n_steps", n_steps, 0)
+    runner = get_backend(backend)
     k0, k1 = _check_seed(seed)
     n = x.shape[0]
     rec, n_rec = _check_record(record, n_steps)
     trace = np.zeros((n_rec, n, d))
     diverged = np.zeros(n, dtype=np.bool_)
     accepted = np.zeros(n, dtype=np.int64)
-    if backend == "numpy":
-        reference.mala(score_function(target), logpdf_function(target), eta, n_steps, x, k0, k1,
-                       rec, trace, diverged, accepted)
-    else:
-        ct = compile_target(target, need_logp=True)
-        if backend == "numba":
-            from . import cpu
-
-            cpu.mala(ct.layout, ct.params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted)
-        else:
-            _cuda().mala(ct, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted)
+    runner.mala(target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted)
     rate = accepted / max(n_steps, 1)
     return _reported(SamplerResult(x=x, diverged=diverged, accept_rate=rate, trace=trace if rec else None))

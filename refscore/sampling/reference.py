@@ -1,5 +1,7 @@
 r"""NumPy reference backend: vectorised over chains, one Python iteration per step.
 
+Derivation: docs/derivations.md §8.
+
 It evaluates the target's own NumPy ``score`` (and log-density), never the
 compiled kernels of :mod:`.targets`, so the Numba and CUDA backends are
 checked against an independent route.  The noise is :mod:`refscore.noise`,
@@ -7,7 +9,7 @@ bitwise identical to theirs.
 
 .. math::
 
-    x_{k+1} = x_k + \eta\, s(x_k) + \sqrt{2\eta}\, z_k \qquad \text{(seed eq (4))}
+    x_{k+1} = x_k + \eta\, s(x_k) + \sqrt{2\eta}\, z_k \qquad \text{(eq. (4))}
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def langevin(score_fns, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
 
 
 def mala(score, logpdf, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
-    r"""MALA in place: proposal of seed eq (4), Metropolis–Hastings correction.
+    r"""MALA in place: proposal of eq. (4), Metropolis–Hastings correction.
 
     .. math::
 

@@ -1,7 +1,8 @@
-"""``python -m validation.interop --backend jax|torch GOLDEN_DIR --out values.npz``."""
+"""``python -m validation.interop --backend jax|torch GOLDEN_DIR --out values.npz``: forwards to
+:func:`refscore.validation.interop.run.main`."""
 import sys
 
-from .run import main
+from refscore.validation.interop.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

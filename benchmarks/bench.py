@@ -2,7 +2,7 @@ r"""``refscore bench``: the two hot paths against what users would otherwise wri
 
 Workloads (issues 8 item 6, 9 items 1-5):
 
-* **Langevin ULA**, seed eq (4), :math:`x \leftarrow x + \eta\,s(x) + \sqrt{2\eta}\,z`:
+* **Langevin ULA**, eq. (4), :math:`x \leftarrow x + \eta\,s(x) + \sqrt{2\eta}\,z`:
   W1, the 2-D mixture :math:`0.2\,N((-5,-5), I) + 0.8\,N((5,5), I)`; W2, a 10-D
   mixture of 5 unit-covariance components (means uniform on :math:`[-5,5]^{10}`,
   seed 0).  N = 10³, 10⁴, 10⁵ chains, 1000 steps, :math:`\eta = 0.01`.  Peers:
@@ -11,7 +11,7 @@ Workloads (issues 8 item 6, 9 items 1-5):
   when importable, JAX (``jit`` + ``lax.scan``) and torch (in-place tensor ops).
   Reported in chain-steps per second.  Also: the counter-based generator's
   normals/s alone, and an arithmetic-limit estimate for the kernel.
-* **Langevin on a GPU** (issue 9 item 6), only when numba sees a real CUDA
+* **Langevin on a GPU** (one of the targets below), only when numba sees a real CUDA
   device (not the simulator): ``backend="cuda"`` on W1 and W2 at N = 10⁶ and
   10⁷ chains, with the GPU's float64 multiply-add and ``exp`` rates measured by
   probe kernels and the fraction of the resulting limit.
@@ -37,14 +37,14 @@ are the best of ``--repeat`` (>= 3) runs after one warm-up; the first call
 plain-NumPy baseline of the same run.
 
 Arithmetic limit (Langevin).  Two measured rates: the throughput of the
-samplers' own exponential (:func:`refscore._vecmath.exp_nonpositive`, branch-free
+samplers' own exponential (:func:`refscore._kernels.vecmath.exp_nonpositive`, branch-free
 so that it vectorises: the llvmlite wheels have no SVML) in a Numba loop on
 all cores (:math:`t_e` s per call), and the peak multiply-add rate of the machine, from a large BLAS product
 (:math:`t_m` s per multiply-add).  One chain-step of a K-component,
 d-dimensional unit-covariance mixture needs K exponentials (the softmax) and,
 per coordinate, vector arithmetic counted conservatively in multiply-add
 equivalents: 5K for the score, 4 for the update, 40 for Box–Muller (the
-polynomial log, sin and cos of :mod:`refscore._philox`, about 54 operations
+polynomial log, sin and cos of :mod:`refscore._kernels.philox`, about 54 operations
 counted) and 60 for half a Philox4x32-10 call (10 rounds of 2 multiplies, 4
 xors, shifts and masks, about 70 counted):
 
@@ -56,6 +56,14 @@ an upper bound on the throughput (operations under-counted, peak rates, no
 memory traffic); the
 report gives the fraction of it that the numba backend reaches.
 
+The harness lives in the repository's ``benchmarks/`` folder (with its
+probe kernels ``bench_kernels.py`` and ``bench_cuda.py``, which import the
+siblings from ``sys.path``) and is not installed with the package:
+``refscore bench`` finds it from a clone (next to the ``refscore`` package,
+e.g. after ``pip install -e .``, or in the current directory), and
+``python benchmarks/bench.py`` runs it directly.  Each worker re-runs this
+file as a script.
+
 Usage::
 
     refscore bench                       # full run, writes bench.json and figures/bench.png
@@ -64,7 +72,7 @@ Usage::
 
 References
 ----------
-Seed eqs (3), (4), (7); Hyvärinen (2005); Song, Garg, Shi & Ermon (2019);
+Eqs. (3), (4), (7); Hyvärinen (2005); Song, Garg, Shi & Ermon (2019);
 Salmon et al. (2011) for Philox.
 """
 from __future__ import annotations
@@ -116,8 +124,8 @@ def _x0(n, d):
 
 
 def _mlp_data(n, d, hidden=_HIDDEN):
-    from .losses import projections
-    from .models import MLPScore
+    from refscore.losses import projections
+    from refscore.models import MLPScore
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, d))
@@ -160,8 +168,8 @@ def plain_numpy_ula(weights, means, x, step, n_steps, rng):
 
 
 def _langevin_refscore(cfg, backend):
-    from .distributions import GaussianMixture
-    from .sampling import ula
+    from refscore.distributions import GaussianMixture
+    from refscore.sampling import ula
 
     out = []
     for wname, (w, mu) in _mixtures().items():
@@ -278,7 +286,7 @@ def _noise_and_limit(cfg):
     """Counter-based normals/s (NumPy, Numba), Generator normals/s, exp and FMA throughput."""
     import numba
 
-    from .noise import normal
+    from refscore.noise import normal
 
     res = {"numba_threads": numba.get_num_threads()}
     n = cfg["noise_n"]
@@ -288,8 +296,8 @@ def _noise_and_limit(cfg):
     g = np.random.default_rng(0)
     t, _ = _best_of(lambda: g.standard_normal(2 * n), cfg["repeat"])
     res["generator_normals_per_s"] = 2 * n / t
-    from . import _bench_kernels as bk
-    from .noise import _check_seed
+    import bench_kernels as bk
+    from refscore.noise import _check_seed
 
     k0, k1 = _check_seed(1)
     acc = np.empty(max(1, n // 50))
@@ -403,8 +411,8 @@ def _mlp_numpy(cfg):
 
 
 def _mlp_refscore(cfg):
-    from . import losses
-    from .models import MLPScore
+    from refscore import losses
+    from refscore.models import MLPScore
 
     out = []
     for d in cfg["dims"]:
@@ -426,8 +434,8 @@ def _mlp_refscore(cfg):
 
 def _mlp_scaling(cfg):
     """refscore time vs n (at d = 10) and vs d (at n = cfg n), fast and generic paths."""
-    from . import losses
-    from .models import MLPScore
+    from refscore import losses
+    from refscore.models import MLPScore
 
     out = []
     rng = np.random.default_rng(0)
@@ -483,8 +491,8 @@ def _mlp_memory(cfg):
     import resource
     import tracemalloc
 
-    from . import losses
-    from .models import MLPScore
+    from refscore import losses
+    from refscore.models import MLPScore
 
     n, d = cfg["memory_n"], cfg["memory_d"]
     x = np.random.default_rng(0).standard_normal((n, d))
@@ -635,11 +643,11 @@ def _langevin_cuda(cfg):
     """
     from numba import cuda
 
-    from . import _bench_cuda
+    import bench_cuda
 
     dev = cuda.get_current_device()
     threads = cfg["cuda_probe_threads_per_sm"] * getattr(dev, "MULTIPROCESSOR_COUNT", 1)
-    rates = _bench_cuda.gpu_rates(threads, cfg["cuda_probe_reps"])
+    rates = bench_cuda.gpu_rates(threads, cfg["cuda_probe_reps"])
     name = getattr(dev, "name", "CUDA simulator")
     name = name.decode() if isinstance(name, bytes) else str(name)
     shapes = _workload_shapes()
@@ -703,7 +711,7 @@ def _worker_env(threads):
 
 def _run_worker(name, cfg, timeout, threads=None):
     """Run one worker in a fresh interpreter; its last stdout line is JSON."""
-    cmd = [sys.executable, "-m", "refscore.bench", "--worker", name, "--config", json.dumps(cfg)]
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--config", json.dumps(cfg)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
@@ -801,7 +809,7 @@ def _mlp_table(res, n):
 
 
 def _targets(res):
-    """Issue 9 targets, evaluated on this run."""
+    """The performance targets, evaluated on this run."""
     out = []
     ref = {(r["loss"], r["d"]): r["seconds"] for r in res.get("mlp:refscore", [])}
     tor = {(r["loss"], r["d"]): r["seconds"] for r in res.get("mlp:torch", [])}
@@ -1025,7 +1033,7 @@ def main(argv=None) -> int:
                      f"generic path; NumPy allocations (tracemalloc) {mib('tracemalloc_peak_bytes_fast')} / "
                      f"{mib('tracemalloc_peak_bytes_generic')}; process max RSS {mib('ru_maxrss_bytes')}")
     if report["targets"]:
-        lines += ["", "targets (issue 9):"]
+        lines += ["", "targets:"]
         for t in report["targets"]:
             lines.append(f"  [{'met' if t['met'] else 'NOT met'}] {t['target']}: {t['speedup']:.2f}x")
     for k, why in report["skipped"].items():

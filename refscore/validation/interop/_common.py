@@ -1,7 +1,7 @@
 """Shared plumbing of the interop backends: reading cases, the theta layout, variants.
 
 Nothing here computes a score or a derivative; the layout is re-derived from
-API.md (not from refscore.models) so that a layout bug in refscore shows too.
+the documented theta layout (docs/derivations.md §3; not from refscore.models) so that a layout bug in refscore shows too.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def select(g, cases):
 
 
 def mlp_shapes(kwargs, out_dim):
-    """[(out, in), ...] of an MLP: dim -> hidden... -> out_dim (API.md layout)."""
+    """[(out, in), ...] of an MLP: dim -> hidden... -> out_dim (the documented layout)."""
     sizes = [kwargs["dim"], *kwargs["hidden"], out_dim]
     return [(sizes[l + 1], sizes[l]) for l in range(len(sizes) - 1)]
 

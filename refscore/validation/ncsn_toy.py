@@ -9,7 +9,7 @@ where the modes overlap and mass moves between them, with the exact noised
 mixture scores.
 
 Step-size convention: refscore writes every update as :math:`x + \eta s + \sqrt{2\eta}z`
-(seed eq. (4)).  NCSN's Algorithm 1 writes :math:`x + \tfrac{\alpha_i}{2}s + \sqrt{\alpha_i}z`
+(eq. (4)).  NCSN's Algorithm 1 writes :math:`x + \tfrac{\alpha_i}{2}s + \sqrt{\alpha_i}z`
 with :math:`\alpha_i = \epsilon\sigma_i^2/\sigma_L^2`; so :math:`\eta_i = \alpha_i/2` and NCSN's
 ε = 0.1 is refscore's step = 0.05.  (Toy code that writes :math:`x + (lr/2)s + \sqrt{lr}z`
 has lr = α.)  With 100 steps per level the residual bias of the weights is about

@@ -1,20 +1,20 @@
-"""Numba kernels timed by :mod:`refscore.bench` (throughput probes, not library code).
+"""Numba kernels timed by the benchmark harness ``benchmarks/bench.py`` (throughput probes, not library code).
 
 * :func:`counter_normals`: the counter-based normals alone -- Philox4x32-10 and
-  Box-Muller from :mod:`refscore._philox`, compiled inline exactly as the
+  Box-Muller from :mod:`refscore._kernels.philox`, compiled inline exactly as the
   Numba sampler compiles them, ``prange`` over blocks of chains, chains innermost.
-* :func:`exp_throughput`: the rate of :func:`refscore._vecmath.exp_nonpositive`
+* :func:`exp_throughput`: the rate of :func:`refscore._kernels.vecmath.exp_nonpositive`
   (the exponential the CPU sampler's mixture softmax uses), one input of
   the arithmetic-limit estimate (the other, the peak multiply-add rate, is a
-  BLAS product timed in :mod:`refscore.bench`).
+  BLAS product timed in ``benchmarks/bench.py``).
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
-from . import _philox
-from ._vecmath import exp_nonpositive
+from refscore._kernels import philox as _philox
+from refscore._kernels.vecmath import exp_nonpositive
 
 __all__ = ["counter_normals", "exp_throughput"]
 

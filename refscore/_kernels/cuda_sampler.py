@@ -1,10 +1,12 @@
-r"""numba.cuda backend: one thread per chain (imported lazily by :mod:`refscore.sampling`).
+r"""numba.cuda backend: one thread per chain (loaded lazily through :mod:`refscore._kernels`).
+
+Derivation: docs/derivations.md §8, §9.5 (why a GPU agrees to round-off only).
 
 Each thread holds its chain in local arrays shaped like a CPU block of one
 chain (``X[i, 0]``) and runs the SAME score and noise device functions as the
-CPU kernels (:mod:`._score_kernels`, :mod:`refscore._philox`), compiled with
+CPU kernels (:mod:`.score_blocks`, :mod:`.philox`), compiled with
 ``cuda.jit(device=True)``; the kernels below are line-by-line transcriptions
-of :mod:`.cpu` with ``m = 1``.  Under ``NUMBA_ENABLE_CUDASIM=1`` the simulator
+of :mod:`.cpu_sampler` with ``m = 1``.  Under ``NUMBA_ENABLE_CUDASIM=1`` the simulator
 runs them on the CPU (bitwise equal noise to NumPy and Numba, tested).
 
 Round-off: on real hardware NVVM contracts ``a*b + c`` into FMA by default,
@@ -18,17 +20,20 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from . import _score_kernels as _SK
+from . import score_blocks
+from .activation_table import LIBM_OPS, compile_activation
+from .ids import MAX_DIM_GPU, MAX_WORK_GPU
 
 __all__ = ["langevin", "mala", "available"]
 
-_K = _SK.make(cuda.jit(device=True))
+_device = cuda.jit(device=True)
+_K = score_blocks.make(_device, compile_activation(_device, LIBM_OPS))
 _evaluate = _K.evaluate
 _step_block = _K.step_block
 _uniform = _K.uniform
 _log_unit = _K.log_unit
-MAXD = _SK.MAX_DIM_GPU
-MAXW = _SK.MAX_WORK_GPU
+MAXD = MAX_DIM_GPU
+MAXW = MAX_WORK_GPU
 _U1 = np.uint64(1)
 _TPB = 128
 

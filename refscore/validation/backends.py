@@ -48,7 +48,7 @@ def start(n, seed=0):
 _CUDA_SCRIPT = r"""
 import json, sys
 import numpy as np
-from validation.backends import targets, start
+from refscore.validation.backends import targets, start
 from refscore.sampling import ula
 out = {}
 n, steps, step, seed = json.loads(sys.argv[1])
@@ -63,16 +63,17 @@ def run_cuda(n, steps, step, seed):
     env = dict(os.environ)
     gpu = False
     try:
-        from numba import cuda  # noqa: F401  (only to probe; simulator not enabled here)
+        from refscore._kernels import cuda_available  # only to probe; simulator not enabled here
 
-        gpu = bool(cuda.is_available()) and not os.environ.get("NUMBA_ENABLE_CUDASIM")
+        gpu = cuda_available() and not os.environ.get("NUMBA_ENABLE_CUDASIM")
     except Exception:
         gpu = False
     if not gpu:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cuda.json")
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # the directory holding the refscore package (a clone's root, or site-packages)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", _CUDA_SCRIPT, json.dumps([n, steps, step, seed]), out],

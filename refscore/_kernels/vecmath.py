@@ -1,17 +1,20 @@
 r"""Branch-free elementwise math for Numba loops that must vectorise.
 
+Derivation: docs/derivations.md §6.3.
+
 The llvmlite wheels carry no SVML, so a loop that calls libm's ``exp`` or
 ``tanh`` runs one scalar call per element (measured 15 ns per ``tanh``,
 against 1.4 ns per element for :func:`tanh` below in a vectorised loop).
 These are written once, in straight-line arithmetic that LLVM turns into
 AVX-512 code, and shared by the MLP loss kernels
-(:mod:`refscore.models._mlp_kernels`) and the CPU sampler's MLP targets
-(:mod:`refscore.sampling.cpu`).
+(:mod:`refscore._kernels.mlp_losses`) and the CPU sampler's MLP targets
+(:mod:`refscore._kernels.cpu_sampler`).
 
 Accuracy (tested in ``tests/test_mlp_kernels.py``): :func:`exp_nonpositive`
 within 1 ulp of ``np.exp``, :func:`tanh` within 2 ulp of ``np.tanh``, NaN in
-gives NaN out.  The activations follow the formulas of
-:mod:`refscore.models.activations` term by term.
+gives NaN out.  :data:`activation` is compiled from the kernel formulas of
+the activation registry (:mod:`refscore.models.activations`) by
+:mod:`.activation_table`.
 
 References
 ----------
@@ -26,13 +29,13 @@ import numba
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["ACT_IDS", "activation", "exp_nonpositive", "tanh"]
+from .activation_table import compile_activation
 
-#: activation name -> id used by every compiled kernel
-ACT_IDS = {"tanh": 0, "softplus": 1, "sigmoid": 2, "silu": 3, "gelu": 4}
+__all__ = ["activation", "exp_nonpositive", "tanh"]
 
-_INV_SQRT2 = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
+
+def _inline(fn):
+    return numba.njit(inline="always", error_model="numpy")(fn)
 
 
 @intrinsic
@@ -90,29 +93,9 @@ def tanh(z):
     return math.copysign(t, z) if a == a else z
 
 
-@numba.njit(inline="always", error_model="numpy")
-def activation(kind, z):
-    """(φ(z), φ'(z), φ''(z)) of activation ``kind``, by the formulas of models/activations.py."""
-    if kind == 0:
-        t = tanh(z)
-        s = 1.0 - t * t  # sech²: exact 0 once tanh rounds to ±1
-        return t, s, -2.0 * t * s
-    if kind == 4:
-        big = 0.5 * math.erfc(-z * _INV_SQRT2)  # Φ(z)
-        zc = min(max(z, -40.0), 40.0)
-        phi = _INV_SQRT_2PI * exp_nonpositive(-0.5 * zc * zc)
-        return z * big, big + zc * phi, phi * (2.0 - zc * zc)
-    e = exp_nonpositive(-abs(z))  # <= 1: never overflows
-    r = 1.0 / (1.0 + e)
-    er = e * r
-    pos = z >= 0
-    sig = r if pos else er
-    one_minus = er if pos else r
-    ds = er * r  # σ'
-    d2s = ds * (one_minus - sig)  # σ''
-    if kind == 1:  # softplus: log(1 + e^z)
-        return max(z, 0.0) + math.log1p(e), sig, ds
-    if kind == 2:  # sigmoid
-        return sig, ds, d2s
-    # silu: z σ(z); (z σ)' = σ + z σ', (z σ)'' = 2σ' + z σ''
-    return z * sig, sig + z * ds, 2.0 * ds + z * d2s
+#: (kind, z) -> (φ, φ', φ''), kind = position in the activation registry;
+#: the registry's kernel formulas over the branch-free exp/tanh above
+activation = compile_activation(
+    _inline,
+    dict(exp_nonpositive=exp_nonpositive, tanh=tanh, erfc=math.erfc, log1p=math.log1p),
+)

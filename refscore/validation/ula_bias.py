@@ -1,6 +1,6 @@
 r"""ULA is biased at finite step; MALA is not.
 
-The unadjusted Langevin algorithm (seed eq. (4)), :math:`x' = x + \eta\nabla\log p(x)
+The unadjusted Langevin algorithm (eq. (4)), :math:`x' = x + \eta\nabla\log p(x)
 + \sqrt{2\eta}\,z`, on :math:`p = N(\mu,\Sigma)` is the linear recursion
 :math:`x' - \mu = (I - \eta\Lambda)(x-\mu) + \sqrt{2\eta}z` with :math:`\Lambda=\Sigma^{-1}`.
 Its stationary covariance C solves :math:`C = (I-\eta\Lambda)C(I-\eta\Lambda) + 2\eta I`,
@@ -24,7 +24,7 @@ from .common import check_row, save_figure
 
 NAME = "ula_bias"
 TITLE = "ULA stationary covariance vs step; MALA removes the bias"
-SOURCE = "ULA linear recursion (Roberts & Tweedie 1996); DERIVATIONS §4"
+SOURCE = "ULA linear recursion (Roberts & Tweedie 1996); docs/derivations.md §8.2"
 
 MEAN = np.array([1.0, -1.0])
 COV = np.array([[1.0, 0.5], [0.5, 2.0]])

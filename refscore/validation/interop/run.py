@@ -25,7 +25,7 @@ def compute(backend, golden, *, variant=None, cases=None, dtype="float64") -> di
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "jax" and dtype != "float64":
         raise ValueError(f"the jax backend computes in float64 only, got dtype={dtype!r}")
-    mod = importlib.import_module(f"validation.interop.{backend}_backend")
+    mod = importlib.import_module(f"{__package__}.{backend}_backend")
     kwargs = {"dtype": dtype} if backend == "torch" else {}
     return mod.values(golden, variant=variant, cases=cases, **kwargs)
 

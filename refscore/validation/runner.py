@@ -17,7 +17,7 @@ import traceback
 
 from .common import Row
 
-#: run order; each is a module ``validation.<name>``
+#: run order; each is a module ``refscore.validation.<name>``
 EXPERIMENTS = (
     "hyvarinen",
     "equivalence",
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         bar.set_postfix_str(name)
         t0 = time.perf_counter()
         try:
-            module = importlib.import_module(f"validation.{name}")
+            module = importlib.import_module(f"{__package__}.{name}")
             got = module.run(quick=args.quick, seed=args.seed, fig_dir=fig_dir)
         except Exception as exc:  # an experiment that crashes is a FAIL row, not a crash of the suite
             traceback.print_exc()

@@ -1,8 +1,8 @@
-"""numba.cuda probe kernels timed by :mod:`refscore.bench` (imported only by its GPU worker).
+"""numba.cuda probe kernels timed by ``benchmarks/bench.py`` (imported only by its GPU worker).
 
 * :func:`gpu_rates`: the GPU's float64 multiply-add rate and libdevice ``exp``
   rate, the two inputs of the GPU arithmetic-limit estimate (the same formula
-  as the CPU's, see :mod:`refscore.bench`).
+  as the CPU's, see ``benchmarks/bench.py``).
 
 Module-level kernels (not closures), so that numba's CUDA simulator can run
 them in tests.

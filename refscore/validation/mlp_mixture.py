@@ -3,9 +3,9 @@ r"""An MLP score model learns a 2-D Gaussian mixture with ISM, DSM and SSM-VR.
 ``MLPScore(2, hidden, "tanh")`` is trained by Adam (``refscore.training.fit``) on
 samples of :math:`p = 0.5\,N((-2,0), I) + 0.5\,N((2,0), I)` with each of
 
-* ISM, seed eq. (3) (exact Hessian trace, Hyvärinen 2005);
-* DSM at small σ, seed eq. (6) (Vincent 2011) — learns :math:`\nabla\log p_\sigma`;
-* SSM-VR with one Rademacher projection, seed eq. (7) (Song et al. 2019).
+* ISM, eq. (3) (exact Hessian trace, Hyvärinen 2005);
+* DSM at small σ, eq. (6) (Vincent 2011) — learns :math:`\nabla\log p_\sigma`;
+* SSM-VR with one Rademacher projection, eq. (7) (Song et al. 2019).
 
 Measured: the Fisher divergence :math:`\tfrac12 E_p\|s_\theta - \nabla\log p\|^2`
 (population ESM by Gauss–Hermite quadrature, no Monte Carlo), the learned vs true

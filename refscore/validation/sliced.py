@@ -7,7 +7,7 @@ r"""Song, Garg, Shi & Ermon (2019): sliced score matching — variance and cost.
           B = A + \tfrac12 s s^\top, \qquad
           \hat J_{VR}(v) = v^\top A v + \tfrac12\|s\|^2,
 
-both unbiased for ISM when :math:`E[vv^\top] = I` (seed eq. (7)).  The variance
+both unbiased for ISM when :math:`E[vv^\top] = I` (eq. (7)).  The variance
 of a quadratic form :math:`v^\top C v` depends only on :math:`C_s = (C + C^\top)/2`:
 
 * Gaussian v: :math:`2\|C_s\|_F^2`;
@@ -39,7 +39,7 @@ from .common import check_row, save_figure
 
 NAME = "sliced"
 TITLE = "Sliced score matching: estimator variance and cost"
-SOURCE = "Song et al. 2019, §3 (seed eq. (7))"
+SOURCE = "Song et al. 2019, §3 (eq. (7))"
 KINDS = ("gaussian", "rademacher", "sphere")
 
 

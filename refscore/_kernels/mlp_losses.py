@@ -1,4 +1,4 @@
-r"""Numba kernels for the fused ISM / SSM passes of :class:`~refscore.models.MLPScore`.
+r"""Numba kernels for the fused ESM / DSM / ISM / SSM passes of :class:`~refscore.models.MLPScore`.
 
 Two kernels, each the compiled twin of a readable NumPy method kept as
 ``engine="numpy"``:
@@ -9,7 +9,7 @@ Two kernels, each the compiled twin of a readable NumPy method kept as
   reverse pass (ISM with one or two hidden layers, trace in closed form).
 
 :func:`stacked_terms` runs one forward pass carrying the primal and r
-tangents stacked, one combined reverse pass (``../shared/DERIVATIONS.md`` §2),
+tangents stacked, one combined reverse pass (docs/derivations.md §3),
 
 .. math::
 
@@ -36,49 +36,38 @@ The per-point losses (``kind``):
 
 * ``ISM`` (0): identity tangents (r = d),
   :math:`\ell_k = \operatorname{tr}J_k + \tfrac12\lVert s_k\rVert^2`,
-  :math:`\bar s_k = w_k s_k`, :math:`\bar{(J e_j)}_k = w_k e_j` (seed eq. (3));
+  :math:`\bar s_k = w_k s_k`, :math:`\bar{(J e_j)}_k = w_k e_j` (eq. (3));
 * ``SSM`` (1): tangents :math:`v_{ki}`,
   :math:`\ell_{ki} = v_{ki}^\top J_k v_{ki} + \tfrac12(v_{ki}^\top s_k)^2`,
   :math:`\bar s_k = \sum_i W_{ki}(v_{ki}^\top s_k)v_{ki}`,
-  :math:`\bar{(Jv)}_{ki} = W_{ki}v_{ki}` (seed eq. (7));
+  :math:`\bar{(Jv)}_{ki} = W_{ki}v_{ki}` (eq. (7));
 * ``SSM_VR`` (2): :math:`\ell_{ki} = v_{ki}^\top J_k v_{ki} + \tfrac12\lVert s_k\rVert^2`,
   :math:`\bar s_k = (\sum_i W_{ki}) s_k`;
 * ``RESIDUAL`` (3): no tangents (r = 0), the target :math:`t_k` in ``V[k, 0]``,
   :math:`\ell_k = \tfrac12\lVert s_k - t_k\rVert^2`, :math:`\bar s_k = w_k(s_k - t_k)`
-  (ESM, seed eq. (1); DSM at :math:`\tilde x = x + \sigma\varepsilon`,
-  :math:`t = -\varepsilon/\sigma`, seed eq. (5)).
+  (ESM, eq. (2); DSM at :math:`\tilde x = x + \sigma\varepsilon`,
+  :math:`t = -\varepsilon/\sigma`, eq. (6)).
 
-Activation ids are :data:`refscore._vecmath.ACT_IDS`; the activations and
-their first two derivatives come from :func:`refscore._vecmath.activation`,
-branch-free so that the loops over a layer's units vectorise.
+Kinds are :class:`refscore._kernels.ids.LossKind`; activation ids are
+registry positions (:func:`refscore.models.activations.kernel_id`); the
+activations and their first two derivatives come from
+:data:`refscore._kernels.vecmath.activation`, branch-free so that the loops
+over a layer's units vectorise.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
-from .._vecmath import ACT_IDS, activation
+from .activation_table import compile_activate_row
+from .ids import ISM, RESIDUAL, SSM, SSM_VR  # noqa: F401  (the kinds, named in the docstrings)
+from .vecmath import activation
 
-__all__ = ["ISM", "SSM", "SSM_VR", "RESIDUAL", "ACT_IDS", "stacked_terms", "ism_closed_form"]
-
-ISM, SSM, SSM_VR, RESIDUAL = 0, 1, 2, 3
+__all__ = ["stacked_terms", "ism_closed_form"]
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _activate_row(kind, a, b, f, f1, f2):
-    """f, f1, f2 = φ, φ', φ'' at a + b, one row; one loop per kind so that each vectorises."""
-    if kind == 0:
-        for o in range(a.shape[0]):
-            f[o], f1[o], f2[o] = activation(0, a[o] + b[o])
-    elif kind == 2:
-        for o in range(a.shape[0]):
-            f[o], f1[o], f2[o] = activation(2, a[o] + b[o])
-    elif kind == 3:
-        for o in range(a.shape[0]):
-            f[o], f1[o], f2[o] = activation(3, a[o] + b[o])
-    else:
-        for o in range(a.shape[0]):
-            f[o], f1[o], f2[o] = activation(kind, a[o] + b[o])
+#: f, f1, f2 = φ, φ', φ'' at a + b along a row; one loop per activation, each vectorised
+_activate_row = compile_activate_row(lambda f: numba.njit(inline="always", error_model="numpy")(f), activation)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
@@ -90,7 +79,7 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     theta : (P,) float64, the MLPScore layout.
     sizes : (L+1,) int64, ``(d, h_1, …, h_{L-1}, d)``.
     act : int, activation id.
-    kind : int, ``ISM``, ``SSM`` or ``SSM_VR``.
+    kind : int, ``ISM``, ``SSM``, ``SSM_VR`` or ``RESIDUAL`` (:class:`~refscore._kernels.ids.LossKind`).
     x : (n, d) C-contiguous.
     V : (n, r, d) C-contiguous tangents (SSM kinds); ignored for ISM (r = d);
         (n, 1, d) targets for RESIDUAL (r = 0).

@@ -1,11 +1,13 @@
 r"""Numba CPU backend: ``@njit(parallel=True)``, ``prange`` over blocks of chains.
 
+Derivation: docs/derivations.md §8.
+
 A block of ``B`` chains is held transposed in local arrays (``X[i, c]``) for
 the whole run; the step loop is outside, the chain loop innermost, so the
-score kernels (:mod:`._score_kernels`) and the Philox/Box–Muller noise
-(:mod:`refscore._philox`) vectorise over chains.  Each chain's arithmetic does
+score blocks (:mod:`.score_blocks`) and the Philox/Box–Muller noise
+(:mod:`.philox`) vectorise over chains.  Each chain's arithmetic does
 not depend on which block or thread runs it, so results are identical for any
-number of threads.  The update is seed eq (4), line by line as in
+number of threads.  The update is eq. (4), line by line as in
 :mod:`.reference`::
 
     x_new = x + eta * (scale * s) + sqrt(2 eta) * z
@@ -21,17 +23,16 @@ import numba
 import numpy as np
 from numba import prange
 
-from .. import _vecmath
-from . import _score_kernels
+from . import score_blocks, vecmath
 
 __all__ = ["langevin", "mala", "evaluate_points", "BLOCK"]
 
 BLOCK = 128
 # error_model="numpy": float division never raises, so no call is an exception
 # boundary and LLVM may inline and vectorise across it
-_K = _score_kernels.make(numba.njit(error_model="numpy"),
-                         lambda f: numba.njit(inline="always", error_model="numpy")(f),
-                         activation=_vecmath.activation, exp_nonpositive=_vecmath.exp_nonpositive)
+_K = score_blocks.make(numba.njit(error_model="numpy"), vecmath.activation,
+                       jit_inline=lambda f: numba.njit(inline="always", error_model="numpy")(f),
+                       exp_nonpositive=vecmath.exp_nonpositive)
 _uniform = _K.uniform
 _log_unit = _K.log_unit
 _evaluate = _K.evaluate

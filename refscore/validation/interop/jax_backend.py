@@ -12,7 +12,7 @@ shared with refscore except the stored inputs.
 
 Examples
 --------
->>> from validation.interop import jax_backend            # doctest: +SKIP
+>>> from refscore.validation.interop import jax_backend   # doctest: +SKIP
 >>> vals = jax_backend.values("golden/")                  # doctest: +SKIP
 >>> refscore.golden.check("golden/", vals).passed         # doctest: +SKIP
 True
@@ -175,7 +175,7 @@ def values(golden, *, variant=None, cases=None) -> dict:
     Parameters
     ----------
     golden : path or refscore.golden.Golden
-    variant : None or a key of :data:`validation.interop.VARIANTS`
+    variant : None or a key of :data:`refscore.validation.interop.VARIANTS`
         A deliberately wrong convention (negative control).
     cases : iterable of str, optional
         Only these cases.

@@ -11,7 +11,7 @@ float32 (to exercise ``check``'s float32 tolerances).
 
 Examples
 --------
->>> from validation.interop import torch_backend          # doctest: +SKIP
+>>> from refscore.validation.interop import torch_backend # doctest: +SKIP
 >>> vals = torch_backend.values("golden/")                # doctest: +SKIP
 >>> refscore.golden.check("golden/", vals).passed         # doctest: +SKIP
 True
@@ -141,7 +141,7 @@ def values(golden, *, variant=None, cases=None, dtype="float64") -> dict:
     Parameters
     ----------
     golden : path or refscore.golden.Golden
-    variant : None or a key of :data:`validation.interop.VARIANTS`
+    variant : None or a key of :data:`refscore.validation.interop.VARIANTS`
     cases : iterable of str, optional
     dtype : {"float64", "float32"}
         Working precision (results are returned as float64 arrays).

@@ -1,7 +1,7 @@
 r"""Vincent (2011): DSM at noise level σ learns the score of :math:`p_\sigma = p * N(0,\sigma^2 I)`.
 
 For Gaussian data :math:`N(\mu,\Sigma)` and the model :math:`s(x) = -P(x-m)`, the
-population DSM objective (seed eq. (6), with :math:`\varepsilon = \sigma z`)
+population DSM objective (eq. (6), with :math:`\varepsilon = \sigma z`)
 
 .. math:: J_{DSM}(\theta) = \tfrac12 E_{x,z}\|s_\theta(x+\sigma z) + z/\sigma\|^2
           = J_{ESM}(\theta; p_\sigma) + C(\sigma)
@@ -25,7 +25,7 @@ from .common import check_row, save_figure
 
 NAME = "vincent"
 TITLE = "DSM learns the noised score"
-SOURCE = "Vincent 2011, §4.2 (seed eq. (5)–(6))"
+SOURCE = "Vincent 2011, §4.2 (eq. (5)–(6))"
 
 MEAN = np.array([0.0, 1.0])
 COV = np.array([[1.0, 0.6], [0.6, 0.7]])

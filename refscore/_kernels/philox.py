@@ -1,5 +1,7 @@
 r"""Philox4x32-10 and Box–Muller, written ONCE for NumPy, Numba and numba.cuda.
 
+Derivation: docs/derivations.md §9.
+
 Every function here is plain Python on ``uint64`` words holding 32-bit values
 and on float64 values, with no branches, so the same source runs
 

@@ -1,5 +1,7 @@
 r"""Score (and log-density) of every target kind, evaluated on a BLOCK of chains.
 
+Derivation: docs/derivations.md §7.5, §8.
+
 One source, compiled twice: :func:`make` takes ``numba.njit`` (CPU: blocks of
 ``B`` chains, the chain loop innermost so LLVM vectorises it) or
 ``numba.cuda.jit(device=True)`` (GPU: a "block" of one chain held in a
@@ -38,62 +40,30 @@ import types
 
 import numpy as np
 
-from .. import _philox
-from .._vecmath import ACT_IDS
+from . import philox
+from .ids import AFFINE, BANANA, HEADER, MIX, MLP, STUDENT
 
-__all__ = ["make", "MAX_DIM_GPU", "MAX_WORK_GPU", "AFFINE", "MIX", "STUDENT", "BANANA", "MLP", "ACT_IDS", "HEADER"]
+__all__ = ["make"]
 
-AFFINE, MIX, STUDENT, BANANA, MLP = 0, 1, 2, 3, 4
-HEADER = 6  # layout[0:6] = kind, d, work_rows, a, b, c ; MLP widths follow
-_INV_SQRT2 = 0.7071067811865476
 _U0 = np.uint64(0)
-MAX_DIM_GPU = 64     # local-array sizes of the one-chain "blocks" of the CUDA kernels
-MAX_WORK_GPU = 512
-_INV_SQRT_2PI = 0.3989422804014327
 
 
-def make(jit, jit_inline=None, activation=None, exp_nonpositive=None):
+def make(jit, activation, jit_inline=None, exp_nonpositive=None):
     """Compile the block kernels with decorator ``jit``; returns a namespace.
 
-    ``jit_inline`` compiles the noise functions (Philox, Box–Muller); on the
-    CPU it is ``njit(inline="always", error_model="numpy")`` so that the chain
-    loop around a noise call is one straight-line body LLVM can vectorise.
-    ``activation`` (optional, compiled) replaces the built-in ``act``: ``(kind,
-    z) -> (φ, φ', φ'')``; the CPU passes :func:`refscore._vecmath.activation`,
-    whose branch-free tanh/exp let the chain loop of an MLP layer vectorise
-    (libm's ``tanh`` is a scalar call); ``exp_nonpositive`` (optional, compiled,
-    :func:`refscore._vecmath.exp_nonpositive` on the CPU) likewise replaces
-    ``math.exp`` in the mixture's softmax, whose arguments are <= 0.
+    ``activation`` is the compiled ``(kind, z) -> (φ, φ', φ'')`` of
+    :func:`.activation_table.compile_activation`: on the CPU over the
+    branch-free tanh/exp of :mod:`.vecmath` (so the chain loop of an MLP layer
+    vectorises), on CUDA over libm.  ``jit_inline`` compiles the noise
+    functions (Philox, Box–Muller); on the CPU it is
+    ``njit(inline="always", error_model="numpy")`` so that the chain loop
+    around a noise call is one straight-line body LLVM can vectorise.
+    ``exp_nonpositive`` (optional, compiled, :func:`.vecmath.exp_nonpositive`
+    on the CPU) replaces ``math.exp`` in the mixture's softmax, whose
+    arguments are <= 0.
     """
-    P = _philox.make(jit if jit_inline is None else jit_inline)
+    P = philox.make(jit if jit_inline is None else jit_inline)
     normal_pair = P.normal_pair
-
-    # The formulas of refscore._vecmath.activation over libm's exp/tanh (the CUDA
-    # path).  Not built from a shared factory in _vecmath: that was measured 200x
-    # slower in the CUDA simulator with 16 chains (76 s against 0.36 s for 20 steps
-    # of the MLP target), which CI runs.
-    @jit
-    def act_libm(kind, z):
-        """(phi(z), phi'(z)) of hidden activation ``kind`` (ids in ACT_IDS)."""
-        if kind == 0:
-            t = math.tanh(z)
-            return t, 1.0 - t * t
-        e = math.exp(-abs(z))
-        r = 1.0 / (1.0 + e)
-        if z >= 0:
-            sig = r
-        else:
-            sig = e * r
-        if kind == 1:
-            return max(z, 0.0) + math.log1p(e), sig
-        ds = e * r * r  # sigma'(z), as in models/activations.py
-        if kind == 2:
-            return sig, ds
-        if kind == 3:
-            return z * sig, sig + z * ds
-        big = 0.5 * math.erfc(-z * _INV_SQRT2)
-        zc = min(max(z, -40.0), 40.0)
-        return z * big, big + zc * (_INV_SQRT_2PI * math.exp(-0.5 * zc * zc))
 
     if exp_nonpositive is None:
         @jit
@@ -102,13 +72,11 @@ def make(jit, jit_inline=None, activation=None, exp_nonpositive=None):
     else:
         expnp = exp_nonpositive
 
-    if activation is None:
-        act = act_libm
-    else:
-        @(jit if jit_inline is None else jit_inline)
-        def act(kind, z):
-            f, f1, _ = activation(kind, z)
-            return f, f1
+    @(jit if jit_inline is None else jit_inline)
+    def act(kind, z):
+        """(φ(z), φ'(z)) of hidden activation ``kind`` (its registry position)."""
+        f, f1, _ = activation(kind, z)
+        return f, f1
 
     @jit
     def affine(lay, p, X, S, LP, W, m, want_logp):
@@ -345,20 +313,24 @@ def make(jit, jit_inline=None, activation=None, exp_nonpositive=None):
     def evaluate(lay, p, X, S, LP, W, m, want_logp):
         """Score of the first ``m`` chains of block ``X`` into ``S`` (and log p into ``LP``)."""
         kind = lay[0]
-        if kind == 0:
+        if kind == AFFINE:
             affine(lay, p, X, S, LP, W, m, want_logp)
-        elif kind == 1:
+        elif kind == MIX:
             mixture(lay, p, X, S, LP, W, m, want_logp)
-        elif kind == 2:
+        elif kind == STUDENT:
             student(lay, p, X, S, LP, W, m, want_logp)
-        elif kind == 3:
+        elif kind == BANANA:
             banana(lay, p, X, S, LP, W, m, want_logp)
-        else:
+        elif kind == MLP:
             mlp(lay, p, X, S, LP, W, m, want_logp)
+        else:  # an unknown kind scores NaN: the chains are flagged diverged, never silently wrong
+            for i in range(lay[1]):
+                for c in range(m):
+                    S[i, c] = math.nan
 
     @(jit if jit_inline is None else jit_inline)
     def step_block(X, S, ACC, m, d, eta, sc, sq, k0, k1, lo, g):
-        """Seed eq (4) for the m chains of a block: S <- X + eta*(sc*S) + sq*z.
+        """Eq. (4) for the m chains of a block: S <- X + eta*(sc*S) + sq*z.
 
         ``z`` = normal(seed, lo + c, g, i); ``ACC[c]`` becomes NaN when chain
         ``c``'s new state holds a non-finite value (0 * inf = NaN), else 0.
@@ -383,6 +355,6 @@ def make(jit, jit_inline=None, activation=None, exp_nonpositive=None):
                 S[d - 1, c] = v0
                 ACC[c] += v0 * 0.0
 
-    return types.SimpleNamespace(evaluate=evaluate, act=act, act_libm=act_libm, step_block=step_block,
+    return types.SimpleNamespace(evaluate=evaluate, act=act, step_block=step_block,
                                  normal_pair=normal_pair, uniform=P.uniform,
                                  log_unit=P.log_unit)

@@ -1,6 +1,6 @@
 r"""Hyvärinen (2005), §3 example 1: the ISM estimator of a Gaussian is closed form.
 
-For the model :math:`s(x) = -P(x-\mu)` the empirical ISM objective (seed eq. (3))
+For the model :math:`s(x) = -P(x-\mu)` the empirical ISM objective (eq. (3))
 
 .. math:: \hat J(\mu, P) = -\operatorname{tr}P + \tfrac12\operatorname{tr}(P^2 S)
           + \tfrac12(\bar x-\mu)^\top P^2(\bar x-\mu)

@@ -1,0 +1,150 @@
+r"""The compiled floor: every line of refscore that numba compiles lives here.
+
+Nothing outside this package imports numba, and this package's ``__init__``
+does not either: the compiled engines load on first use through the
+accessors below, so ``import refscore`` and every NumPy reference path run
+without numba installed.
+
+=====================  ======================================================
+module                 what it holds
+=====================  ======================================================
+:mod:`.ids`            kernel ids: loss kinds, target kinds, layout header
+                       (numba-free, read by the reference code too)
+:mod:`.philox`         Philox4x32-10 + Box–Muller, one source for NumPy,
+                       Numba and CUDA (numba-free)
+:mod:`.activation_table`  the compiled activations, generated from the
+                       activation registry (numba-free)
+:mod:`.vecmath`        branch-free exp/tanh and the CPU activations
+:mod:`.mlp_losses`     MLPScore's fused loss-and-gradient kernels
+:mod:`.score_blocks`   every sampler target's score on a block of chains
+:mod:`.cpu_sampler`    ULA / MALA / annealed Langevin, prange over blocks
+:mod:`.cuda_sampler`   the same, one CUDA thread per chain
+=====================  ======================================================
+
+Compile cache.  The kernels are compiled with ``cache=True`` into a cache
+directory outside the installed tree (so a read-only install caches too):
+``$REFSCORE_CACHE_DIR``, else ``$XDG_CACHE_HOME/refscore`` or
+``~/.cache/refscore``, in a subdirectory named by a fingerprint of this
+package's sources, the activation registry and the numba version.  Numba
+invalidates a cached kernel only when its own file changes, not when a
+function it inlines does; the fingerprint makes any edit here start a fresh
+cache.  A user's own ``NUMBA_CACHE_DIR`` is left alone for their functions.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import pathlib
+
+__all__ = ["numba_available", "load_mlp_losses", "load_cpu_sampler", "load_cuda_sampler", "cuda_available",
+           "cache_dir"]
+
+_HERE = pathlib.Path(__file__).resolve().parent
+
+
+def numba_available() -> bool:
+    """True when numba can be imported (the compiled engines are usable)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _require_numba(what):
+    if not numba_available():
+        raise ImportError(
+            f"{what} needs numba, which is not installed; install it (pip install numba) "
+            "or use the NumPy reference (backend='numpy', engine='numpy')"
+        )
+
+
+@functools.lru_cache(maxsize=None)
+def cache_dir() -> pathlib.Path | None:
+    """The directory the compiled kernels are cached in (None: numba's default)."""
+    import numba
+
+    from ..models import activations
+
+    h = hashlib.sha256(numba.__version__.encode())
+    for path in sorted(_HERE.glob("*.py")) + [pathlib.Path(activations.__file__)]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    root = os.environ.get("REFSCORE_CACHE_DIR")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "refscore")
+    path = pathlib.Path(root) / f"numba-{numba.__version__}-{h.hexdigest()[:16]}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        return None  # not writable: numba's own locator (in-tree or its user-wide cache)
+    return path
+
+
+@contextlib.contextmanager
+def _compile_into_cache():
+    """Point numba's cache at :func:`cache_dir` while this package's kernels are defined.
+
+    Numba picks a function's cache location when the function is decorated,
+    so the setting is restored as soon as the modules are imported.
+    """
+    import numba
+
+    path = cache_dir()
+    old = numba.config.CACHE_DIR
+    if path is not None:
+        numba.config.CACHE_DIR = str(path)
+    try:
+        yield
+    finally:
+        numba.config.CACHE_DIR = old
+
+
+@functools.lru_cache(maxsize=None)
+def load_mlp_losses():
+    """:mod:`.mlp_losses`, compiled on first use."""
+    _require_numba("engine='numba'")
+    with _compile_into_cache():
+        from . import mlp_losses as module
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def load_cpu_sampler():
+    """:mod:`.cpu_sampler`, compiled on first use."""
+    _require_numba("backend='numba'")
+    with _compile_into_cache():
+        from . import cpu_sampler as module
+    return module
+
+
+def cuda_available() -> bool:
+    """True when numba.cuda can run kernels: a GPU, or the simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
+    if not numba_available():
+        return False
+    try:
+        from numba import cuda
+
+        return bool(cuda.is_available())
+    except Exception:  # pragma: no cover - driver errors mean "no"
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def load_cuda_sampler():
+    """:mod:`.cuda_sampler`; raises when no GPU or simulator is available."""
+    _require_numba("backend='cuda'")
+    if not cuda_available():
+        raise RuntimeError(
+            "backend='cuda' needs a CUDA GPU or the simulator (set NUMBA_ENABLE_CUDASIM=1 "
+            "before numba.cuda is first imported); neither is available"
+        )
+    with _compile_into_cache():
+        from . import cuda_sampler as module
+    return module

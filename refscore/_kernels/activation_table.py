@@ -1,0 +1,75 @@
+r"""The compiled activations, generated from the activation registry (numba-free).
+
+Derivation: docs/derivations.md §6.
+
+Each registry entry of :data:`refscore.models.activations.ACTIVATIONS` carries
+its kernel formulas, ``kernel(ops) -> f`` with ``f(z) -> (φ, φ', φ'')``.  This
+module compiles them with a backend's decorator and elementary functions and
+writes the one dispatcher every kernel calls, ``activation(kind, z)``, with
+``kind`` the entry's position (:func:`refscore.models.activations.kernel_id`):
+
+.. code-block:: python
+
+    def activation(kind, z):
+        if kind == 0:
+            return f0(z)        # tanh
+        ...
+        return nan, nan, nan    # an id no entry has: NaN, never another activation
+
+The dispatcher is straight-line source (generated once per backend), so a
+constant ``kind`` folds to one formula and the caller's loop vectorises.  A
+new activation therefore needs no edit here or in any kernel.
+"""
+from __future__ import annotations
+
+import math
+import types
+
+__all__ = ["compile_activation", "compile_activate_row", "LIBM_OPS"]
+
+#: libm's elementary functions (the CUDA kernels; the tests' pure-Python form)
+LIBM_OPS = dict(exp_nonpositive=math.exp, tanh=math.tanh, erfc=math.erfc, log1p=math.log1p)
+
+
+def _entries():
+    from ..models.activations import ACTIVATIONS
+
+    return [(i, act) for i, act in enumerate(ACTIVATIONS.values()) if act.kernel is not None]
+
+
+def compile_activation(jit, ops):
+    """``activation(kind, z) -> (φ, φ', φ'')`` over every registry entry, compiled by ``jit``.
+
+    ``ops`` maps ``exp_nonpositive``, ``tanh``, ``erfc``, ``log1p`` to
+    functions ``jit`` can call; ``jit`` also compiles the formulas' helpers.
+    """
+    ops = types.SimpleNamespace(jit=jit, **ops)
+    ns = {"_nan": math.nan}
+    lines = ["def activation(kind, z):"]
+    for i, act in _entries():
+        ns[f"_f{i}"] = jit(act.kernel(ops))
+        lines += [f"    if kind == {i}:", f"        return _f{i}(z)"]
+    lines.append("    return _nan, _nan, _nan")
+    exec("\n".join(lines), ns)  # noqa: S102 - source built above from integers only
+    return jit(ns["activation"])
+
+
+def compile_activate_row(jit, activation):
+    """``activate_row(kind, a, b, f, f1, f2)``: f, f1, f2 = φ, φ', φ'' at ``a + b`` along a row.
+
+    One loop per registry entry with its id a constant, so each loop vectorises;
+    an unknown id fills the row with NaN.
+    """
+    ns = {"_nan": math.nan, "activation": activation}
+    lines = ["def activate_row(kind, a, b, f, f1, f2):"]
+    for i, _ in _entries():
+        lines += [f"    if kind == {i}:",
+                  "        for o in range(a.shape[0]):",
+                  f"            f[o], f1[o], f2[o] = activation({i}, a[o] + b[o])",
+                  "        return"]
+    lines += ["    for o in range(a.shape[0]):",
+              "        f[o] = _nan",
+              "        f1[o] = _nan",
+              "        f2[o] = _nan"]
+    exec("\n".join(lines), ns)  # noqa: S102 - source built above from integers only
+    return jit(ns["activate_row"])
