@@ -11,7 +11,7 @@ README renders :data:`TABLE` with :func:`markdown_table`.
 
 refscore's conventions (the README's conventions table):
 
-* ESM :math:`= \tfrac12 E\lVert s_\theta - \nabla\log p\rVert^2` (seed eq 2);
+* ESM :math:`= \tfrac12 E\lVert s_\theta - \nabla\log p\rVert^2` (eq. (2));
   ISM :math:`= E[\operatorname{tr}\nabla s_\theta + \tfrac12\lVert s_\theta\rVert^2]` (eq 3).
 * DSM :math:`= \tfrac12 E\lVert s_\theta(x+\sigma z) + z/\sigma\rVert^2`,
   :math:`z\sim N(0,I)`: eq. (6) with :math:`\epsilon = \sigma z`.
@@ -127,7 +127,7 @@ def _half_sq_score_expectation(dist, order):
 def esm_minus_ism(dist, order=None) -> float:
     r"""The constant ESM − ISM :math:`= \tfrac12 E_p\lVert\nabla\log p\rVert^2`.
 
-    Expanding the square in ESM (seed eq 2) and integrating the cross term by
+    Expanding the square in ESM (eq. (2)) and integrating the cross term by
     parts (Hyvärinen 2005, Thm 1; boundary terms vanish for densities decaying
     faster than the model grows):
 
@@ -292,14 +292,16 @@ def projection_scale(kind: str, dim) -> float:
 
     References
     ----------
-    Song, Garg, Shi & Ermon (2019), "Sliced score matching", UAI, §3 (seed eq 7).
+    Song, Garg, Shi & Ermon (2019), "Sliced score matching", UAI, §3 (eq. (7)).
 
     Examples
     --------
     >>> projection_scale("sphere", 4)
     2.0
     """
-    check_choice("kind", kind, {"gaussian", "rademacher", "sphere"})
+    from .losses import PROJECTIONS
+
+    check_choice("kind", kind, PROJECTIONS)
     d = _dim(dim)
     return float(np.sqrt(d)) if kind == "sphere" else 1.0
 
@@ -488,7 +490,7 @@ def step_from_lr(lr):
     r"""refscore's step :math:`\eta` from the "learning rate" form of Langevin.
 
     Many codes write :math:`x \leftarrow x + \tfrac{lr}{2} s + \sqrt{lr}\,z`;
-    refscore (seed eq 4) writes :math:`x \leftarrow x + \eta s + \sqrt{2\eta}\,z`.
+    refscore (eq. (4)) writes :math:`x \leftarrow x + \eta s + \sqrt{2\eta}\,z`.
     Matching the drift, :math:`\eta = lr/2`, and then
     :math:`\sqrt{2\eta} = \sqrt{lr}`: the same update, identical iterates for the
     same :math:`z`.
@@ -651,7 +653,7 @@ class ConventionRow(NamedTuple):
 TABLE: tuple[ConventionRow, ...] = (
     ConventionRow(
         "Langevin step",
-        "x + η s + √(2η) z (seed eq 4)",
+        "x + η s + √(2η) z (eq. (4))",
         "x + (lr/2) s + √lr z",
         "η = lr/2: `step_from_lr(lr)`, `lr_from_step(η)`",
     ),

@@ -127,16 +127,16 @@ CONVENTIONS = {
     "jacobian": "jacobian[k, i, j] = d s_i / d x_j at point x_k, shape (n, d, d)",
     "reduction": "every loss is the mean over the n points (and over the m projections); "
     "a loss gradient is the gradient over theta of that mean, shape (P,)",
-    "esm": "esm = mean_k 1/2 ||s(x_k) - target_k||^2 (seed eq 2)",
-    "ism": "ism = mean_k [tr grad_x s(x_k) + 1/2 ||s(x_k)||^2] (seed eq 3, Hyvarinen 2005)",
+    "esm": "esm = mean_k 1/2 ||s(x_k) - target_k||^2 (eq. (2))",
+    "ism": "ism = mean_k [tr grad_x s(x_k) + 1/2 ||s(x_k)||^2] (eq. (3), Hyvarinen 2005)",
     "dsm": "dsm = mean_k 1/2 ||s(x_k + sigma eps_k) + eps_k / sigma||^2 with eps ~ N(0, I): "
-    "the target is -eps/sigma (seed eq 6 with its noise written sigma*eps); "
+    "the target is -eps/sigma (eq. (6) with its noise written sigma*eps); "
     "not the sigma^4-scaled 1/2||sigma^2 s + sigma eps||^2, not NCSN's sigma^2 weighting",
-    "ssm": "ssm = mean_{j,k} [v_jk^T grad_x s(x_k) v_jk + 1/2 (v_jk^T s(x_k))^2] (seed eq 7)",
-    "ssm_vr": "ssm_vr = mean_{j,k} [v_jk^T grad_x s(x_k) v_jk + 1/2 ||s(x_k)||^2] (seed eq 7)",
+    "ssm": "ssm = mean_{j,k} [v_jk^T grad_x s(x_k) v_jk + 1/2 (v_jk^T s(x_k))^2] (eq. (7))",
+    "ssm_vr": "ssm_vr = mean_{j,k} [v_jk^T grad_x s(x_k) v_jk + 1/2 ||s(x_k)||^2] (eq. (7))",
     "projections": "E[v v^T] = I for every kind: gaussian v ~ N(0, I); rademacher v_i = +-1; "
     "sphere v = sqrt(d) z / ||z|| (radius sqrt(d), NOT the unit sphere)",
-    "langevin_step": "x <- x + eta s(x) + sqrt(2 eta) z (seed eq 4); the (lr/2, sqrt(lr)) form has eta = lr/2; "
+    "langevin_step": "x <- x + eta s(x) + sqrt(2 eta) z (eq. (4)); the (lr/2, sqrt(lr)) form has eta = lr/2; "
     "annealed: eta_i = step sigma_i^2 / sigma_L^2",
     "theta": "one flat float64 vector per case; its layout in words is the case's 'layout'",
 }
@@ -200,11 +200,11 @@ def case_specs() -> dict:
         specs[f"gaussian_d{d}"] = {"model": "GaussianModel", "kwargs": {"dim": d}}
         specs[f"linear_d{d}"] = {"model": "LinearScore", "kwargs": {"dim": d}}
         specs[f"mixture_d{d}"] = {"model": "GaussianMixtureModel", "kwargs": {"dim": d, "k": MIXTURE_COMPONENTS}}
-        for cls in ("MLPScore", "MLPEnergy"):
+        for cls in (MLPScore, MLPEnergy):
             for depth, hidden in HIDDEN.items():
                 for act in ACTIVATION_NAMES:
-                    specs[f"{cls.lower()}_{act}_depth{depth}_d{d}"] = {
-                        "model": cls,
+                    specs[f"{cls.__name__.lower()}_{act}_depth{depth}_d{d}"] = {
+                        "model": cls.__name__,
                         "kwargs": {"dim": d, "hidden": list(hidden), "activation": act},
                     }
     return specs
@@ -224,23 +224,33 @@ def build_model(spec: dict):
     return cls(**kwargs)
 
 
+def _theta_gaussian(model, rng):
+    d = model.dim
+    mu = 0.5 * rng.standard_normal(d)
+    L = np.tril(0.3 * rng.standard_normal((d, d)), -1) + np.diag(rng.uniform(0.7, 1.3, d))
+    return np.concatenate([mu, L[np.tril_indices(d)]])
+
+
+def _theta_mixture(model, rng):
+    k, d = model.k, model.dim
+    return np.concatenate([0.5 * rng.standard_normal(k), 1.5 * rng.standard_normal(k * d),
+                           0.3 * rng.standard_normal(k)])
+
+
+#: how each case's theta is drawn, by the spec's model key (default: MLPs)
+_THETA_DRAWS = {
+    "GaussianModel": _theta_gaussian,
+    "LinearScore": lambda model, rng: 0.5 * rng.standard_normal(model.n_params),
+    "GaussianMixtureModel": _theta_mixture,
+}
+
+
 def _draw_theta(model, spec, rng):
     """Parameters with every entry O(1) and non-zero (biases included)."""
-    p = model.n_params
-    name = spec["model"]
-    if name == "GaussianModel":
-        d = model.dim
-        mu = 0.5 * rng.standard_normal(d)
-        L = np.tril(0.3 * rng.standard_normal((d, d)), -1) + np.diag(rng.uniform(0.7, 1.3, d))
-        return np.concatenate([mu, L[np.tril_indices(d)]])
-    if name == "LinearScore":
-        return 0.5 * rng.standard_normal(p)
-    if name == "GaussianMixtureModel":
-        k, d = model.k, model.dim
-        return np.concatenate(
-            [0.5 * rng.standard_normal(k), 1.5 * rng.standard_normal(k * d), 0.3 * rng.standard_normal(k)]
-        )
-    return 0.6 * rng.standard_normal(p)  # MLPs: weights and biases of order one
+    draw = _THETA_DRAWS.get(spec["model"])
+    if draw is None:
+        return 0.6 * rng.standard_normal(model.n_params)  # MLPs: weights and biases of order one
+    return draw(model, rng)
 
 
 def _case_seed(name: str) -> list:

@@ -32,11 +32,16 @@ def test_numba_is_imported_only_on_the_kernel_floor():
 
 def test_no_getattr_on_private_names_and_no_class_name_comparisons():
     private_getattr = re.compile(r"getattr\([^,]+,\s*[\"']_")
-    class_name_cmp = re.compile(r"__name__\s*(==|!=|in)\s*|type\([^)]*\)\.__name__\s*(==|!=|in)")
+    names = "|".join(["Gaussian", "GaussianMixture", "StudentT", "Banana", "Perturbed", "GaussianModel",
+                      "LinearScore", "GaussianMixtureModel", "MLPScore", "MLPEnergy", "NoiseConditional"])
+    class_name_cmp = re.compile(r"\.__name__\s*(==|!=|in\b)|(==|!=|\bin)\s*\(?\s*[\"'](" + names + r")[\"']")
     offenders = []
+    # the interop backends are independent re-implementations that read the
+    # golden files' model keys ("MLPScore", ...) as data; they never see refscore's classes
+    interop = PACKAGE / "validation" / "interop"
     for p in _sources():
         text = p.read_text()
-        for rx in (private_getattr, class_name_cmp):
+        for rx in (private_getattr,) if interop in p.parents else (private_getattr, class_name_cmp):
             offenders += [f"{p.relative_to(ROOT)}: {m.group(0)}" for m in rx.finditer(text)]
     assert offenders == []
 

@@ -59,7 +59,7 @@ def run(quick: bool, seed: int, fig_dir):
     fisher = 0.5 * expectation(lambda x: np.sum(TARGET.score(x) ** 2, axis=1), TARGET)
     rows = []
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for model in (GaussianModel(d), LinearScore(d)):
+    for ax, model in zip(axes, (GaussianModel(d), LinearScore(d))):
         name = type(model).__name__
         esm, ism, ssm, ssm_vr, dsm, esm_s = curves(model, ts, sigmas)
         dev_ism = np.max(np.abs((esm - fisher) - ism)) / np.max(np.abs(esm))
@@ -71,18 +71,17 @@ def run(quick: bool, seed: int, fig_dir):
             dev_dsm.append(np.max(np.abs((dsm[s] - const) - esm_s[s])) / np.max(np.abs(esm_s[s])))
             gap.append(np.max(np.abs(esm_s[s] - esm)))
         gap_slope = np.polyfit(np.log(sigmas), np.log(gap), 1)[0]
-        src = "Hyvärinen 2005 Thm 1; seed (2)=(3)+C"
+        src = "Hyvärinen 2005 Thm 1; eq. (2) = (3)+C"
         rows += [
             check_row(NAME, f"{name}: max rel dev (ESM − ½E‖∇log p‖²) vs ISM", dev_ism, "0", src,
                       "1e-10", dev_ism <= 1e-10),
             check_row(NAME, f"{name}: max rel dev E_v SSM, SSM-VR vs ISM (2^d enumeration)", dev_ssm,
                       "0", "Song et al. 2019 eq. (7)", "1e-10", dev_ssm <= 1e-10),
             check_row(NAME, f"{name}: max rel dev DSM(σ) − C(σ) vs ESM(p_σ), σ∈{sigmas}", max(dev_dsm),
-                      "0", "Vincent 2011 §4.2; seed (5)=(6)+C", "1e-10", max(dev_dsm) <= 1e-10),
+                      "0", "Vincent 2011 §4.2; eq. (5) = (6)+C", "1e-10", max(dev_dsm) <= 1e-10),
             check_row(NAME, f"{name}: slope of |ESM(p_σ) − ESM(p)| vs σ", gap_slope, "2",
                       "p_σ = p * N(0,σ²I): O(σ²) perturbation", "±0.2", abs(gap_slope - 2) <= 0.2),
         ]
-        ax = axes[0] if name == "GaussianModel" else axes[1]
         ax.plot(ts, esm - fisher, "k-", lw=3, alpha=0.4, label="ESM − ½E‖∇log p‖²")
         ax.plot(ts, ism, "C0--", label="ISM")
         ax.plot(ts, ssm, "C1:", lw=2, label="E_v SSM (Rademacher, exact)")
