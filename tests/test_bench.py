@@ -29,6 +29,9 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 import bench  # noqa: E402  (benchmarks/bench.py)
 
+#: benchmark plumbing: subprocess workers and a quick run (CI runs the slow tier)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):

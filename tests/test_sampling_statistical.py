@@ -6,6 +6,9 @@ import pytest
 from refscore.distributions import Gaussian, GaussianMixture
 from refscore.sampling import annealed_langevin, mala, ula
 
+#: statistical tests of the samplers: long chains (CI runs the slow tier)
+pytestmark = pytest.mark.slow
+
 SIGMA = np.array([[1.0, 0.5], [0.5, 2.0]])
 LAM = np.linalg.inv(SIGMA)
 N = 20000
