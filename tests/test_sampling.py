@@ -297,3 +297,57 @@ def test_cuda_without_gpu_or_simulator():
         pytest.skip("a GPU (or the simulator) is present")
     with pytest.raises(RuntimeError, match="backend='cuda' needs a CUDA GPU or the simulator"):
         ula(G2, X2, 0.1, 5, seed=0, backend="cuda")
+
+
+# ------------------------------------------------------------------ chunks, chain offsets, Ctrl-C
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_result_is_bitwise_independent_of_chunking_and_chain_offset(backend, monkeypatch):
+    # the noise counters are global (chain0 + row, step0 + t), so a run cut into
+    # tiny chunks of steps, or into blocks of chains run separately, is the same run
+    from refscore.sampling import backends
+
+    mix = TARGETS["GaussianMixture-full"]
+    x0 = _points(3)[:40]
+    whole = ula(mix, x0, 0.05, 37, seed=9, backend=backend, record=5)
+    wmala = mala(mix, x0, 0.05, 23, seed=9, backend=backend, record=4)
+    sig = [2.0, 1.0, 0.5]
+    wann = annealed_langevin(mix.perturbed(), x0, sig, 0.02, 11, seed=9, backend=backend, record=3)
+    monkeypatch.setattr(backends, "FIRST_CHUNK_CHAIN_STEPS", 40 * 3)  # chunks of 3 steps, then tiny
+    monkeypatch.setattr(backends, "CHUNK_SECONDS", 1e-9)
+    chunked = ula(mix, x0, 0.05, 37, seed=9, backend=backend, record=5)
+    cmala = mala(mix, x0, 0.05, 23, seed=9, backend=backend, record=4)
+    cann = annealed_langevin(mix.perturbed(), x0, sig, 0.02, 11, seed=9, backend=backend, record=3)
+    for a, b in ((whole, chunked), (wmala, cmala), (wann, cann)):
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.trace, b.trace)
+    np.testing.assert_array_equal(wmala.accept_rate, cmala.accept_rate)
+    # chains 25.. run on their own with chain0 = 25 equal rows 25.. of the whole run
+    runner = backends.get_backend(backend)
+    x = np.ascontiguousarray(x0[25:].copy())
+    trace = np.zeros((37 // 5, 15, 3))
+    div = np.zeros(15, dtype=bool)
+    from refscore.noise import _check_seed
+
+    k0, k1 = _check_seed(9)
+    runner.langevin(mix, None, np.array([0.05]), 37, x, k0, k1, 5, trace, div, chain0=25)
+    np.testing.assert_array_equal(x, whole.x[25:])
+    np.testing.assert_array_equal(trace, whole.trace[:, 25:])
+
+
+def test_ctrl_c_interrupts_a_compiled_run_within_a_chunk():
+    # SIGINT arrives while the numba kernel runs; the driver returns to the
+    # interpreter after each ~0.25 s chunk, so the KeyboardInterrupt surfaces
+    # long before the run would end, and says how far it got
+    import signal
+    import threading
+    import time
+
+    mix = TARGETS["GaussianMixture-full"]
+    ula(mix, _points(3)[:8], 0.01, 2, seed=0, backend="numba")  # compile / load first
+    x0 = np.zeros((20000, 3))
+    timer = threading.Timer(0.5, lambda: signal.raise_signal(signal.SIGINT))
+    start = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted after \d+ of 10000000 steps"):
+        ula(mix, x0, 0.01, 10_000_000, seed=0, backend="numba")  # hours if not interrupted
+    assert time.perf_counter() - start < 10.0

@@ -41,11 +41,13 @@ _U1 = np.uint64(1)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
+def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, diverged):
     """ULA / annealed Langevin on all chains of ``x`` (n, d), in place.
 
     Level ``l`` uses ``params[l]``, ``scale[l]``, step ``etas[l]`` for
-    ``steps_per_level`` steps; the noise step index counts globally.
+    ``steps_per_level`` steps.  Row ``i`` of ``x`` is chain ``chain0 + i``
+    and the first step taken is global step ``step0`` (the noise counters), so
+    a run cut into blocks of chains or chunks of steps draws the same noise.
     """
     n, d = x.shape
     wrows = lay[2]
@@ -64,7 +66,7 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, trace, d
             alive[c] = 0.0 if diverged[lo + c] else 1.0
             for i in range(d):
                 X[i, c] = x[lo + c, i]
-        g = 0
+        g = step0
         for lev in range(L):
             eta = etas[lev]
             sq = math.sqrt(2.0 * eta)
@@ -72,7 +74,7 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, trace, d
             p = params[lev]
             for t in range(steps_per_level):
                 _evaluate(lay, p, X, S, LP, W, m, False)
-                _step_block(X, S, ACC, m, d, eta, sc, sq, k0, k1, lo, g)
+                _step_block(X, S, ACC, m, d, eta, sc, sq, k0, k1, chain0 + lo, g)
                 for c in range(m):
                     ok = alive[c] * (ACC[c] == 0.0)
                     alive[c] = ok
@@ -93,8 +95,10 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, trace, d
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def mala(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
+def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
     r"""MALA on all chains of ``x``, in place; ``accepted[c]`` counts accepted moves.
+
+    Chains and steps are numbered from ``chain0`` and ``step0`` as in :func:`langevin`.
 
     Proposal :math:`y = x + \eta s(x) + \sqrt{2\eta} z`, accepted when
     :math:`\log u < \log p(y) - \log p(x) - (\|x - y - \eta s(y)\|^2 -
@@ -122,11 +126,11 @@ def mala(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
             for i in range(d):
                 X[i, c] = x[lo + c, i]
         _evaluate(lay, p, X, S, LPX, W, m, True)
-        for t in range(n_steps):
+        for t in range(step0, step0 + n_steps):
             for i in range(d):
                 for c in range(m):
                     Y[i, c] = S[i, c]
-            _step_block(X, Y, ACC, m, d, eta, 1.0, sq, k0, k1, lo, t)
+            _step_block(X, Y, ACC, m, d, eta, 1.0, sq, k0, k1, chain0 + lo, t)
             _evaluate(lay, p, Y, SY, LPY, W, m, True)
             gg = np.uint64(t)
             for c in range(m):
@@ -146,7 +150,7 @@ def mala(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
                 if not fin:
                     alive[c] = 0.0
                     continue
-                u = _uniform(k0, k1, np.uint64(lo + c), gg, _U1)
+                u = _uniform(k0, k1, np.uint64(chain0 + lo + c), gg, _U1)
                 if _log_unit(u) < loga:
                     accepted[lo + c] += 1
                     LPX[c] = LPY[c]

@@ -47,7 +47,7 @@ def available() -> bool:
 
 
 @cuda.jit
-def _langevin_kernel(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
+def _langevin_kernel(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, diverged):
     c0 = cuda.grid(1)
     n = x.shape[0]
     d = x.shape[1]
@@ -61,7 +61,7 @@ def _langevin_kernel(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, 
     alive = 0.0 if diverged[c0] else 1.0
     for i in range(d):
         X[i, 0] = x[c0, i]
-    g = 0
+    g = step0
     for lev in range(etas.shape[0]):
         eta = etas[lev]
         sq = math.sqrt(2.0 * eta)
@@ -69,7 +69,7 @@ def _langevin_kernel(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, 
         p = params[lev]
         for t in range(steps_per_level):
             _evaluate(lay, p, X, S, LP, W, 1, False)
-            _step_block(X, S, ACC, 1, d, eta, sc, sq, k0, k1, c0, g)
+            _step_block(X, S, ACC, 1, d, eta, sc, sq, k0, k1, chain0 + c0, g)
             alive = alive * (ACC[0] == 0.0)
             if alive != 0.0:
                 for i in range(d):
@@ -84,7 +84,7 @@ def _langevin_kernel(lay, params, scale, etas, steps_per_level, x, k0, k1, rec, 
 
 
 @cuda.jit
-def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
+def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
     c0 = cuda.grid(1)
     n = x.shape[0]
     d = x.shape[1]
@@ -104,10 +104,10 @@ def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, acc
     for i in range(d):
         X[i, 0] = x[c0, i]
     _evaluate(lay, p, X, S, LPX, W, 1, True)
-    for t in range(n_steps):
+    for t in range(step0, step0 + n_steps):
         for i in range(d):
             Y[i, 0] = S[i, 0]
-        _step_block(X, Y, ACC, 1, d, eta, 1.0, sq, k0, k1, c0, t)
+        _step_block(X, Y, ACC, 1, d, eta, 1.0, sq, k0, k1, chain0 + c0, t)
         _evaluate(lay, p, Y, SY, LPY, W, 1, True)
         fwd = 0.0
         bwd = 0.0
@@ -123,7 +123,7 @@ def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, acc
         if alive and not fin:
             alive = False
         if alive:
-            u = _uniform(k0, k1, np.uint64(c0), np.uint64(t), _U1)
+            u = _uniform(k0, k1, np.uint64(chain0 + c0), np.uint64(t), _U1)
             if _log_unit(u) < loga:
                 accepted[c0] += 1
                 LPX[0] = LPY[0]
@@ -138,47 +138,42 @@ def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, rec, trace, diverged, acc
         x[c0, i] = X[i, 0]
 
 
-def _check_sizes(ct):
-    if ct.dim > MAXD or ct.layout[2] > MAXW:
+def _check_sizes(lay):
+    d, work = int(lay[1]), int(lay[2])
+    if d > MAXD or work > MAXW:
         raise ValueError(
             f"backend='cuda' supports targets with dim <= {MAXD} and <= {MAXW} work rows per "
-            f"chain, got dim {ct.dim} and {int(ct.layout[2])} work rows"
+            f"chain, got dim {d} and {work} work rows"
         )
-
-
-def _consts(ct):
-    """Read-only inputs, copied to the device explicitly (never copied back)."""
-    return (cuda.to_device(np.array(ct.layout)), cuda.to_device(np.array(ct.params)),
-            cuda.to_device(np.array(ct.scale)))
 
 
 def _grid(n):
     return (n + _TPB - 1) // _TPB, _TPB
 
 
-def langevin(ct, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
-    """Run :func:`_langevin_kernel` on host arrays (copied in and out)."""
-    _check_sizes(ct)
+def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, diverged):
+    """Run :func:`_langevin_kernel` on host arrays (copied in and out); arguments as the CPU kernel's."""
+    _check_sizes(lay)
     d_x = cuda.to_device(x)
     d_tr = cuda.to_device(trace)
     d_dv = cuda.to_device(diverged)
-    _langevin_kernel[_grid(x.shape[0])](*_consts(ct), cuda.to_device(etas), steps_per_level,
-                                        d_x, k0, k1, rec, d_tr, d_dv)
+    _langevin_kernel[_grid(x.shape[0])](cuda.to_device(np.array(lay)), cuda.to_device(np.array(params)),
+                                        cuda.to_device(np.array(scale)), cuda.to_device(etas), steps_per_level,
+                                        d_x, k0, k1, chain0, step0, rec, d_tr, d_dv)
     x[:] = d_x.copy_to_host()
     trace[:] = d_tr.copy_to_host()
     diverged[:] = d_dv.copy_to_host()
 
 
-def mala(ct, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
-    """Run :func:`_mala_kernel` on host arrays (copied in and out)."""
-    _check_sizes(ct)
+def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
+    """Run :func:`_mala_kernel` on host arrays (copied in and out); arguments as the CPU kernel's."""
+    _check_sizes(lay)
     d_x = cuda.to_device(x)
     d_tr = cuda.to_device(trace)
     d_dv = cuda.to_device(diverged)
     d_ac = cuda.to_device(accepted)
-    lay, params, _ = _consts(ct)
-    _mala_kernel[_grid(x.shape[0])](lay, params, eta, n_steps, d_x, k0, k1, rec,
-                                    d_tr, d_dv, d_ac)
+    _mala_kernel[_grid(x.shape[0])](cuda.to_device(np.array(lay)), cuda.to_device(np.array(params)), eta,
+                                    n_steps, d_x, k0, k1, chain0, step0, rec, d_tr, d_dv, d_ac)
     x[:] = d_x.copy_to_host()
     trace[:] = d_tr.copy_to_host()
     diverged[:] = d_dv.copy_to_host()

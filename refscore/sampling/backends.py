@@ -3,8 +3,8 @@ r"""The sampler backends: one protocol, one registry, dispatched in one place.
 A backend runs the chains of :func:`~refscore.sampling.ula`,
 :func:`~refscore.sampling.annealed_langevin` (both :meth:`SamplerBackend.langevin`)
 and :func:`~refscore.sampling.mala` in place on host arrays, with the noise of
-:mod:`refscore.noise` (chain ``c`` draws stream ``c``, the step index counts
-globally across levels), so every backend runs the same chains:
+:mod:`refscore.noise` (row ``i`` draws chain stream ``chain0 + i``; the step
+index counts globally across levels), so every backend runs the same chains:
 
 ====================  ============================================================
 backend               how
@@ -17,84 +17,179 @@ backend               how
 The compiled backends read the target's declared kernel block
 (:func:`.targets.compile_target`); the reference reads only its NumPy methods,
 the independent route the compiled kernels are tested against.
+
+Chunks.  Every backend runs a long run as chunks of steps (about a quarter of
+a second each, sized from the first chunk's speed) through one driver,
+:class:`ChunkedBackend`.  The noise counters are global, so the result is
+bitwise the same for any chunking (tested); between chunks the interpreter
+runs, so Ctrl-C interrupts a compiled run within a chunk (a
+``KeyboardInterrupt`` saying how far it got; the sampler's private copy of the
+states is discarded), and a progress bar (tqdm, on stderr) shows runs longer
+than two seconds.
 """
 from __future__ import annotations
 
+import sys
+import time
 from typing import Protocol
 
 from . import reference
 from .targets import compile_target, logpdf_function, score_function
 
-__all__ = ["SamplerBackend", "BACKENDS", "get_backend"]
+__all__ = ["SamplerBackend", "ChunkedBackend", "BACKENDS", "get_backend"]
+
+#: wall-clock length aimed at for one chunk of steps (seconds)
+CHUNK_SECONDS = 0.25
+#: chain-steps of the first chunk, before its speed is known
+FIRST_CHUNK_CHAIN_STEPS = 200_000
 
 
 class SamplerBackend(Protocol):
     """What every sampler backend implements (all arrays are updated in place).
 
-    ``x`` (n, d) float64 C-contiguous states; ``k0, k1`` the seed's key words;
-    ``rec`` the recording interval (0: none) and ``trace`` (n_rec, n, d);
-    ``diverged`` (n,) bool; ``accepted`` (n,) int64 (MALA).
+    ``x`` (n, d) float64 C-contiguous states, row ``i`` being chain
+    ``chain0 + i``; ``k0, k1`` the seed's key words; ``rec`` the recording
+    interval (0: none) and ``trace`` (n_rec, n, d); ``diverged`` (n,) bool;
+    ``accepted`` (n,) int64 (MALA); ``progress``: ``None`` (a bar when stderr
+    is a terminal and the run lasts over 2 s), ``True`` or ``False``.
     """
 
     name: str
 
-    def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged) -> None:
+    def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
+                 *, chain0=0, progress=None) -> None:
         """ULA (``sigmas=None``, one level) or annealed Langevin (level l: ``sigmas[l]``, ``etas[l]``)."""
 
-    def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted) -> None:
+    def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
+             *, chain0=0, progress=None) -> None:
         """MALA with step ``eta``."""
 
 
-class NumpyBackend:
+class ChunkedBackend:
+    """The driver every backend shares: levels, chunks of steps, progress and interruption.
+
+    A subclass implements ``_langevin_runner(target, sigmas, etas)`` and
+    ``_mala_runner(target, eta)``, each returning ``run(...)`` that advances
+    the states by ``n_steps`` from global step ``step0`` (one level for Langevin).
+    """
+
+    name = ""
+
+    def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
+                 *, chain0=0, progress=None):
+        run = self._langevin_runner(target, sigmas, etas)
+        total = len(etas) * steps_per_level
+
+        def advance(step0, n_steps):
+            level, t0 = divmod(step0, steps_per_level)
+            run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged)
+            return n_steps
+
+        # a chunk never crosses a level boundary
+        self._drive(advance, total, steps_per_level, x.shape[0], "langevin", progress)
+
+    def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
+             *, chain0=0, progress=None):
+        run = self._mala_runner(target, eta)
+
+        def advance(step0, n):
+            run(n, x, k0, k1, chain0, step0, rec, trace, diverged, accepted)
+            return n
+
+        self._drive(advance, n_steps, n_steps, x.shape[0], "mala", progress)
+
+    def _drive(self, advance, total, level_len, n_chains, what, progress):
+        from tqdm.auto import tqdm
+
+        show = sys.stderr.isatty() if progress is None else bool(progress)
+        bar = tqdm(total=total, unit="step", desc=f"{what} ({self.name}, {n_chains} chains)",
+                   delay=0.0 if progress else 2.0, disable=not show, file=sys.stderr, leave=False)
+        done = 0
+        chunk = max(1, FIRST_CHUNK_CHAIN_STEPS // max(n_chains, 1))
+        try:
+            with bar:
+                while done < total:
+                    to_level_end = level_len - done % level_len if level_len else total - done
+                    n = min(chunk, total - done, to_level_end)
+                    start = time.perf_counter()
+                    done += advance(done, n)
+                    elapsed = time.perf_counter() - start
+                    bar.update(n)
+                    # size the next chunk for about CHUNK_SECONDS (within 1/4x..4x of this one)
+                    rate = n / max(elapsed, 1e-6)
+                    chunk = int(min(max(rate * CHUNK_SECONDS, n / 4, 1), 4 * n + 1))
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"{what} interrupted after {done} of {total} steps; "
+                                    "the run's states were discarded") from None
+
+
+class NumpyBackend(ChunkedBackend):
     """The reference: vectorised over chains, one Python iteration per step."""
 
     name = "numpy"
 
-    def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
+    def _langevin_runner(self, target, sigmas, etas):
         fns = ([score_function(target)] if sigmas is None
                else [score_function(target, float(s)) for s in sigmas])
-        reference.langevin(fns, etas, steps_per_level, x, k0, k1, rec, trace, diverged)
 
-    def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
-        reference.mala(score_function(target), logpdf_function(target), eta, n_steps, x, k0, k1,
-                       rec, trace, diverged, accepted)
+        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged):
+            reference.langevin([fns[level]], etas[level:level + 1], n_steps, x, k0, k1, chain0, step0,
+                               rec, trace, diverged)
+        return run
+
+    def _mala_runner(self, target, eta):
+        score, logpdf = score_function(target), logpdf_function(target)
+
+        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
+            reference.mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted)
+        return run
 
 
-class NumbaBackend:
+class _CompiledBackend(ChunkedBackend):
+    """A backend whose kernels read the target's compiled block (``kernels()`` loads them)."""
+
+    def kernels(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _langevin_runner(self, target, sigmas, etas):
+        ct = compile_target(target, sigmas)
+        k = self.kernels()
+
+        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged):
+            lev = slice(level, level + 1)
+            k.langevin(ct.layout, ct.params[lev], ct.scale[lev], etas[lev], n_steps, x, k0, k1,
+                       chain0, step0, rec, trace, diverged)
+        return run
+
+    def _mala_runner(self, target, eta):
+        ct = compile_target(target, need_logp=True)
+        k = self.kernels()
+
+        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
+            k.mala(ct.layout, ct.params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted)
+        return run
+
+
+class NumbaBackend(_CompiledBackend):
     """Numba on the CPU: ``prange`` over blocks of chains, the chain loop vectorised."""
 
     name = "numba"
 
-    def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
+    def kernels(self):
         from .._kernels import load_cpu_sampler
 
-        ct = compile_target(target, sigmas)
-        load_cpu_sampler().langevin(ct.layout, ct.params, ct.scale, etas, steps_per_level, x, k0, k1,
-                                    rec, trace, diverged)
-
-    def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
-        from .._kernels import load_cpu_sampler
-
-        ct = compile_target(target, need_logp=True)
-        load_cpu_sampler().mala(ct.layout, ct.params, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted)
+        return load_cpu_sampler()
 
 
-class CudaBackend:
+class CudaBackend(_CompiledBackend):
     """numba.cuda: one thread per chain (a GPU, or the simulator with ``NUMBA_ENABLE_CUDASIM=1``)."""
 
     name = "cuda"
 
-    def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
+    def kernels(self):
         from .._kernels import load_cuda_sampler
 
-        ct = compile_target(target, sigmas)
-        load_cuda_sampler().langevin(ct, etas, steps_per_level, x, k0, k1, rec, trace, diverged)
-
-    def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
-        from .._kernels import load_cuda_sampler
-
-        ct = compile_target(target, need_logp=True)
-        load_cuda_sampler().mala(ct, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted)
+        return load_cuda_sampler()
 
 
 #: The backend registry: name -> backend, read by the samplers, the CLI and the

@@ -20,12 +20,15 @@ from ..noise import _NP, _normal_block
 __all__ = ["langevin", "mala"]
 
 
-def langevin(score_fns, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
-    """ULA / annealed Langevin in place on ``x`` (n, d); ``score_fns[l]`` per level."""
+def langevin(score_fns, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, diverged):
+    """ULA / annealed Langevin in place on ``x`` (n, d); ``score_fns[l]`` per level.
+
+    Row ``i`` of ``x`` is chain ``chain0 + i``; the first step is global step ``step0``.
+    """
     n, d = x.shape
-    chains = np.arange(n, dtype=np.uint64)
+    chains = np.arange(chain0, chain0 + n, dtype=np.uint64)
     alive = ~diverged
-    g = 0
+    g = step0
     for score, eta in zip(score_fns, etas):
         sq = np.sqrt(2.0 * eta)
         for _ in range(steps_per_level):
@@ -42,22 +45,24 @@ def langevin(score_fns, etas, steps_per_level, x, k0, k1, rec, trace, diverged):
     diverged[:] = ~alive
 
 
-def mala(score, logpdf, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted):
+def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
     r"""MALA in place: proposal of eq. (4), Metropolis–Hastings correction.
 
     .. math::
 
         \log\alpha = \log p(y) - \log p(x)
           - \frac{\|x - y - \eta s(y)\|^2 - \|y - x - \eta s(x)\|^2}{4\eta}
+
+    Chains and steps are numbered from ``chain0`` and ``step0`` as in :func:`langevin`.
     """
     n, d = x.shape
-    chains = np.arange(n, dtype=np.uint64)
+    chains = np.arange(chain0, chain0 + n, dtype=np.uint64)
     alive = ~diverged
     sq = np.sqrt(2.0 * eta)
     with np.errstate(all="ignore"):
         s_x = score(x)
         lp_x = logpdf(x)
-    for t in range(n_steps):
+    for t in range(step0, step0 + n_steps):
         with np.errstate(all="ignore"):
             z = _normal_block(k0, k1, chains, np.uint64(t), d)
             y = x + eta * s_x + sq * z
