@@ -943,9 +943,37 @@ def _parser():
     ap.add_argument("--threads", type=int,
                     help="threads for every framework's pools (default: each library's own default)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker process")
+    ap.add_argument("--contention", action="store_true",
+                    help="time each hot path alone and beside competing processes, against its fair-share "
+                         "slowdown (benchmarks/contention.py); writes --json (default contention.json)")
+    ap.add_argument("--seconds", type=float, default=3.0,
+                    help="--contention: seconds of timed calls per measurement (default 3)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     return ap
+
+
+def _contention_main(args):
+    import contention
+
+    path = "contention.json" if args.json == "bench.json" else args.json
+    if os.path.exists(path) and not args.force:
+        print(f"refscore bench: {path} exists; pass --force to overwrite", file=sys.stderr)
+        return 2
+    if args.seconds <= 0:
+        print(f"refscore bench: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
+        return 2
+    report = contention.run(seconds=0.5 if args.quick else args.seconds,
+                            paths=["ism:refscore", "ula:refscore"] if args.quick else None,
+                            mixes=["python x2"] if args.quick else None)
+    report["machine"] = machine_facts()
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(report, fh, indent=1)
+    os.replace(tmp, path)
+    print("\n".join(contention.table(report)))
+    print(f"written {path}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -957,6 +985,8 @@ def main(argv=None) -> int:
             ap.error(f"unknown worker {args.worker!r}")
         print(json.dumps(_WORKERS[args.worker](json.loads(args.config))))
         return 0
+    if args.contention:
+        return _contention_main(args)
     if args.repeat is not None and args.repeat < 1:
         ap.error(f"--repeat must be >= 1, got {args.repeat}")
     if args.threads is not None and args.threads < 1:
