@@ -658,6 +658,35 @@ def _langevin_cuda(cfg):
     return out
 
 
+def _first_calls(cfg):
+    """Seconds of the first call of each kernel family, in this fresh process.
+
+    ``cfg["cache"]`` is the kernel cache directory: an empty one measures
+    compilation (a cold start), a filled one the load from the cache.
+    """
+    os.environ["REFSCORE_CACHE_DIR"] = cfg["cache"]
+    t0 = time.perf_counter()
+    import refscore as rs
+
+    out = {"import_refscore_s": time.perf_counter() - t0}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 3))
+    v = rng.standard_normal((64, 3))
+    p = rs.GaussianMixture([0.5, 0.5], [[-2.0, 0.0], [2.0, 0.0]], [np.eye(2)] * 2)
+    m1 = rs.MLPScore(3, (8, 8), "tanh")
+    calls = {
+        "mlp_losses.ism_closed_form": lambda: rs.ism(m1, m1.init(0), x, grad=True),
+        "mlp_losses.stacked_terms": lambda: rs.ssm(m1, m1.init(0), x, v, grad=True),
+        "cpu_sampler.langevin": lambda: rs.ula(p, np.zeros((8, 2)), 0.1, 2, seed=0, backend="numba"),
+        "cpu_sampler.mala": lambda: rs.mala(p, np.zeros((8, 2)), 0.1, 2, seed=0, backend="numba"),
+    }
+    for name, call in calls.items():
+        t = time.perf_counter()
+        call()
+        out[name + "_s"] = time.perf_counter() - t
+    return out
+
+
 _WORKERS = {
     "langevin:numba": lambda c: _langevin_refscore(c, "numba"),
     "langevin:numpy-backend": lambda c: _langevin_refscore(c, "numpy"),
@@ -672,6 +701,8 @@ _WORKERS = {
     "mlp:jax": _mlp_jax,
     "mlp:memory": _mlp_memory,
     "mlp:scaling": _mlp_scaling,
+    "compile:cold": _first_calls,
+    "compile:warm": _first_calls,
 }
 _NEEDS = {"langevin:jax": "jax", "langevin:torch": "torch", "mlp:torch": "torch", "mlp:jax": "jax"}
 
@@ -931,7 +962,7 @@ def _figure(res, path, n):
 def _parser():
     ap = argparse.ArgumentParser(prog="refscore bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a CI smoke test (seconds)")
-    ap.add_argument("--only", choices=("langevin", "mlp"), help="run one group of workloads")
+    ap.add_argument("--only", choices=("langevin", "mlp", "compile"), help="run one group of workloads")
     ap.add_argument("--json", default="bench.json", help="where to write results (default bench.json)")
     ap.add_argument("--figure", default=os.path.join("figures", "bench.png"),
                     help="scaling figure path (default figures/bench.png)")
@@ -999,8 +1030,12 @@ def main(argv=None) -> int:
             print(f"refscore bench: {path} exists; pass --force to overwrite", file=sys.stderr)
             return 2
     cfg = _config(args.quick, args.steps, args.repeat)
-    groups = ("langevin", "mlp") if args.only is None else (args.only,)
+    groups = ("langevin", "mlp", "compile") if args.only is None else (args.only,)
     names = [k for k in _WORKERS if k.split(":")[0] in groups]
+    import shutil
+    import tempfile
+
+    cache_tmp = tempfile.mkdtemp(prefix="refscore-bench-cache-")  # compile:cold fills it, compile:warm reads it
     report = {"machine": machine_facts(), "config": cfg, "quick": args.quick, "threads": args.threads,
               "results": {},
               "skipped": {}}
@@ -1013,12 +1048,14 @@ def main(argv=None) -> int:
             report["skipped"][name] = "no CUDA GPU visible to numba"
             continue
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        out = _run_worker(name, cfg, args.timeout, args.threads)
+        wcfg = dict(cfg, cache=cache_tmp) if name.startswith("compile:") else cfg
+        out = _run_worker(name, wcfg, args.timeout, args.threads)
         if "error" in out:
             report["skipped"][name] = out["error"]
             print(f"[bench] {name} failed: {out['error']}", file=sys.stderr)
             continue
         report["results"][name] = out["result"]
+    shutil.rmtree(cache_tmp, ignore_errors=True)
     res = report["results"]
     report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report["targets"] = _targets(res)
@@ -1062,6 +1099,12 @@ def main(argv=None) -> int:
                      f"{mib('peak_rss_growth_bytes_fast')} closed-form path, {mib('peak_rss_growth_bytes_generic')} "
                      f"generic path; NumPy allocations (tracemalloc) {mib('tracemalloc_peak_bytes_fast')} / "
                      f"{mib('tracemalloc_peak_bytes_generic')}; process max RSS {mib('ru_maxrss_bytes')}")
+    for which in ("compile:cold", "compile:warm"):
+        if which in res:
+            r = res[which]
+            what = "compile, empty cache" if which.endswith("cold") else "load from the cache"
+            lines.append(f"first calls ({what}): import refscore {r['import_refscore_s']:.2f} s; " + ", ".join(
+                f"{k[:-2]} {v:.1f} s" for k, v in r.items() if k != "import_refscore_s"))
     if report["targets"]:
         lines += ["", "targets:"]
         for t in report["targets"]:
