@@ -24,11 +24,32 @@ __all__ = [
 ]
 
 
+#: dtype kinds that convert to float64 without losing information silently:
+#: bool, signed and unsigned integers, floats
+_REAL_KINDS = "biuf"
+
+
 def as_float_array(value, name: str) -> np.ndarray:
-    """``np.asarray(value, dtype=float)`` with a named ``TypeError`` on failure."""
+    """``np.asarray(value, dtype=float)`` for real input, with a named ``TypeError`` otherwise.
+
+    Complex input is refused (``np.asarray(z, dtype=float)`` would silently drop
+    the imaginary part), and so are strings (which NumPy would parse) and object
+    arrays unless every element is a real number.
+    """
     try:
-        arr = np.asarray(value, dtype=float)
+        raw = value if isinstance(value, np.ndarray) else np.asarray(value)
     except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be convertible to a float array, got {type(value).__name__}") from exc
+    kind = raw.dtype.kind
+    if kind not in _REAL_KINDS and not (
+        kind == "O" and all(isinstance(v, numbers.Real) for v in raw.flat)
+    ):
+        if kind == "c":
+            raise TypeError(f"{name} must be a real array, got dtype {raw.dtype}")
+        raise TypeError(f"{name} must be convertible to a float array of real numbers, got dtype {raw.dtype}")
+    try:
+        arr = np.asarray(raw, dtype=float)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"{name} must be convertible to a float array, got {type(value).__name__}") from exc
     return arr
 
@@ -54,6 +75,10 @@ def as_points(x, dim: int, name: str = "x", finite: bool = True) -> tuple[np.nda
         raise ValueError(
             f"{name} must have shape (n, {dim}) or ({dim},), got shape {np.shape(x)}"
         )
+    if arr.shape[0] == 0:
+        # every batch statistic (a mean loss, a score batch) needs a point; an
+        # empty batch is a caller's bug, not an empty answer
+        raise ValueError(f"{name} must hold at least one point, got shape {arr.shape}")
     if finite:
         check_finite(name, arr)
     return arr, single
@@ -68,6 +93,12 @@ def check_positive(name: str, value, allow_array: bool = False) -> float | np.nd
         return arr
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.ndarray)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must be a real number, got an array of dtype {value.dtype}")
+        if value.size != 1:
+            raise TypeError(f"{name} must be a real number, got an array of shape {value.shape}")
+        value = value.reshape(())[()]
     v = float(value)
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")

@@ -62,11 +62,36 @@ def _check_common(model, theta, x, reduction, grad):
     return theta, x, single
 
 
-def _finish(per, grad_theta, single, reduction, grad):
+def _check_result(name, per, grad_theta=None, value=None):
+    """``FloatingPointError`` if a loss computed from finite inputs is not finite.
+
+    Every input has been checked finite, so a NaN or infinity here is float64
+    overflow inside the model or the loss (e.g. ``theta ~ 1e200``: ``½‖s‖²`` is
+    beyond 1.8e308); it is reported, never returned.
+    """
+    bad = int(np.size(per) - np.count_nonzero(np.isfinite(per)))
+    what = None
+    if bad:
+        what = f"{bad} of {np.size(per)} per-point value(s) are non-finite"
+    elif value is not None and not np.isfinite(value):
+        what = f"the mean is {value!r}"
+    elif grad_theta is not None and not np.all(np.isfinite(grad_theta)):
+        what = "the gradient over theta is non-finite"
+    if what is not None:
+        raise FloatingPointError(
+            f"{name}: float64 overflow: {what} although every input is finite; the model's "
+            f"scores or their derivatives exceed float64's range at this theta and x"
+        )
+
+
+def _finish(per, grad_theta, single, reduction, grad, name="loss"):
     """Reduce per-point values; ``grad_theta`` is already the gradient of the mean."""
     if reduction == "none":
+        _check_result(name, per)
         return per[0] if single else per
-    value = float(np.mean(per))
+    with np.errstate(over="ignore"):
+        value = float(np.mean(per))
+    _check_result(name, per, grad_theta if grad else None, value)
     return (value, grad_theta) if grad else value
 
 
@@ -211,7 +236,7 @@ def esm(model, theta, x, target_score, reduction="mean", grad=False):
     t = target_score(x) if callable(target_score) else target_score
     t = model._like_points(t, n, single and not callable(target_score), "target_score")
     per, g = loss_terms(LossKind.RESIDUAL, model, theta, x, np.full(n, 1.0 / n), t, grad)
-    return _finish(per, g, single, reduction, grad)
+    return _finish(per, g, single, reduction, grad, "esm")
 
 
 def ism(model, theta, x, reduction="mean", grad=False):
@@ -247,7 +272,7 @@ def ism(model, theta, x, reduction="mean", grad=False):
     theta, x, single = _check_common(model, theta, x, reduction, grad)
     n = x.shape[0]
     per, g = loss_terms(LossKind.ISM, model, theta, x, np.full(n, 1.0 / n), None, grad)
-    return _finish(per, g, single, reduction, grad)
+    return _finish(per, g, single, reduction, grad, "ism")
 
 
 def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
@@ -295,7 +320,7 @@ def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
     n = x.shape[0]
     eps = model._like_points(eps, n, single, "eps")
     per, g = dsm_terms(model, theta, x, sigma, eps, np.full(n, 1.0 / n), grad)
-    return _finish(per, g, single, reduction, grad)
+    return _finish(per, g, single, reduction, grad, "dsm")
 
 
 def _sliced(model, theta, x, v, reduction, grad, variance_reduced):
@@ -305,7 +330,7 @@ def _sliced(model, theta, x, v, reduction, grad, variance_reduced):
     m = v.shape[0]
     kind = LossKind.SSM_VR if variance_reduced else LossKind.SSM
     per_mn, g = loss_terms(kind, model, theta, x, np.full((m, n), 1.0 / (m * n)), v, grad)
-    return _finish(per_mn.mean(axis=0), g, single, reduction, grad)
+    return _finish(per_mn.mean(axis=0), g, single, reduction, grad, kind.name.lower())
 
 
 def ssm(model, theta, x, v, reduction="mean", grad=False):
@@ -471,7 +496,7 @@ def dsm_multi(model, theta, x, sigmas, labels, eps, weighting="sigma2", reductio
     g = None
     if grad:
         g = model.score_vjp_params(theta, xt, sig, (lam / n)[:, None] * r)
-    return _finish(per, g, single, reduction, grad)
+    return _finish(per, g, single, reduction, grad, "dsm_multi")
 
 
 def projections(rng, shape, kind="gaussian"):

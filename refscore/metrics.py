@@ -7,16 +7,16 @@ by.  Every pairwise quantity is an *unbiased* U-statistic computed in row blocks
 (memory :math:`O(\text{block}\cdot n)`, never an :math:`n \times n \times d`
 tensor), so ``n`` of several thousand costs seconds, not gigabytes.
 
-=====================  =====================================================
-name                   what it returns
-=====================  =====================================================
-:func:`mmd`            unbiased :math:`\widehat{\mathrm{MMD}}^2_u` (RBF kernel)
-:func:`ksd`            unbiased :math:`\widehat{\mathrm{KSD}}^2_u` (IMQ kernel)
-:func:`ksd_test`       KSD goodness-of-fit test, wild-bootstrap p-value
+========================  ==================================================
+name                      what it returns
+========================  ==================================================
+:func:`mmd`               unbiased :math:`\widehat{\mathrm{MMD}}^2_u` (RBF kernel)
+:func:`ksd`               unbiased :math:`\widehat{\mathrm{KSD}}^2_u` (IMQ kernel)
+:func:`ksd_test`          KSD goodness-of-fit test, wild-bootstrap p-value
 :func:`imq_stein_kernel`  the Stein kernel matrix :math:`u_p(x_i, y_j)`
-:func:`mode_weights`   fraction of points nearest to each mean
-:func:`moments`        mean, covariance and their standard errors
-=====================  =====================================================
+:func:`mode_weights`      fraction of points nearest to each mean
+:func:`moments`           mean, covariance and their standard errors
+========================  ==================================================
 
 Both :func:`mmd` and :func:`ksd` return the *squared* discrepancy estimate; an
 unbiased estimate of a quantity that is zero under the null is negative about

@@ -64,7 +64,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 
-from ._validation import as_rng, check_choice, check_int
+from ._validation import as_float_array, as_rng, check_choice, check_int
 from .distributions import Gaussian, GaussianMixture
 
 __all__ = [
@@ -194,14 +194,15 @@ def product_rule(rule_a, rule_b) -> tuple[np.ndarray, np.ndarray]:
     Rows are ordered with ``b`` varying fastest.
     """
     (xa, wa), (xb, wb) = rule_a, rule_b
-    xa, wa, xb, wb = (np.asarray(a, dtype=float) for a in (xa, wa, xb, wb))
+    names = ("rule_a nodes", "rule_a weights", "rule_b nodes", "rule_b weights")
+    xa, wa, xb, wb = (as_float_array(a, n) for a, n in zip((xa, wa, xb, wb), names))
     ma, mb = xa.shape[0], xb.shape[0]
     nodes = np.concatenate([np.repeat(xa, mb, axis=0), np.tile(xb, (ma, 1))], axis=1)
     return nodes, np.outer(wa, wb).ravel()
 
 
 def _apply(f, nodes, name="f"):
-    vals = np.asarray(f(nodes), dtype=float)
+    vals = as_float_array(f(nodes), f"{name}(x)")
     if vals.ndim < 1 or vals.shape[0] != nodes.shape[0]:
         raise ValueError(
             f"{name} must map points of shape (m, d) to an array with leading dimension m; "
@@ -386,7 +387,7 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
     -1.0
     """
     from ._validation import check_positive
-    from .losses import LOSSES, PER_POINT_LOSSES, Loss, LossKind, dsm_terms, loss_terms
+    from .losses import LOSSES, PER_POINT_LOSSES, Loss, LossKind, _check_result, dsm_terms, loss_terms
 
     by_function = {LOSSES[k].function: k for k in PER_POINT_LOSSES}
     if isinstance(loss, Loss):
@@ -447,7 +448,9 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
             kind = LossKind.SSM_VR if loss == "ssm_vr" else LossKind.SSM
             per_mn, g = loss_terms(kind, model, theta, x, W, V, grad)
             per, w = per_mn.ravel(), W.ravel()
-    value = float(w @ per)
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = float(w @ per)
+    _check_result(f"population_loss({loss!r})", per, g, value)
     return (value, g) if grad else value
 
 

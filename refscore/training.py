@@ -40,6 +40,10 @@ LOSS_NAMES = tuple(_losses.LOSSES)
 _PROJECTIONS = ("gaussian", "rademacher", "sphere")
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 
+#: divergence rule of :func:`fit`: the minibatch loss L_t may not rise more than
+#: DIVERGENCE_FACTOR * (1 + |L_1|) above L_1, the loss at step 1 (before any update)
+DIVERGENCE_FACTOR = 1e8
+
 
 @dataclass
 class FitResult:
@@ -146,8 +150,24 @@ def fit(
     Raises
     ------
     FloatingPointError
-        When the loss, its gradient or ``theta`` becomes non-finite; the message
-        names the step.  Never returns NaN parameters.
+        When the run diverges; the message names the step.  Never returns NaN
+        parameters.  Divergence is (i) a loss, gradient or ``theta`` that is
+        non-finite (including float64 overflow inside the loss), or (ii) a
+        minibatch loss that rises far above where it started:
+
+        .. math::
+
+            L_t > L_1 + 10^8\,(1 + |L_1|),
+
+        with :math:`L_1` the loss at step 1, before any update
+        (``DIVERGENCE_FACTOR = 1e8``).  Every loss is minimised, so a rise of eight
+        orders of magnitude of its starting scale is never progress: it is Adam
+        overshooting (too large an ``lr``), caught while the values are still
+        finite rather than many steps later as NaN.  The ``1 +`` keeps the rule
+        meaningful when :math:`L_1 \approx 0`; a loss may fall without bound
+        (e.g. ISM on data of tiny scale legitimately goes from -1 to -1e4), and
+        Adam's ordinary overshoots (a few orders of magnitude) stay far below
+        the threshold.
 
     References
     ----------
@@ -232,12 +252,24 @@ def fit(
     m2 = np.zeros_like(theta)
     hist, hist_steps = [], []
     batches = _batches(rng, n, batch)
+    first = None
     for t in range(1, steps + 1):
-        value, g = value_and_grad(theta, next(batches))
+        try:
+            value, g = value_and_grad(theta, next(batches))
+        except FloatingPointError as exc:  # overflow inside the loss, reported by the losses
+            raise FloatingPointError(f"fit diverged at step {t} of {steps}: {exc} (try a smaller lr)") from exc
         if not np.isfinite(value) or not np.all(np.isfinite(g)):
             raise FloatingPointError(
                 f"fit diverged at step {t} of {steps}: loss {value!r}"
                 f"{'' if np.all(np.isfinite(g)) else ', non-finite gradient'} (try a smaller lr)"
+            )
+        if first is None:
+            first = value
+        elif value > first + DIVERGENCE_FACTOR * (1.0 + abs(first)):
+            raise FloatingPointError(
+                f"fit diverged at step {t} of {steps}: loss {value:.6g} rose more than "
+                f"{DIVERGENCE_FACTOR:g} x (1 + |L_1|) above the step-1 loss L_1 = {first:.6g} "
+                f"(try a smaller lr)"
             )
         if (t - 1) % record_every == 0:
             hist.append(value)

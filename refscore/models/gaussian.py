@@ -124,8 +124,8 @@ class GaussianModel(ScoreModel):
     # ------------------------------------------------------------- primitives
     def _kernel_block(self, theta):
         r"""Compiled-sampler block: affine, :math:`s = -LL^\top(x - \mu)`."""
-        mu, L = self._unpack(theta)
-        return affine_block(-(L @ L.T), mu, np.zeros(self.dim))
+        mu, _, P = self._precision(theta)
+        return affine_block(-P, mu, np.zeros(self.dim))
 
     def _log_density(self, theta):
         r""":math:`\log p = -\tfrac12\lVert L^\top(x - \mu)\rVert^2` up to a constant."""
@@ -138,7 +138,14 @@ class GaussianModel(ScoreModel):
 
     def _precision(self, theta):
         mu, L = self._unpack(theta)
-        return mu, L, L @ L.T
+        with np.errstate(over="ignore", invalid="ignore"):
+            P = L @ L.T
+        if not np.all(np.isfinite(P)):
+            raise FloatingPointError(
+                f"GaussianModel: the precision P = L L^T overflows float64 at this theta "
+                f"(max |L| = {float(np.max(np.abs(L))):.3g}; |L| must stay below ~1e154)"
+            )
+        return mu, L, P
 
     def _score(self, theta, x):
         mu, _, P = self._precision(theta)
@@ -149,7 +156,7 @@ class GaussianModel(ScoreModel):
         return np.broadcast_to(-P, (x.shape[0], self.dim, self.dim)).copy()
 
     def _score_trace(self, theta, x):
-        _, L = self._unpack(theta)
+        _, L, _ = self._precision(theta)  # raises if L L^T overflows
         return np.full(x.shape[0], -np.sum(L * L))
 
     def _score_jvp(self, theta, x, v):

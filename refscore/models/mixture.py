@@ -13,7 +13,10 @@ Derivation: docs/derivations.md §7.3.
     \ell_j(x) = \alpha_j + \tfrac d2 \eta_j - \tfrac{\tau_j}{2}\lVert x-\mu_j\rVert^2 .
 
 The responsibilities ``r`` are computed by log-sum-exp, so the model is finite
-and accurate far from every component.  With :math:`\nabla_x r_j = r_j(g_j - s)`,
+and accurate far from every component; where even the squared distances
+overflow (:math:`\lVert x\rVert \gtrsim 10^{154}`) they are recomputed from
+rescaled distances (:func:`refscore.distributions._mixture_lse`), so the score is
+that of the component nearest in :math:`\tau_j\lVert x-\mu_j\rVert^2`, never NaN.  With :math:`\nabla_x r_j = r_j(g_j - s)`,
 
 .. math::
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels.target_blocks import mixture_block
+from ..distributions import _mixture_lse
 from .base import ScoreModel
 from .gaussian import _check_dim
 
@@ -114,10 +118,13 @@ class GaussianMixtureModel(ScoreModel):
         d = self.dim
 
         def log_density(x):
-            sq = np.sum((x[:, None, :] - mu[None]) ** 2, axis=2)
-            ell = alpha + 0.5 * d * eta - 0.5 * np.exp(eta) * sq
+            with np.errstate(over="ignore"):  # far field: redone by _mixture_lse
+                sq = np.sum((x[:, None, :] - mu[None]) ** 2, axis=2)
+                ell = alpha + 0.5 * d * eta - 0.5 * np.exp(eta) * sq
             top = ell.max(axis=1)
-            return top + np.log(np.sum(np.exp(ell - top[:, None]), axis=1))
+            if np.all(np.isfinite(top)):
+                return top + np.log(np.sum(np.exp(ell - top[:, None]), axis=1))
+            return self._far_lse(alpha, mu, eta, x, ell)[0]
 
         return log_density
 
@@ -126,29 +133,57 @@ class GaussianMixtureModel(ScoreModel):
         return np.concatenate([np.zeros(k), rng.standard_normal(k * d), np.zeros(k)])
 
     # ------------------------------------------------------------ forward parts
+    def _far_lse(self, alpha, mu, eta, x, ell):
+        """``(log p, r)`` (``(n,)``, ``(n, k)``) by the overflow-safe log-sum-exp, from logits ``ell (n, k)``."""
+        sd = np.exp(0.5 * eta)
+
+        def whitened(rows):  # sqrt(tau_j) (x - mu_j), (k, m, d)
+            return sd[:, None, None] * (x[rows][None, :, :] - mu[:, None, :])
+
+        logp, r = _mixture_lse(ell.T, alpha + 0.5 * self.dim * eta, whitened)
+        return logp, r.T
+
     def _parts(self, theta, x):
         """Responsibilities r (n,k), component scores g (n,k,d), centred u = g - s,
-        score s (n,d), tau (k,), squared distances sq (n,k)."""
+        score s (n,d), tau (k,), squared distances sq (n,k).
+
+        ``u`` is zeroed where ``r == 0``: every use of it is weighted by ``r``, and far
+        from a component ``u u^T`` may overflow (0 * inf would be NaN).
+        """
         alpha, mu, eta = self._unpack(theta)
-        tau = np.exp(eta)
+        with np.errstate(over="ignore"):
+            tau = np.exp(eta)
+        if not np.all(np.isfinite(tau)):
+            raise FloatingPointError(
+                f"{type(self).__name__}: log_tau up to {float(np.max(eta)):.6g} makes tau = exp(log_tau) "
+                f"overflow float64 (log_tau must stay below ~709)"
+            )
         diff = x[:, None, :] - mu[None, :, :]
-        sq = np.einsum("nkd,nkd->nk", diff, diff)
-        ell = alpha + 0.5 * self.dim * eta - 0.5 * tau * sq
-        ell = ell - ell.max(axis=1, keepdims=True)  # log-sum-exp shift
-        r = np.exp(ell)
-        r /= r.sum(axis=1, keepdims=True)
+        with np.errstate(over="ignore"):  # far field: redone by _far_lse
+            sq = np.einsum("nkd,nkd->nk", diff, diff)
+            ell = alpha + 0.5 * self.dim * eta - 0.5 * tau * sq
+        top = ell.max(axis=1, keepdims=True)
+        if np.all(np.isfinite(top)):
+            ell = ell - top  # log-sum-exp shift
+            r = np.exp(ell)
+            r /= r.sum(axis=1, keepdims=True)
+        else:
+            r = self._far_lse(alpha, mu, eta, x, ell)[1]
         g = -tau[None, :, None] * diff
         s = np.einsum("nk,nkd->nd", r, g)
-        u = g - s[:, None, :]
+        u = np.where(r[:, :, None] > 0.0, g - s[:, None, :], 0.0)
         return r, g, u, s, tau, sq
 
     def _backprop(self, r, g, tau, sq, F_r, F_g, F_tau):
         """Chain rule from per-point partials (n,k), (n,k,d), (n,k) to theta (P,)."""
+        F_r = np.where(r > 0.0, F_r, 0.0)  # weighted by r below; far field may hold inf
         F_l = r * (F_r - np.sum(r * F_r, axis=1, keepdims=True))
         g_alpha = F_l.sum(axis=0)
         g_mu = np.einsum("nk,nkd->kd", -F_l, g) + tau[:, None] * F_g.sum(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            dl_deta = np.where(F_l != 0.0, F_l * (0.5 * self.dim - 0.5 * tau * sq), 0.0)
         g_eta = (
-            np.sum(F_l * (0.5 * self.dim - 0.5 * tau * sq), axis=0)
+            np.sum(dl_deta, axis=0)
             + np.einsum("nkd,nkd->k", F_g, g)
             + tau * F_tau.sum(axis=0)
         )

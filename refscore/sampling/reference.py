@@ -20,6 +20,15 @@ from ..noise import _NP, _normal_block
 __all__ = ["langevin", "mala"]
 
 
+def _shaped(value, shape, what):
+    """``value`` if it has ``shape``, else a ``ValueError``: a custom target's score must be
+    ``(n, d)`` and its log-density ``(n,)`` (broadcasting would otherwise hide the bug)."""
+    if np.shape(value) != shape:
+        want = f"(n, d) = {shape}" if len(shape) == 2 else f"(n,) = {shape}"
+        raise ValueError(f"{what} must return shape {want}, got {np.shape(value)}")
+    return value
+
+
 def langevin(score_fns, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, diverged):
     """ULA / annealed Langevin in place on ``x`` (n, d); ``score_fns[l]`` per level.
 
@@ -33,7 +42,7 @@ def langevin(score_fns, etas, steps_per_level, x, k0, k1, chain0, step0, rec, tr
         sq = np.sqrt(2.0 * eta)
         for _ in range(steps_per_level):
             with np.errstate(all="ignore"):
-                s = score(x)
+                s = _shaped(score(x), (n, d), "target.score(x)")
                 z = _normal_block(k0, k1, chains, np.uint64(g), d)
                 x_new = x + eta * s + sq * z
             ok = alive & np.all(np.isfinite(x_new), axis=1)
@@ -60,16 +69,16 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, dive
     alive = ~diverged
     sq = np.sqrt(2.0 * eta)
     with np.errstate(all="ignore"):
-        s_x = score(x)
-        lp_x = logpdf(x)
+        s_x = _shaped(score(x), (n, d), "target.score(x)")
+        lp_x = _shaped(logpdf(x), (n,), "target.logpdf(x)")
     for t in range(step0, step0 + n_steps):
         with np.errstate(all="ignore"):
             z = _normal_block(k0, k1, chains, np.uint64(t), d)
             y = x + eta * s_x + sq * z
             fin = np.all(np.isfinite(y), axis=1)
             y_safe = np.where(fin[:, None], y, x)  # scores are only asked at finite points
-            s_y = score(y_safe)
-            lp_y = logpdf(y_safe)
+            s_y = _shaped(score(y_safe), (n, d), "target.score(x)")
+            lp_y = _shaped(logpdf(y_safe), (n,), "target.logpdf(x)")
             fwd = np.sum((y - x - eta * s_x) ** 2, axis=1)
             bwd = np.sum((x - y - eta * s_y) ** 2, axis=1)
             log_alpha = lp_y - lp_x - (bwd - fwd) / (4.0 * eta)
