@@ -56,12 +56,17 @@ class SamplerResult:
     trace : ndarray (n_steps // record, n, d) or None
         ``trace[j]`` = states after ``(j + 1) * record`` steps (global step
         count across noise levels for annealed Langevin).
+    reduced : object or None
+        ``backend="dask"`` with ``reduce=`` (:mod:`.reductions`): the
+        reduction's result, computed on the workers; ``x`` is then ``None``
+        (the final states are not gathered).
     """
 
-    x: np.ndarray
+    x: np.ndarray | None
     diverged: np.ndarray
     accept_rate: np.ndarray | None = None
     trace: np.ndarray | None = None
+    reduced: object = None
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -112,8 +117,19 @@ def _check_record(record, n_total):
 _check_sigmas = check_sigmas
 
 
-def _run_langevin(target, x0, sigmas, etas, steps_per_level, seed, backend, record, progress):
+def _dask_options(runner, client, block_chains, reduce):
+    """``client=``, ``block_chains=``, ``reduce=`` for the backend (only ``backend="dask"`` takes them)."""
+    opts = {k: v for k, v in (("client", client), ("block_chains", block_chains), ("reduce", reduce))
+            if v is not None}
+    if opts and runner.name != "dask":
+        raise ValueError(f"{', '.join(k + '=' for k in opts)} need backend='dask', got backend={runner.name!r}")
+    return opts
+
+
+def _run_langevin(target, x0, sigmas, etas, steps_per_level, seed, backend, record, progress,
+                  client=None, block_chains=None, reduce=None):
     runner = get_backend(backend)
+    opts = _dask_options(runner, client, block_chains, reduce)
     k0, k1 = _check_seed(seed)
     x = x0
     n, d = x.shape
@@ -121,12 +137,15 @@ def _run_langevin(target, x0, sigmas, etas, steps_per_level, seed, backend, reco
     trace = np.zeros((n_rec, n, d))
     diverged = np.zeros(n, dtype=np.bool_)
     etas = np.ascontiguousarray(etas, dtype=float)
-    runner.langevin(target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged, progress=progress)
-    return _reported(SamplerResult(x=x, diverged=diverged, trace=trace if rec else None))
+    reduced = runner.langevin(target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
+                              progress=progress, **opts)
+    return _reported(SamplerResult(x=x if reduced is None else None, diverged=diverged,
+                                   trace=trace if rec else None, reduced=reduced))
 
 
 # ------------------------------------------------------------------ samplers
-def ula(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=None) -> SamplerResult:
+def ula(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=None,
+        client=None, block_chains=None, reduce=None) -> SamplerResult:
     r"""Unadjusted Langevin algorithm, eq. (4).
 
     .. math::
@@ -146,12 +165,19 @@ def ula(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=
         :math:`\eta`.
     n_steps : int >= 0
     seed : int in [0, 2**64)
-    backend : {"numpy", "numba", "cuda"}
+    backend : {"numpy", "numba", "cuda", "dask"}
+        ``"dask"`` (:mod:`.dask_backend`): blocks of chains as Dask tasks,
+        bitwise equal to ``"numba"``.
     record : int, optional
         Keep the states every ``record`` steps in ``.trace``.
     progress : bool, optional
         A progress bar on stderr: ``None`` (default) when stderr is a terminal
         and the run lasts over two seconds, ``True`` always, ``False`` never.
+    client, block_chains, reduce : optional, ``backend="dask"`` only
+        A ``distributed.Client`` (default: a LocalCluster for the call);
+        chains per task; a reduction of the final states computed on the
+        workers (``"moments"``, ``"modes"``, ``"diverged"``, a
+        :class:`.reductions.Histogram`, ...) returned in ``.reduced``.
 
     Raises
     ------
@@ -181,11 +207,13 @@ def ula(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=
     x = _check_x0(x0, d)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
-    return _run_langevin(target, x, None, [eta], n_steps, seed, backend, record, progress)
+    return _run_langevin(target, x, None, [eta], n_steps, seed, backend, record, progress,
+                         client, block_chains, reduce)
 
 
 def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="numpy",
-                      record=None, progress=None) -> SamplerResult:
+                      record=None, progress=None, client=None, block_chains=None,
+                      reduce=None) -> SamplerResult:
     r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
 
     For each level :math:`\sigma_1 > \dots > \sigma_L`, ``steps_per_level``
@@ -208,7 +236,7 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
     sigmas : array (L,), strictly decreasing, > 0
     step : float > 0
     steps_per_level : int >= 0
-    seed, backend, record, progress : as in :func:`ula`
+    seed, backend, record, progress, client, block_chains, reduce : as in :func:`ula`
 
     References
     ----------
@@ -230,10 +258,12 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
     step = check_positive("step", step)
     T = check_int("steps_per_level", steps_per_level, 0)
     etas = step * s ** 2 / s[-1] ** 2
-    return _run_langevin(target, x, s, etas, T, seed, backend, record, progress)
+    return _run_langevin(target, x, s, etas, T, seed, backend, record, progress,
+                         client, block_chains, reduce)
 
 
-def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=None) -> SamplerResult:
+def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=None,
+         client=None, block_chains=None, reduce=None) -> SamplerResult:
     r"""Metropolis-adjusted Langevin algorithm: the proposal of eq. (4) plus
     a Metropolis–Hastings test, so the stationary law is exactly :math:`p`.
 
@@ -271,12 +301,15 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
     runner = get_backend(backend)
+    opts = _dask_options(runner, client, block_chains, reduce)
     k0, k1 = _check_seed(seed)
     n = x.shape[0]
     rec, n_rec = _check_record(record, n_steps)
     trace = np.zeros((n_rec, n, d))
     diverged = np.zeros(n, dtype=np.bool_)
     accepted = np.zeros(n, dtype=np.int64)
-    runner.mala(target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted, progress=progress)
+    reduced = runner.mala(target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
+                          progress=progress, **opts)
     rate = accepted / max(n_steps, 1)
-    return _reported(SamplerResult(x=x, diverged=diverged, accept_rate=rate, trace=trace if rec else None))
+    return _reported(SamplerResult(x=x if reduced is None else None, diverged=diverged, accept_rate=rate,
+                                   trace=trace if rec else None, reduced=reduced))

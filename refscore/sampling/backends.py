@@ -202,3 +202,20 @@ def get_backend(name) -> SamplerBackend:
     if not isinstance(name, str) or name not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {name!r}")
     return BACKENDS[name]
+
+
+# ------------------------------------------------------------------ optional extras
+from .dask_backend import DaskBackend, require_dask  # noqa: E402  (imports no dask until it runs)
+
+
+class _Registry(dict):
+    """:data:`BACKENDS`; looking up ``"dask"`` checks that the optional extra is installed
+    (an ImportError naming ``pip install 'refscore[dask]'``), so ``import refscore`` imports no dask."""
+
+    def __getitem__(self, name):
+        if name == DaskBackend.name:
+            require_dask()
+        return super().__getitem__(name)
+
+
+BACKENDS = _Registry(BACKENDS, dask=DaskBackend())

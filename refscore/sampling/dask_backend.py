@@ -1,0 +1,255 @@
+r"""The ``"dask"`` sampler backend: blocks of chains as Dask tasks, bitwise equal to one machine.
+
+The chains are cut into blocks by chain index, ``[lo, lo + block_chains)``;
+each block is one task that runs an inner backend of :data:`.backends.BACKENDS`
+(``"numba"``, or ``"numpy"`` when numba is missing) on its rows with the
+same seed and ``chain0 = chain0 + lo``.  The noise counters are global
+(:mod:`refscore.noise`), and a chain's arithmetic does not depend on its
+neighbours, so the rows come back bitwise equal to ``backend=<inner>`` on one
+machine, for every block size and worker count (tested).
+
+A task is a pure function of ``(target, its rows of x0, seed, steps, chain
+offset, reduction)``: it copies its inputs before running, so a task
+rescheduled after its worker died (the nanny restarts the worker, the
+scheduler re-runs the task elsewhere) recomputes the same numbers.
+
+Reductions (``reduce=``, :mod:`.reductions`) run in the task on the block's
+final states; only their partials travel to the client, which folds them in
+chain-index order.  ``diverged`` (and MALA's per-chain ``accepted``) are
+always filled in, as by every backend; the final states (``x``) and the
+``record=`` trace are gathered only when asked for (no reduction; ``record``).
+
+Cluster.  ``client=`` a :class:`distributed.Client`; without one a
+:class:`distributed.LocalCluster` (worker processes, one thread each, numba
+limited to one thread per worker) is started for the call and closed after;
+its workers are spawned, so a script needs the usual
+``if __name__ == "__main__":`` guard.  On a cluster of your own, give the
+workers ``NUMBA_NUM_THREADS`` equal to their threads (the numba kernel is
+itself parallel); the result does not depend on it.
+
+Block size.  A task costs about :data:`TASK_OVERHEAD_S` of scheduling and
+transfer besides its work (measured with tiny tasks); a block of at least
+:data:`MIN_TASK_CHAIN_STEPS` chain-steps keeps that below 5% at the measured
+throughput of one worker.  The default block is four blocks per worker (load
+balance; a lost worker costs a quarter of its share), at most
+:data:`MAX_BLOCK_CHAINS` chains, but never under that minimum; rounded up to
+a multiple of 128 (the numba kernel's block).  The block size never changes
+the result.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import uuid
+
+import numpy as np
+
+__all__ = ["DaskBackend", "require_dask", "default_block_chains", "TASK_OVERHEAD_S", "MIN_TASK_CHAIN_STEPS"]
+
+#: scheduler + transfer cost of one task, seconds: 400 one-chain one-step tasks vs one task
+#: on a 2-worker LocalCluster (about 5 ms on a loaded 2-core Xeon; less on an idle machine)
+TASK_OVERHEAD_S = 0.005
+#: chain-steps per second of one worker (numba, one thread, 2-d Gaussian; about 4e7 measured)
+WORKER_CHAIN_STEPS_PER_S = 4.0e7
+#: chain-steps per task that keep the overhead under 5%: overhead / 0.05 * throughput (4e6)
+MIN_TASK_CHAIN_STEPS = round(TASK_OVERHEAD_S / 0.05 * WORKER_CHAIN_STEPS_PER_S)
+#: default blocks per worker (load balance, and the work a lost worker costs)
+BLOCKS_PER_WORKER = 4
+#: default largest block, chains (per-task memory: 8 MiB per coordinate, more with record=)
+MAX_BLOCK_CHAINS = 1 << 20
+_ALIGN = 128
+
+_INSTALL = "pip install 'refscore[dask]'"
+
+
+def require_dask():
+    """Import ``dask.distributed`` or raise an ImportError saying what to install."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"backend='dask' needs dask.distributed, which is not installed: {_INSTALL} "
+                          f"({exc})") from exc
+
+
+def default_block_chains(n, total_steps, n_workers):
+    """Chains per block: ``n / (4 n_workers)`` (at most ``2**20``), but at least
+    ``MIN_TASK_CHAIN_STEPS / total_steps`` (overhead under 5%); rounded up to a
+    multiple of 128, at most ``n``."""
+    b = max(math.ceil(MIN_TASK_CHAIN_STEPS / max(total_steps, 1)),
+            min(math.ceil(n / (BLOCKS_PER_WORKER * max(n_workers, 1))), MAX_BLOCK_CHAINS))
+    b = _ALIGN * math.ceil(b / _ALIGN)
+    return max(1, min(b, n))
+
+
+def _run_block(inner, kind, target, args, x, diverged, k0, k1, chain0, n_rec, rec, reduction):
+    """One task: run ``inner`` on rows ``x`` (chains ``chain0 ..``); a pure function of its inputs."""
+    from .backends import BACKENDS
+
+    backend = BACKENDS[inner]
+    x = np.array(x, dtype=float, order="C", copy=True)  # never touch the inputs: a rerun sees them unchanged
+    diverged = np.array(diverged, dtype=np.bool_, copy=True)
+    m, d = x.shape
+    trace = np.zeros((n_rec, m, d))
+    accepted = None
+    if kind == "langevin":
+        sigmas, etas, steps_per_level = args
+        backend.langevin(target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
+                         chain0=chain0, progress=False)
+    else:
+        eta, n_steps = args
+        accepted = np.zeros(m, dtype=np.int64)
+        backend.mala(target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
+                     chain0=chain0, progress=False)
+    out = x if reduction is None else reduction.block(x, diverged)
+    return out, diverged, accepted, trace if rec else None
+
+
+class _OwnCluster:
+    """A LocalCluster and its Client for one call (closed on exit)."""
+
+    def __init__(self, n_workers):
+        from distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                    dashboard_address=":0", silence_logs=logging.ERROR,
+                                    env={"NUMBA_NUM_THREADS": "1"})
+        self.client = Client(self.cluster)
+
+    def close(self):
+        self.client.close()
+        self.cluster.close()
+
+
+class DaskBackend:
+    """Blocks of chains as Dask tasks, each run by the ``inner`` backend (see the module doc).
+
+    Parameters
+    ----------
+    inner : {"numba", "numpy"}, optional
+        The backend each task runs (default: ``"numba"`` when numba imports, else ``"numpy"``).
+        The rows are bitwise those of ``backend=inner``.
+    n_workers : int, optional
+        Workers of the LocalCluster started when no ``client`` is given
+        (default ``os.cpu_count()``, at most one per block).
+
+    The protocol methods take, besides :class:`~.backends.SamplerBackend`'s
+    arguments, ``client`` (a ``distributed.Client``), ``block_chains`` (int)
+    and ``reduce`` (:func:`.reductions.resolve_reduction`), and return the
+    reduction's result (``None`` without one: ``x`` then holds the final states).
+    """
+
+    name = "dask"
+
+    def __init__(self, inner=None, n_workers=None):
+        if inner is not None and inner not in ("numba", "numpy"):
+            raise ValueError(f"inner must be 'numba' or 'numpy', got {inner!r}")
+        self.inner = inner
+        self.n_workers = n_workers
+
+    def _inner(self):
+        if self.inner is not None:
+            return self.inner
+        from .._kernels import numba_available
+
+        return "numba" if numba_available() else "numpy"
+
+    # ------------------------------------------------------------------ protocol
+    def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
+                 *, chain0=0, progress=None, client=None, block_chains=None, reduce=None):
+        """ULA / annealed Langevin (see :meth:`.backends.SamplerBackend.langevin`)."""
+        etas = np.ascontiguousarray(etas, dtype=float)
+        args = (None if sigmas is None else np.asarray(sigmas, dtype=float), etas, int(steps_per_level))
+        return self._run("langevin", target, args, len(etas) * steps_per_level, x, k0, k1, rec, trace,
+                         diverged, None, chain0, progress, client, block_chains, reduce)
+
+    def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
+             *, chain0=0, progress=None, client=None, block_chains=None, reduce=None):
+        """MALA (see :meth:`.backends.SamplerBackend.mala`)."""
+        return self._run("mala", target, (float(eta), int(n_steps)), n_steps, x, k0, k1, rec, trace,
+                         diverged, accepted, chain0, progress, client, block_chains, reduce)
+
+    # ------------------------------------------------------------------ driver
+    def _run(self, kind, target, args, total_steps, x, k0, k1, rec, trace, diverged, accepted, chain0,
+             progress, client, block_chains, reduce):
+        require_dask()
+        from .reductions import resolve_reduction
+
+        reduction = resolve_reduction(reduce, target)
+        inner = self._inner()
+        if inner == "numba":  # fail here, not in every task, on a target without a kernel
+            from .targets import compile_target
+
+            compile_target(target, args[0] if kind == "langevin" else None, need_logp=kind == "mala")
+        n = x.shape[0]
+        own = None
+        if client is None:
+            workers = self.n_workers or os.cpu_count() or 2
+        else:
+            workers = max(1, sum(client.nthreads().values()))  # task slots
+        if block_chains is None:
+            block = default_block_chains(n, total_steps, workers)
+        else:
+            if isinstance(block_chains, bool) or not isinstance(block_chains, (int, np.integer)) or block_chains < 1:
+                raise ValueError(f"block_chains must be a positive int, got {block_chains!r}")
+            block = int(block_chains)
+        starts = list(range(0, n, block))
+        if client is None:
+            own = _OwnCluster(max(1, min(workers, len(starts))))
+            client = own.client
+        try:
+            return self._submit_and_gather(client, kind, inner, target, args, total_steps, x, k0, k1, rec,
+                                           trace, diverged, accepted, chain0, progress, reduction, starts, block)
+        finally:
+            if own is not None:
+                own.close()
+
+    def _submit_and_gather(self, client, kind, inner, target, args, total_steps, x, k0, k1, rec, trace,
+                           diverged, accepted, chain0, progress, reduction, starts, block):
+        from distributed import as_completed
+        from tqdm.auto import tqdm
+
+        n = x.shape[0]
+        n_rec = trace.shape[0]
+        tag = uuid.uuid4().hex[:12]
+        futures, where = [], {}
+        for i, lo in enumerate(starts):
+            hi = min(lo + block, n)
+            f = client.submit(_run_block, inner, kind, target, args, x[lo:hi], diverged[lo:hi], k0, k1,
+                              chain0 + lo, n_rec, rec, reduction, key=f"refscore-{kind}-{tag}-{lo}", pure=False)
+            futures.append(f)
+            where[f.key] = (i, lo, hi)
+        show = sys.stderr.isatty() if progress is None else bool(progress)
+        bar = tqdm(total=n * total_steps, unit="chain-step", desc=f"{kind} (dask/{inner}, {n} chains)",
+                   delay=0.0 if progress else 2.0, disable=not show, file=sys.stderr, leave=False)
+        pending, acc, next_i, done = {}, None, 0, 0
+        try:
+            with bar:
+                for f in as_completed(futures):
+                    i, lo, hi = where[f.key]
+                    out, div_b, acc_b, trace_b = f.result()
+                    f.release()
+                    diverged[lo:hi] = div_b
+                    if accepted is not None:
+                        accepted[lo:hi] = acc_b
+                    if rec:
+                        trace[:, lo:hi] = trace_b
+                    if reduction is None:
+                        x[lo:hi] = out
+                    else:  # fold partials left to right in chain-index order, whatever order they come in
+                        pending[i] = out
+                        while next_i in pending:
+                            p = pending.pop(next_i)
+                            acc = p if next_i == 0 else reduction.combine([acc, p])
+                            next_i += 1
+                    done += 1
+                    bar.update((hi - lo) * total_steps)
+        except KeyboardInterrupt:
+            client.cancel(futures)
+            raise KeyboardInterrupt(f"{kind} (dask) interrupted after {done} of {len(futures)} blocks; "
+                                    "the run's states were discarded") from None
+        except BaseException:
+            client.cancel(futures)
+            raise
+        return None if reduction is None else reduction.finish(acc)

@@ -1,0 +1,270 @@
+"""The Dask backend on a LocalCluster of 2 worker processes: bitwise equal to
+backend="numba" for every block size, worker count and sampler; a worker killed
+mid-run changes nothing; reductions merged over any partition are the same bits."""
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from refscore.distributions import Banana, Gaussian, GaussianMixture  # noqa: E402
+from refscore.noise import _check_seed  # noqa: E402
+from refscore.sampling import DivergenceWarning, annealed_langevin, mala, ula  # noqa: E402
+from refscore.sampling.backends import BACKENDS, get_backend  # noqa: E402
+from refscore.sampling.dask_backend import DaskBackend, default_block_chains  # noqa: E402
+from refscore.sampling.reductions import (DivergenceFlags, Histogram, ModeWeights, Moments,  # noqa: E402
+                                          exact_sums)
+
+MIX = GaussianMixture([0.3, 0.7], [[-2.0, 0.0, 1.0], [2.0, 1.0, -1.0]],
+                      [np.eye(3), [[1.0, 0.3, 0.0], [0.3, 0.5, 0.0], [0.0, 0.0, 2.0]]])
+X0 = np.random.default_rng(0).normal(size=(300, 3))
+SIG = [2.0, 1.0, 0.5]
+# block sizes: dividing n or not, below and above the numba kernel's 128, one block, more than n
+BLOCKS = [7, 100, 128, 299, 1000]
+
+
+def _warm():
+    from refscore._kernels import load_cpu_sampler
+
+    load_cpu_sampler()
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           env={"NUMBA_NUM_THREADS": "1"})
+    c = Client(cluster)
+    c.run(_warm)  # load the cached kernels on both workers once
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _run(sampler, backend, **kw):
+    if sampler == "ula":
+        return ula(MIX, X0, 0.05, 37, seed=9, backend=backend, record=5, **kw)
+    if sampler == "mala":
+        return mala(MIX, X0, 0.2, 23, seed=9, backend=backend, record=4, **kw)
+    return annealed_langevin(MIX.perturbed(), X0, SIG, 0.02, 11, seed=9, backend=backend, record=3, **kw)
+
+
+def _assert_same(a, b):
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.trace, b.trace)
+    np.testing.assert_array_equal(a.diverged, b.diverged)
+    if a.accept_rate is not None or b.accept_rate is not None:
+        np.testing.assert_array_equal(a.accept_rate, b.accept_rate)
+
+
+# ------------------------------------------------------------------ bitwise = numba
+@pytest.mark.parametrize("sampler", ["ula", "mala", "annealed"])
+def test_bitwise_equal_to_numba_for_every_block_size(client, sampler):
+    ref = _run(sampler, "numba")
+    for b in BLOCKS:
+        _assert_same(_run(sampler, "dask", client=client, block_chains=b), ref)
+    _assert_same(_run(sampler, "dask", client=client), ref)  # the default block size
+
+
+def test_chain_offset_through_the_protocol(client):
+    # rows 25.. run on their own with chain0 = 25 are rows 25.. of the whole run
+    whole = ula(MIX, X0, 0.05, 37, seed=9, backend="numba", record=5)
+    k0, k1 = _check_seed(9)
+    x = X0[25:].copy()
+    trace, div = np.zeros((7, 275, 3)), np.zeros(275, dtype=bool)
+    out = get_backend("dask").langevin(MIX, None, np.array([0.05]), 37, x, k0, k1, 5, trace, div,
+                                       chain0=25, client=client, block_chains=50)
+    assert out is None
+    np.testing.assert_array_equal(x, whole.x[25:])
+    np.testing.assert_array_equal(trace, whole.trace[:, 25:])
+
+
+def test_numpy_inner_backend_is_bitwise_the_numpy_backend(client):
+    x0 = X0[:40]
+    ref = ula(MIX, x0, 0.05, 12, seed=2, backend="numpy", record=4)
+    k0, k1 = _check_seed(2)
+    x, trace, div = x0.copy(), np.zeros((3, 40, 3)), np.zeros(40, dtype=bool)
+    DaskBackend(inner="numpy").langevin(MIX, None, np.array([0.05]), 12, x, k0, k1, 4, trace, div,
+                                        client=client, block_chains=15)
+    np.testing.assert_array_equal(x, ref.x)
+    np.testing.assert_array_equal(trace, ref.trace)
+
+
+def test_divergence_is_flagged_as_on_numba(client):
+    x0 = np.random.default_rng(0).normal(size=(300, 2))
+    x0[::4] *= 30.0  # far chains diverge on the banana at this step, near ones do not
+    with pytest.warns(DivergenceWarning):
+        ref = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend="numba")
+    assert 0 < ref.diverged.sum() < 300
+    with pytest.warns(DivergenceWarning, match=f"{ref.diverged.sum()} of 300 chains"):
+        got = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend="dask", client=client, block_chains=41)
+    _assert_same(got, ref)
+
+
+# ------------------------------------------------------------------ reductions
+def test_reductions_are_bitwise_the_same_for_every_partition(client):
+    x0 = np.random.default_rng(0).normal(size=(300, 2))
+    x0[::4] *= 30.0
+    banana = Banana(0.1, 3.0)
+    with pytest.warns(DivergenceWarning):
+        ref = ula(banana, x0, 0.05, 100, seed=1, backend="numba")
+    grid = Histogram([np.linspace(-4, 4, 9), np.linspace(-6, 3, 7)])
+    modes = ModeWeights([[-2.0, -1.0], [0.0, 0.0], [2.0, -1.0]])
+    specs = {"moments": "moments", "diverged": "diverged", "hist": grid, "modes": modes}
+    local = {k: r.merge([r.block(ref.x, ref.diverged)])
+             for k, r in (("moments", Moments()), ("diverged", DivergenceFlags()), ("hist", grid), ("modes", modes))}
+    for name, spec in specs.items():
+        for b in (5, 41, 128, 300):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DivergenceWarning)
+                res = ula(banana, x0, 0.05, 100, seed=1, backend="dask", client=client, block_chains=b, reduce=spec)
+            assert res.x is None  # nothing per chain but the flags came back
+            np.testing.assert_array_equal(res.diverged, ref.diverged)
+            got, want = res.reduced, local[name]
+            if name == "diverged":
+                np.testing.assert_array_equal(got, ref.diverged)
+                continue
+            for field in vars(want):
+                if field != "edges":
+                    np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+    m = local["moments"]
+    keep = ~ref.diverged
+    assert m.count == keep.sum() and m.n_diverged == ref.diverged.sum()
+    np.testing.assert_allclose(m.mean, ref.x[keep].mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(m.cov, np.cov(ref.x[keep].T), rtol=1e-12)
+    assert local["hist"].counts.sum() + local["hist"].outside == keep.sum()
+    assert local["modes"].counts.sum() == keep.sum()
+
+
+def test_mala_and_annealed_reductions_and_mode_weights_of_the_target(client):
+    ref = _run("annealed", "numba")
+    got = _run("annealed", "dask", client=client, block_chains=64, reduce="modes")
+    want = ModeWeights(MIX.means).merge([ModeWeights(MIX.means).block(ref.x, ref.diverged)])
+    np.testing.assert_array_equal(got.reduced.counts, want.counts)
+    np.testing.assert_array_equal(got.trace, ref.trace)  # record= still gathers the trace
+    refm = _run("mala", "numba")
+    gotm = _run("mala", "dask", client=client, block_chains=64, reduce="moments")
+    np.testing.assert_array_equal(gotm.accept_rate, refm.accept_rate)
+    np.testing.assert_array_equal(gotm.reduced.mean, Moments().merge([Moments().block(refm.x, refm.diverged)]).mean)
+
+
+def test_moments_are_the_correctly_rounded_exact_statistics():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((203, 3)) * np.exp(rng.uniform(-40, 40, (203, 3)))
+    x[0, 0], x[1, 1], x[2, 2] = 5e-324, -1e300, 0.0
+    s, p = exact_sums(x)
+    for i in range(3):
+        assert s[i] == sum(Fraction(v) for v in x[:, i])
+        for j in range(3):
+            assert p[i, j] == sum(Fraction(a) * Fraction(b) for a, b in zip(x[:, i], x[:, j]))
+    x = rng.standard_normal((101, 2))
+    div = rng.random(101) < 0.1
+    m = Moments()
+    whole = m.merge([m.block(x, div)])
+    cuts = [0, 1, 2, 50, 77, 101]
+    parts = m.merge([m.block(x[a:b], div[a:b]) for a, b in zip(cuts[:-1], cuts[1:])])
+    np.testing.assert_array_equal(whole.mean, parts.mean)
+    np.testing.assert_array_equal(whole.cov, parts.cov)
+    keep = [[Fraction(v) for v in row] for row in x[~div]]
+    n = len(keep)
+    mean = [sum(r[i] for r in keep) / n for i in range(2)]
+    for i in range(2):
+        assert whole.mean[i] == float(mean[i])
+        for j in range(2):
+            exact = sum((r[i] - mean[i]) * (r[j] - mean[j]) for r in keep) / (n - 1)
+            assert whole.cov[i, j] == float(exact)
+
+
+# ------------------------------------------------------------------ options, registry
+def test_options_need_the_dask_backend_and_default_block_size():
+    with pytest.raises(ValueError, match="reduce= need backend='dask'"):
+        ula(MIX, X0, 0.05, 3, seed=0, backend="numba", reduce="moments")
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        ula(MIX, X0, 0.05, 3, seed=0, backend="dask", reduce="median")
+    with pytest.raises(ValueError, match="block_chains must be a positive int"):
+        ula(MIX, X0, 0.05, 3, seed=0, backend="dask", block_chains=0)
+    assert "dask" in BACKENDS
+    for n, steps, w in [(10, 5, 2), (10 ** 6, 1000, 2), (1000, 10 ** 7, 8), (5000, 100, 16)]:
+        b = default_block_chains(n, steps, w)
+        assert 1 <= b <= n
+        assert b == n or b % 128 == 0
+
+
+_NO_DASK = textwrap.dedent("""
+    import sys
+    sys.modules["distributed"] = None
+    sys.modules["dask"] = None
+    import refscore
+    from refscore.sampling.backends import get_backend
+    try:
+        get_backend("dask")
+    except ImportError as exc:
+        assert "pip install 'refscore[dask]'" in str(exc), exc
+    else:
+        raise AssertionError("no ImportError")
+    print("ok")
+""")
+
+
+def test_dask_is_an_optional_extra():
+    code = "import sys, refscore.sampling; print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+    res = subprocess.run([sys.executable, "-c", _NO_DASK], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr
+
+
+# ------------------------------------------------------------------ one worker, own cluster, a killed worker
+@pytest.mark.slow
+def test_one_worker_own_local_cluster():
+    ref = ula(MIX, X0, 0.05, 37, seed=9, backend="numba", record=5)
+    k0, k1 = _check_seed(9)
+    x, trace, div = X0.copy(), np.zeros((7, 300, 3)), np.zeros(300, dtype=bool)
+    DaskBackend(n_workers=1).langevin(MIX, None, np.array([0.05]), 37, x, k0, k1, 5, trace, div, block_chains=64)
+    np.testing.assert_array_equal(x, ref.x)
+    np.testing.assert_array_equal(trace, ref.trace)
+    # and the samplers' own LocalCluster (no client=)
+    _assert_same(ula(MIX, X0, 0.05, 37, seed=9, backend="dask", record=5, block_chains=100), ref)
+
+
+def test_a_worker_killed_mid_run_changes_nothing(client):
+    # last in the module: it leaves the fixture's cluster with a restarted worker
+    g = Gaussian([0.0, 0.0], [[1.0, 0.3], [0.3, 0.5]])
+    x0 = np.random.default_rng(3).normal(size=(4096, 2))
+    ref = ula(g, x0, 0.05, 10000, seed=4, backend="numba")
+    before = set(client.scheduler_info()["workers"])
+    victim = sorted(before)[0]
+    out = {}
+
+    def run():
+        try:
+            out["res"] = ula(g, x0, 0.05, 10000, seed=4, backend="dask", client=client, block_chains=256)
+        except BaseException as exc:  # pragma: no cover - reported below
+            out["exc"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(
+            str(k).startswith("refscore-langevin") for k in client.processing().get(victim, ())):
+        time.sleep(0.01)
+    time.sleep(0.2)  # the task is running, not only assigned
+    try:
+        client.run(os._exit, 1, workers=[victim])
+    except Exception:  # the worker dies before it answers
+        pass
+    assert t.is_alive()  # the worker died mid-run
+    t.join(300)
+    assert "exc" not in out, out.get("exc")
+    np.testing.assert_array_equal(out["res"].x, ref.x)
+    client.wait_for_workers(2, timeout=120)
+    assert victim not in client.scheduler_info()["workers"]  # it really died (the nanny started a new one)
