@@ -13,7 +13,10 @@ Every subcommand has ``--help`` with an example.  Errors (unknown names,
 unreadable files, bad JSON, an output file that exists without ``--force``)
 print one line ``refscore <command>: error: ...`` to stderr and exit with
 status 2; ``refscore check`` exits with 1 when a quantity fails.  No output
-file is ever overwritten without ``--force``.
+file is ever overwritten without ``--force``, and outputs are written atomically
+(a temporary file beside the target, renamed over it when whole): a failed or
+interrupted run leaves the previous file, or none, and no partial file.  Ctrl-C
+prints one line and exits with status 130 (SIGTERM while writing: 143).
 
 The Langevin update is eq. (4), :math:`x \leftarrow x + \eta\,s(x) + \sqrt{2\eta}\,z`
 (``--step`` is :math:`\eta`; the ``(lr/2, \sqrt{lr})`` form has :math:`\eta = lr/2`).
@@ -21,8 +24,11 @@ The Langevin update is eq. (4), :math:`x \leftarrow x + \eta\,s(x) + \sqrt{2\eta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import pathlib
+import signal
 import sys
 
 import numpy as np
@@ -47,6 +53,16 @@ _SPEC_OPTIONAL = {"banana": ("b", "sigma1")}
 
 _MODELS = ("gaussian", "linear", "mixture", "mlp", "mlp-energy")
 
+#: options of ``refscore sample`` that only ``--sampler annealed`` reads, with their defaults
+_ANNEALED_OPTIONS = {"sigmas": None, "sigma_max": 20.0, "sigma_min": 0.1, "levels": 10}
+
+#: (n, d) float64 arrays a sampler holds at once: the initial states, the sampler's
+#: copy, the score and the noise (the estimate of ``refscore sample``'s memory)
+_SAMPLE_ARRAYS = 4
+
+#: commands whose interruption leaves nothing written (their outputs are atomic)
+_WRITERS = ("golden", "sample", "fit")
+
 
 def _registries():
     """The families the CLI offers, read from their registries (one place each)."""
@@ -62,6 +78,45 @@ def _registries():
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM while outputs are written: unwinds like Ctrl-C, so no temporary file is left."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within the block SIGTERM raises :class:`_Terminated` (main thread only; restored after)."""
+    def handler(signum, frame):
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _count(text: str) -> int:
+    """A whole number of chains: ``1000`` or ``1e6`` (ValueError otherwise)."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
+
+
+_count.__name__ = "int"  # argparse's message stays "invalid int value: ..."
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,7 +157,7 @@ def target_from_spec(spec: dict, source: str = "spec"):
     if not isinstance(spec, dict):
         raise CLIError(f"{source}: a target spec must be a JSON object, got {type(spec).__name__}")
     kind = spec.get("type")
-    if kind not in _SPEC_KEYS:
+    if not isinstance(kind, str) or kind not in _SPEC_KEYS:
         raise CLIError(f"{source}: 'type' must be one of {', '.join(_SPEC_KEYS)}, got {kind!r}")
     keys = _SPEC_KEYS[kind]
     optional = _SPEC_OPTIONAL.get(kind, ())
@@ -125,51 +180,87 @@ def target_from_spec(spec: dict, source: str = "spec"):
         raise CLIError(f"{source}: {exc}") from None
 
 
-def _read_json(path: pathlib.Path):
+def _read_json(path: pathlib.Path, what: str = "JSON file"):
+    from .golden import _open_input
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CLIError(f"cannot read {path}: {exc}") from None
+        with _open_input(path, what) as f:  # not found / a directory / permission denied, in words
+            raw = f.read()
+    except OSError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CLIError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CLIError(f"{path} is nested too deeply to be a target spec") from None
 
 
 def _resolve_target(name: str):
     if name in TARGETS:
         return build_target(name)
     path = pathlib.Path(name)
-    if path.suffix == ".json" or path.exists():
-        if not path.is_file():
-            raise CLIError(f"target spec file {path} not found")
-        return target_from_spec(_read_json(path), str(path))
+    if path.suffix == ".json" or os.path.lexists(path):
+        return target_from_spec(_read_json(path, "target spec file"), str(path))
     return build_target(name)
 
 
 # --------------------------------------------------------------------- helpers
 def _out_path(path: str, suffix: str, force: bool, what: str = "--out") -> pathlib.Path:
+    """The output path, checked before any work: suffix, not a directory, no clobbering, a
+    writable directory."""
     p = pathlib.Path(path)
     if p.suffix != suffix:
         raise CLIError(f"{what} must end in {suffix}, got {path}")
-    if p.exists() and not force:
+    if os.path.isdir(p):
+        raise CLIError(f"{what} {p} is a directory; give a file name ending in {suffix}")
+    if os.path.lexists(p) and not force:
         raise CLIError(f"{p} exists; refusing to overwrite it (pass --force)")
-    if not p.parent.is_dir():
-        raise CLIError(f"{what}: directory {p.parent} does not exist")
+    parent = p.parent
+    if not os.path.exists(parent):
+        raise CLIError(f"{what}: directory {parent} does not exist")
+    if not os.path.isdir(parent):
+        raise CLIError(f"{what}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"{what}: cannot write in directory {parent}: permission denied")
     return p
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:
-    p = pathlib.Path(path)
-    if not p.is_file():
-        raise CLIError(f"{what} file {p} not found")
+    """The real numeric array of a .npy file; one-line errors naming the cause (not found, a
+    directory, permission denied, not .npy, damaged, truncated, larger than memory)."""
+    from .golden import _read_npy
+
     try:
-        arr = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        raise CLIError(f"cannot read {what} file {p}: not a .npy array file (write it with numpy.save)") from None
-    if not isinstance(arr, np.ndarray):
-        raise CLIError(f"{what} file {p} must hold one array (.npy), got an .npz archive")
-    return arr
+        return _read_npy(path, f"{what} file")
+    except (OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _write_outputs(writers: dict) -> None:
+    """Write ``{path: write(binary file)}`` atomically: all of them or none (see the module doc)."""
+    from .golden import _reason, _write_files_atomically
+
+    with _sigterm_as_interrupt():
+        try:
+            _write_files_atomically(writers)
+        except OSError as exc:
+            names = " and ".join(str(p) for p in writers)
+            raise CLIError(f"cannot write {names}: {_reason(exc)}; nothing was written") from None
+
+
+def _check_sample_memory(chains: int, d: int) -> None:
+    from .golden import _fmt_bytes, _too_big
+
+    per = chains * d * 8
+    big = _too_big(_SAMPLE_ARRAYS * per)
+    if big:
+        raise CLIError(f"--chains {chains} with dimension {d}: sampling {big}, for {_SAMPLE_ARRAYS} arrays "
+                       f"of {_fmt_bytes(per)} (states, their copy, score, noise); use fewer chains")
 
 
 def _int_list(text: str, what: str) -> tuple:
@@ -194,7 +285,8 @@ def _cmd_golden(args) -> int:
     from . import golden
 
     try:
-        out = golden.write(args.out, force=args.force)
+        with _sigterm_as_interrupt():  # golden.write removes its temporary files on any exception
+            out = golden.write(args.out, force=args.force)
     except FileExistsError as exc:
         raise CLIError(str(exc)) from None
     n = len(golden.case_specs())
@@ -225,32 +317,49 @@ def _cmd_sample(args) -> int:
     from . import sampling
 
     out = _out_path(args.out, ".npy", args.force)
+    # the noise schedule is annealed Langevin's alone: refuse it elsewhere, and refuse two schedules
+    given = [f"--{k.replace('_', '-')}" for k in _ANNEALED_OPTIONS if getattr(args, k) is not None]
+    if args.sampler != "annealed" and given:
+        raise CLIError(f"{given[0]} is only used by --sampler annealed, got --sampler {args.sampler}")
+    if args.sigmas is not None and len(given) > 1:
+        raise CLIError(f"give the noise levels either as --sigmas or as --sigma-max/--sigma-min/--levels, "
+                       f"not both (got {', '.join(given)})")
     target = _resolve_target(args.target)
     d = int(target.dim)
     if args.chains < 1 or args.steps < 0:
         raise CLIError(f"--chains must be >= 1 and --steps >= 0, got {args.chains} and {args.steps}")
+    _check_sample_memory(args.chains, d)
     x0 = args.init_scale * np.random.default_rng(args.seed).standard_normal((args.chains, d))
-    if args.sampler == "ula":
-        res = sampling.ula(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend)
-    elif args.sampler == "mala":
-        if not hasattr(target, "logpdf"):
-            raise CLIError(f"--sampler mala needs a target with a log-density; {args.target} has none")
-        res = sampling.mala(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend)
-    else:
-        if args.sigmas is not None:
-            sigmas = _float_list(args.sigmas, "--sigmas")
+    try:
+        if args.sampler == "ula":
+            res = sampling.ula(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend)
+        elif args.sampler == "mala":
+            if not hasattr(target, "logpdf"):
+                raise CLIError(f"--sampler mala needs a target with a log-density; {args.target} has none")
+            res = sampling.mala(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend)
         else:
-            sigmas = np.geomspace(args.sigma_max, args.sigma_min, args.levels)
-        try:
-            perturbed = target.perturbed()
-        except NotImplementedError:
-            raise CLIError(
-                f"--sampler annealed needs a target whose noised scores are closed-form "
-                f"(gaussian, mixture); {args.target} has none"
-            ) from None
-        res = sampling.annealed_langevin(perturbed, x0, sigmas, args.step, args.steps, seed=args.seed,
-                                         backend=args.backend)
-    np.save(out, res.x)
+            if args.sigmas is not None:
+                sigmas = _float_list(args.sigmas, "--sigmas")
+            else:
+                opt = {k: _ANNEALED_OPTIONS[k] if getattr(args, k) is None else getattr(args, k)
+                       for k in ("sigma_max", "sigma_min", "levels")}
+                sigmas = np.geomspace(opt["sigma_max"], opt["sigma_min"], opt["levels"])
+            try:
+                perturbed = target.perturbed()
+            except NotImplementedError:
+                raise CLIError(
+                    f"--sampler annealed needs a target whose noised scores are closed-form "
+                    f"(gaussian, mixture); {args.target} has none"
+                ) from None
+            res = sampling.annealed_langevin(perturbed, x0, sigmas, args.step, args.steps, seed=args.seed,
+                                             backend=args.backend)
+    except TypeError as exc:  # the sampler's word on a target it cannot run, put in the CLI's terms
+        raise CLIError(
+            f"--sampler {args.sampler} --backend {args.backend} cannot sample {args.target} "
+            f"({_one_line(exc)}); accepted targets: the built-in {', '.join(TARGETS)}, or a JSON spec of "
+            f"type {', '.join(_SPEC_KEYS)}"
+        ) from None
+    _write_outputs({out: lambda f: np.save(f, res.x)})
     msg = f"wrote {res.x.shape[0]} samples of dimension {d} to {out}; {int(res.diverged.sum())} chains diverged"
     if res.accept_rate is not None:
         msg += f"; MALA acceptance rate {float(np.mean(res.accept_rate)):.3f}"
@@ -314,9 +423,10 @@ def _cmd_fit(args) -> int:
     except FloatingPointError as exc:
         print(f"refscore fit: error: {exc}", file=sys.stderr)
         return 1
-    np.save(out, res.theta)
+    # both files are written to temporaries and renamed only when both are whole
     if hp.suffix == ".npy":
-        np.save(hp, np.column_stack([res.history_steps, res.history]))
+        history = np.column_stack([res.history_steps, res.history])
+        write_history = lambda f: np.save(f, history)  # noqa: E731
     else:
         record = {
             "model": repr(model),
@@ -328,7 +438,9 @@ def _cmd_fit(args) -> int:
             "steps": [int(s) for s in res.history_steps],
             "loss_values": [float(v) for v in res.history],
         }
-        hp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        text = json.dumps(record, indent=1) + "\n"
+        write_history = lambda f: f.write(text.encode("utf-8"))  # noqa: E731
+    _write_outputs({out: lambda f: np.save(f, res.theta), hp: write_history})
     print(f"{model!r}: {args.loss} {res.history[0]:.6g} -> {res.history[-1]:.6g} after {args.steps} steps")
     print(f"wrote theta ({model.n_params},) to {out} and the loss history to {hp}")
     print(f"theta layout: {model.layout}")
@@ -440,17 +552,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="TARGET", help="a built-in name or a JSON spec file")
     p.add_argument("--sampler", choices=("ula", "mala", "annealed"), default="ula")
     p.add_argument("--backend", choices=tuple(_registries().backends), default="numpy")
-    p.add_argument("--chains", type=int, default=1000, help="number of chains (default 1000)")
+    p.add_argument("--chains", type=_count, default=1000, help="number of chains (default 1000; 1e6 allowed)")
     p.add_argument("--steps", type=int, default=1000, help="steps (per noise level for annealed; default 1000)")
     p.add_argument("--step", type=float, default=0.01,
                    help="step size eta (default 0.01); annealed: eta at the smallest sigma, "
                    "eta_i = step * sigma_i^2 / sigma_min^2, stable for step below about sigma_min^2")
     p.add_argument("--seed", type=int, default=0, help="seed of x0 and of the counter-based noise (default 0)")
     p.add_argument("--init-scale", type=float, default=1.0, help="x0 ~ N(0, init_scale^2 I) (default 1)")
-    p.add_argument("--sigmas", default=None, metavar="S1,S2,...", help="annealed: decreasing noise levels")
-    p.add_argument("--sigma-max", type=float, default=20.0, help="annealed: largest sigma (default 20)")
-    p.add_argument("--sigma-min", type=float, default=0.1, help="annealed: smallest sigma (default 0.1)")
-    p.add_argument("--levels", type=int, default=10, help="annealed: number of geometric levels (default 10)")
+    p.add_argument("--sigmas", default=None, metavar="S1,S2,...",
+                   help="annealed: decreasing noise levels (instead of --sigma-max/--sigma-min/--levels)")
+    # None: not given (refused by ula / mala); annealed's defaults are _ANNEALED_OPTIONS
+    p.add_argument("--sigma-max", type=float, default=None, help="annealed: largest sigma (default 20)")
+    p.add_argument("--sigma-min", type=float, default=None, help="annealed: smallest sigma (default 0.1)")
+    p.add_argument("--levels", type=int, default=None, help="annealed: number of geometric levels (default 10)")
     p.add_argument("--out", required=True, metavar="FILE.npy")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=_cmd_sample)
@@ -492,8 +606,47 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``refscore`` console script; returns the exit status."""
+    """Entry point of the ``refscore`` console script; returns the exit status.
+
+    Errors are one line on stderr and status 2; Ctrl-C is one line and status 130
+    (SIGTERM during a write: 143), never a traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and not str(argv[0]).startswith("-") else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        return _interrupted(command, exc)
+    except SystemError as exc:  # Ctrl-C inside a C call can surface as "returned a result with an exception set"
+        cause = _interrupt_behind(exc)
+        if cause is None:
+            raise
+        return _interrupted(command, cause)
+
+
+def _interrupt_behind(exc):
+    """The KeyboardInterrupt in ``exc``'s chain of causes, or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _interrupted(command, exc) -> int:
+    terminated = isinstance(exc, _Terminated)
+    prog = f"refscore {command}" if command else "refscore"
+    detail = _one_line(exc)
+    msg = f"{prog}: {'terminated' if terminated else 'interrupted'}" + (f" ({detail})" if detail else "")
+    if command in _WRITERS:
+        msg += "; nothing was written"
+    print(msg, file=sys.stderr)
+    return 128 + signal.SIGTERM if terminated else 130
+
+
+def _main(argv) -> int:
     if argv and argv[0] == "validate":
         return _delegate("refscore.validation.runner", "validate", argv[1:])
     if argv and argv[0] == "bench":
@@ -510,9 +663,11 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into head: not an error of ours
         sys.stderr.close()
         return 1
+    except MemoryError as exc:
+        msg = "out of memory" + (f": {exc}" if str(exc) else "")
     except (ValueError, TypeError, NotImplementedError, RuntimeError, OSError) as exc:
         msg = str(exc) or type(exc).__name__
-    print(f"refscore {args.command}: error: {msg}", file=sys.stderr)
+    print(f"refscore {args.command}: error: {_one_line(msg)}", file=sys.stderr)
     return 2
 
 
