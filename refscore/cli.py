@@ -330,13 +330,67 @@ def _cmd_sample(args) -> int:
         raise CLIError(f"--chains must be >= 1 and --steps >= 0, got {args.chains} and {args.steps}")
     _check_sample_memory(args.chains, d)
     x0 = args.init_scale * np.random.default_rng(args.seed).standard_normal((args.chains, d))
+    with _dask_client(args) as client:
+        res = _run_sampler(args, sampling, target, x0, client)
+    _write_outputs({out: lambda f: np.save(f, res.x)})
+    msg = f"wrote {res.x.shape[0]} samples of dimension {d} to {out}; {int(res.diverged.sum())} chains diverged"
+    if res.accept_rate is not None:
+        msg += f"; MALA acceptance rate {float(np.mean(res.accept_rate)):.3f}"
+    print(msg)
+    print("sample mean: " + np.array2string(res.x.mean(axis=0), precision=4, max_line_width=200))
+    return 0
+
+
+class _dask_client:
+    """``--backend dask``: a client of ``--scheduler``, or of a local cluster of ``--workers``; else None."""
+
+    def __init__(self, args):
+        if args.backend != "dask" and (args.scheduler is not None or args.workers is not None):
+            raise CLIError(f"--scheduler and --workers are only used by --backend dask, got --backend {args.backend}")
+        if args.scheduler is not None and args.workers is not None:
+            raise CLIError("give --scheduler (a running cluster) or --workers (a local one), not both")
+        if args.workers is not None and args.workers < 1:
+            raise CLIError(f"--workers must be >= 1, got {args.workers}")
+        self.args = args
+        self.client = self.cluster = None
+
+    def __enter__(self):
+        args = self.args
+        if args.backend != "dask" or (args.scheduler is None and args.workers is None):
+            return None
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise CLIError("--backend dask needs dask.distributed: pip install 'refscore[dask]'") from None
+        if args.scheduler is not None:
+            try:
+                self.client = Client(args.scheduler, timeout="10s")
+            except OSError as exc:
+                raise CLIError(f"--scheduler {args.scheduler}: cannot connect ({_one_line(exc)})") from None
+        else:
+            self.cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None)
+            self.client = Client(self.cluster)
+        return self.client
+
+    def __exit__(self, *exc):
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        return False
+
+
+def _run_sampler(args, sampling, target, x0, client):
+    """Run the chosen sampler; the sampler's TypeError on a target it cannot run, in the CLI's words."""
+    extra = {"client": client} if client is not None else {}
     try:
         if args.sampler == "ula":
-            res = sampling.ula(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend)
+            return sampling.ula(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend, **extra)
         elif args.sampler == "mala":
             if not hasattr(target, "logpdf"):
                 raise CLIError(f"--sampler mala needs a target with a log-density; {args.target} has none")
-            res = sampling.mala(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend)
+            return sampling.mala(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend, **extra)
         else:
             if args.sigmas is not None:
                 sigmas = _float_list(args.sigmas, "--sigmas")
@@ -351,21 +405,14 @@ def _cmd_sample(args) -> int:
                     f"--sampler annealed needs a target whose noised scores are closed-form "
                     f"(gaussian, mixture); {args.target} has none"
                 ) from None
-            res = sampling.annealed_langevin(perturbed, x0, sigmas, args.step, args.steps, seed=args.seed,
-                                             backend=args.backend)
+            return sampling.annealed_langevin(perturbed, x0, sigmas, args.step, args.steps, seed=args.seed,
+                                              backend=args.backend, **extra)
     except TypeError as exc:  # the sampler's word on a target it cannot run, put in the CLI's terms
         raise CLIError(
             f"--sampler {args.sampler} --backend {args.backend} cannot sample {args.target} "
             f"({_one_line(exc)}); accepted targets: the built-in {', '.join(TARGETS)}, or a JSON spec of "
             f"type {', '.join(_SPEC_KEYS)}"
         ) from None
-    _write_outputs({out: lambda f: np.save(f, res.x)})
-    msg = f"wrote {res.x.shape[0]} samples of dimension {d} to {out}; {int(res.diverged.sum())} chains diverged"
-    if res.accept_rate is not None:
-        msg += f"; MALA acceptance rate {float(np.mean(res.accept_rate)):.3f}"
-    print(msg)
-    print("sample mean: " + np.array2string(res.x.mean(axis=0), precision=4, max_line_width=200))
-    return 0
 
 
 def _build_model(args, d):
@@ -552,6 +599,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="TARGET", help="a built-in name or a JSON spec file")
     p.add_argument("--sampler", choices=("ula", "mala", "annealed"), default="ula")
     p.add_argument("--backend", choices=tuple(_registries().backends), default="numpy")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="--backend dask: the address of a running dask scheduler (e.g. tcp://host:8786); "
+                        "default: a local cluster started for this run")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="--backend dask without --scheduler: worker processes of the local cluster "
+                        "(default: one per core)")
     p.add_argument("--chains", type=_count, default=1000, help="number of chains (default 1000; 1e6 allowed)")
     p.add_argument("--steps", type=int, default=1000, help="steps (per noise level for annealed; default 1000)")
     p.add_argument("--step", type=float, default=0.01,

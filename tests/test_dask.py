@@ -268,3 +268,29 @@ def test_a_worker_killed_mid_run_changes_nothing(client):
     np.testing.assert_array_equal(out["res"].x, ref.x)
     client.wait_for_workers(2, timeout=120)
     assert victim not in client.scheduler_info()["workers"]  # it really died (the nanny started a new one)
+
+
+# ------------------------------------------------------------------ the CLI
+def test_cli_sample_dask_local_cluster_equals_numba(tmp_path):
+    import subprocess
+    import sys
+
+    outs = []
+    for extra in (["--backend", "dask", "--workers", "2"], ["--backend", "numba"]):
+        out = tmp_path / f"x{len(outs)}.npy"
+        res = subprocess.run([sys.executable, "-m", "refscore", "sample", "gaussian2d", "--chains", "300",
+                              "--steps", "20", "--out", str(out), *extra],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        outs.append(np.load(out))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_cli_dask_options_checked(tmp_path):
+    from refscore import cli
+
+    out = str(tmp_path / "x.npy")
+    assert cli.main(["sample", "gaussian2d", "--backend", "numba", "--workers", "2", "--out", out]) == 2
+    assert cli.main(["sample", "gaussian2d", "--backend", "dask", "--workers", "0", "--out", out]) == 2
+    assert cli.main(["sample", "gaussian2d", "--backend", "dask", "--scheduler", "tcp://127.0.0.1:1",
+                     "--workers", "2", "--out", out]) == 2
