@@ -687,6 +687,39 @@ def _first_calls(cfg):
     return out
 
 
+def _dask(cfg):
+    """Chain-steps/s of backend="dask" with 1 and 2 local workers against numba in one process,
+    and the scheduler's overhead per task (so the block size that keeps it under 5 % is known)."""
+    import refscore as rs
+    from distributed import Client, LocalCluster
+
+    n, steps = cfg["dask_n"], cfg["dask_steps"]
+    target = rs.Gaussian([0.0, 0.0], [[1.0, 0.5], [0.5, 2.0]])
+    x0 = np.zeros((n, 2))
+    out = {"n": n, "steps": steps}
+    rs.ula(target, x0[:256], 0.05, 2, seed=0, backend="numba", progress=False)
+    out["numba_1process_chain_steps_per_s"] = n * steps / _best_of(
+        lambda: rs.ula(target, x0, 0.05, steps, seed=0, backend="numba", progress=False), cfg["repeat"])[0]
+    for workers in (1, 2):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            rs.ula(target, x0[:256], 0.05, 2, seed=0, backend="dask", client=client, progress=False)
+            sec, _ = _best_of(lambda: rs.ula(target, x0, 0.05, steps, seed=0, backend="dask", client=client,
+                                             progress=False), cfg["repeat"])
+            out[f"dask_{workers}_workers_chain_steps_per_s"] = n * steps / sec
+            if workers == 2:
+                futs = client.map(lambda i: i, range(10))
+                client.gather(futs)
+                k = 200
+                t = time.perf_counter()
+                client.gather(client.map(lambda i: i + 1, range(k)))
+                out["overhead_per_task_s"] = (time.perf_counter() - t) / k * workers
+    # a worker runs one thread: its rate is about the in-process rate per core
+    rate = out["numba_1process_chain_steps_per_s"] / (os.cpu_count() or 1)
+    out["min_chain_steps_per_task_for_5pct_overhead"] = out["overhead_per_task_s"] * rate / 0.05
+    return out
+
+
 _WORKERS = {
     "langevin:numba": lambda c: _langevin_refscore(c, "numba"),
     "langevin:numpy-backend": lambda c: _langevin_refscore(c, "numpy"),
@@ -701,10 +734,11 @@ _WORKERS = {
     "mlp:jax": _mlp_jax,
     "mlp:memory": _mlp_memory,
     "mlp:scaling": _mlp_scaling,
+    "dask:local": _dask,
     "compile:cold": _first_calls,
     "compile:warm": _first_calls,
 }
-_NEEDS = {"langevin:jax": "jax", "langevin:torch": "torch", "mlp:torch": "torch", "mlp:jax": "jax"}
+_NEEDS = {"dask:local": "distributed", "langevin:jax": "jax", "langevin:torch": "torch", "mlp:torch": "torch", "mlp:jax": "jax"}
 
 
 # =========================================================================== orchestration
@@ -713,14 +747,14 @@ def _config(quick, steps=None, repeat=None):
         cfg = {"sizes": [1000], "steps": 20, "repeat": 3, "noise_n": 20_000, "limit_n": 20_000, "fma_n": 256,
                "cuda_sizes": [10_000], "cuda_probe_threads_per_sm": 256, "cuda_probe_reps": 64,
                "n": 1000, "dims": [2, 10], "memory_n": 2000, "memory_d": 10,
-               "scale_n": [300, 1000], "scale_d": [2, 10]}
+               "scale_n": [300, 1000], "scale_d": [2, 10], "dask_n": 2000, "dask_steps": 20}
     else:
         cfg = {"sizes": [1000, 10_000, 100_000], "steps": 1000, "repeat": 3, "noise_n": 1_000_000,
                "limit_n": 1_000_000, "fma_n": 2048,
                "cuda_sizes": [1_000_000, 10_000_000], "cuda_probe_threads_per_sm": 2048, "cuda_probe_reps": 4096,
                "n": 10_000, "dims": [2, 10, 50], "memory_n": 100_000,
                "memory_d": 50, "scale_n": [1000, 3000, 10_000, 30_000, 100_000],
-               "scale_d": [2, 5, 10, 20, 50]}
+               "scale_d": [2, 5, 10, 20, 50], "dask_n": 200_000, "dask_steps": 500}
     if steps is not None:
         cfg["steps"] = steps
     if repeat is not None:
@@ -962,7 +996,7 @@ def _figure(res, path, n):
 def _parser():
     ap = argparse.ArgumentParser(prog="refscore bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a CI smoke test (seconds)")
-    ap.add_argument("--only", choices=("langevin", "mlp", "compile"), help="run one group of workloads")
+    ap.add_argument("--only", choices=("langevin", "mlp", "compile", "dask"), help="run one group of workloads")
     ap.add_argument("--json", default="bench.json", help="where to write results (default bench.json)")
     ap.add_argument("--figure", default=os.path.join("figures", "bench.png"),
                     help="scaling figure path (default figures/bench.png)")
@@ -1030,7 +1064,7 @@ def main(argv=None) -> int:
             print(f"refscore bench: {path} exists; pass --force to overwrite", file=sys.stderr)
             return 2
     cfg = _config(args.quick, args.steps, args.repeat)
-    groups = ("langevin", "mlp", "compile") if args.only is None else (args.only,)
+    groups = ("langevin", "mlp", "compile", "dask") if args.only is None else (args.only,)
     names = [k for k in _WORKERS if k.split(":")[0] in groups]
     import shutil
     import tempfile
@@ -1099,6 +1133,13 @@ def main(argv=None) -> int:
                      f"{mib('peak_rss_growth_bytes_fast')} closed-form path, {mib('peak_rss_growth_bytes_generic')} "
                      f"generic path; NumPy allocations (tracemalloc) {mib('tracemalloc_peak_bytes_fast')} / "
                      f"{mib('tracemalloc_peak_bytes_generic')}; process max RSS {mib('ru_maxrss_bytes')}")
+    if "dask:local" in res:
+        r = res["dask:local"]
+        lines.append(f"dask ULA n={r['n']} x {r['steps']} steps: numba in one process "
+                     f"{r['numba_1process_chain_steps_per_s']:.3g} chain-steps/s; dask 1 worker "
+                     f"{r['dask_1_workers_chain_steps_per_s']:.3g}, 2 workers {r['dask_2_workers_chain_steps_per_s']:.3g}; "
+                     f"overhead {1e3 * r['overhead_per_task_s']:.1f} ms per task, so >= "
+                     f"{r['min_chain_steps_per_task_for_5pct_overhead']:.2g} chain-steps per task keep it under 5 %")
     for which in ("compile:cold", "compile:warm"):
         if which in res:
             r = res[which]
