@@ -19,6 +19,7 @@ module                 what it holds
 :mod:`.score_blocks`   every sampler target's score on a block of chains
 :mod:`.cpu_sampler`    ULA / MALA / annealed Langevin, prange over blocks
 :mod:`.cuda_sampler`   the same, one CUDA thread per chain
+:mod:`.custom_sampler` ULA / MALA with a user's ``numba.njit`` score
 =====================  ======================================================
 
 Compile cache.  The kernels are compiled with ``cache=True`` into a cache
@@ -38,7 +39,8 @@ import hashlib
 import os
 import pathlib
 
-__all__ = ["numba_available", "load_mlp_losses", "load_cpu_sampler", "load_cuda_sampler", "cuda_available",
+__all__ = ["numba_available", "load_mlp_losses", "load_cpu_sampler", "load_cuda_sampler", "load_custom_sampler",
+           "cuda_available",
            "cache_dir"]
 
 _HERE = pathlib.Path(__file__).resolve().parent
@@ -139,6 +141,15 @@ def load_cpu_sampler():
     _require_numba("backend='numba'")
     with _compile_into_cache():
         from . import cpu_sampler as module
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def load_custom_sampler():
+    """:mod:`.custom_sampler` (kernels that take a user's ``numba.njit`` score as an argument)."""
+    _require_numba("a NumbaTarget on backend='numba'")
+    with _compile_into_cache():
+        from . import custom_sampler as module
     return module
 
 

@@ -35,8 +35,10 @@ import numpy as np
 from .._validation import as_float_array, check_finite, check_int, check_positive, check_sigmas
 from ..noise import _check_seed
 from .backends import BACKENDS, get_backend
+from .custom import CallableTarget, NumbaTarget
 
-__all__ = ["ula", "mala", "annealed_langevin", "SamplerResult", "DivergenceWarning", "BACKENDS"]
+__all__ = ["ula", "mala", "annealed_langevin", "SamplerResult", "DivergenceWarning", "BACKENDS",
+           "CallableTarget", "NumbaTarget"]
 
 
 
@@ -105,6 +107,12 @@ def _check_x0(x0, d):
         raise ValueError(f"x0 must have fewer than 2**32 chains, got {x.shape[0]}")
     check_finite("x0", x)
     return np.array(x, dtype=float, order="C", copy=True)
+
+
+def _precheck(target, x):
+    """A user's compiled per-point functions are called once at a start point: their shapes must fit."""
+    if isinstance(target, NumbaTarget):
+        target.check(x)
 
 
 def _check_record(record, n_total):
@@ -205,6 +213,7 @@ def ula(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=
     """
     d = _check_target(target)
     x = _check_x0(x0, d)
+    _precheck(target, x)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
     return _run_langevin(target, x, None, [eta], n_steps, seed, backend, record, progress,
@@ -254,6 +263,7 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
     """
     d = _check_target(target)
     x = _check_x0(x0, d)
+    _precheck(target, x)
     s = _check_sigmas(sigmas)
     step = check_positive("step", step)
     T = check_int("steps_per_level", steps_per_level, 0)
@@ -298,6 +308,7 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress
     """
     d = _check_target(target)
     x = _check_x0(x0, d)
+    _precheck(target, x)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
     runner = get_backend(backend)

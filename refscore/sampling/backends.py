@@ -34,6 +34,7 @@ import time
 from typing import Protocol
 
 from . import reference
+from .custom import NumbaTarget
 from .targets import compile_target, logpdf_function, score_function
 
 __all__ = ["SamplerBackend", "ChunkedBackend", "BACKENDS", "get_backend"]
@@ -171,9 +172,42 @@ class _CompiledBackend(ChunkedBackend):
 
 
 class NumbaBackend(_CompiledBackend):
-    """Numba on the CPU: ``prange`` over blocks of chains, the chain loop vectorised."""
+    """Numba on the CPU: ``prange`` over blocks of chains, the chain loop vectorised.
+
+    A :class:`~refscore.sampling.custom.NumbaTarget` runs on the kernels of
+    :mod:`refscore._kernels.custom_sampler`, which take its functions as arguments.
+    """
 
     name = "numba"
+
+    def _langevin_runner(self, target, sigmas, etas):
+        if not isinstance(target, NumbaTarget):
+            return super()._langevin_runner(target, sigmas, etas)
+        if sigmas is not None:
+            raise TypeError("annealed_langevin needs a noise-conditional target; a NumbaTarget has one "
+                            "score (use a CallableTarget(..., noise_conditional=True) on backend='numpy')")
+        from .._kernels import load_custom_sampler
+
+        k = load_custom_sampler()
+
+        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged):
+            k.langevin(target.score_point, float(etas[level]), n_steps, x, k0, k1, chain0, step0, rec, trace,
+                       diverged)
+        return run
+
+    def _mala_runner(self, target, eta):
+        if not isinstance(target, NumbaTarget):
+            return super()._mala_runner(target, eta)
+        if target.logpdf_point is None:
+            raise TypeError(f"mala needs a log-density, and {target!r} has none (pass logpdf=)")
+        from .._kernels import load_custom_sampler
+
+        k = load_custom_sampler()
+
+        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
+            k.mala(target.score_point, target.logpdf_point, eta, n_steps, x, k0, k1, chain0, step0, rec,
+                   trace, diverged, accepted)
+        return run
 
     def kernels(self):
         from .._kernels import load_cpu_sampler
