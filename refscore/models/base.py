@@ -6,21 +6,21 @@ ONE flat vector ``theta`` of shape ``(P,)``.  Every loss in
 primitives below (docs/derivations.md §2), so a model that implements
 them gets all five losses, their gradients, training and sampling for free.
 
-======================================  ===========================================
-primitive                               returns
-======================================  ===========================================
-``score(theta, x)``                     ``(n, d)``  :math:`s_\theta(x)`
-``score_jacobian(theta, x)``            ``(n, d, d)``  :math:`[k,i,j] = \partial s_i/\partial x_j`
-``score_trace(theta, x)``               ``(n,)``  :math:`\operatorname{tr}\nabla_x s_\theta`
-``score_jvp(theta, x, v)``              ``(n, d)``  :math:`(\nabla_x s_\theta)\,v`
-``score_vjp_params(theta, x, ct)``      ``(P,)``  :math:`\sum_k ct_k^\top \partial s_\theta(x_k)/\partial\theta`
-``trace_grad_params(theta, x, w)``      ``(P,)``  :math:`\sum_k w_k\,\partial\operatorname{tr}\nabla_x s_\theta(x_k)/\partial\theta`
-``vjv_grad_params(theta, x, v, w)``     ``(P,)``  :math:`\sum_k w_k\,\partial(v_k^\top\nabla_x s_\theta(x_k)v_k)/\partial\theta`
-``bind(theta)``                         :class:`BoundModel` with ``score(x)`` and ``dim``
-``_fused_terms(kind, theta, x, w, aux)`` optional: ``(per, grad)`` of one loss kind in one
-                                        pass, or ``None`` (the default: the losses
-                                        assemble the primitives above)
-======================================  ===========================================
+=========================================  ===========================================
+primitive                                  returns
+=========================================  ===========================================
+``score(theta, x)``                        ``(n, d)``  :math:`s_\theta(x)`
+``score_jacobian(theta, x)``               ``(n, d, d)``  :math:`[k,i,j] = \partial s_i/\partial x_j`
+``score_trace(theta, x)``                  ``(n,)``  :math:`\operatorname{tr}\nabla_x s_\theta`
+``score_jvp(theta, x, v)``                 ``(n, d)``  :math:`(\nabla_x s_\theta)\,v`
+``score_vjp_params(theta, x, ct)``         ``(P,)``  :math:`\sum_k ct_k^\top \partial s_\theta(x_k)/\partial\theta`
+``trace_grad_params(theta, x, w)``         ``(P,)``  :math:`\sum_k w_k\,\partial\operatorname{tr}\nabla_x s_\theta(x_k)/\partial\theta`
+``vjv_grad_params(theta, x, v, w)``        ``(P,)``  :math:`\sum_k w_k\,\partial(v_k^\top\nabla_x s_\theta(x_k)v_k)/\partial\theta`
+``bind(theta)``                            :class:`BoundModel` with ``score(x)`` and ``dim``
+``_fused_terms(kind, theta, x, w, aux)``   optional: ``(per, grad)`` of one loss kind in one
+                                           pass, or ``None`` (the default: the losses
+                                           assemble the primitives above)
+=========================================  ===========================================
 
 What a model is to the compiled samplers is declared beside its math too:
 ``_kernel_block(theta)`` returns its :class:`~refscore.sampling.targets.KernelBlock`
