@@ -4,7 +4,10 @@ The full experiments run in ``python -m validation --quick`` (CI runs it after
 the tests); here each module's central formula is checked against an
 independent route.
 """
+import inspect
 import itertools
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from refscore.distributions import Gaussian
 from refscore.models import GaussianModel, LinearScore
 from refscore.validation import (backends, equivalence, hyvarinen, mlp_mixture, ncsn_toy, runner, sliced,
                                  ula_bias, vincent)
+from refscore.validation import common
 from refscore.validation.common import Row, check_row
 
 
@@ -33,7 +37,9 @@ def test_hyvarinen_fit_equals_closed_form():
 @pytest.mark.parametrize("model", [GaussianModel(2), LinearScore(2)])
 def test_equivalence_constants(model):
     ts = np.array([0.0, 0.5, 1.0])
-    esm, ism, ssm, ssm_vr, dsm, esm_s = equivalence.curves(model, ts, [0.2])
+    ticks = []
+    esm, ism, ssm, ssm_vr, dsm, esm_s = equivalence.curves(model, ts, [0.2], tick=lambda: ticks.append(1))
+    assert len(ticks) == equivalence.n_evaluations(ts, [0.2])
     T = equivalence.TARGET
     half_tr_prec = 0.5 * np.trace(np.linalg.inv(T.cov))  # ½ E‖∇log p‖² = ½ tr Σ⁻¹
     # exact quadrature of degree-2 polynomials: agreement to round-off
@@ -152,3 +158,143 @@ def test_runner_report_and_errors(tmp_path):
     assert "1 passed, 1 failed" in text
     with pytest.raises(SystemExit):
         runner.main(["--only", "no_such_experiment", "--out-dir", str(tmp_path)])
+
+
+# ----------------------------------------------------------------- counted cost (sliced)
+@pytest.mark.parametrize("d", [2, 7, 50, 300])
+@pytest.mark.parametrize("hidden", [(64, 64, 64), (8, 16, 4, 32)])
+@pytest.mark.parametrize("m", [1, 3])
+def test_sliced_counted_ratio_is_exactly_one_plus_d_over_one_plus_m(d, hidden, m):
+    from fractions import Fraction
+
+    from refscore.models import MLPScore
+
+    model = MLPScore(d, hidden=hidden, trace_path="forward")
+    assert Fraction(sliced.ism_cost(model), sliced.ssm_cost(model, m)) == Fraction(1 + d, 1 + m)
+
+
+@pytest.mark.parametrize("d, hidden, path", [
+    (5, (64, 64, 64), "forward"), (100, (64, 64, 64), "auto"), (100, (64, 32, 16), "cyclic"),
+    (3, (64, 64, 64), "auto"), (4, (8, 8), "auto"), (4, (8,), "auto"),
+])
+def test_sliced_count_model_follows_the_implementation(d, hidden, path):
+    # the counted chain (tangents r, matrix shapes) is the one MLPScore's exact trace runs
+    from refscore.models import MLPScore
+
+    model = MLPScore(d, hidden=hidden, trace_path=path)
+    resolved = sliced.resolved_trace_path(model)
+    assert resolved == model._path()
+    if resolved == "fast":
+        assert sliced.tangent_chain(model, resolved) == (0, [])
+        return
+    fac, r = model._chain(model._unpack(model.init(0)), resolved)
+    assert sliced.tangent_chain(model, resolved) == (r, [f[1].shape for f in fac if f[0] == "W"])
+
+
+def test_sliced_cost_ratio_grows_like_d_on_the_forward_path_only():
+    dims = (10, 20, 50, 100, 200)
+    table = sliced.cost_table(dims, (64, 64, 64), 1)
+    fwd = np.array([t[0] / t[2] for t in table])
+    auto = np.array([t[1] / t[2] for t in table])
+    assert np.polyfit(np.log(dims), np.log(fwd), 1)[0] > 0.9
+    # the cyclic route (auto, d > h1 = 64) carries h1 tangents: the ratio stops growing
+    assert auto[-1] < auto[-2] < fwd[-2]
+
+
+def test_no_row_depends_on_wall_clock_time():
+    from refscore.validation import runner as r
+
+    for name in r.EXPERIMENTS:
+        src = inspect.getsource(sys.modules.get(f"refscore.validation.{name}")
+                                or __import__(f"refscore.validation.{name}", fromlist=["run"]))
+        for clock in ("perf_counter", "time.time", "monotonic", "process_time"):
+            assert clock not in src, f"{name} reads the clock ({clock})"
+
+
+# ----------------------------------------------------------------- figures and progress
+def test_log_with_zeros_draws_exact_zeros_on_the_axis():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    n0 = common.log_with_zeros(ax, [1, 2, 3], [1e-16, 0.0, 3e-16], 1e-18, label="dev")
+    assert n0 == 1
+    lines = ax.get_lines()
+    assert list(lines[0].get_ydata()) == [1e-16, 3e-16]  # no fake tiny value for the zero
+    assert list(lines[1].get_ydata()) == [1e-18] and "0 (bitwise equal)" in lines[1].get_label()
+    assert ax.get_ylim()[0] == pytest.approx(1e-18)
+    plt.close(fig)
+
+
+def test_mlp_mixture_progress_wrapper_changes_nothing():
+    from refscore.models import MLPScore
+    from refscore.training import fit
+
+    class Counter:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    model = MLPScore(2, (6,), "tanh", backend="numpy")
+    x = mlp_mixture.TARGET.sample(200, rng=0)
+    bar = Counter()
+    a = fit(model, "ssm_vr", x, steps=7, lr=1e-2, batch=64, rng=3)
+    b = fit(mlp_mixture.ticking(model, bar), "ssm_vr", x, steps=7, lr=1e-2, batch=64, rng=3)
+    assert bar.n == 7
+    np.testing.assert_array_equal(a.theta, b.theta)
+
+
+# ----------------------------------------------------------------- where the runner writes
+@pytest.fixture
+def fake_suite(monkeypatch):
+    """The runner with one instant experiment that writes a figure and two rows."""
+    def run(quick, seed, fig_dir):
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        (fig_dir / "fake_exp.png").write_bytes(b"png")
+        return [check_row("fake_exp", "q", 1.0, "1", "src", "0", True),
+                check_row("fake_exp", "r", 2.0, "2", "src", "0", True)]
+
+    mod = types.ModuleType("refscore.validation.fake_exp")
+    mod.run = run
+    monkeypatch.setitem(sys.modules, "refscore.validation.fake_exp", mod)
+    monkeypatch.setattr(runner, "EXPERIMENTS", ("fake_exp",))
+    monkeypatch.setattr(runner, "_available", lambda: ["fake_exp"])
+    return mod
+
+
+def test_runner_default_out_dir_is_outside_the_tree(fake_suite, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert runner.main(["--quick", "--no-progress"]) == 0
+    assert (tmp_path / "validation-out" / "validation" / "REPORT.md").is_file()
+    assert (tmp_path / "validation-out" / "figures" / "fake_exp.png").is_file()
+    assert not (tmp_path / "figures").exists() and not (tmp_path / "validation").exists()
+    err = capsys.readouterr().err
+    assert "[1/1] fake_exp: started" in err and "[1/1] fake_exp: finished in" in err
+
+
+def test_runner_refuses_to_overwrite_without_force(fake_suite, tmp_path, capsys):
+    out = tmp_path / "empty"
+    out.mkdir()  # an existing empty directory (CI's mktemp -d) needs no flag
+    assert runner.main(["--out-dir", str(out), "--no-progress"]) == 0
+    report = out / "validation" / "REPORT.md"
+    report.write_text("keep me")
+    capsys.readouterr()
+    assert runner.main(["--out-dir", str(out), "--no-progress"]) == 2
+    assert report.read_text() == "keep me"
+    assert "--force" in capsys.readouterr().err
+    # a figure alone is protected too
+    report.unlink()
+    assert runner.main(["--out-dir", str(out), "--no-progress"]) == 2
+    assert not report.exists()
+    assert runner.main(["--out-dir", str(out), "--no-progress", "--force"]) == 0
+    assert "| fake_exp | q | 1 | 1 | src | 0 | PASS |" in report.read_text()
+
+
+def test_runner_help_names_the_default_and_force(capsys):
+    with pytest.raises(SystemExit):
+        runner.main(["--help"])
+    out = capsys.readouterr().out
+    assert "validation-out" in out and "--force" in out and "--out-dir . --force" in out

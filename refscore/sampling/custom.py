@@ -109,4 +109,4 @@ class NumbaTarget:
         return np.array([self.logpdf_point(row) for row in x], dtype=float)
 
     def __repr__(self):
-        return f"NumbaTarget(dim={self.dim}, score={getattr(self.score_point, '__name__', '?')})"
+        return f"NumbaTarget(dim={self.dim}, score={self.score_point.py_func.__qualname__})"

@@ -23,8 +23,15 @@ weights 0.34/0.66 when Adam ended noisily (lr 5e-3, batch 512); with lr 2e-3 and
 batch 1024 the weights come out within a few hundredths of 0.5/0.5.  The MMD
 row, with its mode weights, is what catches it; the Fisher divergence and KSD do
 not.
+
+The figure puts the true score field and exact samples in the first column and,
+beside them, each learned field (over a map of its error
+:math:`\|s_\theta - \nabla\log p\|`) and its Langevin samples (over the true
+density's contours), so nothing learned is drawn on top of the truth.
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
@@ -35,7 +42,8 @@ from refscore.quadrature import expectation
 from refscore.sampling import ula
 from refscore.training import fit
 
-from .common import check_row, save_figure
+from . import common
+from .common import check_row, progress, save_figure, style
 
 NAME = "mlp_mixture"
 TITLE = "MLP score model trained by ISM, DSM, SSM-VR on a 2-D mixture"
@@ -60,15 +68,34 @@ def fisher_divergence(score_fn) -> float:
 def langevin_samples(target, n, seed, step=0.01, n_steps=3000):
     """ULA from N(0, 9 I): independent chains, one sample each (KSD/MMD need iid points)."""
     x0 = np.random.default_rng(seed).normal(scale=3.0, size=(n, 2))
-    r = ula(target, x0, step, n_steps, seed=seed, backend="numba")
+    # the sampler's own bar on a terminal (its steps), unless --no-progress
+    r = ula(target, x0, step, n_steps, seed=seed, backend="numba",
+            progress=None if common.PROGRESS else False)
     if np.any(r.diverged):
         raise RuntimeError(f"{np.count_nonzero(r.diverged)} Langevin chains diverged")
     return r.x
 
 
-def run(quick: bool, seed: int, fig_dir):
-    import matplotlib.pyplot as plt
+def ticking(model, bar):
+    """The same model, advancing ``bar`` once per loss-and-gradient pass (one Adam step of ``fit``).
 
+    ``fit`` has no callback; every gradient of a loss goes through the model's
+    ``_fused_terms`` seam (refscore.models.base), so a subclass that counts those
+    calls shows the training's progress without changing a number.
+    """
+    class Ticking(type(model)):
+        def _fused_terms(self, *args, **kw):
+            bar.update(1)
+            return super()._fused_terms(*args, **kw)
+
+    Ticking.__name__ = type(model).__name__
+    m = copy.copy(model)
+    m.__class__ = Ticking
+    return m
+
+
+def run(quick: bool, seed: int, fig_dir):
+    style()
     n_data, steps, hidden = (4000, 2000, (16, 16)) if quick else (20000, 4000, (32, 32))
     n_chains = 2000 if quick else 4000
     data = TARGET.sample(n_data, rng=seed)
@@ -80,17 +107,22 @@ def run(quick: bool, seed: int, fig_dir):
     mmd_gauss = mmd(gauss_x, exact, bandwidth=MMD_BANDWIDTH)
     ksd_gauss = ksd(gauss_x, TARGET.score)
     # the sampler's own discretisation bias, with the exact score and the same step
+    ula_bar = progress(desc="mlp_mixture: ULA runs (exact score, then each learned score)",
+                       total=1 + len(LOSSES), unit="run")
     x_exact_ula = langevin_samples(TARGET, n_chains, seed + 3)
+    ula_bar.update(1)
     mmd_exact_ula = mmd(x_exact_ula, exact, bandwidth=MMD_BANDWIDTH)
 
     rows, learned = [], {}
     for loss, kw, source in LOSSES:
         # lr 2e-3 with batch 1024: a noisier Adam end-point (lr 5e-3, batch 512) leaves the
         # Fisher divergence small but can tilt the mode weights by 0.1-0.2 (module docstring)
-        res = fit(model, loss, data, steps=steps, lr=2e-3, batch=1024, rng=seed, **kw)
+        with progress(desc=f"mlp_mixture: fit {loss}", total=steps, unit="Adam step") as bar:
+            res = fit(ticking(model, bar), loss, data, steps=steps, lr=2e-3, batch=1024, rng=seed, **kw)
         bound = model.bind(res.theta)
         fd = fisher_divergence(bound.score)
         xs = langevin_samples(bound, n_chains, seed + 4)
+        ula_bar.update(1)
         m, k = mmd(xs, exact, bandwidth=MMD_BANDWIDTH), ksd(xs, TARGET.score)
         w = mode_weights(xs, TARGET.means)
         learned[loss] = (bound, fd, xs, m, k, res.history)
@@ -107,29 +139,71 @@ def run(quick: bool, seed: int, fig_dir):
                       f"< ½ best Gaussian's {ksd_gauss:.3g}", k < ksd_gauss / 2),
         ]
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 8.5))
-    g = np.linspace(-5, 5, 15)
-    gx, gy = np.meshgrid(g, g)
-    pts = np.column_stack([gx.ravel(), gy.ravel()])
-    true = TARGET.score(pts)
-    for j, (loss, *_rest) in enumerate(LOSSES):
-        bound, fd, xs, m, k, hist = learned[loss]
-        s = bound.score(pts)
-        ax = axes[0, j]
-        ax.quiver(pts[:, 0], pts[:, 1], true[:, 0], true[:, 1], color="0.6", label="true ∇log p")
-        ax.quiver(pts[:, 0], pts[:, 1], s[:, 0], s[:, 1], color="C3", alpha=0.8, label="learned s_θ")
-        ax.set_title(f"{loss}: Fisher divergence {fd:.3g}")
-        ax.legend(fontsize=7, loc="lower left")
-        ax = axes[1, j]
-        ax.scatter(exact[:, 0], exact[:, 1], s=2, color="0.6", label="exact")
-        ax.scatter(xs[:, 0], xs[:, 1], s=2, color="C0", alpha=0.6, label="ULA with learned s_θ")
-        ax.set_xlim(-6, 6)
-        ax.set_ylim(-4, 4)
-        ax.set_title(f"MMD² {m:.2g}, KSD² {k:.2g}", fontsize=9)
-        ax.legend(fontsize=7, loc="lower left", markerscale=4)
-    fig.suptitle(f"MLPScore{hidden} tanh on 0.5 N((−2,0),I) + 0.5 N((2,0),I); "
-                 f"init Fisher {init_fd:.3g}, best Gaussian {gauss_fd:.3g}")
+    ula_bar.close()
+
+    fig = plot(learned, exact, hidden, init_fd, gauss_fd)
     fig_path = save_figure(fig, fig_dir, NAME)
     for r in rows:
         r.figure = fig_path
     return rows
+
+
+def plot(learned, exact, hidden, init_fd, gauss_fd):
+    """True field and exact samples (left column) beside each learned field and its ULA samples."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    ncol = 1 + len(LOSSES)
+    fig, axes = plt.subplots(2, ncol, figsize=(3.7 * ncol + 0.8, 7.0), layout="constrained")
+    g = np.linspace(-5, 5, 13)
+    gx, gy = np.meshgrid(g, g[1:-1])
+    pts = np.column_stack([gx.ravel(), gy.ravel()])
+    true = TARGET.score(pts)
+    fine = np.linspace(-5.5, 5.5, 177)
+    fx, fy = np.meshgrid(fine, fine[fine.size // 10: -(fine.size // 10)])
+    fpts = np.column_stack([fx.ravel(), fy.ravel()])
+    dens = np.exp(TARGET.logpdf(fpts)).reshape(fx.shape)
+    levels = dens.max() * np.array([0.05, 0.25, 0.6])
+    # one arrow scale for every field panel: the longest true arrow spans 1.3 grid cells
+    scale = np.max(np.linalg.norm(true, axis=1)) / (1.3 * (g[1] - g[0]))
+    qkw = dict(angles="xy", scale_units="xy", scale=scale, width=0.005)
+    norm = LogNorm(1e-2, 1e1)
+
+    def frame(ax, xlim=(-5.5, 5.5), ylim=(-4.5, 4.5)):
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        ax.set_aspect("equal")
+
+    ax = axes[0, 0]
+    ax.contour(fx, fy, dens, levels=levels, colors="C0", linewidths=1)
+    ax.quiver(pts[:, 0], pts[:, 1], true[:, 0], true[:, 1], color="k", **qkw)
+    ax.set_title("true ∇log p\n(blue: density contours)")
+    frame(ax)
+    ax = axes[1, 0]
+    ax.scatter(exact[:, 0], exact[:, 1], s=2, color="0.35", alpha=0.35, rasterized=True)
+    ax.contour(fx, fy, dens, levels=levels, colors="C0", linewidths=1)
+    ax.set_title("exact samples")
+    frame(ax)
+    img = None
+    for j, (loss, *_rest) in enumerate(LOSSES, start=1):
+        bound, fd, xs, m, k, hist = learned[loss]
+        s = bound.score(pts)
+        err = np.linalg.norm(bound.score(fpts) - TARGET.score(fpts), axis=1).reshape(fx.shape)
+        ax = axes[0, j]
+        img = ax.imshow(np.clip(err, 1e-2, 1e1), origin="lower", cmap="Oranges", norm=norm, alpha=0.6,
+                        extent=(fine[0], fine[-1], fy[0, 0], fy[-1, 0]), interpolation="nearest")
+        ax.contour(fx, fy, dens, levels=levels, colors="C0", linewidths=1)
+        ax.quiver(pts[:, 0], pts[:, 1], s[:, 0], s[:, 1], color="k", **qkw)
+        ax.set_title(f"{loss}: learned s_θ\nFisher divergence {fd:.3g}")
+        frame(ax)
+        ax = axes[1, j]
+        w = mode_weights(xs, TARGET.means)
+        ax.scatter(xs[:, 0], xs[:, 1], s=2, color="C3", alpha=0.35, rasterized=True)
+        ax.contour(fx, fy, dens, levels=levels, colors="C0", linewidths=1)
+        ax.set_title(f"ULA with learned s_θ: weights {w[0]:.2f}/{w[1]:.2f}\nMMD² {m:.2g}, KSD² {k:.2g}",
+                     fontsize=10)
+        frame(ax)
+    fig.colorbar(img, ax=axes[0, :], shrink=0.9, label="‖s_θ − ∇log p‖ (background)")
+    fig.suptitle(f"MLPScore{hidden} tanh on 0.5 N((−2,0),I) + 0.5 N((2,0),I): same arrow scale in "
+                 f"every panel; init Fisher {init_fd:.3g}, best Gaussian {gauss_fd:.3g}")
+    return fig

@@ -24,7 +24,7 @@ from refscore.distributions import GaussianMixture
 from refscore.metrics import mode_weights
 from refscore.sampling import annealed_langevin, ula
 
-from .common import check_row, save_figure
+from .common import check_row, progress, save_figure, style
 
 NAME = "ncsn_toy"
 TITLE = "Annealed Langevin recovers mixture weights (NCSN toy)"
@@ -40,12 +40,16 @@ STEP = ncsn_step(0.1)  # NCSN ε = 0.1  →  refscore step 0.05
 def run(quick: bool, seed: int, fig_dir):
     import matplotlib.pyplot as plt
 
+    style()
     n = 5_000 if quick else 20_000
     rng = np.random.default_rng(seed)
     x0 = rng.uniform(-8, 8, size=(n, 2))
-    plain = ula(TARGET, x0, STEP, 1000, seed=seed, backend="numba")
-    w_plain = mode_weights(plain.x, MEANS)
     per_level = (100, 300) if quick else (100, 300, 1000)
+    bar = progress(desc=f"ncsn_toy: plain and annealed Langevin ({n} chains)", total=1 + len(per_level),
+                   unit="run")
+    plain = ula(TARGET, x0, STEP, 1000, seed=seed, backend="numba")
+    bar.update(1)
+    w_plain = mode_weights(plain.x, MEANS)
     w_ann = {}
     results = {}
     for T in per_level:
@@ -54,6 +58,8 @@ def run(quick: bool, seed: int, fig_dir):
             raise RuntimeError(f"{np.count_nonzero(r.diverged)} annealed chains diverged")
         results[T] = r
         w_ann[T] = mode_weights(r.x, MEANS)
+        bar.update(1)
+    bar.close()
     se = np.sqrt(0.8 * 0.2 / n)  # binomial standard error of a weight estimate
     err100 = abs(w_ann[100][1] - 0.8)
     errs = [abs(w_ann[T][1] - 0.8) for T in per_level]

@@ -1,9 +1,21 @@
-"""Run refscore's validation experiments and write ``figures/<name>.png`` and ``REPORT.md``.
+"""Run refscore's validation experiments and write ``DIR/figures/<name>.png`` and
+``DIR/validation/REPORT.md``.
 
 Each experiment reproduces a published result on a closed-form case where the
 right answer is known; the report lists, per checked claim, the measured value,
-the expected value with its source, the tolerance and PASS/FAIL.  The exit code
-is non-zero when any row fails or any experiment raises.
+the expected value with its source, the tolerance and PASS/FAIL.  No row depends
+on wall-clock time (cost claims are checked on counted operations; timings are
+``refscore bench``'s job).  The exit code is non-zero when any row fails or any
+experiment raises.
+
+Output: ``--out-dir DIR`` (default ``validation-out`` in the current directory,
+created when missing).  An existing REPORT.md or figure there is never
+overwritten without ``--force``; an empty or new directory needs no flag.  The
+committed ``figures/*.png`` and ``validation/REPORT.md`` of a clone are
+regenerated on purpose with ``--out-dir . --force`` from the clone's root.
+
+Progress goes to stderr: one line when each experiment starts and finishes,
+and a tqdm bar for every inner loop that takes more than a few seconds.
 """
 from __future__ import annotations
 
@@ -15,6 +27,7 @@ import sys
 import time
 import traceback
 
+from . import common
 from .common import Row
 
 #: run order; each is a module ``refscore.validation.<name>``
@@ -31,13 +44,31 @@ EXPERIMENTS = (
 
 HERE = pathlib.Path(__file__).resolve().parent
 
+#: default output directory, relative to the current directory (outside the tracked tree)
+DEFAULT_OUT_DIR = "validation-out"
+
 
 def _available():
     """Experiments whose module exists (modules land one by one)."""
     return [n for n in EXPERIMENTS if (HERE / f"{n}.py").exists()]
 
 
-def render_report(rows: list[Row], quick: bool, seed: int, seconds: dict) -> str:
+def output_paths(out_dir, names):
+    """``(report_path, fig_dir, [files the run will write])`` under ``out_dir``."""
+    out = pathlib.Path(out_dir)
+    fig_dir = out / "figures"
+    report = out / "validation" / "REPORT.md"
+    return report, fig_dir, [report] + [fig_dir / f"{n}.png" for n in names]
+
+
+def _load() -> str:
+    try:
+        return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    except (AttributeError, OSError):
+        return "unknown"
+
+
+def render_report(rows: list[Row], quick: bool, seed: int, seconds: dict, load: str = "") -> str:
     mode = "quick" if quick else "full"
     lines = [
         "# refscore validation report",
@@ -53,11 +84,17 @@ def render_report(rows: list[Row], quick: bool, seed: int, seconds: dict) -> str
             f"| {r.experiment} | {r.quantity} | {r.measured} | {r.expected} | {r.source} "
             f"| {r.tolerance} | {r.status} |"
         )
-    lines += ["", "| experiment | seconds |", "|---|---|"]
+    lines += ["", "Wall-clock seconds per experiment (for information only: no row depends on them"
+              + (f"; load average at the start {load}" if load else "") + ").", "",
+              "| experiment | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in seconds.items()]
     n_fail = sum(not r.passed for r in rows)
     lines += ["", f"{len(rows) - n_fail} passed, {n_fail} failed", ""]
     return "\n".join(lines)
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
@@ -65,16 +102,28 @@ def main(argv=None) -> int:
         prog="python -m validation",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: python -m validation --quick --only hyvarinen --only ula_bias",
+        epilog="examples:\n"
+               "  python -m validation --quick                       # writes ./validation-out/\n"
+               "  python -m validation --only hyvarinen --out-dir /tmp/val\n"
+               "  python -m validation --out-dir . --force           # regenerate the committed "
+               "figures/ and validation/REPORT.md",
     )
-    parser.add_argument("--quick", action="store_true", help="CI-sized runs (under 3 minutes in all)")
+    parser.add_argument("--quick", action="store_true", help="CI-sized runs")
     parser.add_argument("--only", action="append", default=None, metavar="NAME",
-                        help=f"run only this experiment (repeatable); one of {', '.join(EXPERIMENTS)}")
+                        help=f"run only this experiment (repeatable; the REPORT then lists only its rows); "
+                             f"one of {', '.join(EXPERIMENTS)}")
     parser.add_argument("--seed", type=int, default=0, help="base seed of every experiment (default 0)")
-    parser.add_argument("--out-dir", default=".", metavar="DIR",
-                        help="write DIR/figures/<name>.png and DIR/validation/REPORT.md (default: .)")
+    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, metavar="DIR",
+                        help="write DIR/figures/<name>.png and DIR/validation/REPORT.md "
+                             f"(default: ./{DEFAULT_OUT_DIR}, created if missing)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite an existing REPORT.md and figures in DIR (without it the run "
+                             "refuses to start when any of them exists)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (the per-experiment start/finish lines remain)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    common.PROGRESS = not args.no_progress
 
     available = _available()
     if args.only:
@@ -91,36 +140,45 @@ def main(argv=None) -> int:
         print("no experiments yet")
         return 0
 
-    out = pathlib.Path(args.out_dir)
-    fig_dir = out / "figures"
-    report_path = out / "validation" / "REPORT.md"
+    report_path, fig_dir, targets = output_paths(args.out_dir, names)
+    existing = [p for p in targets if p.exists()]
+    if existing and not args.force:
+        shown = ", ".join(str(p) for p in existing[:4]) + (" …" if len(existing) > 4 else "")
+        print(f"python -m validation: refusing to overwrite {len(existing)} existing file(s) in "
+              f"{args.out_dir}: {shown}\n  pass --force to overwrite them, or choose another --out-dir",
+              file=sys.stderr)
+        return 2
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    fig_dir.mkdir(parents=True, exist_ok=True)
 
-    from tqdm import tqdm
-
+    load = _load()
     rows: list[Row] = []
     seconds: dict[str, float] = {}
-    failed_to_run = []
-    bar = tqdm(names, desc="validation", unit="exp", file=sys.stderr)
-    for name in bar:
-        bar.set_postfix_str(name)
+    t_all = time.perf_counter()
+    _say(f"validation: {len(names)} experiment(s), {'quick' if args.quick else 'full'} mode, "
+         f"seed {args.seed}, writing to {args.out_dir} (load average {load})")
+    for i, name in enumerate(names, 1):
+        tag = f"[{i}/{len(names)}] {name}"
+        _say(f"{tag}: started")
         t0 = time.perf_counter()
         try:
             module = importlib.import_module(f"{__package__}.{name}")
             got = module.run(quick=args.quick, seed=args.seed, fig_dir=fig_dir)
         except Exception as exc:  # an experiment that crashes is a FAIL row, not a crash of the suite
             traceback.print_exc()
-            failed_to_run.append(name)
             got = [Row(name, "experiment ran", f"raised {type(exc).__name__}: {exc}", "runs",
                        "-", "-", False)]
         seconds[name] = time.perf_counter() - t0
         rows.extend(got)
         for r in got:
-            tqdm.write(f"  {r.status}  {r.experiment}: {r.quantity} = {r.measured} "
-                       f"(expected {r.expected}, tol {r.tolerance})", file=sys.stderr)
+            _say(f"  {r.status}  {r.experiment}: {r.quantity} = {r.measured} "
+                 f"(expected {r.expected}, tol {r.tolerance})")
+        n_bad = sum(not r.passed for r in got)
+        _say(f"{tag}: finished in {seconds[name]:.1f} s, {len(got) - n_bad} passed, {n_bad} failed")
 
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(render_report(rows, args.quick, args.seed, seconds))
+    report_path.write_text(render_report(rows, args.quick, args.seed, seconds, load))
     n_fail = sum(not r.passed for r in rows)
-    print(f"wrote {report_path} and {len(names)} figure(s) under {fig_dir}")
+    print(f"wrote {report_path} and {len(names)} figure(s) under {fig_dir} "
+          f"in {time.perf_counter() - t_all:.0f} s")
     print(f"validation: {len(rows) - n_fail} passed, {n_fail} failed")
     return 1 if n_fail else 0

@@ -20,7 +20,7 @@ import numpy as np
 from refscore.distributions import Gaussian
 from refscore.sampling import mala, ula
 
-from .common import check_row, save_figure
+from .common import check_row, progress, save_figure, style
 
 NAME = "ula_bias"
 TITLE = "ULA stationary covariance vs step; MALA removes the bias"
@@ -37,7 +37,7 @@ def ula_stationary_cov(cov: np.ndarray, step: float) -> np.ndarray:
 
 
 def cov_z(samples: np.ndarray, expected: np.ndarray) -> float:
-    """Largest |z-score| of the sample covariance entries against ``expected``.
+    """Largest absolute z-score of the sample covariance entries against ``expected``.
 
     For x ~ N(m, C), Var(x_i x_j) = C_ii C_jj + C_ij², so the sample covariance
     entry has standard error sqrt((C_ii C_jj + C_ij²)/N).
@@ -52,6 +52,7 @@ def cov_z(samples: np.ndarray, expected: np.ndarray) -> float:
 def run(quick: bool, seed: int, fig_dir):
     import matplotlib.pyplot as plt
 
+    style()
     dist = Gaussian(MEAN, COV)
     n_chains = 20_000 if quick else 100_000
     n_steps = 400 if quick else 1000
@@ -59,9 +60,13 @@ def run(quick: bool, seed: int, fig_dir):
     x0 = dist.sample(n_chains, rng=seed)
     rows = []
     ula_var, mala_var, worst_ula, worst_mala, accept = [], [], 0.0, 0.0, []
+    bar = progress(desc=f"ula_bias: ULA and MALA runs ({n_chains} chains × {n_steps} steps)",
+                   total=2 * len(steps) + 1, unit="run")
     for i, eta in enumerate(steps):
         r_ula = ula(dist, x0, eta, n_steps, seed=seed + 10 * i, backend="numba")
+        bar.update(1)
         r_mala = mala(dist, x0, eta, n_steps, seed=seed + 10 * i + 1, backend="numba")
+        bar.update(1)
         for r in (r_ula, r_mala):
             if np.any(r.diverged):
                 raise RuntimeError(f"{np.count_nonzero(r.diverged)} chains diverged at step {eta}")
@@ -73,6 +78,7 @@ def run(quick: bool, seed: int, fig_dir):
         accept.append(float(np.mean(r_mala.accept_rate)))
     # negative control: at the largest step the ULA covariance is far from Σ
     bias_z = cov_z(ula(dist, x0, steps[-1], n_steps, seed=seed + 99, backend="numba").x, COV)
+    bar.close()
     rows += [
         check_row(NAME, f"ULA cov vs (Λ−ηΛ²/2)⁻¹, max |z| over η∈{steps}", worst_ula, "0", SOURCE,
                   "5 SE", worst_ula <= 5),
@@ -82,7 +88,7 @@ def run(quick: bool, seed: int, fig_dir):
                   SOURCE, "> 10", bias_z > 10),
     ]
     grid = np.linspace(0, max(steps) * 1.05, 100)
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
     ax.plot(grid, [ula_stationary_cov(COV, g)[1, 1] for g in grid], "k-",
             label=r"closed form $[(\Lambda-\eta\Lambda^2/2)^{-1}]_{22}$")
     ax.plot(steps, ula_var, "o", label=f"ULA, {n_chains} chains × {n_steps} steps")
@@ -91,7 +97,7 @@ def run(quick: bool, seed: int, fig_dir):
     ax.set_xlabel(r"step $\eta$ in $x+\eta s+\sqrt{2\eta}z$")
     ax.set_ylabel(r"stationary Var$(x_2)$")
     ax.set_title("ULA bias on a 2-D Gaussian")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     fig_path = save_figure(fig, fig_dir, NAME)
     for r in rows:
         r.figure = fig_path

@@ -21,7 +21,7 @@ from refscore.distributions import Gaussian
 from refscore.models import GaussianModel
 from refscore.quadrature import population_loss
 
-from .common import check_row, save_figure
+from .common import check_row, progress, save_figure, style
 
 NAME = "vincent"
 TITLE = "DSM learns the noised score"
@@ -32,7 +32,14 @@ COV = np.array([[1.0, 0.6], [0.6, 0.7]])
 SIGMAS = (0.1, 0.3, 1.0)
 
 
-def _fit(fun_grad, theta0):
+def _fit(fun_grad, theta0, tick=None):
+    if tick is not None:  # one tick per objective-and-gradient evaluation (a progress bar)
+        inner = fun_grad
+
+        def fun_grad(th):
+            tick()
+            return inner(th)
+
     res = minimize(fun_grad, theta0, jac=True, method="L-BFGS-B",
                    options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 5000})
     return res.x
@@ -43,19 +50,21 @@ def learned_cov(model, theta):
     return np.linalg.inv(L @ L.T)
 
 
-def fit_population(model, dist, sigma):
+def fit_population(model, dist, sigma, tick=None):
     """Minimise the exact population DSM; gradient from quadrature of the hand-derived gradient."""
-    return _fit(lambda th: population_loss("dsm", model, th, dist, sigma=sigma, grad=True), model.init())
+    return _fit(lambda th: population_loss("dsm", model, th, dist, sigma=sigma, grad=True), model.init(),
+                tick)
 
 
-def fit_empirical(model, x, z, sigma):
-    return _fit(lambda th: losses.dsm(model, th, x, sigma, z, grad=True), model.init())
+def fit_empirical(model, x, z, sigma, tick=None):
+    return _fit(lambda th: losses.dsm(model, th, x, sigma, z, grad=True), model.init(), tick)
 
 
 def run(quick: bool, seed: int, fig_dir):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Ellipse
 
+    style()
     rng = np.random.default_rng(seed)
     dist = Gaussian(MEAN, COV)
     model = GaussianModel(2)
@@ -70,13 +79,18 @@ def run(quick: bool, seed: int, fig_dir):
         ax.add_patch(Ellipse(MEAN, 4 * np.sqrt(vals[1]), 4 * np.sqrt(vals[0]), angle=ang,
                              fill=False, **kw))
 
+    # L-BFGS's iteration count is not known in advance: the bar counts objective evaluations
+    bar = progress(desc="vincent: DSM objective evaluations (L-BFGS)", unit="eval")
+    tick = lambda: bar.update(1)  # noqa: E731
     for ax, sigma in zip(axes, SIGMAS):
         target = COV + sigma**2 * np.eye(2)
-        pop_cov = learned_cov(model, fit_population(model, dist, sigma))
+        bar.set_postfix_str(f"σ={sigma}, population")
+        pop_cov = learned_cov(model, fit_population(model, dist, sigma, tick))
         pop_err = np.max(np.abs(pop_cov - target)) / np.max(np.abs(target))
         x = np.repeat(dist.sample(n, rng=rng), m, axis=0)
         z = rng.standard_normal(x.shape)
-        emp_cov = learned_cov(model, fit_empirical(model, x, z, sigma))
+        bar.set_postfix_str(f"σ={sigma}, empirical n={n}×{m}")
+        emp_cov = learned_cov(model, fit_empirical(model, x, z, sigma, tick))
         emp_err = np.linalg.norm(emp_cov - target) / np.linalg.norm(target)
         wrong = np.linalg.norm(emp_cov - COV) / np.linalg.norm(COV)
         expected_wrong = np.linalg.norm(sigma**2 * np.eye(2)) / np.linalg.norm(COV)
@@ -101,7 +115,8 @@ def run(quick: bool, seed: int, fig_dir):
         ax.set_ylim(-3, 5)
         ax.set_aspect("equal")
         ax.set_title(f"σ = {sigma}")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=8, loc="upper left")
+    bar.close()
     fig.suptitle("DSM learns the covariance of p_σ (2-SD ellipses)")
     fig_path = save_figure(fig, fig_dir, NAME)
     for r in rows:
