@@ -298,3 +298,16 @@ def test_runner_help_names_the_default_and_force(capsys):
         runner.main(["--help"])
     out = capsys.readouterr().out
     assert "validation-out" in out and "--force" in out and "--out-dir . --force" in out
+
+
+def test_ula_small_step_plan_scales_as_derived():
+    # n = 2 (z C_min / (eta/2))^2 chains, k = 3/(eta lambda_min) steps from exact draws
+    from refscore.validation.ula_bias import COV, small_step_plan, ula_stationary_cov
+
+    n, k, start = small_step_plan(1e-2, 6.0)
+    c_min = np.min(np.diag(ula_stationary_cov(COV, 1e-2)))
+    lam_min = np.linalg.eigvalsh(np.linalg.inv(COV)).min()
+    assert n == int(np.ceil(2 * (6.0 * c_min / 5e-3) ** 2)) and 2.8e6 < n < 3.0e6
+    assert k == int(np.ceil(3.0 / (1e-2 * lam_min))) and start == "exact draws of p"
+    n3, k3, start3 = small_step_plan(1e-3, 10.0)  # the cluster-sized case: no per-chain start states
+    assert start3 == "the mean" and 7.9e8 < n3 < 8.1e8 and 1e13 < n3 * k3 < 1.2e13

@@ -99,12 +99,21 @@ def _check_target(target, noise_conditional=False):
     return int(target.dim)
 
 
-def _check_x0(x0, d):
+def _check_x0(x0, d, reduced=False):
+    """Validated initial states, copied (the backends update them in place).
+
+    With ``reduced`` (a dask run whose final states stay on the workers) a
+    start point broadcast to every chain (``np.broadcast_to(point, (n, d))``)
+    is kept as the view it is: the client then holds no per-chain states.
+    """
     x = as_float_array(x0, "x0")
     if x.ndim != 2 or x.shape[1] != d or x.shape[0] < 1:
         raise ValueError(f"x0 must have shape (n, {d}) with n >= 1, got shape {np.shape(x0)}")
     if x.shape[0] >= 2 ** 32:
         raise ValueError(f"x0 must have fewer than 2**32 chains, got {x.shape[0]}")
+    if reduced and x.strides[0] == 0:
+        check_finite("x0", x[:1])
+        return x
     check_finite("x0", x)
     return np.array(x, dtype=float, order="C", copy=True)
 
@@ -212,7 +221,7 @@ def ula(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=
     ((4, 2), False)
     """
     d = _check_target(target)
-    x = _check_x0(x0, d)
+    x = _check_x0(x0, d, reduced=backend == "dask" and reduce is not None)
     _precheck(target, x)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
@@ -262,7 +271,7 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
     (8, 1)
     """
     d = _check_target(target)
-    x = _check_x0(x0, d)
+    x = _check_x0(x0, d, reduced=backend == "dask" and reduce is not None)
     _precheck(target, x)
     s = _check_sigmas(sigmas)
     step = check_positive("step", step)
@@ -307,7 +316,7 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress
     (4,)
     """
     d = _check_target(target)
-    x = _check_x0(x0, d)
+    x = _check_x0(x0, d, reduced=backend == "dask" and reduce is not None)
     _precheck(target, x)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)

@@ -23,6 +23,8 @@ EPS = float(np.finfo(np.float64).eps)
 
 #: progress bars on stderr; the runner sets this from ``--no-progress``
 PROGRESS = True
+#: address of a Dask scheduler for the experiments that can use one (``--scheduler``); None: local
+SCHEDULER = None
 
 
 @dataclasses.dataclass

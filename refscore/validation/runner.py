@@ -119,11 +119,15 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="overwrite an existing REPORT.md and figures in DIR (without it the run "
                              "refuses to start when any of them exists)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="a Dask scheduler for the experiments that use one (ula_bias's small-step "
+                             "run); default: a local cluster started for the run")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bars (the per-experiment start/finish lines remain)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     common.PROGRESS = not args.no_progress
+    common.SCHEDULER = args.scheduler
 
     available = _available()
     if args.only:
