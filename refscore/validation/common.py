@@ -25,6 +25,8 @@ EPS = float(np.finfo(np.float64).eps)
 PROGRESS = True
 #: address of a Dask scheduler for the experiments that can use one (``--scheduler``); None: local
 SCHEDULER = None
+#: ULA step of ula_bias's small-step run (``--small-step``); None: its default
+SMALL_STEP = None
 
 
 @dataclasses.dataclass

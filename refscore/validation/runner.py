@@ -122,12 +122,18 @@ def main(argv=None) -> int:
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="a Dask scheduler for the experiments that use one (ula_bias's small-step "
                              "run); default: a local cluster started for the run")
+    parser.add_argument("--small-step", type=float, metavar="ETA",
+                        help="ula_bias: the small ULA step whose bias is resolved on the Dask backend "
+                             "(default 0.01; 0.001 is about 1e13 chain-steps: a cluster job)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bars (the per-experiment start/finish lines remain)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     common.PROGRESS = not args.no_progress
     common.SCHEDULER = args.scheduler
+    if args.small_step is not None and not 0 < args.small_step < 0.5:
+        parser.error(f"--small-step must be in (0, 0.5), got {args.small_step}")
+    common.SMALL_STEP = args.small_step
 
     available = _available()
     if args.only:

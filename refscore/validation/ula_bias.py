@@ -180,7 +180,9 @@ def run(quick: bool, seed: int, fig_dir):
     ax.set_title("ULA bias on a 2-D Gaussian")
     ax.legend(fontsize=8)
     fig_path = save_figure(fig, fig_dir, NAME)
-    rows += small_step_rows(quick, seed)
+    from . import common
+
+    rows += small_step_rows(quick, seed, SMALL_STEP if common.SMALL_STEP is None else common.SMALL_STEP)
     for r in rows:
         r.figure = fig_path
     return rows
