@@ -18,6 +18,18 @@ refscore's conventions (the README's conventions table):
 * SSM / SSM-VR with projections normalised to :math:`E[vv^\top] = I` (eq 7).
 * Langevin: :math:`x \leftarrow x + \eta\, s(x) + \sqrt{2\eta}\, z` (eq 4);
   annealed: :math:`\eta_i = \eta\,\sigma_i^2/\sigma_L^2`.
+* KSD: the unbiased U-statistic of the squared discrepancy, IMQ kernel
+  :math:`(c^2 + r^2)^\beta`, :math:`\beta\in(-1,0)` (:mod:`refscore.metrics`).
+
+Every variant in :data:`TABLE` that comes from released code names its
+source (repository, file, function and the lines relied on) in the docstring
+of its conversion function, read at these commits: ermongroup/ncsn 7f27f4a,
+ermongroup/ncsnv2 1bcea03, yang-song/score_sde 0acb9e0, wittawatj/kernel-gof
+039a95e, wilson-ye-chen/stein_thinning (stein.py 1769463, kernel.py 1916036),
+wgrathwohl/JEM 7f0779a.  Each has a test that transcribes the third-party
+formula in plain NumPy and compares it with refscore plus the conversion.
+Where a paper and its released code disagree (NCSN's annealed step), both
+are rows.
 
 References
 ----------
@@ -56,8 +68,32 @@ __all__ = [
     "step_from_noise_scale",
     "ncsn_step",
     "ncsn_eps",
+    "ncsn_code_step",
+    "ncsn_code_step_lr",
     "annealed_steps",
     "ncsn_alphas",
+    # score_sde
+    "score_sde_ald_step",
+    "score_sde_langevin_step",
+    "score_sde_weight",
+    "score_sde_from_dsm",
+    "dsm_from_score_sde",
+    # NCSN sliced losses
+    "ncsn_sliced_from_ssm",
+    "ssm_from_ncsn_sliced",
+    "ncsn_dsm_minus_sliced",
+    # KSD
+    "KSD_FORMS",
+    "imq_stein_diagonal",
+    "ksd_from_u",
+    "ksd_to_u",
+    "imq_from_scaled",
+    "ksd_from_scaled_imq",
+    "scaled_imq_from_ksd",
+    # tempering
+    "TemperedStep",
+    "tempered_step",
+    "decoupled_step",
     # the ledger
     "ConventionRow",
     "TABLE",
@@ -320,6 +356,12 @@ def sphere_unscaled_ssm_to_ism(value, dim):
     expectation: multiply by :math:`d`.  In expectation, :math:`E[uu^\top] = I/d`
     gives :math:`E_u\,\mathrm{SSM}_{unit} = \mathrm{ISM}/d`.
 
+    Source read: ermongroup/ncsn (commit 7f27f4a), losses/sliced_sm.py,
+    ``sliced_score_estimation`` and ``sliced_score_matching``: the directions are
+    normal draws divided by their norm, with no :math:`\sqrt d` (lines 105-106,
+    67-68); ``single_sliced_score_matching`` with ``noise_type='sphere'`` does
+    multiply by :math:`\sqrt d` (refscore's convention).
+
     Parameters
     ----------
     value : float or array_like
@@ -417,6 +459,11 @@ def dsm_from_sigma4_scaled(value, sigma):
     This is eq. (6) multiplied through by :math:`\sigma^4`
     (:math:`\tfrac12\lVert\sigma^2 s(x+\epsilon) + \epsilon\rVert^2`).
 
+    Source read: ermongroup/ncsn (commit 7f27f4a), losses/dsm.py, ``dsm`` (the
+    energy-model DSM): the noise is sigma times a standard normal, the score is
+    multiplied by sigma squared (line 10), and the loss is half the batch mean of
+    the squared norm of their sum (lines 12-13).
+
     Parameters
     ----------
     value : float or array_like
@@ -454,6 +501,14 @@ def dsm_from_ncsn(value, sigma):
         \quad\Rightarrow\quad \mathrm{DSM} = \mathrm{value}/\sigma^2 .
 
     ``refscore.losses.dsm_multi(..., weighting="sigma2")`` is this weighted form.
+
+    Sources read: ermongroup/ncsn (commit 7f27f4a), losses/dsm.py,
+    ``anneal_dsm_score_estimation``: half the summed squared difference to the
+    target :math:`-(\tilde x - x)/\sigma^2`, times sigma to ``anneal_power`` (line 36;
+    ``anneal_power: 2.0`` in configs/anneal.yml); the same in ermongroup/ncsnv2,
+    losses/dsm.py; and yang-song/score_sde, losses.py, ``get_smld_loss_fn`` with
+    ``reduce_mean=False`` (:func:`score_sde_weight`).  NCSN's *sliced* objective
+    is a different quantity: :func:`ncsn_sliced_from_ssm`.
 
     Parameters
     ----------
@@ -505,6 +560,10 @@ def step_from_lr(lr):
     float or ndarray
         ``lr / 2``.
 
+    Source read: ermongroup/ncsn (commit 7f27f4a), runners/toy_runner.py,
+    ``ToyRunner.langevin_dynamics``: the state moves by half ``lr`` times the score
+    (line 43), then gains a standard normal times the square root of ``lr`` (line 44).
+
     References
     ----------
     Eq. (4); Song & Ermon (2019), Algorithm 1; Welling & Teh (2011), eq (4).
@@ -543,29 +602,49 @@ def step_from_noise_scale(delta):
 
 
 def ncsn_step(eps_ncsn):
-    r"""refscore's base step for NCSN's :math:`\epsilon`: :math:`\eta = \epsilon/2`.
+    r"""refscore's base step for the *paper's* NCSN :math:`\epsilon`: :math:`\eta = \epsilon/2`.
 
-    NCSN's Algorithm 1 uses :math:`\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2` and
+    This is the convention of Song & Ermon (2019), Algorithm 1, and of NCSN's
+    2-D toy runner; it is **not** the convention of NCSN's released image
+    sampler (see :func:`ncsn_code_step`).
+
+    Algorithm 1 uses :math:`\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2` and
     :math:`x \leftarrow x + \tfrac{\alpha_i}{2} s + \sqrt{\alpha_i}\,z`, the lr-form
     of :func:`step_from_lr` with :math:`lr = \alpha_i`; so
     :math:`\eta_i = \alpha_i/2 = (\epsilon/2)\,\sigma_i^2/\sigma_L^2`, i.e. refscore's
-    ``step = eps/2`` in :func:`annealed_steps`.  NCSN's :math:`\epsilon = 2\cdot10^{-5}`
-    (CIFAR-10) is ``step = 1e-5``; the toy's :math:`\epsilon = 0.1` is ``step = 0.05``.
+    ``step = eps/2`` in :func:`annealed_steps`.
+
+    Source read: ermongroup/ncsn (commit 7f27f4a), runners/toy_runner.py,
+    ``ToyRunner.anneal_langevin_dynamics``: the level's rate is
+    ``lr * (sigma / sigmas[-1]) ** 2``, the state first moves by half that rate
+    times the score, then gains normal noise times the square root of the rate
+    (lines 51-53, default ``lr=0.1``).  So the toy's 0.1 is ``step = 0.05``
+    (``refscore.validation.ncsn_toy`` uses exactly this).
+
+    Caution.  The paper quotes :math:`\epsilon = 2\cdot10^{-5}` for CIFAR-10; read
+    through Algorithm 1 that is ``step = 1e-5``.  But the code that produced the
+    paper's samples (runners/anneal_runner.py, ``AnnealRunner.test``, which calls
+    ``anneal_Langevin_dynamics`` with ``step_lr = 0.00002``, lines 241 and 262) uses
+    refscore's own parametrisation, so those samples were drawn with
+    ``step = 2e-5``: use ``ncsn_code_step(2e-5)``, not ``ncsn_step(2e-5)``.
 
     References
     ----------
-    Song & Ermon (2019), NeurIPS, Algorithm 1 and §4.3.
+    Song & Ermon (2019), NeurIPS, Algorithm 1 and §4.3; ermongroup/ncsn,
+    runners/toy_runner.py, ``anneal_langevin_dynamics``.
 
     Examples
     --------
-    >>> ncsn_step(0.1)
+    >>> ncsn_step(0.1)       # the toy runner's lr = 0.1
     0.05
+    >>> ncsn_step(2e-5)      # the paper's CIFAR-10 eps, read through Algorithm 1
+    1e-05
     """
     return _positive(eps_ncsn, "eps_ncsn") / 2.0
 
 
 def ncsn_eps(step):
-    r"""Inverse of :func:`ncsn_step`: :math:`\epsilon = 2\eta`.
+    r"""Inverse of :func:`ncsn_step`: the paper's :math:`\epsilon = 2\eta`.
 
     Examples
     --------
@@ -573,6 +652,78 @@ def ncsn_eps(step):
     0.1
     """
     return 2.0 * _positive(step, "step")
+
+
+def ncsn_code_step(step_lr):
+    r"""refscore's base step for ``step_lr`` of NCSN's and NCSNv2's released samplers: :math:`\eta = \text{step\_lr}`.
+
+    Both released image samplers set the level's step to
+    :math:`\text{step\_size}_i = \text{step\_lr}\,(\sigma_i/\sigma_L)^2` and update
+    :math:`x \leftarrow x + \text{step\_size}_i\, s(x,\sigma_i) + \sqrt{2\,\text{step\_size}_i}\,z`.
+    That is refscore's eq. (4) with :math:`\eta_i = \text{step\_size}_i`, and
+    :func:`annealed_steps` with ``step = step_lr``: the identity.  (The paper's
+    Algorithm 1, :func:`ncsn_step`, halves the drift instead; the two readings of
+    the same number differ by a factor 2 in the step.)
+
+    Sources read:
+
+    * ermongroup/ncsn (commit 7f27f4a), runners/anneal_runner.py,
+      ``AnnealRunner.anneal_Langevin_dynamics``: ``step_size`` is ``step_lr`` times
+      the squared ratio of the level's sigma to the last one (line 210); the noise
+      is a standard normal times the square root of twice ``step_size`` (line 213);
+      the state moves by ``step_size`` times the score plus that noise (line 215).
+      ``AnnealRunner.test`` passes ``step_lr = 0.00002`` with 100 steps per level
+      (lines 241, 262); configs/anneal.yml has no ``step_lr`` (sigmas 1 → 0.01,
+      10 levels).
+    * ermongroup/ncsnv2 (commit 1bcea03), models/__init__.py,
+      ``anneal_Langevin_dynamics``: the same ``step_size`` (line 28) and update,
+      with the noise scaled by the square root of twice ``step_size`` (line 35).
+      configs/ncsn_original.yml reproduces NCSN with ``step_lr: 0.00002``;
+      configs/cifar10.yml uses ``step_lr: 0.0000062``.  NCSNv2 optionally ends with
+      a denoising step :math:`x + \sigma_L^2 s(x, \sigma_L)` (``denoise: true`` in
+      its cifar10.yml, false in ncsn_original.yml) that refscore's sampler does not
+      take.
+
+    Cross-check: score_sde's reproduction of NCSN (yang-song/score_sde,
+    configs/ve/ncsn/cifar10.py, ``snr = 0.316``, :math:`\sigma_L = 0.01`) gives
+    :func:`score_sde_ald_step` :math:`= 2(0.316\cdot0.01)^2 \approx 2.0\cdot10^{-5}`,
+    and its NCSNv2 config (``snr = 0.176``) gives :math:`6.2\cdot10^{-6}`: the
+    ``step_lr`` values above, read as refscore's :math:`\eta`.
+
+    Parameters
+    ----------
+    step_lr : float or array_like
+        > 0.
+
+    Returns
+    -------
+    float or ndarray
+        ``step_lr`` (validated).
+
+    References
+    ----------
+    ermongroup/ncsn, runners/anneal_runner.py, ``anneal_Langevin_dynamics``;
+    ermongroup/ncsnv2, models/__init__.py, ``anneal_Langevin_dynamics``.
+
+    Examples
+    --------
+    >>> ncsn_code_step(2e-5)   # what produced NCSN's CIFAR-10 samples
+    2e-05
+    >>> ncsn_step(2e-5)        # the paper's Algorithm 1 reading of the same number
+    1e-05
+    """
+    return _positive(step_lr, "step_lr")
+
+
+def ncsn_code_step_lr(step):
+    r"""Inverse of :func:`ncsn_code_step`: ``step_lr`` :math:`= \eta`.
+
+    Examples
+    --------
+    >>> ncsn_code_step_lr(1e-5)
+    1e-05
+    """
+    return _positive(step, "step")
 
 
 def annealed_steps(step, sigmas) -> np.ndarray:
@@ -633,6 +784,648 @@ def ncsn_alphas(eps_ncsn, sigmas) -> np.ndarray:
     return eps * (s / s[-1]) ** 2
 
 
+# ------------------------------------------------------- score_sde correctors
+def score_sde_ald_step(snr, sigma, alpha=1.0):
+    r"""refscore's step at level :math:`\sigma` for score_sde's ``AnnealedLangevinDynamics`` corrector: :math:`\eta = 2\alpha(\text{snr}\cdot\sigma)^2`.
+
+    score_sde's "ald" corrector (NCSN's sampler recast by a signal-to-noise
+    ratio) sets :math:`\text{step\_size} = 2\alpha\,(\text{snr}\cdot\sigma(t))^2` with
+    :math:`\sigma(t)` the perturbation std from ``sde.marginal_prob``, and updates
+    :math:`x \leftarrow x + \text{step\_size}\; s + \sqrt{2\,\text{step\_size}}\;z`:
+    eq. (4) with :math:`\eta = \text{step\_size}`.  On a VE SDE
+    (:math:`\alpha = 1`) the levels scale as :math:`\sigma_i^2`, exactly refscore's
+    :func:`annealed_steps` with base step
+
+    .. math:: \text{step} = 2\,\text{snr}^2\sigma_L^2 = \texttt{score\_sde\_ald\_step(snr, sigma\_L)} .
+
+    On VP / sub-VP SDEs :math:`\alpha = 1-\beta_i` (``sde.alphas[timestep]``).
+
+    Source read: yang-song/score_sde (commit 0acb9e0), sampling.py,
+    ``AnnealedLangevinDynamics.update_fn``: ``alpha`` is ``sde.alphas`` at the
+    discrete timestep for VP/sub-VP and one for VE (lines 319-323); ``std`` comes
+    from ``marginal_prob`` (line 325); the step is the squared product of snr and
+    std, times two, times alpha (line 332); the update adds step times the score,
+    then the noise times the square root of twice the step (lines 333-334).
+
+    Parameters
+    ----------
+    snr : float
+        > 0.
+    sigma : float or array_like
+        > 0; the level's perturbation std.
+    alpha : float or array_like, default 1.0
+        > 0.
+
+    Returns
+    -------
+    float or ndarray
+
+    References
+    ----------
+    Song et al. (2021), "Score-based generative modeling through stochastic
+    differential equations", ICLR (predictor-corrector sampling);
+    yang-song/score_sde, sampling.py, ``AnnealedLangevinDynamics``.
+
+    Examples
+    --------
+    >>> round(score_sde_ald_step(0.316, 0.01), 12)   # configs/ve/ncsn/cifar10.py ≈ NCSN's step_lr 2e-5
+    1.99712e-05
+    """
+    r = check_positive("snr", snr) * _positive(sigma, "sigma")
+    return r**2 * 2.0 * _positive(alpha, "alpha")
+
+
+def score_sde_langevin_step(snr, noise, score, alpha=1.0) -> np.ndarray:
+    r"""refscore's step :math:`\eta` of one step of score_sde's ``LangevinCorrector``, per sample.
+
+    .. math::
+
+        \eta = 2\alpha\,\Bigl(\text{snr}\cdot
+              \frac{\tfrac1n\sum_j\lVert z_j\rVert}{\tfrac1n\sum_j\lVert s_j\rVert}\Bigr)^2,
+        \qquad x \leftarrow x + \eta\, s + \sqrt{2\eta}\,z ,
+
+    with :math:`z_j` the standard normal noise *of that step* and
+    :math:`s_j = s(x_j, t)`, each flattened over the data dimensions.  The update
+    is eq. (4) with this :math:`\eta` (no ½ on the drift), so the returned value is
+    refscore's step directly.  Note what the norms are: the *mean over the batch*
+    of per-sample L2 norms (and, across devices, the mean of the device means),
+    a ratio of means, not a mean of ratios.  The step is therefore one number for
+    the whole batch, times :math:`\alpha`; :math:`\alpha = 1` on VE SDEs and
+    :math:`1-\beta_i` (``sde.alphas[timestep]``) on VP / sub-VP SDEs.  It changes at
+    every step (it depends on that step's noise and score), so a run is a sequence
+    of one-step refscore updates, not one fixed-step ``ula`` call.
+
+    Heuristically :math:`\sqrt{\eta/2}\,\lVert s\rVert/\lVert z\rVert \approx \text{snr}\sqrt{\alpha}`:
+    the drift-to-noise ratio of §8.4 is pinned to ``snr``.
+
+    Source read: yang-song/score_sde (commit 0acb9e0), sampling.py,
+    ``LangevinCorrector.update_fn``: ``alpha`` as in the ALD corrector (lines
+    274-278); ``grad_norm`` is the batch mean of the per-sample norms of the
+    reshaped score, then averaged across devices with ``pmean`` (lines 285-287),
+    likewise ``noise_norm`` (lines 288-290); ``step_size`` is the square of
+    snr times noise_norm over grad_norm, times two, times alpha (line 291); the
+    update adds step_size times the score, then the noise times the square root
+    of twice step_size (lines 292-293).  Default ``sampling.snr = 0.16``
+    (configs/default_cifar10_configs.py).
+
+    Parameters
+    ----------
+    snr : float
+        > 0, the target signal-to-noise ratio.
+    noise, score : array_like, shape (n, ...)
+        The step's standard normal noise and the score at the current states
+        (the whole batch, over all devices).
+    alpha : float or array_like of shape (n,), default 1.0
+        > 0.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        :math:`\eta` per sample (equal entries unless ``alpha`` varies).
+
+    Examples
+    --------
+    >>> z = np.array([[3.0, 4.0], [0.0, 5.0]])      # norms 5, 5
+    >>> s = np.array([[1.0, 0.0], [0.0, 3.0]])      # norms 1, 3
+    >>> score_sde_langevin_step(0.1, z, s)          # 2 (0.1 · 5 / 2)²
+    array([0.125, 0.125])
+    """
+    snr = check_positive("snr", snr)
+    z = as_float_array(noise, "noise")
+    s = as_float_array(score, "score")
+    if z.ndim < 1 or z.shape[0] < 1 or z.shape != s.shape:
+        raise ValueError(f"noise and score must have the same shape (n, ...) with n >= 1, "
+                         f"got {z.shape} and {s.shape}")
+    check_finite("noise", z)
+    check_finite("score", s)
+    n = z.shape[0]
+    noise_norm = np.linalg.norm(z.reshape(n, -1), axis=-1).mean()
+    grad_norm = np.linalg.norm(s.reshape(n, -1), axis=-1).mean()
+    if not grad_norm > 0:
+        raise ValueError("score must not vanish on the whole batch (the step would be infinite)")
+    a = _positive(alpha, "alpha")
+    step = (snr * noise_norm / grad_norm) ** 2 * 2 * a
+    return np.array(np.broadcast_to(step, (n,)), dtype=float)
+
+
+# ------------------------------------------------------------ score_sde losses
+def score_sde_weight(sigma, dim, *, reduce_mean, g2=None):
+    r"""Factor :math:`w` with score_sde's per-sample DSM loss :math:`= w\cdot` refscore's DSM.
+
+    score_sde's ``get_sde_loss_fn`` perturbs :math:`\tilde x = m(x, t) + \sigma z`
+    (:math:`m`, :math:`\sigma` from ``sde.marginal_prob``) and reduces the squared
+    residual over the :math:`D` data dimensions with ``reduce_op``: the *mean*
+    when ``reduce_mean=True``, ``0.5 * sum`` otherwise.  Per sample:
+
+    .. math::
+
+        \text{default weighting:}\quad
+        \operatorname{op}_j\bigl(\sigma s_j + z_j\bigr)^2
+          = \operatorname{op}_j\,\sigma^2\bigl(s_j + z_j/\sigma\bigr)^2, \qquad
+        \text{likelihood weighting:}\quad
+        g^2\,\operatorname{op}_j\bigl(s_j + z_j/\sigma\bigr)^2 ,
+
+    and with refscore's :math:`\mathrm{DSM} = \tfrac12\sum_j (s_j + z_j/\sigma)^2`,
+    :math:`\tfrac1D\sum_j(\cdot)^2 = \tfrac2D\,\mathrm{DSM}` and
+    :math:`\tfrac12\sum_j(\cdot)^2 = \mathrm{DSM}`.  Hence
+
+    .. math::
+
+        w = \lambda\cdot\begin{cases} 2/D & \texttt{reduce\_mean=True}\\ 1 & \texttt{reduce\_mean=False}\end{cases},
+        \qquad \lambda = \begin{cases}\sigma^2 & \text{default}\\ g(t)^2 & \texttt{likelihood\_weighting=True}\end{cases}.
+
+    So score_sde's ``reduce_mean=True`` loss is :math:`2\sigma^2/D` times refscore's
+    DSM, and ``reduce_mean=False`` is :math:`\sigma^2\cdot` DSM (= NCSN's weighted
+    form, :func:`ncsn_from_dsm`; the legacy ``get_smld_loss_fn`` gives the same
+    factors).  The batch loss is the mean of :math:`w_i\,\mathrm{DSM}_i` over
+    samples with their own :math:`t_i`, so convert per sample.  refscore's
+    :func:`refscore.losses.dsm` takes the clean point; pass the marginal mean
+    :math:`m(x,t)` (:math:`x` on VE, :math:`e^{-\frac12\int\beta}x` on VP) as ``x``.
+    For the VE SDE, :math:`g(t)^2 = 2\sigma(t)^2\log(\sigma_{max}/\sigma_{min})`
+    (``VESDE.sde``); for the VP SDE, :math:`g(t)^2 = \beta(t)`.
+
+    Source read: yang-song/score_sde (commit 0acb9e0), losses.py,
+    ``get_sde_loss_fn``: ``reduce_op`` is the mean, or one half of the sum (line
+    82); the perturbed point is the marginal mean plus std times noise (lines
+    105-106); without likelihood weighting the per-sample loss is the reduced
+    square of score times std plus noise (lines 111-112), with it the reduced
+    square of score plus noise over std times the squared diffusion (lines
+    114-116); then the batch mean (line 118).  ``get_smld_loss_fn`` (lines
+    124-149) reduces the squared residual to the DSM target and weights by
+    sigma squared.  Default ``training.reduce_mean = False``
+    (configs/default_cifar10_configs.py); the VP/sub-VP configs set it True.
+
+    Parameters
+    ----------
+    sigma : float or array_like
+        > 0, per-sample std.
+    dim : int
+        :math:`D`, the number of data dimensions (product of the shape past the batch axis).
+    reduce_mean : bool
+        score_sde's flag (keyword, required: its default differs between
+        ``get_sde_loss_fn`` (True) and the configs (False)).
+    g2 : float or array_like, optional
+        :math:`g(t)^2`: give it for ``likelihood_weighting=True``; ``None`` for the
+        default :math:`\sigma^2` weighting.
+
+    Returns
+    -------
+    float or ndarray
+
+    References
+    ----------
+    Song et al. (2021), ICLR (the λ(t)-weighted DSM objective); Song, Durkan, Murray & Ermon (2021),
+    "Maximum likelihood training of score-based diffusion models", NeurIPS
+    (likelihood weighting); yang-song/score_sde, losses.py, ``get_sde_loss_fn``.
+
+    Examples
+    --------
+    >>> score_sde_weight(0.5, 4, reduce_mean=True)        # 2 σ² / D
+    0.125
+    >>> score_sde_weight(0.5, 4, reduce_mean=False, g2=3.0)
+    3.0
+    """
+    if not isinstance(reduce_mean, (bool, np.bool_)):
+        raise TypeError(f"reduce_mean must be a bool, got {type(reduce_mean).__name__}")
+    lam = _sigma(sigma) ** 2 if g2 is None else _positive(g2, "g2")
+    d = _dim(dim)
+    return 2.0 * lam / d if reduce_mean else lam
+
+
+def score_sde_from_dsm(value, sigma, dim, *, reduce_mean, g2=None):
+    r"""refscore's DSM (per sample) converted to score_sde's ``get_sde_loss_fn`` value: ``value * score_sde_weight(...)``.
+
+    Derivation and sources: :func:`score_sde_weight`.
+
+    Examples
+    --------
+    >>> score_sde_from_dsm(2.0, 0.5, 4, reduce_mean=True)
+    0.25
+    """
+    return _value(value) * score_sde_weight(sigma, dim, reduce_mean=reduce_mean, g2=g2)
+
+
+def dsm_from_score_sde(value, sigma, dim, *, reduce_mean, g2=None):
+    r"""Inverse of :func:`score_sde_from_dsm`: ``value / score_sde_weight(...)``.
+
+    Examples
+    --------
+    >>> dsm_from_score_sde(0.25, 0.5, 4, reduce_mean=True)
+    2.0
+    """
+    return _value(value) / score_sde_weight(sigma, dim, reduce_mean=reduce_mean, g2=g2)
+
+
+# --------------------------------------------------------- NCSN sliced losses
+def ncsn_sliced_from_ssm(value, sigma):
+    r"""refscore's SSM / SSM-VR on :math:`p_\sigma`, converted to NCSN's σ²-weighted sliced objective: ``sigma**2 * value``.
+
+    NCSN's ``anneal_sliced_score_estimation_vr`` perturbs
+    :math:`\tilde x = x + \sigma z` and evaluates SSM-VR *at* :math:`\tilde x` with
+    Gaussian projections (:math:`E[vv^\top] = I`, refscore's ``"gaussian"``), averaged
+    over the ``n_particles`` projections, then weights by :math:`\sigma^2`:
+
+    .. math::
+
+        \ell_{\mathrm{NCSN}}(x,\sigma) = \sigma^2\Bigl(
+            \tfrac1m\sum_k v_k^\top\nabla s(\tilde x,\sigma)\,v_k
+            + \tfrac12\lVert s(\tilde x,\sigma)\rVert^2\Bigr)
+          = \sigma^2\cdot\texttt{ssm\_vr}(\tilde x, v) .
+
+    The same weight applies to plain SSM values.  This is *not* a DSM value:
+    :func:`dsm_from_ncsn` would return SSM-VR (an ISM estimate on
+    :math:`p_\sigma`), not DSM.  In expectation
+    :math:`E_v\,\mathrm{SSM\text{-}VR} = \mathrm{ISM}_{p_\sigma}
+    = \mathrm{DSM}(\sigma) - d/(2\sigma^2)` (:func:`dsm_minus_ism_noised`), so
+    NCSN's sliced and DSM objectives differ by the constant :math:`d/2`
+    (:func:`ncsn_dsm_minus_sliced`) at every level and for any level weights.
+
+    Source read: ermongroup/ncsn (commit 7f27f4a), losses/sliced_sm.py,
+    ``anneal_sliced_score_estimation_vr``: a comment says Rademacher but the
+    directions are ``torch.randn_like`` (Gaussian, lines 154-155); the first term
+    is half the squared score norm, the second the direction times the gradient
+    of the direction-projected score (lines 157-164); both are averaged over
+    particles (lines 166-167), their sum times the squared level sigma (line 169), then the
+    batch mean.  Called by ``AnnealRunner.train`` when ``training.algo == 'ssm'``
+    (runners/anneal_runner.py, line 144), levels drawn uniformly (line 140).
+
+    Parameters
+    ----------
+    value : float or array_like
+        Per-point ``refscore.losses.ssm_vr`` (or ``ssm``) at the perturbed points.
+    sigma : float or array_like
+        > 0, the level of each point.
+
+    Returns
+    -------
+    float or ndarray
+        The per-point NCSN values; NCSN's loss is their mean.
+
+    Examples
+    --------
+    >>> ncsn_sliced_from_ssm(-3.0, 0.5)
+    -0.75
+    """
+    return _value(value) * _sigma(sigma) ** 2
+
+
+def ssm_from_ncsn_sliced(value, sigma):
+    r"""Inverse of :func:`ncsn_sliced_from_ssm`: divide by :math:`\sigma^2`.
+
+    Examples
+    --------
+    >>> ssm_from_ncsn_sliced(-0.75, 0.5)
+    -3.0
+    """
+    return _value(value) / _sigma(sigma) ** 2
+
+
+def ncsn_dsm_minus_sliced(dim) -> float:
+    r"""The constant :math:`d/2` = E[NCSN's σ²-weighted DSM] − E[NCSN's σ²-weighted sliced loss].
+
+    At a level :math:`\sigma`, :math:`\mathrm{DSM}(\sigma) = \mathrm{ISM}_{p_\sigma}
+    + d/(2\sigma^2)` (:func:`dsm_minus_ism_noised`) and
+    :math:`E_v\,\mathrm{SSM\text{-}VR}(\tilde x) = \mathrm{ISM}_{p_\sigma}` over
+    :math:`\tilde x\sim p_\sigma`; multiplying by :math:`\sigma^2`,
+
+    .. math:: \sigma^2\,\mathrm{DSM}(\sigma) - \sigma^2\,E\,\mathrm{SSM\text{-}VR} = d/2,
+
+    independent of :math:`\sigma`, so also of the level distribution.  Sources:
+    ermongroup/ncsn, losses/dsm.py ``anneal_dsm_score_estimation`` (line 36, with
+    ``anneal_power: 2.0``) and losses/sliced_sm.py
+    ``anneal_sliced_score_estimation_vr`` (see :func:`ncsn_sliced_from_ssm`).
+
+    Examples
+    --------
+    >>> ncsn_dsm_minus_sliced(3)
+    1.5
+    """
+    return 0.5 * _dim(dim)
+
+
+# ------------------------------------------------------------------------ KSD
+#: The forms in which code reports a squared KSD (refscore's :func:`refscore.metrics.ksd` is ``"u"``).
+KSD_FORMS = ("u", "v", "nv", "sqrt_v")
+
+
+def imq_stein_diagonal(scores, *, c=1.0, beta=-0.5) -> np.ndarray:
+    r"""The Stein kernel on the diagonal, :math:`u_p(x_i, x_i) = c^{2\beta}\lVert s_i\rVert^2 - 2\beta d\,c^{2\beta-2}`.
+
+    Set :math:`r = 0` in :func:`refscore.metrics.imq_stein_kernel`
+    (:math:`q = c^2`): the cross term and the :math:`\lVert r\rVert^2` term vanish.
+    These are the terms a U-statistic leaves out and a V-statistic keeps; the
+    conversions :func:`ksd_from_u` and :func:`ksd_to_u` need them.
+
+    Parameters
+    ----------
+    scores : array_like, shape (n, d)
+        The target's score at the sample.
+    c, beta : float
+        refscore's IMQ parameters, :math:`(c^2 + r^2)^\beta`, :math:`\beta\in(-1, 0)`.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+
+    Examples
+    --------
+    >>> imq_stein_diagonal(np.array([[3.0, 4.0]]))   # 25 · 1 + 1 · 2 · 1
+    array([27.])
+    """
+    from .metrics import _check_imq
+
+    c, beta = _check_imq(c, beta)
+    s = as_float_array(scores, "scores")
+    if s.ndim != 2 or s.shape[0] < 1:
+        raise ValueError(f"scores must have shape (n, d) with n >= 1, got {s.shape}")
+    check_finite("scores", s)
+    d = s.shape[1]
+    c2 = c * c
+    return c2**beta * np.einsum("ij,ij->i", s, s) - 2.0 * beta * d * c2 ** (beta - 1.0)
+
+
+def _ksd_parts(diagonal, form):
+    check_choice("form", form, KSD_FORMS)
+    diag = as_float_array(diagonal, "diagonal")
+    if diag.ndim != 1 or diag.size < 2:
+        raise ValueError(f"diagonal must have shape (n,) with n >= 2, got {diag.shape}")
+    check_finite("diagonal", diag)
+    return diag.size, float(diag.mean())
+
+
+def ksd_from_u(u_stat, diagonal, form) -> float:
+    r"""refscore's unbiased :math:`\widehat{\mathrm{KSD}}^2_u` converted to the V-statistic, :math:`nV` or :math:`\sqrt V`.
+
+    With the Stein kernel matrix :math:`u_{ij}` on the sample,
+    :math:`U = \frac{1}{n(n-1)}\sum_{i\ne j}u_{ij}` (:func:`refscore.metrics.ksd`) and
+    :math:`V = \frac1{n^2}\sum_{i,j}u_{ij}`.  Splitting off the diagonal,
+
+    .. math::
+
+        V = \frac{n-1}{n}\,U + \frac1n\,\overline{u_{ii}}, \qquad
+        nV = (n-1)\,U + \overline{u_{ii}}, \qquad
+        \overline{u_{ii}} = \tfrac1n\textstyle\sum_i u_p(x_i,x_i),
+
+    with the diagonal from :func:`imq_stein_diagonal`; exact for the sample at hand.  :math:`V = \lVert\tfrac1n\sum_i\xi(x_i)\rVert^2_{\mathcal H}\ge0`
+    (so :math:`\sqrt V` is defined) while :math:`U` can be negative.
+    The forms met in code:
+
+    * ``"nv"``: wittawatj/kernel-gof (commit 039a95e), kgof/goftest.py,
+      ``KernelSteinTest.compute_stat``: the statistic is :math:`n` times the mean of
+      the full Stein Gram matrix ``H``, diagonal included (line 1013; the class
+      docstring says "n*V_n").  Its ``KIMQ`` kernel (kgof/kernel.py) is
+      :math:`(c^2 + r^2)^b`, refscore's parametrisation with ``beta = b``.
+    * ``"sqrt_v"``: wilson-ye-chen/stein_thinning (commit 1769463), stein_thinning/stein.py, ``ksd``:
+      cumulative sums of the full matrix (each off-diagonal entry twice, the
+      diagonal once), returned as their square root over the number of points,
+      i.e. :math:`\sqrt{V_m}` for each prefix :math:`m`.  Its kernel is the scaled
+      IMQ (:func:`ksd_from_scaled_imq`).
+    * ``"v"``: :math:`V` itself.
+
+    Parameters
+    ----------
+    u_stat : float
+        :math:`U`, e.g. ``refscore.metrics.ksd(x, score, c=c, beta=beta)``.
+    diagonal : array_like, shape (n,)
+        :math:`u_p(x_i, x_i)` on the same sample and kernel
+        (``imq_stein_diagonal(scores, c=c, beta=beta)``); ``n >= 2``.
+    form : {"u", "v", "nv", "sqrt_v"}
+
+    Returns
+    -------
+    float
+
+    References
+    ----------
+    Liu, Lee & Jordan (2016), ICML, eq. (14) (U); Chwialkowski, Strathmann
+    & Gretton (2016), ICML, §2.2 (the V-statistic :math:`nV_n`).
+
+    Examples
+    --------
+    >>> ksd_from_u(0.5, [2.0, 4.0], "v")     # (1/2)·0.5 + 3/2
+    1.75
+    >>> ksd_from_u(0.5, [2.0, 4.0], "nv")
+    3.5
+    """
+    n, mean_diag = _ksd_parts(diagonal, form)
+    u = float(_value(u_stat, "u_stat"))
+    if form == "u":
+        return u
+    v = (n - 1) / n * u + mean_diag / n
+    if form == "v":
+        return v
+    if form == "nv":
+        return (n - 1) * u + mean_diag
+    scale = abs((n - 1) / n * u) + abs(mean_diag / n)
+    if v < -1e-12 * scale:
+        raise ValueError(f"the V-statistic {v!r} is negative: u_stat and diagonal do not come from one sample and kernel")
+    return float(np.sqrt(max(v, 0.0)))
+
+
+def ksd_to_u(value, diagonal, form) -> float:
+    r"""Inverse of :func:`ksd_from_u`: a reported V, :math:`nV` or :math:`\sqrt V` back to refscore's U.
+
+    .. math:: U = \frac{nV - \overline{u_{ii}}}{n-1}, \qquad V = \texttt{value}\ (\text{v}),\
+              \texttt{value}/n\ (\text{nv}),\ \texttt{value}^2\ (\text{sqrt\_v}).
+
+    Examples
+    --------
+    >>> ksd_to_u(1.75, [2.0, 4.0], "v")
+    0.5
+    """
+    n, mean_diag = _ksd_parts(diagonal, form)
+    val = float(_value(value, "value"))
+    if form == "u":
+        return val
+    if form == "sqrt_v" and val < 0:
+        raise ValueError(f"a sqrt_v value must be >= 0, got {val!r}")
+    nv = {"v": n * val, "nv": val, "sqrt_v": n * val * val}[form]
+    return (nv - mean_diag) / (n - 1)
+
+
+def _scaled_imq(g, beta):
+    g = check_positive("g", g)
+    if isinstance(beta, (bool, np.bool_)) or not isinstance(beta, numbers.Real):
+        raise TypeError(f"beta must be a real number, got {type(beta).__name__}")
+    beta = float(beta)
+    if not 0.0 < beta < 1.0:
+        raise ValueError(f"beta must lie in (0, 1) for the kernel (1 + g r²)^(-beta), got {beta!r}")
+    return g, beta
+
+
+def imq_from_scaled(g, beta) -> tuple[float, float]:
+    r"""refscore's IMQ parameters ``(c, beta)`` for the kernel :math:`(1 + g\,r^2)^{-\beta}`, :math:`\beta\in(0,1)`.
+
+    .. math::
+
+        (1 + g r^2)^{-\beta} = g^{-\beta}\,(g^{-1} + r^2)^{-\beta}
+          = g^{-\beta}\,k_{c,\beta'}(r), \qquad c = g^{-1/2},\ \beta' = -\beta,
+
+    with refscore's :math:`k_{c,\beta'} = (c^2 + r^2)^{\beta'}`.  The kernels differ by
+    the constant factor :math:`g^{-\beta}`; see :func:`ksd_from_scaled_imq`.  With a
+    length scale :math:`\ell` (:math:`(1 + r^2/\ell^2)^{-\beta}`), :math:`g = 1/\ell^2`
+    and :math:`c = \ell`.  The third common form, :math:`(c^2+r^2)^{-\beta}` with
+    :math:`\beta>0` (e.g. maurilorenzo/the-stochastic-Barker-proposal, ksd.R,
+    ``imqKSD``), is refscore's with ``beta = -beta`` and factor 1.
+
+    Examples
+    --------
+    >>> imq_from_scaled(0.25, 0.5)
+    (2.0, -0.5)
+    """
+    g, beta = _scaled_imq(g, beta)
+    return float(1.0 / np.sqrt(g)), -beta
+
+
+def ksd_from_scaled_imq(value, g, beta):
+    r"""A squared KSD (U, V or :math:`nV`) with the kernel :math:`(1+g r^2)^{-\beta}`, converted to refscore's kernel: multiply by :math:`g^{\beta}`.
+
+    The Langevin Stein kernel :math:`u_p = s^\top s' k + s^\top\nabla_{y}k + s'^\top\nabla_x k
+    + \operatorname{tr}\nabla_x\nabla_y k` is *linear* in the base kernel :math:`k`, so
+    the constant factor of :func:`imq_from_scaled` passes to every entry, hence to
+    every estimator linear in the entries (U, V, :math:`nV`):
+
+    .. math::
+
+        u^{\text{scaled}} = g^{-\beta}\,u_p^{(c=g^{-1/2},\,\beta'=-\beta)}
+        \quad\Rightarrow\quad
+        \mathrm{KSD}^2_{\text{refscore}} = g^{\beta}\,\mathrm{KSD}^2_{\text{scaled}} .
+
+    A :math:`\sqrt V` value scales by :math:`g^{\beta/2}`: square it first
+    (:func:`ksd_to_u` with ``"sqrt_v"`` after this conversion of ``value**2``).
+
+    Source read: wilson-ye-chen/stein_thinning (commit 1916036), stein_thinning/kernel.py,
+    ``vfk0_imq``: with the preconditioner inverse ``linv`` it evaluates the IMQ
+    Stein kernel of :math:`(1 + r^\top\Lambda^{-1}r)^{-1/2}` (its base quadratic form
+    is one plus the ``linv``-weighted squared difference, and the three terms carry
+    the powers 5/2, 3/2 and 1/2 of it); ``make_precon`` with a float ``pre`` sets
+    ``linv`` to the inverse of ``pre`` times the identity, i.e. :math:`g = 1/\text{pre}`,
+    :math:`\beta = 1/2`.
+
+    Parameters
+    ----------
+    value : float or array_like
+        A squared-KSD quantity (U, V, :math:`nV`, or Stein-kernel entries).
+    g : float
+        > 0.
+    beta : float in (0, 1)
+
+    Examples
+    --------
+    >>> ksd_from_scaled_imq(2.0, 0.25, 0.5)    # 2 · 0.25^0.5
+    1.0
+    """
+    g, beta = _scaled_imq(g, beta)
+    return _value(value) * g**beta
+
+
+def scaled_imq_from_ksd(value, g, beta):
+    r"""Inverse of :func:`ksd_from_scaled_imq`: multiply by :math:`g^{-\beta}`.
+
+    Examples
+    --------
+    >>> scaled_imq_from_ksd(1.0, 0.25, 0.5)
+    2.0
+    """
+    g, beta = _scaled_imq(g, beta)
+    return _value(value) * g ** (-beta)
+
+
+# ------------------------------------------------------ tempering the target
+class TemperedStep(NamedTuple):
+    """refscore's sampler settings for a tempered Langevin chain: run ``step`` on the score times ``score_scale``."""
+
+    step: float
+    score_scale: float
+
+
+def tempered_step(step, tau) -> TemperedStep:
+    r"""Langevin with its noise multiplied by :math:`\tau`, as refscore's sampler on the tempered target :math:`p^{1/\tau^2}`.
+
+    A noise multiplier does not reparametrise the step (compare
+    :func:`step_from_noise_scale`, where drift and noise share one parameter); it
+    changes the target.  The chain
+
+    .. math:: x \leftarrow x + \eta\, s(x) + \sqrt{2\eta}\,\tau\, z
+
+    is, term by term, refscore's eq. (4) with step :math:`\eta' = \eta\tau^2` and
+    score :math:`s' = s/\tau^2`:
+    :math:`\eta' s' = \eta s` and :math:`\sqrt{2\eta'} = \sqrt{2\eta}\,\tau`, so the
+    iterates are identical for the same :math:`z`.  :math:`s/\tau^2 = \nabla\log p^{1/\tau^2}`,
+    so as :math:`\eta\to0` the chain samples :math:`\pi\propto p^{1/\tau^2}` (the
+    Langevin diffusion :math:`dx = s\,dt + \sqrt2\,\tau\,dW` has Fokker–Planck
+    stationary density with :math:`\tau^2\nabla\log\pi = s`).  At finite :math:`\eta` it
+    carries ULA's bias for step :math:`\eta'` on :math:`p^{1/\tau^2}`; for
+    :math:`p = N(\mu, \Lambda^{-1})` the tempered target is
+    :math:`N(\mu, \tau^2\Lambda^{-1})`, precision :math:`\Lambda/\tau^2`, and
+    (docs/derivations.md §8) the chain's stationary law is exactly
+
+    .. math::
+
+        N\bigl(\mu,\ (\Lambda/\tau^2 - \eta'\Lambda^2/(2\tau^4))^{-1}\bigr)
+          = N\bigl(\mu,\ \tau^2(\Lambda - \eta\Lambda^2/2)^{-1}\bigr).
+
+    Parameters
+    ----------
+    step : float
+        :math:`\eta` of the noise-multiplied chain, > 0.
+    tau : float
+        The noise multiplier, > 0 (:math:`\tau^2` is the temperature).
+
+    Returns
+    -------
+    TemperedStep
+        ``step`` :math:`= \eta\tau^2` and ``score_scale`` :math:`= 1/\tau^2`: run
+        ``refscore.sampling.ula`` with that step on a target whose score is
+        ``score_scale * s`` (for a Gaussian, ``Gaussian(mu, cov / score_scale)``).
+
+    Examples
+    --------
+    >>> tempered_step(0.1, 0.5)
+    TemperedStep(step=0.025, score_scale=4.0)
+    """
+    eta = check_positive("step", step)
+    t2 = check_positive("tau", tau) ** 2
+    return TemperedStep(eta * t2, 1.0 / t2)
+
+
+def decoupled_step(lr, std) -> TemperedStep:
+    r"""Langevin with separate step and noise, :math:`x \leftarrow x + a\,s + b\,z`, as refscore's sampler on :math:`p^{2a/b^2}`.
+
+    Write it as :func:`tempered_step` with :math:`\eta = a` and
+    :math:`\sqrt{2a}\,\tau = b`, i.e. :math:`\tau^2 = b^2/(2a)`: refscore's step
+    :math:`\eta\tau^2 = b^2/2` (matching the noise) on the score times
+    :math:`1/\tau^2 = 2a/b^2`.  The chain samples :math:`p^{2a/b^2}` (up to ULA's
+    bias), not :math:`p`, unless :math:`b^2 = 2a`.
+
+    Source read: wgrathwohl/JEM (commit 7f0779a), train_wrn_ebm.py,
+    ``get_sample_q``/``sample_q``: the SGLD loop adds ``sgld_lr`` times the gradient
+    of the log-density :math:`f` plus ``sgld_std`` times a standard normal; the
+    defaults are ``sgld_lr = 1.0`` and ``sgld_std = 1e-2`` (argparse).  So JEM's
+    short-run chains are refscore's ULA with step :math:`5\cdot10^{-5}` on
+    :math:`e^{2\cdot10^4 f}`: temperature :math:`\tau^2 = 5\cdot10^{-5}`.
+
+    Parameters
+    ----------
+    lr : float
+        :math:`a`, the drift coefficient, > 0.
+    std : float
+        :math:`b`, the noise standard deviation, > 0.
+
+    Returns
+    -------
+    TemperedStep
+
+    Examples
+    --------
+    >>> decoupled_step(1.0, 1e-2)          # JEM's defaults
+    TemperedStep(step=5e-05, score_scale=20000.0)
+    """
+    a = check_positive("lr", lr)
+    b = check_positive("std", std)
+    return TemperedStep(b * b / 2.0, 2.0 * a / (b * b))
+
+
 def _positive(value, name):
     if np.ndim(value) == 0:
         return check_positive(name, value)
@@ -654,7 +1447,7 @@ TABLE: tuple[ConventionRow, ...] = (
     ConventionRow(
         "Langevin step",
         "x + η s + √(2η) z (eq. (4))",
-        "x + (lr/2) s + √lr z",
+        "x + (lr/2) s + √lr z (NCSN toy runner)",
         "η = lr/2: `step_from_lr(lr)`, `lr_from_step(η)`",
     ),
     ConventionRow(
@@ -664,22 +1457,52 @@ TABLE: tuple[ConventionRow, ...] = (
         "η = δ²/2: `step_from_noise_scale(δ)`",
     ),
     ConventionRow(
-        "Annealed Langevin",
+        "Annealed Langevin (NCSN paper)",
         "η_i = step·σ_i²/σ_L², x + η_i s + √(2η_i) z",
-        "NCSN α_i = ε σ_i²/σ_L², x + (α_i/2) s + √α_i z",
+        "NCSN Algorithm 1 and toy runner: α_i = ε σ_i²/σ_L², x + (α_i/2) s + √α_i z",
         "step = ε/2: `ncsn_step(ε)`, `annealed_steps(step, sigmas)` = `ncsn_alphas(ε, sigmas)`/2",
+    ),
+    ConventionRow(
+        "Annealed Langevin (NCSN/NCSNv2 code)",
+        "η_i = step·σ_i²/σ_L², x + η_i s + √(2η_i) z",
+        "released anneal_Langevin_dynamics: step_size = step_lr (σ_i/σ_L)², x + step_size s + √(2 step_size) z",
+        "step = step_lr: `ncsn_code_step(step_lr)`; NCSN's CIFAR-10 step_lr 2e-5 is step 2e-5, not 1e-5",
+    ),
+    ConventionRow(
+        "Annealed Langevin (score_sde ALD)",
+        "η_i = step·σ_i²/σ_L²",
+        "η_i = 2α (snr σ_i)², α = 1 (VE) or 1 − β_i (VP)",
+        "step = 2 snr² σ_L²: `score_sde_ald_step(snr, σ_L)`",
+    ),
+    ConventionRow(
+        "Langevin corrector (score_sde)",
+        "x + η s + √(2η) z, fixed η",
+        "η = 2α (snr · mean‖z‖ / mean‖s‖)², batch means, new every step",
+        "η per sample: `score_sde_langevin_step(snr, z, s, alpha)`",
     ),
     ConventionRow(
         "DSM scale",
         "½‖s(x+σz) + z/σ‖², z ~ N(0, I)",
-        "σ⁴-scaled ½‖σ² s + σ z‖²",
+        "σ⁴-scaled ½‖σ² s + σ z‖² (NCSN losses/dsm.py dsm)",
         "DSM = value/σ⁴: `dsm_from_sigma4_scaled`, `sigma4_scaled_from_dsm`",
     ),
     ConventionRow(
         "DSM scale (NCSN)",
         "½‖s(x+σz) + z/σ‖²",
-        "λ(σ)=σ² weighted ½‖σ s + z‖²",
+        "λ(σ)=σ² weighted ½‖σ s + z‖² (anneal_dsm_score_estimation)",
         "DSM = value/σ²: `dsm_from_ncsn`, `ncsn_from_dsm`",
+    ),
+    ConventionRow(
+        "DSM loss (score_sde)",
+        "½‖s(x+σz) + z/σ‖² (½·sum over dims)",
+        "reduce_mean=True: mean over D dims of (σs + z)², or × g(t)² (likelihood weighting)",
+        "value = w·DSM, w = (2/D or 1)·(σ² or g²): `score_sde_from_dsm`, `dsm_from_score_sde`, `score_sde_weight`",
+    ),
+    ConventionRow(
+        "Sliced loss (NCSN)",
+        "SSM-VR vᵀJv + ½‖s‖² at x̃ = x + σz",
+        "σ²-weighted SSM-VR, Gaussian v (anneal_sliced_score_estimation_vr)",
+        "value = σ²·SSM-VR: `ncsn_sliced_from_ssm`, `ssm_from_ncsn_sliced`; E[NCSN DSM] − E[NCSN sliced] = d/2: `ncsn_dsm_minus_sliced(d)`",
     ),
     ConventionRow(
         "DSM noise",
@@ -690,7 +1513,7 @@ TABLE: tuple[ConventionRow, ...] = (
     ConventionRow(
         "SSM projections",
         "E[vvᵀ] = I: gaussian, rademacher, √d·unit sphere",
-        "unit-sphere v (no √d)",
+        "unit-sphere v, no √d (NCSN sliced_score_estimation)",
         "SSM ×d, exact per sample: `sphere_unscaled_ssm_to_ism(value, d)`",
     ),
     ConventionRow(
@@ -698,6 +1521,30 @@ TABLE: tuple[ConventionRow, ...] = (
         "vᵀJv + ½‖s‖², E[vvᵀ] = I",
         "unit-sphere v (no √d)",
         "only the trace term ×d: `sphere_unscaled_ssm_vr_to_ism(trace, norm, d)`",
+    ),
+    ConventionRow(
+        "KSD estimator",
+        "U-statistic of KSD², i ≠ j (`refscore.metrics.ksd`)",
+        "V-statistic (diagonal kept); n·V (kgof KernelSteinTest); √V (stein_thinning ksd)",
+        "V = (n−1)/n·U + mean u_ii/n: `ksd_from_u(U, diag, form)`, `ksd_to_u`, `imq_stein_diagonal(s, c, β)`",
+    ),
+    ConventionRow(
+        "IMQ kernel",
+        "(c² + r²)^β, β ∈ (−1, 0)",
+        "(1 + g r²)^(−β), β ∈ (0, 1) (stein_thinning vfk0_imq, g = 1/pre)",
+        "c = 1/√g, β → −β, KSD² × g^β: `imq_from_scaled(g, β)`, `ksd_from_scaled_imq`, `scaled_imq_from_ksd`",
+    ),
+    ConventionRow(
+        "Langevin temperature",
+        "x + η s + √(2η) z samples p",
+        "x + η s + √(2η) τ z samples p^(1/τ²)",
+        "step ητ² on score s/τ²: `tempered_step(η, τ)`",
+    ),
+    ConventionRow(
+        "Decoupled step and noise",
+        "x + η s + √(2η) z",
+        "x + a s + b z (JEM sgld_lr, sgld_std) samples p^(2a/b²)",
+        "step b²/2 on score (2a/b²) s: `decoupled_step(a, b)`",
     ),
     ConventionRow(
         "ESM − ISM",

@@ -5,6 +5,14 @@ and the losses themselves integrated exactly on Gauss–Hermite nodes (a Gaussia
 model on Gaussian data has polynomial integrands of degree 2).  Conversions:
 round trips, exact per-sample identities on the losses, angle integrals over
 the sphere, and identical Langevin iterates under the two step conventions.
+
+Third-party conventions: each ledger row taken from released code is checked
+against a plain-NumPy *transcription* of that code's formula written here
+(NCSN / NCSNv2 ``anneal_Langevin_dynamics``, score_sde's correctors and
+``get_sde_loss_fn``, NCSN's ``anneal_sliced_score_estimation_vr``, kgof's
+``KernelSteinTest``, stein_thinning's ``vfk0_imq`` and ``ksd``, JEM's SGLD),
+fed the same noise as refscore, and compared with refscore plus the conversion.
+The sources are cited in refscore/conventions.py.
 """
 import itertools
 import re
@@ -16,10 +24,12 @@ from hypothesis import strategies as st
 from scipy import integrate
 
 from refscore import conventions as cv
-from refscore import losses
+from refscore import losses, metrics
 from refscore.distributions import Gaussian, GaussianMixture, StudentT
 from refscore.models import GaussianMixtureModel, LinearScore
+from refscore.noise import normal
 from refscore.quadrature import gauss_hermite_nodes
+from refscore.sampling import annealed_langevin, ula
 
 
 def random_spd(rng, d):
@@ -275,6 +285,15 @@ def test_dsm_sigma4_and_ncsn_scalings_on_arrays(sigma):
     eps = sigma * z
     seed_form = 0.5 * np.sum((model.score(theta, x + eps) + eps / sigma**2) ** 2, axis=1)
     np.testing.assert_allclose(seed_form, per, rtol=1e-12)
+    # ermongroup/ncsn losses/dsm.py, transcribed: anneal_dsm_score_estimation (target
+    # −(x̃ − x)/σ², ½ summed squared residual × σ^anneal_power, anneal_power = 2) and
+    # dsm (σ² × score plus the noise vector σz, half the squared norm)
+    x_tilde = x + eps
+    target = -1 / sigma**2 * (x_tilde - x)
+    anneal = 0.5 * ((model.score(theta, x_tilde) - target) ** 2).sum(axis=-1) * sigma**2.0
+    np.testing.assert_allclose(cv.dsm_from_ncsn(anneal, sigma), per, rtol=1e-12)
+    energy_dsm = np.linalg.norm(sigma**2 * model.score(theta, x_tilde) + eps, axis=-1) ** 2 / 2.0
+    np.testing.assert_allclose(cv.dsm_from_sigma4_scaled(energy_dsm, sigma), per, rtol=1e-12)
 
 
 def test_dsm_scalings_accept_per_point_sigma():
@@ -319,7 +338,8 @@ def test_step_from_noise_scale_gives_identical_iterates(delta):
 
 
 def test_ncsn_annealed_schedule_gives_identical_iterates():
-    """NCSN Algorithm 1 (α_i = ε σ_i²/σ_L², x + α_i/2 s + √α_i z) vs refscore's η_i."""
+    """NCSN Algorithm 1 and toy_runner.anneal_langevin_dynamics (α_i = ε σ_i²/σ_L²,
+    x + α_i/2 s, then + √α_i z) vs refscore's η_i with step = ncsn_step(ε)."""
     eps = 0.1
     sigmas = np.geomspace(5.0, 0.1, 6)
     alphas = cv.ncsn_alphas(eps, sigmas)
@@ -345,6 +365,506 @@ def test_annealed_steps_hand_example():
     np.testing.assert_allclose(cv.annealed_steps(1.0, [3.0]), [1.0], rtol=1e-15)
 
 
+# ------------------------------------------- NCSN: paper vs released sampler
+def _mixture_target_2d():
+    return GaussianMixture(
+        [0.4, 0.6], [[-1.5, 0.5], [1.0, -0.5]], [[[0.5, 0.1], [0.1, 0.4]], [[0.6, -0.2], [-0.2, 0.7]]]
+    ).perturbed()
+
+
+def _ncsn_code_transcription(target, x0, sigmas, step_lr, n_steps_each, seed, v2=False):
+    """ermongroup/ncsn runners/anneal_runner.py anneal_Langevin_dynamics (v2=False) and
+    ermongroup/ncsnv2 models/__init__.py anneal_Langevin_dynamics (v2=True, denoise=False),
+    in NumPy, with torch.randn_like replaced by refscore's counter-based noise."""
+    x = x0.copy()
+    n, d = x.shape
+    chains = np.arange(n)
+    states = []
+    for c, sigma in enumerate(sigmas):
+        step_size = step_lr * (sigma / sigmas[-1]) ** 2
+        for s in range(n_steps_each):
+            z = normal(seed, chains, c * n_steps_each + s, d)
+            if v2:
+                grad = target.score(x, float(sigma))
+                x = x + step_size * grad + z * np.sqrt(step_size * 2)
+            else:
+                noise = z * np.sqrt(step_size * 2)
+                grad = target.score(x, float(sigma))
+                x = x + step_size * grad + noise
+            states.append(x)
+    return x, np.array(states)
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_ncsn_code_transcription_reproduces_annealed_langevin_bitwise(v2):
+    """The released samplers' update with step = step_lr is refscore's annealed Langevin, bit for bit."""
+    target = _mixture_target_2d()
+    # σ_i/σ_L powers of two: (σ/σ_L)² (the code) and σ²/σ_L² (refscore) then round identically
+    sigmas = 0.1 * 2.0 ** np.arange(3, -1, -1)
+    assert all((s / sigmas[-1]) ** 2 == s**2 / sigmas[-1] ** 2 for s in sigmas)
+    step_lr, T, seed = 0.01, 15, 11
+    x0 = np.random.default_rng(3).uniform(-3, 3, size=(6, 2))
+    x_code, states = _ncsn_code_transcription(target, x0, sigmas, step_lr, T, seed, v2=v2)
+    res = annealed_langevin(target, x0, sigmas, cv.ncsn_code_step(step_lr), T, seed, backend="numpy", record=1)
+    # bitwise: same noise, same score calls, same floating-point operations in the same order
+    np.testing.assert_array_equal(res.x, x_code)
+    np.testing.assert_array_equal(res.trace, states)
+    # the paper's reading of the same number halves the step: a different chain
+    wrong = annealed_langevin(target, x0, sigmas, cv.ncsn_step(step_lr), T, seed, backend="numpy")
+    assert np.max(np.abs(wrong.x - x_code)) > 1e-2
+
+
+def test_ncsn_code_on_the_released_schedule():
+    """anneal.yml's schedule (10 geometric levels 1 → 0.01) and AnnealRunner.test's step_lr = 2e-5."""
+    target = _mixture_target_2d()
+    sigmas = np.exp(np.linspace(np.log(1.0), np.log(0.01), 10))
+    step_lr = 0.00002
+    etas = cv.annealed_steps(cv.ncsn_code_step(step_lr), sigmas)
+    # the per-level steps agree with the code's step_size to the rounding of (σ/σ_L)² vs σ²/σ_L²
+    np.testing.assert_allclose(etas, step_lr * (sigmas / sigmas[-1]) ** 2, rtol=4e-16)
+    x0 = np.random.default_rng(4).uniform(-2, 2, size=(4, 2))
+    x_code, _ = _ncsn_code_transcription(target, x0, sigmas, step_lr, 100, 5)
+    res = annealed_langevin(target, x0, sigmas, cv.ncsn_code_step(step_lr), 100, 5, backend="numpy")
+    # 1e-13: 1000 contracting steps whose step sizes differ by ~1 ulp
+    np.testing.assert_allclose(res.x, x_code, rtol=1e-13, atol=1e-13)
+    half = annealed_langevin(target, x0, sigmas, cv.ncsn_step(step_lr), 100, 5, backend="numpy")
+    assert np.max(np.abs(half.x - x_code)) > 1e-3
+
+
+def test_ncsn_cifar10_numbers():
+    # paper: ε = 2e-5 read through Algorithm 1 is step 1e-5; the released code ran step 2e-5
+    assert cv.ncsn_step(2e-5) == 1e-5
+    assert cv.ncsn_code_step(2e-5) == 2e-5
+    assert cv.ncsn_code_step_lr(cv.ncsn_code_step(6.2e-6)) == 6.2e-6
+    assert isinstance(cv.ncsn_code_step(2e-5), float)
+    # score_sde's reproductions, read as refscore steps, land on the same step_lr values:
+    # configs/ve/ncsn/cifar10.py snr 0.316 (σ_min 0.01) and configs/ve/ncsnv2/cifar10.py snr 0.176
+    assert cv.score_sde_ald_step(0.316, 0.01) == pytest.approx(2e-5, rel=2e-3)      # 1.997e-5
+    assert cv.score_sde_ald_step(0.176, 0.01) == pytest.approx(6.2e-6, rel=2e-3)    # 6.195e-6
+
+
+# ------------------------------------------------------- score_sde correctors
+def test_score_sde_ald_transcription_is_annealed_langevin():
+    """score_sde sampling.py AnnealedLangevinDynamics on a VE SDE (α = 1, std = σ_i), one level per
+    timestep with n_steps corrector steps, vs refscore's annealed_langevin(step = 2 snr² σ_L²)."""
+    target = _mixture_target_2d()
+    sigmas = np.exp(np.linspace(np.log(2.0), np.log(0.05), 6))
+    snr, n_steps, seed = 0.2, 8, 21
+    x0 = np.random.default_rng(6).uniform(-3, 3, size=(5, 2))
+    x = x0.copy()
+    chains = np.arange(5)
+    for i, std in enumerate(sigmas):
+        alpha = np.ones(5)
+        for k in range(n_steps):
+            grad = target.score(x, float(std))
+            noise = normal(seed, chains, i * n_steps + k, 2)
+            step_size = (snr * std) ** 2 * 2 * alpha
+            x_mean = x + step_size[:, None] * grad
+            x = x_mean + noise * np.sqrt(step_size * 2)[:, None]
+    base = cv.score_sde_ald_step(snr, sigmas[-1])
+    # per level: 2 (snr σ_i)² = annealed_steps(2 snr² σ_L², σ) to round-off
+    np.testing.assert_allclose(cv.annealed_steps(base, sigmas), cv.score_sde_ald_step(snr, sigmas), rtol=1e-14)
+    res = annealed_langevin(target, x0, sigmas, base, n_steps, seed, backend="numpy")
+    # round-off only (the step's rounding differs by an ulp)
+    np.testing.assert_allclose(res.x, x, rtol=1e-12, atol=1e-12)
+    # VP: α = 1 − β_i multiplies the step
+    assert cv.score_sde_ald_step(snr, 0.5, alpha=0.98) == pytest.approx(0.98 * 2 * (snr * 0.5) ** 2, rel=1e-15)
+
+
+def _score_sde_corrector_step(snr, grad, noise, alpha, n_devices=1):
+    """score_sde sampling.py LangevinCorrector.update_fn's step_size, transcribed; pmean over
+    equal device shards is the mean of the shards' means."""
+    def mean_norm(a):
+        shards = np.split(a.reshape(a.shape[0], -1), n_devices)
+        return np.mean([np.linalg.norm(sh, axis=-1).mean() for sh in shards])
+
+    grad_norm = mean_norm(grad)
+    noise_norm = mean_norm(noise)
+    return (snr * noise_norm / grad_norm) ** 2 * 2 * alpha
+
+
+def test_score_sde_langevin_corrector_transcription():
+    """LangevinCorrector steps, transcribed, are refscore ULA steps with η = score_sde_langevin_step."""
+    target = Gaussian([0.5, -1.0, 0.0], [[1.0, 0.3, 0.0], [0.3, 0.8, 0.1], [0.0, 0.1, 0.5]])
+    snr, n, d = 0.16, 6, 3
+    alpha = 0.97  # a VP corrector's 1 − β_i
+    x_code = np.random.default_rng(7).normal(size=(n, d)) * 2
+    x_ref = x_code.copy()
+    chains = np.arange(n)
+    for k in range(12):
+        grad = target.score(x_code)
+        noise = normal(k, chains, 0, d)  # ula(..., seed=k) draws step 0 of seed k
+        step_size = _score_sde_corrector_step(snr, grad, noise, alpha)
+        x_mean = x_code + step_size * grad
+        x_code = x_mean + noise * np.sqrt(step_size * 2)
+        eta = cv.score_sde_langevin_step(snr, noise, target.score(x_ref), alpha=alpha)
+        assert eta.shape == (n,) and np.all(eta == eta[0])
+        # same arithmetic as the transcription: bitwise
+        assert eta[0] == step_size
+        x_ref = ula(target, x_ref, float(eta[0]), 1, seed=k, backend="numpy").x
+        np.testing.assert_array_equal(x_ref, x_code)
+    # the norms are batch means of per-sample norms (a ratio of means), and pmean over
+    # equal shards gives the same number
+    rng = np.random.default_rng(8)
+    z, s = rng.normal(size=(8, 2, 2)), rng.normal(size=(8, 2, 2)) * rng.uniform(0.1, 3, size=(8, 1, 1))
+    eta = cv.score_sde_langevin_step(0.2, z, s)
+    assert eta[0] == pytest.approx(_score_sde_corrector_step(0.2, s, z, 1.0, n_devices=4), rel=1e-14)
+    ratio_of_means = np.linalg.norm(z.reshape(8, -1), axis=1).mean() / np.linalg.norm(s.reshape(8, -1), axis=1).mean()
+    np.testing.assert_allclose(eta, 2 * (0.2 * ratio_of_means) ** 2, rtol=1e-14)
+    # negative control: a mean of per-sample ratios is a different step
+    per_sample = np.linalg.norm(z.reshape(8, -1), axis=1) / np.linalg.norm(s.reshape(8, -1), axis=1)
+    assert abs(2 * (0.2 * per_sample.mean()) ** 2 - eta[0]) > 1e-3 * eta[0]
+    # per-sample α broadcasts
+    np.testing.assert_allclose(cv.score_sde_langevin_step(0.2, z, s, alpha=np.linspace(0.9, 1.0, 8)),
+                               eta * np.linspace(0.9, 1.0, 8), rtol=1e-14)
+
+
+# ------------------------------------------------------------ score_sde losses
+def _score_sde_loss(score, x, t, z, sde, reduce_mean, likelihood_weighting):
+    """yang-song/score_sde losses.py get_sde_loss_fn's loss_fn, transcribed (VE or VP SDE)."""
+    if reduce_mean:
+        reduce_op = np.mean
+    else:
+        def reduce_op(a, axis):
+            return 0.5 * np.sum(a, axis=axis)
+    if sde[0] == "ve":
+        _, smin, smax = sde
+        std = smin * (smax / smin) ** t
+        mean = x
+        g = std * np.sqrt(2 * (np.log(smax) - np.log(smin)))
+    else:
+        _, b0, b1 = sde
+        lmc = -0.25 * t**2 * (b1 - b0) - 0.5 * t * b0
+        mean = np.exp(lmc)[:, None] * x
+        std = np.sqrt(1 - np.exp(2.0 * lmc))
+        g = np.sqrt(b0 + t * (b1 - b0))
+    perturbed = mean + std[:, None] * z
+    s = score(perturbed)
+    if not likelihood_weighting:
+        per = reduce_op(np.square(s * std[:, None] + z).reshape(x.shape[0], -1), axis=-1)
+    else:
+        per = reduce_op(np.square(s + z * (1.0 / std)[:, None]).reshape(x.shape[0], -1), axis=-1) * g**2
+    return per, per.mean(), mean, std, g**2
+
+
+@pytest.mark.parametrize("sde", [("ve", 0.01, 50.0), ("vp", 0.1, 20.0)])
+@pytest.mark.parametrize("reduce_mean", [True, False])
+@pytest.mark.parametrize("likelihood_weighting", [False, True])
+def test_score_sde_loss_transcription(sde, reduce_mean, likelihood_weighting):
+    d, n = 4, 9
+    model, theta = random_linear(90, d)
+    rng = np.random.default_rng(91)
+    x, z = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    t = rng.uniform(1e-5, 1.0, size=n)
+    per_sde, loss_sde, mean, std, g2 = _score_sde_loss(
+        lambda y: model.score(theta, y), x, t, z, sde, reduce_mean, likelihood_weighting)
+    # refscore's DSM per sample, fed the marginal mean as the clean point
+    per_dsm = np.array([losses.dsm(model, theta, mean[i:i + 1], std[i], z[i:i + 1], reduction="none")[0]
+                        for i in range(n)])
+    g2_arg = g2 if likelihood_weighting else None
+    conv = cv.score_sde_from_dsm(per_dsm, std, d, reduce_mean=reduce_mean, g2=g2_arg)
+    # 1e-12: the same squares, rescaled
+    np.testing.assert_allclose(conv, per_sde, rtol=1e-12)
+    assert conv.mean() == pytest.approx(loss_sde, rel=1e-12)
+    np.testing.assert_allclose(cv.dsm_from_score_sde(per_sde, std, d, reduce_mean=reduce_mean, g2=g2_arg),
+                               per_dsm, rtol=1e-12)
+    # the constant: 2σ²/D for reduce_mean=True, σ² for the ½·sum (default weighting)
+    w = cv.score_sde_weight(std, d, reduce_mean=reduce_mean, g2=g2_arg)
+    lam = g2 if likelihood_weighting else std**2
+    np.testing.assert_allclose(w, lam * (2.0 / d if reduce_mean else 1.0), rtol=1e-15)
+    if reduce_mean and not likelihood_weighting:
+        # negative control: the mean over dimensions is not σ²·DSM/D (the ½ is not there)
+        assert not np.allclose(std**2 * per_dsm / d, per_sde, rtol=1e-3)
+
+
+def test_score_sde_smld_loss_transcription():
+    """losses.py get_smld_loss_fn (NCSN's loss inside score_sde), reduce_mean False and True."""
+    d, n = 3, 7
+    model, theta = random_linear(92, d)
+    rng = np.random.default_rng(93)
+    x, zn = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    sigmas = np.exp(np.linspace(np.log(0.01), np.log(50.0), 20))[::-1]
+    sig = sigmas[rng.integers(0, 20, size=n)]
+    noise = zn * sig[:, None]
+    target = -noise * (1.0 / sig**2)[:, None]
+    sq = np.square(model.score(theta, x + noise) - target)
+    smld_sum = 0.5 * np.sum(sq, axis=-1) * sig**2
+    smld_mean = np.mean(sq, axis=-1) * sig**2
+    per_dsm = np.array([losses.dsm(model, theta, x[i:i + 1], sig[i], zn[i:i + 1], reduction="none")[0]
+                        for i in range(n)])
+    np.testing.assert_allclose(cv.score_sde_from_dsm(per_dsm, sig, d, reduce_mean=False), smld_sum, rtol=1e-12)
+    np.testing.assert_allclose(cv.ncsn_from_dsm(per_dsm, sig), smld_sum, rtol=1e-12)
+    np.testing.assert_allclose(cv.score_sde_from_dsm(per_dsm, sig, d, reduce_mean=True), smld_mean, rtol=1e-12)
+
+
+# --------------------------------------------------------- NCSN sliced losses
+def _ncsn_anneal_sliced_vr(A, b, x, labels, sigmas, z, v):
+    """ermongroup/ncsn losses/sliced_sm.py anneal_sliced_score_estimation_vr, transcribed for an
+    affine score s(x) = A x + b (autograd of Σ s·v w.r.t. x is Aᵀ v)."""
+    m, n, d = v.shape
+    used = sigmas[labels]
+    perturbed = x + z * used[:, None]
+    dup = np.broadcast_to(perturbed, (m, n, d)).reshape(-1, d)
+    vectors = v.reshape(-1, d)
+    grad1 = dup @ A.T + b
+    grad2 = vectors @ A  # row k: (Aᵀ v_k)ᵀ
+    loss1 = np.sum(grad1 * grad1, axis=-1) / 2.0
+    loss2 = np.sum(vectors * grad2, axis=-1)
+    loss1 = loss1.reshape(m, -1).mean(axis=0)
+    loss2 = loss2.reshape(m, -1).mean(axis=0)
+    loss = (loss1 + loss2) * used**2
+    return loss.mean(axis=0), perturbed
+
+
+@pytest.mark.parametrize("n_particles", [1, 3])
+def test_ncsn_sliced_transcription(n_particles):
+    d, n = 3, 10
+    model, theta = random_linear(100, d)
+    A, b = theta[: d * d].reshape(d, d), theta[d * d:]
+    rng = np.random.default_rng(101)
+    sigmas = np.exp(np.linspace(np.log(1.0), np.log(0.01), 10))
+    labels = rng.integers(0, 10, size=n)
+    x, z = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    v = rng.normal(size=(n_particles, n, d))  # torch.randn_like: Gaussian, E[vvᵀ] = I
+    want, x_tilde = _ncsn_anneal_sliced_vr(A, b, x, labels, sigmas, z, v)
+    per = losses.ssm_vr(model, theta, x_tilde, v, reduction="none")
+    got = cv.ncsn_sliced_from_ssm(per, sigmas[labels]).mean()
+    # round-off only
+    assert got == pytest.approx(want, rel=1e-12)
+    np.testing.assert_allclose(cv.ssm_from_ncsn_sliced(cv.ncsn_sliced_from_ssm(per, sigmas[labels]), sigmas[labels]),
+                               per, rtol=1e-14)
+
+
+@pytest.mark.parametrize("sigma", [0.1, 0.7, 2.0])
+def test_ncsn_dsm_minus_sliced_by_quadrature(sigma):
+    """E[σ² DSM(σ)] − E[σ² SSM-VR on p_σ] = d/2 at a random θ, both integrated exactly;
+    and dsm_from_ncsn on the sliced value (the old misuse) misses DSM by d/(2σ²)."""
+    d = 2
+    g = random_gaussian(110, d)
+    model, theta = random_linear(111, d)
+    joint_cov = np.zeros((2 * d, 2 * d))
+    joint_cov[:d, :d] = g.cov
+    joint_cov[d:, d:] = np.eye(d)
+    nodes, w = gauss_hermite_nodes(Gaussian(np.concatenate([g.mean, np.zeros(d)]), joint_cov), order=4)
+    dsm = quad_mean(losses.dsm(model, theta, nodes[:, :d], sigma, nodes[:, d:], reduction="none"), w)
+    ps = g.noised(sigma)
+    nodes_s, w_s = gauss_hermite_nodes(ps, order=4)
+    # E_v SSM-VR for Gaussian v is ISM exactly (averaging over the 2^d sign vectors does it too)
+    signs = np.array(list(itertools.product([-1.0, 1.0], repeat=d)))
+    v = np.broadcast_to(signs[:, None, :], (len(signs), len(nodes_s), d))
+    ssm_vr = quad_mean(losses.ssm_vr(model, theta, nodes_s, v, reduction="none"), w_s)
+    ncsn_dsm = cv.ncsn_from_dsm(dsm, sigma)
+    ncsn_sliced = cv.ncsn_sliced_from_ssm(ssm_vr, sigma)
+    # exact quadrature, round-off only
+    assert ncsn_dsm - ncsn_sliced == pytest.approx(cv.ncsn_dsm_minus_sliced(d), abs=1e-9)
+    assert cv.dsm_from_ncsn(ncsn_sliced, sigma) == pytest.approx(dsm - d / (2 * sigma**2), abs=1e-8)
+
+
+# ------------------------------------------------------------------------ KSD
+def _kgof_imq_H(X, grad_logp, b, c):
+    """wittawatj/kernel-gof kgof/goftest.py KernelSteinTest.compute_stat's H with kgof/kernel.py KIMQ."""
+    n, d = X.shape
+    D2 = np.sum((X[:, None, :] - X[None, :, :]) ** 2, axis=-1)
+    K = (c**2 + D2) ** b
+
+    def gradX_Y(dim):
+        return (2.0 * b * (c**2 + D2) ** (b - 1)) * (X[:, dim][:, None] - X[:, dim][None, :])
+
+    B = np.zeros((n, n))
+    C = np.zeros((n, n))
+    for i in range(d):
+        B += gradX_Y(i) * grad_logp[:, i]
+        C += (-gradX_Y(i).T * grad_logp[:, i]).T
+    c2D2 = c**2 + D2
+    gradXY_sum = -4.0 * b * (b - 1) * D2 * c2D2 ** (b - 2) - 2.0 * b * d * c2D2 ** (b - 1)
+    return K * (grad_logp @ grad_logp.T) + B + C + gradXY_sum
+
+
+@pytest.mark.parametrize("c, beta", [(1.0, -0.5), (0.7, -0.3)])
+def test_ksd_kgof_nv_transcription(c, beta):
+    rng = np.random.default_rng(120)
+    x = rng.normal(size=(40, 3)) * 1.2 + 0.3
+    p = Gaussian(np.zeros(3), np.eye(3))
+    s = p.score(x)
+    H = _kgof_imq_H(x, s, beta, c)
+    n = len(x)
+    stat = n * np.mean(H)  # kgof: n V_n
+    u = metrics.ksd(x, p.score, c=c, beta=beta)
+    diag = cv.imq_stein_diagonal(s, c=c, beta=beta)
+    # the diagonal from the formula equals both Stein matrices' diagonals
+    np.testing.assert_allclose(diag, np.diag(H), rtol=1e-12)
+    np.testing.assert_allclose(diag, np.diag(metrics.imq_stein_kernel(x, x, s, s, c=c, beta=beta)), rtol=1e-12)
+    # U from the transcribed matrix is refscore's ksd
+    assert u == pytest.approx((H.sum() - np.trace(H)) / (n * (n - 1)), rel=1e-10)
+    # 1e-10 relative: refscore's blocked Gram expansion vs the direct n×n×d evaluation
+    assert cv.ksd_from_u(u, diag, "nv") == pytest.approx(stat, rel=1e-10)
+    assert cv.ksd_from_u(u, diag, "v") == pytest.approx(np.mean(H), rel=1e-10)
+    assert cv.ksd_from_u(u, diag, "sqrt_v") == pytest.approx(np.sqrt(np.mean(H)), rel=1e-10)
+    assert cv.ksd_from_u(u, diag, "u") == u
+    for form, val in [("nv", stat), ("v", np.mean(H)), ("sqrt_v", np.sqrt(np.mean(H))), ("u", u)]:
+        assert cv.ksd_to_u(val, diag, form) == pytest.approx(u, rel=1e-9, abs=1e-12)
+    # negative control: n·U is not kgof's statistic (the diagonal is missing)
+    assert abs(n * u - stat) > 1e-2 * abs(stat)
+
+
+def _stein_thinning_ksd(smp, scr, pre):
+    """wilson-ye-chen/stein_thinning kernel.py vfk0_imq (make_imq with a float pre) and
+    stein.py ksd, transcribed."""
+    dm = smp.shape[1]
+    linv = np.linalg.inv(float(pre) * np.identity(dm))
+
+    def vfk0(a, b, sa, sb):
+        amb = a.T - b.T
+        qf = 1 + np.sum(np.dot(linv, amb) * amb, axis=0)
+        t1 = -3 * np.sum(np.dot(np.dot(linv, linv), amb) * amb, axis=0) / (qf**2.5)
+        t2 = (np.trace(linv) + np.sum(np.dot(linv, sa.T - sb.T) * amb, axis=0)) / (qf**1.5)
+        t3 = np.sum(sa.T * sb.T, axis=0) / (qf**0.5)
+        return t1 + t2 + t3
+
+    def integrand(i, j):
+        i, j = np.atleast_1d(np.arange(len(smp))[i]), np.atleast_1d(np.arange(len(smp))[j])
+        i, j = np.broadcast_arrays(i, j)
+        return vfk0(smp[i], smp[j], scr[i], scr[j])
+
+    n = len(smp)
+    cum_sum = np.zeros(n)
+    cum_sum[0] = integrand(0, 0)[0]
+    for i in range(1, n):
+        vals = integrand([i], slice(0, i + 1))
+        cum_sum[i] = cum_sum[i - 1] + 2 * np.sum(vals) - vals[-1]
+    return np.sqrt(cum_sum) / np.arange(1, n + 1)
+
+
+@pytest.mark.parametrize("pre", [1.0, 2.5])
+def test_ksd_stein_thinning_sqrt_v_scaled_imq_transcription(pre):
+    rng = np.random.default_rng(130)
+    x = rng.normal(size=(30, 2)) * 0.8 + np.array([0.5, -0.2])
+    p = Gaussian([0.0, 0.0], [[1.0, 0.4], [0.4, 0.9]])
+    s = p.score(x)
+    want = _stein_thinning_ksd(x, s, pre)
+    g, beta = 1.0 / pre, 0.5
+    c, beta_ref = cv.imq_from_scaled(g, beta)
+    assert c == pytest.approx(np.sqrt(pre), rel=1e-15) and beta_ref == -0.5
+    for m in (2, 10, 30):
+        u = metrics.ksd(x[:m], s[:m], c=c, beta=beta_ref)
+        v_ref = cv.ksd_from_u(u, cv.imq_stein_diagonal(s[:m], c=c, beta=beta_ref), "v")
+        v_scaled = cv.scaled_imq_from_ksd(v_ref, g, beta)
+        # 1e-10: two independent evaluations of the same double sum
+        assert np.sqrt(v_scaled) == pytest.approx(want[m - 1], rel=1e-10)
+        assert cv.ksd_from_scaled_imq(want[m - 1] ** 2, g, beta) == pytest.approx(v_ref, rel=1e-10)
+    if pre != 1.0:
+        # negative control: without the kernel's factor g^(−β) the numbers disagree
+        u = metrics.ksd(x, s, c=c, beta=beta_ref)
+        v_ref = cv.ksd_from_u(u, cv.imq_stein_diagonal(s, c=c, beta=beta_ref), "v")
+        assert abs(np.sqrt(v_ref) - want[-1]) > 1e-2 * want[-1]
+
+
+def test_scaled_imq_kernel_identity_pointwise():
+    """(1 + g r²)^(−β) = g^(−β) (c² + r²)^(−β), c = g^(−1/2), and the Stein kernels scale alike."""
+    rng = np.random.default_rng(131)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+    sx, sy = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+    g, beta = 0.3, 0.4
+    c, b = cv.imq_from_scaled(g, beta)
+    r2 = np.sum((x[:, None] - y[None]) ** 2, axis=-1)
+    np.testing.assert_allclose((1 + g * r2) ** (-beta), g ** (-beta) * (c**2 + r2) ** b, rtol=1e-14)
+    u_ref = metrics.imq_stein_kernel(x, y, sx, sy, c=c, beta=b)
+    # the scaled kernel's Stein kernel by finite differences of k(x, y) = (1 + g r²)^(−β)
+    def k(a, bb):
+        return (1 + g * np.sum((a - bb) ** 2)) ** (-beta)
+
+    h = 1e-5
+    i, j = 2, 1
+    e = np.eye(3) * h
+    gx = np.array([(k(x[i] + e[a], y[j]) - k(x[i] - e[a], y[j])) / (2 * h) for a in range(3)])
+    gy = np.array([(k(x[i], y[j] + e[a]) - k(x[i], y[j] - e[a])) / (2 * h) for a in range(3)])
+    gxy = sum((k(x[i] + e[a], y[j] + e[a]) - k(x[i] + e[a], y[j] - e[a])
+               - k(x[i] - e[a], y[j] + e[a]) + k(x[i] - e[a], y[j] - e[a])) / (4 * h * h) for a in range(3))
+    u_fd = sx[i] @ sy[j] * k(x[i], y[j]) + sx[i] @ gy + sy[j] @ gx + gxy
+    # central differences: O(h²) ≈ 1e-10 truncation, 1e-6 round-off in the mixed second difference
+    assert cv.ksd_from_scaled_imq(u_fd, g, beta) == pytest.approx(u_ref[i, j], rel=1e-5)
+
+
+# ------------------------------------------------------ tempering the target
+class _Scaled:
+    """A target whose score is score_scale × a base score (numpy backend only)."""
+
+    def __init__(self, base, scale):
+        self.base, self.scale, self.dim = base, scale, base.dim
+
+    def score(self, x):
+        return self.scale * self.base.score(x)
+
+
+def test_tempered_transcription_gives_identical_iterates():
+    """x + η s + √(2η) τ z (noise multiplied by τ) is refscore's ULA on s/τ² with step ητ²."""
+    base = GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.5, 0.5]], [np.eye(2) * 0.6, np.eye(2) * 0.9])
+    eta, tau, seed, n = 0.05, 0.5, 17, 5
+    x0 = np.random.default_rng(140).normal(size=(n, 2))
+    x = x0.copy()
+    for k in range(40):
+        x = x + eta * base.score(x) + np.sqrt(2 * eta) * tau * normal(seed, np.arange(n), k, 2)
+    ts = cv.tempered_step(eta, tau)
+    res = ula(_Scaled(base, ts.score_scale), x0, ts.step, 40, seed, backend="numpy")
+    # τ a power of two: (ητ²)(s/τ²) = ηs and √(2ητ²) = √(2η)τ exactly, so bitwise
+    np.testing.assert_array_equal(res.x, x)
+    # a general τ: round-off only
+    tau = 0.37
+    x = x0.copy()
+    for k in range(40):
+        x = x + eta * base.score(x) + np.sqrt(2 * eta) * tau * normal(seed, np.arange(n), k, 2)
+    ts = cv.tempered_step(eta, tau)
+    res = ula(_Scaled(base, ts.score_scale), x0, ts.step, 40, seed, backend="numpy")
+    np.testing.assert_allclose(res.x, x, rtol=1e-12, atol=1e-12)
+
+
+def test_decoupled_jem_transcription_gives_identical_iterates():
+    """wgrathwohl/JEM train_wrn_ebm.py sample_q: x += sgld_lr ∇f + sgld_std ε."""
+    base = Gaussian([0.3, -0.4], [[0.5, 0.1], [0.1, 0.3]])
+    sgld_lr, sgld_std, seed, n = 0.02, 0.05, 23, 4
+    x0 = np.random.default_rng(141).normal(size=(n, 2))
+    x = x0.copy()
+    for k in range(30):
+        f_prime = base.score(x)
+        x = x + (sgld_lr * f_prime + sgld_std * normal(seed, np.arange(n), k, 2))
+    ts = cv.decoupled_step(sgld_lr, sgld_std)
+    assert ts.step == pytest.approx(sgld_std**2 / 2, rel=1e-15)
+    assert ts.score_scale == pytest.approx(2 * sgld_lr / sgld_std**2, rel=1e-15)
+    # the same as tempered_step with η = a, τ = b/√(2a)
+    tt = cv.tempered_step(sgld_lr, sgld_std / np.sqrt(2 * sgld_lr))
+    assert tt.step == pytest.approx(ts.step, rel=1e-14) and tt.score_scale == pytest.approx(ts.score_scale, rel=1e-14)
+    res = ula(_Scaled(base, ts.score_scale), x0, ts.step, 30, seed, backend="numpy")
+    np.testing.assert_allclose(res.x, x, rtol=1e-12, atol=1e-12)
+    # JEM's defaults: temperature 5e-5
+    assert cv.decoupled_step(1.0, 1e-2) == cv.TemperedStep(5e-05, 20000.0)
+
+
+def test_tempered_stationary_covariance_is_ula_bias_formula():
+    """The τ-chain on N(μ, Λ⁻¹) is stationary at τ²(Λ − ηΛ²/2)⁻¹ (ULA's exact Gaussian law for
+    step ητ² on the tempered target N(μ, τ²Λ⁻¹)), not at τ²Λ⁻¹ nor at (Λ − ηΛ²/2)⁻¹."""
+    lam = np.array([[3.5, 1.5], [1.5, 3.5]])  # eigenvalues 2 and 5
+    mu = np.array([1.0, -2.0])
+    cov = np.linalg.inv(lam)
+    eta, tau = 0.15, 0.6
+    ts = cv.tempered_step(eta, tau)
+    target = Gaussian(mu, cov / ts.score_scale)  # p^(1/τ²) = N(μ, τ²Σ), score s/τ²
+    n, steps = 10000, 40
+    # from x0 = μ the covariance reaches its fixed point at rate max|1 − ηλ|² = 0.49 per step:
+    # 0.49^40 ≈ 4e-13, negligible
+    res = ula(target, np.tile(mu, (n, 1)), ts.step, steps, seed=2024, backend="numpy")
+    emp = np.cov(res.x, rowvar=False)
+    want = tau**2 * np.linalg.inv(lam - eta * lam @ lam / 2)
+    # standard error of a sample covariance of n iid Gaussian draws: √((C_ii C_jj + C_ij²)/n)
+    se = np.sqrt((np.outer(np.diag(want), np.diag(want)) + want**2) / n)
+    # 5 standard errors (the chains are independent; the seed is fixed)
+    assert np.all(np.abs(emp - want) < 5 * se), (emp, want, se)
+    assert np.all(np.abs(res.x.mean(axis=0) - mu) < 5 * np.sqrt(np.diag(want) / n))
+    # the ULA bias is resolved: the unbiased tempered law τ²Σ is many standard errors away
+    assert np.max(np.abs(emp - tau**2 * cov) / se) > 10
+    # and the noise multiplier is not a step reparametrisation: the untempered chain differs
+    assert np.max(np.abs(emp - np.linalg.inv(lam - eta * lam @ lam / 2)) / se) > 10
+
+
 # ---------------------------------------------------------------- round trips
 positive = st.floats(1e-6, 1e6, allow_nan=False, allow_infinity=False)
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
@@ -360,6 +880,15 @@ def test_round_trips(value, sigma, d, step):
     assert cv.lr_from_step(cv.step_from_lr(step)) == approx(step)
     assert cv.ncsn_eps(cv.ncsn_step(step)) == approx(step)
     assert cv.step_from_noise_scale(np.sqrt(2 * step)) == approx(step)
+    assert cv.ncsn_code_step_lr(cv.ncsn_code_step(step)) == step
+    for rm in (True, False):
+        assert cv.dsm_from_score_sde(cv.score_sde_from_dsm(value, sigma, d, reduce_mean=rm), sigma, d,
+                                     reduce_mean=rm) == approx(value)
+        assert cv.dsm_from_score_sde(cv.score_sde_from_dsm(value, sigma, d, reduce_mean=rm, g2=step), sigma, d,
+                                     reduce_mean=rm, g2=step) == approx(value)
+    assert cv.ssm_from_ncsn_sliced(cv.ncsn_sliced_from_ssm(value, sigma), sigma) == approx(value)
+    g = min(max(sigma, 1e-3), 1e3)
+    assert cv.ksd_from_scaled_imq(cv.scaled_imq_from_ksd(value, g, 0.5), g, 0.5) == approx(value)
     # SSM-VR converts part by part: unit value t + nrm -> scaled d·t + nrm -> back
     t, nrm = value, abs(value) + 1.0
     scaled = cv.sphere_unscaled_ssm_vr_to_ism(t, nrm, d)
@@ -392,8 +921,30 @@ def test_markdown_table_structure_and_references():
     # and every public conversion is documented in the table
     for name in ["step_from_lr", "ncsn_step", "annealed_steps", "dsm_from_sigma4_scaled", "dsm_from_ncsn",
                  "sphere_unscaled_ssm_to_ism", "sphere_unscaled_ssm_vr_to_ism", "esm_minus_ism",
-                 "dsm_minus_esm", "dsm_minus_ism_noised", "projection_scale"]:
+                 "dsm_minus_esm", "dsm_minus_ism_noised", "projection_scale",
+                 "ncsn_code_step", "score_sde_ald_step", "score_sde_langevin_step", "score_sde_from_dsm",
+                 "dsm_from_score_sde", "score_sde_weight", "ncsn_sliced_from_ssm", "ncsn_dsm_minus_sliced",
+                 "ksd_from_u", "ksd_to_u", "imq_stein_diagonal", "imq_from_scaled", "ksd_from_scaled_imq",
+                 "tempered_step", "decoupled_step"]:
         assert name in md, name
+
+
+def test_table_separates_ncsn_paper_and_code():
+    rows = {r.quantity: r for r in cv.TABLE}
+    paper, code = rows["Annealed Langevin (NCSN paper)"], rows["Annealed Langevin (NCSN/NCSNv2 code)"]
+    assert "`ncsn_step(ε)`" in paper.conversion and "α_i/2" in paper.variant
+    assert "`ncsn_code_step(step_lr)`" in code.conversion and "√(2 step_size)" in code.variant
+    assert "not 1e-5" in code.conversion
+
+
+def test_every_function_in_the_table_is_tested_here():
+    """Each conversion the ledger names is called somewhere in this file."""
+    import inspect
+    import sys
+
+    here = inspect.getsource(sys.modules[__name__])
+    for name in set(re.findall(r"`([a-z_0-9]+)[`(]", cv.markdown_table())) & set(cv.__all__):
+        assert f"cv.{name}(" in here, name
 
 
 # --------------------------------------------------------------- validation
@@ -490,6 +1041,60 @@ def test_sigmas_must_be_positive():
 def test_sigmas_must_decrease():
     with pytest.raises(ValueError, match="sigmas must be strictly decreasing"):
         cv.annealed_steps(0.1, [1.0, 2.0])
+
+
+def test_score_sde_weight_needs_explicit_reduce_mean():
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'reduce_mean'"):
+        cv.score_sde_weight(1.0, 3)
+    with pytest.raises(TypeError, match="reduce_mean must be a bool, got str"):
+        cv.score_sde_weight(1.0, 3, reduce_mean="yes")
+
+
+def test_score_sde_g2_must_be_positive():
+    with pytest.raises(ValueError, match="g2 must be finite and > 0"):
+        cv.score_sde_from_dsm(1.0, 1.0, 3, reduce_mean=True, g2=0.0)
+
+
+def test_score_sde_langevin_step_validation():
+    z = np.ones((3, 2))
+    with pytest.raises(ValueError, match="noise and score must have the same shape"):
+        cv.score_sde_langevin_step(0.1, z, np.ones((3, 3)))
+    with pytest.raises(ValueError, match="score must not vanish"):
+        cv.score_sde_langevin_step(0.1, z, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="snr must be finite and > 0"):
+        cv.score_sde_langevin_step(0.0, z, z)
+    with pytest.raises(ValueError, match="noise must be finite"):
+        cv.score_sde_langevin_step(0.1, np.full((3, 2), np.nan), z)
+    with pytest.raises(ValueError, match="alpha must be finite and > 0"):
+        cv.score_sde_langevin_step(0.1, z, z, alpha=-1.0)
+
+
+def test_ksd_conversion_validation():
+    with pytest.raises(ValueError, match="form must be one of"):
+        cv.ksd_from_u(0.1, [1.0, 2.0], "w")
+    with pytest.raises(ValueError, match=r"diagonal must have shape \(n,\) with n >= 2"):
+        cv.ksd_from_u(0.1, [1.0], "v")
+    with pytest.raises(ValueError, match="a sqrt_v value must be >= 0"):
+        cv.ksd_to_u(-0.1, [1.0, 2.0], "sqrt_v")
+    with pytest.raises(ValueError, match="V-statistic .* is negative"):
+        cv.ksd_from_u(-10.0, [1.0, 2.0], "sqrt_v")
+    with pytest.raises(ValueError, match=r"beta must lie in \(-1, 0\)"):
+        cv.imq_stein_diagonal(np.ones((2, 2)), beta=0.5)
+    with pytest.raises(ValueError, match=r"scores must have shape \(n, d\)"):
+        cv.imq_stein_diagonal(np.ones(3))
+    with pytest.raises(ValueError, match=r"beta must lie in \(0, 1\)"):
+        cv.imq_from_scaled(1.0, -0.5)
+    with pytest.raises(ValueError, match="g must be finite and > 0"):
+        cv.ksd_from_scaled_imq(1.0, 0.0, 0.5)
+
+
+def test_tempered_validation():
+    with pytest.raises(ValueError, match="tau must be finite and > 0"):
+        cv.tempered_step(0.1, 0.0)
+    with pytest.raises(ValueError, match="std must be finite and > 0"):
+        cv.decoupled_step(1.0, -1.0)
+    with pytest.raises(ValueError, match="step_lr must be finite and > 0"):
+        cv.ncsn_code_step(0.0)
 
 
 def test_dist_must_be_gaussian_or_mixture():
