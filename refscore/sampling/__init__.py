@@ -9,8 +9,10 @@ One update convention everywhere, eq. (4):
     x_{k+1} = x_k + \eta\, s(x_k) + \sqrt{2\eta}\, z_k,
     \qquad z_k = \texttt{normal(seed, chain, k, ·)}
 
-NCSN (Song & Ermon 2019, Alg. 1) writes :math:`x + (\alpha/2) s + \sqrt{\alpha} z`,
-so :math:`\eta = \alpha/2`: their :math:`\epsilon = 0.1` is ``step=0.05`` here.
+The NCSN paper (Song & Ermon 2019, Alg. 1) writes :math:`x + (\alpha/2) s + \sqrt{\alpha} z`,
+so :math:`\eta = \alpha/2` (:func:`refscore.conventions.ncsn_step`); NCSN's and NCSNv2's
+released samplers use their ``step_lr`` as :math:`\eta` directly
+(:func:`refscore.conventions.ncsn_code_step`).
 
 Backends (:mod:`.backends`, one protocol and one registry): ``"numpy"``
 (the reference, :mod:`.reference`), ``"numba"`` (parallel over blocks of
@@ -242,9 +244,10 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
         \eta_i = \text{step}\cdot\sigma_i^2/\sigma_L^2, \qquad
         x \leftarrow x + \eta_i\, s(x, \sigma_i) + \sqrt{2\eta_i}\, z .
 
-    NCSN's :math:`\epsilon` is ``2 * step`` (their update is
-    :math:`x + (\alpha_i/2)s + \sqrt{\alpha_i}z`); the noise step index counts
-    globally, ``i * steps_per_level + t``.
+    The NCSN paper's :math:`\epsilon` is ``2 * step`` (its update is
+    :math:`x + (\alpha_i/2)s + \sqrt{\alpha_i}z`); the released NCSN/NCSNv2 code's
+    ``step_lr`` is ``step`` itself (see :mod:`refscore.conventions`).  The noise
+    step index counts globally, ``i * steps_per_level + t``.
 
     Parameters
     ----------
