@@ -1100,3 +1100,14 @@ def test_tempered_validation():
 def test_dist_must_be_gaussian_or_mixture():
     with pytest.raises(TypeError, match="dist must be a Gaussian or GaussianMixture.*StudentT"):
         cv.esm_minus_ism(StudentT([0.0], [[1.0]], 3.0))
+
+
+def test_readme_ledger_is_the_code_table():
+    # the README's conventions table is TABLE row for row (it cannot drift from the code)
+    import pathlib
+
+    from refscore.conventions import TABLE
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for r in TABLE:
+        assert f"| {r.quantity} | {r.refscore} | {r.variant} | {r.conversion} |" in readme, r.quantity
