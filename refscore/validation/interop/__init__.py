@@ -1,8 +1,9 @@
 """Foreign backends checked against refscore's golden files.
 
-Two small, independent implementations of the score models and losses on
-refscore's ``theta`` layout, written with automatic differentiation instead of
-refscore's hand-derived derivatives:
+Two small, independent implementations of the losses on refscore's ``theta``
+layout, written with automatic differentiation instead of refscore's
+hand-derived derivatives, on the models of :mod:`refscore.interop` (the
+PyTorch modules and JAX functions users get, with their ``theta`` mapping):
 
 * :mod:`refscore.validation.interop.jax_backend`: ``jax.grad`` / ``jax.jvp`` /
   ``jax.jacfwd``, float64 (``jax_enable_x64``);

@@ -1,7 +1,9 @@
-"""Shared plumbing of the interop backends: reading cases, the theta layout, variants.
+"""Shared plumbing of the interop backends: reading cases, variants, the values dict.
 
-Nothing here computes a score or a derivative; the layout is re-derived from
-the documented theta layout (docs/derivations.md §3; not from refscore.models) so that a layout bug in refscore shows too.
+Nothing here computes a score or a derivative.  The models and the theta <->
+parameter mapping come from :mod:`refscore.interop` (whose layout is
+re-derived from the documented theta layout, docs/derivations.md §3 and §7,
+not from refscore.models, so that a layout bug in refscore shows too).
 """
 from __future__ import annotations
 
@@ -28,30 +30,6 @@ def select(g, cases):
     if unknown:
         raise ValueError(f"cases not in the golden file: {unknown}")
     return [g.cases[n] for n in names]
-
-
-def mlp_shapes(kwargs, out_dim):
-    """[(out, in), ...] of an MLP: dim -> hidden... -> out_dim (the documented layout)."""
-    sizes = [kwargs["dim"], *kwargs["hidden"], out_dim]
-    return [(sizes[l + 1], sizes[l]) for l in range(len(sizes) - 1)]
-
-
-def split_mlp(theta, shapes):
-    """Views [(W_l, b_l)] of a flat theta: W_l.ravel() (row-major) then b_l, layer by layer."""
-    out, p = [], 0
-    for o, i in shapes:
-        W = theta[p : p + o * i].reshape(o, i)
-        p += o * i
-        b = theta[p : p + o]
-        p += o
-        out.append((W, b))
-    if p != theta.shape[0]:
-        raise ValueError(f"theta has {theta.shape[0]} numbers, the layout {shapes} needs {p}")
-    return out
-
-
-def tril_indices(d):
-    return np.tril_indices(d)
 
 
 def to_numpy_dict(case_name, quantities):

@@ -1,9 +1,12 @@
 r"""A small JAX implementation of refscore's models and losses (float64, autodiff).
 
-Scores are written for ONE point ``x (d,)`` and batched with ``jax.vmap``;
-Jacobians come from ``jax.jacfwd``, JVPs from ``jax.jvp``, energies' scores from
-``jax.grad`` and loss gradients from ``jax.grad`` over ``theta``.  Nothing is
-shared with refscore except the stored inputs.
+The models come from :mod:`refscore.interop.jax` (``score(params, x)``, and
+:func:`~refscore.interop.jax.theta_to_params` applied to the traced ``theta``);
+scores are taken at ONE point ``x (d,)`` and batched with ``jax.vmap``;
+Jacobians come from ``jax.jacfwd``, JVPs from ``jax.jvp``, energies' and
+mixtures' scores from ``jax.grad`` of their energy (in the adapter) and loss
+gradients from ``jax.grad`` over ``theta``.  Nothing is shared with refscore's
+hand-derived code: only the stored inputs and the documented layout.
 
 .. math::
 
@@ -19,14 +22,13 @@ True
 """
 from __future__ import annotations
 
+# first: without jax it raises the ImportError that names the install command
+from refscore.interop import jax as _adapter  # imports jax, switches on jax_enable_x64
+
 import jax
+import jax.numpy as jnp
 
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-from jax.scipy.special import erf, logsumexp  # noqa: E402
-
-from ._common import check_variant, load, mlp_shapes, select, split_mlp, to_numpy_dict  # noqa: E402
+from ._common import check_variant, load, select, to_numpy_dict
 
 __all__ = ["values", "score_function"]
 
@@ -34,68 +36,18 @@ __all__ = ["values", "score_function"]
 _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def _activation(name):
-    return {
-        "tanh": jnp.tanh,
-        "softplus": lambda z: jnp.logaddexp(0.0, z),
-        "sigmoid": lambda z: 1.0 / (1.0 + jnp.exp(-z)),
-        "silu": lambda z: z / (1.0 + jnp.exp(-z)),
-        "gelu": lambda z: 0.5 * z * (1.0 + erf(z / jnp.sqrt(2.0))),
-    }[name]
-
-
-def _mlp(theta, x, shapes, act):
-    h = x
-    layers = split_mlp(theta, shapes)
-    for W, b in layers[:-1]:
-        h = act(W @ h + b)
-    W, b = layers[-1]
-    return W @ h + b
-
-
 def score_function(spec):
-    """``score(theta, x)`` for one point ``x (d,)`` of the model ``spec``."""
-    kw = spec["kwargs"]
-    d = kw["dim"]
-    name = spec["model"]
-    if name == "GaussianModel":
-        rows, cols = jnp.tril_indices(d)
+    """``score(theta, x)`` for one point ``x (d,)`` and the flat ``theta`` of the model ``spec``.
 
-        def score(theta, x):
-            L = jnp.zeros((d, d)).at[rows, cols].set(theta[d:])
-            return -L @ (L.T @ (x - theta[:d]))
+    The adapter's ``score(params, x)`` at ``params = theta_to_params(theta)``: traceable, so
+    ``jax.grad`` over ``theta`` gives refscore's gradient layout.
+    """
+    score = _adapter.score_function(spec)
 
-    elif name == "LinearScore":
+    def score_theta(theta, x):
+        return score(_adapter.theta_to_params(theta, score), x)
 
-        def score(theta, x):
-            return theta[: d * d].reshape(d, d) @ x + theta[d * d :]
-
-    elif name == "GaussianMixtureModel":
-        k = kw["k"]
-
-        def logp(theta, x):
-            alpha, mu, log_tau = theta[:k], theta[k : k + k * d].reshape(k, d), theta[k + k * d :]
-            logw = alpha - logsumexp(alpha)
-            tau = jnp.exp(log_tau)
-            return logsumexp(logw + 0.5 * d * log_tau - 0.5 * tau * jnp.sum((x - mu) ** 2, axis=1))
-
-        score = jax.grad(logp, argnums=1)
-    elif name == "MLPScore":
-        shapes, act = mlp_shapes(kw, d), _activation(kw["activation"])
-
-        def score(theta, x):
-            return _mlp(theta, x, shapes, act)
-
-    elif name == "MLPEnergy":
-        shapes, act = mlp_shapes(kw, 1), _activation(kw["activation"])
-        grad_e = jax.grad(lambda theta, x: _mlp(theta, x, shapes, act)[0], argnums=1)
-
-        def score(theta, x):
-            return -grad_e(theta, x)
-
-    else:
-        raise ValueError(f"unknown model {name!r}")
-    return score
+    return score_theta
 
 
 def _case_values(case, variant):

@@ -1,8 +1,13 @@
 r"""A small PyTorch implementation of refscore's models and losses (autograd).
 
-Written batch-first like typical PyTorch training code, and deliberately by a
-different route than the JAX backend: scores of energies and mixtures by
-``torch.autograd.grad`` of the summed log-density, Jacobian rows by one
+The models are the ``nn.Module`` adapters of :mod:`refscore.interop.torch`,
+evaluated at the flat ``theta`` by
+:func:`~refscore.interop.torch.functional_score` (``torch.func.functional_call``
+on views of ``theta``, so ``torch.autograd.grad(loss, theta)`` is refscore's
+gradient layout).  Written batch-first like typical PyTorch training code, and
+deliberately by a different route than the JAX backend: scores of energies and
+mixtures by ``torch.autograd.grad`` of the summed energy (in the adapter),
+Jacobian rows by one
 backward pass per output coordinate, and :math:`J^\top v` by a single
 vector-Jacobian product (so :math:`v^\top J v = v\cdot(J^\top v)` and the JVP
 by the double-backward trick); loss gradients by ``torch.autograd.grad`` over
@@ -20,59 +25,23 @@ from __future__ import annotations
 
 import math
 
+# first: without torch it raises the ImportError that names the install command
+from refscore.interop import torch as _adapter
+
 import torch
 
-from ._common import check_variant, load, mlp_shapes, select, split_mlp, to_numpy_dict
+from ._common import check_variant, load, select, to_numpy_dict
 
 __all__ = ["values", "score_batch"]
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
-def _activation(name):
-    return {
-        "tanh": torch.tanh,
-        "softplus": torch.nn.functional.softplus,
-        "sigmoid": torch.sigmoid,
-        "silu": torch.nn.functional.silu,
-        "gelu": lambda z: torch.nn.functional.gelu(z, approximate="none"),
-    }[name]
-
-
-def _mlp(theta, X, shapes, act):
-    layers = split_mlp(theta, shapes)
-    h = X
-    for W, b in layers[:-1]:
-        h = act(h @ W.T + b)
-    W, b = layers[-1]
-    return h @ W.T + b
-
-
 def score_batch(spec, theta, X):
-    """Scores ``(n, d)`` at ``X (n, d)``; ``X`` must require grad for energy-type models."""
-    kw = spec["kwargs"]
-    d = kw["dim"]
-    name = spec["model"]
-    if name == "GaussianModel":
-        rows, cols = torch.tril_indices(d, d)
-        L = torch.zeros(d, d, dtype=theta.dtype).index_put((rows, cols), theta[d:])
-        # torch.tril_indices lists row by row like np.tril_indices (row-major lower triangle)
-        return -((X - theta[:d]) @ L) @ L.T
-    if name == "LinearScore":
-        return X @ theta[: d * d].reshape(d, d).T + theta[d * d :]
-    if name == "GaussianMixtureModel":
-        k = kw["k"]
-        alpha, mu, log_tau = theta[:k], theta[k : k + k * d].reshape(k, d), theta[k + k * d :]
-        logw = torch.log_softmax(alpha, dim=0)
-        sq = ((X[:, None, :] - mu[None, :, :]) ** 2).sum(-1)  # (n, k)
-        logp = torch.logsumexp(logw + 0.5 * d * log_tau - 0.5 * torch.exp(log_tau) * sq, dim=1)
-        return torch.autograd.grad(logp.sum(), X, create_graph=True)[0]
-    if name == "MLPScore":
-        return _mlp(theta, X, mlp_shapes(kw, d), _activation(kw["activation"]))
-    if name == "MLPEnergy":
-        E = _mlp(theta, X, mlp_shapes(kw, 1), _activation(kw["activation"]))
-        return -torch.autograd.grad(E.sum(), X, create_graph=True)[0]
-    raise ValueError(f"unknown model {name!r}")
+    """Scores ``(n, d)`` at ``X (n, d)`` of the model ``spec`` at the flat ``theta`` tensor,
+    differentiable in ``theta`` and ``X`` (energy-type models differentiate in ``X``)."""
+    module = _adapter.build_module(spec, theta.detach(), dtype=theta.dtype)
+    return _adapter.functional_score(module, theta, X)
 
 
 def _vjp_x(S, X, V):
@@ -96,8 +65,10 @@ def _case_values(case, variant, dtype):
     n, d = x.shape
     sigma = inp["sigma"]
 
+    module = _adapter.build_module(spec, case.inputs["theta"], dtype=dtype)
+
     def scores(points):
-        return score_batch(spec, theta, points)
+        return _adapter.functional_score(module, theta, points)
 
     out = {}
     S = scores(x)

@@ -1,0 +1,178 @@
+r"""refscore models, golden inputs and noise as PyTorch modules and JAX functions.
+
+An optional extra: ``import refscore`` imports neither torch nor jax, and
+neither does ``import refscore.interop``.  The framework is imported by the
+submodule that needs it:
+
+* :mod:`refscore.interop.torch` -- a golden case spec or a refscore model as a
+  ``torch.nn.Module`` (``forward(x)`` is the score ``(n, d)``; energy models
+  also have ``.energy(x)``), and ``theta`` <-> parameters both ways.  Needs
+  ``pip install torch`` (a CPU build is enough).
+* :mod:`refscore.interop.jax` -- a pure function ``score(params, x)`` (and
+  ``energy(params, x)``) with ``theta`` <-> ``params`` (a list of arrays) both
+  ways.  Needs ``pip install 'refscore[interop]'`` (jax[cpu]); importing it
+  switches on ``jax_enable_x64`` (refscore is float64 throughout).
+
+Each submodule raises an ``ImportError`` naming the install command when its
+framework is missing.  What is here works without either:
+
+==========================================  =====================================================
+:func:`golden_inputs`                       a golden case's inputs (``theta``, ``x``, ``u``, ...)
+                                            as NumPy, torch or JAX arrays, bitwise equal
+:func:`normal`, :func:`uniform`             :mod:`refscore.noise` (counter-based Philox) as
+                                            NumPy, torch or JAX arrays, bitwise equal
+:func:`parameter_layout`, :func:`n_params`  the ``theta`` layout as ``[(name, shape), ...]``
+:func:`spec_of`, :func:`as_spec`            the spec ``{"model": ..., "kwargs": {...}}`` of a
+                                            model, a golden case name or a golden ``Case``
+:func:`to_torch`, :func:`to_jax`            shortcuts that import the submodule
+==========================================  =====================================================
+
+The layout (docs/derivations.md §3.1, §7.1-§7.3): ``theta`` is the
+concatenation of the C-order ravels of the arrays of :func:`parameter_layout`,
+in order -- an MLP's ``W_l`` is ``(out, in)`` like ``torch.nn.Linear.weight``,
+so its layers load into ``nn.Linear`` without a transpose.  Every conversion
+is a slice, a reshape or a copy, so float64 round trips are bitwise exact;
+scores agree with refscore's to round-off (about 1e-15 on the golden inputs;
+the tests ask 1e-12).
+
+Examples
+--------
+The complete, tested examples are in the docstrings of
+:mod:`refscore.interop.torch` and :mod:`refscore.interop.jax`.  In short::
+
+    import refscore
+    from refscore.interop import golden_inputs, normal
+    from refscore.interop import torch as rtorch          # needs torch
+
+    model = refscore.MLPEnergy(2, hidden=(16,), activation="softplus")
+    theta = model.init(0)
+    net = rtorch.to_torch(model, theta)                   # nn.Module, float64
+    inp = golden_inputs("mlpenergy_tanh_depth1_d2", framework="torch")
+    z = normal(seed=0, chain=[0, 1], step=3, dim=2, framework="torch")
+    assert (rtorch.module_to_theta(net) == theta).all()   # bitwise
+
+Without a framework, the NumPy forms run anywhere:
+
+>>> import numpy as np
+>>> from refscore.interop import golden_inputs, normal, parameter_layout
+>>> parameter_layout("mlpscore_tanh_depth1_d2")
+[('layers.0.weight', (5, 2)), ('layers.0.bias', (5,)), ('layers.1.weight', (2, 5)), ('layers.1.bias', (2,))]
+>>> sorted(golden_inputs("linear_d2"))[:3]
+['eps', 'sigma', 'target']
+>>> normal(7, chain=[0, 1], step=0, dim=3).shape
+(2, 3)
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from ._spec import (
+    ENERGY_MODELS,
+    FRAMEWORKS,
+    MODELS,
+    as_spec,
+    golden_case_inputs,
+    n_params,
+    parameter_layout,
+    spec_of,
+)
+
+__all__ = [
+    "MODELS",
+    "ENERGY_MODELS",
+    "FRAMEWORKS",
+    "as_spec",
+    "spec_of",
+    "parameter_layout",
+    "n_params",
+    "golden_inputs",
+    "normal",
+    "uniform",
+    "to_torch",
+    "to_jax",
+]
+
+_SUBMODULES = ("torch", "jax")
+
+
+def __getattr__(name):  # PEP 562: refscore.interop.torch / .jax on first use
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _check_framework(framework):
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"framework must be one of {list(FRAMEWORKS)}, got {framework!r}")
+    return framework
+
+
+def _convert(arrays: dict, framework, dtype, device) -> dict:
+    """``{name: float64 ndarray}`` as arrays of ``framework`` (copies; float64 exact)."""
+    _check_framework(framework)
+    if framework == "numpy":
+        if device is not None:
+            raise ValueError("device is for framework='torch' or 'jax', not 'numpy'")
+        dt = np.dtype("float64" if dtype is None else dtype)
+        if dt.kind != "f":
+            raise ValueError(f"dtype must be a floating dtype, got {dt}")
+        return {k: np.array(v, dtype=dt) for k, v in arrays.items()}
+    mod = importlib.import_module(f"{__name__}.{framework}")
+    return {k: mod.as_array(v, dtype=dtype, device=device) for k, v in arrays.items()}
+
+
+def golden_inputs(case, framework="numpy", *, dtype="float64", device=None) -> dict:
+    """The inputs of a golden case as arrays of ``framework``.
+
+    Parameters
+    ----------
+    case : str or refscore.golden.Case
+        A case name of :func:`refscore.golden.case_specs` (the inputs are drawn
+        exactly as :func:`refscore.golden.write` draws the ones it stores), or
+        a case of a loaded golden directory (:func:`refscore.golden.load`).
+    framework : {"numpy", "torch", "jax"}
+    dtype : str or dtype, keyword-only
+        ``"float64"`` (default: bitwise equal to the golden values) or
+        ``"float32"`` (rounded); a torch / numpy / jax dtype works too.
+    device : keyword-only
+        torch device or jax device (default: the framework's default).
+
+    Returns
+    -------
+    dict
+        ``{name: array}`` for every name of :data:`refscore.golden.INPUTS`:
+        ``theta (P,)``, ``x, u, target, eps (n, d)``, ``sigma ()``,
+        ``v_gaussian, v_rademacher, z_sphere (m, n, d)``.
+    """
+    return _convert(golden_case_inputs(case), framework, dtype, device)
+
+
+def normal(seed, chain, step, dim, *, framework="numpy", dtype="float64", device=None):
+    """:func:`refscore.noise.normal` (Philox4x32-10 + Box-Muller) as an array of ``framework``.
+
+    The values are computed by refscore (NumPy) and converted: in float64
+    they are bitwise those of :func:`refscore.noise.normal`, hence of the
+    Numba and CUDA samplers.  Shape ``broadcast(chain, step).shape + (dim,)``.
+    """
+    from ..noise import normal as _normal
+
+    return _convert({"z": _normal(seed, chain, step, dim)}, framework, dtype, device)["z"]
+
+
+def uniform(seed, chain, step, *, framework="numpy", dtype="float64", device=None):
+    """:func:`refscore.noise.uniform` (MALA's accept/reject draws) as an array of ``framework``."""
+    from ..noise import uniform as _uniform
+
+    return _convert({"u": _uniform(seed, chain, step)}, framework, dtype, device)["u"]
+
+
+def to_torch(model, theta=None, **kwargs):
+    """:func:`refscore.interop.torch.to_torch` (imports torch)."""
+    return importlib.import_module(f"{__name__}.torch").to_torch(model, theta, **kwargs)
+
+
+def to_jax(model, theta=None, **kwargs):
+    """:func:`refscore.interop.jax.to_jax` (imports jax)."""
+    return importlib.import_module(f"{__name__}.jax").to_jax(model, theta, **kwargs)
