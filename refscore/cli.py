@@ -290,24 +290,34 @@ def _cmd_golden(args) -> int:
     except FileExistsError as exc:
         raise CLIError(str(exc)) from None
     n = len(golden.case_specs())
-    print(f"wrote {n} cases x {len(golden.QUANTITIES)} quantities to {out}/{golden.DATA_FILE} "
-          f"and {out}/{golden.MANIFEST_FILE}")
+    extra = {}
+    for spec in golden.extra_case_specs().values():
+        extra[spec["kind"]] = extra.get(spec["kind"], 0) + 1
+    more = ", ".join(f"{k} {v}" for k, v in extra.items())
+    print(f"wrote {n} cases x {len(golden.QUANTITIES)} quantities and {sum(extra.values())} further cases "
+          f"({more}) to {out}/{golden.DATA_FILE} and {out}/{golden.MANIFEST_FILE} "
+          f"(format_version {golden.FORMAT_VERSION})")
     return 0
 
 
 def _cmd_check(args) -> int:
     from . import golden
 
+    if args.require_all and args.allow_missing:
+        raise CLIError("--require-all and --allow-missing contradict each other (--allow-missing is the default)")
     try:
         result = golden.check(
             args.golden, args.values, rtol=args.rtol, atol=args.atol,
-            precision="float32" if args.float32 else "float64", allow_missing=args.allow_missing,
+            precision="float32" if args.float32 else "float64", require_all=args.require_all,
         )
     except FileNotFoundError as exc:
         raise CLIError(str(exc)) from None
-    shown = result.rows if args.all else result.failures
+    shown = [r for r in (result.rows if args.all else result.failures) if r.status != "MISSING"]
     if shown:
         print(result.table(only_failures=not args.all))
+        print()
+    if result.diagnosis:
+        print(result.diagnosis_text())
         print()
     print(result.summary())
     return 0 if result.passed else 1
@@ -561,7 +571,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "golden", help="write golden files for validating another backend", formatter_class=raw,
         description="Write golden.npz (inputs and refscore's values, keys '<case>/<quantity>') and "
-        "manifest.json (conventions, theta layouts, shapes) into DIR.",
+        "manifest.json (conventions, theta layouts, shapes) into DIR: per-point losses of 69 models, "
+        "NCSN's multi-noise DSM, KSD, and ULA/MALA/annealed Langevin trajectories with their noise stored.",
         epilog="example:\n  refscore golden --out golden/\n  refscore golden --out golden/ --force   # overwrite",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write (created if missing)")
@@ -571,17 +582,26 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check", help="compare a backend's values with golden files", formatter_class=raw,
         description="Compare VALUES (an .npz with the golden keys '<case>/<quantity>') with the golden "
-        "files in DIR; prints max abs/rel error and PASS/FAIL per quantity. A subset of the cases may be "
-        "given; every quantity of a given case is expected. Exit status 0 when all pass, 1 otherwise.",
-        epilog="example:\n  refscore check golden/ values.npz\n  refscore check golden/ values32.npz --float32 --all",
+        "files in DIR; prints max abs/rel error and PASS/FAIL per failing key, a diagnosis of each failing "
+        "quantity (ratio yours/golden, the hypothesis that fits, the convention it is), and the coverage: "
+        "cases, quantities and keys compared against those available, and per quantity how many cases "
+        "were not provided. The verdict covers the keys provided (any subset of cases and quantities): "
+        "exit status 0 when all of them pass, 1 otherwise. --require-all also fails a quantity left out "
+        "of a provided case.",
+        epilog="example:\n  refscore check golden/ values.npz\n  refscore check golden/ values32.npz --float32 --all\n"
+        "  refscore check golden/ values.npz --require-all   # every quantity of each case you give",
     )
     p.add_argument("golden", metavar="DIR", help="directory written by refscore golden")
     p.add_argument("values", metavar="VALUES.npz", help="the backend's values")
     p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default 1e-8; 1e-4 with --float32)")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-10; 1e-4 with --float32)")
     p.add_argument("--float32", action="store_true", help="default tolerances for a float32 backend")
-    p.add_argument("--all", action="store_true", help="print every compared quantity, not only the failures")
-    p.add_argument("--allow-missing", action="store_true", help="do not fail on quantities missing from a given case")
+    p.add_argument("--all", action="store_true", help="print every compared key, not only the failures")
+    p.add_argument("--require-all", action="store_true",
+                   help="strict verdict: a quantity left out of a provided case fails (cases left out entirely "
+                   "are still allowed)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="accept quantities left out of a provided case (the default; kept for scripts)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser(

@@ -31,7 +31,8 @@ def gdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli") / "golden"
     res = run("golden", "--out", str(d))
     assert res.returncode == 0, res.stderr
-    assert "wrote 69 cases x 23 quantities" in res.stdout
+    assert "wrote 69 cases x 23 quantities and 16 further cases" in res.stdout
+    assert "(format_version 2)" in res.stdout
     return d
 
 
@@ -57,7 +58,9 @@ def test_check_pass_and_fail_by_subprocess(gdir, tmp_path):
     np.savez(good, **vals)
     res = run("check", str(gdir), str(good))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "1587 passed, 0 failed" in res.stdout and "RESULT: PASS" in res.stdout
+    n = len(vals)
+    assert f"{n} passed, 0 failed" in res.stdout and "RESULT: PASS" in res.stdout
+    assert f"coverage: 85 of 85 cases, 34 of 34 quantities, {n} of {n} keys compared" in res.stdout
     vals["mixture_d5/ssm_vr_sphere_grad"] = vals["mixture_d5/ssm_vr_sphere_grad"] + 1e-5
     bad = tmp_path / "bad.npz"
     np.savez(bad, **vals)
@@ -66,6 +69,11 @@ def test_check_pass_and_fail_by_subprocess(gdir, tmp_path):
     fail_lines = [l for l in res.stdout.splitlines() if l.endswith(" FAIL") and "/" in l]
     assert len(fail_lines) == 1 and fail_lines[0].startswith("mixture_d5/ssm_vr_sphere_grad")
     assert "FAIL by quantity: ssm_vr_sphere_grad (1 cases)" in res.stdout
+    # one diagnosis line, under the table and above the summary
+    out = res.stdout
+    assert out.index("diagnosis (") > out.index(fail_lines[0]) and out.index("diagnosis (") < out.index("RESULT")
+    assert "  ssm_vr_sphere_grad: 1 case, gradient only, only the sphere projection;" in out
+    assert "-> round-off: agrees within the float32 tolerances" in out  # 1e-5 is within rtol = atol = 1e-4
 
 
 def test_errors_are_one_line_with_status_2(gdir, tmp_path):
@@ -92,12 +100,42 @@ def test_check_options(gdir, tmp_path, capsys):
     assert cli.main(["check", str(gdir), str(p), "--float32"]) == 0
     assert cli.main(["check", str(gdir), str(p), "--rtol", "1e-5", "--all"]) == 0
     out = capsys.readouterr().out
-    assert "linear_d2/score" in out and "PASS" in out and "68 golden cases not provided" in out
+    assert "linear_d2/score" in out and "PASS" in out and "coverage: 1 of 85 cases, 23 of 23 quantities" in out
     del vals["linear_d2/jvp"]
     np.savez(p, **vals)
-    assert cli.main(["check", str(gdir), str(p), "--float32"]) == 1
-    assert cli.main(["check", str(gdir), str(p), "--float32", "--allow-missing"]) == 0
-    assert "MISSING" in capsys.readouterr().out
+    # the verdict covers the keys provided; --require-all also wants every quantity of the case
+    assert cli.main(["check", str(gdir), str(p), "--float32"]) == 0
+    out = capsys.readouterr().out
+    assert "coverage: 1 of 85 cases, 22 of 23 quantities, 22 of" in out and "jvp (69 cases)" in out
+    assert "MISSING" not in out and "linear_d2/jvp" not in out
+    assert cli.main(["check", str(gdir), str(p), "--float32", "--require-all"]) == 1
+    out = capsys.readouterr().out
+    assert "jvp (69 cases; 1 required)" in out and "MISSING: 1 key of the provided cases" in out
+    assert "linear_d2/jvp" not in out  # summarised per quantity, never line by line
+    assert cli.main(["check", str(gdir), str(p), "--float32", "--allow-missing"]) == 0  # kept for scripts
+    assert cli.main(["check", str(gdir), str(p), "--require-all", "--allow-missing"]) == 2
+    one_line_error(capsys.readouterr().err, "contradict")
+
+
+def test_check_reads_a_format_1_directory(tmp_path, capsys):
+    from pathlib import Path
+
+    old = Path(__file__).resolve().parent / "data" / "golden_v1"
+    p = tmp_path / "v.npz"
+    np.savez(p, **golden.compute(old))
+    assert cli.main(["check", str(old), str(p)]) == 0
+    assert "coverage: 2 of 2 cases, 23 of 23 quantities, 46 of 46 keys compared" in capsys.readouterr().out
+
+
+def test_missing_quantities_are_one_block(gdir, tmp_path, capsys):
+    vals = golden.compute(gdir, cases=["linear_d1", "gaussian_d5"])
+    vals = {k: v for k, v in vals.items() if k.rsplit("/", 1)[1] in ("score", "esm", "esm_grad")}
+    p = tmp_path / "v.npz"
+    np.savez(p, **vals)
+    assert cli.main(["check", str(gdir), str(p), "--all"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("not provided:") == 1 and "ism_grad (69 cases)" in out and "score (67 cases)" in out
+    assert "MISSING" not in out and "linear_d1/ism" not in out
 
 
 def test_check_errors(gdir, tmp_path, capsys):
@@ -308,3 +346,68 @@ def test_build_target_names():
     np.testing.assert_allclose(cli.build_target("mixture2d").weights, [0.2, 0.8])
     with pytest.raises(cli.CLIError, match="unknown target"):
         cli.build_target("nope")
+
+
+# ----------------------------------------------------------------- the README's walkthrough, verbatim
+def _walkthrough():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Validate your backend in 3 steps")
+    section = text[start:text.index("\n## ", start + 1)]
+    blocks, lang, body = [], None, []
+    for line in section.splitlines():
+        if line.startswith("```"):
+            if lang is None:
+                lang, body = line[3:].strip(), []
+            else:
+                blocks.append((lang, "\n".join(body) + "\n"))
+                lang = None
+        elif lang is not None:
+            body.append(line)
+    code = [(lang, text) for lang, text in blocks if lang in ("bash", "python")]
+    shown = [text for lang, text in blocks if not lang]  # the outputs it shows
+    return code, shown
+
+
+def test_readme_walkthrough_runs_as_written(tmp_path):
+    """Step 1 (bash), step 2 (python) and step 3 (bash) of the README, run verbatim in a fresh directory."""
+    pytest.importorskip("jax")
+    import re
+    import shutil
+
+    code, shown = _walkthrough()
+    assert [lang for lang, _ in code] == ["bash", "python", "bash"]
+    env = dict(os.environ, MPLBACKEND="Agg", JAX_PLATFORMS="cpu")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    # the `refscore` console script of this interpreter; a source checkout without it runs the module
+    prelude = "" if shutil.which("refscore", path=env["PATH"]) else \
+        f'refscore() {{ "{sys.executable}" -m refscore "$@"; }}\n'
+
+    def bash(line):
+        return subprocess.run(["bash", "-c", prelude + line], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    res = bash(code[0][1])
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "step2.py").write_text(code[1][1])
+    res = subprocess.run([sys.executable, "step2.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr
+    with np.load(tmp_path / "values.npz") as f:
+        assert len(f.files) == 24 and {k.rsplit("/", 1)[1] for k in f.files} == {"score", "jacobian", "ism",
+                                                                                  "ism_grad"}
+    lines = [l for l in code[2][1].splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    assert len(lines) == 2
+    outs = []
+    for line in lines:  # every command of step 3 exits 0
+        res = bash(line)
+        assert res.returncode == 0, res.stdout + res.stderr
+        outs.append(res.stdout)
+    assert re.search(r"^coverage: 6 of \d+ cases, 4 of 23 quantities, 24 of \d+ keys compared$", outs[0], re.M)
+    assert "RESULT: PASS (on the 24 keys provided; see coverage)" in outs[0]
+    # the output the README shows for step 2's values is the real one
+    readme_out = next(block for block in shown if block.startswith("24 keys compared"))
+    for line in readme_out.splitlines():
+        if line.strip() != "...":
+            assert line in outs[0].splitlines(), line

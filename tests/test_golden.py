@@ -10,12 +10,16 @@ of the losses for their gradients.  The foreign autodiff backends
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from refscore import golden
-from refscore.models import GaussianModel, LinearScore
+from refscore import noise
+from refscore.models import GaussianModel, LinearScore, NoiseConditional
+
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +81,12 @@ def test_manifest_records_versions_layouts_and_conventions(gdir, g):
 def test_write_is_deterministic(tmp_path, g):
     golden.write(tmp_path / "again")
     g2 = golden.load(tmp_path / "again")
-    for name, c in g.cases.items():
+    assert list(g2.all_cases) == list(g.all_cases)
+    for name, c in g.all_cases.items():
         for k in c.inputs:
-            assert np.array_equal(c.inputs[k], g2.cases[name].inputs[k]), (name, k)
+            assert np.array_equal(c.inputs[k], g2.all_cases[name].inputs[k]), (name, k)
         for k in c.quantities:
-            assert np.array_equal(c.quantities[k], g2.cases[name].quantities[k]), (name, k)
+            assert np.array_equal(c.quantities[k], g2.all_cases[name].quantities[k]), (name, k)
 
 
 # ----------------------------------------------------------------- stored values vs oracles
@@ -192,12 +197,17 @@ def test_sliced_and_ism_gradients_vs_finite_differences_on_mlps(g):
 
 
 # ----------------------------------------------------------------- round trip and verdicts
-def test_round_trip_is_exact(gdir, ref_values):
+def test_round_trip_is_exact(gdir, g, ref_values):
     res = golden.check(gdir, ref_values)
     assert res.passed
-    assert len(res.rows) == 69 * len(golden.QUANTITIES)
+    n_keys = sum(len(c.quantities) for c in g.all_cases.values())
+    assert n_keys == 69 * len(golden.QUANTITIES) + sum(
+        len(golden.CASE_KINDS[k]["quantities"]) * len(g.of_kind(k)) for k in golden.CASE_KINDS if k != "losses")
+    assert len(res.rows) == n_keys == len(ref_values)
     assert all(r.status == "PASS" and r.max_abs == 0.0 and r.max_rel == 0.0 for r in res.rows)
-    assert res.cases_not_provided == [] and "RESULT: PASS" in str(res)
+    assert res.cases_not_provided == [] and "RESULT: PASS" in str(res) and res.diagnosis == []
+    assert res.coverage["keys"] == (n_keys, n_keys) and res.not_provided == {}
+    assert "not provided: nothing" in res.summary()
 
 
 def test_values_from_npz_path(gdir, ref_values, tmp_path):
@@ -234,20 +244,53 @@ def test_tolerance_is_the_isclose_rule(gdir, ref_values):
     assert golden.check(gdir, vals, precision="float32").passed
 
 
-def test_missing_quantity_is_not_a_pass(gdir, ref_values):
+def test_missing_quantity_is_counted_and_fails_only_with_require_all(gdir, ref_values):
     vals = dict(ref_values)
     del vals["linear_d2/jvp"]
     res = golden.check(gdir, vals)
-    assert not res.passed
-    assert [(r.key, r.status) for r in res.failures] == [("linear_d2/jvp", "MISSING")]
+    assert res.passed and res.failures == []  # the verdict covers the keys provided
+    assert res.not_provided == {"jvp": 1} and "not provided: jvp (1 case)" in res.summary()
+    assert [(r.key, r.status) for r in res.rows if r.status != "PASS"] == [("linear_d2/jvp", "MISSING")]
+    assert "MISSING" not in res.table() and "linear_d2/jvp" not in str(res)  # summarised, never listed
+    strict = golden.check(gdir, vals, require_all=True)
+    assert not strict.passed
+    assert [(r.key, r.status) for r in strict.failures] == [("linear_d2/jvp", "MISSING")]
+    assert "jvp (1 case; 1 required)" in strict.summary() and "MISSING: 1 key of the provided cases" in strict.summary()
+    # the option of format 1: allow_missing=False is require_all=True
+    assert not golden.check(gdir, vals, allow_missing=False).passed
     assert golden.check(gdir, vals, allow_missing=True).passed
+    with pytest.raises(ValueError, match="contradicts"):
+        golden.check(gdir, vals, allow_missing=True, require_all=True)
 
 
-def test_subset_of_cases_is_allowed_and_counted(gdir, ref_values):
+def test_subset_of_cases_is_allowed_and_counted(gdir, g, ref_values):
     vals = {k: v for k, v in ref_values.items() if k.startswith("gaussian_d2/")}
     res = golden.check(gdir, vals)
+    n_cases, n_keys = len(g.all_cases), len(ref_values)
     assert res.passed and len(res.rows) == len(golden.QUANTITIES)
-    assert len(res.cases_not_provided) == 68 and "68 golden cases not provided" in res.summary()
+    assert len(res.cases_not_provided) == n_cases - 1
+    assert res.coverage["cases"] == (1, n_cases) and res.coverage["keys"] == (23, n_keys)
+    assert res.coverage["quantities"] == (23, 23)  # of the kinds provided
+    assert res.coverage["by_kind"]["losses"] == (1, 69) and res.coverage["by_kind"]["ula"] == (0, 3)
+    summary = res.summary()
+    assert f"coverage: 1 of {n_cases} cases, 23 of 23 quantities, 23 of {n_keys} keys compared" in summary
+    assert "RESULT: PASS (on the 23 keys provided; see coverage)" in summary
+    # one block, one entry per quantity, counted over every golden case
+    assert res.not_provided["score"] == 68 and res.not_provided["states"] == 9
+    assert "score (68 cases)" in summary and "ksd_u (3 cases)" in summary
+    assert summary.count("not provided:") == 1
+
+
+def test_subset_of_quantities_and_of_kinds(gdir, g, ref_values):
+    keep = ("score", "ism", "states")
+    vals = {k: v for k, v in ref_values.items() if k.rsplit("/", 1)[1] in keep}
+    res = golden.check(gdir, vals)
+    assert res.passed
+    kinds_given = {"losses", "ula", "mala", "annealed"}
+    available = {q for c in g.all_cases.values() if c.kind in kinds_given for q in c.quantities}
+    assert res.coverage["quantities"] == (3, len(available))
+    assert res.coverage["keys"] == (69 * 2 + 9, len(ref_values))
+    assert not golden.check(gdir, vals, require_all=True).passed  # mala's accept and log_alpha
 
 
 def test_unknown_keys_and_inputs(gdir, g, ref_values):
@@ -259,9 +302,9 @@ def test_unknown_keys_and_inputs(gdir, g, ref_values):
     assert sorted(r.key for r in res.failures) == ["gaussian_d2/score_typo", "nocase/score"]
     assert all(r.status == "UNKNOWN" for r in res.failures)
     # the whole golden file (inputs and quantities) passes; inputs are counted, not compared
-    everything = {f"{n}/{k}": v for n, c in g.cases.items() for k, v in {**c.inputs, **c.quantities}.items()}
+    everything = {f"{n}/{k}": v for n, c in g.all_cases.items() for k, v in {**c.inputs, **c.quantities}.items()}
     res = golden.check(gdir, everything)
-    assert res.passed and res.ignored_inputs == 69 * len(golden.INPUTS)
+    assert res.passed and res.ignored_inputs == sum(len(c.inputs) for c in g.all_cases.values())
 
 
 def test_shape_nonfinite_and_empty(gdir, ref_values):
@@ -309,7 +352,31 @@ def test_load_errors(tmp_path, gdir):
     m = json.loads((gdir / "manifest.json").read_text())
     m["format_version"] = 99
     (bad / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ValueError, match="format_version 99"):
+    with pytest.raises(ValueError, match="format_version 99.*reads format_version 1 and 2"):
+        golden.load(bad)
+    m["format_version"] = True  # not the integer 1
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="format_version True"):
+        golden.load(bad)
+    m = json.loads((gdir / "manifest.json").read_text())
+    m["cases"]["ula_gaussian_d2"]["kind"] = "hmc"
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="'kind' must be one of losses, dsm_multi"):
+        golden.load(bad)
+    m = json.loads((gdir / "manifest.json").read_text())
+    del m["cases"]["mala_mixture_d1"]["params"]["noise_seed"]
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="'params' must give 'noise_seed' a number"):
+        golden.load(bad)
+    m = json.loads((gdir / "manifest.json").read_text())
+    m["cases"]["ksd_imq_gaussian_d2"]["kwargs"]["cov"] = [[1.0, 2.0], [2.0, 1.0]]  # not positive definite
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="target 'Gaussian' .* cannot be built"):
+        golden.load(bad)
+    m = json.loads((gdir / "manifest.json").read_text())
+    m["cases"]["dsm_multi_linear_d2"].pop("kind")
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="has no 'kind'"):
         golden.load(bad)
     with pytest.raises(TypeError, match="directory must be a path"):
         golden.load(3)
@@ -339,3 +406,224 @@ def test_build_model_errors_and_models():
     assert isinstance(golden.build_model({"model": "GaussianModel", "kwargs": {"dim": 1}}), GaussianModel)
     with pytest.raises(ValueError, match="spec\\['model'\\] must be one of"):
         golden.build_model({"model": "Nope", "kwargs": {}})
+    nc = golden.build_model({"model": "NoiseConditional", "kwargs": {"model": {"model": "LinearScore",
+                                                                               "kwargs": {"dim": 2}}}})
+    assert isinstance(nc, NoiseConditional) and isinstance(nc.model, LinearScore)
+    with pytest.raises(ValueError, match="NoiseConditional spec needs"):
+        golden.build_model({"model": "NoiseConditional", "kwargs": {}})
+    with pytest.raises(ValueError, match="spec\\['target'\\] must be one of"):
+        golden.build_target({"target": "Banana", "kwargs": {}})
+
+
+# ----------------------------------------------------------------- the case kinds of format 2
+def test_case_kinds_counts_and_tables(gdir, g):
+    m = json.loads((gdir / "manifest.json").read_text())
+    assert m["format_version"] == golden.FORMAT_VERSION == 2
+    counts = {k: len(g.of_kind(k)) for k in golden.CASE_KINDS}
+    assert counts == {"losses": 69, "dsm_multi": 4, "ksd": 3, "ula": 3, "mala": 3, "annealed": 3}
+    assert list(g.cases) == list(g.of_kind("losses"))  # .cases: the losses cases only
+    assert set(m["kinds"]) == set(golden.CASE_KINDS)
+    for name, c in g.all_cases.items():
+        assert m["cases"][name]["kind"] == c.kind
+        table = golden.CASE_KINDS[c.kind]
+        assert list(c.inputs) == list(table["inputs"]) and list(c.quantities) == list(table["quantities"])
+        assert all(a.dtype == np.float64 for a in (*c.inputs.values(), *c.quantities.values()))
+    for kind in ("ula", "mala", "annealed"):
+        for c in g.of_kind(kind).values():
+            T = c.inputs["z"].shape[0]
+            assert c.quantities["states"].shape == (T, *c.inputs["x0"].shape)
+    # the manifest says how (m, n, d) projections map to a duplicated (m*n, d) batch
+    assert "v.reshape(m*n, d)" in m["conventions"]["projection_batch"]
+    assert "np.tile(x, (m, 1))" in m["conventions"]["projection_batch"]
+    assert "refscore.noise.normal(noise_seed, chain j, step t, d)" in m["conventions"]["sampler_noise"]
+
+
+def test_projection_batch_mapping_as_documented(g):
+    """ssm over the documented duplicated batch: np.tile(x, (m, 1)) with v.reshape(m*n, d)."""
+    for name in ("mlpscore_tanh_depth2_d5", "linear_d2"):
+        c = g.cases[name]
+        model, th, x = c.model, c.inputs["theta"], c.inputs["x"]
+        v = c.inputs["v_gaussian"]
+        m, n, d = v.shape
+        xr, vr = np.tile(x, (m, 1)), v.reshape(m * n, d)
+        vjv = np.einsum("kd,kd->k", vr, model.score_jvp(th, xr, vr))
+        ssm = np.mean(vjv + 0.5 * np.einsum("kd,kd->k", vr, model.score(th, xr)) ** 2)
+        np.testing.assert_allclose(ssm, c.quantities["ssm_gaussian"], rtol=1e-12)
+        # the other duplication pairs with the transposed projections
+        xr, vr = np.repeat(x, m, axis=0), v.transpose(1, 0, 2).reshape(n * m, d)
+        vjv = np.einsum("kd,kd->k", vr, model.score_jvp(th, xr, vr))
+        ssm = np.mean(vjv + 0.5 * np.einsum("kd,kd->k", vr, model.score(th, xr)) ** 2)
+        np.testing.assert_allclose(ssm, c.quantities["ssm_gaussian"], rtol=1e-12)
+
+
+def test_old_format_fixture_still_loads_and_checks():
+    """tests/data/golden_v1: two cases written by refscore before format 2 (format_version 1)."""
+    g1 = golden.load(DATA / "golden_v1")
+    assert g1.format_version == 1
+    assert list(g1.cases) == list(g1.all_cases) == ["linear_d2", "mlpenergy_tanh_depth1_d1"]
+    assert all(c.kind == "losses" for c in g1.all_cases.values())
+    vals = golden.compute(g1)
+    res = golden.check(g1, vals)
+    assert res.passed and res.coverage["keys"] == (46, 46)
+    # the numbers are those this refscore computes from the same inputs and seeds, exactly
+    for name, c in g1.cases.items():
+        for q, v in c.quantities.items():
+            assert np.array_equal(v, vals[f"{name}/{q}"]), (name, q)
+    wrong = dict(vals, **{"linear_d2/esm": 2 * vals["linear_d2/esm"]})
+    res = golden.check(g1, wrong)
+    assert not res.passed and res.diagnosis[0].hypothesis == "factor 2"
+
+
+def test_sampler_noise_is_refscore_noise(g):
+    for kind in ("ula", "mala", "annealed"):
+        for c in g.of_kind(kind).values():
+            seed, (T, n, d) = c.spec["params"]["noise_seed"], c.inputs["z"].shape
+            for t in (0, T - 1):
+                assert np.array_equal(c.inputs["z"][t], noise.normal(seed, np.arange(n), t, d))
+                if kind == "mala":
+                    assert np.array_equal(c.inputs["u"][t], noise.uniform(seed, np.arange(n), t))
+
+
+# plain NumPy targets from the manifest's kwargs: nothing of refscore's distributions
+def _gaussian_parts(means, covs, weights, x):
+    """log p and score of sum_j w_j N(means_j, covs_j) at x (n, d)."""
+    logs, scores = [], []
+    for w, mu, S in zip(weights, means, covs):
+        P = np.linalg.inv(S)
+        r = x - mu
+        logs.append(np.log(w) - 0.5 * np.einsum("ni,ij,nj->n", r, P, r)
+                    - 0.5 * np.linalg.slogdet(2 * np.pi * S)[1])
+        scores.append(-r @ P)
+    logs = np.array(logs)
+    top = logs.max(axis=0)
+    lse = top + np.log(np.exp(logs - top).sum(axis=0))
+    resp = np.exp(logs - lse)
+    return lse, np.einsum("kn,knd->nd", resp, np.array(scores))
+
+
+def _target(c, sigma=0.0):
+    kw = c.spec["kwargs"]
+    if c.spec["target"] == "Gaussian":
+        means, covs, weights = [np.array(kw["mean"])], [np.array(kw["cov"])], [1.0]
+    else:
+        means, covs, weights = np.array(kw["means"]), np.array(kw["covs"]), np.array(kw["weights"])
+    covs = [S + sigma**2 * np.eye(len(S)) for S in covs]
+    return lambda x: _gaussian_parts(means, covs, weights, x)
+
+
+def _foreign_samplers(g):
+    """ULA, MALA and annealed Langevin in plain NumPy, fed the stored noise."""
+    out = {}
+    for name, c in {**g.of_kind("ula"), **g.of_kind("mala"), **g.of_kind("annealed")}.items():
+        x, z, eta = c.inputs["x0"].copy(), c.inputs["z"], float(c.inputs["step"])
+        states = []
+        if c.kind == "ula":
+            p = _target(c)
+            for t in range(z.shape[0]):
+                x = x + eta * p(x)[1] + np.sqrt(2 * eta) * z[t]
+                states.append(x)
+        elif c.kind == "annealed":
+            sig = c.inputs["sigmas"]
+            T = z.shape[0] // len(sig)
+            for i, s in enumerate(sig):
+                p, e = _target(c, s), eta * s**2 / sig[-1] ** 2
+                for j in range(T):
+                    x = x + e * p(x)[1] + np.sqrt(2 * e) * z[i * T + j]
+                    states.append(x)
+        else:
+            p = _target(c)
+            accept, log_alpha = [], []
+            for t in range(z.shape[0]):
+                lp_x, s_x = p(x)
+                y = x + eta * s_x + np.sqrt(2 * eta) * z[t]
+                lp_y, s_y = p(y)
+                fwd = np.sum((y - x - eta * s_x) ** 2, axis=1)
+                bwd = np.sum((x - y - eta * s_y) ** 2, axis=1)
+                la = lp_y - lp_x - (bwd - fwd) / (4 * eta)
+                acc = np.log(c.inputs["u"][t]) < la
+                x = np.where(acc[:, None], y, x)
+                states.append(x)
+                accept.append(acc.astype(float))
+                log_alpha.append(la)
+            out[f"{name}/accept"], out[f"{name}/log_alpha"] = np.array(accept), np.array(log_alpha)
+        out[f"{name}/states"] = np.array(states)
+    return out
+
+
+def test_foreign_samplers_fed_the_stored_noise_agree_to_round_off(gdir, g):
+    vals = _foreign_samplers(g)
+    res = golden.check(gdir, vals, rtol=1e-12, atol=1e-12)
+    assert res.passed, res.table(only_failures=True)
+    assert res.coverage["keys"][0] == 9 + 2 * 3
+    # the states move, and MALA both accepts and rejects
+    acc = np.concatenate([c.quantities["accept"].ravel() for c in g.of_kind("mala").values()])
+    assert 0.2 < acc.mean() < 0.9
+    for c in g.of_kind("ula").values():
+        assert np.all(np.abs(np.diff(c.quantities["states"], axis=0)) > 0)
+    # a foreign ULA in the (lr/2, sqrt(lr)) form with lr = the stored step is caught and named
+    wrong = {}
+    for name, c in g.of_kind("ula").items():
+        p, x, lr = _target(c), c.inputs["x0"].copy(), float(c.inputs["step"])
+        states = []
+        for zt in c.inputs["z"]:
+            x = x + lr / 2 * p(x)[1] + np.sqrt(lr) * zt
+            states.append(x)
+        wrong[f"{name}/states"] = np.array(states)
+    res = golden.check(gdir, wrong)
+    assert not res.passed
+    (d,) = res.diagnosis
+    assert d.hypothesis == "Langevin step step_from_lr(step)" and d.conversion == "lr_from_step"
+    assert d.convention is not None and "Langevin" in d.convention
+
+
+def test_dsm_multi_by_hand_and_finite_differences(g):
+    for name, c in g.of_kind("dsm_multi").items():
+        inner = c.model.model
+        th, x, eps, sig = c.inputs["theta"], c.inputs["x"], c.inputs["eps"], c.inputs["sigma_points"]
+        labels = c.inputs["labels"].astype(int)
+        assert np.array_equal(c.inputs["sigmas"][labels], sig) and set(labels) == {0, 1, 2}
+        xt = x + sig[:, None] * eps
+
+        def loss(theta, lam):
+            r = inner.score(theta, xt) / sig[:, None] + eps / sig[:, None]
+            return np.mean(lam * 0.5 * np.sum(r * r, axis=1))
+
+        np.testing.assert_allclose(c.quantities["score_noised"], inner.score(th, xt) / sig[:, None], rtol=1e-13)
+        for weighting, lam in (("sigma2", sig**2), ("none", np.ones_like(sig))):
+            q = c.quantities
+            np.testing.assert_allclose(q[f"dsm_multi_{weighting}"], loss(th, lam), rtol=1e-12)
+            gd = q[f"dsm_multi_{weighting}_grad"]
+            # central differences, h = 1e-5, as for the per-point losses above
+            np.testing.assert_allclose(_fd_grad(lambda t: loss(t, lam), th), gd, rtol=1e-6,
+                                       atol=1e-6 * max(1.0, np.abs(gd).max()), err_msg=name)
+
+
+def test_ksd_by_hand(g):
+    """The IMQ Stein kernel written here from its definition (Liu, Lee & Jordan 2016, eq. 8)."""
+    for name, c in g.of_kind("ksd").items():
+        x, s, cc, beta = c.inputs["x"], c.inputs["score"], float(c.inputs["c"]), float(c.inputs["beta"])
+        n, d = x.shape
+        np.testing.assert_allclose(s, _target(c)(x)[1], rtol=1e-12, atol=1e-13)
+        K = np.empty((n, n))
+        for i in range(n):
+            for j in range(n):
+                r = x[i] - x[j]
+                q = cc**2 + r @ r
+                k = q**beta
+                gx = 2 * beta * q ** (beta - 1) * r  # grad_x k; grad_y k = -gx
+                trace = -2 * beta * d * q ** (beta - 1) - 4 * beta * (beta - 1) * q ** (beta - 2) * (r @ r)
+                K[i, j] = s[i] @ s[j] * k + s[i] @ (-gx) + s[j] @ gx + trace
+        q = c.quantities
+        np.testing.assert_allclose(q["stein_kernel"], K, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(q["ksd_u"], (K.sum() - np.trace(K)) / (n * (n - 1)), rtol=1e-12)
+        np.testing.assert_allclose(q["ksd_v"], K.mean(), rtol=1e-12)
+        assert q["ksd_v"] > 0  # a sample not from the target
+
+
+def test_write_is_fast(tmp_path):
+    """refscore golden stays cold-start fast: NumPy engines only (measured about 1.5 s; budget 20 s)."""
+    import time
+
+    t0 = time.perf_counter()
+    golden.write(tmp_path / "g")
+    assert time.perf_counter() - t0 < 20
