@@ -121,6 +121,7 @@ __all__ = [
     "Diagnosis",
     "case_specs",
     "extra_case_specs",
+    "case_values",
     "build_model",
     "build_target",
     "write",
@@ -653,8 +654,13 @@ def _q_sampler(kind, target, inputs, params):
 # every array here is tiny (d <= 5): a multi-threaded BLAS only costs, and on shared cores its
 # spinning threads made each 2x2 triangular solve of the sampler cases take ~8 ms (5 s per write)
 @one_blas_thread
-def _case_inputs_and_quantities(name, spec):
-    """``(inputs, quantities, meta)`` of one case of any kind, from refscore's public API."""
+def case_values(name, spec):
+    """``(inputs, quantities, meta)`` of one golden case of any kind, computed in memory.
+
+    The same numbers :func:`write` stores for the case ``name`` with spec ``spec``
+    (a value of :func:`case_specs` or :func:`extra_case_specs`);
+    :mod:`refscore.testing` builds its in-memory cases from it.
+    """
     kind = _spec_kind(spec)
     if kind in _MODEL_KINDS:
         model = build_model(spec, reference=True)
@@ -1276,7 +1282,7 @@ def write(directory, *, force=False) -> pathlib.Path:
 
     arrays, meta = {}, {}
     for name, spec in {**case_specs(), **extra_case_specs()}.items():
-        inputs, quantities, info = _case_inputs_and_quantities(name, spec)
+        inputs, quantities, info = case_values(name, spec)
         for k, v in {**inputs, **quantities}.items():
             arrays[f"{name}/{k}"] = np.asarray(v, dtype=float)
         meta[name] = {

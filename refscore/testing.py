@@ -1,0 +1,914 @@
+r"""Assertions for your own test suite: your score, loss or sampler against refscore.
+
+In the spirit of :mod:`numpy.testing`: each ``assert_*`` function runs your
+callable on the golden cases (:mod:`refscore.golden`), computed in memory (no
+file is read or written), compares what it returns with refscore's values by
+:func:`refscore.golden.check`, and raises an ``AssertionError`` when anything
+differs.  The message holds the diagnosis of :func:`~refscore.golden.check` for
+every failing quantity: where it fails, the ratio yours/golden, the hypothesis
+that fits (a forgotten ½, σ where σ² belongs, a flipped sign, a Langevin step in
+another convention, MALA without its proposal correction...), the convention of
+:mod:`refscore.conventions` it matches and its conversion function; then the
+failing keys with their largest errors.  On success each returns the
+:class:`~refscore.golden.CheckResult`.
+
+=========================================  ==================================================
+:func:`assert_score_matches`               ``fn(theta, x) -> (n, d)``: a score model
+:func:`assert_loss_matches`                ``loss_fn(model, ...) -> scalar``: ESM, ISM, DSM,
+                                           SSM, SSM-VR, NCSN's multi-noise DSM, value and
+                                           gradient over ``theta``
+:func:`assert_sampler_matches`             ``step_fn(x, ...) -> x_next``: one ULA, MALA or
+                                           annealed Langevin step, fed the stored noise
+:func:`golden_cases`                       the golden cases of any kind as a
+                                           :class:`~refscore.golden.Golden`, in memory
+=========================================  ==================================================
+
+Every helper takes ``framework="numpy" | "torch" | "jax"``: your callable then
+receives that framework's arrays (float64 unless ``dtype="float32"``, which
+also selects the float32 tolerances of :data:`refscore.golden.TOLERANCES`)
+built by :mod:`refscore.interop`, and may return that framework's arrays.
+torch and jax are imported only when asked for.  The helpers run with the
+BLAS thread pool limited to one thread, as refscore's golden computation does
+(the arrays are tiny; on shared cores a multi-threaded BLAS only costs).  What your callable receives,
+per helper, is spelled out in :data:`LOSSES` and :data:`SAMPLERS` and in each
+function's documentation.
+
+Cases
+-----
+``cases`` (``case`` for :func:`assert_score_matches`) selects golden cases by
+name (``"mlpscore_tanh_depth1_d2"``), by shell pattern on the name
+(``"mlpscore_tanh_*"``), by class (``"MLPScore"``; the wrapped model's class for
+``dsm_multi``; ``"Gaussian"`` or ``"GaussianMixture"`` for the sampler
+targets), by a list of those, or by a predicate ``spec -> bool`` on the case
+spec (``{"model": ..., "kwargs": {...}}``, see
+:func:`refscore.golden.case_specs`).  ``None`` takes every case of the kind.
+The values are those ``refscore golden`` writes, bit for bit.
+
+Examples
+--------
+A score model (here ``s(x) = A x + b`` on refscore's layout
+``theta = [A.ravel(), b]``) and a DSM loss written with refscore's model, in
+NumPy:
+
+>>> import numpy as np
+>>> from refscore import testing
+>>> def linear_score(theta, x):
+...     d = x.shape[1]
+...     return x @ theta[:d * d].reshape(d, d).T + theta[d * d:]
+>>> testing.assert_score_matches(linear_score, "LinearScore").passed
+True
+>>> def dsm(model, theta, x, sigma, eps):
+...     r = model.score(theta, x + sigma * eps) + eps / sigma   # eq. (6), eps ~ N(0, I)
+...     return 0.5 * np.mean(np.sum(r ** 2, axis=1))
+>>> testing.assert_loss_matches(dsm, "dsm", grad=False).count("PASS")
+69
+
+The target ``-eps`` where eq. (6) has ``-eps/sigma`` fails, and the message
+says why:
+
+>>> def dsm_wrong(model, theta, x, sigma, eps):
+...     r = model.score(theta, x + sigma * eps) + eps
+...     return 0.5 * np.mean(np.sum(r ** 2, axis=1))
+>>> testing.assert_loss_matches(dsm_wrong, "dsm", grad=False)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+    ...
+AssertionError: refscore.testing.assert_loss_matches('dsm', framework='numpy'): dsm fails in 69 of 69 cases ...
+...  dsm: 69 cases; yours/golden median ... -> DSM target -z: the target -z where refscore's is -z/sigma: ...
+
+One ULA step, ``x + eta s(x) + sqrt(2 eta) z`` (eq. (4)):
+
+>>> def ula_step(x, score, step, z):
+...     return x + step * score(x) + np.sqrt(2 * step) * z
+>>> testing.assert_sampler_matches(ula_step, "ula").passed
+True
+
+The README's section "Validate your backend in 3 steps" has complete PyTorch
+and JAX examples.
+"""
+from __future__ import annotations
+
+import fnmatch
+import functools
+import importlib
+import inspect
+import math
+
+import numpy as np
+
+from . import __version__, golden
+from .models.mlp_base import one_blas_thread
+
+__all__ = [
+    "LOSSES",
+    "SAMPLERS",
+    "golden_cases",
+    "assert_score_matches",
+    "assert_loss_matches",
+    "assert_sampler_matches",
+]
+
+#: per loss: the golden case kind, the golden quantities compared, and the keyword
+#: arguments your ``loss_fn`` receives after the model (see :func:`assert_loss_matches`)
+LOSSES = {
+    "esm": {"kind": "losses", "quantities": ("esm",),
+            "inputs": {"x": "(n, d) points", "target": "(n, d) target scores t_k"},
+            "formula": "mean_k 1/2 ||s(x_k) - t_k||^2 (eq. (2))"},
+    "ism": {"kind": "losses", "quantities": ("ism",),
+            "inputs": {"x": "(n, d) points"},
+            "formula": "mean_k [tr grad_x s(x_k) + 1/2 ||s(x_k)||^2] (eq. (3))"},
+    "dsm": {"kind": "losses", "quantities": ("dsm",),
+            "inputs": {"x": "(n, d) clean points", "sigma": "float, the noise level",
+                       "eps": "(n, d) standard normal draws z: the noised point is x + sigma * eps"},
+            "formula": "mean_k 1/2 ||s(x_k + sigma eps_k) + eps_k / sigma||^2 (eq. (6))"},
+    "ssm": {"kind": "losses", "quantities": ("ssm_gaussian", "ssm_rademacher", "ssm_sphere"),
+            "inputs": {"x": "(n, d) points",
+                       "v": "(m, n, d) projections, v[j, k] for point x_k (E[v v^T] = I; "
+                            "the sphere has radius sqrt(d))"},
+            "formula": "mean_{j,k} [v_jk^T grad_x s(x_k) v_jk + 1/2 (v_jk^T s(x_k))^2] (eq. (7))"},
+    "ssm_vr": {"kind": "losses", "quantities": ("ssm_vr_gaussian", "ssm_vr_rademacher", "ssm_vr_sphere"),
+               "inputs": {"x": "(n, d) points", "v": "(m, n, d) projections, as for ssm"},
+               "formula": "mean_{j,k} [v_jk^T grad_x s(x_k) v_jk + 1/2 ||s(x_k)||^2] (eq. (7))"},
+    "dsm_multi": {"kind": "dsm_multi", "quantities": ("dsm_multi_sigma2", "dsm_multi_none"),
+                  "inputs": {"x": "(n, d) clean points", "sigmas": "(L,) the noise levels",
+                             "labels": "(n,) integer level of each point: sigma_k = sigmas[labels[k]]",
+                             "eps": "(n, d) standard normal draws: the noised point is x_k + sigma_k eps_k",
+                             "weighting": "'sigma2' (NCSN, lambda = sigma^2) or 'none' (lambda = 1)"},
+                  "formula": "mean_k lambda(sigma_k) 1/2 ||s(x_k + sigma_k eps_k, sigma_k) + eps_k / sigma_k||^2"},
+}
+
+#: per sampler: the keyword arguments of your ``step_fn`` after ``x``, and what it returns
+#: (see :func:`assert_sampler_matches`)
+SAMPLERS = {
+    "ula": {"inputs": {"score": "callable x (c, d) -> (c, d), the target's score",
+                       "step": "float, eta of x + eta s(x) + sqrt(2 eta) z",
+                       "z": "(c, d) the standard normal noise of this step"},
+            "returns": "x_next (c, d)"},
+    "mala": {"inputs": {"score": "callable x (c, d) -> (c, d), the target's score",
+                        "log_prob": "callable x (c, d) -> (c,), the target's normalised log density",
+                        "step": "float, eta of the proposal y = x + eta s(x) + sqrt(2 eta) z",
+                        "z": "(c, d) the proposal noise of this step",
+                        "u": "(c,) uniforms of this step: accept iff log u < log_alpha"},
+             "returns": "x_next (c, d), or (x_next, log_alpha (c,)) to have log_alpha compared too"},
+    "annealed": {"inputs": {"score": "callable x (c, d) -> (c, d), the score of p_sigma = p * N(0, sigma^2 I) "
+                                     "at this step's level",
+                            "sigma": "float, this step's noise level",
+                            "sigmas": "tuple of float, every level, decreasing",
+                            "step": "float, the step at the smallest level: eta_i = step sigma_i^2 / sigma_L^2",
+                            "z": "(c, d) the standard normal noise of this step"},
+                 "returns": "x_next (c, d)"},
+}
+
+_FRAMEWORKS = ("numpy", "torch", "jax")
+_ALL_PROJECTIONS = ("gaussian", "rademacher", "sphere")
+_MAX_ROWS = 12  # failing keys listed in a message (the diagnosis covers them all)
+
+
+# ------------------------------------------------------------------ the golden cases, in memory
+@functools.lru_cache(maxsize=None)
+def _all_specs() -> dict:
+    return {**golden.case_specs(), **golden.extra_case_specs()}
+
+
+def _kind(spec) -> str:
+    return spec.get("kind", "losses")
+
+
+def _readonly(a) -> np.ndarray:
+    a = np.array(a, dtype=float)
+    a.flags.writeable = False
+    return a
+
+
+@functools.lru_cache(maxsize=None)
+def _computed(name: str):
+    """``(inputs, quantities, meta)`` of one case: the draws and values ``golden.write`` stores."""
+    spec = _all_specs()[name]
+    # the same function golden.write runs for every case (same seed, same engine, same values)
+    inputs, quantities, meta = golden.case_values(name, spec)
+    return ({k: _readonly(v) for k, v in inputs.items()}, {k: _readonly(v) for k, v in quantities.items()},
+            meta)
+
+
+def _class_names(spec) -> set:
+    names = {spec.get("model"), spec.get("target")}
+    inner = spec.get("kwargs", {}).get("model")
+    if isinstance(inner, dict):
+        names.add(inner.get("model"))
+    return names - {None}
+
+
+def _select(cases, kinds, what="cases") -> list:
+    """Case names of ``kinds`` picked by ``cases`` (see the module documentation), in file order."""
+    specs = _all_specs()
+    pool = [n for n, s in specs.items() if _kind(s) in kinds]
+    if cases is None:
+        return pool
+    if callable(cases):
+        out = [n for n in pool if cases(specs[n])]
+        if not out:
+            raise ValueError(f"{what}: the predicate selects none of the {len(pool)} {'/'.join(kinds)} cases")
+        return out
+    items = [cases] if isinstance(cases, str) else list(cases)
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"{what} must be a case name, a pattern, a class name, a list of those or a "
+                            f"predicate, got {item!r}")
+        if item in specs and item not in pool:
+            raise ValueError(f"{what}: {item!r} is a {_kind(specs[item])} case; this helper takes "
+                             f"{' or '.join(kinds)} cases")
+        hits = [n for n in pool if n == item or fnmatch.fnmatchcase(n, item) or item in _class_names(specs[n])]
+        if not hits:
+            raise ValueError(f"{what}: {item!r} names no {'/'.join(kinds)} case (a name like {pool[0]!r}, a "
+                             f"pattern like {pool[0].split('_')[0] + '_*'!r}, or a class such as "
+                             f"{sorted(set().union(*(_class_names(specs[n]) for n in pool)))})")
+        out += hits
+    return list(dict.fromkeys(out))
+
+
+def golden_cases(cases=None, *, kind=None) -> golden.Golden:
+    """The golden cases, computed in memory: what :func:`refscore.golden.load` returns, without files.
+
+    Parameters
+    ----------
+    cases : None, str, list of str or callable, optional
+        Which cases (see the module documentation): names, shell patterns,
+        class names or a predicate on the spec.  Default: every case.
+    kind : str or tuple of str, keyword-only, optional
+        Only cases of these kinds of :data:`refscore.golden.CASE_KINDS`.
+
+    Returns
+    -------
+    refscore.golden.Golden
+        ``.cases`` (kind ``losses``), ``.all_cases`` (every kind),
+        ``.of_kind(kind)``; ``directory`` is None.  Its inputs and quantities
+        are read-only arrays bitwise equal to those of ``refscore golden``'s
+        files, and it can be passed to :func:`refscore.golden.check` and
+        :func:`refscore.golden.compute` in place of a directory.
+
+    Examples
+    --------
+    >>> from refscore import golden
+    >>> from refscore.testing import golden_cases
+    >>> g = golden_cases("mlpscore_tanh_*")
+    >>> sorted(g.cases)[:2]
+    ['mlpscore_tanh_depth1_d1', 'mlpscore_tanh_depth1_d2']
+    >>> golden.check(g, golden.compute(g)).passed
+    True
+    >>> list(golden_cases(kind="mala").of_kind("mala"))
+    ['mala_gaussian_d2', 'mala_mixture_d1', 'mala_mixture_d2']
+    """
+    kinds = tuple(golden.CASE_KINDS) if kind is None else ((kind,) if isinstance(kind, str) else tuple(kind))
+    unknown = [k for k in kinds if k not in golden.CASE_KINDS]
+    if unknown:
+        raise ValueError(f"kind must be among {list(golden.CASE_KINDS)}, got {unknown}")
+    names = _select(cases, kinds)
+    specs, all_cases, meta = _all_specs(), {}, {}
+    for name in names:
+        inputs, quantities, info = _computed(name)
+        k = _kind(specs[name])
+        if "model" in info:
+            spec, layout = {"model": info["model"], "kwargs": info["kwargs"]}, info["layout"]
+        else:
+            spec, layout = {"target": info["target"], "kwargs": info["kwargs"], "params": info["params"]}, ""
+        all_cases[name] = golden.Case(name=name, spec=spec, layout=layout, inputs=dict(inputs),
+                                      quantities=dict(quantities), kind=k)
+        meta[name] = {"kind": k, **info, "inputs": list(inputs), "quantities": list(quantities)}
+    manifest = {"format": "refscore-golden", "format_version": golden.FORMAT_VERSION,
+                "refscore_version": __version__, "source": "in memory (refscore.testing.golden_cases)",
+                "conventions": golden.CONVENTIONS, "cases": meta}
+    return golden.Golden(directory=None, manifest=manifest,
+                         cases={n: c for n, c in all_cases.items() if c.kind == "losses"}, all_cases=all_cases)
+
+
+# ------------------------------------------------------------------ frameworks
+def _precision(dtype) -> str:
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype).rsplit(".", 1)[-1]  # torch.float32 -> float32
+    if name not in golden.TOLERANCES:
+        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    return name
+
+
+def _check_framework(framework):
+    if framework not in _FRAMEWORKS:
+        raise ValueError(f"framework must be one of {list(_FRAMEWORKS)}, got {framework!r}")
+    if framework != "numpy":
+        return importlib.import_module(f"refscore.interop.{framework}")  # ImportError names the install
+    return None
+
+
+def _array(framework, a, dtype, device):
+    """A NumPy array as a new array of ``framework`` (float ``dtype``)."""
+    if framework == "numpy":
+        return np.array(a, dtype=dtype)
+    return importlib.import_module(f"refscore.interop.{framework}").as_array(a, dtype=dtype, device=device)
+
+
+def _inputs(framework, case, dtype, device) -> dict:
+    from .interop import golden_inputs
+
+    if framework == "numpy":
+        return {k: np.array(v, dtype=dtype) for k, v in case.inputs.items()}
+    return golden_inputs(case, framework, dtype=dtype, device=device)
+
+
+def _to_numpy(a) -> np.ndarray:
+    """Your output (a NumPy, torch or JAX array, or a number) as a NumPy array, as it is."""
+    if hasattr(a, "detach") and hasattr(a, "cpu"):  # a torch tensor
+        a = a.detach().cpu()
+        if not a.is_floating_point() and not a.is_complex():
+            a = a.double()
+        elif a.is_floating_point() and a.element_size() < 4:
+            a = a.float()  # bfloat16 / float16 have no NumPy view
+        return a.numpy()
+    return np.asarray(a)
+
+
+def _accepts(fn, name) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _noted(exc, note):
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+
+
+def _float(a) -> float:
+    return float(np.asarray(a))
+
+
+# ------------------------------------------------------------------ the verdict
+def _message(head, result) -> str:
+    fails = [r for r in result.rows if r.status == "FAIL"]
+    per_q = result.failing_quantities()
+    cases = {r.case for r in result.rows if r.status in ("PASS", "FAIL")}
+    where = "; ".join(f"{q} fails in {c} of {len(cases)} case{'s' if len(cases) != 1 else ''}"
+                      for q, c in per_q.items())
+    lines = [f"{head}: {where} (rtol={result.rtol:g}, atol={result.atol:g})", ""]
+    if result.diagnosis:
+        lines += [result.diagnosis_text(), ""]
+    table = result.table(only_failures=True).splitlines()
+    lines += table[:2 + _MAX_ROWS]
+    if len(fails) > _MAX_ROWS:
+        lines.append(f"... and {len(fails) - _MAX_ROWS} more failing keys")
+    lines += ["", result.summary().splitlines()[0]]
+    return "\n".join(lines)
+
+
+def _verdict(head, g, values, rtol, atol, precision):
+    result = golden.check(g, values, rtol=rtol, atol=atol, precision=precision)
+    if not result.passed:
+        raise AssertionError(_message(head, result))
+    return result
+
+
+# ------------------------------------------------------------------ scores
+@one_blas_thread
+def assert_score_matches(fn, case=None, *, framework="numpy", rtol=None, atol=None, dtype="float64",
+                         device=None, jit=True):
+    """Assert that ``fn(theta, x)`` is refscore's score :math:`s_\\theta(x)` on golden model cases.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(theta, x) -> (n, d)``: ``theta (P,)`` the flat parameters in the
+        case's layout (:func:`refscore.interop.parameter_layout`; an MLP's is
+        ``[W_1.ravel(), b_1, ..., W_L.ravel(), b_L]`` with ``W_l (out, in)``)
+        and ``x (n, d)`` the points, both arrays of ``framework``.  When ``fn``
+        has a parameter named ``spec`` (or ``**kwargs``) it also receives the
+        case's spec ``{"model": ..., "kwargs": {"dim": ..., ...}}``: what a
+        function serving several architectures needs.
+    case : None, str, list of str or callable, optional
+        The ``losses`` cases (see the module documentation): ``"LinearScore"``,
+        ``"mlpscore_tanh_*"``, ``"gaussian_d2"``... Default: all 69.
+    framework : {"numpy", "torch", "jax"}, keyword-only
+    rtol, atol : float, keyword-only
+        Default: :data:`refscore.golden.TOLERANCES` of ``dtype``.
+    dtype : {"float64", "float32"}, keyword-only
+        The inputs' dtype; also picks the default tolerances.
+    device : keyword-only
+        torch or JAX device of the inputs (default: the framework's).
+    jit : bool, keyword-only
+        ``framework="jax"``: call ``fn`` under ``jax.jit`` (default True); False
+        calls it eagerly.
+
+    Returns
+    -------
+    refscore.golden.CheckResult
+
+    Raises
+    ------
+    AssertionError
+        When a score differs; the message holds the diagnosis of
+        :func:`refscore.golden.check` (a flipped sign is named).
+    """
+    _check_framework(framework)
+    precision = _precision(dtype)
+    g = golden_cases(case, kind="losses")
+    with_spec = _accepts(fn, "spec")
+    values = {}
+    for name, c in g.all_cases.items():
+        inp = _inputs(framework, c, precision, device)
+        kw = {"spec": dict(c.spec)} if with_spec else {}
+        call = _jitted(lambda theta, x, kw=kw: fn(theta, x, **kw), jit and framework == "jax")
+        try:
+            out = call(inp["theta"], inp["x"])
+        except Exception as exc:
+            _noted(exc, f"refscore.testing: raised by your score function on golden case {name!r} ({c.spec})")
+            raise
+        values[f"{name}/score"] = _to_numpy(out)
+    return _verdict(f"refscore.testing.assert_score_matches(framework={framework!r})", g, values, rtol, atol,
+                    precision)
+
+
+# ------------------------------------------------------------------ losses
+def _noise_conditional_torch(inner):
+    """``NoiseConditional(inner)`` as a torch module: ``forward(x, sigma) = inner(x) / sigma``."""
+    import torch
+
+    class NoiseConditionalModule(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, sigma):
+            sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+            return self.model(x) / sigma.unsqueeze(-1)
+
+    return NoiseConditionalModule(inner)
+
+
+def _noise_conditional_jax(score):
+    import jax.numpy as jnp
+
+    def score_nc(params, x, sigma):
+        return score(params, x) / jnp.expand_dims(jnp.asarray(sigma), -1)
+
+    score_nc.spec = score.spec
+    return score_nc
+
+
+def _loss_inputs(loss, framework, c, dtype, device, projections):
+    """``[(quantity, {keyword: value})]`` of one case: the calls of your loss function."""
+    inp = _inputs(framework, c, dtype, device)
+    if loss == "esm":
+        return [("esm", {"x": inp["x"], "target": inp["target"]})]
+    if loss == "ism":
+        return [("ism", {"x": inp["x"]})]
+    if loss == "dsm":
+        return [("dsm", {"x": inp["x"], "sigma": _float(c.inputs["sigma"]), "eps": inp["eps"]})]
+    if loss in ("ssm", "ssm_vr"):
+        out = []
+        for kind in projections:
+            v = c.quantities["v_sphere"] if kind == "sphere" else c.inputs[f"v_{kind}"]
+            out.append((f"{loss}_{kind}", {"x": inp["x"], "v": _array(framework, v, dtype, device)}))
+        return out
+    labels = np.rint(c.inputs["labels"]).astype(np.int64)
+    if framework == "torch":
+        import torch
+
+        labels = torch.as_tensor(labels, device=device)
+    elif framework == "jax":
+        import jax.numpy as jnp
+
+        labels = jnp.asarray(labels)
+    common = {"x": inp["x"], "sigmas": inp["sigmas"], "labels": labels, "eps": inp["eps"]}
+    return [(f"dsm_multi_{w}", {**common, "weighting": w}) for w in projections]
+
+
+def _inner_spec(spec):
+    inner = spec.get("kwargs", {}).get("model")
+    return inner if isinstance(inner, dict) else spec
+
+
+def _numpy_loss(loss_fn, c, calls, grad, model, label):
+    theta = np.array(c.inputs["theta"])
+    mdl = golden.build_model(c.spec, reference=True) if model is None else model(dict(c.spec), theta.copy())
+    out = {}
+    for q, kw in calls:
+        res = loss_fn(mdl, theta.copy(), **kw)
+        if grad:
+            if not (isinstance(res, tuple) and len(res) == 2):
+                raise TypeError(f"{label}: with framework='numpy' and grad=True your loss function must return "
+                                f"(value, gradient over theta); it returned {type(res).__name__} (pass grad=False "
+                                "to compare values only)")
+            out[q], out[f"{q}_grad"] = _to_numpy(res[0]), _to_numpy(res[1])
+        else:
+            out[q] = _to_numpy(res[0] if isinstance(res, tuple) else res)
+    return out
+
+
+def _torch_loss(loss_fn, c, calls, grad, model, dtype, device, nc):
+    import torch
+
+    rtorch = importlib.import_module("refscore.interop.torch")
+    theta = c.inputs["theta"]
+    out = {}
+    for q, kw in calls:  # a fresh module per call: no gradient accumulates across them
+        if model is not None:
+            mdl = model(dict(c.spec), rtorch.as_array(theta, dtype=dtype, device=device))
+        else:
+            mdl = rtorch.build_module(_inner_spec(c.spec), np.array(theta), dtype=dtype, device=device)
+            mdl = _noise_conditional_torch(mdl) if nc else mdl
+        with torch.enable_grad():
+            value = loss_fn(mdl, **kw)
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"your loss function must return a torch tensor (a scalar) with "
+                                f"framework='torch', got {type(value).__name__}")
+            out[q] = _to_numpy(value)
+            if grad and value.dim() == 0:  # a non-scalar value fails its shape check; no gradient then
+                value.backward()
+                out[f"{q}_grad"] = rtorch.module_to_theta(mdl, grad=True)
+    return out
+
+
+def _jax_loss(loss_fn, c, calls, grad, model, dtype, device, nc, jit):
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    rjax = importlib.import_module("refscore.interop.jax")
+    theta = rjax.as_array(c.inputs["theta"], dtype=dtype, device=device)
+    if model is not None:
+        score, params = model(dict(c.spec), theta)
+    else:
+        spec = _inner_spec(c.spec)
+        score, params = rjax.score_function(spec), rjax.theta_to_params(theta, spec)
+        score = _noise_conditional_jax(score) if nc else score
+    out = {}
+    for q, kw in calls:
+        def f(p, kw=kw):
+            return loss_fn(score, p, **kw)
+
+        scalar = getattr(jax.eval_shape(f, params), "shape", None) == ()
+        if grad and scalar:  # a non-scalar value fails its shape check; no gradient then
+            value, grads = _jitted(jax.value_and_grad(f), jit)(params)
+            out[f"{q}_grad"] = _to_numpy(ravel_pytree(grads)[0])
+        else:
+            value = _jitted(f, jit)(params)
+        out[q] = _to_numpy(value)
+    return out
+
+
+def _jitted(f, jit):
+    if not jit:
+        return f
+    import jax
+
+    return jax.jit(f)
+
+
+@one_blas_thread
+def assert_loss_matches(loss_fn, loss, *, framework="numpy", cases=None, grad=True, model=None,
+                        projections=None, weightings=None, rtol=None, atol=None, dtype="float64", device=None,
+                        jit=True):
+    r"""Assert that ``loss_fn`` computes refscore's ``loss`` and its gradient over ``theta``.
+
+    The model is refscore's own (the case's spec built by :mod:`refscore.interop`,
+    loaded with the case's ``theta``) unless you give ``model``, so what is tested
+    is the loss: its constants, noise convention, signs and reduction.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        Called once per case (and projection kind or weighting) with the model
+        first, then keyword arguments named as in :data:`LOSSES`:
+
+        ==========  ========================================================
+        esm         ``x (n, d)``, ``target (n, d)``
+        ism         ``x (n, d)``
+        dsm         ``x (n, d)``, ``sigma`` (float), ``eps (n, d)`` ~ N(0, I):
+                    the noised point is ``x + sigma * eps``
+        ssm         ``x (n, d)``, ``v (m, n, d)``: ``v[j, k]`` projects ``x[k]``
+        ssm_vr      ``x (n, d)``, ``v (m, n, d)``
+        dsm_multi   ``x (n, d)``, ``sigmas (L,)``, ``labels (n,)`` (integers),
+                    ``eps (n, d)``, ``weighting`` (``"sigma2"`` or ``"none"``)
+        ==========  ========================================================
+
+        The model argument(s) and the return value, per framework:
+
+        * ``"torch"``: ``loss_fn(module, **inputs) -> 0-dim tensor``.
+          ``module`` is an ``nn.Module`` whose ``forward(x)`` is the score
+          ``(n, d)`` (:func:`refscore.interop.torch.build_module`; energy models
+          compute it by autograd with ``create_graph``); for ``dsm_multi``,
+          ``forward(x, sigma)`` with ``sigma`` one level per point ``(n,)``.
+          The helper calls ``backward()`` and reads the gradient with
+          :func:`refscore.interop.torch.module_to_theta` (``grad=True``).
+        * ``"jax"``: ``loss_fn(score, params, **inputs) -> scalar``.
+          ``score(params, x)`` (``score(params, x, sigma)`` for ``dsm_multi``)
+          is :func:`refscore.interop.jax.score_function`'s, ``params`` the list
+          :func:`refscore.interop.jax.theta_to_params` makes; the helper takes
+          ``jax.value_and_grad`` over ``params``.
+        * ``"numpy"``: ``loss_fn(model, theta, **inputs)`` returns the value, or
+          ``(value, gradient (P,))`` when ``grad`` is True.  ``model`` is the
+          refscore model (``model.score(theta, x)``, ``score_jacobian``,
+          ``score_vjp_params``...; ``score(theta, x, sigma)`` for ``dsm_multi``).
+    loss : {"esm", "ism", "dsm", "ssm", "ssm_vr", "dsm_multi"}
+    framework : {"numpy", "torch", "jax"}, keyword-only
+    cases : None, str, list of str or callable, keyword-only
+        The cases (see the module documentation); default: every case of the
+        loss's kind (69 ``losses`` cases, 4 ``dsm_multi`` cases).
+    grad : bool, keyword-only
+        Compare the gradient over ``theta`` as well (default True).
+    model : callable, keyword-only, optional
+        Your model instead of refscore's: ``model(spec, theta)`` returns what
+        ``loss_fn`` receives first, loaded with ``theta`` (a tensor, a JAX array
+        or a NumPy array of the case's layout): an ``nn.Module`` whose parameters
+        in registration order hold the layout's arrays; a pair ``(score,
+        params)`` for JAX, ``params`` any pytree whose leaves, flattened by
+        ``jax.flatten_util.ravel_pytree``, are ``theta``; for NumPy an object
+        with ``score(theta, x)`` (and whatever your loss calls).
+    projections : tuple of str, keyword-only, optional
+        ``ssm``/``ssm_vr``: the projection kinds to run (default all of
+        ``("gaussian", "rademacher", "sphere")``).
+    weightings : tuple of str, keyword-only, optional
+        ``dsm_multi``: default ``("sigma2", "none")``.
+    rtol, atol : float, keyword-only
+        Default: :data:`refscore.golden.TOLERANCES` of ``dtype``.
+    dtype : {"float64", "float32"}, keyword-only
+    device : keyword-only
+        torch or JAX device (default: the framework's).
+    jit : bool, keyword-only
+        ``framework="jax"``: run ``jax.value_and_grad`` of your loss under
+        ``jax.jit``, one compilation per case (default True; several times
+        faster than eager).  False runs it eagerly, for code ``jit`` cannot trace.
+
+    Returns
+    -------
+    refscore.golden.CheckResult
+
+    Raises
+    ------
+    AssertionError
+        When a value or gradient differs, with the diagnosis of
+        :func:`refscore.golden.check` (a forgotten ½, σ for σ², a flipped
+        score, a detached term, unit-sphere projections, a weighting...).
+    TypeError
+        A loss function returning the wrong kind of object.
+
+    Examples
+    --------
+    ISM in NumPy with refscore's model primitives, value and gradient:
+
+    >>> import numpy as np
+    >>> from refscore import testing
+    >>> def ism(model, theta, x):
+    ...     s = model.score(theta, x)
+    ...     n = len(x)
+    ...     value = np.mean(model.score_trace(theta, x) + 0.5 * np.sum(s ** 2, axis=1))
+    ...     w = np.full(n, 1.0 / n)
+    ...     grad = model.trace_grad_params(theta, x, w) + model.score_vjp_params(theta, x, w[:, None] * s)
+    ...     return value, grad
+    >>> testing.assert_loss_matches(ism, "ism", cases="LinearScore").count("PASS")
+    6
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    _check_framework(framework)
+    precision = _precision(dtype)
+    kind = LOSSES[loss]["kind"]
+    if loss in ("ssm", "ssm_vr"):
+        extra = _ALL_PROJECTIONS if projections is None else tuple(projections)
+        bad = [p for p in extra if p not in _ALL_PROJECTIONS]
+    elif loss == "dsm_multi":
+        extra = ("sigma2", "none") if weightings is None else tuple(weightings)
+        bad = [w for w in extra if w not in ("sigma2", "none")]
+    else:
+        extra, bad = (), []
+    if bad or (loss in ("ssm", "ssm_vr", "dsm_multi") and not extra):
+        raise ValueError(f"unknown or no projection kinds / weightings: {list(bad) or list(extra)}")
+    g = golden_cases(cases, kind=kind)
+    label = f"refscore.testing.assert_loss_matches({loss!r}, framework={framework!r})"
+    nc = kind == "dsm_multi"
+    values = {}
+    for name, c in g.all_cases.items():
+        calls = _loss_inputs(loss, framework, c, precision, device, extra)
+        try:
+            if framework == "numpy":
+                got = _numpy_loss(loss_fn, c, calls, grad, model, label)
+            elif framework == "torch":
+                got = _torch_loss(loss_fn, c, calls, grad, model, precision, device, nc)
+            else:
+                got = _jax_loss(loss_fn, c, calls, grad, model, precision, device, nc, jit)
+        except Exception as exc:
+            _noted(exc, f"refscore.testing: raised while computing {loss} on golden case {name!r} ({c.spec})")
+            raise
+        values.update({f"{name}/{q}": v for q, v in got.items()})
+    return _verdict(label, g, values, rtol, atol, precision)
+
+
+# ------------------------------------------------------------------ samplers
+def _components(spec):
+    """``(weights (k,), means (k, d), covs (k, d, d))`` of a golden target spec."""
+    kw = spec["kwargs"]
+    if "weights" in kw:
+        return np.asarray(kw["weights"], float), np.asarray(kw["means"], float), np.asarray(kw["covs"], float)
+    return np.ones(1), np.asarray(kw["mean"], float)[None], np.asarray(kw["cov"], float)[None]
+
+
+def _target_functions(framework, spec, dtype, device, sigma=None):
+    """``(score, log_prob)`` of a golden target (noised by ``sigma``) in ``framework``.
+
+    NumPy: refscore's own (the golden values' functions).  torch / JAX: a Gaussian
+    mixture written in the framework, from precisions and log normalisers
+    computed in float64: agrees with refscore to round-off.
+    """
+    target = golden.build_target(spec)
+    if framework == "numpy":
+        if sigma is None:
+            return target.score, target.logpdf
+        p = target.perturbed()
+        return (lambda x: p.score(x, sigma)), (lambda x: p.logpdf(x, sigma))
+    w, mu, cov = _components(spec)
+    d = mu.shape[1]
+    if sigma is not None:
+        cov = cov + sigma**2 * np.eye(d)
+    prec = np.linalg.inv(cov)
+    logc = np.log(w) - 0.5 * (d * math.log(2 * math.pi) + np.linalg.slogdet(cov)[1])
+    P, M, C = (_array(framework, a, dtype, device) for a in (prec, mu, logc))
+    if framework == "torch":
+        import torch as xp
+
+        def lse(a):
+            return xp.logsumexp(a, dim=1)
+    else:
+        import jax.numpy as xp
+        from jax.scipy.special import logsumexp
+
+        def lse(a):
+            return logsumexp(a, axis=1)
+
+    def parts(x):
+        diff = x[:, None, :] - M[None]  # (c, k, d)
+        pd = xp.einsum("kij,ckj->cki", P, diff)
+        ell = C[None] - 0.5 * (diff * pd).sum(-1)  # (c, k)
+        return ell, pd
+
+    def log_prob(x):
+        return lse(parts(x)[0])
+
+    def score(x):
+        ell, pd = parts(x)
+        r = xp.exp(ell - lse(ell)[:, None])
+        return -xp.einsum("ck,cki->ci", r, pd)
+
+    return score, log_prob
+
+
+def _states(x) -> np.ndarray:
+    return np.array(_to_numpy(x), dtype=float)
+
+
+@one_blas_thread
+def assert_sampler_matches(step_fn, sampler, *, framework="numpy", cases=None, rtol=None, atol=None,
+                           dtype="float64", device=None, jit=True):
+    r"""Assert that one step of your sampler, fed refscore's noise, reproduces the golden trajectories.
+
+    The golden ``ula``, ``mala`` and ``annealed`` cases store the start ``x0``,
+    the step, and the exact noise of every step (``z``, and MALA's uniforms
+    ``u``).  The helper runs your ``step_fn`` from ``x0`` over that noise (your
+    chain, state after state) and compares every state with refscore's; for
+    MALA it also calls your step at refscore's states, to compare the accept
+    decisions and (when returned) the log acceptance ratios step by step.
+
+    Parameters
+    ----------
+    step_fn : callable
+        One update of ``c`` chains, ``x (c, d) -> x_next (c, d)``, called with
+        keyword arguments (:data:`SAMPLERS`):
+
+        ========  ================================================================
+        ula       ``step_fn(x, score, step, z)``: refscore's update is
+                  ``x + step * score(x) + sqrt(2 step) z`` (eq. (4))
+        mala      ``step_fn(x, score, log_prob, step, z, u)``: proposal
+                  ``y = x + step * score(x) + sqrt(2 step) z``, accepted iff
+                  ``log u < log_alpha`` (per chain). Return ``x_next``, or
+                  ``(x_next, log_alpha)`` to have ``log_alpha`` compared too
+        annealed  ``step_fn(x, score, sigma, sigmas, step, z)``: ``score`` is
+                  that of :math:`p_\sigma = p * N(0, \sigma^2 I)` at this step's
+                  level ``sigma``; refscore's step there is
+                  ``step * sigma**2 / sigmas[-1]**2``
+        ========  ================================================================
+
+        ``score`` and ``log_prob`` take and return arrays of ``framework``;
+        ``step``, ``sigma`` are floats, ``sigmas`` a tuple of floats.
+    sampler : {"ula", "mala", "annealed"}
+    framework : {"numpy", "torch", "jax"}, keyword-only
+    cases : None, str, list of str or callable, keyword-only
+        Default: the three cases of ``sampler`` (a 2-D Gaussian, a 1-D and a
+        2-D mixture; ``"GaussianMixture"`` selects the mixtures).
+    rtol, atol : float, keyword-only
+        Default: :data:`refscore.golden.TOLERANCES` of ``dtype``.
+    dtype : {"float64", "float32"}, keyword-only
+    device : keyword-only
+    jit : bool, keyword-only
+        ``framework="jax"``: call your step under ``jax.jit``, compiled once per
+        case (and level); default True.
+
+    Returns
+    -------
+    refscore.golden.CheckResult
+
+    Raises
+    ------
+    AssertionError
+        When a trajectory, an accept decision or a log acceptance ratio
+        differs, with the diagnosis of :func:`refscore.golden.check` (a step
+        in the ``lr/2`` form or NCSN's, noise without its 2, one step for every
+        level, MALA without its proposal correction...).
+
+    Examples
+    --------
+    MALA, log acceptance ratio returned:
+
+    >>> import numpy as np
+    >>> from refscore import testing
+    >>> def mala_step(x, score, log_prob, step, z, u):
+    ...     y = x + step * score(x) + np.sqrt(2 * step) * z
+    ...     fwd = np.sum((y - x - step * score(x)) ** 2, axis=1)
+    ...     bwd = np.sum((x - y - step * score(y)) ** 2, axis=1)
+    ...     log_alpha = log_prob(y) - log_prob(x) - (bwd - fwd) / (4 * step)
+    ...     return np.where((np.log(u) < log_alpha)[:, None], y, x), log_alpha
+    >>> testing.assert_sampler_matches(mala_step, "mala").count("PASS")
+    9
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
+    _check_framework(framework)
+    precision = _precision(dtype)
+    g = golden_cases(cases, kind=sampler)
+    label = f"refscore.testing.assert_sampler_matches({sampler!r}, framework={framework!r})"
+    values = {}
+    for name, c in g.all_cases.items():
+        try:
+            values.update({f"{name}/{k}": v for k, v in
+                           _run_steps(step_fn, sampler, framework, c, precision, device,
+                                      jit and framework == "jax").items()})
+        except Exception as exc:
+            _noted(exc, f"refscore.testing: raised by your {sampler} step on golden case {name!r} ({c.spec})")
+            raise
+    return _verdict(label, g, values, rtol, atol, precision)
+
+
+def _run_steps(step_fn, sampler, framework, c, dtype, device, jit) -> dict:
+    inp = _inputs(framework, c, dtype, device)
+    step, z = _float(c.inputs["step"]), inp["z"]
+    T = c.inputs["z"].shape[0]
+    states = []
+    if sampler == "annealed":
+        sigmas = tuple(float(s) for s in c.inputs["sigmas"])
+        per_level = T // len(sigmas)
+        x = inp["x0"]
+        for i, sigma in enumerate(sigmas):
+            score, _ = _target_functions(framework, c.spec, dtype, device, sigma=sigma)
+            one = _jitted(lambda x, z, score=score, sigma=sigma: step_fn(
+                x, score=score, sigma=sigma, sigmas=sigmas, step=step, z=z), jit)
+            for j in range(per_level):
+                x = one(x, z[i * per_level + j])
+                states.append(_states(x))
+        return {"states": _stack(states)}
+    score, log_prob = _target_functions(framework, c.spec, dtype, device)
+    if sampler == "ula":
+        one = _jitted(lambda x, z: step_fn(x, score=score, step=step, z=z), jit)
+        x = inp["x0"]
+        for t in range(T):
+            x = one(x, z[t])
+            states.append(_states(x))
+        return {"states": _stack(states)}
+
+    one = _jitted(lambda x, z, u: step_fn(x, score=score, log_prob=log_prob, step=step, z=z, u=u), jit)
+
+    def call(x, t):
+        res = one(x, z[t], inp["u"][t])
+        return tuple(res) if isinstance(res, (tuple, list)) else (res, None)
+
+    x = inp["x0"]
+    for t in range(T):  # your chain
+        x = call(x, t)[0]
+        states.append(_states(x))
+    # your step at refscore's states: golden's decisions and ratios are those at its own states
+    prev = np.concatenate([c.inputs["x0"][None], c.quantities["states"][:-1]])
+    accept, log_alpha = [], []
+    for t in range(T):
+        x_t = _array(framework, prev[t], dtype, device)
+        y, la = call(x_t, t)[:2]
+        accept.append(np.any(_states(y) != _states(x_t), axis=-1).astype(float))
+        log_alpha.append(None if la is None else _states(la))
+    out = {"states": _stack(states), "accept": _stack(accept)}
+    if all(la is not None for la in log_alpha):
+        out["log_alpha"] = _stack(log_alpha)
+    return out
+
+
+def _stack(arrays) -> np.ndarray:
+    """Your per-step outputs as one array (ValueError naming the shapes when they differ)."""
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"your step returned arrays of different shapes {sorted(shapes)}")
+    return np.stack(arrays)
