@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numba
 from numba import cuda, float64
 
 from . import score_blocks
@@ -27,7 +28,13 @@ from .ids import MAX_DIM_GPU, MAX_WORK_GPU
 __all__ = ["langevin", "mala", "available"]
 
 _device = cuda.jit(device=True)
-_K = score_blocks.make(_device, compile_activation(_device, LIBM_OPS))
+# The activation table is compiled as device functions on a GPU.  The simulator runs
+# device functions as Python, but wraps each call in a context that swaps module
+# globals while 128 Python threads contend for the GIL; three nested wrapped calls per
+# activation made an MLP target's 100 steps take minutes (measured), so there the
+# table stays plain Python, called from the one wrapped `act` of score_blocks.
+_activation_jit = (lambda fn: fn) if numba.config.ENABLE_CUDASIM else _device
+_K = score_blocks.make(_device, compile_activation(_activation_jit, LIBM_OPS))
 _evaluate = _K.evaluate
 _step_block = _K.step_block
 _uniform = _K.uniform
@@ -35,7 +42,11 @@ _log_unit = _K.log_unit
 MAXD = MAX_DIM_GPU
 MAXW = MAX_WORK_GPU
 _U1 = np.uint64(1)
-_TPB = 128
+#: threads per block: 128 on a GPU.  The simulator runs every thread of a block as a
+#: Python thread while its main thread polls them; with 128 (or even 16) threads a run
+#: stalled for minutes at random (measured: 100 steps of 16 MLP chains took 1 s, or
+#: 17-300 s).  With one thread per block the blocks run one after another: 1.8 s, every time
+_TPB = 1 if numba.config.ENABLE_CUDASIM else 128
 
 
 def available() -> bool:
