@@ -1,6 +1,6 @@
 r"""``refscore bench``: the two hot paths against what users would otherwise write.
 
-Workloads (issues 8 item 6, 9 items 1-5):
+Workloads:
 
 * **Langevin ULA**, eq. (4), :math:`x \leftarrow x + \eta\,s(x) + \sqrt{2\eta}\,z`:
   W1, the 2-D mixture :math:`0.2\,N((-5,-5), I) + 0.8\,N((5,5), I)`; W2, a 10-D
