@@ -37,6 +37,7 @@ _uniform = _K.uniform
 _log_unit = _K.log_unit
 _evaluate = _K.evaluate
 _step_block = _K.step_block
+_mala_log_alpha = _K.mala_log_alpha
 _U1 = np.uint64(1)
 
 
@@ -134,14 +135,7 @@ def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverg
             _evaluate(lay, p, Y, SY, LPY, W, m, True)
             gg = np.uint64(t)
             for c in range(m):
-                fwd = 0.0
-                bwd = 0.0
-                for i in range(d):
-                    a = Y[i, c] - X[i, c] - eta * S[i, c]
-                    bb = X[i, c] - Y[i, c] - eta * SY[i, c]
-                    fwd += a * a
-                    bwd += bb * bb
-                loga = LPY[c] - LPX[c] - (bwd - fwd) / (4.0 * eta)
+                loga = _mala_log_alpha(X, Y, S, SY, c, d, eta, LPX[c], LPY[c])
                 fin = ACC[c] == 0.0 and math.isfinite(loga)
                 for i in range(d):
                     fin = fin and math.isfinite(SY[i, c])

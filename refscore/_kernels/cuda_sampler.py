@@ -37,6 +37,7 @@ _activation_jit = (lambda fn: fn) if numba.config.ENABLE_CUDASIM else _device
 _K = score_blocks.make(_device, compile_activation(_activation_jit, LIBM_OPS))
 _evaluate = _K.evaluate
 _step_block = _K.step_block
+_mala_log_alpha = _K.mala_log_alpha
 _uniform = _K.uniform
 _log_unit = _K.log_unit
 MAXD = MAX_DIM_GPU
@@ -120,14 +121,7 @@ def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace
             Y[i, 0] = S[i, 0]
         _step_block(X, Y, ACC, 1, d, eta, 1.0, sq, k0, k1, chain0 + c0, t)
         _evaluate(lay, p, Y, SY, LPY, W, 1, True)
-        fwd = 0.0
-        bwd = 0.0
-        for i in range(d):
-            a = Y[i, 0] - X[i, 0] - eta * S[i, 0]
-            bb = X[i, 0] - Y[i, 0] - eta * SY[i, 0]
-            fwd += a * a
-            bwd += bb * bb
-        loga = LPY[0] - LPX[0] - (bwd - fwd) / (4.0 * eta)
+        loga = _mala_log_alpha(X, Y, S, SY, 0, d, eta, LPX[0], LPY[0])
         fin = ACC[0] == 0.0 and math.isfinite(loga)
         for i in range(d):
             fin = fin and math.isfinite(SY[i, 0])

@@ -22,6 +22,7 @@ from .cpu_sampler import _K
 __all__ = ["langevin", "mala"]
 
 _step_block = _K.step_block
+_mala_log_alpha = _K.mala_log_alpha
 _uniform = _K.uniform
 _log_unit = _K.log_unit
 _U1 = np.uint64(1)
@@ -89,14 +90,7 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, dive
                         SY[i, 0] = sy[i]
                         fin = fin and math.isfinite(sy[i])
                     lpy = logpdf(Y.reshape(d))
-                fwd = 0.0
-                bwd = 0.0
-                for i in range(d):
-                    a = Y[i, 0] - X[i, 0] - eta * S[i, 0]
-                    bb = X[i, 0] - Y[i, 0] - eta * SY[i, 0]
-                    fwd += a * a
-                    bwd += bb * bb
-                loga = lpy - lpx - (bwd - fwd) / (4.0 * eta)
+                loga = _mala_log_alpha(X, Y, S, SY, 0, d, eta, lpx, lpy)
                 fin = fin and math.isfinite(loga)
                 if not fin:
                     alive = False

@@ -355,6 +355,22 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
                 S[d - 1, c] = v0
                 ACC[c] += v0 * 0.0
 
+    @(jit if jit_inline is None else jit_inline)
+    def mala_log_alpha(X, Y, S, SY, c, d, eta, lpx, lpy):
+        r"""MALA's log acceptance ratio for chain ``c`` of a block (docs/derivations.md §8.3).
+
+        :math:`\log p(y) - \log p(x) - (\|x - y - \eta s(y)\|^2 - \|y - x - \eta s(x)\|^2)/(4\eta)`
+        with x, y, s(x), s(y) in column ``c`` of ``X``, ``Y``, ``S``, ``SY``.
+        """
+        fwd = 0.0
+        bwd = 0.0
+        for i in range(d):
+            a = Y[i, c] - X[i, c] - eta * S[i, c]
+            bb = X[i, c] - Y[i, c] - eta * SY[i, c]
+            fwd += a * a
+            bwd += bb * bb
+        return lpy - lpx - (bwd - fwd) / (4.0 * eta)
+
     return types.SimpleNamespace(evaluate=evaluate, act=act, step_block=step_block,
-                                 normal_pair=normal_pair, uniform=P.uniform,
-                                 log_unit=P.log_unit)
+                                 mala_log_alpha=mala_log_alpha, normal_pair=normal_pair,
+                                 uniform=P.uniform, log_unit=P.log_unit)
