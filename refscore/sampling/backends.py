@@ -82,7 +82,7 @@ class ChunkedBackend:
         total = len(etas) * steps_per_level
 
         def advance(step0, n_steps):
-            level, t0 = divmod(step0, steps_per_level)
+            level = step0 // steps_per_level
             run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged)
             return n_steps
 
