@@ -19,7 +19,9 @@ Files
     kind (:data:`CASE_KINDS`), and per case its kind, the model (class and
     constructor arguments, ``n_params``, the ``theta`` layout in words) or the
     closed-form target (class and arguments) with the sampler or kernel
-    parameters, the seed the inputs were drawn from, and the keys and shapes.
+    parameters, the seed the inputs were drawn from, the keys and shapes, and
+    the case's ``binding``: digests of its arrays and of every field of its
+    entry, so that :func:`load` refuses a description edited after writing.
 
 Case kinds (:data:`CASE_KINDS`)
 -------------------------------
@@ -88,6 +90,7 @@ True
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -1045,6 +1048,17 @@ def load(directory) -> Golden:
     (written before the case kinds) loads as ``losses`` cases only.  Every
     problem is reported in one line naming the file and what is wrong.
 
+    The manifest is bound to the arrays: each case written by :func:`write`
+    records a ``binding``, digests (SHA-256) of its arrays in ``golden.npz``
+    and of every other field of its manifest entry.  A field changed, added or
+    removed after writing (a sampler ``step``, an activation, a covariance), or
+    arrays replaced from another run, make the case's description wrong for
+    its numbers, and loading fails naming the case and what differs.  Cases
+    without a ``binding`` -- every case of a format 1 file, and of a format 2
+    file written before the binding existed -- load as before, unverified
+    (rewrite them with ``refscore golden --force`` to have them checked).
+    The digests catch accidents, not forgery.
+
     Raises
     ------
     FileNotFoundError
@@ -1057,7 +1071,8 @@ def load(directory) -> Golden:
         has a format version outside :data:`READABLE_VERSIONS`, or lacks or
         misstates a case's fields; when ``golden.npz`` is not a sound .npz
         archive (truncated, damaged, an array missing or of another shape or
-        dtype than the manifest says).
+        dtype than the manifest says); when a case's manifest entry or its
+        arrays differ from what its ``binding`` records.
     """
     directory = _as_dir(directory)
     try:
@@ -1111,6 +1126,7 @@ def load(directory) -> Golden:
                 raise ValueError(f"golden file {dpath}: {key!r} has shape {a.shape} but {mpath} says shape "
                                  f"{tuple(meta['shapes'][k])}: the golden files do not belong together")
             got[k] = a
+        _check_binding(mpath, dpath, name, meta, got)
         kind = meta.get("kind", "losses")
         if kind in _MODEL_KINDS:
             spec, layout = {"model": meta["model"], "kwargs": meta["kwargs"]}, meta["layout"]
@@ -1128,6 +1144,69 @@ def load(directory) -> Golden:
                   cases={n: c for n, c in cases.items() if c.kind == "losses"}, all_cases=cases)
 
 
+# ------------------------------------------------------------------ binding
+# Each case of a manifest written by this refscore carries
+# ``"binding": {"arrays": digest, "fields": {field: digest}}``: a digest of the case's arrays in
+# golden.npz and one of every other field of its manifest entry as written (model or target,
+# kwargs, params, layout, seed, shapes...).  load() recomputes both, so that a description edited
+# by hand (a step, an activation, a covariance) or arrays replaced from another run are refused
+# instead of silently describing numbers computed from something else.  The digests guard against
+# accidents, not forgery: anyone may recompute them.
+
+#: hex digits kept of each SHA-256 digest (64 bits: an accidental match is out of the question)
+_DIGEST_HEX = 16
+
+
+def _field_digest(value) -> str:
+    """Digest of a manifest field's value: its canonical JSON (sorted keys, no whitespace)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:_DIGEST_HEX]
+
+
+def _arrays_digest(arrays: dict) -> str:
+    """Digest of ``{name: array}``: names, shapes and little-endian float64 bytes, by sorted name."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.asarray(arrays[k])
+        h.update(json.dumps([k, list(a.shape)]).encode("ascii"))
+        h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
+    return h.hexdigest()[:_DIGEST_HEX]
+
+
+def _binding(meta: dict, arrays: dict) -> dict:
+    """The ``"binding"`` of a case whose manifest entry is ``meta`` and whose arrays are ``arrays``."""
+    return {"arrays": _arrays_digest(arrays),
+            "fields": {k: _field_digest(v) for k, v in meta.items() if k != "binding"}}
+
+
+def _check_binding(mpath, dpath, name, meta, arrays) -> None:
+    """ValueError (one line, naming the case and what differs) unless the case's manifest entry and
+    its arrays are those its ``"binding"`` was computed from.  No binding: nothing to check (a file
+    written before refscore recorded one; see :func:`load`)."""
+    if "binding" not in meta:
+        return
+    binding = meta["binding"]
+    where = f"{mpath}: case {name!r}"
+    if not (isinstance(binding, dict) and set(binding) == {"arrays", "fields"}
+            and isinstance(binding["arrays"], str) and isinstance(binding["fields"], dict)
+            and all(isinstance(v, str) for v in binding["fields"].values())):
+        raise ValueError(f"{where}: 'binding' is damaged (expected {{'arrays': digest, 'fields': {{field: "
+                         "digest}}}} as refscore golden writes it); rewrite the golden files with refscore "
+                         "golden --force")
+    recorded = binding["fields"]
+    changes = [f"{k!r} was changed" for k in recorded if k in meta and _field_digest(meta[k]) != recorded[k]]
+    changes += [f"{k!r} was removed" for k in recorded if k not in meta]
+    changes += [f"{k!r} was added" for k in meta if k != "binding" and k not in recorded]
+    if changes:
+        raise ValueError(f"{where}: {', '.join(changes)} after the golden files were written, so it no longer "
+                         f"describes the arrays in {dpath.name} (restore the manifest, or rewrite both files "
+                         "with refscore golden --force)")
+    if _arrays_digest(arrays) != binding["arrays"]:
+        raise ValueError(f"{dpath}: the arrays of case {name!r} are not those {mpath.name} was written with "
+                         f"({dpath.name} was replaced or changed after it was written); rewrite both files "
+                         "with refscore golden --force")
+
+
 #: what every case of a manifest records, and the JSON type of each field
 _CASE_FIELDS = {"model": (str, "a string"), "kwargs": (dict, "an object"), "layout": (str, "a string"),
                 "n_params": (int, "an integer"), "inputs": (list, "a list of names"),
@@ -1136,12 +1215,24 @@ _CASE_FIELDS = {"model": (str, "a string"), "kwargs": (dict, "an object"), "layo
 _TARGET_CASE_FIELDS = {"target": (str, "a string"), "kwargs": (dict, "an object"), "params": (dict, "an object"),
                        "inputs": (list, "a list of names"), "quantities": (list, "a list of names"),
                        "shapes": (dict, "an object of name -> shape")}
-#: sampler and kernel parameters a target case must give, with their JSON types
+
+
+def _is_number(value, types=(int, float)) -> bool:
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+#: the JSON value a sampler or kernel parameter must be: (test, what it is in words)
+_NUMBER = (_is_number, "a number")
+_INTEGER = (lambda v: _is_number(v, (int,)), "a number (an integer)")
+_NUMBER_LIST = (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(t) for t in v),
+                "a list of numbers")
+#: sampler and kernel parameters a target case must give
 _PARAMS = {
-    "ksd": {"c": (int, float), "beta": (int, float)},
-    "ula": {"step": (int, float), "steps": (int,), "chains": (int,), "noise_seed": (int,)},
-    "mala": {"step": (int, float), "steps": (int,), "chains": (int,), "noise_seed": (int,)},
-    "annealed": {"step": (int, float), "steps": (int,), "chains": (int,), "noise_seed": (int,), "sigmas": (list,)},
+    "ksd": {"c": _NUMBER, "beta": _NUMBER},
+    "ula": {"step": _NUMBER, "steps": _INTEGER, "chains": _INTEGER, "noise_seed": _INTEGER},
+    "mala": {"step": _NUMBER, "steps": _INTEGER, "chains": _INTEGER, "noise_seed": _INTEGER},
+    "annealed": {"step": _NUMBER, "steps": _INTEGER, "chains": _INTEGER, "noise_seed": _INTEGER,
+                 "sigmas": _NUMBER_LIST},
 }
 
 
@@ -1193,10 +1284,10 @@ def _check_manifest_cases(mpath, manifest, version=FORMAT_VERSION) -> None:
                     isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
                 raise bad(f"{where}: 'shapes'", f"must give {k!r} a list of non-negative integers, got {shown(shape)}")
         if kind not in _MODEL_KINDS:
-            for key, typ in _PARAMS[kind].items():
+            for key, (valid, words) in _PARAMS[kind].items():
                 value = meta["params"].get(key)
-                if not isinstance(value, typ) or isinstance(value, bool):
-                    raise bad(f"{where}: 'params'", f"must give {key!r} a number, got {shown(value)}")
+                if not valid(value):
+                    raise bad(f"{where}: 'params'", f"must give {key!r} {words}, got {shown(value)}")
             try:
                 build_target({"target": meta["target"], "kwargs": meta["kwargs"]})
             except (TypeError, ValueError, KeyError, OverflowError, np.linalg.LinAlgError) as exc:
@@ -1293,6 +1384,9 @@ def write(directory, *, force=False) -> pathlib.Path:
             "quantities": list(quantities),
             "shapes": {k: list(arrays[f"{name}/{k}"].shape) for k in (*inputs, *quantities)},
         }
+        # the description as a reader will see it (JSON's lists for tuples), bound to the arrays
+        described = json.loads(json.dumps(meta[name]))
+        meta[name]["binding"] = _binding(described, {k: arrays[f"{name}/{k}"] for k in (*inputs, *quantities)})
     manifest = {
         "format": "refscore-golden",
         "format_version": FORMAT_VERSION,
