@@ -20,31 +20,24 @@ module                 what it holds
 :mod:`.cpu_sampler`    ULA / MALA / annealed Langevin, prange over blocks
 :mod:`.cuda_sampler`   the same, one CUDA thread per chain
 :mod:`.custom_sampler` ULA / MALA with a user's ``numba.njit`` score
+:mod:`.cache`          where the kernels are cached, damaged or unwritable
+                       caches, the first-compile notice (numba-free)
 =====================  ======================================================
 
-Compile cache.  The kernels are compiled with ``cache=True`` into a cache
-directory outside the installed tree (so a read-only install caches too):
-``$REFSCORE_CACHE_DIR``, else ``$XDG_CACHE_HOME/refscore`` or
-``~/.cache/refscore``, in a subdirectory named by a fingerprint of this
-package's sources, the activation registry and the numba version.  Numba
-invalidates a cached kernel only when its own file changes, not when a
-function it inlines does; the fingerprint makes any edit here start a fresh
-cache.  A user's own ``NUMBA_CACHE_DIR`` is left alone for their functions.
+Compile cache (:mod:`.cache`).  The kernels are compiled with ``cache=True``
+into a directory outside the installed tree, chosen and checked there; a first
+compile of a family prints one line to stderr saying so.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
-import pathlib
+
+from .cache import cache_dir, use_cache
 
 __all__ = ["numba_available", "load_mlp_losses", "load_cpu_sampler", "load_cuda_sampler", "load_custom_sampler",
-           "cuda_available",
-           "cache_dir"]
-
-_HERE = pathlib.Path(__file__).resolve().parent
-
+           "cuda_available", "cache_dir", "use_cache"]
 
 def numba_available() -> bool:
     """True when numba can be imported (the compiled engines are usable)."""
@@ -61,32 +54,6 @@ def _require_numba(what):
             f"{what} needs numba, which is not installed; install it (pip install numba) "
             "or use the NumPy reference (backend='numpy', engine='numpy')"
         )
-
-
-@functools.lru_cache(maxsize=None)
-def cache_dir() -> pathlib.Path | None:
-    """The directory the compiled kernels are cached in (None: numba's default)."""
-    import numba
-
-    from ..models import activations
-
-    h = hashlib.sha256(numba.__version__.encode())
-    for path in sorted(_HERE.glob("*.py")) + [pathlib.Path(activations.__file__)]:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    root = os.environ.get("REFSCORE_CACHE_DIR")
-    if not root:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "refscore")
-    path = pathlib.Path(root) / f"numba-{numba.__version__}-{h.hexdigest()[:16]}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError:
-        return None  # not writable: numba's own locator (in-tree or its user-wide cache)
-    return path
 
 
 def _configure_threading():
@@ -107,19 +74,24 @@ def _configure_threading():
 
 
 @contextlib.contextmanager
-def _compile_into_cache():
-    """Point numba's cache at :func:`cache_dir` while this package's kernels are defined.
+def _compile_into_cache(family):
+    """Point numba's cache at :func:`.cache.cache_dir` while kernel module ``family`` is defined.
 
     Numba picks a function's cache location when the function is decorated,
-    so the setting is restored as soon as the modules are imported.
+    so the setting is restored as soon as the module is imported.  Damaged
+    cache files of the family are removed first (:func:`.cache.check_family`),
+    and a cache miss announces itself (:func:`.cache.announce_compiles`).
     """
+    from . import cache
+
     _configure_threading()
     import numba
 
-    path = cache_dir()
+    cache.announce_compiles()
+    cache.check_family(family)
     old = numba.config.CACHE_DIR
-    if path is not None:
-        numba.config.CACHE_DIR = str(path)
+    if use_cache():
+        numba.config.CACHE_DIR = str(cache_dir())
     try:
         yield
     finally:
@@ -130,7 +102,7 @@ def _compile_into_cache():
 def load_mlp_losses():
     """:mod:`.mlp_losses`, compiled on first use."""
     _require_numba("engine='numba'")
-    with _compile_into_cache():
+    with _compile_into_cache("mlp_losses"):
         from . import mlp_losses as module
     return module
 
@@ -139,7 +111,7 @@ def load_mlp_losses():
 def load_cpu_sampler():
     """:mod:`.cpu_sampler`, compiled on first use."""
     _require_numba("backend='numba'")
-    with _compile_into_cache():
+    with _compile_into_cache("cpu_sampler"):
         from . import cpu_sampler as module
     return module
 
@@ -148,7 +120,7 @@ def load_cpu_sampler():
 def load_custom_sampler():
     """:mod:`.custom_sampler` (kernels that take a user's ``numba.njit`` score as an argument)."""
     _require_numba("a NumbaTarget on backend='numba'")
-    with _compile_into_cache():
+    with _compile_into_cache("custom_sampler"):
         from . import custom_sampler as module
     return module
 
@@ -174,6 +146,6 @@ def load_cuda_sampler():
             "backend='cuda' needs a CUDA GPU or the simulator (set NUMBA_ENABLE_CUDASIM=1 "
             "before numba.cuda is first imported); neither is available"
         )
-    with _compile_into_cache():
+    with _compile_into_cache("cuda_sampler"):
         from . import cuda_sampler as module
     return module

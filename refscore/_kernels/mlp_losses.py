@@ -60,6 +60,7 @@ import numba
 import numpy as np
 
 from .activation_table import compile_activate_row
+from .cache import use_cache
 from .ids import ISM, RESIDUAL, SSM, SSM_VR  # noqa: F401  (the kinds, named in the docstrings)
 from .vecmath import activation
 
@@ -70,7 +71,7 @@ __all__ = ["stacked_terms", "ism_closed_form"]
 _activate_row = compile_activate_row(lambda f: numba.njit(inline="always", error_model="numpy")(f), activation)
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
 def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     """Per-point loss terms and their weighted parameter gradient (see the module notes).
 
@@ -298,7 +299,7 @@ def _add_outer_product(G, A, B, tmp):
             G[i, j] += tmp[i, j]
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
 def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
     r"""ISM terms :math:`\operatorname{tr}J_k + \tfrac12\lVert s_k\rVert^2` and the gradient of their ``w``-sum, one or two hidden layers.
 
