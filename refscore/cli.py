@@ -61,7 +61,7 @@ _ANNEALED_OPTIONS = {"sigmas": None, "sigma_max": 20.0, "sigma_min": 0.1, "level
 _SAMPLE_ARRAYS = 4
 
 #: commands whose interruption leaves nothing written (their outputs are atomic)
-_WRITERS = ("golden", "sample", "fit")
+_WRITERS = ("golden", "sample", "fit", "validate")
 
 
 def _registries():
@@ -504,7 +504,8 @@ def _cmd_fit(args) -> int:
     return 0
 
 
-def _delegate(module: str, what: str, argv) -> int:
+def _delegate(module: str, what: str, argv, **options) -> int:
+    """``module.main(argv, **options)``, or one line saying the module is not installed."""
     import importlib
 
     try:
@@ -515,7 +516,7 @@ def _delegate(module: str, what: str, argv) -> int:
                   f"(run refscore from a source checkout of refscore)", file=sys.stderr)
             return 2
         raise
-    return int(mod.main(list(argv)) or 0)
+    return int(mod.main(list(argv), **options) or 0)
 
 
 def _bench_dirs() -> list:
@@ -721,7 +722,7 @@ def _interrupted(command, exc) -> int:
 
 def _main(argv) -> int:
     if argv and argv[0] == "validate":
-        return _delegate("refscore.validation.runner", "validate", argv[1:])
+        return _delegate("refscore.validation.runner", "validate", argv[1:], prog="refscore validate")
     if argv and argv[0] == "bench":
         return _bench(argv[1:])
     parser = _parser()

@@ -311,3 +311,140 @@ def test_ula_small_step_plan_scales_as_derived():
     assert k == int(np.ceil(3.0 / (1e-2 * lam_min))) and start == "exact draws of p"
     n3, k3, start3 = small_step_plan(1e-3, 10.0)  # the cluster-sized case: no per-chain start states
     assert start3 == "the mean" and 7.9e8 < n3 < 8.1e8 and 1e13 < n3 * k3 < 1.2e13
+
+
+# ----------------------------------------------------------------- the output directory is published whole
+def _previous_run(out):
+    """An output directory holding a complete earlier run (report and figure) and a file of someone else's."""
+    (out / "validation").mkdir(parents=True)
+    (out / "figures").mkdir()
+    (out / "validation" / "REPORT.md").write_text("old report")
+    (out / "figures" / "fake_exp.png").write_bytes(b"old png")
+    (out / "figures" / "other.png").write_bytes(b"not ours")
+    return {"validation/REPORT.md": b"old report", "figures/fake_exp.png": b"old png", "figures/other.png": b"not ours"}
+
+
+def _tree(out):
+    """``{relative path: bytes}`` of every file under ``out``, hidden temporaries included."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_runner_force_replaces_the_run_whole(fake_suite, tmp_path, capsys):
+    out = tmp_path / "out"
+    before = _previous_run(out)
+    assert runner.main(["--out-dir", str(out), "--no-progress", "--force"]) == 0
+    after = _tree(out)
+    assert set(after) == set(before)  # no temporary directory or file left behind
+    assert after["figures/fake_exp.png"] == b"png" and after["figures/other.png"] == b"not ours"
+    assert b"| fake_exp | q | 1 | 1 | src | 0 | PASS |" in after["validation/REPORT.md"]
+
+
+def test_runner_figure_write_failing_part_way_leaves_no_truncated_figure(fake_suite, tmp_path, capsys):
+    def run(quick, seed, fig_dir):
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        (fig_dir / "fake_exp.png").write_bytes(b"\x89PNG trunc")  # savefig stopped by a full disk
+        raise OSError(28, "No space left on device")
+
+    fake_suite.run = run
+    out = tmp_path / "out"
+    before = _previous_run(out)
+    assert runner.main(["--out-dir", str(out), "--no-progress", "--force"]) == 1
+    after = _tree(out)
+    # the new run is complete: its report says the experiment failed and no figure of it exists,
+    # neither a truncated one nor the previous run's (which would not match the report)
+    assert set(after) == {"validation/REPORT.md", "figures/other.png"}
+    assert b"raised OSError" in after["validation/REPORT.md"] and after["figures/other.png"] == before["figures/other.png"]
+
+
+def test_runner_failed_publication_keeps_the_previous_run(fake_suite, tmp_path, capsys, monkeypatch):
+    from refscore import golden
+
+    real = golden._write_files_atomically
+
+    def disk_full(writers):  # the report is written, then the disk fills up on the figure
+        def fail(f):
+            f.write(b"\x89PNG part")
+            raise OSError(28, "No space left on device")
+        return real({p: (fail if p.suffix == ".png" else w) for p, w in writers.items()})
+
+    monkeypatch.setattr(golden, "_write_files_atomically", disk_full)
+    out = tmp_path / "out"
+    before = _previous_run(out)
+    capsys.readouterr()
+    assert runner.main(["--out-dir", str(out), "--no-progress", "--force"]) == 2
+    assert _tree(out) == before
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m validation: error: cannot write") and "no space left on device" in err[-1]
+    assert "nothing was written" in err[-1]
+
+
+@pytest.mark.parametrize("sig, status, word", [(None, 130, "interrupted"), ("TERM", 143, "terminated")])
+def test_runner_interrupted_mid_run_keeps_the_previous_run(fake_suite, tmp_path, capsys, sig, status, word):
+    import os
+    import signal
+
+    def run(quick, seed, fig_dir):
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        (fig_dir / "fake_exp.png").write_bytes(b"new png")
+        if sig is None:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode
+        for _ in range(1000):
+            pass
+        return []
+
+    class Unhandled(Exception):
+        pass
+
+    def fallback(signum, frame):  # only reached when the runner does not handle SIGTERM itself
+        raise Unhandled
+
+    fake_suite.run = run
+    out = tmp_path / "out"
+    before = _previous_run(out)
+    previous = signal.signal(signal.SIGTERM, fallback)
+    try:
+        rc = runner.main(["--out-dir", str(out), "--no-progress", "--force"])
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped runner.main")
+    finally:
+        assert signal.signal(signal.SIGTERM, previous) is fallback  # the runner restored it
+    assert rc == status
+    assert _tree(out) == before  # the old complete run, no new figure beside the old report
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"python -m validation: {word}; nothing was written"
+
+
+def test_runner_unwritable_out_dir_is_one_line(fake_suite, tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    for out, reason in [(a_file / "out", "not a directory"), (a_file, "is not a directory")]:
+        rc = runner.main(["--out-dir", str(out), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("python -m validation: error:"), err
+        assert str(out) in lines[0] and reason in lines[0], lines[0]
+    # a directory the OS refuses to write into (what mode 0o555 does to a non-root user)
+    import tempfile
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    out = tmp_path / "new" / "out"
+    rc = runner.main(["--out-dir", str(out), "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and str(out) in lines[0] and "permission denied" in lines[0], lines
+    assert not out.exists()  # the directory this run created is not left behind
+
+
+def test_refscore_validate_unwritable_out_dir_is_one_line(fake_suite, tmp_path, capsys):
+    from refscore import cli
+
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    rc = cli.main(["validate", "--out-dir", str(a_file / "out"), "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("refscore validate: error: cannot create --out-dir") and "not a directory" in lines[0]

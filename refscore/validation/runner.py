@@ -14,6 +14,17 @@ overwritten without ``--force``; an empty or new directory needs no flag.  The
 committed ``figures/*.png`` and ``validation/REPORT.md`` of a clone are
 regenerated on purpose with ``--out-dir . --force`` from the clone's root.
 
+The run is written into a temporary directory inside DIR and published only
+when every experiment has finished: the report and the figures are then
+renamed over their targets together (as ``refscore golden``, ``sample`` and
+``fit`` write their files), and the figure of an experiment of this run that
+drew none is removed.  A run that fails, is interrupted (Ctrl-C: status 130)
+or terminated (SIGTERM: status 143) leaves DIR as it was, with no partial
+figure and no temporary file.  DIR itself is not swapped: it may hold other
+files (a clone's root holds the ``validation`` package beside REPORT.md).
+A DIR that cannot be created or written is one line naming it and the
+reason, status 2, before any experiment runs.
+
 Progress goes to stderr: one line when each experiment starts and finishes,
 and a tqdm bar for every inner loop that takes more than a few seconds.
 """
@@ -23,7 +34,9 @@ import argparse
 import importlib
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 
@@ -97,9 +110,131 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def main(argv=None) -> int:
+class _OutputError(Exception):
+    """The output directory cannot be created or written: one line, status 2."""
+
+
+def _reason(exc: OSError) -> str:
+    from ..golden import _reason as reason
+
+    return reason(exc)
+
+
+def _prepare_out_dir(out: pathlib.Path, report_dir: pathlib.Path, fig_dir: pathlib.Path):
+    """Create ``out`` if missing and a temporary run directory inside it; ``(staging, created)``.
+
+    Raises :class:`_OutputError` naming the directory and the OS's reason when ``out`` (or the
+    report or figure directory in it) cannot be created or written.
+    """
+    if os.path.lexists(out) and not out.is_dir():
+        raise _OutputError(f"--out-dir {out} is not a directory")
+    created = not os.path.lexists(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and pathlib.Path(exc.filename) != out else ""
+        raise _OutputError(f"cannot create --out-dir {out}: {_reason(exc)}{where}") from None
+    for d in (report_dir, fig_dir):
+        if os.path.lexists(d) and not d.is_dir():
+            raise _OutputError(f"cannot write into --out-dir {out}: {d} is not a directory")
+    try:
+        staging = pathlib.Path(tempfile.mkdtemp(dir=out, prefix=".validation-run-"))
+    except OSError as exc:
+        if created:
+            _remove_if_empty(out)
+        raise _OutputError(f"cannot write into --out-dir {out}: {_reason(exc)}") from None
+    for d in (report_dir, fig_dir):  # checked now, not after hours of experiments
+        if d.is_dir() and not os.access(d, os.W_OK | os.X_OK):
+            _discard(staging, out if created else None)
+            raise _OutputError(f"cannot write into {d}: permission denied")
+    return staging, created
+
+
+def _remove_if_empty(*dirs) -> None:
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def _discard(staging: pathlib.Path, created_out) -> None:
+    """Remove the temporary run directory (and ``created_out``, the output directory this run
+    created, when nothing else is in it)."""
+    shutil.rmtree(staging, ignore_errors=True)
+    if created_out is not None:
+        _remove_if_empty(created_out)
+
+
+def _publish(staged_figs: pathlib.Path, report_path: pathlib.Path, fig_dir: pathlib.Path, names, text: str):
+    """Rename the report and the staged figures over their targets, all of them or none.
+
+    Returns ``(figures written, figures removed)``: a figure of this run's experiments that
+    drew none this time is removed, so that no figure of an earlier run sits beside the report.
+    """
+    from ..golden import _write_files_atomically
+
+    def copy_of(path):
+        def write(f):
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, f)
+        return write
+
+    writers = {report_path: lambda f: f.write(text.encode("utf-8"))}
+    for name in names:
+        staged = staged_figs / f"{name}.png"
+        if staged.is_file():
+            writers[fig_dir / f"{name}.png"] = copy_of(staged)
+    made = [d for d in (report_path.parent, fig_dir) if not d.is_dir()]
+    try:
+        for d in made:
+            d.mkdir(parents=True)
+        _write_files_atomically(writers)
+    except BaseException:
+        _remove_if_empty(*made)
+        raise
+    stale = [fig_dir / f"{n}.png" for n in names if fig_dir / f"{n}.png" not in writers]
+    removed = []
+    for p in stale:
+        if os.path.lexists(p):
+            p.unlink()
+            removed.append(p)
+    return len(writers) - 1, removed
+
+
+def _run(names, args, fig_dir: pathlib.Path):
+    """Run the experiments (figures into ``fig_dir``, the run's temporary one); ``(rows, seconds)``."""
+    rows: list[Row] = []
+    seconds: dict[str, float] = {}
+    for i, name in enumerate(names, 1):
+        tag = f"[{i}/{len(names)}] {name}"
+        _say(f"{tag}: started")
+        t0 = time.perf_counter()
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+            got = module.run(quick=args.quick, seed=args.seed, fig_dir=fig_dir)
+        except Exception as exc:  # an experiment that crashes is a FAIL row, not a crash of the suite
+            traceback.print_exc()
+            # a figure it was writing may be partial: the run publishes none of a crashed experiment
+            (fig_dir / f"{name}.png").unlink(missing_ok=True)
+            got = [Row(name, "experiment ran", f"raised {type(exc).__name__}: {exc}", "runs",
+                       "-", "-", False)]
+        seconds[name] = time.perf_counter() - t0
+        rows.extend(got)
+        for r in got:
+            _say(f"  {r.status}  {r.experiment}: {r.quantity} = {r.measured} "
+                 f"(expected {r.expected}, tol {r.tolerance})")
+        n_bad = sum(not r.passed for r in got)
+        _say(f"{tag}: finished in {seconds[name]:.1f} s, {len(got) - n_bad} passed, {n_bad} failed")
+    return rows, seconds
+
+
+def main(argv=None, prog: str = "python -m validation") -> int:
+    """Run the suite; returns the exit status (0 all pass, 1 a row failed, 2 an error of the
+    arguments or of the output directory, 130 interrupted, 143 terminated).  ``prog`` names the
+    command in messages (``refscore validate`` calls it so)."""
     parser = argparse.ArgumentParser(
-        prog="python -m validation",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
@@ -154,41 +289,46 @@ def main(argv=None) -> int:
     existing = [p for p in targets if p.exists()]
     if existing and not args.force:
         shown = ", ".join(str(p) for p in existing[:4]) + (" …" if len(existing) > 4 else "")
-        print(f"python -m validation: refusing to overwrite {len(existing)} existing file(s) in "
+        print(f"{prog}: refusing to overwrite {len(existing)} existing file(s) in "
               f"{args.out_dir}: {shown}\n  pass --force to overwrite them, or choose another --out-dir",
               file=sys.stderr)
         return 2
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    from ..cli import _sigterm_as_interrupt, _Terminated
 
-    load = _load()
-    rows: list[Row] = []
-    seconds: dict[str, float] = {}
-    t_all = time.perf_counter()
-    _say(f"validation: {len(names)} experiment(s), {'quick' if args.quick else 'full'} mode, "
-         f"seed {args.seed}, writing to {args.out_dir} (load average {load})")
-    for i, name in enumerate(names, 1):
-        tag = f"[{i}/{len(names)}] {name}"
-        _say(f"{tag}: started")
-        t0 = time.perf_counter()
+    out = pathlib.Path(args.out_dir)
+    with _sigterm_as_interrupt():
         try:
-            module = importlib.import_module(f"{__package__}.{name}")
-            got = module.run(quick=args.quick, seed=args.seed, fig_dir=fig_dir)
-        except Exception as exc:  # an experiment that crashes is a FAIL row, not a crash of the suite
-            traceback.print_exc()
-            got = [Row(name, "experiment ran", f"raised {type(exc).__name__}: {exc}", "runs",
-                       "-", "-", False)]
-        seconds[name] = time.perf_counter() - t0
-        rows.extend(got)
-        for r in got:
-            _say(f"  {r.status}  {r.experiment}: {r.quantity} = {r.measured} "
-                 f"(expected {r.expected}, tol {r.tolerance})")
-        n_bad = sum(not r.passed for r in got)
-        _say(f"{tag}: finished in {seconds[name]:.1f} s, {len(got) - n_bad} passed, {n_bad} failed")
-
-    report_path.write_text(render_report(rows, args.quick, args.seed, seconds, load))
+            staging, created = _prepare_out_dir(out, report_path.parent, fig_dir)
+        except _OutputError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
+        published = False
+        try:
+            load = _load()
+            t_all = time.perf_counter()
+            _say(f"validation: {len(names)} experiment(s), {'quick' if args.quick else 'full'} mode, "
+                 f"seed {args.seed}, writing to {args.out_dir} (load average {load})")
+            staged_figs = staging / "figures"
+            rows, seconds = _run(names, args, staged_figs)
+            text = render_report(rows, args.quick, args.seed, seconds, load)
+            try:
+                n_figs, removed = _publish(staged_figs, report_path, fig_dir, names, text)
+            except OSError as exc:
+                print(f"{prog}: error: cannot write {report_path} and the figures under {fig_dir}: "
+                      f"{_reason(exc)}; nothing was written", file=sys.stderr)
+                return 2
+            published = True
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, _Terminated)
+            print(f"{prog}: {'terminated' if terminated else 'interrupted'}; nothing was written",
+                  file=sys.stderr)
+            return 143 if terminated else 130
+        finally:
+            _discard(staging, out if created and not published else None)
+    for p in removed:
+        _say(f"removed {p}: its experiment drew no figure in this run")
     n_fail = sum(not r.passed for r in rows)
-    print(f"wrote {report_path} and {len(names)} figure(s) under {fig_dir} "
+    print(f"wrote {report_path} and {n_figs} figure(s) under {fig_dir} "
           f"in {time.perf_counter() - t_all:.0f} s")
     print(f"validation: {len(rows) - n_fail} passed, {n_fail} failed")
     return 1 if n_fail else 0
