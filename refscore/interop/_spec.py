@@ -74,14 +74,37 @@ def check_spec(spec) -> dict:
     return {"model": name, "kwargs": copy.deepcopy(out)}
 
 
+def _registry_activation(model) -> str:
+    """The registry name of an MLP's activation, which must be the registry's own object.
+
+    A spec names its activation, so it can only stand for an entry of
+    :data:`refscore.models.activations.ACTIVATIONS`; a user's ``Activation``
+    that carries a registry name computes something else, and is refused
+    (matched by object, as the compiled engines match it).
+    """
+    from ..models.activations import ACTIVATIONS as REGISTRY
+
+    act = model.act
+    if act.name in REGISTRY and REGISTRY[act.name] is not act:  # other names: check_spec refuses them
+        raise NotImplementedError(
+            f"{type(model).__name__}'s activation {act!r} is not refscore's registry entry of that name "
+            f"(refscore.models.activations.ACTIVATIONS[{act.name!r}]): a spec names its activation and cannot "
+            f"carry your function, so the interop adapters implement only the registry's "
+            f"{list(ACTIVATIONS)}")
+    return act.name
+
+
 def spec_of(model) -> dict:
     """The spec ``{"model": class name, "kwargs": {...}}`` of a refscore model object.
 
     Engine options (``backend``, ``chunk_size``, ``trace_path``) are left out:
     they change how refscore computes, not what.  Raises ``TypeError`` for
     objects that are not one of :data:`MODELS` (a ``NoiseConditional`` names
-    its wrapped model), ``ValueError`` when the layout derived from the spec
-    does not have the model's ``n_params`` numbers.
+    its wrapped model), ``NotImplementedError`` for an MLP whose activation is
+    not the registry's own object (a user's ``Activation``, even one named
+    ``"tanh"``: a spec cannot carry its function), ``ValueError`` when the
+    layout derived from the spec does not have the model's ``n_params``
+    numbers.
     """
     from ..models import GaussianMixtureModel, GaussianModel, LinearScore, MLPEnergy, MLPScore, NoiseConditional
 
@@ -89,8 +112,8 @@ def spec_of(model) -> dict:
         raise TypeError("NoiseConditional(model) has no adapter of its own: convert the wrapped "
                         "model (nc.model) and divide its score by sigma (docs/derivations.md §7.4)")
     readers = (  # MLPEnergy and MLPScore are siblings (MLPBase), neither subclasses the other
-        (MLPEnergy, lambda m: {"dim": m.dim, "hidden": list(m.hidden), "activation": m.activation}),
-        (MLPScore, lambda m: {"dim": m.dim, "hidden": list(m.hidden), "activation": m.activation}),
+        (MLPEnergy, lambda m: {"dim": m.dim, "hidden": list(m.hidden), "activation": _registry_activation(m)}),
+        (MLPScore, lambda m: {"dim": m.dim, "hidden": list(m.hidden), "activation": _registry_activation(m)}),
         (GaussianMixtureModel, lambda m: {"dim": m.dim, "k": m.k}),
         (GaussianModel, lambda m: {"dim": m.dim}),
         (LinearScore, lambda m: {"dim": m.dim}),
