@@ -119,6 +119,25 @@ def _count(text: str) -> int:
 _count.__name__ = "int"  # argparse's message stays "invalid int value: ..."
 
 
+def _int_at_least(minimum: int, words: str):
+    """An argparse type: an integer >= ``minimum``; argparse names the option in its message."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {words}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {words}, got {value}")
+        return value
+
+    return parse
+
+
+#: ``--seed``: numpy's generators take seeds >= 0; ``--levels``: at least one noise level
+_seed = _int_at_least(0, "a non-negative integer")
+_levels = _int_at_least(1, "a positive integer (the number of noise levels)")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``prog: error: message``) and exit status 2."""
 
@@ -334,6 +353,7 @@ def _cmd_sample(args) -> int:
     if args.sigmas is not None and len(given) > 1:
         raise CLIError(f"give the noise levels either as --sigmas or as --sigma-max/--sigma-min/--levels, "
                        f"not both (got {', '.join(given)})")
+    sigmas = _annealed_sigmas(args) if args.sampler == "annealed" else None
     target = _resolve_target(args.target)
     d = int(target.dim)
     if args.chains < 1 or args.steps < 0:
@@ -341,7 +361,7 @@ def _cmd_sample(args) -> int:
     _check_sample_memory(args.chains, d)
     x0 = args.init_scale * np.random.default_rng(args.seed).standard_normal((args.chains, d))
     with _dask_client(args) as client:
-        res = _run_sampler(args, sampling, target, x0, client)
+        res = _run_sampler(args, sampling, target, x0, client, sigmas)
     _write_outputs({out: lambda f: np.save(f, res.x)})
     msg = f"wrote {res.x.shape[0]} samples of dimension {d} to {out}; {int(res.diverged.sum())} chains diverged"
     if res.accept_rate is not None:
@@ -391,8 +411,30 @@ class _dask_client:
         return False
 
 
-def _run_sampler(args, sampling, target, x0, client):
-    """Run the chosen sampler; the sampler's TypeError on a target it cannot run, in the CLI's words."""
+def _annealed_sigmas(args) -> np.ndarray:
+    """The noise levels of ``--sampler annealed``: ``--sigmas``, or ``--levels`` geometric levels from
+    ``--sigma-max`` down to ``--sigma-min``; errors name the option."""
+    from ._validation import check_sigmas
+
+    if args.sigmas is not None:
+        try:
+            return check_sigmas(_float_list(args.sigmas, "--sigmas"), "--sigmas")
+        except (TypeError, ValueError) as exc:
+            raise CLIError(str(exc)) from None
+    opt = {k: _ANNEALED_OPTIONS[k] if getattr(args, k) is None else getattr(args, k)
+           for k in ("sigma_max", "sigma_min", "levels")}
+    for key in ("sigma_max", "sigma_min"):
+        if not (np.isfinite(opt[key]) and opt[key] > 0):
+            raise CLIError(f"--{key.replace('_', '-')} must be finite and > 0, got {opt[key]}")
+    if opt["levels"] > 1 and not opt["sigma_max"] > opt["sigma_min"]:
+        raise CLIError(f"--sigma-max must be larger than --sigma-min (levels decrease from one to the other), "
+                       f"got --sigma-max {opt['sigma_max']} and --sigma-min {opt['sigma_min']}")
+    return np.geomspace(opt["sigma_max"], opt["sigma_min"], opt["levels"])
+
+
+def _run_sampler(args, sampling, target, x0, client, sigmas=None):
+    """Run the chosen sampler (``sigmas``: annealed's levels); the sampler's TypeError on a target it
+    cannot run, in the CLI's words."""
     extra = {"client": client} if client is not None else {}
     try:
         if args.sampler == "ula":
@@ -402,12 +444,6 @@ def _run_sampler(args, sampling, target, x0, client):
                 raise CLIError(f"--sampler mala needs a target with a log-density; {args.target} has none")
             return sampling.mala(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend, **extra)
         else:
-            if args.sigmas is not None:
-                sigmas = _float_list(args.sigmas, "--sigmas")
-            else:
-                opt = {k: _ANNEALED_OPTIONS[k] if getattr(args, k) is None else getattr(args, k)
-                       for k in ("sigma_max", "sigma_min", "levels")}
-                sigmas = np.geomspace(opt["sigma_max"], opt["sigma_min"], opt["levels"])
             try:
                 perturbed = target.perturbed()
             except NotImplementedError:
@@ -618,8 +654,10 @@ def _parser() -> argparse.ArgumentParser:
         "  refscore sample target.json --sampler mala --backend numba --out x.npy",
     )
     p.add_argument("target", metavar="TARGET", help="a built-in name or a JSON spec file")
-    p.add_argument("--sampler", choices=("ula", "mala", "annealed"), default="ula")
-    p.add_argument("--backend", choices=tuple(_registries().backends), default="numpy")
+    p.add_argument("--sampler", choices=("ula", "mala", "annealed"), default="ula",
+                   help="Langevin sampler (default %(default)s)")
+    p.add_argument("--backend", choices=tuple(_registries().backends), default="numpy",
+                   help="sampler backend (default %(default)s)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="--backend dask: the address of a running dask scheduler (e.g. tcp://host:8786); "
                         "default: a local cluster started for this run")
@@ -631,14 +669,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, default=0.01,
                    help="step size eta (default 0.01); annealed: eta at the smallest sigma, "
                    "eta_i = step * sigma_i^2 / sigma_min^2, stable for step below about sigma_min^2")
-    p.add_argument("--seed", type=int, default=0, help="seed of x0 and of the counter-based noise (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of x0 and of the counter-based noise (default 0)")
     p.add_argument("--init-scale", type=float, default=1.0, help="x0 ~ N(0, init_scale^2 I) (default 1)")
     p.add_argument("--sigmas", default=None, metavar="S1,S2,...",
                    help="annealed: decreasing noise levels (instead of --sigma-max/--sigma-min/--levels)")
     # None: not given (refused by ula / mala); annealed's defaults are _ANNEALED_OPTIONS
     p.add_argument("--sigma-max", type=float, default=None, help="annealed: largest sigma (default 20)")
     p.add_argument("--sigma-min", type=float, default=None, help="annealed: smallest sigma (default 0.1)")
-    p.add_argument("--levels", type=int, default=None, help="annealed: number of geometric levels (default 10)")
+    p.add_argument("--levels", type=_levels, default=None, help="annealed: number of geometric levels (default 10)")
     p.add_argument("--out", required=True, metavar="FILE.npy")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=_cmd_sample)
@@ -653,11 +691,13 @@ def _parser() -> argparse.ArgumentParser:
         "  refscore fit --data x.npy --model linear --loss esm --target gaussian2d --out theta.npy",
     )
     p.add_argument("--data", required=True, metavar="X.npy", help="training points, shape (n, d)")
-    p.add_argument("--model", choices=_MODELS, default="mlp")
+    p.add_argument("--model", choices=_MODELS, default="mlp", help="score model (default %(default)s)")
     p.add_argument("--hidden", default="64,64", help="mlp: hidden layer sizes (default 64,64)")
-    p.add_argument("--activation", choices=tuple(_registries().activations), default="tanh")
+    p.add_argument("--activation", choices=tuple(_registries().activations), default="tanh",
+                   help="mlp: activation (default %(default)s)")
     p.add_argument("--components", type=int, default=2, help="mixture: number of components (default 2)")
-    p.add_argument("--loss", choices=_registries().per_point_losses, default="ism")
+    p.add_argument("--loss", choices=_registries().per_point_losses, default="ism",
+                   help="score-matching loss (default %(default)s)")
     p.add_argument("--sigma", type=float, default=None, help="dsm: noise level")
     p.add_argument("--projection", choices=tuple(_registries().projections), default="rademacher",
                    help="ssm/ssm_vr: projection kind (default rademacher)")
@@ -666,7 +706,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1000, help="Adam steps (default 1000)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam step size (default 1e-3)")
     p.add_argument("--batch", type=int, default=256, help="minibatch size (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="seed of init, minibatches and noise (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of init, minibatches and noise (default 0)")
     p.add_argument("--out", required=True, metavar="THETA.npy")
     p.add_argument("--history", default=None, metavar="FILE",
                    help="loss history, .json or .npy (default: <out>.history.json)")

@@ -34,6 +34,17 @@ def call(capsys, *argv):
     return rc, cap.out, cap.err
 
 
+def status(capsys, *argv):
+    """``(exit status, stderr)`` of ``cli.main(argv)``, whether it returns or argparse exits."""
+    try:
+        rc = cli.main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse's own errors (an option's type) exit
+        rc = exc.code
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped cli.main")
+    return rc, capsys.readouterr().err
+
+
 def one_line(err, *fragments):
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -518,6 +529,43 @@ def test_annealed_takes_one_noise_schedule(tmp_path, capsys):
                 "--steps", "1", "--step", "0.001", "--out", out)[0] == 0
     assert call(capsys, "sample", "mixture2d", "--sampler", "annealed", "--levels", "3", "--sigma-max", "5",
                 "--chains", "2", "--steps", "1", "--step", "0.001", "--out", out, "--force")[0] == 0
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--levels", "-3"], ("--levels", "-3", "positive integer")),
+    (["--levels", "0"], ("--levels", "positive integer")),
+    (["--sigma-min", "-1"], ("--sigma-min", "finite and > 0", "-1")),
+    (["--sigma-min", "0"], ("--sigma-min", "finite and > 0")),
+    (["--sigma-max", "inf"], ("--sigma-max", "finite and > 0")),
+    (["--sigma-max", "0.05"], ("--sigma-max", "--sigma-min", "larger")),
+    (["--sigmas", "1,-1"], ("--sigmas", "> 0")),
+    (["--sigmas", "1,2"], ("--sigmas", "decreasing")),
+])
+def test_annealed_schedule_errors_name_the_option(tmp_path, capsys, argv, fragments):
+    rc, err = status(capsys, "sample", "mixture2d", "--sampler", "annealed", "--chains", "2", "--steps", "1",
+                     *argv, "--out", tmp_path / "x.npy")
+    assert rc == 2
+    line = one_line(err, "refscore sample: error:", *fragments)
+    assert "Number of samples" not in line and "Geometric sequence" not in line and "RuntimeWarning" not in err
+    assert not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.parametrize("command", ["sample", "fit"])
+def test_negative_seed_names_the_option(data_file, tmp_path, capsys, command):
+    argv = {"sample": [*SAMPLE, "--out", tmp_path / "s.npy"],
+            "fit": [*FIT, "--data", data_file, "--out", tmp_path / "t.npy"]}[command]
+    rc, err = status(capsys, *argv, "--seed", "-1")
+    assert rc == 2
+    one_line(err, f"refscore {command}: error:", "--seed", "non-negative integer", "-1")
+    assert not (tmp_path / "s.npy").exists() and not (tmp_path / "t.npy").exists()
+
+
+def test_sample_help_names_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--backend {numpy,numba,cuda,dask} sampler backend (default numpy)" in text
+    assert "--sampler {ula,mala,annealed} Langevin sampler (default ula)" in text
 
 
 def test_wrong_target_type_names_the_accepted_types(tmp_path, capsys, monkeypatch):
