@@ -192,11 +192,20 @@ def test_torch_energies(name, inputs, torch, rtorch):
     net = rtorch.build_module(name, inp["theta"])
     E = net.energy(torch.from_numpy(inp["x"])).detach().numpy()
     model = golden.build_model(SPECS[name])
-    if isinstance(model, MLPEnergy):
-        expected = model.energy(inp["theta"], inp["x"])
-    else:
-        expected = -_mixture_logpdf(model, inp["theta"], inp["x"])
+    expected = _energy(model, inp["theta"], inp["x"])
     assert E.shape == (3,) and np.abs(E - expected).max() <= TOL
+
+
+def _energy(model, theta, x):
+    """The energy each adapter promises: refscore's MLPEnergy.energy, the mixture's exact -log p,
+    the Gaussian's 1/2 (x - mu)^T P (x - mu) (refscore's -log density, no normaliser)."""
+    if isinstance(model, MLPEnergy):
+        return model.energy(theta, x)
+    if isinstance(model, GaussianMixtureModel):
+        return -_mixture_logpdf(model, theta, x)
+    mu, L = model.unpack(theta)
+    diff = x - mu
+    return 0.5 * np.einsum("ni,ij,nj->n", diff, L @ L.T, diff)
 
 
 def _mixture_logpdf(model, theta, x):
@@ -308,16 +317,14 @@ def test_jax_energies_gradients_and_jit(inputs, rjax):
     import jax
     import jax.numpy as jnp
 
-    for name in ("mlpenergy_silu_depth2_d5", "mixture_d2"):
+    for name in ("mlpenergy_silu_depth2_d5", "mixture_d2", "gaussian_d2"):
         inp = inputs[name]
         model = golden.build_model(SPECS[name])
         params = rjax.theta_to_params(inp["theta"], name)
         E = np.asarray(rjax.energy_function(name)(params, inp["x"]))
-        expected = (model.energy(inp["theta"], inp["x"]) if isinstance(model, MLPEnergy)
-                    else -_mixture_logpdf(model, inp["theta"], inp["x"]))
-        assert np.abs(E - expected).max() <= TOL
+        assert np.abs(E - _energy(model, inp["theta"], inp["x"])).max() <= TOL
     with pytest.raises(ValueError, match="no energy"):
-        rjax.energy_function("gaussian_d2")
+        rjax.energy_function("linear_d2")
     # the ESM gradient over theta, through theta_to_params inside jit, is refscore's
     for name in ("gaussian_d5", "mlpscore_sigmoid_depth2_d2", "mlpenergy_tanh_depth1_d5"):
         inp = inputs[name]

@@ -16,8 +16,9 @@ import numpy as np
 
 #: the model classes the adapters implement (the keys of a spec's "model")
 MODELS = ("GaussianModel", "LinearScore", "GaussianMixtureModel", "MLPScore", "MLPEnergy")
-#: models with an energy (s = -grad_x E): torch modules get ``.energy(x)``, jax ``energy_function``
-ENERGY_MODELS = ("MLPEnergy", "GaussianMixtureModel")
+#: models with an energy (s = -grad_x E): torch modules get ``.energy(x)``, jax ``energy_function``;
+#: each is the negated log density of the refscore model (the Gaussian's without its normaliser)
+ENERGY_MODELS = ("GaussianModel", "MLPEnergy", "GaussianMixtureModel")
 #: hidden activations the adapters implement (those of refscore.models.activations)
 ACTIVATIONS = ("tanh", "softplus", "sigmoid", "silu", "gelu")
 FRAMEWORKS = ("numpy", "torch", "jax")

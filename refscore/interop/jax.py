@@ -12,9 +12,11 @@ is pure, so ``jax.jit``, ``jax.grad`` (over ``params`` or ``x``), ``jax.jacfwd``
 and ``jax.jvp`` apply.  ``params`` is a list of arrays in ``theta`` order, the
 shapes of :func:`refscore.interop.parameter_layout` (an MLP's is
 ``[W_1, b_1, ..., W_L, b_L]`` with ``W_l (out, in)``).  Energies
-(``MLPEnergy``, ``GaussianMixtureModel``, whose energy is the exact
-:math:`-\log p`) also have :func:`energy_function`, and their score is
-``-jax.grad`` of it.
+(``GaussianModel``: :math:`\tfrac12 (x-\mu)^\top P (x-\mu)`, its log density
+negated without the normaliser, as refscore's; ``MLPEnergy``;
+``GaussianMixtureModel``, whose energy is the exact :math:`-\log p`) also have
+:func:`energy_function`, and their score is ``-jax.grad`` of it (the Gaussian's
+score function is its closed form).
 
 :func:`theta_to_params` slices and reshapes (traceable: it works on a traced
 ``theta`` inside ``jit``/``grad``), :func:`params_to_theta` concatenates: both
@@ -70,7 +72,7 @@ import math
 
 import numpy as np
 
-from ._spec import JAX_HINT, as_spec, check_theta, layout_words, n_params, parameter_layout, split
+from ._spec import ENERGY_MODELS, JAX_HINT, as_spec, check_theta, layout_words, n_params, parameter_layout, split
 
 try:
     import jax
@@ -172,12 +174,19 @@ def _gaussian(kw):
     d = kw["dim"]
     rows, cols = np.tril_indices(d)
 
+    def factor(L_tril):
+        return jnp.zeros((d, d), dtype=L_tril.dtype).at[rows, cols].set(L_tril)
+
     def score(params, x):
         mu, L_tril = params
-        L = jnp.zeros((d, d), dtype=L_tril.dtype).at[rows, cols].set(L_tril)
+        L = factor(L_tril)
         return -L @ (L.T @ (x - mu))
 
-    return score, None
+    def energy(params, x):  # 1/2 (x - mu)^T P (x - mu): -log p without its normaliser
+        mu, L_tril = params
+        return 0.5 * jnp.sum((factor(L_tril).T @ (x - mu)) ** 2)
+
+    return score, energy
 
 
 def _linear(kw):
@@ -268,12 +277,13 @@ def score_function(spec):
 
 
 def energy_function(spec):
-    """``energy(params, x)`` of an energy model (``MLPEnergy``; ``GaussianMixtureModel``, exact
-    :math:`-\\log p`): ``x (d,)`` -> ``()``, ``x (n, d)`` -> ``(n,)``.  ``score = -grad_x energy``."""
+    """``energy(params, x)`` of an energy model (``GaussianModel``, :math:`\\tfrac12 (x-\\mu)^\\top P
+    (x-\\mu)`; ``MLPEnergy``; ``GaussianMixtureModel``, exact :math:`-\\log p`): ``x (d,)`` -> ``()``,
+    ``x (n, d)`` -> ``(n,)``.  ``score = -grad_x energy``."""
     spec = as_spec(spec)
     energy = _point_functions(spec)[1]
     if energy is None:
-        raise ValueError(f"{spec['model']} has no energy here (energy models: MLPEnergy, GaussianMixtureModel)")
+        raise ValueError(f"{spec['model']} has no energy here (energy models: {', '.join(ENERGY_MODELS)})")
     return _batched(energy, spec, "energy")
 
 

@@ -8,15 +8,19 @@ model (``GaussianModel``, ``LinearScore``, ``GaussianMixtureModel``,
 ``MLPScore``, ``MLPEnergy``) becomes a :class:`ScoreModule`, a
 ``torch.nn.Module`` whose ``forward(x)`` is the score :math:`s_\theta(x)`,
 ``(n, d)`` for ``x (n, d)`` (``(d,)`` for one point).  Models with an energy
-(``MLPEnergy``, ``GaussianMixtureModel``) also have ``.energy(x)``, ``(n,)``,
-and their score is :math:`-\nabla_x E` by ``torch.autograd.grad`` (with
-``create_graph`` whenever grad mode is on, so losses on the score train by
-``backward()``; not under ``torch.inference_mode``).  The mixture's energy is
-the exact :math:`-\log p(x)`.
+(``GaussianModel``, ``MLPEnergy``, ``GaussianMixtureModel``) also have
+``.energy(x)``, ``(n,)``.  The MLP's and the mixture's score is
+:math:`-\nabla_x E` by ``torch.autograd.grad`` (with ``create_graph`` whenever
+grad mode is on, so losses on the score train by ``backward()``; not under
+``torch.inference_mode``); the Gaussian's is its closed form.  Each energy is
+the negated log density of the refscore model: the mixture's is the exact
+:math:`-\log p(x)`, the Gaussian's :math:`\tfrac12 (x-\mu)^\top P (x-\mu)`
+(without its normaliser, as refscore's ``GaussianModel``: :math:`P` may be
+singular), the MLP's its output.
 
 The classes: ``ScoreModule`` (the base: ``forward``, ``spec``, ``dim``,
 ``layout``), ``GaussianScoreModule`` (parameters ``mu``, ``L_tril``; property
-``L``), ``LinearScoreModule`` (``A``, ``b``), ``MixtureScoreModule``
+``L``; ``energy``), ``LinearScoreModule`` (``A``, ``b``), ``MixtureScoreModule``
 (``alpha``, ``mu``, ``log_tau``; ``energy``), ``MLPScoreModule`` and
 ``MLPEnergyModule`` (``layers``, a ``ModuleList`` of ``nn.Linear``;
 ``energy`` for the latter).
@@ -147,7 +151,7 @@ def _dtype(dtype):
 
 def as_array(array, dtype="float64", device=None):
     """``array`` (NumPy or anything ``numpy.asarray`` takes) as a new torch tensor: float64 is
-    bitwise the same numbers, float32 rounds."""
+    bitwise the same numbers, float32 rounds.  Always a copy (read-only arrays welcome)."""
     return torch.tensor(np.asarray(array), dtype=_dtype(dtype), device=device)
 
 
@@ -155,7 +159,7 @@ def as_array(array, dtype="float64", device=None):
 class ScoreModule(nn.Module):
     """Base of the modules here: ``forward(x)`` is the score, ``spec`` the model's spec.
 
-    ``x`` is ``(n, d)`` or one point ``(d,)`` (a tensor; a NumPy array is converted to the
+    ``x`` is ``(n, d)`` or one point ``(d,)`` (a tensor; a NumPy array is copied to the
     parameters' dtype and device).  ``layout`` lists ``(name, shape)`` in ``theta`` order.
     """
 
@@ -180,7 +184,7 @@ class ScoreModule(nn.Module):
     def _points(self, x):
         if not isinstance(x, torch.Tensor):
             p = next(self.parameters())
-            x = torch.as_tensor(np.asarray(x), dtype=p.dtype, device=p.device)
+            x = as_array(x, dtype=p.dtype, device=p.device)  # a copy: x may be read-only
         if x.dim() not in (1, 2) or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (n, {self.dim}) or ({self.dim},), got {tuple(x.shape)}")
         return (x[None], True) if x.dim() == 1 else (x, False)
@@ -195,13 +199,20 @@ class ScoreModule(nn.Module):
 
 
 class _EnergyModule(ScoreModule):
-    """Score by autograd: s = -grad_x E, differentiable in x and in the parameters."""
+    """A model with an energy: ``energy(x)``, with ``s = -grad_x E``."""
 
     def energy(self, x):
         """The energy :math:`E_\\theta(x)`, ``(n,)`` (``()`` for one point)."""
         x, single = self._points(x)
         e = self._energy(x)
         return e[0] if single else e
+
+    def _energy(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _AutogradScore(_EnergyModule):
+    """Score by autograd: s = -grad_x E, differentiable in x and in the parameters."""
 
     def _score(self, x):
         if torch.is_inference_mode_enabled():
@@ -215,9 +226,14 @@ class _EnergyModule(ScoreModule):
         return -g
 
 
-class GaussianScoreModule(ScoreModule):
+class GaussianScoreModule(_EnergyModule):
     r""":math:`s(x) = -LL^\top(x-\mu)` (docs/derivations.md §7.1); parameters ``mu (d,)`` and
-    ``L_tril (d(d+1)/2,)``, the raw lower triangle in ``np.tril_indices`` order."""
+    ``L_tril (d(d+1)/2,)``, the raw lower triangle in ``np.tril_indices`` order.
+
+    ``energy`` is :math:`E(x) = \tfrac12\lVert L^\top(x-\mu)\rVert^2 = \tfrac12 (x-\mu)^\top P (x-\mu)`,
+    the negated log density of refscore's ``GaussianModel`` (without the normaliser
+    :math:`\tfrac d2\log 2\pi - \tfrac12\log\det P`, infinite for a singular :math:`P`);
+    the score stays the closed form, equal to :math:`-\nabla_x E`."""
 
     def __init__(self, spec, dtype=torch.float64, device=None):
         super().__init__(spec)
@@ -237,6 +253,9 @@ class GaussianScoreModule(ScoreModule):
         L = self.L
         return -((x - self.mu) @ L) @ L.T
 
+    def _energy(self, x):
+        return 0.5 * (((x - self.mu) @ self.L) ** 2).sum(-1)
+
 
 class LinearScoreModule(ScoreModule):
     """:math:`s(x) = Ax + b` (docs/derivations.md §7.2); parameters ``A (d, d)``, ``b (d,)``."""
@@ -251,7 +270,7 @@ class LinearScoreModule(ScoreModule):
         return x @ self.A.T + self.b
 
 
-class MixtureScoreModule(_EnergyModule):
+class MixtureScoreModule(_AutogradScore):
     r"""Mixture :math:`\sum_j \mathrm{softmax}(\alpha)_j\,\mathcal N(\mu_j, I/\tau_j)`,
     :math:`\tau = e^{\text{log\_tau}}` (docs/derivations.md §7.3); parameters ``alpha (k,)``,
     ``mu (k, d)``, ``log_tau (k,)``.  ``energy`` is the exact :math:`-\log p(x)`."""
@@ -298,7 +317,7 @@ class MLPScoreModule(_MLP):
         return self._mlp(x)
 
 
-class MLPEnergyModule(_MLP, _EnergyModule):
+class MLPEnergyModule(_MLP, _AutogradScore):
     """``E = W_L h_{L-1} + b_L`` (scalar), ``s = -grad_x E`` (docs/derivations.md §5);
     ``layers`` is a ``ModuleList`` of ``nn.Linear``, the last one ``(1, h)``."""
 
@@ -398,7 +417,7 @@ def theta_to_module(theta, module):
     params = _named_params(module)
     size = sum(p.numel() for _, p in params)
     th = _theta_numpy(theta, size, _layout_of(module)[1])
-    src = torch.from_numpy(np.ascontiguousarray(th))
+    src = torch.tensor(th, dtype=torch.float64)  # a copy: th may be the caller's read-only array
     with torch.no_grad():
         for (_, p), view in zip(params, split(src, [(n, tuple(p.shape)) for n, p in params])):
             p.copy_(view.to(dtype=p.dtype, device=p.device))
@@ -426,14 +445,17 @@ def theta_to_tensors(theta, module) -> dict:
     """``{parameter name: view of theta}`` for ``torch.func.functional_call``.
 
     ``theta`` is a 1-D tensor (kept differentiable: the views share its graph) or a NumPy
-    array (converted to the module's dtype and device).
+    array (copied to the module's dtype and device).  A module without parameters takes the
+    empty ``theta`` and gives ``{}``.
     """
     params = _named_params(module)
     size = sum(p.numel() for _, p in params)
     if not isinstance(theta, torch.Tensor):
+        th = _theta_numpy(theta, size, _layout_of(module)[1])
+        if not params:
+            return {}
         p0 = params[0][1]
-        theta = torch.as_tensor(_theta_numpy(theta, size, _layout_of(module)[1]), dtype=p0.dtype,
-                                device=p0.device)
+        theta = as_array(th, dtype=p0.dtype, device=p0.device)  # a copy: no alias of the caller's array
     if theta.dim() != 1 or theta.shape[0] != size:
         raise ValueError(f"theta must have shape ({size},) (layout: {_layout_of(module)[1]}), "
                          f"got {tuple(theta.shape)}")
