@@ -378,7 +378,15 @@ def to_torch(model, theta=None, *, dtype="float64", device=None, rng=None) -> Sc
 
 # ------------------------------------------------------------------ theta <-> parameters
 def _named_params(module):
+    """``module``'s ``(name, parameter)`` in registration order, checked: real, and the layout's
+    shapes for a :class:`ScoreModule`.  theta is real float64; a complex parameter has no place
+    in it (a cast would drop its imaginary part)."""
     params = list(module.named_parameters())
+    complex_ = [(n, str(p.dtype)) for n, p in params if p.is_complex()]
+    if complex_:
+        raise TypeError(f"{type(module).__name__} has complex parameters "
+                        + ", ".join(f"{n!r} ({dt})" for n, dt in complex_)
+                        + ": theta is real (float64) and would lose their imaginary parts")
     spec = getattr(module, "spec", None)
     if isinstance(spec, dict):
         want = [(n, tuple(s)) for n, s in parameter_layout(spec)]
