@@ -203,17 +203,25 @@ def _select(cases, kinds, what="cases") -> list:
     pool = [n for n, s in specs.items() if _kind(s) in kinds]
     if cases is None:
         return pool
+    accepted = "None, a case name, a shell pattern, a class name, a list of those or a predicate spec -> bool"
     if callable(cases):
         out = [n for n in pool if cases(specs[n])]
         if not out:
             raise ValueError(f"{what}: the predicate selects none of the {len(pool)} {'/'.join(kinds)} cases")
         return out
-    items = [cases] if isinstance(cases, str) else list(cases)
+    if isinstance(cases, str):
+        items = [cases]
+    elif isinstance(cases, (list, tuple, set, frozenset)):
+        items = list(cases)
+    else:
+        raise TypeError(f"{what} must be {accepted}, got {cases!r} ({type(cases).__name__})")
+    if not items:
+        raise ValueError(f"{what} is empty: it selects no case (None selects every {'/'.join(kinds)} case)")
     out = []
     for item in items:
         if not isinstance(item, str):
-            raise TypeError(f"{what} must be a case name, a pattern, a class name, a list of those or a "
-                            f"predicate, got {item!r}")
+            raise TypeError(f"{what} must be {accepted}; its entries must be str, got {item!r} "
+                            f"({type(item).__name__})")
         if item in specs and item not in pool:
             raise ValueError(f"{what}: {item!r} is a {_kind(specs[item])} case; this helper takes "
                              f"{' or '.join(kinds)} cases")
@@ -262,7 +270,12 @@ def golden_cases(cases=None, *, kind=None) -> golden.Golden:
     unknown = [k for k in kinds if k not in golden.CASE_KINDS]
     if unknown:
         raise ValueError(f"kind must be among {list(golden.CASE_KINDS)}, got {unknown}")
-    names = _select(cases, kinds)
+    return _golden(cases, kinds, "cases")
+
+
+def _golden(cases, kinds, what) -> golden.Golden:
+    """:func:`golden_cases` of ``kinds``; ``what`` names the selector argument in errors."""
+    names = _select(cases, kinds, what)
     specs, all_cases, meta = _all_specs(), {}, {}
     for name in names:
         inputs, quantities, info = _computed(name)
@@ -411,7 +424,7 @@ def assert_score_matches(fn, case=None, *, framework="numpy", rtol=None, atol=No
     """
     _check_framework(framework)
     precision = _precision(dtype)
-    g = golden_cases(case, kind="losses")
+    g = _golden(case, ("losses",), "case")
     with_spec = _accepts(fn, "spec")
     values = {}
     for name, c in g.all_cases.items():
