@@ -24,6 +24,7 @@ half of the time, so do not take its square root blindly.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -81,6 +82,19 @@ def _block_rows(n_cols: int) -> int:
     return max(1, _BLOCK_BYTES // (8 * max(1, n_cols)))
 
 
+def _unit_scale(*arrays) -> float:
+    """A power of two ``s`` with ``s * max|z|`` in ``[0.5, 1)`` over ``arrays`` (1.0 when all are 0).
+
+    Multiplying by a power of two is exact, so a kernel of distances is computed on ``s z`` with
+    the bandwidth ``s h`` to the same bits as on ``z`` with ``h`` -- but squared distances of
+    points near 1e200 no longer overflow, nor do those of points near 1e-200 underflow to 0.
+    """
+    largest = max(float(np.max(np.abs(a))) for a in arrays)
+    if largest == 0.0:
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(largest)[1])
+
+
 def _sq_dists(a: np.ndarray, b: np.ndarray, a2: np.ndarray, b2: np.ndarray) -> np.ndarray:
     """Pairwise squared distances ``‖a_i − b_j‖²`` by the Gram expansion, clipped at 0."""
     d2 = a2[:, None] + b2[None, :] - 2.0 * (a @ b.T)
@@ -136,6 +150,8 @@ def _median_bandwidth(z: np.ndarray) -> float:
     if z.shape[0] > _MEDIAN_MAX_POINTS:
         idx = np.random.default_rng(0).choice(z.shape[0], _MEDIAN_MAX_POINTS, replace=False)
         z = z[idx]
+    scale = _unit_scale(z)  # exact: distances of points near 1e200 (or 1e-200) stay in range
+    z = scale * z
     z = z - z.mean(axis=0)
     z2 = np.einsum("ij,ij->i", z, z)
     iu = np.triu_indices(z.shape[0], k=1)
@@ -143,6 +159,10 @@ def _median_bandwidth(z: np.ndarray) -> float:
     h = float(np.median(d))
     if not h > 0:
         raise ValueError("median pairwise distance is 0 (most points coincide); pass bandwidth explicitly")
+    h /= scale
+    if not math.isfinite(h):
+        raise ValueError(f"median pairwise distance exceeds float64's range (points up to "
+                         f"{float(np.max(np.abs(z))) / scale:.3g} apart from their mean); rescale the sample")
     return h
 
 
@@ -190,6 +210,19 @@ def mmd(x, y, bandwidth=None) -> float:
     float
         :math:`\widehat{\mathrm{MMD}}^2_u`.
 
+    Raises
+    ------
+    ValueError
+        Besides bad input: a ``bandwidth`` so small against the samples that
+        :math:`1/(2h^2)` overflows float64 even with the samples rescaled to
+        order one; the median heuristic's degenerate width (most points coincide).
+
+    Notes
+    -----
+    The kernel is evaluated on the samples and the width rescaled together by a
+    power of two (exact), so samples near 1e200 or 1e-200, whose squared
+    distances over- or underflow float64, give the value of their unit-scale copies.
+
     References
     ----------
     Gretton, Borgwardt, Rasch, Schölkopf & Smola (2012), "A kernel two-sample
@@ -213,13 +246,29 @@ def mmd(x, y, bandwidth=None) -> float:
     return _mmd2_u(xa, ya, h)
 
 
+def _rbf_gamma(h: float) -> float:
+    """``1 / (2 h^2)`` of the RBF kernel of width ``h``: 0 when ``h^2`` overflows (the kernel is 1
+    everywhere), infinite when ``h^2`` underflows to 0 (never ``h**2``, which raises OverflowError)."""
+    h2 = h * h
+    return 0.5 / h2 if h2 > 0.0 else math.inf
+
+
 def _mmd2_u(x: np.ndarray, y: np.ndarray, h: float) -> float:
+    # exact power-of-two rescaling of the points and the width together: the kernel values are
+    # unchanged, and the squared distances stay within float64 at any scale of the sample
+    scale = _unit_scale(x, y)
+    g = _rbf_gamma(scale * h)
+    if not math.isfinite(g):
+        largest = max(float(np.max(np.abs(x))), float(np.max(np.abs(y))))
+        raise ValueError(f"bandwidth {h!r} is too small for samples of coordinates up to {largest:.3g}: the "
+                         "kernel's 1/(2 bandwidth^2) overflows float64 even with the samples rescaled to "
+                         "order one")
+    x, y = scale * x, scale * y
     c = np.concatenate([x, y]).mean(axis=0)  # centring reduces cancellation in the Gram expansion
     x = x - c
     y = y - c
     x2 = np.einsum("ij,ij->i", x, x)
     y2 = np.einsum("ij,ij->i", y, y)
-    g = 0.5 / h**2
     m, n = x.shape[0], y.shape[0]
     # the diagonal of k(x, x) is exactly 1: remove it from the full sums
     kxx = (_rbf_sum(x, x, x2, x2, g) - m) / (m * (m - 1))
@@ -316,11 +365,30 @@ def imq_stein_kernel(x, y, sx, sy, *, c=1.0, beta=-0.5) -> np.ndarray:
         raise ValueError(f"y must have {xa.shape[1]} columns like x, got shape {ya.shape}")
     sxa = _as_scores(sx, xa)
     sya = _as_scores(sy, ya)
-    return _stein_block(
-        xa, sxa, ya, sya,
-        np.einsum("ij,ij->i", xa, xa), np.einsum("ij,ij->i", ya, ya),
-        np.einsum("ij,ij->i", sxa, xa), np.einsum("ij,ij->i", sya, ya),
-        c * c, beta,
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, in words
+        u = _stein_block(
+            xa, sxa, ya, sya,
+            np.einsum("ij,ij->i", xa, xa), np.einsum("ij,ij->i", ya, ya),
+            np.einsum("ij,ij->i", sxa, xa), np.einsum("ij,ij->i", sya, ya),
+            c * c, beta,
+        )
+    _check_stein("imq_stein_kernel", u, np.concatenate([xa, ya]), np.concatenate([sxa, sya]))
+    return u
+
+
+def _check_stein(name: str, value, x: np.ndarray, s: np.ndarray) -> None:
+    r"""FloatingPointError unless ``value`` (a Stein kernel, statistic or bootstrap) is finite.
+
+    Every input has been checked finite, so a NaN or infinity here is float64 overflow of the
+    kernel's terms :math:`s(x)^\top s(y)`, :math:`\lVert x-y\rVert^2` or
+    :math:`(s(y)-s(x))^\top(x-y)`: reported with the magnitudes that caused it, never returned.
+    """
+    if np.all(np.isfinite(value)):
+        return
+    raise FloatingPointError(
+        f"{name}: float64 overflow in the Stein kernel: the points reach |x| = {float(np.max(np.abs(x))):.3g} "
+        f"and the scores |s| = {float(np.max(np.abs(s))):.3g}, and its terms s(x)^T s(y), ||x - y||^2 and "
+        "(s(y) - s(x))^T (x - y) exceed float64's range (1.8e308)"
     )
 
 
@@ -375,6 +443,12 @@ def ksd(x, score_fn, *, c=1.0, beta=-0.5) -> float:
     float
         :math:`\widehat{\mathrm{KSD}}^2_u`.
 
+    Raises
+    ------
+    FloatingPointError
+        When the Stein kernel's terms overflow float64 (points or scores near
+        1e154 and beyond): reported with the magnitudes, never returned as NaN.
+
     References
     ----------
     Liu, Lee & Jordan (2016), "A kernelized Stein discrepancy for
@@ -393,9 +467,12 @@ def ksd(x, score_fn, *, c=1.0, beta=-0.5) -> float:
     xa, s, c2, beta = _ksd_setup(x, score_fn, c, beta)
     n = xa.shape[0]
     total = 0.0
-    for i, j, u in _stein_blocks(xa, s, c2, beta):
-        total += float(u.sum()) - float(np.trace(u[:, i:j]))
-    return total / (n * (n - 1))
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, in words
+        for i, j, u in _stein_blocks(xa, s, c2, beta):
+            total += float(u.sum()) - float(np.trace(u[:, i:j]))
+    value = total / (n * (n - 1))
+    _check_stein("ksd", value, xa, s)
+    return value
 
 
 @dataclass(frozen=True)
@@ -492,13 +569,15 @@ def ksd_test(x, score_fn, n_boot=1000, *, rng=None, c=1.0, beta=-0.5) -> KSDTest
     w = gen.integers(0, 2, size=(n_boot, n)).astype(float) * 2.0 - 1.0
     total = 0.0
     wu = np.zeros((n_boot, n))  # accumulates W U with U's diagonal zeroed
-    for i, j, u in _stein_blocks(xa, s, c2, beta):
-        u[np.arange(j - i), np.arange(i, j)] = 0.0
-        total += float(u.sum())
-        wu += w[:, i:j] @ u
-    norm = 1.0 / (n * (n - 1))
-    stat = total * norm
-    boot = np.einsum("bi,bi->b", wu, w) * norm
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, in words
+        for i, j, u in _stein_blocks(xa, s, c2, beta):
+            u[np.arange(j - i), np.arange(i, j)] = 0.0
+            total += float(u.sum())
+            wu += w[:, i:j] @ u
+        norm = 1.0 / (n * (n - 1))
+        stat = total * norm
+        boot = np.einsum("bi,bi->b", wu, w) * norm
+    _check_stein("ksd_test", np.append(boot, stat), xa, s)
     p = (1.0 + np.count_nonzero(boot >= stat)) / (1.0 + n_boot)
     return KSDTestResult(statistic=stat, p_value=float(p), n_boot=n_boot, n=n, bootstrap=boot)
 

@@ -386,6 +386,53 @@ def test_mmd_bandwidth_positive():
         mmd(np.zeros((4, 1)), np.ones((4, 1)), bandwidth=0.0)
 
 
+@pytest.mark.parametrize("scale", [2.0**660, 1e200, 2.0**-700, 1e-210])
+def test_mmd_at_extreme_scales_equals_the_unit_scale_value(scale):
+    # squared distances of points near 1e200 overflow float64, near 1e-210 they underflow to 0; the
+    # RBF MMD with the median bandwidth is invariant under x, y -> a x, a y, and so must be refscore's
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(30, 2)), rng.normal(size=(25, 2)) + 1.0
+    ref, h = mmd(x, y), median_bandwidth(x, y)
+    # a power of two scales every rounding alike; 1e200 and 1e-210 round the inputs once (1e-16
+    # relative), which moves the median and the sums by a few ulps: 1e-12 allows that and no more
+    assert mmd(scale * x, scale * y) == pytest.approx(ref, rel=1e-12, abs=1e-15)
+    assert median_bandwidth(scale * x, scale * y) == pytest.approx(scale * h, rel=1e-12)
+    assert mmd(scale * x, scale * y, bandwidth=scale * 0.8) == pytest.approx(mmd(x, y, bandwidth=0.8),
+                                                                             rel=1e-12, abs=1e-15)
+    assert ref > 0.05  # the shift is seen: the comparison is not between two zeros
+
+
+def test_mmd_bandwidth_extremes():
+    x = np.random.default_rng(4).normal(size=(20, 2))
+    for h in (1e-160, 1e-200):  # 1/(2h^2) overflows: was NaN and ZeroDivisionError
+        with pytest.raises(ValueError, match="bandwidth .* too small") as exc:
+            mmd(x, x + 1.0, bandwidth=h)
+        assert "coincide" not in str(exc.value)
+    # a bandwidth far above every distance: every kernel value is 1 to float64 precision, so the
+    # estimate is 0 (its exact value is O(1/h^2) = 1e-400); was OverflowError from h**2
+    assert mmd(x, x + 1.0, bandwidth=1e200) == 0.0
+
+
+def test_mmd_points_that_coincide_in_float64_are_still_named():
+    # 1e200 + N(0, 1) rounds to 1e200 itself: these points do coincide in float64
+    x = 1e200 + np.random.default_rng(5).normal(size=(8, 1))
+    with pytest.raises(ValueError, match="median pairwise distance is 0"):
+        mmd(x, x)
+
+
+def test_ksd_overflow_is_reported_not_nan():
+    # points near 1e200 with the scores of N(0, I) there: s(x)^T s(y) and ||x - y||^2 overflow
+    x = 1e200 * np.random.default_rng(6).normal(size=(10, 2))
+    calls = {"ksd": lambda: ksd(x, std_score), "ksd_test": lambda: ksd_test(x, std_score, n_boot=5, rng=0),
+             "imq_stein_kernel": lambda: imq_stein_kernel(x, x, -x, -x)}
+    for name, call in calls.items():
+        with pytest.raises(FloatingPointError) as exc:
+            call()
+        msg = str(exc.value)
+        assert msg.startswith(f"{name}: float64 overflow in the Stein kernel") and "e+200" in msg, msg
+        assert "\n" not in msg
+
+
 def test_median_bandwidth_degenerate():
     with pytest.raises(ValueError, match="median pairwise distance is 0"):
         mmd(np.zeros((6, 1)), np.zeros((6, 1)))
