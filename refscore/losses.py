@@ -434,7 +434,9 @@ def dsm_multi(model, theta, x, sigmas, labels, eps, weighting="sigma2", reductio
     theta : (P,) array
     x : (n, d) or (d,) array
     sigmas : (L,) array of positive floats
-        The noise levels.
+        The noise levels, at least 1e-150 (below, :math:`\lVert\epsilon/\sigma\rVert^2`
+        overflows float64) and, with ``weighting="sigma2"``, at most 1e150 (above,
+        the weight :math:`\sigma^2` does): ValueError otherwise.
     labels : (n,) integer array with values in ``[0, L)``
         The level of each point.
     eps : array like ``x``
@@ -469,6 +471,7 @@ def dsm_multi(model, theta, x, sigmas, labels, eps, weighting="sigma2", reductio
         raise ValueError(f"sigmas must be a non-empty 1-D array, got shape {sigmas.shape}")
     if not np.all(np.isfinite(sigmas)) or np.any(sigmas <= 0):
         raise ValueError(f"sigmas must be finite and > 0, got {sigmas!r}")
+    _check_multi_sigma_range(sigmas, weighting)
     labels = np.asarray(labels)
     if single and labels.ndim == 0:
         labels = labels[None]
@@ -490,13 +493,44 @@ def dsm_multi(model, theta, x, sigmas, labels, eps, weighting="sigma2", reductio
 
     sig = sigmas[labels]
     lam = sig**2 if weighting == "sigma2" else np.ones(n)
+    target = eps / sig[:, None]
+    with np.errstate(over="ignore"):
+        target_term = lam * 0.5 * np.einsum("nd,nd->n", target, target)
+    if not np.all(np.isfinite(target_term)):
+        k = int(np.flatnonzero(~np.isfinite(target_term))[0])
+        raise FloatingPointError(
+            f"dsm_multi: float64 overflow in the noise target: at point {k}, sigma = {sig[k]:.3g} and "
+            f"|eps| = {float(np.max(np.abs(eps[k]))):.3g} make lambda(sigma) 1/2 ||eps / sigma||^2 exceed "
+            "float64's range, whatever the model"
+        )
     xt = x + sig[:, None] * eps
-    r = model.score(theta, xt, sig) + eps / sig[:, None]
+    r = model.score(theta, xt, sig) + target
     per = lam * 0.5 * np.einsum("nd,nd->n", r, r)
+    _check_result("dsm_multi", per)  # before the gradient: a non-finite residual is the model's
     g = None
     if grad:
         g = model.score_vjp_params(theta, xt, sig, (lam / n)[:, None] * r)
     return _finish(per, g, single, reduction, grad, "dsm_multi")
+
+
+#: noise levels of dsm_multi: below the lower bound ||eps / sigma||^2 overflows float64 for
+#: ordinary eps; above the upper bound the weight sigma^2 of weighting="sigma2" does (beyond ~1.3e154)
+_MULTI_SIGMA_RANGE = (1e-150, 1e150)
+
+
+def _check_multi_sigma_range(sigmas: np.ndarray, weighting: str) -> None:
+    """ValueError naming the level when the loss's own sigma terms would overflow float64."""
+    lo, hi = _MULTI_SIGMA_RANGE
+    small = np.flatnonzero(sigmas < lo)
+    if small.size:
+        i = int(small[0])
+        raise ValueError(f"sigmas must be >= {lo:g}: the DSM target eps / sigma squared overflows float64 "
+                         f"below, got sigmas[{i}] = {sigmas[i]:g}")
+    large = np.flatnonzero(sigmas > hi)
+    if weighting == "sigma2" and large.size:
+        i = int(large[0])
+        raise ValueError(f"sigmas must be <= {hi:g} with weighting='sigma2': its weight sigma^2 overflows "
+                         f"float64 beyond ~1.3e154, got sigmas[{i}] = {sigmas[i]:g}")
 
 
 def projections(rng, shape, kind="gaussian"):

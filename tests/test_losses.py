@@ -417,6 +417,45 @@ def test_dsm_multi_labels_wrong_shape(cond):
         dsm_multi(m, theta, x, [1.0, 0.5], [0, 1], eps)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_dsm_multi_sigma_whose_square_overflows_names_sigmas(grad):
+    from refscore.models import NoiseConditional
+
+    m = NoiseConditional(LinearScore(2))
+    rng = np.random.default_rng(0)
+    theta, x, eps = 0.3 * rng.standard_normal(6), rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    # sigma^2 = 1e600 overflows: the weight, not the model's scores (was 'the model's scores ... at this
+    # theta and x', and with grad=True the model's 'ct must be finite')
+    with pytest.raises(ValueError) as exc:
+        dsm_multi(m, theta, x, [1e300, 1.0], [0, 1, 0], eps, grad=grad)
+    msg = str(exc.value)
+    assert "sigmas" in msg and "sigma^2" in msg and "1e+300" in msg and "weighting='sigma2'" in msg, msg
+    assert "model" not in msg and "ct must be" not in msg
+    # 1/sigma^2 = 1e320 overflows in the target eps / sigma: every weighting
+    for weighting in ("sigma2", "none"):
+        with pytest.raises(ValueError) as exc:
+            dsm_multi(m, theta, x, [1.0, 1e-160], [0, 1, 0], eps, weighting=weighting, grad=grad)
+        msg = str(exc.value)
+        assert "sigmas" in msg and "1e-160" in msg and "eps / sigma" in msg and "model" not in msg, msg
+    # inside the range, a huge eps can still overflow the target term: named as such, not the model's
+    with pytest.raises(FloatingPointError, match="overflow in the noise target: at point 1, sigma = 1e-150"):
+        dsm_multi(m, theta, x, [1.0, 1e-150], [0, 1, 0], 1e6 * eps, weighting="none", grad=grad)
+
+
+def test_dsm_multi_huge_sigma_without_weight_is_computed():
+    # weighting='none' never forms sigma^2: at sigma = 1e300 the NoiseConditional score
+    # (A (x + sigma eps) + b) / sigma is A eps to 1e-300, so the residual s + eps/sigma is A eps
+    from refscore.models import NoiseConditional
+
+    rng = np.random.default_rng(1)
+    theta, x, eps = 0.3 * rng.standard_normal(6), rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    a = theta[:4].reshape(2, 2)
+    per = dsm_multi(NoiseConditional(LinearScore(2)), theta, x, [1e300], [0, 0, 0], eps, weighting="none",
+                    reduction="none")
+    # the dropped terms are 1e-300 relative: only the round-off of A eps (a few ulps) remains
+    np.testing.assert_allclose(per, 0.5 * np.sum((eps @ a.T) ** 2, axis=1), rtol=1e-14)
+
+
 def test_dsm_multi_eps_mismatch(cond):
     m, theta, x, _ = cond
     with pytest.raises(ValueError, match=r"eps must have shape \(3, 2\)"):
