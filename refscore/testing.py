@@ -31,7 +31,9 @@ torch and jax are imported only when asked for.  The helpers run with the
 BLAS thread pool limited to one thread, as refscore's golden computation does
 (the arrays are tiny; on shared cores a multi-threaded BLAS only costs).  What your callable receives,
 per helper, is spelled out in :data:`LOSSES` and :data:`SAMPLERS` and in each
-function's documentation.
+function's documentation.  Every call of your code gets its own copies of the
+inputs (and of the case's spec), so code that writes into its arguments, a MALA
+step updating ``x`` in place say, is compared on what it computes.
 
 Cases
 -----
@@ -87,11 +89,13 @@ and JAX examples.
 """
 from __future__ import annotations
 
+import copy
 import fnmatch
 import functools
 import importlib
 import inspect
 import math
+import sys
 
 import numpy as np
 
@@ -279,6 +283,7 @@ def _golden(cases, kinds, what) -> golden.Golden:
     specs, all_cases, meta = _all_specs(), {}, {}
     for name in names:
         inputs, quantities, info = _computed(name)
+        info = copy.deepcopy(info)  # the cached case stays as computed, whatever is done to the result
         k = _kind(specs[name])
         if "model" in info:
             spec, layout = {"model": info["model"], "kwargs": info["kwargs"]}, info["layout"]
@@ -329,15 +334,32 @@ def _inputs(framework, case, dtype, device) -> dict:
 
 
 def _to_numpy(a) -> np.ndarray:
-    """Your output (a NumPy, torch or JAX array, or a number) as a NumPy array, as it is."""
+    """Your output (a NumPy, torch or JAX array, or a number) as a new NumPy array, values as they
+    are (a copy: a buffer your code reuses cannot change what was recorded)."""
     if hasattr(a, "detach") and hasattr(a, "cpu"):  # a torch tensor
         a = a.detach().cpu()
         if not a.is_floating_point() and not a.is_complex():
             a = a.double()
         elif a.is_floating_point() and a.element_size() < 4:
             a = a.float()  # bfloat16 / float16 have no NumPy view
-        return a.numpy()
-    return np.asarray(a)
+        return np.array(a.numpy())
+    return np.array(a)
+
+
+def _fresh(value):
+    """A private copy of an input for one call of your code, which may write into what it gets:
+    NumPy arrays and torch tensors are copied, containers deep-copied; JAX arrays (immutable),
+    numbers and functions are passed as they are."""
+    torch = sys.modules.get("torch")  # a tensor exists only if torch is imported
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, dict):
+        return {k: _fresh(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_fresh(v) for v in value)
+    return value
 
 
 def _accepts(fn, name) -> bool:
@@ -429,10 +451,10 @@ def assert_score_matches(fn, case=None, *, framework="numpy", rtol=None, atol=No
     values = {}
     for name, c in g.all_cases.items():
         inp = _inputs(framework, c, precision, device)
-        kw = {"spec": dict(c.spec)} if with_spec else {}
+        kw = {"spec": copy.deepcopy(c.spec)} if with_spec else {}
         call = _jitted(lambda theta, x, kw=kw: fn(theta, x, **kw), jit and framework == "jax")
         try:
-            out = call(inp["theta"], inp["x"])
+            out = call(_fresh(inp["theta"]), _fresh(inp["x"]))
         except Exception as exc:
             _noted(exc, f"refscore.testing: raised by your score function on golden case {name!r} ({c.spec})")
             raise
@@ -503,10 +525,13 @@ def _inner_spec(spec):
 
 def _numpy_loss(loss_fn, c, calls, grad, model, label):
     theta = np.array(c.inputs["theta"])
-    mdl = golden.build_model(c.spec, reference=True) if model is None else model(dict(c.spec), theta.copy())
+    if model is None:
+        mdl = golden.build_model(c.spec, reference=True)
+    else:
+        mdl = model(copy.deepcopy(c.spec), theta.copy())
     out = {}
-    for q, kw in calls:
-        res = loss_fn(mdl, theta.copy(), **kw)
+    for q, kw in calls:  # each call its own inputs: your loss may write into them
+        res = loss_fn(mdl, theta.copy(), **_fresh(kw))
         if grad:
             if not (isinstance(res, tuple) and len(res) == 2):
                 raise TypeError(f"{label}: with framework='numpy' and grad=True your loss function must return "
@@ -524,14 +549,14 @@ def _torch_loss(loss_fn, c, calls, grad, model, dtype, device, nc):
     rtorch = importlib.import_module("refscore.interop.torch")
     theta = c.inputs["theta"]
     out = {}
-    for q, kw in calls:  # a fresh module per call: no gradient accumulates across them
+    for q, kw in calls:  # a fresh module and fresh inputs per call: nothing carries over between them
         if model is not None:
-            mdl = model(dict(c.spec), rtorch.as_array(theta, dtype=dtype, device=device))
+            mdl = model(copy.deepcopy(c.spec), rtorch.as_array(theta, dtype=dtype, device=device))
         else:
             mdl = rtorch.build_module(_inner_spec(c.spec), np.array(theta), dtype=dtype, device=device)
             mdl = _noise_conditional_torch(mdl) if nc else mdl
         with torch.enable_grad():
-            value = loss_fn(mdl, **kw)
+            value = loss_fn(mdl, **_fresh(kw))
             if not isinstance(value, torch.Tensor):
                 raise TypeError(f"your loss function must return a torch tensor (a scalar) with "
                                 f"framework='torch', got {type(value).__name__}")
@@ -549,14 +574,14 @@ def _jax_loss(loss_fn, c, calls, grad, model, dtype, device, nc, jit):
     rjax = importlib.import_module("refscore.interop.jax")
     theta = rjax.as_array(c.inputs["theta"], dtype=dtype, device=device)
     if model is not None:
-        score, params = model(dict(c.spec), theta)
+        score, params = model(copy.deepcopy(c.spec), theta)
     else:
         spec = _inner_spec(c.spec)
         score, params = rjax.score_function(spec), rjax.theta_to_params(theta, spec)
         score = _noise_conditional_jax(score) if nc else score
     out = {}
     for q, kw in calls:
-        def f(p, kw=kw):
+        def f(p, kw=_fresh(kw)):
             return loss_fn(score, p, **kw)
 
         scalar = getattr(jax.eval_shape(f, params), "shape", None) == ()
@@ -883,7 +908,7 @@ def _run_steps(step_fn, sampler, framework, c, dtype, device, jit) -> dict:
             one = _jitted(lambda x, z, score=score, sigma=sigma: step_fn(
                 x, score=score, sigma=sigma, sigmas=sigmas, step=step, z=z), jit)
             for j in range(per_level):
-                x = one(x, z[i * per_level + j])
+                x = one(_fresh(x), _fresh(z[i * per_level + j]))  # your step may write into its inputs
                 states.append(_states(x))
         return {"states": _stack(states)}
     score, log_prob = _target_functions(framework, c.spec, dtype, device)
@@ -891,14 +916,14 @@ def _run_steps(step_fn, sampler, framework, c, dtype, device, jit) -> dict:
         one = _jitted(lambda x, z: step_fn(x, score=score, step=step, z=z), jit)
         x = inp["x0"]
         for t in range(T):
-            x = one(x, z[t])
+            x = one(_fresh(x), _fresh(z[t]))  # your step may write into its inputs
             states.append(_states(x))
         return {"states": _stack(states)}
 
     one = _jitted(lambda x, z, u: step_fn(x, score=score, log_prob=log_prob, step=step, z=z, u=u), jit)
 
-    def call(x, t):
-        res = one(x, z[t], inp["u"][t])
+    def call(x, t):  # your step gets copies: x_t is compared with its result, z and u are used twice
+        res = one(_fresh(x), _fresh(z[t]), _fresh(inp["u"][t]))
         return tuple(res) if isinstance(res, (tuple, list)) else (res, None)
 
     x = inp["x0"]
