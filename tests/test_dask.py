@@ -10,6 +10,7 @@ import time
 import warnings
 from fractions import Fraction
 
+import numba
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ pytest.importorskip("distributed")
 
 from refscore.distributions import Banana, Gaussian, GaussianMixture  # noqa: E402
 from refscore.noise import _check_seed  # noqa: E402
-from refscore.sampling import DivergenceWarning, annealed_langevin, mala, ula  # noqa: E402
+from refscore.sampling import DivergenceWarning, NumbaTarget, annealed_langevin, mala, ula  # noqa: E402
 from refscore.sampling.backends import BACKENDS, get_backend  # noqa: E402
 from refscore.sampling.dask_backend import DaskBackend, default_block_chains  # noqa: E402
 from refscore.sampling.reductions import (DivergenceFlags, Histogram, ModeWeights, Moments,  # noqa: E402
@@ -108,6 +109,41 @@ def test_divergence_is_flagged_as_on_numba(client):
     with pytest.warns(DivergenceWarning, match=f"{ref.diverged.sum()} of 300 chains"):
         got = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend="dask", client=client, block_chains=41)
     _assert_same(got, ref)
+
+
+# ------------------------------------------------------------------ a user's numba target
+PREC = np.array([[2.0, 0.5], [0.5, 1.0]])
+
+
+@numba.njit
+def _prec_score(x):
+    return -(PREC @ x)
+
+
+@numba.njit
+def _prec_logpdf(x):
+    return -0.5 * x @ (PREC @ x)
+
+
+# MALA's custom kernel takes as long again to compile on each worker, by the same code path
+@pytest.mark.parametrize("sampler", [ula, pytest.param(mala, marks=pytest.mark.slow)])
+def test_a_numba_target_runs_on_dask_bitwise_as_on_numba(client, sampler):
+    # the njit functions travel to the worker processes pickled; each worker compiles the
+    # custom kernels for them, the same compiler on the same machine: the same bits
+    t = NumbaTarget(2, _prec_score, _prec_logpdf)
+    x0 = np.random.default_rng(1).standard_normal((300, 2))
+    ref = sampler(t, x0, 0.05, 40, seed=5, backend="numba", record=10)
+    _assert_same(sampler(t, x0, 0.05, 40, seed=5, backend="dask", client=client, block_chains=128, record=10), ref)
+
+
+def test_a_numba_target_the_numba_backend_cannot_run_fails_before_the_run(client, monkeypatch):
+    def no_submit(*args, **kwargs):
+        raise AssertionError("a task was submitted: the check did not come before the run")
+
+    monkeypatch.setattr(client, "submit", no_submit)
+    x0 = np.zeros((4, 2))
+    with pytest.raises(TypeError, match="mala needs a log-density"):  # the numba backend's own message
+        mala(NumbaTarget(2, _prec_score), x0, 0.05, 3, seed=0, backend="dask", client=client)
 
 
 # ------------------------------------------------------------------ reductions

@@ -13,6 +13,19 @@ offset, reduction)``: it copies its inputs before running, so a task
 rescheduled after its worker died (the nanny restarts the worker, the
 scheduler re-runs the task elsewhere) recomputes the same numbers.
 
+Targets.  Whatever the inner backend runs: on ``"numba"`` the refscore
+distributions and bound models, and a :class:`~.custom.NumbaTarget` (the
+user's ``numba.njit`` functions travel to the workers pickled, and each
+worker compiles the custom kernels for them); on ``"numpy"`` also
+:class:`~.custom.CallableTarget`.  Before any task is submitted the inner
+backend runs zero steps of one chain on the client, so a target it cannot
+run fails at once, with that backend's own message.
+
+Checked before the run as well: ``client=`` (a running
+:class:`distributed.Client`), ``block_chains=``, the reduction against the
+dimension (:meth:`.reductions.Reduction.check`), and, when the final states
+are gathered, that ``x`` is writeable.
+
 Reductions (``reduce=``, :mod:`.reductions`) run in the task on the block's
 final states; only their partials travel to the client, which folds them in
 chain-index order.  ``diverged`` (and MALA's per-chain ``accepted``) are
@@ -26,6 +39,12 @@ its workers are spawned, so a script needs the usual
 ``if __name__ == "__main__":`` guard.  On a cluster of your own, give the
 workers ``NUMBA_NUM_THREADS`` equal to their threads (the numba kernel is
 itself parallel); the result does not depend on it.
+
+Interruption.  On Ctrl-C (or any error), also while the blocks are being
+submitted, every block submitted so far is cancelled: a queued block never
+starts.  A block already running on a worker cannot be stopped by Dask: it
+runs to the end of its task (its result is discarded), and that worker takes
+new tasks after it.
 
 Block size.  A task costs about :data:`TASK_OVERHEAD_S` of scheduling and
 transfer besides its work (measured with tiny tasks); a block of at least
@@ -83,13 +102,39 @@ def default_block_chains(n, total_steps, n_workers):
     return max(1, min(b, n))
 
 
+def _check_client(client):
+    """``client`` must be a :class:`distributed.Client` connected to a scheduler."""
+    from distributed import Client
+
+    if not isinstance(client, Client):
+        raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
+    if client.status != "running":
+        raise ValueError(f"client must be connected to a scheduler, got a client with status {client.status!r}")
+
+
+def _check_runnable(inner, kind, target, args, k0, k1, status_dtype):
+    """Zero steps of one chain on the inner backend, on the client: a target it cannot run fails here,
+    with its own message, instead of in every task (the arguments have the run's types)."""
+    from .backends import BACKENDS
+
+    backend = BACKENDS[inner]
+    d = int(target.dim)
+    x, trace, status = np.zeros((1, d)), np.zeros((0, 1, d)), np.zeros(1, dtype=status_dtype)
+    if kind == "langevin":
+        sigmas, etas, _ = args
+        backend.langevin(target, sigmas, etas, 0, x, k0, k1, 0, trace, status, progress=False)
+    else:
+        backend.mala(target, args[0], 0, x, k0, k1, 0, trace, status, np.zeros(1, dtype=np.int64),
+                     progress=False)
+
+
 def _run_block(inner, kind, target, args, x, diverged, k0, k1, chain0, n_rec, rec, reduction):
     """One task: run ``inner`` on rows ``x`` (chains ``chain0 ..``); a pure function of its inputs."""
     from .backends import BACKENDS
 
     backend = BACKENDS[inner]
     x = np.array(x, dtype=float, order="C", copy=True)  # never touch the inputs: a rerun sees them unchanged
-    diverged = np.array(diverged, dtype=np.bool_, copy=True)
+    diverged = np.array(diverged, copy=True)  # bool flags or int8 status codes, as the caller gave them
     m, d = x.shape
     trace = np.zeros((n_rec, m, d))
     accepted = None
@@ -176,24 +221,25 @@ class DaskBackend:
         require_dask()
         from .reductions import resolve_reduction
 
+        # everything that can be refused is refused here, before a task or a cluster is started
+        if client is not None:
+            _check_client(client)
+        if block_chains is not None and (isinstance(block_chains, bool) or
+                                         not isinstance(block_chains, (int, np.integer)) or block_chains < 1):
+            raise ValueError(f"block_chains must be a positive int, got {block_chains!r}")
         reduction = resolve_reduction(reduce, target)
+        if reduction is None and not x.flags.writeable:
+            raise ValueError("x must be writeable: without a reduction the final states are gathered into it "
+                             "(a read-only view such as np.broadcast_to(...) must be copied first)")
         inner = self._inner()
-        if inner == "numba":  # fail here, not in every task, on a target without a kernel
-            from .targets import compile_target
-
-            compile_target(target, args[0] if kind == "langevin" else None, need_logp=kind == "mala")
+        _check_runnable(inner, kind, target, args, k0, k1, diverged.dtype)
         n = x.shape[0]
         own = None
         if client is None:
             workers = self.n_workers or os.cpu_count() or 2
         else:
             workers = max(1, sum(client.nthreads().values()))  # task slots
-        if block_chains is None:
-            block = default_block_chains(n, total_steps, workers)
-        else:
-            if isinstance(block_chains, bool) or not isinstance(block_chains, (int, np.integer)) or block_chains < 1:
-                raise ValueError(f"block_chains must be a positive int, got {block_chains!r}")
-            block = int(block_chains)
+        block = default_block_chains(n, total_steps, workers) if block_chains is None else int(block_chains)
         starts = list(range(0, n, block))
         if client is None:
             own = _OwnCluster(max(1, min(workers, len(starts))))
@@ -214,17 +260,18 @@ class DaskBackend:
         n_rec = trace.shape[0]
         tag = uuid.uuid4().hex[:12]
         futures, where = [], {}
-        for i, lo in enumerate(starts):
-            hi = min(lo + block, n)
-            f = client.submit(_run_block, inner, kind, target, args, x[lo:hi], diverged[lo:hi], k0, k1,
-                              chain0 + lo, n_rec, rec, reduction, key=f"refscore-{kind}-{tag}-{lo}", pure=False)
-            futures.append(f)
-            where[f.key] = (i, lo, hi)
-        show = sys.stderr.isatty() if progress is None else bool(progress)
-        bar = tqdm(total=n * total_steps, unit="chain-step", desc=f"{kind} (dask/{inner}, {n} chains)",
-                   delay=0.0 if progress else 2.0, disable=not show, file=sys.stderr, leave=False)
         pending, acc, next_i, done = {}, None, 0, 0
-        try:
+        show = sys.stderr.isatty() if progress is None else bool(progress)
+        try:  # an interrupt while submitting cancels the blocks submitted so far
+            for i, lo in enumerate(starts):
+                hi = min(lo + block, n)
+                f = client.submit(_run_block, inner, kind, target, args, x[lo:hi], diverged[lo:hi], k0, k1,
+                                  chain0 + lo, n_rec, rec, reduction, key=f"refscore-{kind}-{tag}-{lo}",
+                                  pure=False)
+                futures.append(f)
+                where[f.key] = (i, lo, hi)
+            bar = tqdm(total=n * total_steps, unit="chain-step", desc=f"{kind} (dask/{inner}, {n} chains)",
+                       delay=0.0 if progress else 2.0, disable=not show, file=sys.stderr, leave=False)
             with bar:
                 for f in as_completed(futures):
                     i, lo, hi = where[f.key]
@@ -247,8 +294,9 @@ class DaskBackend:
                     bar.update((hi - lo) * total_steps)
         except KeyboardInterrupt:
             client.cancel(futures)
-            raise KeyboardInterrupt(f"{kind} (dask) interrupted after {done} of {len(futures)} blocks; "
-                                    "the run's states were discarded") from None
+            raise KeyboardInterrupt(f"{kind} (dask) interrupted after {done} of {len(starts)} blocks; "
+                                    "the run's states were discarded and its blocks cancelled (a block "
+                                    "already running finishes on its worker first)") from None
         except BaseException:
             client.cancel(futures)
             raise

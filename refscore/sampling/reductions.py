@@ -23,7 +23,11 @@ not depend on how the chains were cut into blocks, bit for bit:
   Python integers), partials add exactly, and the mean and covariance are
   rounded once, at the end, from the exact rationals.  Exact addition is
   associative, so any partition (and any merge order) gives the same bits,
-  namely the correctly rounded sample mean and covariance;
+  namely the correctly rounded sample mean and covariance.  Python integers
+  do not overflow, so huge finite states (``1e200``, whose squares are beyond
+  float64) are summed exactly too; only a covariance entry whose exact value
+  lies beyond the float64 range rounds to ``inf``, with a
+  :class:`MomentsOverflowWarning` (the mean of finite states always fits);
 * :class:`ModeWeights` and :class:`Histogram` count integers: each chain's
   bin is decided by that chain's row alone, and integer counts add exactly;
 * :class:`FinalStates` and :class:`DivergenceFlags` concatenate blocks in
@@ -32,6 +36,10 @@ not depend on how the chains were cut into blocks, bit for bit:
 Diverged chains (frozen at their last finite state, see
 :class:`~refscore.sampling.SamplerResult`) are left out of the moments,
 mode counts and histogram, and counted in ``n_diverged``.
+
+A reduction that cannot take the states (a :class:`Histogram` coordinate or
+:class:`ModeWeights` means of another dimension) is refused by
+:func:`resolve_reduction`, before the run (:meth:`Reduction.check`).
 
 Names accepted by the samplers' ``reduce=``: ``"final"`` (the default
 behaviour: final states in ``result.x``), ``"moments"``, ``"diverged"`` and
@@ -53,19 +61,28 @@ Examples
 """
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["Reduction", "FinalStates", "Moments", "MomentsResult", "ModeWeights", "ModeWeightsResult",
-           "Histogram", "HistogramResult", "DivergenceFlags", "resolve_reduction", "exact_sums"]
+__all__ = ["Reduction", "FinalStates", "Moments", "MomentsResult", "MomentsOverflowWarning", "ModeWeights",
+           "ModeWeightsResult", "Histogram", "HistogramResult", "DivergenceFlags", "resolve_reduction",
+           "exact_sums"]
 
 
 class Reduction:
     """Base class: ``merge(partials) = finish(combine(partials))``; subclasses define the three steps."""
 
     name = ""
+
+    def check(self, dim):
+        """Raise ``ValueError`` when states of dimension ``dim`` cannot be reduced (called before the
+        run by :func:`resolve_reduction`); the default takes any dimension."""
+        return None
 
     def block(self, x, diverged):  # pragma: no cover - abstract
         """The partial of one block: ``x`` (m, d) final states in chain order, ``diverged`` (m,) bool."""
@@ -207,13 +224,27 @@ class MomentsResult:
 
     ``count`` chains; ``mean`` (d,) and ``cov`` (d, d) (``ddof=1``; NaN when
     ``count < 2``), each entry the correctly rounded value of the exact sample
-    statistic; ``n_diverged`` chains left out.
+    statistic (``±inf`` where that value lies beyond the float64 range, with a
+    :class:`MomentsOverflowWarning`); ``n_diverged`` chains left out.
     """
 
     count: int
     mean: np.ndarray
     cov: np.ndarray
     n_diverged: int
+
+
+class MomentsOverflowWarning(RuntimeWarning):
+    """Some covariance entries of finite states exceed the float64 range and are reported as ``inf``."""
+
+
+def _rounded(q):
+    """The float64 nearest the rational ``q`` (round to nearest; ``±inf`` beyond the float64 range,
+    as IEEE rounding gives, where Python's ``float`` raises ``OverflowError``)."""
+    try:
+        return float(q)
+    except OverflowError:
+        return math.inf if q > 0 else -math.inf
 
 
 class Moments(Reduction):
@@ -230,6 +261,12 @@ class Moments(Reduction):
 
     are evaluated exactly and rounded once to float64.  The result is the
     same bits for every partition into blocks and every merge order.
+
+    Huge finite states are no trouble for the sums (exact rationals cannot
+    overflow): states near ``1e200`` give their exact mean, and a covariance
+    that fits in float64 (equal states: 0) comes out exactly.  A covariance
+    entry whose exact value exceeds the float64 range is ``±inf`` (its
+    correct rounding), and a :class:`MomentsOverflowWarning` says how many.
     """
 
     name = "moments"
@@ -250,12 +287,20 @@ class Moments(Reduction):
     def finish(self, partial):
         n, nd, s, p = partial
         d = s.shape[0]
-        mean = np.array([float(v / n) if n else np.nan for v in s])
+        # a mean of finite float64 values lies within their range: it always rounds to a finite value
+        mean = np.array([_rounded(v / n) if n else np.nan for v in s])
         cov = np.full((d, d), np.nan)
         if n >= 2:
             for i in range(d):
-                for j in range(d):
-                    cov[i, j] = float((p[i, j] - s[i] * s[j] / n) / (n - 1))
+                for j in range(i, d):
+                    cov[i, j] = cov[j, i] = _rounded((p[i, j] - s[i] * s[j] / n) / (n - 1))
+            big = int(np.count_nonzero(np.isinf(cov[np.triu_indices(d)])))
+            if big:
+                warnings.warn(f"{big} covariance {'entry exceeds' if big == 1 else 'entries exceed'} the float64 "
+                              f"range (|value| > {np.finfo(float).max:.4g}; a symmetric pair counted once) and "
+                              f"{'is' if big == 1 else 'are'} reported as inf; the sums are exact, and the mean "
+                              "and the other entries are the correctly rounded values",
+                              MomentsOverflowWarning, stacklevel=2)
         return MomentsResult(count=n, mean=mean, cov=cov, n_diverged=nd)
 
 
@@ -269,13 +314,31 @@ class ModeWeightsResult:
     n_diverged: int
 
 
+#: a row whose largest magnitude (or the means') reaches 2**_SAFE_EXPONENT is scaled down by a power
+#: of two first: products of two such values stay below 2**962, sums of d of them finite for d < 2**60
+_SAFE_EXPONENT = 480
+
+
 class ModeWeights(Reduction):
     r"""How many final states lie nearest each of the ``means`` (K, d) (Euclidean; ties go
     to the lower index): the mixture weights a sampler recovers.
 
-    A chain's component is decided by its own row
-    (:math:`\sum_i (x_i - \mu_{ki})^2`, summed coordinate by coordinate), and
-    integer counts add exactly: the same for every partition.
+    A chain's component is decided by its own row, and integer counts add
+    exactly: the same for every partition.  The nearest mean is found by a
+    run over the components, each compared with the best so far by the side
+    of their bisecting hyperplane: :math:`\mu_k` is strictly nearer than
+    :math:`\mu_b` when
+
+    .. math::
+
+        (\mu_k - \mu_b)\cdot\bigl(x - (\mu_k + \mu_b)/2\bigr) > 0,
+
+    summed coordinate by coordinate.  This has no :math:`\|x\|^2` term, so a
+    far state (``1e200``, whose squared distances overflow float64, and
+    would agree to all 16 digits if they did not) is assigned by its
+    direction; a row whose entries (or the means') reach :math:`2^{480}` is
+    first scaled by a power of two, which is exact and keeps every product
+    finite.
     """
 
     name = "modes"
@@ -286,17 +349,35 @@ class ModeWeights(Reduction):
             raise ValueError(f"means must be a finite array of shape (K, d), got shape {mu.shape}")
         self.means = mu
 
+    def check(self, dim):
+        if dim != self.means.shape[1]:
+            raise ValueError(f"means have dimension {self.means.shape[1]}, the states {dim}")
+
     def block(self, x, diverged):
         x = np.asarray(x, dtype=float)
         keep = ~np.asarray(diverged, dtype=bool)
-        if x.shape[1] != self.means.shape[1]:
-            raise ValueError(f"means have dimension {self.means.shape[1]}, the states {x.shape[1]}")
-        xk = x[keep]
-        dist = np.zeros((xk.shape[0], self.means.shape[0]))
-        for i in range(x.shape[1]):
-            dist += (xk[:, i, None] - self.means[None, :, i]) ** 2
-        nearest = np.argmin(dist, axis=1) if xk.shape[0] else np.zeros(0, dtype=np.int64)
+        self.check(x.shape[1])
+        nearest = self._nearest(x[keep])
         return np.bincount(nearest, minlength=self.means.shape[0]).astype(np.int64), int((~keep).sum())
+
+    def _nearest(self, x):
+        """Index of the nearest mean for each row of the finite states ``x`` (m, d)."""
+        m, d = x.shape
+        mu = self.means
+        best = np.zeros(m, dtype=np.int64)
+        if m == 0 or mu.shape[0] == 1:
+            return best
+        # per row, 2**-shift brings every |value| of the row and the means below 2**_SAFE_EXPONENT
+        _, e = np.frexp(np.maximum(np.abs(x).max(axis=1), np.abs(mu).max()))
+        shift = np.maximum(e - _SAFE_EXPONENT, 0)[:, None]
+        xs = np.ldexp(x, -shift)
+        for k in range(1, mu.shape[0]):
+            mb, mk = np.ldexp(mu[best], -shift), np.ldexp(mu[k][None, :], -shift)
+            side = np.zeros(m)
+            for i in range(d):
+                side += (mk[:, i] - mb[:, i]) * (xs[:, i] - (mk[:, i] + mb[:, i]) * 0.5)
+            best[side > 0] = k
+        return best
 
     def combine(self, partials):
         return sum(p[0] for p in partials), sum(p[1] for p in partials)
@@ -333,14 +414,26 @@ class Histogram(Reduction):
         for e in self.edges:
             if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) > 0) or not np.all(np.isfinite(e)):
                 raise ValueError("each edges array must be 1-d, finite, strictly increasing, with >= 2 entries")
-        self.dims = tuple(range(len(self.edges))) if dims is None else tuple(int(i) for i in dims)
+        if dims is None:
+            dims = tuple(range(len(self.edges)))
+        else:
+            dims = tuple(dims)
+            if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in dims):
+                raise ValueError(f"dims must be non-negative integers, got {dims!r}")
+        self.dims = tuple(int(i) for i in dims)
         if len(self.dims) != len(self.edges):
             raise ValueError(f"{len(self.edges)} edge arrays for {len(self.dims)} dims")
         self.shape = tuple(e.size - 1 for e in self.edges)
 
+    def check(self, dim):
+        for i in self.dims:
+            if i >= dim:
+                raise ValueError(f"dims must be in [0, {dim}) (the states have dimension {dim}), got {i}")
+
     def block(self, x, diverged):
         x = np.asarray(x, dtype=float)
         keep = ~np.asarray(diverged, dtype=bool)
+        self.check(x.shape[1])
         xk = x[keep]
         idx, ok = [], np.ones(xk.shape[0], dtype=bool)
         for e, i in zip(self.edges, self.dims):
@@ -367,7 +460,9 @@ _NAMED = {"final": FinalStates, "moments": Moments, "diverged": DivergenceFlags}
 def resolve_reduction(spec, target=None):
     """The :class:`Reduction` for ``reduce=`` (``None`` or ``"final"``: ``None``, final states).
 
-    ``"modes"`` reads ``target.means`` (a Gaussian mixture or its ``perturbed()``).
+    ``"modes"`` reads ``target.means`` (a Gaussian mixture or its ``perturbed()``).  With a
+    ``target``, a :class:`Reduction` is checked against ``target.dim`` (:meth:`Reduction.check`):
+    a reduction that cannot take the states fails here, before the run.
     """
     if spec is None or isinstance(spec, FinalStates):
         return None
@@ -377,10 +472,17 @@ def resolve_reduction(spec, target=None):
             if means is None:
                 raise ValueError("reduce='modes' needs a target with component means (a GaussianMixture or "
                                  "its perturbed()); pass reduce=ModeWeights(means) otherwise")
-            return ModeWeights(means)
-        if spec not in _NAMED:
+            reduction = ModeWeights(means)
+        elif spec not in _NAMED:
             raise ValueError(f"reduce must be one of {sorted(_NAMED) + ['modes']} or a Reduction, got {spec!r}")
-        return None if spec == "final" else _NAMED[spec]()
-    if not all(callable(getattr(spec, m, None)) for m in ("block", "combine", "finish")):
+        elif spec == "final":
+            return None
+        else:
+            reduction = _NAMED[spec]()
+    elif not all(callable(getattr(spec, m, None)) for m in ("block", "combine", "finish")):
         raise TypeError(f"reduce must be a name or have block/combine/finish methods, got {type(spec).__name__}")
-    return spec
+    else:
+        reduction = spec
+    if target is not None and isinstance(reduction, Reduction):
+        reduction.check(int(target.dim))
+    return reduction
