@@ -386,3 +386,13 @@ def test_torch_helpers_under_W_error():
     """)
     assert proc.returncode == 0, proc.stderr
     assert "clean" in proc.stdout
+
+
+def test_setup_declares_a_torch_extra():
+    """``pip install -e '.[torch]'`` installs what the torch adapters and the README's PyTorch example need."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg", encoding="utf-8")
+    extras = cfg["options.extras_require"]
+    assert [r.strip() for r in extras["torch"].strip().splitlines()] == ["torch>=2.0"]

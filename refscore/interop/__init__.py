@@ -7,7 +7,7 @@ submodule that needs it:
 * :mod:`refscore.interop.torch` -- a golden case spec or a refscore model as a
   ``torch.nn.Module`` (``forward(x)`` is the score ``(n, d)``; energy models
   also have ``.energy(x)``), and ``theta`` <-> parameters both ways.  Needs
-  ``pip install torch`` (a CPU build is enough).
+  ``pip install torch`` (a CPU build is enough; ``pip install -e '.[torch]'`` in a clone).
 * :mod:`refscore.interop.jax` -- a pure function ``score(params, x)`` (and
   ``energy(params, x)``) with ``theta`` <-> ``params`` (a list of arrays) both
   ways.  Needs ``pip install 'refscore[interop]'`` (jax[cpu]); importing it
