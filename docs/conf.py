@@ -90,6 +90,7 @@ mathjax3_config = {"svg": {"fontCache": "global"}}
 html_theme = "furo"
 html_title = f"refscore {release}"
 html_static_path = ["_static"]
+html_css_files = ["refscore.css"]  # wide display equations scroll instead of being clipped
 html_show_sourcelink = True
 
 # -- doctest builder -------------------------------------------------------

@@ -203,3 +203,51 @@ def test_derivations_math_renders_offline_in_chromium(site, tmp_path):
     for raw in ("$$", "\\frac", "\\nabla", "\\tag", "\\mathbb"):
         i = text.find(raw)
         assert i < 0, f"raw TeX {raw!r} left in the page: ...{text[max(0, i - 80):i + 80]}..."
+
+
+_OVERFLOW_PROBE = """<script>
+window.addEventListener("load", function () { MathJax.startup.promise.then(function () {
+  var column = (document.querySelector("article") || document.body).getBoundingClientRect().right;
+  var rows = [];
+  document.querySelectorAll('mjx-container[display="true"]').forEach(function (e) {
+    var box = e.getBoundingClientRect();
+    rows.push([Math.round(box.right), Math.round(column), e.scrollWidth, e.clientWidth,
+               getComputedStyle(e).overflowX].join(","));
+  });
+  var pre = document.createElement("pre"); pre.id = "overflow-probe"; pre.textContent = rows.join("\\n");
+  document.body.appendChild(pre);
+}); });
+</script></body>"""
+
+
+def test_wide_display_equations_scroll_instead_of_being_clipped_at_1280px(site, tmp_path):
+    """At a 1280 px window every display equation stays inside the text column, and one wider than
+    the column (several in derivations.md) scrolls in its own box (overflow-x: auto from
+    docs/_static/refscore.css) rather than being cut off at the column's edge."""
+    browser = _chromium()
+    probe = site / "derivations-overflow-probe.html"
+    probe.write_text((site / "derivations.html").read_text(encoding="utf-8").replace("</body>", _OVERFLOW_PROBE),
+                     encoding="utf-8")
+    try:
+        res = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-background-networking", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=30000", "--window-size=1280,900", "--dump-dom", probe.as_uri()],
+            capture_output=True, text=True, timeout=300)
+    finally:
+        probe.unlink()
+    assert res.returncode == 0, res.stderr[-2000:]
+    import html as _html
+    import re as _re
+
+    m = _re.search(r'<pre id="overflow-probe">(.*?)</pre>', res.stdout, _re.S)
+    assert m, "the probe did not run (MathJax did not finish)"
+    rows = [line.split(",") for line in _html.unescape(m.group(1)).splitlines()]
+    assert len(rows) > 20
+    wide = 0
+    for right, column, scroll_width, client_width, overflow in rows:
+        assert int(right) <= int(column) + 1, (right, column)  # the box never passes the column
+        if int(scroll_width) > int(client_width):
+            wide += 1
+            assert overflow in ("auto", "scroll"), overflow  # its content scrolls, not clipped
+    assert wide > 0  # the page does have equations wider than the column: the rule is exercised
