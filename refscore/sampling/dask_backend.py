@@ -14,10 +14,10 @@ rescheduled after its worker died (the nanny restarts the worker, the
 scheduler re-runs the task elsewhere) recomputes the same numbers.
 
 Targets.  Whatever the inner backend runs: on ``"numba"`` the refscore
-distributions and bound models, and a :class:`~.custom.NumbaTarget` (the
+distributions and bound models, and a :class:`~refscore.sampling.NumbaTarget` (the
 user's ``numba.njit`` functions travel to the workers pickled, and each
 worker compiles the custom kernels for them); on ``"numpy"`` also
-:class:`~.custom.CallableTarget`.  Before any task is submitted the inner
+:class:`~refscore.sampling.CallableTarget`.  Before any task is submitted the inner
 backend runs zero steps of one chain on the client, so a target it cannot
 run fails at once, with that backend's own message.
 
