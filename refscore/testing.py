@@ -209,7 +209,7 @@ def _select(cases, kinds, what="cases") -> list:
         return pool
     accepted = "None, a case name, a shell pattern, a class name, a list of those or a predicate spec -> bool"
     if callable(cases):
-        out = [n for n in pool if cases(specs[n])]
+        out = [n for n in pool if cases(copy.deepcopy(specs[n]))]  # your predicate may change what it gets
         if not out:
             raise ValueError(f"{what}: the predicate selects none of the {len(pool)} {'/'.join(kinds)} cases")
         return out

@@ -322,6 +322,13 @@ def test_user_code_cannot_change_the_golden_specs():
     assert testing.assert_score_matches(score, "linear_d2").passed
     assert testing.golden_cases("linear_d2").cases["linear_d2"].spec["kwargs"] == {"dim": 2}
 
+    def predicate(spec):
+        spec["kwargs"].clear()
+        return spec.get("model") == "LinearScore"
+
+    assert list(testing.golden_cases(predicate).cases) == ["linear_d1", "linear_d2", "linear_d5"]
+    assert testing.golden_cases("linear_d5").cases["linear_d5"].spec["kwargs"] == {"dim": 5}
+
 
 def test_jax_helpers_under_W_error():
     pytest.importorskip("jax")
