@@ -62,7 +62,7 @@ def _check_common(model, theta, x, reduction, grad):
     return theta, x, single
 
 
-def _check_result(name, per, grad_theta=None, value=None):
+def _check_result(name, per, grad_theta=None, value=None, where="this theta and x"):
     """``FloatingPointError`` if a loss computed from finite inputs is not finite.
 
     Every input has been checked finite, so a NaN or infinity here is float64
@@ -80,18 +80,21 @@ def _check_result(name, per, grad_theta=None, value=None):
     if what is not None:
         raise FloatingPointError(
             f"{name}: float64 overflow: {what} although every input is finite; the model's "
-            f"scores or their derivatives exceed float64's range at this theta and x"
+            f"scores or their derivatives exceed float64's range at {where}"
         )
 
 
-def _finish(per, grad_theta, single, reduction, grad, name="loss"):
-    """Reduce per-point values; ``grad_theta`` is already the gradient of the mean."""
+def _finish(per, grad_theta, single, reduction, grad, name="loss", where="this theta and x"):
+    """Reduce per-point values; ``grad_theta`` is already the gradient of the mean.
+
+    ``where`` names the points the model was evaluated at, for the overflow message.
+    """
     if reduction == "none":
-        _check_result(name, per)
+        _check_result(name, per, where=where)
         return per[0] if single else per
     with np.errstate(over="ignore"):
         value = float(np.mean(per))
-    _check_result(name, per, grad_theta if grad else None, value)
+    _check_result(name, per, grad_theta if grad else None, value, where=where)
     return (value, grad_theta) if grad else value
 
 
@@ -317,10 +320,15 @@ def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
     """
     theta, x, single = _check_common(model, theta, x, reduction, grad)
     sigma = check_positive("sigma", sigma)
+    _check_multi_sigma_range(np.array([sigma]), "none", name="sigma")
     n = x.shape[0]
     eps = model._like_points(eps, n, single, "eps")
     per, g = dsm_terms(model, theta, x, sigma, eps, np.full(n, 1.0 / n), grad)
-    return _finish(per, g, single, reduction, grad, "dsm")
+    with np.errstate(over="ignore"):
+        reach = float(np.max(np.abs(x + sigma * eps)))
+    return _finish(per, g, single, reduction, grad, "dsm",
+                   where=f"this theta and the noised points x + sigma*eps (sigma = {sigma:g}; their largest "
+                         f"|coordinate| is {reach:.3g})")
 
 
 def _sliced(model, theta, x, v, reduction, grad, variance_reduced):
@@ -518,14 +526,15 @@ def dsm_multi(model, theta, x, sigmas, labels, eps, weighting="sigma2", reductio
 _MULTI_SIGMA_RANGE = (1e-150, 1e150)
 
 
-def _check_multi_sigma_range(sigmas: np.ndarray, weighting: str) -> None:
+def _check_multi_sigma_range(sigmas: np.ndarray, weighting: str, name: str = "sigmas") -> None:
     """ValueError naming the level when the loss's own sigma terms would overflow float64."""
     lo, hi = _MULTI_SIGMA_RANGE
     small = np.flatnonzero(sigmas < lo)
     if small.size:
         i = int(small[0])
-        raise ValueError(f"sigmas must be >= {lo:g}: the DSM target eps / sigma squared overflows float64 "
-                         f"below, got sigmas[{i}] = {sigmas[i]:g}")
+        got = f"{name}[{i}]" if name == "sigmas" else name
+        raise ValueError(f"{name} must be >= {lo:g}: the DSM target eps / sigma squared overflows float64 "
+                         f"below, got {got} = {sigmas[i]:g}")
     large = np.flatnonzero(sigmas > hi)
     if weighting == "sigma2" and large.size:
         i = int(large[0])

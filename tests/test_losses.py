@@ -549,3 +549,22 @@ def test_population_bad_theta(pop):
     m, theta, dist = pop
     with pytest.raises(ValueError, match=r"theta must have shape \(5,\)"):
         population_loss("ism", m, theta[:4], dist)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_dsm_overflow_at_a_huge_sigma_names_the_noised_points(grad):
+    """sigma = 1e300 puts x + sigma*eps at 1e300, where a linear score's ½‖s‖² overflows: the message
+    names sigma and the noised points (it said 'at this theta and x', where nothing is wrong)."""
+    m = LinearScore(2)
+    x, eps = np.zeros((3, 2)), np.ones((3, 2))
+    with pytest.raises(FloatingPointError) as exc:
+        dsm(m, m.init(), x, 1e300, eps, grad=grad)
+    msg = str(exc.value)
+    assert "noised points x + sigma*eps" in msg and "sigma = 1e+300" in msg and "this theta and x" not in msg, msg
+    # a tiny sigma overflows the target eps / sigma itself: refused up front, naming sigma
+    with pytest.raises(ValueError, match=r"sigma must be >= 1e-150.*got sigma = 1e-200"):
+        dsm(m, m.init(), x, 1e-200, eps, grad=grad)
+    # at the bound itself the loss is computed: with eps = 0 the noise has no effect (x~ = x, target 0),
+    # so it equals the value at sigma = 1 exactly
+    theta = np.random.default_rng(1).standard_normal(m.n_params)
+    assert dsm(m, theta, x + 1.0, 1e-150, np.zeros((3, 2))) == dsm(m, theta, x + 1.0, 1.0, np.zeros((3, 2)))

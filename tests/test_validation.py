@@ -448,3 +448,35 @@ def test_refscore_validate_unwritable_out_dir_is_one_line(fake_suite, tmp_path, 
     lines = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(lines) == 1, lines
     assert lines[0].startswith("refscore validate: error: cannot create --out-dir") and "not a directory" in lines[0]
+
+
+def test_report_escapes_pipes_so_every_row_has_seven_cells():
+    """A quantity such as ``max |z|`` used to split its row into extra cells (the table rendered broken)."""
+    import re
+
+    rows = [check_row("ula_bias", "cov vs (Λ−ηΛ²/2)⁻¹, max |z|", 1.5, "0", "src | other", "5 SE", True)]
+    text = runner.render_report(rows, quick=True, seed=0, seconds={"ula_bias": 1.0})
+    line = next(l for l in text.splitlines() if l.startswith("| ula_bias | cov"))
+    cells = re.split(r"(?<!\\)\|", line)[1:-1]  # split on unescaped pipes, as Markdown does
+    assert len(cells) == 7, cells
+    assert cells[1].strip() == r"cov vs (Λ−ηΛ²/2)⁻¹, max \|z\|"
+
+
+def test_report_says_how_the_dask_rows_ran(monkeypatch):
+    import importlib.util
+
+    rows = [check_row("e", "q", 1.0, "1", "src", 0.1, True)]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "distributed" else real(name, *a))
+    text = runner.render_report(rows, quick=True, seed=0, seconds={"e": 1.0})
+    assert "Dask is not installed: ula_bias's small-step rows ran on the numba backend" in text
+    monkeypatch.undo()
+    if importlib.util.find_spec("distributed") is not None:
+        assert "Dask is installed" in runner.render_report(rows, quick=True, seed=0, seconds={"e": 1.0})
+
+
+def test_sources_do_not_cite_outside_the_repository():
+    """Sources name a paper and an equation of the README's table, never an outside document."""
+    for module in (hyvarinen, equivalence, sliced, vincent, ula_bias, ncsn_toy, backends):
+        source = getattr(module, "SOURCE", "")
+        assert "seed" not in source, (module.__name__, source)

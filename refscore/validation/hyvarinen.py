@@ -27,7 +27,7 @@ from .common import EPS, check_row, progress, save_figure, style
 
 NAME = "hyvarinen"
 TITLE = "ISM on a Gaussian = sample mean and inverse sample covariance"
-SOURCE = "Hyvärinen 2005, §3 ex. 1 (eq. 3 of seed)"
+SOURCE = "Hyvärinen 2005, §3 ex. 1; eq. (3)"
 
 MEAN = np.array([1.0, -0.5, 2.0])
 COV = np.array([[2.0, 0.6, 0.3], [0.6, 1.0, -0.2], [0.3, -0.2, 0.5]])
