@@ -58,6 +58,28 @@ def test_polynomial_log_sin_cos_match_libm():
     assert np.max(np.abs(_NP.cos_kernel(t) - np.cos(t))) < 8 * 2.2e-16
 
 
+# normal(SEED, chain, step, 3) and uniform(SEED, chain, 999), written on one machine as exact hex
+# floats: Philox is integer arithmetic and Box-Muller uses only correctly rounded +, -, *, /, sqrt
+# (fdlibm polynomials, no libm, no FMA), so every IEEE machine and build gives these same bits
+SEED = 0x1234_5678_9ABC_DEF0
+NORMAL_KAT = {
+    (0, 0): ("0x1.21a88bc8b512dp+0", "-0x1.28d1d212cd58cp+1", "0x1.44c865efdbee2p+0"),
+    (0, 2 ** 32 - 1): ("-0x1.a4acf8d25db10p-1", "0x1.06ff6787a2efdp-1", "-0x1.71900a8ca2ab2p-5"),
+    (77, 999): ("0x1.680fd6ccc9da0p+0", "0x1.0f35d97bd15bcp-3", "-0x1.b497da403bf6cp-2"),
+    (2 ** 32 - 1, 0): ("0x1.aaac667b1757ap+0", "-0x1.881df5529af55p+0", "-0x1.643e6c5661825p+0"),
+    (2 ** 32 - 1, 2 ** 32 - 1): ("-0x1.a06ab8b087f28p-9", "-0x1.16a71e47bdd08p-1", "-0x1.5705095968b89p-2"),
+}
+UNIFORM_KAT = {0: "0x1.ac3072301c77bp-2", 77: "0x1.6b24600c85110p-6", 2 ** 32 - 1: "0x1.91fca2fa8f624p-1"}
+
+
+def test_normal_and_uniform_known_answers_on_any_machine():
+    """The same bits on every machine: the stored values, bitwise (not a tolerance, by construction)."""
+    for (chain, step), want in NORMAL_KAT.items():
+        assert normal(SEED, chain, step, 3).tolist() == [float.fromhex(h) for h in want], (chain, step)
+    for chain, want in UNIFORM_KAT.items():
+        assert uniform(SEED, chain, 999).tolist() == float.fromhex(want), chain
+
+
 def _grid():
     chains = np.array([0, 1, 2, 77, 2 ** 31 + 5, 2 ** 32 - 1], dtype=np.uint64)
     steps = np.array([0, 1, 999, 2 ** 32 - 1], dtype=np.uint64)
