@@ -200,10 +200,10 @@ def target_from_spec(spec: dict, source: str = "spec"):
 
 
 def _read_json(path: pathlib.Path, what: str = "JSON file"):
-    from .golden import _open_input
+    from ._files import open_input
 
     try:
-        with _open_input(path, what) as f:  # not found / a directory / permission denied, in words
+        with open_input(path, what) as f:  # not found / a directory / permission denied, in words
             raw = f.read()
     except OSError as exc:
         raise CLIError(str(exc)) from None
@@ -252,34 +252,34 @@ def _out_path(path: str, suffix: str, force: bool, what: str = "--out") -> pathl
 def _load_npy(path: str, what: str) -> np.ndarray:
     """The real numeric array of a .npy file; one-line errors naming the cause (not found, a
     directory, permission denied, not .npy, damaged, truncated, larger than memory)."""
-    from .golden import _read_npy
+    from ._files import read_npy
 
     try:
-        return _read_npy(path, f"{what} file")
+        return read_npy(path, f"{what} file")
     except (OSError, ValueError) as exc:
         raise CLIError(str(exc)) from None
 
 
 def _write_outputs(writers: dict) -> None:
     """Write ``{path: write(binary file)}`` atomically: all of them or none (see the module doc)."""
-    from .golden import _reason, _write_files_atomically
+    from ._files import reason, write_files_atomically
 
     with _sigterm_as_interrupt():
         try:
-            _write_files_atomically(writers)
+            write_files_atomically(writers)
         except OSError as exc:
             names = " and ".join(str(p) for p in writers)
-            raise CLIError(f"cannot write {names}: {_reason(exc)}; nothing was written") from None
+            raise CLIError(f"cannot write {names}: {reason(exc)}; nothing was written") from None
 
 
 def _check_sample_memory(chains: int, d: int) -> None:
-    from .golden import _fmt_bytes, _too_big
+    from ._files import fmt_bytes, too_big
 
     per = chains * d * 8
-    big = _too_big(_SAMPLE_ARRAYS * per)
+    big = too_big(_SAMPLE_ARRAYS * per)
     if big:
         raise CLIError(f"--chains {chains} with dimension {d}: sampling {big}, for {_SAMPLE_ARRAYS} arrays "
-                       f"of {_fmt_bytes(per)} (states, their copy, score, noise); use fewer chains")
+                       f"of {fmt_bytes(per)} (states, their copy, score, noise); use fewer chains")
 
 
 def _int_list(text: str, what: str) -> tuple:

@@ -96,14 +96,13 @@ import math
 import os
 import pathlib
 import stat
-import tempfile
-import zipfile
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import __version__, losses
+from ._files import check_creatable, open_input, os_error_message, read_npz, reason, write_files_atomically
 from .losses import PROJECTIONS
 from .models import GaussianMixtureModel, GaussianModel, LinearScore, MLPEnergy, MLPScore, NoiseConditional
 from .models.activations import ACTIVATIONS
@@ -701,254 +700,6 @@ def _compute_case(case) -> dict:
     return _q_sampler(case.kind, build_target(case.spec), case.inputs, case.spec["params"])
 
 
-# ------------------------------------------------------------------ files
-# Reading and writing the golden, values and data files (the command line uses these too):
-# every problem is one line naming the file and what is wrong with it; nothing is allocated
-# before the sizes declared in a file are checked against the file and against memory; no
-# numpy message advising allow_pickle reaches the user; writes are atomic.
-
-def _memory_limit():
-    """Bytes of physical memory of this machine, or None where the OS does not say.
-
-    Nothing larger is ever allocated for a file or a sample: it could not succeed.
-    """
-    try:
-        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-    return pages * size if pages > 0 and size > 0 else None
-
-
-def _fmt_bytes(n) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
-    if n < 1024:
-        return f"{int(n)} bytes"
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        n /= 1024
-        if n < 1024 or unit == "PiB":
-            return f"{n:.1f} {unit}"
-
-
-def _too_big(nbytes):
-    """Why ``nbytes`` cannot be allocated here (a phrase), or None when it may fit."""
-    limit = _memory_limit()
-    if limit is not None and nbytes > limit:
-        return f"needs {_fmt_bytes(nbytes)} of memory, more than this machine has ({_fmt_bytes(limit)})"
-    return None
-
-
-def _os_error_message(exc: OSError, path, what: str) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return f"{what} {path} not found"
-    if isinstance(exc, NotADirectoryError):
-        return f"{what} {path} not found: a part of its path is not a directory"
-    if isinstance(exc, IsADirectoryError):
-        return f"{what} {path} is a directory, not a file"
-    if isinstance(exc, PermissionError):
-        return f"{what} {path} is not readable: permission denied"
-    return f"cannot read {what} {path}: {exc.strerror or exc}"
-
-
-def _open_input(path, what: str):
-    """``open(path, "rb")`` of a regular file; else the OSError subclass whose one-line message
-    says why (not found, a directory, permission denied, not a regular file)."""
-    try:
-        st = os.stat(path)
-    except PermissionError:
-        raise PermissionError(f"{what} {path} cannot be reached: permission denied on a directory above it") from None
-    except OSError as exc:
-        raise type(exc)(_os_error_message(exc, path, what)) from None
-    if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(f"{what} {path} is a directory, not a file")
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(f"{what} {path} is not a regular file")
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise type(exc)(_os_error_message(exc, path, what)) from None
-
-
-class _FileProblem(Exception):
-    """What is wrong with an array, worded to follow its name (internal)."""
-
-
-#: what a damaged zip or .npy stream may raise while it is read
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
-                RuntimeError, SyntaxError, TypeError)
-
-
-def _read_npy_header(fp):
-    """``(shape, fortran_order, dtype)`` of the .npy stream at ``fp`` (at its start)."""
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(fp)
-    except _READ_ERRORS:
-        raise _FileProblem("is not a .npy array file (write it with numpy.save)") from None
-    readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
-    if version not in readers:
-        raise _FileProblem(f"uses .npy format version {version[0]}.{version[1]}; numeric arrays are "
-                           "written as 1.0 or 2.0 (numpy.save)")
-    try:
-        shape, fortran, dtype = readers[version](fp)
-    except _READ_ERRORS:
-        # numpy's own message here may advise allow_pickle=True: it must not reach the user
-        raise _FileProblem("has a damaged .npy header") from None
-    if any(n < 0 for n in shape):
-        raise _FileProblem(f"has a damaged .npy header (shape {shape})")
-    return shape, fortran, dtype
-
-
-def _dtype_problem(dtype, real: bool):
-    if dtype.hasobject:
-        return (f"holds an object array (dtype {dtype}), which is never loaded (unpickling can run "
-                "arbitrary code); save numeric arrays")
-    if dtype.names is not None or dtype.kind == "V":
-        return f"holds a structured array (dtype {dtype}); save plain numeric arrays"
-    if real and dtype.kind == "c":
-        return (f"holds complex values (dtype {dtype}); refscore's values are real, complex ones are "
-                "refused (save the real part if the imaginary part is zero)")
-    return None
-
-
-def _read_array(fp, available: int, *, real: bool, drain: bool = False) -> np.ndarray:
-    """The array of the .npy stream ``fp`` of ``available`` bytes, its header checked first:
-    dtype, declared size against the bytes present and against memory."""
-    start = fp.tell()
-    shape, _, dtype = _read_npy_header(fp)
-    problem = _dtype_problem(dtype, real)
-    if problem:
-        raise _FileProblem(problem)
-    nbytes = math.prod(shape) * dtype.itemsize
-    have = available - (fp.tell() - start)
-    if nbytes > have:
-        raise _FileProblem(f"declares shape {shape} {dtype} ({_fmt_bytes(nbytes)}) but holds only "
-                           f"{_fmt_bytes(max(have, 0))} of data: it is truncated or damaged")
-    big = _too_big(nbytes)
-    if big:
-        raise _FileProblem(f"declares shape {shape} {dtype}: loading it {big}")
-    try:
-        fp.seek(start)
-        arr = np.lib.format.read_array(fp, allow_pickle=False)
-        extra = 0
-        while drain:  # reading to the end of a zip member checks its CRC-32
-            chunk = fp.read(1 << 20)
-            if not chunk:
-                break
-            extra += len(chunk)
-    except zipfile.BadZipFile as exc:
-        if "CRC" in str(exc):
-            raise _FileProblem("fails its CRC-32 check: the file was changed or damaged after it was "
-                               "written") from None
-        raise _FileProblem(f"is damaged ({exc})") from None
-    except _READ_ERRORS:
-        raise _FileProblem("is truncated or damaged: its data cannot be read") from None
-    if extra:
-        raise _FileProblem(f"has {extra} unexpected bytes after its data: it is damaged")
-    return arr
-
-
-def _read_npy(path, what: str, *, real: bool = True) -> np.ndarray:
-    """The one array of the .npy file ``path`` (``what``, e.g. "--data file", names it in errors).
-
-    Raises an OSError subclass when the file cannot be opened, ValueError (one line) when it is
-    not a sound .npy file of a numeric (real, unless ``real=False``) array that fits in memory.
-    """
-    path = pathlib.Path(path)
-    with _open_input(path, what) as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(6)
-        if not head:
-            raise ValueError(f"{what} {path} is empty (0 bytes)")
-        if head.startswith(b"PK"):
-            raise ValueError(f"{what} {path} must hold one array (.npy), got an .npz archive")
-        f.seek(0)
-        try:
-            return _read_array(f, size, real=real)
-        except _FileProblem as exc:
-            raise ValueError(f"{what} {path} {exc}") from None
-
-
-def _read_npz(path, what: str, *, real: bool = True) -> dict:
-    """``{key: array}`` of the .npz archive ``path``, every member checked as :func:`_read_npy` does."""
-    path = pathlib.Path(path)
-    with _open_input(path, what) as f:
-        head = f.read(6)
-        if not head:
-            raise ValueError(f"{what} {path} is empty (0 bytes)")
-        if head.startswith(b"\x93NUMPY"):
-            raise ValueError(f"{what} {path} must be an .npz archive (numpy.savez), got a single .npy array")
-        if not head.startswith(b"PK"):
-            raise ValueError(f"{what} {path} is not a readable .npz archive (write it with numpy.savez): "
-                             "it is not a zip file")
-        f.seek(0)
-        try:
-            zf = zipfile.ZipFile(f)
-            infos = zf.infolist()
-        except _READ_ERRORS:
-            raise ValueError(f"{what} {path} is not a readable .npz archive: it is truncated or damaged "
-                             "(its zip directory cannot be read)") from None
-        with zf:
-            big = _too_big(sum(i.file_size for i in infos))
-            if big:
-                raise ValueError(f"{what} {path} holds {_fmt_bytes(sum(i.file_size for i in infos))} of "
-                                 f"arrays: loading it {big}")
-            out = {}
-            for info in infos:
-                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-                if not info.filename.endswith(".npy"):
-                    raise ValueError(f"{what} {path}: {key!r} is not a .npy array (numpy.savez writes "
-                                     "only arrays)")
-                if key in out:
-                    raise ValueError(f"{what} {path}: {key!r} appears twice: the archive is damaged")
-                try:
-                    with zf.open(info) as member:
-                        out[key] = _read_array(member, info.file_size, real=real, drain=True)
-                except _FileProblem as exc:
-                    raise ValueError(f"{what} {path}: {key!r} {exc}") from None
-                except _READ_ERRORS as exc:
-                    raise ValueError(f"{what} {path} is damaged: its entry for {key!r} cannot be read "
-                                     f"({exc})") from None
-    return out
-
-
-def _write_files_atomically(writers: dict) -> None:
-    """Write ``{path: write(binary file object)}`` so that every path holds its old content or its new one.
-
-    Each file is written to a temporary file in its own directory; only when all are written
-    are they renamed over their targets (``os.replace``).  On any exception, KeyboardInterrupt
-    included, the temporary files are removed and the targets are left as they were.
-    """
-    mask = os.umask(0)
-    os.umask(mask)
-    pending = []  # (temporary, target) not yet renamed
-    try:
-        for path, write in writers.items():
-            path = pathlib.Path(path)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            pending.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                try:
-                    mode = stat.S_IMODE(os.stat(path).st_mode)  # replacing a file keeps its mode
-                except OSError:
-                    mode = 0o666 & ~mask
-                os.fchmod(f.fileno(), mode)
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-        while pending:
-            tmp, path = pending[0]
-            os.replace(tmp, path)
-            pending.pop(0)
-    except BaseException:
-        for tmp, _ in pending:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        raise
-
-
-
 # ------------------------------------------------------------------ loading
 @dataclass
 class Case:
@@ -1081,7 +832,7 @@ def load(directory) -> Golden:
         raise FileNotFoundError(f"golden directory {directory} not found (write one with refscore golden "
                                 "--out DIR)") from None
     except OSError as exc:
-        raise type(exc)(_os_error_message(exc, directory, "golden directory")) from None
+        raise type(exc)(os_error_message(exc, directory, "golden directory")) from None
     if not stat.S_ISDIR(st.st_mode):
         raise NotADirectoryError(f"golden directory {directory} is a file, not a directory (give the "
                                  "directory written by refscore golden --out DIR)")
@@ -1089,7 +840,7 @@ def load(directory) -> Golden:
     for p in (mpath, dpath):
         if not os.path.lexists(p):
             raise FileNotFoundError(f"{directory} is not a golden directory: {p.name} not found (write one with refscore golden --out DIR)")
-    with _open_input(mpath, "golden manifest") as f:
+    with open_input(mpath, "golden manifest") as f:
         raw = f.read()
     try:
         manifest = json.loads(raw.decode("utf-8"))
@@ -1109,7 +860,7 @@ def load(directory) -> Golden:
             "with refscore golden --force"
         )
     _check_manifest_cases(mpath, manifest, version)
-    arrays = _read_npz(dpath, "golden file")
+    arrays = read_npz(dpath, "golden file")
     cases = {}
     for name, meta in manifest["cases"].items():
         got = {}
@@ -1369,7 +1120,7 @@ def write(directory, *, force=False) -> pathlib.Path:
             f"directory {directory} exists and is not empty; refusing to overwrite it "
             "(pass force=True, or --force on the command line)"
         )
-    _check_creatable(directory)  # before the compute, not after it
+    check_creatable(directory)  # before the compute, not after it
 
     arrays, meta = {}, {}
     for name, spec in {**case_specs(), **extra_case_specs()}.items():
@@ -1421,11 +1172,11 @@ def write(directory, *, force=False) -> pathlib.Path:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise type(exc)(f"cannot create directory {directory}: {_reason(exc)}") from None
+        raise type(exc)(f"cannot create directory {directory}: {reason(exc)}") from None
     # temporary files, renamed when both are whole: an interrupted or failed write
     # leaves the previous golden files (or nothing) and no temporary file
     try:
-        _write_files_atomically({
+        write_files_atomically({
             directory / DATA_FILE: lambda f: np.savez(f, **arrays),
             directory / MANIFEST_FILE: lambda f: f.write(text.encode("utf-8")),
         })
@@ -1436,27 +1187,9 @@ def write(directory, *, force=False) -> pathlib.Path:
             except OSError:
                 pass
         if isinstance(exc, OSError):
-            raise type(exc)(f"cannot write the golden files into {directory}: {_reason(exc)}") from None
+            raise type(exc)(f"cannot write the golden files into {directory}: {reason(exc)}") from None
         raise
     return directory
-
-
-def _reason(exc: OSError) -> str:
-    """``"permission denied"``, ``"no space left on device"``...: an OSError's cause in words."""
-    return (exc.strerror or str(exc) or type(exc).__name__).lower()
-
-
-def _check_creatable(directory: pathlib.Path) -> None:
-    """PermissionError / NotADirectoryError (one line) when ``directory`` cannot be created or written."""
-    p = directory
-    while not os.path.lexists(p) and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        raise NotADirectoryError(f"cannot create directory {directory}: {p} is not a directory")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot {'write into' if p == directory else 'create'} directory {directory}: "
-                              f"permission denied in {p}")
-
 
 
 
@@ -1732,7 +1465,7 @@ def _load_values(values) -> dict:
         path = pathlib.Path(os.fspath(values))
     except TypeError:
         raise TypeError(f"values must be a dict or a path to an .npz file, got {type(values).__name__}") from None
-    return _read_npz(path, "values file")  # real numeric arrays only, checked before loading
+    return read_npz(path, "values file")  # real numeric arrays only, checked before loading
 
 
 def _compare(key, value, golden, rtol, atol) -> CheckRow:

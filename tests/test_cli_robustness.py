@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from refscore import cli, golden, sampling, training
+from refscore import _files, cli, golden, sampling, training
 
 SMALL_CASES = ("linear_d2", "mlpscore_tanh_depth1_d2")
 _ALL_SPECS = golden.case_specs
@@ -446,7 +446,7 @@ def test_complex_values_never_pass(small_golden, good_values, tmp_path, capsys):
 # ----------------------------------------------------------------- (k) sizes beyond memory
 @pytest.mark.parametrize("chains", ["1e10", "10000000000", "10000000000000000"])
 def test_huge_chain_count_is_refused_before_allocating(tmp_path, capsys, monkeypatch, chains):
-    monkeypatch.setattr(golden, "_memory_limit", lambda: 16 * 2 ** 30)
+    monkeypatch.setattr(_files, "memory_limit", lambda: 16 * 2 ** 30)
     rc, _, err = call(capsys, "sample", "gaussian2d", "--chains", chains, "--out", tmp_path / "x.npy")
     assert rc == 2
     one_line(err, "refscore sample: error:", "--chains", "memory", "GiB")
@@ -494,7 +494,7 @@ def test_data_npy_declaring_a_huge_shape(tmp_path, capsys):
 
 def test_arrays_larger_than_memory_are_refused(small_golden, good_values, data_file, tmp_path, capsys,
                                                monkeypatch):
-    monkeypatch.setattr(golden, "_memory_limit", lambda: 256)
+    monkeypatch.setattr(_files, "memory_limit", lambda: 256)
     _check_one_line_error(capsys, small_golden, good_values, "memory")
     rc, _, err = call(capsys, "fit", "--data", data_file, "--out", tmp_path / "t.npy")
     assert rc == 2

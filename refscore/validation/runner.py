@@ -133,7 +133,7 @@ class _OutputError(Exception):
 
 
 def _reason(exc: OSError) -> str:
-    from ..golden import _reason as reason
+    from .._files import reason
 
     return reason(exc)
 
@@ -190,7 +190,7 @@ def _publish(staged_figs: pathlib.Path, report_path: pathlib.Path, fig_dir: path
     Returns ``(figures written, figures removed)``: a figure of this run's experiments that
     drew none this time is removed, so that no figure of an earlier run sits beside the report.
     """
-    from ..golden import _write_files_atomically
+    from .._files import write_files_atomically
 
     def copy_of(path):
         def write(f):
@@ -207,7 +207,7 @@ def _publish(staged_figs: pathlib.Path, report_path: pathlib.Path, fig_dir: path
     try:
         for d in made:
             d.mkdir(parents=True)
-        _write_files_atomically(writers)
+        write_files_atomically(writers)
     except BaseException:
         _remove_if_empty(*made)
         raise
