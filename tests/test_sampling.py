@@ -162,9 +162,13 @@ def test_results_independent_of_thread_count():
 def test_divergence_is_flagged_and_frozen(backend):
     t = Gaussian([0.0, 0.0], [[1.0, 0.0], [0.0, 0.25]])
     x0 = _points(2, n=20)
-    # step 30 > 2 / lambda_max = 0.5: |1 - 30*4| = 119 per step, overflow after ~150 steps
-    with pytest.warns(DivergenceWarning, match="20 of 20 chains reached a non-finite state"):
+    # step 30 > 2 / lambda_max = 0.5: |1 - 30*4| = 119 per step, past the bound 1e150 after ~75 steps;
+    # said before the run (the bound) and after it (the chains)
+    with pytest.warns(DivergenceWarning) as record:
         res = ula(t, x0, 30.0, 160, seed=0, backend=backend)
+    messages = [str(w.message) for w in record]
+    assert any("step < 2 / lambda_max(P) = 0.5" in m for m in messages)
+    assert any("20 of 20 chains diverged" in m and "20 left the bound" in m for m in messages)
     assert res.diverged.all()
     assert np.all(np.isfinite(res.x))
     # a stable step on the same target flags nothing

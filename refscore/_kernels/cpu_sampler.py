@@ -12,8 +12,12 @@ number of threads.  The update is eq. (4), line by line as in
 
     x_new = x + eta * (scale * s) + sqrt(2 eta) * z
 
-A chain whose new state holds a non-finite value keeps its last finite state
-and is flagged (``diverged``); it is not updated again.
+A chain whose new state holds a non-finite value, or a coordinate beyond
+:data:`.score_blocks.GROWTH_BOUND`, keeps its last state and is not updated
+again; ``status[c]`` (int8) records why (:data:`.score_blocks.NONFINITE`,
+:data:`.score_blocks.BEYOND_BOUND`; nonzero on entry: frozen already).  A call
+with zero steps returns at once: no state, status or trace is touched and no
+noise is drawn (the driver's compile-ahead call).
 """
 from __future__ import annotations
 
@@ -39,17 +43,22 @@ _evaluate = _K.evaluate
 _step_block = _K.step_block
 _mala_log_alpha = _K.mala_log_alpha
 _U1 = np.uint64(1)
+_NONFINITE = score_blocks.NONFINITE
+_BEYOND = score_blocks.BEYOND_BOUND
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, diverged):
+def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, status):
     """ULA / annealed Langevin on all chains of ``x`` (n, d), in place.
 
     Level ``l`` uses ``params[l]``, ``scale[l]``, step ``etas[l]`` for
     ``steps_per_level`` steps.  Row ``i`` of ``x`` is chain ``chain0 + i``
     and the first step taken is global step ``step0`` (the noise counters), so
     a run cut into blocks of chains or chunks of steps draws the same noise.
+    ``status`` (n,) int8: 0 running, else frozen (see the module doc).
     """
+    if steps_per_level == 0:
+        return
     n, d = x.shape
     wrows = lay[2]
     nblocks = (n + BLOCK - 1) // BLOCK
@@ -63,8 +72,10 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0
         LP = np.empty(BLOCK)
         ACC = np.empty(BLOCK)
         alive = np.empty(BLOCK)
+        fate = np.empty(BLOCK, dtype=np.int8)
         for c in range(m):
-            alive[c] = 0.0 if diverged[lo + c] else 1.0
+            fate[c] = status[lo + c]
+            alive[c] = 1.0 if fate[c] == 0 else 0.0
             for i in range(d):
                 X[i, c] = x[lo + c, i]
         g = step0
@@ -78,6 +89,8 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0
                 _step_block(X, S, ACC, m, d, eta, sc, sq, k0, k1, chain0 + lo, g)
                 for c in range(m):
                     ok = alive[c] * (ACC[c] == 0.0)
+                    if ok != alive[c]:  # frozen at this step: NaN means non-finite, > 0 beyond the bound
+                        fate[c] = _BEYOND if ACC[c] > 0.0 else _NONFINITE
                     alive[c] = ok
                     ACC[c] = ok
                 for i in range(d):
@@ -90,21 +103,24 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0
                         for i in range(d):
                             trace[r, lo + c, i] = X[i, c]
         for c in range(m):
-            diverged[lo + c] = alive[c] == 0.0
+            status[lo + c] = fate[c]
             for i in range(d):
                 x[lo + c, i] = X[i, c]
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
+def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
     r"""MALA on all chains of ``x``, in place; ``accepted[c]`` counts accepted moves.
 
     Chains and steps are numbered from ``chain0`` and ``step0`` as in :func:`langevin`.
 
     Proposal :math:`y = x + \eta s(x) + \sqrt{2\eta} z`, accepted when
     :math:`\log u < \log p(y) - \log p(x) - (\|x - y - \eta s(y)\|^2 -
-    \|y - x - \eta s(x)\|^2) / (4\eta)`.
+    \|y - x - \eta s(x)\|^2) / (4\eta)`.  A proposal that is non-finite or
+    beyond the bound, or a non-finite score or log-ratio there, freezes the chain.
     """
+    if n_steps == 0:
+        return
     n, d = x.shape
     wrows = lay[2]
     nblocks = (n + BLOCK - 1) // BLOCK
@@ -122,8 +138,10 @@ def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverg
         LPY = np.empty(BLOCK)
         ACC = np.empty(BLOCK)
         alive = np.empty(BLOCK)
+        fate = np.empty(BLOCK, dtype=np.int8)
         for c in range(m):
-            alive[c] = 0.0 if diverged[lo + c] else 1.0
+            fate[c] = status[lo + c]
+            alive[c] = 1.0 if fate[c] == 0 else 0.0
             for i in range(d):
                 X[i, c] = x[lo + c, i]
         _evaluate(lay, p, X, S, LPX, W, m, True)
@@ -143,6 +161,7 @@ def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverg
                     continue
                 if not fin:
                     alive[c] = 0.0
+                    fate[c] = _BEYOND if ACC[c] > 0.0 else _NONFINITE
                     continue
                 u = _uniform(k0, k1, np.uint64(chain0 + lo + c), gg, _U1)
                 if _log_unit(u) < loga:
@@ -157,7 +176,7 @@ def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverg
                     for i in range(d):
                         trace[r, lo + c, i] = X[i, c]
         for c in range(m):
-            diverged[lo + c] = alive[c] == 0.0
+            status[lo + c] = fate[c]
             for i in range(d):
                 x[lo + c, i] = X[i, c]
 

@@ -6,7 +6,8 @@ Each thread holds its chain in local arrays shaped like a CPU block of one
 chain (``X[i, 0]``) and runs the SAME score and noise device functions as the
 CPU kernels (:mod:`.score_blocks`, :mod:`.philox`), compiled with
 ``cuda.jit(device=True)``; the kernels below are line-by-line transcriptions
-of :mod:`.cpu_sampler` with ``m = 1``.  Under ``NUMBA_ENABLE_CUDASIM=1`` the simulator
+of :mod:`.cpu_sampler` with ``m = 1`` (the same freezing rule and ``status``
+codes, the same zero-step early return).  Under ``NUMBA_ENABLE_CUDASIM=1`` the simulator
 runs them on the CPU (bitwise equal noise to NumPy and Numba, tested).
 
 Round-off: on real hardware NVVM contracts ``a*b + c`` into FMA by default,
@@ -40,6 +41,8 @@ _step_block = _K.step_block
 _mala_log_alpha = _K.mala_log_alpha
 _uniform = _K.uniform
 _log_unit = _K.log_unit
+_NONFINITE = score_blocks.NONFINITE
+_BEYOND = score_blocks.BEYOND_BOUND
 MAXD = MAX_DIM_GPU
 MAXW = MAX_WORK_GPU
 _U1 = np.uint64(1)
@@ -59,18 +62,19 @@ def available() -> bool:
 
 
 @cuda.jit
-def _langevin_kernel(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, diverged):
+def _langevin_kernel(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, status):
     c0 = cuda.grid(1)
     n = x.shape[0]
     d = x.shape[1]
-    if c0 >= n:
+    if c0 >= n or steps_per_level == 0:
         return
     X = cuda.local.array((MAXD, 1), float64)
     S = cuda.local.array((MAXD, 1), float64)
     W = cuda.local.array((MAXW, 1), float64)
     LP = cuda.local.array(1, float64)
     ACC = cuda.local.array(1, float64)
-    alive = 0.0 if diverged[c0] else 1.0
+    fate = status[c0]
+    alive = 1.0 if fate == 0 else 0.0
     for i in range(d):
         X[i, 0] = x[c0, i]
     g = step0
@@ -82,7 +86,10 @@ def _langevin_kernel(lay, params, scale, etas, steps_per_level, x, k0, k1, chain
         for t in range(steps_per_level):
             _evaluate(lay, p, X, S, LP, W, 1, False)
             _step_block(X, S, ACC, 1, d, eta, sc, sq, k0, k1, chain0 + c0, g)
-            alive = alive * (ACC[0] == 0.0)
+            ok = alive * (ACC[0] == 0.0)
+            if ok != alive:  # frozen at this step: NaN means non-finite, > 0 beyond the bound
+                fate = _BEYOND if ACC[0] > 0.0 else _NONFINITE
+            alive = ok
             if alive != 0.0:
                 for i in range(d):
                     X[i, 0] = S[i, 0]
@@ -90,17 +97,17 @@ def _langevin_kernel(lay, params, scale, etas, steps_per_level, x, k0, k1, chain
             if rec > 0 and g % rec == 0:
                 for i in range(d):
                     trace[g // rec - 1, c0, i] = X[i, 0]
-    diverged[c0] = alive == 0.0
+    status[c0] = fate
     for i in range(d):
         x[c0, i] = X[i, 0]
 
 
 @cuda.jit
-def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
+def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
     c0 = cuda.grid(1)
     n = x.shape[0]
     d = x.shape[1]
-    if c0 >= n:
+    if c0 >= n or n_steps == 0:
         return
     X = cuda.local.array((MAXD, 1), float64)
     S = cuda.local.array((MAXD, 1), float64)
@@ -112,7 +119,8 @@ def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace
     ACC = cuda.local.array(1, float64)
     sq = math.sqrt(2.0 * eta)
     p = params[0]
-    alive = not diverged[c0]
+    fate = status[c0]
+    alive = fate == 0
     for i in range(d):
         X[i, 0] = x[c0, i]
     _evaluate(lay, p, X, S, LPX, W, 1, True)
@@ -127,6 +135,7 @@ def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace
             fin = fin and math.isfinite(SY[i, 0])
         if alive and not fin:
             alive = False
+            fate = _BEYOND if ACC[0] > 0.0 else _NONFINITE
         if alive:
             u = _uniform(k0, k1, np.uint64(chain0 + c0), np.uint64(t), _U1)
             if _log_unit(u) < loga:
@@ -138,7 +147,7 @@ def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace
         if rec > 0 and (t + 1) % rec == 0:
             for i in range(d):
                 trace[(t + 1) // rec - 1, c0, i] = X[i, 0]
-    diverged[c0] = not alive
+    status[c0] = fate
     for i in range(d):
         x[c0, i] = X[i, 0]
 
@@ -156,30 +165,30 @@ def _grid(n):
     return (n + _TPB - 1) // _TPB, _TPB
 
 
-def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, diverged):
+def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, status):
     """Run :func:`_langevin_kernel` on host arrays (copied in and out); arguments as the CPU kernel's."""
     _check_sizes(lay)
     d_x = cuda.to_device(x)
     d_tr = cuda.to_device(trace)
-    d_dv = cuda.to_device(diverged)
+    d_st = cuda.to_device(status)
     _langevin_kernel[_grid(x.shape[0])](cuda.to_device(np.array(lay)), cuda.to_device(np.array(params)),
                                         cuda.to_device(np.array(scale)), cuda.to_device(etas), steps_per_level,
-                                        d_x, k0, k1, chain0, step0, rec, d_tr, d_dv)
+                                        d_x, k0, k1, chain0, step0, rec, d_tr, d_st)
     x[:] = d_x.copy_to_host()
     trace[:] = d_tr.copy_to_host()
-    diverged[:] = d_dv.copy_to_host()
+    status[:] = d_st.copy_to_host()
 
 
-def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
+def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
     """Run :func:`_mala_kernel` on host arrays (copied in and out); arguments as the CPU kernel's."""
     _check_sizes(lay)
     d_x = cuda.to_device(x)
     d_tr = cuda.to_device(trace)
-    d_dv = cuda.to_device(diverged)
+    d_st = cuda.to_device(status)
     d_ac = cuda.to_device(accepted)
     _mala_kernel[_grid(x.shape[0])](cuda.to_device(np.array(lay)), cuda.to_device(np.array(params)), eta,
-                                    n_steps, d_x, k0, k1, chain0, step0, rec, d_tr, d_dv, d_ac)
+                                    n_steps, d_x, k0, k1, chain0, step0, rec, d_tr, d_st, d_ac)
     x[:] = d_x.copy_to_host()
     trace[:] = d_tr.copy_to_host()
-    diverged[:] = d_dv.copy_to_host()
+    status[:] = d_st.copy_to_host()
     accepted[:] = d_ac.copy_to_host()

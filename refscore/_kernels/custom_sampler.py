@@ -4,10 +4,21 @@ r"""Langevin kernels for a user's own compiled score: ``numba.njit`` functions a
 ``score(x) -> (d,)`` (and ``logpdf(x) -> float`` for MALA), compiled with
 ``numba.njit``.  The kernels here take them as first-class arguments (Numba
 compiles one specialisation per function) and run one chain per ``prange``
-iteration with the SAME noise and update as :mod:`.cpu_sampler`
-(``step_block`` of :mod:`.score_blocks` on a block of one chain), so a
-user's target runs the same chains as the NumPy reference fed the same
-functions (docs/derivations.md §8).  Not cached: each user function is new.
+iteration with the SAME noise, update and freezing rule as
+:mod:`.cpu_sampler` (``step_block`` of :mod:`.score_blocks` on a block of one
+chain, ``status`` codes as there), so a user's target runs the same chains as
+the NumPy reference fed the same functions (docs/derivations.md §8).  Not
+cached: each user function is new.
+
+A user's function is not trusted.  Every call is checked: a score that
+returns an array of another length than ``d``, or a function that raises,
+stops that chain and is recorded in ``fault[c] = (kind, step, length)``
+(kinds :data:`.score_blocks.FAULT_SCORE_RAISED`, ``FAULT_SCORE_LENGTH``,
+``FAULT_LOGPDF_RAISED``); ``x[c]`` is then left at the point of the failing
+call.  The host raises after the kernel returns
+(:func:`refscore.sampling.custom.raise_kernel_fault`), so no value is read
+past the end of a short score and no exception is lost in a parallel region.
+A call with zero steps returns at once (no user function is called).
 """
 from __future__ import annotations
 
@@ -17,6 +28,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import score_blocks
 from .cpu_sampler import _K
 
 __all__ = ["langevin", "mala"]
@@ -26,11 +38,55 @@ _mala_log_alpha = _K.mala_log_alpha
 _uniform = _K.uniform
 _log_unit = _K.log_unit
 _U1 = np.uint64(1)
+_NONFINITE = score_blocks.NONFINITE
+_BEYOND = score_blocks.BEYOND_BOUND
+_SCORE_RAISED = score_blocks.FAULT_SCORE_RAISED
+_SCORE_LENGTH = score_blocks.FAULT_SCORE_LENGTH
+_LOGPDF_RAISED = score_blocks.FAULT_LOGPDF_RAISED
+#: what _score_into returns besides a wrong length (>= 0)
+_OK = -1
+_RAISED = -2
+
+
+# The try blocks live in these helpers, not in the prange bodies: a loop body
+# with an exception edge has several exits, and Numba then runs it serially.
+@numba.njit(error_model="numpy")
+def _score_into(score, P, out, d):
+    """``out[:, 0] = score(P[:, 0])``; returns ``_OK``, ``_RAISED``, or the length the score returned."""
+    try:
+        s = score(P.reshape(d))
+    except Exception:  # noqa: BLE001 - any error of the user's function is reported by the host
+        return _RAISED
+    k = s.shape[0]
+    if k != d:
+        return k
+    for i in range(d):
+        out[i, 0] = s[i]
+    return _OK
+
+
+@numba.njit(error_model="numpy")
+def _logpdf_at(logpdf, P, d):
+    """``(logpdf(P[:, 0]), True)``, or ``(nan, False)`` when it raised."""
+    try:
+        return float(logpdf(P.reshape(d))), True
+    except Exception:  # noqa: BLE001 - reported by the host
+        return math.nan, False
+
+
+@numba.njit(error_model="numpy")
+def _record_fault(fault, c, kind, step, length):
+    fault[c, 0] = kind
+    fault[c, 1] = step
+    fault[c, 2] = length
 
 
 @numba.njit(parallel=True, error_model="numpy")
-def langevin(score, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged):
-    """ULA on every chain of ``x`` (n, d) in place; arguments as :func:`.cpu_sampler.langevin`."""
+def langevin(score, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, fault):
+    """ULA on every chain of ``x`` (n, d) in place; arguments as :func:`.cpu_sampler.langevin`,
+    plus ``fault`` (n, 3) int64, written only for a chain whose score call failed."""
+    if n_steps == 0:
+        return
     n, d = x.shape
     sq = math.sqrt(2.0 * eta)
     for c in prange(n):
@@ -39,29 +95,36 @@ def langevin(score, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged
         ACC = np.empty(1)
         for i in range(d):
             X[i, 0] = x[c, i]
-        alive = not diverged[c]
+        fate = status[c]
+        stopped = fate != 0
         for g in range(step0, step0 + n_steps):
-            if alive:
-                s = score(X.reshape(d))
-                for i in range(d):
-                    S[i, 0] = s[i]
-                _step_block(X, S, ACC, 1, d, eta, 1.0, sq, k0, k1, chain0 + c, g)
-                if ACC[0] == 0.0:
-                    for i in range(d):
-                        X[i, 0] = S[i, 0]
+            if not stopped:
+                r = _score_into(score, X, S, d)
+                if r != _OK:
+                    _record_fault(fault, c, _SCORE_RAISED if r == _RAISED else _SCORE_LENGTH, g, r)
+                    stopped = True
                 else:
-                    alive = False
+                    _step_block(X, S, ACC, 1, d, eta, 1.0, sq, k0, k1, chain0 + c, g)
+                    if ACC[0] == 0.0:
+                        for i in range(d):
+                            X[i, 0] = S[i, 0]
+                    else:  # NaN: non-finite; > 0: beyond the bound
+                        fate = _BEYOND if ACC[0] > 0.0 else _NONFINITE
+                        stopped = True
             if rec > 0 and (g + 1) % rec == 0:
                 for i in range(d):
                     trace[(g + 1) // rec - 1, c, i] = X[i, 0]
-        diverged[c] = not alive
+        status[c] = fate
         for i in range(d):
             x[c, i] = X[i, 0]
 
 
 @numba.njit(parallel=True, error_model="numpy")
-def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
-    """MALA on every chain of ``x`` in place; arguments as :func:`.cpu_sampler.mala`."""
+def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted, fault):
+    """MALA on every chain of ``x`` in place; arguments as :func:`.cpu_sampler.mala`, plus ``fault``
+    as in :func:`langevin` (``x[c]`` is left at the proposal when the failing call was there)."""
+    if n_steps == 0:
+        return
     n, d = x.shape
     sq = math.sqrt(2.0 * eta)
     for c in prange(n):
@@ -72,39 +135,58 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, dive
         ACC = np.empty(1)
         for i in range(d):
             X[i, 0] = x[c, i]
-        s = score(X.reshape(d))
-        for i in range(d):
-            S[i, 0] = s[i]
-        lpx = logpdf(X.reshape(d))
-        alive = not diverged[c]
+        fate = status[c]
+        stopped = fate != 0
+        at_proposal = False
+        lpx = 0.0
+        if not stopped:
+            r = _score_into(score, X, S, d)
+            if r != _OK:
+                _record_fault(fault, c, _SCORE_RAISED if r == _RAISED else _SCORE_LENGTH, step0, r)
+                stopped = True
+            else:
+                lpx, good = _logpdf_at(logpdf, X, d)
+                if not good:
+                    _record_fault(fault, c, _LOGPDF_RAISED, step0, d)
+                    stopped = True
         for t in range(step0, step0 + n_steps):
-            if alive:
+            if not stopped:
                 for i in range(d):
                     Y[i, 0] = S[i, 0]
                 _step_block(X, Y, ACC, 1, d, eta, 1.0, sq, k0, k1, chain0 + c, t)
                 fin = ACC[0] == 0.0
                 lpy = -math.inf
                 if fin:
-                    sy = score(Y.reshape(d))
-                    for i in range(d):
-                        SY[i, 0] = sy[i]
-                        fin = fin and math.isfinite(sy[i])
-                    lpy = logpdf(Y.reshape(d))
-                loga = _mala_log_alpha(X, Y, S, SY, 0, d, eta, lpx, lpy)
-                fin = fin and math.isfinite(loga)
-                if not fin:
-                    alive = False
-                else:
-                    u = _uniform(k0, k1, np.uint64(chain0 + c), np.uint64(t), _U1)
-                    if _log_unit(u) < loga:
-                        accepted[c] += 1
-                        lpx = lpy
+                    r = _score_into(score, Y, SY, d)
+                    if r != _OK:
+                        _record_fault(fault, c, _SCORE_RAISED if r == _RAISED else _SCORE_LENGTH, t, r)
+                        stopped = True
+                        at_proposal = True
+                    else:
                         for i in range(d):
-                            X[i, 0] = Y[i, 0]
-                            S[i, 0] = SY[i, 0]
+                            fin = fin and math.isfinite(SY[i, 0])
+                        lpy, good = _logpdf_at(logpdf, Y, d)
+                        if not good:
+                            _record_fault(fault, c, _LOGPDF_RAISED, t, d)
+                            stopped = True
+                            at_proposal = True
+                if not stopped:
+                    loga = _mala_log_alpha(X, Y, S, SY, 0, d, eta, lpx, lpy)
+                    fin = fin and math.isfinite(loga)
+                    if not fin:  # ACC > 0: the proposal left the bound; else something non-finite
+                        fate = _BEYOND if ACC[0] > 0.0 else _NONFINITE
+                        stopped = True
+                    else:
+                        u = _uniform(k0, k1, np.uint64(chain0 + c), np.uint64(t), _U1)
+                        if _log_unit(u) < loga:
+                            accepted[c] += 1
+                            lpx = lpy
+                            for i in range(d):
+                                X[i, 0] = Y[i, 0]
+                                S[i, 0] = SY[i, 0]
             if rec > 0 and (t + 1) % rec == 0:
                 for i in range(d):
                     trace[(t + 1) // rec - 1, c, i] = X[i, 0]
-        diverged[c] = not alive
+        status[c] = fate
         for i in range(d):
-            x[c, i] = X[i, 0]
+            x[c, i] = Y[i, 0] if at_proposal else X[i, 0]

@@ -43,9 +43,35 @@ import numpy as np
 from . import philox
 from .ids import AFFINE, BANANA, HEADER, MIX, MLP, STUDENT
 
-__all__ = ["make"]
+__all__ = ["make", "GROWTH_BOUND", "RUNNING", "DIVERGED", "NONFINITE", "BEYOND_BOUND",
+           "FAULT_NONE", "FAULT_SCORE_RAISED", "FAULT_SCORE_LENGTH", "FAULT_LOGPDF_RAISED"]
 
 _U0 = np.uint64(0)
+
+#: A finite state with a coordinate beyond this magnitude counts as diverged
+#: (docs/derivations.md §8.5).  Squares overflow float64 above ~1.34e154, so
+#: the quadratic forms of the scores and log-densities (``u^T P u``, MALA's
+#: ``||x - y - eta s||^2``) stop being finite a little above this bound; it
+#: leaves them a factor of 1e8 (for d and the precision's entries) and is far
+#: beyond the scale of any target a sampler can represent.  A chain there has
+#: grown by over 1e100 from any sane start: it is exploding, not sampling.
+GROWTH_BOUND = 1e150
+
+# A chain's status (int8, the kernels' ``status`` array), written by every backend.
+#: still running
+RUNNING = 0
+#: frozen, cause not recorded (a backend handed a boolean ``diverged`` array)
+DIVERGED = 1
+#: frozen: its update produced a non-finite value
+NONFINITE = 2
+#: frozen: its update left ``|x_i| <= GROWTH_BOUND`` with finite values
+BEYOND_BOUND = 3
+
+# Why a kernel calling a user's compiled functions stopped a chain (``fault[c, 0]``).
+FAULT_NONE = 0
+FAULT_SCORE_RAISED = 1
+FAULT_SCORE_LENGTH = 2
+FAULT_LOGPDF_RAISED = 3
 
 
 def make(jit, activation, jit_inline=None, exp_nonpositive=None):
@@ -333,7 +359,8 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
         """Eq. (4) for the m chains of a block: S <- X + eta*(sc*S) + sq*z.
 
         ``z`` = normal(seed, lo + c, g, i); ``ACC[c]`` becomes NaN when chain
-        ``c``'s new state holds a non-finite value (0 * inf = NaN), else 0.
+        ``c``'s new state holds a non-finite value (0 * inf = NaN), else the
+        number of its coordinates beyond ``GROWTH_BOUND`` (0: the step stands).
         """
         gg = np.uint64(g)
         for c in range(m):
@@ -346,14 +373,15 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
                 v1 = X[2 * j + 1, c] + eta * (sc * S[2 * j + 1, c]) + sq * z1
                 S[2 * j, c] = v0
                 S[2 * j + 1, c] = v1
-                ACC[c] += v0 * 0.0 + v1 * 0.0
+                ACC[c] += (v0 * 0.0 + v1 * 0.0) + ((1.0 if abs(v0) > GROWTH_BOUND else 0.0)
+                                                   + (1.0 if abs(v1) > GROWTH_BOUND else 0.0))
         if d % 2 == 1:
             jj = np.uint64(d // 2)
             for c in range(m):
                 z0, z1 = normal_pair(k0, k1, np.uint64(lo + c), gg, jj, _U0)
                 v0 = X[d - 1, c] + eta * (sc * S[d - 1, c]) + sq * z0
                 S[d - 1, c] = v0
-                ACC[c] += v0 * 0.0
+                ACC[c] += v0 * 0.0 + (1.0 if abs(v0) > GROWTH_BOUND else 0.0)
 
     @(jit if jit_inline is None else jit_inline)
     def mala_log_alpha(X, Y, S, SY, c, d, eta, lpx, lpy):

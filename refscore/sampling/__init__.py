@@ -22,10 +22,19 @@ bit for bit (:mod:`refscore.noise`) and differ in the score's round-off
 only: trajectories agree to ~1e-12 relative after 100 steps on a Gaussian
 (tested at 1e-10).
 
-Every sampler returns a :class:`SamplerResult`.  A chain whose update
-produces a non-finite value keeps its last finite state and is flagged in
+Every sampler returns a :class:`SamplerResult`.  A chain diverges when its
+update produces a non-finite value, or a finite coordinate beyond
+``|x_i| <= 1e150`` (:data:`GROWTH_BOUND`: squares overflow float64 just above
+1e154, and a chain that far out is exploding, not sampling: an unstable
+step on a near-singular Gaussian reaches 1e198 with every value finite).
+Every backend applies the same test at the same step: such a chain keeps its
+last state inside the bound, is not updated again, and is flagged in
 ``diverged``; the run never raises for it, and a :class:`DivergenceWarning`
-says how many chains diverged.
+says how many chains diverged and why (non-finite, or beyond the bound).
+When the target's score is linear, :math:`s = -P(x - m)` (a Gaussian),
+:func:`ula` and :func:`annealed_langevin` know ULA's stability bound
+:math:`\eta < 2/\lambda_{\max}(P)` (docs/derivations.md §8.2) and warn before
+the run when the step does not satisfy it.
 """
 from __future__ import annotations
 
@@ -34,13 +43,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._kernels.score_blocks import BEYOND_BOUND, GROWTH_BOUND, NONFINITE
 from .._validation import as_float_array, check_finite, check_int, check_positive, check_sigmas
 from ..noise import _check_seed
 from .backends import BACKENDS, get_backend
 from .custom import CallableTarget, NumbaTarget
+from .targets import is_noise_conditional, linear_score_precisions
 
 __all__ = ["ula", "mala", "annealed_langevin", "SamplerResult", "DivergenceWarning", "BACKENDS",
-           "CallableTarget", "NumbaTarget"]
+           "CallableTarget", "NumbaTarget", "GROWTH_BOUND"]
 
 
 
@@ -51,9 +62,10 @@ class SamplerResult:
     Attributes
     ----------
     x : ndarray (n, d)
-        Final states (last finite state for diverged chains).
+        Final states (for diverged chains: their last state inside the bound).
     diverged : ndarray (n,) bool
-        Chains that produced a non-finite value and were frozen.
+        Chains whose update produced a non-finite value or left the bound
+        ``|x_i| <= GROWTH_BOUND``, frozen at their last state inside it.
     accept_rate : ndarray (n,) or None
         MALA only: per chain, accepted moves / ``n_steps`` (overall rate =
         ``accept_rate.mean()``).
@@ -74,29 +86,75 @@ class SamplerResult:
 
 
 class DivergenceWarning(RuntimeWarning):
-    """Some chains reached a non-finite state; they were frozen and flagged in ``.diverged``."""
+    """Chains diverged (a non-finite value, or beyond :data:`GROWTH_BOUND`) and were frozen and
+    flagged in ``.diverged``; or, before a run, the step is beyond the target's known stability bound."""
 
 
-def _reported(result: SamplerResult) -> SamplerResult:
-    """Warn (never silently return) when chains diverged; the run itself does not crash."""
-    k = int(np.count_nonzero(result.diverged))
+def _reported(result: SamplerResult, status, stacklevel=3) -> SamplerResult:
+    """Warn (never silently return) when chains diverged, saying why; the run itself does not crash."""
+    k = int(np.count_nonzero(status))
     if k:
+        nonfinite = int(np.count_nonzero(status == NONFINITE))
+        beyond = int(np.count_nonzero(status == BEYOND_BOUND))
+        causes = [(nonfinite, "reached a non-finite value"),
+                  (beyond, f"left the bound |x_i| <= {GROWTH_BOUND:.0e} (finite, but growing without limit)"),
+                  # a backend that returns flags only (codes DIVERGED)
+                  (k - nonfinite - beyond, "became non-finite or left that bound (the backend records no cause)")]
+        causes = "; ".join(f"{count} {what}" for count, what in causes if count)
         warnings.warn(
-            f"{k} of {result.diverged.size} chains reached a non-finite state and were frozen at "
-            "their last finite state (see result.diverged); the step size is probably too large "
-            "for this target",
+            f"{k} of {status.size} chains diverged and were frozen at their last state inside the bound "
+            f"(see result.diverged): {causes}. The step size is probably too large for this target",
             DivergenceWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     return result
 
 
+def _warn_unstable_step(target, sigmas, etas, sampler):
+    """Warn before a ULA run whose step is not below ``2 / lambda_max(P)`` on a linear score (§8.2)."""
+    precisions = linear_score_precisions(target, sigmas)
+    if precisions is None:
+        return
+    for level, (P, eta) in enumerate(zip(precisions, etas)):
+        if eta * np.max(np.sum(np.abs(P), axis=1)) < 2.0:  # Gershgorin: lambda_max is below this row sum
+            continue
+        lam = np.linalg.eigvalsh(P)
+        if lam[0] <= 0.0 or eta * lam[-1] < 2.0:  # not a Gaussian (no stable step), or stable
+            continue
+        what = (f"step {eta:.6g}" if sigmas is None else f"the step of noise level {level} "
+                f"(sigma = {sigmas[level]:.6g}), step * sigma^2 / sigma_L^2 = {eta:.6g},")
+        warnings.warn(
+            f"{sampler}: {what} is not below ULA's stability bound for this target: its score is "
+            f"linear, s(x) = -P (x - m), with lambda_max(P) = {lam[-1]:.6g}, and ULA contracts only for "
+            f"step < 2 / lambda_max(P) = {2.0 / lam[-1]:.6g}; each step multiplies the deviation along P's top "
+            f"eigenvector by |1 - step * lambda_max| = {abs(1.0 - eta * lam[-1]):.6g}, so the chains will grow "
+            "until they are frozen and flagged diverged (docs/derivations.md §8.2)",
+            DivergenceWarning,
+            stacklevel=3,
+        )
+        return
+
+
 # ------------------------------------------------------------------ validation
-def _check_target(target, noise_conditional=False):
+def _check_target(target, sampler):
+    """``target.dim``, after checking that ``target`` has the score ``sampler`` calls:
+    ``score(x, sigma)`` for annealed Langevin, ``score(x)`` otherwise (one message on every backend)."""
     if not hasattr(target, "score") or not hasattr(target, "dim"):
         raise TypeError(
             "target must have score(...) and dim (a distribution, model.bind(theta), "
             f"dist.perturbed() or NoiseConditional(model).bind(theta)), got {type(target).__name__}"
+        )
+    conditional = is_noise_conditional(target)
+    if sampler == "annealed_langevin" and conditional is False:
+        raise TypeError(
+            "annealed_langevin needs a noise-conditional target with score(x, sigma): dist.perturbed(), "
+            "NoiseConditional(model).bind(theta) or CallableTarget(..., noise_conditional=True), "
+            f"got {target!r}, whose score is score(x)"
+        )
+    if sampler != "annealed_langevin" and conditional is True:
+        raise TypeError(
+            f"{sampler} needs a target with score(x), got {target!r}, which is noise-conditional "
+            "(score(x, sigma)): use annealed_langevin, or one noise level (dist.noised(sigma) for dist.perturbed())"
         )
     return int(target.dim)
 
@@ -113,10 +171,13 @@ def _check_x0(x0, d, reduced=False):
         raise ValueError(f"x0 must have shape (n, {d}) with n >= 1, got shape {np.shape(x0)}")
     if x.shape[0] >= 2 ** 32:
         raise ValueError(f"x0 must have fewer than 2**32 chains, got {x.shape[0]}")
-    if reduced and x.strides[0] == 0:
-        check_finite("x0", x[:1])
+    distinct = x[:1] if reduced and x.strides[0] == 0 else x
+    check_finite("x0", distinct)
+    if np.any(np.abs(distinct) > GROWTH_BOUND):
+        raise ValueError(f"x0 must lie within |x_i| <= {GROWTH_BOUND:.0e} (the samplers' divergence bound), "
+                         f"got max |x0| = {np.max(np.abs(distinct)):.3g}")
+    if distinct is not x:
         return x
-    check_finite("x0", x)
     return np.array(x, dtype=float, order="C", copy=True)
 
 
@@ -154,12 +215,12 @@ def _run_langevin(target, x0, sigmas, etas, steps_per_level, seed, backend, reco
     n, d = x.shape
     rec, n_rec = _check_record(record, len(etas) * steps_per_level)
     trace = np.zeros((n_rec, n, d))
-    diverged = np.zeros(n, dtype=np.bool_)
+    status = np.zeros(n, dtype=np.int8)  # the backends write why a chain froze
     etas = np.ascontiguousarray(etas, dtype=float)
-    reduced = runner.langevin(target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
+    reduced = runner.langevin(target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, status,
                               progress=progress, **opts)
-    return _reported(SamplerResult(x=x if reduced is None else None, diverged=diverged,
-                                   trace=trace if rec else None, reduced=reduced))
+    return _reported(SamplerResult(x=x if reduced is None else None, diverged=status != 0,
+                                   trace=trace if rec else None, reduced=reduced), status, stacklevel=4)
 
 
 # ------------------------------------------------------------------ samplers
@@ -222,11 +283,12 @@ def ula(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=
     >>> res.x.shape, bool(res.diverged.any())
     ((4, 2), False)
     """
-    d = _check_target(target)
+    d = _check_target(target, "ula")
     x = _check_x0(x0, d, reduced=backend == "dask" and reduce is not None)
     _precheck(target, x)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
+    _warn_unstable_step(target, None, [eta], "ula")
     return _run_langevin(target, x, None, [eta], n_steps, seed, backend, record, progress,
                          client, block_chains, reduce)
 
@@ -273,13 +335,14 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
     >>> res.x.shape
     (8, 1)
     """
-    d = _check_target(target)
+    d = _check_target(target, "annealed_langevin")
     x = _check_x0(x0, d, reduced=backend == "dask" and reduce is not None)
     _precheck(target, x)
     s = _check_sigmas(sigmas)
     step = check_positive("step", step)
     T = check_int("steps_per_level", steps_per_level, 0)
     etas = step * s ** 2 / s[-1] ** 2
+    _warn_unstable_step(target, s, etas, "annealed_langevin")
     return _run_langevin(target, x, s, etas, T, seed, backend, record, progress,
                          client, block_chains, reduce)
 
@@ -318,7 +381,7 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress
     >>> res.accept_rate.shape
     (4,)
     """
-    d = _check_target(target)
+    d = _check_target(target, "mala")
     x = _check_x0(x0, d, reduced=backend == "dask" and reduce is not None)
     _precheck(target, x)
     eta = check_positive("step", step)
@@ -329,10 +392,10 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress
     n = x.shape[0]
     rec, n_rec = _check_record(record, n_steps)
     trace = np.zeros((n_rec, n, d))
-    diverged = np.zeros(n, dtype=np.bool_)
+    status = np.zeros(n, dtype=np.int8)
     accepted = np.zeros(n, dtype=np.int64)
-    reduced = runner.mala(target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
+    reduced = runner.mala(target, eta, n_steps, x, k0, k1, rec, trace, status, accepted,
                           progress=progress, **opts)
     rate = accepted / max(n_steps, 1)
-    return _reported(SamplerResult(x=x if reduced is None else None, diverged=diverged, accept_rate=rate,
-                                   trace=trace if rec else None, reduced=reduced))
+    return _reported(SamplerResult(x=x if reduced is None else None, diverged=status != 0, accept_rate=rate,
+                                   trace=trace if rec else None, reduced=reduced), status)

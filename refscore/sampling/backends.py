@@ -25,7 +25,17 @@ bitwise the same for any chunking (tested); between chunks the interpreter
 runs, so Ctrl-C interrupts a compiled run within a chunk (a
 ``KeyboardInterrupt`` saying how far it got; the sampler's private copy of the
 states is discarded), and a progress bar (tqdm, on stderr) shows runs longer
-than two seconds.
+than two seconds.  A compiled backend first calls its kernels once with zero
+steps, outside the clock and before the bar starts: that call compiles (or
+loads) them for the run's argument types and does nothing else (no state,
+status, trace or noise counter is touched), so the chunk timing, the bar's
+rate and its ETA measure sampling only, never the one-time compile.
+
+Status.  The kernels keep one int8 code per chain
+(:mod:`refscore._kernels.score_blocks`: 0 running, ``NONFINITE``,
+``BEYOND_BOUND``; ``DIVERGED`` when a backend was handed a boolean array and
+records no cause).  ``diverged`` may be given as that int8 array, which then
+receives the codes, or as a boolean array, which receives the flags.
 """
 from __future__ import annotations
 
@@ -33,8 +43,10 @@ import sys
 import time
 from typing import Protocol
 
+import numpy as np
+
 from . import reference
-from .custom import NumbaTarget
+from .custom import NumbaTarget, raise_kernel_fault
 from .targets import compile_target, logpdf_function, score_function
 
 __all__ = ["SamplerBackend", "ChunkedBackend", "BACKENDS", "get_backend"]
@@ -50,7 +62,8 @@ class SamplerBackend(Protocol):
 
     ``x`` (n, d) float64 C-contiguous states, row ``i`` being chain
     ``chain0 + i``; ``k0, k1`` the seed's key words; ``rec`` the recording
-    interval (0: none) and ``trace`` (n_rec, n, d); ``diverged`` (n,) bool;
+    interval (0: none) and ``trace`` (n_rec, n, d); ``diverged`` (n,) bool
+    flags, or int8 status codes (see the module doc);
     ``accepted`` (n,) int64 (MALA); ``progress``: ``None`` (a bar when stderr
     is a terminal and the run lasts over 2 s), ``True`` or ``False``.
     """
@@ -66,48 +79,67 @@ class SamplerBackend(Protocol):
         """MALA with step ``eta``."""
 
 
+def _status_codes(diverged):
+    """The int8 status array the kernels update: ``diverged`` itself when it is one, else a copy."""
+    if diverged.dtype == np.int8:
+        return diverged
+    return np.asarray(diverged, dtype=np.int8)
+
+
 class ChunkedBackend:
     """The driver every backend shares: levels, chunks of steps, progress and interruption.
 
-    A subclass implements ``_langevin_runner(target, sigmas, etas)`` and
-    ``_mala_runner(target, eta)``, each returning ``run(...)`` that advances
-    the states by ``n_steps`` from global step ``step0`` (one level for Langevin).
+    A subclass implements ``_langevin_runner(target, sigmas, etas, n_chains)`` and
+    ``_mala_runner(target, eta, n_chains)``, each returning ``run(...)`` that advances
+    the states by ``n_steps`` from global step ``step0`` (one level for Langevin);
+    ``run`` with ``n_steps = 0`` must do nothing but compile.  ``compiles`` says
+    whether the runners compile on first call (then the driver calls them once
+    with zero steps before the clock starts).
     """
 
     name = ""
+    compiles = False
 
     def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
                  *, chain0=0, progress=None):
-        run = self._langevin_runner(target, sigmas, etas)
+        status = _status_codes(diverged)
+        run = self._langevin_runner(target, sigmas, etas, x.shape[0])
         total = len(etas) * steps_per_level
 
         def advance(step0, n_steps):
             level = step0 // steps_per_level
-            run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged)
+            run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, status)
             return n_steps
 
         # a chunk never crosses a level boundary
         self._drive(advance, total, steps_per_level, x.shape[0], "langevin", progress)
+        if status is not diverged:
+            diverged[:] = status != 0
 
     def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
              *, chain0=0, progress=None):
-        run = self._mala_runner(target, eta)
+        status = _status_codes(diverged)
+        run = self._mala_runner(target, eta, x.shape[0])
 
         def advance(step0, n):
-            run(n, x, k0, k1, chain0, step0, rec, trace, diverged, accepted)
+            run(n, x, k0, k1, chain0, step0, rec, trace, status, accepted)
             return n
 
         self._drive(advance, n_steps, n_steps, x.shape[0], "mala", progress)
+        if status is not diverged:
+            diverged[:] = status != 0
 
     def _drive(self, advance, total, level_len, n_chains, what, progress):
         from tqdm.auto import tqdm
 
         show = sys.stderr.isatty() if progress is None else bool(progress)
-        bar = tqdm(total=total, unit="step", desc=f"{what} ({self.name}, {n_chains} chains)",
-                   delay=0.0 if progress else 2.0, disable=not show, file=sys.stderr, leave=False)
         done = 0
         chunk = max(1, FIRST_CHUNK_CHAIN_STEPS // max(n_chains, 1))
         try:
+            if self.compiles and total > 0:
+                advance(0, 0)  # compile (or load) now: the bar and the chunk clock start after it
+            bar = tqdm(total=total, unit="step", desc=f"{what} ({self.name}, {n_chains} chains)",
+                       delay=0.0 if progress else 2.0, disable=not show, file=sys.stderr, leave=False)
             with bar:
                 while done < total:
                     to_level_end = level_len - done % level_len if level_len else total - done
@@ -129,45 +161,47 @@ class NumpyBackend(ChunkedBackend):
 
     name = "numpy"
 
-    def _langevin_runner(self, target, sigmas, etas):
+    def _langevin_runner(self, target, sigmas, etas, n_chains):
         fns = ([score_function(target)] if sigmas is None
                else [score_function(target, float(s)) for s in sigmas])
 
-        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged):
+        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, status):
             reference.langevin([fns[level]], etas[level:level + 1], n_steps, x, k0, k1, chain0, step0,
-                               rec, trace, diverged)
+                               rec, trace, status)
         return run
 
-    def _mala_runner(self, target, eta):
+    def _mala_runner(self, target, eta, n_chains):
         score, logpdf = score_function(target), logpdf_function(target)
 
-        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
-            reference.mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted)
+        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
+            reference.mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted)
         return run
 
 
 class _CompiledBackend(ChunkedBackend):
     """A backend whose kernels read the target's compiled block (``kernels()`` loads them)."""
 
+    compiles = True
+
     def kernels(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _langevin_runner(self, target, sigmas, etas):
+    def _langevin_runner(self, target, sigmas, etas, n_chains):
         ct = compile_target(target, sigmas)
         k = self.kernels()
 
-        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged):
+        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, status):
             lev = slice(level, level + 1)
             k.langevin(ct.layout, ct.params[lev], ct.scale[lev], etas[lev], n_steps, x, k0, k1,
-                       chain0, step0, rec, trace, diverged)
+                       chain0, step0, rec, trace, status)
         return run
 
-    def _mala_runner(self, target, eta):
+    def _mala_runner(self, target, eta, n_chains):
         ct = compile_target(target, need_logp=True)
         k = self.kernels()
 
-        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
-            k.mala(ct.layout, ct.params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted)
+        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
+            k.mala(ct.layout, ct.params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted)
         return run
 
 
@@ -175,38 +209,46 @@ class NumbaBackend(_CompiledBackend):
     """Numba on the CPU: ``prange`` over blocks of chains, the chain loop vectorised.
 
     A :class:`~refscore.sampling.custom.NumbaTarget` runs on the kernels of
-    :mod:`refscore._kernels.custom_sampler`, which take its functions as arguments.
+    :mod:`refscore._kernels.custom_sampler`, which take its functions as
+    arguments, check every call, and record a failing one per chain; the
+    runner raises it after the kernel returns (:func:`.custom.raise_kernel_fault`).
     """
 
     name = "numba"
 
-    def _langevin_runner(self, target, sigmas, etas):
+    def _langevin_runner(self, target, sigmas, etas, n_chains):
         if not isinstance(target, NumbaTarget):
-            return super()._langevin_runner(target, sigmas, etas)
+            return super()._langevin_runner(target, sigmas, etas, n_chains)
         if sigmas is not None:
             raise TypeError("annealed_langevin needs a noise-conditional target; a NumbaTarget has one "
                             "score (use a CallableTarget(..., noise_conditional=True) on backend='numpy')")
         from .._kernels import load_custom_sampler
 
         k = load_custom_sampler()
+        fault = np.zeros((n_chains, 3), dtype=np.int64)
 
-        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged):
+        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, status):
             k.langevin(target.score_point, float(etas[level]), n_steps, x, k0, k1, chain0, step0, rec, trace,
-                       diverged)
+                       status, fault)
+            if fault[:, 0].any():
+                raise_kernel_fault(target, fault, x, chain0)
         return run
 
-    def _mala_runner(self, target, eta):
+    def _mala_runner(self, target, eta, n_chains):
         if not isinstance(target, NumbaTarget):
-            return super()._mala_runner(target, eta)
+            return super()._mala_runner(target, eta, n_chains)
         if target.logpdf_point is None:
             raise TypeError(f"mala needs a log-density, and {target!r} has none (pass logpdf=)")
         from .._kernels import load_custom_sampler
 
         k = load_custom_sampler()
+        fault = np.zeros((n_chains, 3), dtype=np.int64)
 
-        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
+        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
             k.mala(target.score_point, target.logpdf_point, eta, n_steps, x, k0, k1, chain0, step0, rec,
-                   trace, diverged, accepted)
+                   trace, status, accepted, fault)
+            if fault[:, 0].any():
+                raise_kernel_fault(target, fault, x, chain0)
         return run
 
     def kernels(self):

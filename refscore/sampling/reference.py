@@ -10,11 +10,18 @@ bitwise identical to theirs.
 .. math::
 
     x_{k+1} = x_k + \eta\, s(x_k) + \sqrt{2\eta}\, z_k \qquad \text{(eq. (4))}
+
+A chain whose update holds a non-finite value, or a finite coordinate beyond
+:data:`~refscore._kernels.score_blocks.GROWTH_BOUND`, keeps its last state and
+is not updated again; ``status`` (int8) records why, with the codes and the
+precedence of the compiled kernels (non-finite first), so every backend
+freezes the same chains at the same step.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .._kernels.score_blocks import BEYOND_BOUND, GROWTH_BOUND, NONFINITE
 from ..noise import _NP, _normal_block
 
 __all__ = ["langevin", "mala"]
@@ -29,14 +36,27 @@ def _shaped(value, shape, what):
     return value
 
 
-def langevin(score_fns, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, diverged):
+def _freeze(status, failed, beyond):
+    """Status codes of the chains frozen at this step: ``BEYOND_BOUND`` where the new
+    state was finite but beyond the bound, ``NONFINITE`` for every other failure."""
+    status[failed & beyond] = BEYOND_BOUND
+    status[failed & ~beyond] = NONFINITE
+
+
+def _beyond(v, finite):
+    """Rows of ``v`` that are finite with a coordinate beyond the growth bound."""
+    return finite & np.any(np.abs(v) > GROWTH_BOUND, axis=1)
+
+
+def langevin(score_fns, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, status):
     """ULA / annealed Langevin in place on ``x`` (n, d); ``score_fns[l]`` per level.
 
     Row ``i`` of ``x`` is chain ``chain0 + i``; the first step is global step ``step0``.
+    ``status`` (n,) int8: 0 running, else frozen.
     """
     n, d = x.shape
     chains = np.arange(chain0, chain0 + n, dtype=np.uint64)
-    alive = ~diverged
+    alive = status == 0
     g = step0
     for score, eta in zip(score_fns, etas):
         sq = np.sqrt(2.0 * eta)
@@ -45,16 +65,18 @@ def langevin(score_fns, etas, steps_per_level, x, k0, k1, chain0, step0, rec, tr
                 s = _shaped(score(x), (n, d), "target.score(x)")
                 z = _normal_block(k0, k1, chains, np.uint64(g), d)
                 x_new = x + eta * s + sq * z
-            ok = alive & np.all(np.isfinite(x_new), axis=1)
+                finite = np.all(np.isfinite(x_new), axis=1)
+                beyond = _beyond(x_new, finite)
+            ok = alive & finite & ~beyond
+            _freeze(status, alive & ~ok, beyond)
             x[ok] = x_new[ok]
             alive = ok
             g += 1
             if rec > 0 and g % rec == 0:
                 trace[g // rec - 1] = x
-    diverged[:] = ~alive
 
 
-def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, diverged, accepted):
+def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
     r"""MALA in place: proposal of eq. (4), Metropolis–Hastings correction.
 
     .. math::
@@ -63,10 +85,12 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, dive
           - \frac{\|x - y - \eta s(y)\|^2 - \|y - x - \eta s(x)\|^2}{4\eta}
 
     Chains and steps are numbered from ``chain0`` and ``step0`` as in :func:`langevin`.
+    A proposal that is non-finite or beyond the bound, or a non-finite score or
+    log-ratio there, freezes the chain.
     """
     n, d = x.shape
     chains = np.arange(chain0, chain0 + n, dtype=np.uint64)
-    alive = ~diverged
+    alive = status == 0
     sq = np.sqrt(2.0 * eta)
     with np.errstate(all="ignore"):
         s_x = _shaped(score(x), (n, d), "target.score(x)")
@@ -75,8 +99,10 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, dive
         with np.errstate(all="ignore"):
             z = _normal_block(k0, k1, chains, np.uint64(t), d)
             y = x + eta * s_x + sq * z
-            fin = np.all(np.isfinite(y), axis=1)
-            y_safe = np.where(fin[:, None], y, x)  # scores are only asked at finite points
+            finite = np.all(np.isfinite(y), axis=1)
+            beyond = _beyond(y, finite)
+            fin = finite & ~beyond
+            y_safe = np.where(fin[:, None], y, x)  # scores are only asked at finite points inside the bound
             s_y = _shaped(score(y_safe), (n, d), "target.score(x)")
             lp_y = _shaped(logpdf(y_safe), (n,), "target.logpdf(x)")
             fwd = np.sum((y - x - eta * s_x) ** 2, axis=1)
@@ -85,6 +111,7 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, dive
             fin &= np.isfinite(log_alpha) & np.all(np.isfinite(s_y), axis=1)
             u = _NP.uniform(k0, k1, chains, np.uint64(t), np.uint64(1))
             acc = alive & fin & (_NP.log_unit(u) < log_alpha)
+        _freeze(status, alive & ~fin, beyond)
         alive &= fin
         x[acc] = y[acc]
         s_x[acc] = s_y[acc]
@@ -92,4 +119,3 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, dive
         accepted += acc
         if rec > 0 and (t + 1) % rec == 0:
             trace[(t + 1) // rec - 1] = x
-    diverged[:] = ~alive

@@ -19,17 +19,25 @@ dispatcher, ``evaluate(layout, params[level], ...)``, whatever the target.
 The NumPy reference never uses these kernels: it calls ``target.score`` (and
 :func:`logpdf_function` for MALA), the independent route the compiled
 kernels are tested against.
+
+The declarations also tell the samplers what they know before a run:
+:func:`is_noise_conditional` (whether ``score`` takes ``sigma``) and
+:func:`linear_score_precisions` (the precision of a linear score, whose
+largest eigenvalue bounds ULA's stable step, docs/derivations.md §8.2).
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
 
+from .._kernels.ids import AFFINE
 from .._kernels.target_blocks import KernelBlock
 from ..models.base import BoundModel
 
-__all__ = ["CompiledTarget", "KernelBlock", "compile_target", "logpdf_function", "score_function"]
+__all__ = ["CompiledTarget", "KernelBlock", "compile_target", "logpdf_function", "score_function",
+           "is_noise_conditional", "linear_score_precisions"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +111,60 @@ def logpdf_function(target):
     if fn is None:
         raise TypeError(f"mala needs a log-density, and {target!r} has none")
     return fn
+
+
+def is_noise_conditional(target):
+    """Whether ``target.score`` takes the noise level, ``score(x, sigma)``.
+
+    ``True`` / ``False`` from what the target declares: a ``noise_conditional``
+    attribute (:class:`.custom.CallableTarget`, :class:`.custom.NumbaTarget`),
+    else ``kernel_levels`` (``dist.perturbed()``, ``NoiseConditional(model).bind(theta)``)
+    or ``kernel_block`` (a distribution, a bound model); for any other object,
+    the number of required positional parameters of its ``score`` (1 or 2);
+    ``None`` when that cannot be read.
+    """
+    declared = getattr(target, "noise_conditional", None)
+    if declared is not None:
+        return bool(declared)
+    if callable(getattr(target, "kernel_levels", None)):
+        return True
+    if callable(getattr(target, "kernel_block", None)):
+        return False
+    try:
+        params = inspect.signature(target.score).parameters.values()
+    except (TypeError, ValueError):  # a builtin or extension callable: no signature to read
+        return None
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return None
+    required = [p for p in params if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return {1: False, 2: True}.get(len(required))
+
+
+def linear_score_precisions(target, sigmas=None):
+    r"""The precisions :math:`P_l` of a linear score, :math:`s_l(x) = -P_l (x - m_l)`, per level, or ``None``.
+
+    Read from the target's declared kernel blocks (:func:`compile_target`'s
+    source): an ``AFFINE`` block with a log-density (symmetric ``A``) is
+    :math:`s = A(x - m) + b`, so :math:`P = -\text{scale}\cdot A`.  ``None`` for
+    any other target (mixtures, MLPs, custom targets, an asymmetric ``A``) and
+    for one that declares no kernel.
+    """
+    try:
+        if sigmas is None:
+            ask = getattr(target, "kernel_block", None)
+            block = ask() if callable(ask) else None
+            blocks, scale = ([block], [1.0]) if block is not None else (None, None)
+        else:
+            ask = getattr(target, "kernel_levels", None)
+            blocks, scale = ask(sigmas) if callable(ask) else (None, None)
+    except TypeError:  # the declared way of saying "no compiled kernel"
+        return None
+    if blocks is None or any(int(b.layout[0]) != AFFINE or not b.has_logp for b in blocks):
+        return None
+    out = []
+    for block, sc in zip(blocks, scale):
+        d = block.dim
+        A = block.params[:d * d].reshape(d, d)
+        out.append(-float(sc) * 0.5 * (A + A.T))
+    return out
