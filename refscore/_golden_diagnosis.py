@@ -24,18 +24,24 @@ For every failing quantity, over the cases where it fails:
 * where the failures lie: gradient only (the values pass), only at d > 1,
   only one projection kind, only one model class or activation.
 
-A matching factor or variant is looked up in :data:`refscore.conventions.TABLE`
-by its conversion function, checked numerically on your values (a function
-that does not turn your numbers into refscore's is never named).
+The conventions come from :data:`refscore.conventions.TABLE` as data: each row
+carries its conversions as callables (:class:`refscore.conventions.Conversion`:
+the function, its inverse, what it converts and its arguments by word).  Every
+conversion of a failing quantity is a hypothesis (your values are refscore's
+put through its inverse); a hypothesis of the list above names the row that
+carries its conversion, checked numerically on your values (a function that
+does not turn your numbers into refscore's is never named).  Nothing is found
+by reading the table's text, and a conversion that raises is a bug that
+propagates.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import re
 
 import numpy as np
 
+from . import conventions
 from . import golden as _g
 
 __all__ = ["diagnose"]
@@ -46,159 +52,126 @@ _SIGMA_POWERS = (1, 2, 3, 4, -1, -2, -3, -4)
 _LOSS_NAMES = ("esm", "ism", "dsm")
 
 
-# ---------------------------------------------------------------- conventions
-def _conventions():
-    from . import conventions
+# ---------------------------------------------------------------- the conventions ledger
+# The ledger's rows carry their functions as data (refscore.conventions.Conversion): what a
+# conversion returns (``converts``), the arguments it takes by word (``args``), its inverse.  The
+# diagnosis gives those words their values for a case here, and nowhere guesses an argument.
 
-    return conventions
-
-
-def _table():
-    return tuple(getattr(_conventions(), "TABLE", ()))
+def _given_dim(ctx, Q, c):
+    return c.dim
 
 
-def _row_text(row) -> str:
-    return " | ".join(str(c) for c in row)
+def _given_sigma(ctx, Q, c):
+    """The case's one noise level (a losses case's DSM sigma); None where the points have several."""
+    sigma = c.inputs.get("sigma")
+    return float(sigma) if sigma is not None and sigma.ndim == 0 else None
 
 
-def _row_name(row):
-    return getattr(row, "quantity", None) or str(row[0])
+def _given_diagonal(ctx, Q, c):
+    K = c.quantities.get("stein_kernel")
+    return None if K is None else np.diag(K).copy()
 
 
-def _row_of(fname):
-    pat = re.compile(r"\b%s\b" % re.escape(fname))
-    return next((row for row in _table() if pat.search(_row_text(row))), None)
+def _given_norm_term(ctx, Q, c):
+    """SSM-VR's 1/2 ||s||^2 term (or its gradient) from refscore's primitives."""
+    m = _PROJECTED.match(Q.q)
+    if not m or m.group(1) != "ssm_vr":
+        return None
+    return _terms(ctx, c, "ssm_vr", m.group(2))["norm"][1 if m.group(3) else 0]
 
 
-def _row_functions(row) -> list:
-    conv = _conventions()
-    names = re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)", _row_text(row))
-    return [n for n in dict.fromkeys(names) if callable(getattr(conv, n, None))]
+#: the argument words of refscore.conventions.ARGUMENTS a golden case can give; the others
+#: (the scale g of another kernel, ...) are not in a golden file
+_GIVEN = {"dim": _given_dim, "sigma": _given_sigma, "diagonal": _given_diagonal, "norm_term": _given_norm_term}
 
 
-def _safe(verify, f) -> bool:
-    try:
-        return bool(verify(f))
-    except Exception:  # a function of another signature: not this conversion
-        return False
+def _given(ctx, Q, c, words):
+    """``{word: value}`` of the argument words for case ``c``, or None when one cannot be given."""
+    out = {}
+    for w in words:
+        provide = _GIVEN.get(w)
+        value = provide(ctx, Q, c) if provide is not None else None
+        if value is None:
+            return None
+        out[w] = value
+    return out
 
 
-def _resolve(funcs=(), keywords=(), verify=None):
-    """``(ledger row name, function name)`` of a convention: a named function that exists and
-    (when ``verify`` is given) turns your values into refscore's, else the first ledger row whose
-    text has every keyword (and one of its functions that verifies)."""
-    conv = _conventions()
-    for name in funcs:
-        f = getattr(conv, name, None)
-        if callable(f) and (verify is None or _safe(verify, f)):
-            row = _row_of(name)
-            return (_row_name(row) if row is not None else None), name
-    if keywords:
-        for text_of in (_row_name, _row_text):  # the quantity column first, then the whole row
-            for row in _table():
-                text = text_of(row).lower()
-                if not all(k.lower() in text for k in keywords):
-                    continue
-                if verify is None:
-                    return _row_name(row), None
-                for name in _row_functions(row):
-                    if _safe(verify, getattr(conv, name)):
-                        return _row_name(row), name
-    return None, None
-
-
-#: ledger rows a quantity may belong to: words of their quantity column
-def _family(q) -> tuple:
+def _ledger_words(ctx, Q) -> tuple:
+    """The words of refscore.conventions.CONVERTED that a failing quantity is."""
+    q = Q.q
     base = q[:-5] if q.endswith("_grad") else q
     m = _PROJECTED.match(q)
-    if base == "v_sphere":
-        return ("SSM",)
     if m:
-        return ("SSM-VR", "Sliced") if m.group(1) == "ssm_vr" else ("SSM", "Sliced")
-    if base.startswith("dsm"):
-        return ("DSM",)
-    if base in ("esm", "ism"):
-        return (base.upper(),)
-    if base.startswith("ksd") or base == "stein_kernel":
-        return ("KSD", "IMQ")
+        loss, kind = m.group(1), m.group(2)
+        # a sphere convention explains a failure of the sphere projection alone
+        sphere = kind == "sphere" and not _other_kinds_fail(ctx, Q, loss, bool(m.group(3)))
+        return (loss, f"{loss}_sphere") if sphere else (loss,)
+    if base in ("dsm", "ksd_u", "ksd_v", "stein_kernel"):
+        return (base,)
     return ()
 
 
-_VALUE_PARAMS = ("value", "u_stat", "trace_term")
-
-
-def _bindings(ctx, Q, f, c):
-    """Argument sets under which ``f`` converts your value of case ``c`` (``[]`` when it cannot)."""
-    try:
-        params = list(inspect.signature(f).parameters.values())
-    except (TypeError, ValueError):
-        return []
-    if not any(p.name in _VALUE_PARAMS for p in params):
-        return []
-    y, q = Q.yours[c.name], Q.q
-    grad = q.endswith("_grad")
-    m = _PROJECTED.match(q)
-    choices = [{}]
-    for p in params:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        name = p.name
-        if name in ("value", "u_stat"):
-            opts = [y]
-        elif name == "sigma" and "sigma" in c.inputs and c.inputs["sigma"].ndim == 0:
-            opts = [float(c.inputs["sigma"])]
-        elif name in ("dim", "d"):
-            opts = [c.dim]
-        elif name == "kind" and m:
-            opts = [m.group(2)]
-        elif name == "reduce_mean":
-            opts = [True, False]
-        elif name == "form":
-            opts = list(getattr(_conventions(), "KSD_FORMS", ()))
-        elif name == "diagonal" and "stein_kernel" in c.quantities:
-            opts = [np.diag(c.quantities["stein_kernel"]).copy()]
-        elif name in ("trace_term", "norm_term") and m and m.group(1) == "ssm_vr":
-            norm = _terms(ctx, c, "ssm_vr", m.group(2))["norm"][1 if grad else 0]
-            opts = [y - norm if name == "trace_term" else norm]
-        elif p.default is not p.empty:
-            continue
-        else:
-            return []
-        choices = [dict(ch, **{name: o}) for ch in choices for o in opts]
-    return choices
-
-
-def _probe(ctx, Q) -> list:
-    """``[(row name, function, options)]``: ledger conversions of the quantity's family that turn your
-    values into refscore's in every failing case."""
-    family = _family(Q.q)
-    if not family or not Q.cases:
-        return []
-    conv, found = _conventions(), []
-    m = _PROJECTED.match(Q.q)
-    sphere_only = (Q.q == "v_sphere" or bool(m and m.group(2) == "sphere")) and not (
-        m and _other_kinds_fail(ctx, Q, m.group(1), bool(m.group(3))))
-    for row in _table():
-        if not any(w.lower() in _row_name(row).lower() for w in family):
-            continue
-        if "sphere" in _row_text(row).lower() and not sphere_only:
-            continue  # a sphere convention explains a failure of the sphere projection alone
-        for fname in _row_functions(row):
-            f = getattr(conv, fname)
-            per_case = [_bindings(ctx, Q, f, c) for c in Q.cases]
-            if not per_case[0] or any(len(b) != len(per_case[0]) for b in per_case):
+def _ledger_hypotheses(ctx, Q):
+    """``[(label, explanation, predict, convention)]``: every ledger conversion of the quantity, as
+    the prediction that your values are refscore's in the variant's convention (the inverse applied
+    to refscore's values), for each of its options."""
+    words = _ledger_words(ctx, Q)
+    out = []
+    for row in conventions.TABLE:
+        for conv in row.conversions:
+            if conv.inverse is None or not set(words) & set(conv.converts):
                 continue
-            for j in range(len(per_case[0])):
-                def ok(c, kw):
-                    out = np.asarray(f(**kw), dtype=float)
-                    gold = Q.gold[c.name]
-                    return out.shape == gold.shape and np.allclose(out, gold, rtol=max(10 * ctx.rtol, 1e-9),
-                                                                    atol=max(10 * ctx.atol, 1e-12))
-                if all(_safe(lambda _f, c=c, kw=b[j]: ok(c, kw), f) for c, b in zip(Q.cases, per_case)):
-                    opts = {k: v for k, v in per_case[0][j].items() if k in ("reduce_mean", "form", "kind")}
-                    found.append((_row_name(row), fname, opts))
-                    break
-    return found
+            given = {c.name: _given(ctx, Q, c, conv.needs) for c in Q.cases}
+            if any(g is None for g in given.values()):
+                continue
+            for option in conv.option_sets():
+                shown = "".join(f", {k}={v!r}" for k, v in option.items())
+                out.append((f"convention '{row.quantity}'",
+                            f"your values are the variant {row.variant!r}: {conv.function.__name__}(yours{shown}) "
+                            "gives refscore's",
+                            lambda c, conv=conv, option=option, given=given: conv.from_refscore(
+                                Q.gold[c.name], option, **given[c.name]),
+                            _fixed(row.quantity, conv.function.__name__)))
+    return out
+
+
+def _fixed(row_name, function_name):
+    """A convention named outright: ``(row, function)``."""
+    return lambda Q: (row_name, function_name)
+
+
+def _row_named(quantity):
+    """The ledger row ``quantity``, with nothing to convert (the fix is in the code, not the numbers)."""
+    return lambda Q: (conventions.row(quantity).quantity, None)
+
+
+def _converted_by(ctx, function):
+    """The ledger row that carries the conversion ``function``, and ``function`` itself when it turns
+    your values into refscore's in every failing case (a function that does not is never named)."""
+    def name(Q):
+        row = conventions.row_of(function)
+        conv = next(c for c in row.conversions if c.function is function)
+        for c in Q.cases:
+            given = _given(ctx, Q, c, conv.needs)
+            if given is None or not np.allclose(conv.to_refscore(Q.yours[c.name], **given), Q.gold[c.name],
+                                                rtol=1e-9, atol=1e-12):
+                return None, None
+        return row.quantity, function.__name__
+    return name
+
+
+def _step_conversions(kind) -> list:
+    """``[(row, f, inverse)]``: the ledger's Langevin step conversions in both directions, those of
+    annealed Langevin's base step first for an annealed case."""
+    words = ("annealed_step", "step") if kind == "annealed" else ("step", "annealed_step")
+    out = []
+    for word in words:
+        for row in conventions.TABLE:
+            for conv in row.conversions:
+                if word in conv.converts and conv.inverse is not None:
+                    out += [(row, conv.function, conv.inverse), (row, conv.inverse, conv.function)]
+    return out
 
 
 # ---------------------------------------------------------------- the data of one quantity
@@ -228,10 +201,7 @@ class _Quantity:
         if not self.cases:
             return False
         for c in self.cases:
-            try:
-                p = predict(c)
-            except (ArithmeticError, ValueError, TypeError, KeyError, IndexError, np.linalg.LinAlgError):
-                return False
+            p = predict(c)  # a prediction that raises is a bug of the diagnosis, not a misfit
             if p is None:
                 return False
             p = np.asarray(p, dtype=float)
@@ -350,18 +320,12 @@ def _loss_variants(ctx, Q):
                     lambda c: terms(c)[first][pick] + 2 * terms(c)[second][pick], None))
         if kind == "sphere" and not _other_kinds_fail(ctx, Q, loss, grad):
             if loss == "ssm":
-                def verify(f, pick=pick):
-                    return all(np.allclose(f(Q.yours[c.name], c.dim), Q.gold[c.name], rtol=1e-9, atol=1e-12)
-                               for c in Q.cases)
-                conv = ("unit_ssm", ("sphere_unscaled_ssm_to_ism",), ("SSM", "unit"), verify)
+                conv = _converted_by(ctx, conventions.sphere_unscaled_ssm_to_ism)
                 out.insert(0, ("unit-sphere projections", "v = z/||z|| where refscore's sphere has radius sqrt(d) "
                                "(E[v v^T] = I/d instead of I): every term scales by 1/d",
                                lambda c: (terms(c)[first][pick] + terms(c)[second][pick]) / c.dim, conv))
             else:
-                def verify(f, pick=pick):
-                    return all(np.allclose(f(Q.yours[c.name] - terms(c)["norm"][pick], terms(c)["norm"][pick], c.dim),
-                                           Q.gold[c.name], rtol=1e-9, atol=1e-12) for c in Q.cases)
-                conv = ("unit_ssm_vr", ("sphere_unscaled_ssm_vr_to_ism",), ("SSM-VR", "unit"), verify)
+                conv = _converted_by(ctx, conventions.sphere_unscaled_ssm_vr_to_ism)
                 out.insert(0, ("unit-sphere projections", "v = z/||z|| where refscore's sphere has radius sqrt(d): "
                                "the v^T grad_x s v term scales by 1/d, 1/2 ||s||^2 does not",
                                lambda c: terms(c)["vjv"][pick] / c.dim + terms(c)["norm"][pick], conv))
@@ -378,7 +342,7 @@ def _loss_variants(ctx, Q):
             r = _g.losses.esm(ctx.model(c), c.inputs["theta"], xt, -sign * eps / sig**target_pow, grad=True)
             return r[pick]
 
-        noise_conv = ("dsm_noise", (), ("DSM", "noise"), None)
+        noise_conv = _row_named("DSM noise")
         out += [
             ("DSM target -z", "the target -z where refscore's is -z/sigma: with eps = sigma z, -eps/sigma where "
              "eq. (6) has -eps/sigma^2 (sigma where sigma^2 belongs)",
@@ -425,7 +389,8 @@ def _dsm_multi_variants(ctx, Q):
             return np.mean(lam * 0.5 * np.sum(r * r, axis=1))
         return sign * model.score_vjp_params(th, xt, sig, (lam / x.shape[0])[:, None] * r)
 
-    ncsn = ("dsm_multi_weighting", ("dsm_from_ncsn",), ("DSM", "NCSN"), None)
+    # the two weightings swapped: NCSN's row (a mean over several levels has no conversion)
+    ncsn = _row_named(conventions.row_of(conventions.dsm_from_ncsn).quantity)
     out = []
     for k in (0, 2, 1, 3, 4, -1, -2):
         if k == k0:
@@ -437,7 +402,7 @@ def _dsm_multi_variants(ctx, Q):
             why += ": sigma where sigma^2 belongs"
         out.append((f"weighting sigma^{k}", why, lambda c, k=k: variant(c, k=k), ncsn if {k, k0} == {0, 2} else None))
     out.append(("DSM target -z", "the target -z where refscore's is -z/sigma (sigma where sigma^2 belongs)",
-                lambda c: variant(c, target_pow=0), ("dsm_noise", (), ("DSM", "noise"), None)))
+                lambda c: variant(c, target_pow=0), _row_named("DSM noise")))
     out.append(("score sign flipped", "the loss of -s: your score's sign is flipped",
                 lambda c: variant(c, sign=-1.0), None))
     return out
@@ -502,38 +467,6 @@ def _etas(c, step):
     return np.repeat(step * s**2 / s[-1] ** 2, T)
 
 
-def _step_functions():
-    """Single-argument functions of refscore.conventions (the step conversions)."""
-    conv = _conventions()
-    out = []
-    for name in vars(conv).get("__all__", ()):
-        f = getattr(conv, name, None)
-        if not callable(f) or inspect.isclass(f):
-            continue
-        try:
-            params = [p for p in inspect.signature(f).parameters.values()
-                      if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        except (TypeError, ValueError):
-            continue
-        if len(params) == 1:
-            out.append((name, f))
-    return out
-
-
-def _inverse(name, f, functions, steps):
-    """The single-argument convention function undoing ``f`` on these steps: one of its ledger row,
-    then one sharing its first word (``ncsn_step`` -> ``ncsn_eps``), then any; else ``name``."""
-    row = _row_of(name)
-    in_row = set(_row_functions(row)) if row is not None else set()
-    word = name.split("_")[0]
-    ranked = sorted((nf for nf in functions if nf[0] != name),
-                    key=lambda nf: (nf[0] not in in_row, nf[0].split("_")[0] != word and word not in nf[0]))
-    for other, g in ranked:
-        if _safe(lambda g: all(math.isclose(float(g(float(f(s)))), s, rel_tol=1e-12) for s in steps), g):
-            return other
-    return name
-
-
 def _g4(v) -> str:
     return f"{v:.4g}"
 
@@ -549,11 +482,7 @@ def _sampler_variants(ctx, Q):
                 ctx._runs[key] = res.trace
             return ctx._runs[key]
 
-        functions = _step_functions()
-        anneal_first = kind == "annealed"
-        functions.sort(key=lambda nf: (("anneal" in _row_text(_row_of(nf[0]) or ("",)).lower()
-                                        or "ncsn" in nf[0]) != anneal_first))
-        for name, f in functions:
+        for row, f, inv in _step_conversions(kind):
             def predict(c, f=f):
                 step = float(c.inputs["step"])
                 new = float(f(step))
@@ -561,14 +490,13 @@ def _sampler_variants(ctx, Q):
                     return None
                 return run(c, new)
 
-            inv = _inverse(name, f, functions, [float(c.inputs["step"]) for c in Q.cases])
-            ratio = float(f(1.0)) if _safe(lambda f: math.isfinite(float(f(1.0))), f) else float("nan")
-            how = f" = {_g4(ratio)} step" if ratio == ratio and all(
+            name, ratio = f.__name__, float(f(1.0))
+            how = f" = {_g4(ratio)} step" if all(
                 math.isclose(float(f(float(c.inputs["step"]))), ratio * float(c.inputs["step"]), rel_tol=1e-12)
                 for c in Q.cases) else ""
             out.append((f"Langevin step {name}(step)",
                         f"your run is refscore's at step {name}(step){how}: your sampler reads its step in that "
-                        f"convention, so give it {inv}(step)", predict, ("step", name, inv)))
+                        f"convention, so give it {inv.__name__}(step)", predict, _fixed(row.quantity, inv.__name__)))
         if kind in ("ula", "annealed"):
             out.append(("noise sqrt(eta)", "x + eta s + sqrt(eta) z where refscore's update is x + eta s + "
                         "sqrt(2 eta) z (the lr-form's noise with the eta-form's drift)",
@@ -627,7 +555,7 @@ def _is_loss(q) -> bool:
     return base in _LOSS_NAMES or bool(_PROJECTED.match(q)) or base.startswith("dsm_multi") or base.startswith("ksd")
 
 
-def _factor_hypotheses(Q):
+def _factor_hypotheses(ctx, Q):
     """``[(label, factor(case), explanation, convention)]`` in the order they are tried."""
     q = Q.q
     loss = _is_loss(q)
@@ -641,12 +569,8 @@ def _factor_hypotheses(Q):
         ("factor 1/2", lambda c: 0.5, "half of refscore's: an extra 1/2", None),
     ]
     if q == "v_sphere":
-        def verify(f):
-            return all(np.allclose(f("sphere", c.dim) * Q.yours[c.name], Q.gold[c.name], rtol=1e-9, atol=1e-12)
-                       for c in Q.cases)
         out.insert(0, ("factor 1/sqrt(d)", lambda c: 1 / math.sqrt(c.dim), "unit-sphere projections z/||z|| where "
-                       "refscore's sphere has radius sqrt(d) (so that E[v v^T] = I)",
-                       ("v_sphere", ("projection_scale",), ("SSM", "unit"), verify)))
+                       "refscore's sphere has radius sqrt(d) (so that E[v v^T] = I)", _scaled_by_projection_scale))
     out += [
         ("factor 1/d", lambda c: 1.0 / c.dim,
          "a mean over the d coordinates where refscore sums them (||.||^2 is a sum)" if loss
@@ -663,7 +587,7 @@ def _factor_hypotheses(Q):
     if all("sigma" in c.inputs and c.inputs["sigma"].ndim == 0 for c in Q.cases):
         for k in _SIGMA_POWERS:
             out.append((f"factor sigma^{k}", lambda c, k=k: float(c.inputs["sigma"]) ** k, _sigma_words(q, k),
-                        _sigma_convention(Q, k)))
+                        _sigma_convention(ctx, Q, k)))
     return out
 
 
@@ -679,17 +603,19 @@ def _sigma_words(q, k) -> str:
     return f"a stray sigma^{k}"
 
 
-def _sigma_convention(Q, k):
+def _sigma_convention(ctx, Q, k):
     if not Q.q.startswith("dsm") or k not in (2, 4):
         return None
+    return _converted_by(ctx, conventions.dsm_from_ncsn if k == 2 else conventions.dsm_from_sigma4_scaled)
 
-    def verify(f):
-        return all(np.allclose(f(Q.yours[c.name], float(c.inputs["sigma"])), Q.gold[c.name], rtol=1e-9, atol=1e-12)
-                   for c in Q.cases)
 
-    if k == 2:
-        return ("ncsn", ("dsm_from_ncsn",), ("DSM", "NCSN"), verify)
-    return ("sigma4", ("dsm_from_sigma4_scaled",), ("DSM", "σ⁴"), verify)
+def _scaled_by_projection_scale(Q):
+    """The ledger row of :func:`refscore.conventions.projection_scale`, when that factor turns your
+    sphere projections into refscore's in every failing case."""
+    if all(np.allclose(conventions.projection_scale("sphere", c.dim) * Q.yours[c.name], Q.gold[c.name],
+                       rtol=1e-9, atol=1e-12) for c in Q.cases):
+        return conventions.row_of(conventions.projection_scale).quantity, "projection_scale"
+    return None, None
 
 
 # ---------------------------------------------------------------- where the failures lie
@@ -728,21 +654,6 @@ def _patterns(ctx, Q, failing) -> tuple:
     return tuple(out)
 
 
-# ---------------------------------------------------------------- the convention of a fit
-def _named(conv, Q):
-    """``(row name, function name)`` for a hypothesis' convention spec."""
-    if conv is None:
-        return None, None
-    if conv[0] == "named":
-        return conv[1], conv[2]
-    if conv[0] == "step":  # a step conversion: the row of the function, the inverse to apply
-        _, name, inverse = conv
-        row = _row_of(name)
-        return (_row_name(row) if row is not None else None), inverse
-    _, funcs, keywords, verify = conv
-    return _resolve(funcs, keywords, verify)
-
-
 def _diagnose_quantity(ctx, q, failing):
     Q = _Quantity(ctx, q, failing)
     names = [r.case for r in failing]
@@ -765,16 +676,12 @@ def _diagnose_quantity(ctx, q, failing):
     for label, expl, predict, conv in _structural(ctx, Q):
         if Q.fits(predict):
             fits.append((label, expl, conv))
-    for label, factor, expl, conv in _factor_hypotheses(Q):
+    for label, factor, expl, conv in _factor_hypotheses(ctx, Q):
         if Q.fits(lambda c, factor=factor: factor(c) * Q.gold[c.name]):
             fits.append((label, expl, conv))
-    probed = _probe(ctx, Q)
-    if not fits and probed:
-        row, fname, opts = probed[0]
-        shown = "".join(f", {k}={v!r}" for k, v in opts.items())
-        variant = next((r.variant for r in _table() if _row_name(r) == row and hasattr(r, "variant")), "")
-        fits.append((f"convention '{row}'", f"your values are the variant {variant!r}: {fname}(yours{shown}) "
-                     "gives refscore's", ("named", row, fname)))
+    ledger = [(label, expl, conv) for label, expl, predict, conv in _ledger_hypotheses(ctx, Q) if Q.fits(predict)]
+    if not fits and ledger:
+        fits.append(ledger[0])
     if not fits:
         expl = "no tested hypothesis fits"
         if "gradient only" in patterns:
@@ -784,9 +691,9 @@ def _diagnose_quantity(ctx, q, failing):
             expl += " (not a constant factor)"
         return _g.Diagnosis(q, names, med, lo, hi, None, expl, patterns=patterns)
     label, expl, conv = fits[0]
-    convention, conversion = _named(conv, Q)
-    if convention is None and conversion is None and probed:
-        convention, conversion, _ = probed[0]
+    convention, conversion = conv(Q) if conv is not None else (None, None)
+    if convention is None and conversion is None and ledger:
+        convention, conversion = ledger[0][2](Q)
     also = tuple(dict.fromkeys(f[0] for f in fits[1:] if f[0] != label))[:3]
     return _g.Diagnosis(q, names, med, lo, hi, label, expl, convention, conversion, patterns, also)
 

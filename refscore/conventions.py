@@ -40,6 +40,9 @@ Algorithm 1 and eq (5).
 from __future__ import annotations
 
 import numbers
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -66,6 +69,7 @@ __all__ = [
     "step_from_lr",
     "lr_from_step",
     "step_from_noise_scale",
+    "noise_scale_from_step",
     "ncsn_step",
     "ncsn_eps",
     "ncsn_code_step",
@@ -95,8 +99,13 @@ __all__ = [
     "tempered_step",
     "decoupled_step",
     # the ledger
+    "ARGUMENTS",
+    "CONVERTED",
+    "Conversion",
     "ConventionRow",
     "TABLE",
+    "row",
+    "row_of",
     "markdown_table",
 ]
 
@@ -599,6 +608,18 @@ def step_from_noise_scale(delta):
     0.125
     """
     return _positive(delta, "delta") ** 2 / 2.0
+
+
+def noise_scale_from_step(step):
+    r"""Inverse of :func:`step_from_noise_scale`: the noise scale :math:`\delta = \sqrt{2\eta}`.
+
+    Examples
+    --------
+    >>> noise_scale_from_step(0.125)
+    0.5
+    """
+    eta = _positive(step, "step")
+    return float(np.sqrt(2.0 * eta)) if np.ndim(eta) == 0 else np.sqrt(2.0 * eta)
 
 
 def ncsn_step(eps_ncsn):
@@ -1433,76 +1454,211 @@ def _positive(value, name):
 
 
 # ------------------------------------------------------------------- the ledger
-class ConventionRow(NamedTuple):
-    """One row of the ledger: ``quantity``, ``refscore`` convention, common ``variant``, ``conversion``."""
+#: The words a :class:`Conversion` uses for its arguments (``args``), and what each is.
+ARGUMENTS = {
+    "value": "the number converted: a loss value or its gradient over theta, a KSD value, a step parameter",
+    "trace_term": "the value converted less its norm_term (SSM-VR's v^T grad_x s v term)",
+    "norm_term": "SSM-VR's 1/2 ||s||^2 term (mean over the points, or its gradient): the same in both conventions",
+    "sigma": "the noise level of the value (a number, or one per value)",
+    "dim": "d, the dimension of the points",
+    "diagonal": "the Stein kernel on the diagonal, u_p(x_i, x_i), shape (n,) (imq_stein_diagonal)",
+    "g": "the scale g of the kernel (1 + g r^2)^(-beta)",
+    "beta": "the exponent beta in (0, 1) of the kernel (1 + g r^2)^(-beta)",
+}
+
+#: The words a :class:`Conversion` uses for what its function returns (``converts``): refscore's quantities.
+CONVERTED = {
+    "step": "refscore's Langevin step eta of x + eta s(x) + sqrt(2 eta) z (ULA, MALA)",
+    "annealed_step": "refscore's base step of annealed Langevin, eta_i = step sigma_i^2 / sigma_L^2",
+    "dsm": "refscore's DSM 1/2 ||s(x + sigma z) + z / sigma||^2 at one noise level, or its gradient over theta",
+    "ssm": "refscore's SSM with E[v v^T] = I projections, or its gradient over theta",
+    "ssm_vr": "refscore's SSM-VR with E[v v^T] = I projections, or its gradient over theta",
+    "ssm_sphere": "refscore's SSM with its sqrt(d)-radius sphere projections, or its gradient over theta",
+    "ssm_vr_sphere": "refscore's SSM-VR with its sqrt(d)-radius sphere projections, or its gradient over theta",
+    "ksd_u": "refscore's squared KSD, the U-statistic (refscore.metrics.ksd)",
+    "ksd_v": "the V-statistic of refscore's Stein kernel",
+    "stein_kernel": "entries of refscore's IMQ Stein kernel u_p(x_i, x_j)",
+}
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A conversion of a ledger row, as data: a function from a variant to refscore's convention, and back.
+
+    Attributes
+    ----------
+    function : callable
+        The variant's value to refscore's: ``function(*args, **option)``.
+    inverse : callable or None
+        refscore's value to the variant's, called with the same arguments; None where none exists.
+    converts : tuple of str
+        The refscore quantities ``function`` returns, words of :data:`CONVERTED`.
+    args : tuple of str
+        Its positional arguments in order, words of :data:`ARGUMENTS`; the first is the value
+        converted (``"value"``, or ``"trace_term"``: the value less its ``"norm_term"``).
+    options : tuple of (str, tuple)
+        Keyword arguments that pick one of several variants, each with the values it takes
+        (``("form", ("v", "nv", "sqrt_v"))``): :meth:`option_sets` lists every combination.
+
+    Examples
+    --------
+    >>> c = row_of(dsm_from_ncsn).conversions[0]
+    >>> c.to_refscore(1.0, sigma=0.5), c.from_refscore(4.0, sigma=0.5)
+    (4.0, 1.0)
+    """
+
+    function: Callable
+    inverse: Callable | None
+    converts: tuple
+    args: tuple = ("value",)
+    options: tuple = ()
+
+    @property
+    def needs(self) -> tuple:
+        """The words of :data:`ARGUMENTS` a caller gives besides the value (``("sigma",)``, ``("norm_term", "dim")``)."""
+        first = ("norm_term",) if self.args[0] == "trace_term" else ()
+        return tuple(dict.fromkeys(first + tuple(self.args[1:])))
+
+    def option_sets(self) -> list:
+        """Every combination of :attr:`options` as keyword arguments (``[{}]`` when there are none)."""
+        keys = [k for k, _ in self.options]
+        return [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in self.options))]
+
+    def _call(self, f, value, option, given):
+        missing = [w for w in self.needs if w not in given]
+        if missing:
+            raise TypeError(f"{f.__name__} needs {', '.join(missing)} besides the value")
+        first = value - given["norm_term"] if self.args[0] == "trace_term" else value
+        return f(first, *(given[w] for w in self.args[1:]), **(option or {}))
+
+    def to_refscore(self, value, option=None, **given):
+        """``function`` on ``value`` (in the variant's convention) with the arguments ``given`` by word."""
+        return self._call(self.function, value, option, given)
+
+    def from_refscore(self, value, option=None, **given):
+        """``inverse`` on ``value`` (refscore's) with the arguments ``given`` by word."""
+        if self.inverse is None:
+            raise TypeError(f"{self.function.__name__} has no inverse")
+        return self._call(self.inverse, value, option, given)
+
+
+@dataclass(frozen=True)
+class ConventionRow:
+    """One row of the ledger: four cells of text, and the functions they name as callables.
+
+    Attributes
+    ----------
+    quantity, refscore, variant, conversion : str
+        The rendered cells: the quantity, refscore's convention, the common variant, the
+        conversion in words (:func:`markdown_table`, the README, the documentation site).
+    conversions : tuple of Conversion
+        The conversions between the variant and refscore's convention, with their inverses.
+    helpers : tuple of callable
+        The row's other functions: constants linking losses, schedules, parameter maps.
+
+    Iterating a row gives its four cells, as when it was a tuple of text.
+    """
 
     quantity: str
     refscore: str
     variant: str
     conversion: str
+    conversions: tuple = ()
+    helpers: tuple = ()
+
+    @property
+    def cells(self) -> tuple:
+        """``(quantity, refscore, variant, conversion)``, the text of the row."""
+        return (self.quantity, self.refscore, self.variant, self.conversion)
+
+    def __iter__(self):
+        return iter(self.cells)
+
+    @property
+    def functions(self) -> tuple:
+        """Every callable of the row: each conversion's function and inverse, then the helpers."""
+        out = []
+        for c in self.conversions:
+            out += [c.function] + ([c.inverse] if c.inverse is not None else [])
+        return tuple(out) + tuple(self.helpers)
 
 
-#: The conventions ledger, rendered in the README by :func:`markdown_table`.
+#: The conventions ledger, rendered in the README by :func:`markdown_table`: per row its text and,
+#: as data, the functions it names (:class:`ConventionRow`).
 TABLE: tuple[ConventionRow, ...] = (
     ConventionRow(
         "Langevin step",
         "x + η s + √(2η) z (eq. (4))",
         "x + (lr/2) s + √lr z (NCSN toy runner)",
         "η = lr/2: `step_from_lr(lr)`, `lr_from_step(η)`",
+        conversions=(Conversion(step_from_lr, lr_from_step, ("step",)),),
     ),
     ConventionRow(
         "Langevin step (noise scale)",
         "x + η s + √(2η) z",
         "x + (δ²/2) s + δ z",
         "η = δ²/2: `step_from_noise_scale(δ)`",
+        conversions=(Conversion(step_from_noise_scale, noise_scale_from_step, ("step",)),),
     ),
     ConventionRow(
         "Annealed Langevin (NCSN paper)",
         "η_i = step·σ_i²/σ_L², x + η_i s + √(2η_i) z",
         "NCSN Algorithm 1 and toy runner: α_i = ε σ_i²/σ_L², x + (α_i/2) s + √α_i z",
         "step = ε/2: `ncsn_step(ε)`, `annealed_steps(step, sigmas)` = `ncsn_alphas(ε, sigmas)`/2",
+        conversions=(Conversion(ncsn_step, ncsn_eps, ("annealed_step",)),),
+        helpers=(annealed_steps, ncsn_alphas),
     ),
     ConventionRow(
         "Annealed Langevin (NCSN/NCSNv2 code)",
         "η_i = step·σ_i²/σ_L², x + η_i s + √(2η_i) z",
         "released anneal_Langevin_dynamics: step_size = step_lr (σ_i/σ_L)², x + step_size s + √(2 step_size) z",
         "step = step_lr: `ncsn_code_step(step_lr)`; NCSN's CIFAR-10 step_lr 2e-5 is step 2e-5, not 1e-5",
+        conversions=(Conversion(ncsn_code_step, ncsn_code_step_lr, ("annealed_step",)),),
     ),
     ConventionRow(
         "Annealed Langevin (score_sde ALD)",
         "η_i = step·σ_i²/σ_L²",
         "η_i = 2α (snr σ_i)², α = 1 (VE) or 1 − β_i (VP)",
         "step = 2 snr² σ_L²: `score_sde_ald_step(snr, σ_L)`",
+        helpers=(score_sde_ald_step,),
     ),
     ConventionRow(
         "Langevin corrector (score_sde)",
         "x + η s + √(2η) z, fixed η",
         "η = 2α (snr · mean‖z‖ / mean‖s‖)², batch means, new every step",
         "η per sample: `score_sde_langevin_step(snr, z, s, alpha)`",
+        helpers=(score_sde_langevin_step,),
     ),
     ConventionRow(
         "DSM scale",
         "½‖s(x+σz) + z/σ‖², z ~ N(0, I)",
         "σ⁴-scaled ½‖σ² s + σ z‖² (NCSN losses/dsm.py dsm)",
         "DSM = value/σ⁴: `dsm_from_sigma4_scaled`, `sigma4_scaled_from_dsm`",
+        conversions=(Conversion(dsm_from_sigma4_scaled, sigma4_scaled_from_dsm, ("dsm",), ("value", "sigma")),),
     ),
     ConventionRow(
         "DSM scale (NCSN)",
         "½‖s(x+σz) + z/σ‖²",
         "λ(σ)=σ² weighted ½‖σ s + z‖² (anneal_dsm_score_estimation)",
         "DSM = value/σ²: `dsm_from_ncsn`, `ncsn_from_dsm`",
+        conversions=(Conversion(dsm_from_ncsn, ncsn_from_dsm, ("dsm",), ("value", "sigma")),),
     ),
     ConventionRow(
         "DSM loss (score_sde)",
         "½‖s(x+σz) + z/σ‖² (½·sum over dims)",
         "reduce_mean=True: mean over D dims of (σs + z)², or × g(t)² (likelihood weighting)",
         "value = w·DSM, w = (2/D or 1)·(σ² or g²): `score_sde_from_dsm`, `dsm_from_score_sde`, `score_sde_weight`",
+        conversions=(Conversion(dsm_from_score_sde, score_sde_from_dsm, ("dsm",), ("value", "sigma", "dim"),
+                               (("reduce_mean", (True, False)),)),),
+        helpers=(score_sde_weight,),
     ),
     ConventionRow(
         "Sliced loss (NCSN)",
         "SSM-VR vᵀJv + ½‖s‖² at x̃ = x + σz",
         "σ²-weighted SSM-VR, Gaussian v (anneal_sliced_score_estimation_vr)",
         "value = σ²·SSM-VR: `ncsn_sliced_from_ssm`, `ssm_from_ncsn_sliced`; E[NCSN DSM] − E[NCSN sliced] = d/2: `ncsn_dsm_minus_sliced(d)`",
+        conversions=(Conversion(ssm_from_ncsn_sliced, ncsn_sliced_from_ssm, ("ssm", "ssm_vr"), ("value", "sigma")),),
+        helpers=(ncsn_dsm_minus_sliced,),
     ),
     ConventionRow(
         "DSM noise",
@@ -1515,62 +1671,105 @@ TABLE: tuple[ConventionRow, ...] = (
         "E[vvᵀ] = I: gaussian, rademacher, √d·unit sphere",
         "unit-sphere v, no √d (NCSN sliced_score_estimation)",
         "SSM ×d, exact per sample: `sphere_unscaled_ssm_to_ism(value, d)`",
+        conversions=(Conversion(sphere_unscaled_ssm_to_ism, ism_to_sphere_unscaled_ssm, ("ssm_sphere",), ("value", "dim")),),
     ),
     ConventionRow(
         "SSM-VR projections",
         "vᵀJv + ½‖s‖², E[vvᵀ] = I",
         "unit-sphere v (no √d)",
         "only the trace term ×d: `sphere_unscaled_ssm_vr_to_ism(trace, norm, d)`",
+        conversions=(Conversion(sphere_unscaled_ssm_vr_to_ism, ism_to_sphere_unscaled_ssm_vr, ("ssm_vr_sphere",),
+                               ("trace_term", "norm_term", "dim")),),
     ),
     ConventionRow(
         "KSD estimator",
         "U-statistic of KSD², i ≠ j (`refscore.metrics.ksd`)",
         "V-statistic (diagonal kept); n·V (kgof KernelSteinTest); √V (stein_thinning ksd)",
         "V = (n−1)/n·U + mean u_ii/n: `ksd_from_u(U, diag, form)`, `ksd_to_u`, `imq_stein_diagonal(s, c, β)`",
+        conversions=(Conversion(ksd_to_u, ksd_from_u, ("ksd_u",), ("value", "diagonal"),
+                               (("form", tuple(f for f in KSD_FORMS if f != "u")),)),),
+        helpers=(imq_stein_diagonal,),
     ),
     ConventionRow(
         "IMQ kernel",
         "(c² + r²)^β, β ∈ (−1, 0)",
         "(1 + g r²)^(−β), β ∈ (0, 1) (stein_thinning vfk0_imq, g = 1/pre)",
         "c = 1/√g, β → −β, KSD² × g^β: `imq_from_scaled(g, β)`, `ksd_from_scaled_imq`, `scaled_imq_from_ksd`",
+        conversions=(Conversion(ksd_from_scaled_imq, scaled_imq_from_ksd, ("ksd_u", "ksd_v", "stein_kernel"),
+                               ("value", "g", "beta")),),
+        helpers=(imq_from_scaled,),
     ),
     ConventionRow(
         "Langevin temperature",
         "x + η s + √(2η) z samples p",
         "x + η s + √(2η) τ z samples p^(1/τ²)",
         "step ητ² on score s/τ²: `tempered_step(η, τ)`",
+        helpers=(tempered_step,),
     ),
     ConventionRow(
         "Decoupled step and noise",
         "x + η s + √(2η) z",
         "x + a s + b z (JEM sgld_lr, sgld_std) samples p^(2a/b²)",
         "step b²/2 on score (2a/b²) s: `decoupled_step(a, b)`",
+        helpers=(decoupled_step,),
     ),
     ConventionRow(
         "ESM − ISM",
         "½ E_p‖∇log p‖²",
         "Gaussian: ½ tr Σ⁻¹",
         "`esm_minus_ism(dist)`",
+        helpers=(esm_minus_ism,),
     ),
     ConventionRow(
         "DSM(σ) − ESM(p_σ)",
         "½(d/σ² − E_{p_σ}‖∇log p_σ‖²)",
         "Gaussian: ½(d/σ² − tr (Σ+σ²I)⁻¹)",
         "`dsm_minus_esm(dist, sigma)`",
+        helpers=(dsm_minus_esm,),
     ),
     ConventionRow(
         "DSM(σ) − ISM(p_σ)",
         "d/(2σ²), any data law",
         "—",
         "`dsm_minus_ism_noised(d, sigma)`",
+        helpers=(dsm_minus_ism_noised,),
     ),
     ConventionRow(
         "E_v SSM, E_v SSM-VR",
         "= ISM when E[vvᵀ] = I",
         "unit sphere: SSM → ISM/d",
         "`projection_scale(kind, d)`",
+        helpers=(projection_scale,),
     ),
 )
+
+
+def row(quantity: str) -> ConventionRow:
+    """The row of :data:`TABLE` whose quantity cell is ``quantity``.
+
+    Examples
+    --------
+    >>> row("DSM noise").conversion
+    'identical (factor 1)'
+    """
+    for r in TABLE:
+        if r.quantity == quantity:
+            return r
+    raise KeyError(f"no ledger row {quantity!r}; the rows are {[r.quantity for r in TABLE]}")
+
+
+def row_of(function) -> ConventionRow | None:
+    """The first row of :data:`TABLE` that carries ``function`` (a conversion, its inverse or a helper), or None.
+
+    Examples
+    --------
+    >>> row_of(ncsn_eps).quantity
+    'Annealed Langevin (NCSN paper)'
+    """
+    for r in TABLE:
+        if any(f is function for f in r.functions):
+            return r
+    return None
 
 
 def markdown_table() -> str:
@@ -1586,6 +1785,6 @@ def markdown_table() -> str:
         "|---|---|---|---|",
     ]
     for row in TABLE:
-        cells = (c.replace("|", "\\|") for c in row)
+        cells = (c.replace("|", "\\|") for c in row.cells)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -375,3 +375,36 @@ def test_unexplained_failure_says_so(gdir, ref):
     assert d.hypothesis is None and "no tested hypothesis fits" in d.explanation
     assert "not a constant factor" in d.explanation
     assert golden.check(gdir, vals, diagnose=False).diagnosis == []
+
+
+# ----------------------------------------------------------------- the ledger as data
+def test_conventions_are_found_by_their_callables_not_by_the_table_text(gdir, g, ref, monkeypatch):
+    """The diagnosis reads the functions each ledger row carries: blanking every conversion cell's
+    text changes nothing it names."""
+    import dataclasses
+
+    blank = tuple(dataclasses.replace(r, conversion="-") for r in conventions.TABLE)
+    monkeypatch.setattr(conventions, "TABLE", blank)
+    vals = {}
+    for name, c in g.cases.items():
+        vals[f"{name}/dsm"] = float(c.inputs["sigma"]) ** 2 * ref[f"{name}/dsm"]
+    vals.update({f"{n}/ksd_u": ref[f"{n}/ksd_v"] for n in g.of_kind("ksd")})
+    diag = _by_quantity(golden.check(gdir, vals))
+    assert (diag["dsm"].conversion, diag["dsm"].convention) == ("dsm_from_ncsn", "DSM scale (NCSN)")
+    assert (diag["ksd_u"].conversion, diag["ksd_u"].convention) == ("ksd_to_u", "KSD estimator")
+
+
+def test_a_conversion_that_raises_is_not_swallowed(gdir, g, ref, monkeypatch):
+    """A ledger conversion raising on a golden case's own values is a bug: it reaches the caller."""
+    import dataclasses
+
+    def broken(value, diagonal, form):
+        raise ZeroDivisionError("a bug in a conversion")
+
+    rows = tuple(dataclasses.replace(r, conversions=tuple(dataclasses.replace(c, inverse=broken)
+                                                         for c in r.conversions))
+                 if r.quantity == "KSD estimator" else r for r in conventions.TABLE)
+    monkeypatch.setattr(conventions, "TABLE", rows)
+    vals = {f"{n}/ksd_u": ref[f"{n}/ksd_v"] for n in g.of_kind("ksd")}
+    with pytest.raises(ZeroDivisionError, match="a bug in a conversion"):
+        golden.check(gdir, vals)

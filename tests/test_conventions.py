@@ -947,6 +947,81 @@ def test_every_function_in_the_table_is_tested_here():
         assert f"cv.{name}(" in here, name
 
 
+def test_every_row_carries_the_functions_its_text_names():
+    """The conversion cell names functions in code spans; the row carries each as a callable (a
+    conversion, its inverse or a helper), and carries nothing that is not a public function."""
+    for r in cv.TABLE:
+        named = {n for n in re.findall(r"`([a-z_0-9]+)[`(]", r.conversion) if n in cv.__all__}
+        carried = {f.__name__ for f in r.functions}
+        assert named <= carried, (r.quantity, named - carried)
+        for f in r.functions:
+            assert f.__name__ in cv.__all__ and getattr(cv, f.__name__) is f, (r.quantity, f)
+        assert tuple(r) == r.cells == (r.quantity, r.refscore, r.variant, r.conversion)
+        for c in r.conversions:
+            assert set(c.args) <= set(cv.ARGUMENTS) and set(c.converts) <= set(cv.CONVERTED), r.quantity
+            assert c.args[0] in ("value", "trace_term") and set(c.needs) <= set(cv.ARGUMENTS)
+    # every public conversion function of the module is on some row
+    on_rows = {f for r in cv.TABLE for f in r.functions}
+    public = {getattr(cv, n) for n in cv.__all__ if callable(getattr(cv, n)) and not isinstance(getattr(cv, n), type)
+              and n not in ("markdown_table", "row", "row_of")}
+    assert public - on_rows == set()
+
+
+#: a value of each argument word of the ledger, in the domain of every conversion
+ARGUMENT_SAMPLES = {"value": 0.7, "trace_term": None, "norm_term": 1.1, "sigma": 0.6, "dim": 3,
+                    "diagonal": np.array([2.0, 4.0, 3.0]), "g": 0.25, "beta": 0.5}
+
+
+def test_every_conversion_round_trips_through_its_inverse():
+    """Each row's conversion, called as its declared arguments say, and its inverse undo each other
+    (a conversion that raises on these in-domain arguments fails here)."""
+    given = {w: v for w, v in ARGUMENT_SAMPLES.items() if w not in ("value", "trace_term")}
+    n = 0
+    for r in cv.TABLE:
+        for c in r.conversions:
+            assert c.inverse is not None, r.quantity
+            for option in c.option_sets():
+                for value in (0.7, 2.3):
+                    there = c.to_refscore(value, option, **given)
+                    # relative 1e-12: a few roundings of products, quotients and one square root
+                    assert c.from_refscore(there, option, **given) == pytest.approx(value, rel=1e-12), (r.quantity,
+                                                                                                        option)
+                    assert c.to_refscore(c.from_refscore(value, option, **given), option, **given) == pytest.approx(
+                        value, rel=1e-12), (r.quantity, option)
+                    n += 1
+    assert n >= 2 * 14  # every conversion of the ledger, every option
+
+
+def test_conversion_arguments_are_the_declared_ones():
+    c = cv.row_of(cv.sphere_unscaled_ssm_vr_to_ism).conversions[0]
+    assert c.needs == ("norm_term", "dim")
+    # the value converted is trace + norm: only its trace term scales by d
+    assert c.to_refscore(0.5 + 1.0, norm_term=1.0, dim=2) == cv.sphere_unscaled_ssm_vr_to_ism(0.5, 1.0, 2) == 2.0
+    with pytest.raises(TypeError, match="needs norm_term, dim besides the value"):
+        c.to_refscore(1.5)
+    ksd = cv.row_of(cv.ksd_to_u).conversions[0]
+    assert ksd.option_sets() == [{"form": "v"}, {"form": "nv"}, {"form": "sqrt_v"}]
+    assert ksd.to_refscore(1.75, {"form": "v"}, diagonal=[2.0, 4.0]) == cv.ksd_to_u(1.75, [2.0, 4.0], "v") == 0.5
+
+
+def test_row_lookup_by_function_and_by_name():
+    assert cv.row_of(cv.ncsn_eps).quantity == "Annealed Langevin (NCSN paper)"
+    assert cv.row_of(cv.lr_from_step) is cv.row("Langevin step")
+    assert cv.row_of(cv.projection_scale).quantity == "E_v SSM, E_v SSM-VR"
+    assert cv.row_of(np.sqrt) is None
+    assert cv.row("DSM noise").conversions == ()
+    with pytest.raises(KeyError, match="no ledger row 'DSM"):
+        cv.row("DSM")
+
+
+def test_noise_scale_from_step_inverts_step_from_noise_scale():
+    assert cv.noise_scale_from_step(0.125) == 0.5
+    assert cv.step_from_noise_scale(cv.noise_scale_from_step(0.03)) == pytest.approx(0.03, rel=1e-15)
+    np.testing.assert_allclose(cv.noise_scale_from_step(np.array([0.5, 2.0])), [1.0, 2.0], rtol=1e-15)
+    with pytest.raises(ValueError, match="step must be finite and > 0"):
+        cv.noise_scale_from_step(0.0)
+
+
 # --------------------------------------------------------------- validation
 def test_value_must_be_finite():
     with pytest.raises(ValueError, match="value must be finite"):

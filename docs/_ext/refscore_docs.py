@@ -444,7 +444,7 @@ class ConventionsLedger(Directive):
 
         names = set(conventions.__all__)
         header = ["quantity", "refscore convention", "common variant", "conversion"]
-        rows = [[self._cell(c, names) for c in row] for row in conventions.TABLE]
+        rows = [[self._cell(c, names) for c in row.cells] for row in conventions.TABLE]
         return [_table(header, rows, [2, 3, 3, 4])]
 
 
