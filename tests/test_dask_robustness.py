@@ -3,6 +3,8 @@ states in the moments and the mode assignment, a read-only start, a wrong or clo
 client, a reduction that cannot take the states, an interrupted submission.  One
 small in-process cluster (one worker thread) for the whole module."""
 import math
+import signal
+import threading
 import time
 import traceback
 import warnings
@@ -156,9 +158,8 @@ def test_protocol_refuses_a_read_only_x_before_the_run_when_final_states_are_ask
                                np.zeros(10, dtype=bool), client=client)
 
 
-@pytest.mark.xfail(strict=True, reason="needs refscore.sampling._check_x0 to copy a broadcast x0 for "
-                                        "reduce='final' (the final states are gathered into it)")
 def test_a_broadcast_x0_with_reduce_final(client):
+    """The final states are gathered into x: a broadcast (read-only) x0 is copied first."""
     res = ula(G, np.broadcast_to(np.ones(2), (10, 2)), 0.1, 5, seed=0, backend="dask", client=client,
               reduce="final")
     np.testing.assert_array_equal(res.x, ula(G, np.ones((10, 2)), 0.1, 5, seed=0, backend="numba").x)
@@ -235,3 +236,31 @@ def test_an_interrupted_submission_cancels_what_was_submitted(client, monkeypatc
     np.testing.assert_array_equal(
         ula(G, x0[:8], 0.1, 5, seed=0, backend="dask", client=client).x,
         ula(G, x0[:8], 0.1, 5, seed=0, backend="numba").x)
+
+
+def _executing(client):
+    """Tasks executing on the workers now (a cancelled task still runs until it returns)."""
+    return sum(client.run(lambda dask_worker: dask_worker.state.executing_count).values())
+
+
+def test_an_interrupt_stops_the_blocks_already_running(client):
+    # Ctrl-C once a block runs: the queued blocks are cancelled, and the running one stops at its
+    # next chunk (it would run for hours otherwise), so the worker is free for the next call
+    ula(G, np.zeros((8, 2)), 0.01, 10, seed=0, backend="numba")  # load the kernels first
+
+    def interrupt_once_running():
+        deadline = time.monotonic() + 60
+        while not _executing(client) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.raise_signal(signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_running, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt, match="interrupted after 0 of 4 blocks"):
+        ula(G, np.zeros((512, 2)), 0.01, 10 ** 9, seed=0, backend="dask", client=client, block_chains=128)
+    assert _refscore_tasks(client) == []
+    deadline = time.monotonic() + 60
+    while _executing(client) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _executing(client) == 0
+    np.testing.assert_array_equal(ula(G, np.ones((8, 2)), 0.1, 5, seed=0, backend="dask", client=client).x,
+                                  ula(G, np.ones((8, 2)), 0.1, 5, seed=0, backend="numba").x)

@@ -28,6 +28,7 @@ import numpy as np
 from numba import prange
 
 from . import score_blocks, vecmath
+from .cache import use_cache
 
 __all__ = ["langevin", "mala", "evaluate_points", "BLOCK"]
 
@@ -47,7 +48,7 @@ _NONFINITE = score_blocks.NONFINITE
 _BEYOND = score_blocks.BEYOND_BOUND
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
 def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, status):
     """ULA / annealed Langevin on all chains of ``x`` (n, d), in place.
 
@@ -108,7 +109,7 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0
                 x[lo + c, i] = X[i, c]
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
 def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
     r"""MALA on all chains of ``x``, in place; ``accepted[c]`` counts accepted moves.
 
@@ -181,7 +182,7 @@ def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status
                 x[lo + c, i] = X[i, c]
 
 
-@numba.njit(cache=True, error_model="numpy")  # serial: a test helper, cheap to compile
+@numba.njit(cache=use_cache(), error_model="numpy")  # serial: a test helper, cheap to compile
 def evaluate_points(lay, p, x, want_logp):
     """Compiled score (and log-density) of target ``(lay, p)`` at points ``x`` (n, d):
     the kernel the samplers use, exposed for testing against ``target.score``."""

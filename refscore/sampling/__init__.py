@@ -159,6 +159,16 @@ def _check_target(target, sampler):
     return int(target.dim)
 
 
+def _gathers_no_states(backend, reduce) -> bool:
+    """True when the run returns no final states (a Dask reduction): ``x0`` may then stay a read-only view.
+
+    ``reduce=None``, ``"final"`` and :class:`~.reductions.FinalStates` gather the states into ``x``.
+    """
+    from .reductions import FinalStates
+
+    return backend == "dask" and reduce is not None and reduce != "final" and not isinstance(reduce, FinalStates)
+
+
 def _check_x0(x0, d, reduced=False):
     """Validated initial states, copied (the backends update them in place).
 
@@ -284,7 +294,7 @@ def ula(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=
     ((4, 2), False)
     """
     d = _check_target(target, "ula")
-    x = _check_x0(x0, d, reduced=backend == "dask" and reduce is not None)
+    x = _check_x0(x0, d, reduced=_gathers_no_states(backend, reduce))
     _precheck(target, x)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
@@ -336,7 +346,7 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
     (8, 1)
     """
     d = _check_target(target, "annealed_langevin")
-    x = _check_x0(x0, d, reduced=backend == "dask" and reduce is not None)
+    x = _check_x0(x0, d, reduced=_gathers_no_states(backend, reduce))
     _precheck(target, x)
     s = _check_sigmas(sigmas)
     step = check_positive("step", step)
@@ -382,7 +392,7 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress
     (4,)
     """
     d = _check_target(target, "mala")
-    x = _check_x0(x0, d, reduced=backend == "dask" and reduce is not None)
+    x = _check_x0(x0, d, reduced=_gathers_no_states(backend, reduce))
     _precheck(target, x)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)

@@ -65,17 +65,20 @@ class SamplerBackend(Protocol):
     interval (0: none) and ``trace`` (n_rec, n, d); ``diverged`` (n,) bool
     flags, or int8 status codes (see the module doc);
     ``accepted`` (n,) int64 (MALA); ``progress``: ``None`` (a bar when stderr
-    is a terminal and the run lasts over 2 s), ``True`` or ``False``.
+    is a terminal and the run lasts over 2 s), ``True`` or ``False``; ``stop``:
+    ``None`` or a callable asked after every chunk, whose true answer ends the
+    run with :class:`RunStopped` (the Dask backend's blocks use it to end when
+    their run is cancelled).
     """
 
     name: str
 
     def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
-                 *, chain0=0, progress=None) -> None:
+                 *, chain0=0, progress=None, stop=None) -> None:
         """ULA (``sigmas=None``, one level) or annealed Langevin (level l: ``sigmas[l]``, ``etas[l]``)."""
 
     def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
-             *, chain0=0, progress=None) -> None:
+             *, chain0=0, progress=None, stop=None) -> None:
         """MALA with step ``eta``."""
 
 
@@ -84,6 +87,10 @@ def _status_codes(diverged):
     if diverged.dtype == np.int8:
         return diverged
     return np.asarray(diverged, dtype=np.int8)
+
+
+class RunStopped(RuntimeError):
+    """A run ended early because its ``stop()`` said so (the states are discarded)."""
 
 
 class ChunkedBackend:
@@ -101,7 +108,7 @@ class ChunkedBackend:
     compiles = False
 
     def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
-                 *, chain0=0, progress=None):
+                 *, chain0=0, progress=None, stop=None):
         status = _status_codes(diverged)
         run = self._langevin_runner(target, sigmas, etas, x.shape[0])
         total = len(etas) * steps_per_level
@@ -112,12 +119,12 @@ class ChunkedBackend:
             return n_steps
 
         # a chunk never crosses a level boundary
-        self._drive(advance, total, steps_per_level, x.shape[0], "langevin", progress)
+        self._drive(advance, total, steps_per_level, x.shape[0], "langevin", progress, stop)
         if status is not diverged:
             diverged[:] = status != 0
 
     def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
-             *, chain0=0, progress=None):
+             *, chain0=0, progress=None, stop=None):
         status = _status_codes(diverged)
         run = self._mala_runner(target, eta, x.shape[0])
 
@@ -125,11 +132,11 @@ class ChunkedBackend:
             run(n, x, k0, k1, chain0, step0, rec, trace, status, accepted)
             return n
 
-        self._drive(advance, n_steps, n_steps, x.shape[0], "mala", progress)
+        self._drive(advance, n_steps, n_steps, x.shape[0], "mala", progress, stop)
         if status is not diverged:
             diverged[:] = status != 0
 
-    def _drive(self, advance, total, level_len, n_chains, what, progress):
+    def _drive(self, advance, total, level_len, n_chains, what, progress, stop=None):
         from tqdm.auto import tqdm
 
         show = sys.stderr.isatty() if progress is None else bool(progress)
@@ -148,6 +155,9 @@ class ChunkedBackend:
                     done += advance(done, n)
                     elapsed = time.perf_counter() - start
                     bar.update(n)
+                    if stop is not None and stop():
+                        raise RunStopped(f"{what} stopped after {done} of {total} steps; the run's states "
+                                         "were discarded")
                     # size the next chunk for about CHUNK_SECONDS (within 1/4x..4x of this one)
                     rate = n / max(elapsed, 1e-6)
                     chunk = int(min(max(rate * CHUNK_SECONDS, n / 4, 1), 4 * n + 1))

@@ -42,9 +42,11 @@ itself parallel); the result does not depend on it.
 
 Interruption.  On Ctrl-C (or any error), also while the blocks are being
 submitted, every block submitted so far is cancelled: a queued block never
-starts.  A block already running on a worker cannot be stopped by Dask: it
-runs to the end of its task (its result is discarded), and that worker takes
-new tasks after it.
+starts.  Dask cannot stop a running task, so the client also sets the run's
+:class:`distributed.Event` (``refscore-stop-<run>``; one small entry left on
+the scheduler per interrupted run), which a running block reads between the
+inner backend's chunks (``stop=``, at most every half second): it ends within
+about a second and its worker is free for the next call.
 
 Block size.  A task costs about :data:`TASK_OVERHEAD_S` of scheduling and
 transfer besides its work (measured with tiny tasks); a block of at least
@@ -128,7 +130,25 @@ def _check_runnable(inner, kind, target, args, k0, k1, status_dtype):
                      progress=False)
 
 
-def _run_block(inner, kind, target, args, x, diverged, k0, k1, chain0, n_rec, rec, reduction):
+class _StopFlag:
+    """``stop=`` of a task: true once the client has set the run's Dask Event (asked at most every
+    half second, between the inner backend's chunks)."""
+
+    def __init__(self, name):
+        self.name, self.next = name, 0.0
+
+    def __call__(self):
+        import time
+        from distributed import Event
+
+        now = time.monotonic()
+        if now < self.next:
+            return False
+        self.next = now + 0.5
+        return Event(self.name).is_set()
+
+
+def _run_block(inner, kind, target, args, x, diverged, k0, k1, chain0, n_rec, rec, reduction, stop_name):
     """One task: run ``inner`` on rows ``x`` (chains ``chain0 ..``); a pure function of its inputs."""
     from .backends import BACKENDS
 
@@ -141,14 +161,22 @@ def _run_block(inner, kind, target, args, x, diverged, k0, k1, chain0, n_rec, re
     if kind == "langevin":
         sigmas, etas, steps_per_level = args
         backend.langevin(target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
-                         chain0=chain0, progress=False)
+                         chain0=chain0, progress=False, stop=_StopFlag(stop_name))
     else:
         eta, n_steps = args
         accepted = np.zeros(m, dtype=np.int64)
         backend.mala(target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
-                     chain0=chain0, progress=False)
+                     chain0=chain0, progress=False, stop=_StopFlag(stop_name))
     out = x if reduction is None else reduction.block(x, diverged)
     return out, diverged, accepted, trace if rec else None
+
+
+def _stop(client, futures, tag):
+    """Stop the run's blocks: queued ones are cancelled, running ones stop at their next chunk."""
+    from distributed import Event
+
+    Event(f"refscore-stop-{tag}", client=client).set()
+    client.cancel(futures)
 
 
 class _OwnCluster:
@@ -266,7 +294,8 @@ class DaskBackend:
             for i, lo in enumerate(starts):
                 hi = min(lo + block, n)
                 f = client.submit(_run_block, inner, kind, target, args, x[lo:hi], diverged[lo:hi], k0, k1,
-                                  chain0 + lo, n_rec, rec, reduction, key=f"refscore-{kind}-{tag}-{lo}",
+                                  chain0 + lo, n_rec, rec, reduction, f"refscore-stop-{tag}",
+                                  key=f"refscore-{kind}-{tag}-{lo}",
                                   pure=False)
                 futures.append(f)
                 where[f.key] = (i, lo, hi)
@@ -293,11 +322,10 @@ class DaskBackend:
                     done += 1
                     bar.update((hi - lo) * total_steps)
         except KeyboardInterrupt:
-            client.cancel(futures)
+            _stop(client, futures, tag)
             raise KeyboardInterrupt(f"{kind} (dask) interrupted after {done} of {len(starts)} blocks; "
-                                    "the run's states were discarded and its blocks cancelled (a block "
-                                    "already running finishes on its worker first)") from None
+                                    "the run's states were discarded and its blocks stopped") from None
         except BaseException:
-            client.cancel(futures)
+            _stop(client, futures, tag)
             raise
         return None if reduction is None else reduction.finish(acc)
