@@ -27,10 +27,14 @@ Every helper takes ``framework="numpy" | "torch" | "jax"``: your callable then
 receives that framework's arrays (float64 unless ``dtype="float32"``, which
 also selects the float32 tolerances of :data:`refscore.golden.TOLERANCES`)
 built by :mod:`refscore.interop`, and may return that framework's arrays.
-torch and jax are imported only when asked for.  The helpers run with the
+Everything framework-specific (the arrays, the model a loss gets, its
+gradient, the sampler targets' functions) is the
+:class:`~refscore.interop.frameworks.Framework` of that name in
+:data:`refscore.interop.FRAMEWORKS`; torch and jax are imported only when
+asked for.  The helpers run with the
 BLAS thread pool limited to one thread, as refscore's golden computation does
 (the arrays are tiny; on shared cores a multi-threaded BLAS only costs).  What your callable receives,
-per helper, is spelled out in :data:`LOSSES` and :data:`SAMPLERS` and in each
+per helper, is spelled out in :data:`LOSS_INPUTS` and :data:`STEP_INPUTS` and in each
 function's documentation.  Every call of your code gets its own copies of the
 inputs (and of the case's spec), so code that writes into its arguments, a MALA
 step updating ``x`` in place say, is compared on what it computes.
@@ -92,79 +96,98 @@ from __future__ import annotations
 import copy
 import fnmatch
 import functools
-import importlib
 import inspect
-import math
-import sys
+import warnings
 
 import numpy as np
 
-from . import __version__, golden
+from . import __version__, golden, losses
+from .interop import get_framework
 from .models.mlp_base import one_blas_thread
 
 __all__ = [
-    "LOSSES",
-    "SAMPLERS",
+    "LOSS_INPUTS",
+    "STEP_INPUTS",
     "golden_cases",
     "assert_score_matches",
     "assert_loss_matches",
     "assert_sampler_matches",
 ]
 
-#: per loss: the golden case kind, the golden quantities compared, and the keyword
-#: arguments your ``loss_fn`` receives after the model (see :func:`assert_loss_matches`)
-LOSSES = {
-    "esm": {"kind": "losses", "quantities": ("esm",),
-            "inputs": {"x": "(n, d) points", "target": "(n, d) target scores t_k"},
-            "formula": "mean_k 1/2 ||s(x_k) - t_k||^2 (eq. (2))"},
-    "ism": {"kind": "losses", "quantities": ("ism",),
-            "inputs": {"x": "(n, d) points"},
-            "formula": "mean_k [tr grad_x s(x_k) + 1/2 ||s(x_k)||^2] (eq. (3))"},
-    "dsm": {"kind": "losses", "quantities": ("dsm",),
-            "inputs": {"x": "(n, d) clean points", "sigma": "float, the noise level",
-                       "eps": "(n, d) standard normal draws z: the noised point is x + sigma * eps"},
-            "formula": "mean_k 1/2 ||s(x_k + sigma eps_k) + eps_k / sigma||^2 (eq. (6))"},
-    "ssm": {"kind": "losses", "quantities": ("ssm_gaussian", "ssm_rademacher", "ssm_sphere"),
-            "inputs": {"x": "(n, d) points",
-                       "v": "(m, n, d) projections, v[j, k] for point x_k (E[v v^T] = I; "
-                            "the sphere has radius sqrt(d))"},
-            "formula": "mean_{j,k} [v_jk^T grad_x s(x_k) v_jk + 1/2 (v_jk^T s(x_k))^2] (eq. (7))"},
-    "ssm_vr": {"kind": "losses", "quantities": ("ssm_vr_gaussian", "ssm_vr_rademacher", "ssm_vr_sphere"),
-               "inputs": {"x": "(n, d) points", "v": "(m, n, d) projections, as for ssm"},
-               "formula": "mean_{j,k} [v_jk^T grad_x s(x_k) v_jk + 1/2 ||s(x_k)||^2] (eq. (7))"},
-    "dsm_multi": {"kind": "dsm_multi", "quantities": ("dsm_multi_sigma2", "dsm_multi_none"),
-                  "inputs": {"x": "(n, d) clean points", "sigmas": "(L,) the noise levels",
-                             "labels": "(n,) integer level of each point: sigma_k = sigmas[labels[k]]",
-                             "eps": "(n, d) standard normal draws: the noised point is x_k + sigma_k eps_k",
-                             "weighting": "'sigma2' (NCSN, lambda = sigma^2) or 'none' (lambda = 1)"},
-                  "formula": "mean_k lambda(sigma_k) 1/2 ||s(x_k + sigma_k eps_k, sigma_k) + eps_k / sigma_k||^2"},
+#: per loss of the registry :data:`refscore.losses.LOSSES`: the keyword arguments your
+#: ``loss_fn`` receives after the model, and what they hold (see :func:`assert_loss_matches`)
+LOSS_INPUTS = {
+    "esm": {"x": "(n, d) points", "target": "(n, d) target scores t_k"},
+    "ism": {"x": "(n, d) points"},
+    "dsm": {"x": "(n, d) clean points", "sigma": "float, the noise level",
+            "eps": "(n, d) standard normal draws z: the noised point is x + sigma * eps"},
+    "ssm": {"x": "(n, d) points",
+            "v": "(m, n, d) projections, v[j, k] for point x_k (E[v v^T] = I; the sphere has radius sqrt(d))"},
+    "ssm_vr": {"x": "(n, d) points", "v": "(m, n, d) projections, as for ssm"},
+    "dsm_multi": {"x": "(n, d) clean points", "sigmas": "(L,) the noise levels",
+                  "labels": "(n,) integer level of each point: sigma_k = sigmas[labels[k]]",
+                  "eps": "(n, d) standard normal draws: the noised point is x_k + sigma_k eps_k",
+                  "weighting": "'sigma2' (NCSN, lambda = sigma^2) or 'none' (lambda = 1)"},
 }
 
-#: per sampler: the keyword arguments of your ``step_fn`` after ``x``, and what it returns
+#: per sampler: the keyword arguments your ``step_fn`` receives after ``x``, and what they hold
 #: (see :func:`assert_sampler_matches`)
-SAMPLERS = {
-    "ula": {"inputs": {"score": "callable x (c, d) -> (c, d), the target's score",
-                       "step": "float, eta of x + eta s(x) + sqrt(2 eta) z",
-                       "z": "(c, d) the standard normal noise of this step"},
-            "returns": "x_next (c, d)"},
-    "mala": {"inputs": {"score": "callable x (c, d) -> (c, d), the target's score",
-                        "log_prob": "callable x (c, d) -> (c,), the target's normalised log density",
-                        "step": "float, eta of the proposal y = x + eta s(x) + sqrt(2 eta) z",
-                        "z": "(c, d) the proposal noise of this step",
-                        "u": "(c,) uniforms of this step: accept iff log u < log_alpha"},
-             "returns": "x_next (c, d), or (x_next, log_alpha (c,)) to have log_alpha compared too"},
-    "annealed": {"inputs": {"score": "callable x (c, d) -> (c, d), the score of p_sigma = p * N(0, sigma^2 I) "
-                                     "at this step's level",
-                            "sigma": "float, this step's noise level",
-                            "sigmas": "tuple of float, every level, decreasing",
-                            "step": "float, the step at the smallest level: eta_i = step sigma_i^2 / sigma_L^2",
-                            "z": "(c, d) the standard normal noise of this step"},
-                 "returns": "x_next (c, d)"},
+STEP_INPUTS = {
+    "ula": {"score": "callable x (c, d) -> (c, d), the target's score",
+            "step": "float, eta of x + eta s(x) + sqrt(2 eta) z",
+            "z": "(c, d) the standard normal noise of this step"},
+    "mala": {"score": "callable x (c, d) -> (c, d), the target's score",
+             "log_prob": "callable x (c, d) -> (c,), the target's normalised log density",
+             "step": "float, eta of the proposal y = x + eta s(x) + sqrt(2 eta) z",
+             "z": "(c, d) the proposal noise of this step",
+             "u": "(c,) uniforms of this step: accept iff log u < log_alpha"},
+    "annealed": {"score": "callable x (c, d) -> (c, d), the score of p_sigma = p * N(0, sigma^2 I) "
+                          "at this step's level",
+                 "sigma": "float, this step's noise level",
+                 "sigmas": "tuple of float, every level, decreasing",
+                 "step": "float, the step at the smallest level: eta_i = step sigma_i^2 / sigma_L^2",
+                 "z": "(c, d) the standard normal noise of this step"},
 }
 
-_FRAMEWORKS = ("numpy", "torch", "jax")
-_ALL_PROJECTIONS = ("gaussian", "rademacher", "sphere")
+# what a step function returns (documented in assert_sampler_matches; kept for the deprecated SAMPLERS)
+_STEP_RETURNS = {"ula": "x_next (c, d)",
+                 "mala": "x_next (c, d), or (x_next, log_alpha (c,)) to have log_alpha compared too",
+                 "annealed": "x_next (c, d)"}
+
+# the losses run once per variant: ssm and ssm_vr per projection kind, dsm_multi per weighting
+# (those of refscore.losses.dsm_multi); the golden quantity of a variant is "<loss>_<variant>"
+_LOSS_VARIANTS = {"ssm": tuple(losses.PROJECTIONS), "ssm_vr": tuple(losses.PROJECTIONS),
+                  "dsm_multi": ("sigma2", "none")}
 _MAX_ROWS = 12  # failing keys listed in a message (the diagnosis covers them all)
+
+
+def _quantities(loss, variants) -> tuple:
+    """The golden quantities compared for ``loss`` run on ``variants`` (see ``_LOSS_VARIANTS``)."""
+    return tuple(f"{loss}_{v}" for v in variants) if variants else (loss,)
+
+
+def _case_kind(quantity) -> str:
+    """The golden case kind (:data:`refscore.golden.CASE_KINDS`) whose cases hold ``quantity``."""
+    return next(kind for kind, about in golden.CASE_KINDS.items() if quantity in about["quantities"])
+
+
+def __getattr__(name):  # PEP 562: the tables' former names, deprecated
+    if name == "LOSSES":
+        warnings.warn("refscore.testing.LOSSES is deprecated: what your loss function receives is "
+                      "refscore.testing.LOSS_INPUTS (the losses themselves are refscore.losses.LOSSES)",
+                      DeprecationWarning, stacklevel=2)
+        table = {}
+        for loss, inputs in LOSS_INPUTS.items():
+            quantities = _quantities(loss, _LOSS_VARIANTS.get(loss, ()))
+            table[loss] = {"kind": _case_kind(quantities[0]), "quantities": quantities, "inputs": dict(inputs),
+                           "formula": losses.LOSSES[loss].formula}
+        return table
+    if name == "SAMPLERS":
+        warnings.warn("refscore.testing.SAMPLERS is deprecated: what your step function receives is "
+                      "refscore.testing.STEP_INPUTS", DeprecationWarning, stacklevel=2)
+        return {sampler: {"inputs": dict(inputs), "returns": _STEP_RETURNS[sampler]}
+                for sampler, inputs in STEP_INPUTS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------ the golden cases, in memory
@@ -299,7 +322,7 @@ def _golden(cases, kinds, what) -> golden.Golden:
                          cases={n: c for n, c in all_cases.items() if c.kind == "losses"}, all_cases=all_cases)
 
 
-# ------------------------------------------------------------------ frameworks
+# ------------------------------------------------------------------ your code, called
 def _precision(dtype) -> str:
     try:
         name = np.dtype(dtype).name
@@ -310,56 +333,9 @@ def _precision(dtype) -> str:
     return name
 
 
-def _check_framework(framework):
-    if framework not in _FRAMEWORKS:
-        raise ValueError(f"framework must be one of {list(_FRAMEWORKS)}, got {framework!r}")
-    if framework != "numpy":
-        return importlib.import_module(f"refscore.interop.{framework}")  # ImportError names the install
-    return None
-
-
-def _array(framework, a, dtype, device):
-    """A NumPy array as a new array of ``framework`` (float ``dtype``)."""
-    if framework == "numpy":
-        return np.array(a, dtype=dtype)
-    return importlib.import_module(f"refscore.interop.{framework}").as_array(a, dtype=dtype, device=device)
-
-
-def _inputs(framework, case, dtype, device) -> dict:
-    from .interop import golden_inputs
-
-    if framework == "numpy":
-        return {k: np.array(v, dtype=dtype) for k, v in case.inputs.items()}
-    return golden_inputs(case, framework, dtype=dtype, device=device)
-
-
-def _to_numpy(a) -> np.ndarray:
-    """Your output (a NumPy, torch or JAX array, or a number) as a new NumPy array, values as they
-    are (a copy: a buffer your code reuses cannot change what was recorded)."""
-    if hasattr(a, "detach") and hasattr(a, "cpu"):  # a torch tensor
-        a = a.detach().cpu()
-        if not a.is_floating_point() and not a.is_complex():
-            a = a.double()
-        elif a.is_floating_point() and a.element_size() < 4:
-            a = a.float()  # bfloat16 / float16 have no NumPy view
-        return np.array(a.numpy())
-    return np.array(a)
-
-
-def _fresh(value):
-    """A private copy of an input for one call of your code, which may write into what it gets:
-    NumPy arrays and torch tensors are copied, containers deep-copied; JAX arrays (immutable),
-    numbers and functions are passed as they are."""
-    torch = sys.modules.get("torch")  # a tensor exists only if torch is imported
-    if torch is not None and isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, dict):
-        return {k: _fresh(v) for k, v in value.items()}
-    if type(value) in (list, tuple):
-        return type(value)(_fresh(v) for v in value)
-    return value
+def _compiled(fw, fn, jit):
+    """``fn`` compiled by the framework ``fw`` (JAX: ``jax.jit``) when ``jit``, else ``fn``."""
+    return fw.compiled(fn) if jit else fn
 
 
 def _accepts(fn, name) -> bool:
@@ -444,55 +420,29 @@ def assert_score_matches(fn, case=None, *, framework="numpy", rtol=None, atol=No
         When a score differs; the message holds the diagnosis of
         :func:`refscore.golden.check` (a flipped sign is named).
     """
-    _check_framework(framework)
+    fw = get_framework(framework)
     precision = _precision(dtype)
     g = _golden(case, ("losses",), "case")
     with_spec = _accepts(fn, "spec")
     values = {}
     for name, c in g.all_cases.items():
-        inp = _inputs(framework, c, precision, device)
+        inp = fw.as_inputs(c.inputs, dtype=precision, device=device)
         kw = {"spec": copy.deepcopy(c.spec)} if with_spec else {}
-        call = _jitted(lambda theta, x, kw=kw: fn(theta, x, **kw), jit and framework == "jax")
+        call = _compiled(fw, lambda theta, x, kw=kw: fn(theta, x, **kw), jit)
         try:
-            out = call(_fresh(inp["theta"]), _fresh(inp["x"]))
+            out = call(fw.fresh(inp["theta"]), fw.fresh(inp["x"]))
         except Exception as exc:
             _noted(exc, f"refscore.testing: raised by your score function on golden case {name!r} ({c.spec})")
             raise
-        values[f"{name}/score"] = _to_numpy(out)
+        values[f"{name}/score"] = fw.to_numpy(out)
     return _verdict(f"refscore.testing.assert_score_matches(framework={framework!r})", g, values, rtol, atol,
                     precision)
 
 
 # ------------------------------------------------------------------ losses
-def _noise_conditional_torch(inner):
-    """``NoiseConditional(inner)`` as a torch module: ``forward(x, sigma) = inner(x) / sigma``."""
-    import torch
-
-    class NoiseConditionalModule(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x, sigma):
-            sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-            return self.model(x) / sigma.unsqueeze(-1)
-
-    return NoiseConditionalModule(inner)
-
-
-def _noise_conditional_jax(score):
-    import jax.numpy as jnp
-
-    def score_nc(params, x, sigma):
-        return score(params, x) / jnp.expand_dims(jnp.asarray(sigma), -1)
-
-    score_nc.spec = score.spec
-    return score_nc
-
-
-def _loss_inputs(loss, framework, c, dtype, device, projections):
+def _loss_inputs(loss, fw, c, dtype, device, variants):
     """``[(quantity, {keyword: value})]`` of one case: the calls of your loss function."""
-    inp = _inputs(framework, c, dtype, device)
+    inp = fw.as_inputs(c.inputs, dtype=dtype, device=device)
     if loss == "esm":
         return [("esm", {"x": inp["x"], "target": inp["target"]})]
     if loss == "ism":
@@ -501,105 +451,27 @@ def _loss_inputs(loss, framework, c, dtype, device, projections):
         return [("dsm", {"x": inp["x"], "sigma": _float(c.inputs["sigma"]), "eps": inp["eps"]})]
     if loss in ("ssm", "ssm_vr"):
         out = []
-        for kind in projections:
+        for kind in variants:
             v = c.quantities["v_sphere"] if kind == "sphere" else c.inputs[f"v_{kind}"]
-            out.append((f"{loss}_{kind}", {"x": inp["x"], "v": _array(framework, v, dtype, device)}))
+            out.append((f"{loss}_{kind}", {"x": inp["x"], "v": fw.as_array(v, dtype=dtype, device=device)}))
         return out
-    labels = np.rint(c.inputs["labels"]).astype(np.int64)
-    if framework == "torch":
-        import torch
-
-        labels = torch.as_tensor(labels, device=device)
-    elif framework == "jax":
-        import jax.numpy as jnp
-
-        labels = jnp.asarray(labels)
+    labels = fw.as_integers(np.rint(c.inputs["labels"]).astype(np.int64), device=device)
     common = {"x": inp["x"], "sigmas": inp["sigmas"], "labels": labels, "eps": inp["eps"]}
-    return [(f"dsm_multi_{w}", {**common, "weighting": w}) for w in projections]
+    return [(f"dsm_multi_{w}", {**common, "weighting": w}) for w in variants]
 
 
-def _inner_spec(spec):
-    inner = spec.get("kwargs", {}).get("model")
-    return inner if isinstance(inner, dict) else spec
-
-
-def _numpy_loss(loss_fn, c, calls, grad, model, label):
-    theta = np.array(c.inputs["theta"])
-    if model is None:
-        mdl = golden.build_model(c.spec, reference=True)
-    else:
-        mdl = model(copy.deepcopy(c.spec), theta.copy())
+def _loss_values(loss_fn, fw, c, calls, *, grad, model, dtype, device, jit, label) -> dict:
+    """``{quantity: value, quantity_grad: gradient}`` of your loss on one case."""
+    build = None if model is None else (lambda theta: model(copy.deepcopy(c.spec), theta))
     out = {}
-    for q, kw in calls:  # each call its own inputs: your loss may write into them
-        res = loss_fn(mdl, theta.copy(), **_fresh(kw))
-        if grad:
-            if not (isinstance(res, tuple) and len(res) == 2):
-                raise TypeError(f"{label}: with framework='numpy' and grad=True your loss function must return "
-                                f"(value, gradient over theta); it returned {type(res).__name__} (pass grad=False "
-                                "to compare values only)")
-            out[q], out[f"{q}_grad"] = _to_numpy(res[0]), _to_numpy(res[1])
-        else:
-            out[q] = _to_numpy(res[0] if isinstance(res, tuple) else res)
+    for q, kw in calls:  # a fresh model and fresh inputs per call: nothing carries over between them
+        mdl = fw.loss_model(c.spec, c.inputs["theta"], noise_conditional=c.kind == "dsm_multi", build=build,
+                            dtype=dtype, device=device)
+        value, gradient = fw.loss_value_and_grad(loss_fn, mdl, fw.fresh(kw), grad=grad, jit=jit, caller=label)
+        out[q] = value
+        if gradient is not None:
+            out[f"{q}_grad"] = gradient
     return out
-
-
-def _torch_loss(loss_fn, c, calls, grad, model, dtype, device, nc):
-    import torch
-
-    rtorch = importlib.import_module("refscore.interop.torch")
-    theta = c.inputs["theta"]
-    out = {}
-    for q, kw in calls:  # a fresh module and fresh inputs per call: nothing carries over between them
-        if model is not None:
-            mdl = model(copy.deepcopy(c.spec), rtorch.as_array(theta, dtype=dtype, device=device))
-        else:
-            mdl = rtorch.build_module(_inner_spec(c.spec), np.array(theta), dtype=dtype, device=device)
-            mdl = _noise_conditional_torch(mdl) if nc else mdl
-        with torch.enable_grad():
-            value = loss_fn(mdl, **_fresh(kw))
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"your loss function must return a torch tensor (a scalar) with "
-                                f"framework='torch', got {type(value).__name__}")
-            out[q] = _to_numpy(value)
-            if grad and value.dim() == 0:  # a non-scalar value fails its shape check; no gradient then
-                value.backward()
-                out[f"{q}_grad"] = rtorch.module_to_theta(mdl, grad=True)
-    return out
-
-
-def _jax_loss(loss_fn, c, calls, grad, model, dtype, device, nc, jit):
-    import jax
-    from jax.flatten_util import ravel_pytree
-
-    rjax = importlib.import_module("refscore.interop.jax")
-    theta = rjax.as_array(c.inputs["theta"], dtype=dtype, device=device)
-    if model is not None:
-        score, params = model(copy.deepcopy(c.spec), theta)
-    else:
-        spec = _inner_spec(c.spec)
-        score, params = rjax.score_function(spec), rjax.theta_to_params(theta, spec)
-        score = _noise_conditional_jax(score) if nc else score
-    out = {}
-    for q, kw in calls:
-        def f(p, kw=_fresh(kw)):
-            return loss_fn(score, p, **kw)
-
-        scalar = getattr(jax.eval_shape(f, params), "shape", None) == ()
-        if grad and scalar:  # a non-scalar value fails its shape check; no gradient then
-            value, grads = _jitted(jax.value_and_grad(f), jit)(params)
-            out[f"{q}_grad"] = _to_numpy(ravel_pytree(grads)[0])
-        else:
-            value = _jitted(f, jit)(params)
-        out[q] = _to_numpy(value)
-    return out
-
-
-def _jitted(f, jit):
-    if not jit:
-        return f
-    import jax
-
-    return jax.jit(f)
 
 
 @one_blas_thread
@@ -616,7 +488,7 @@ def assert_loss_matches(loss_fn, loss, *, framework="numpy", cases=None, grad=Tr
     ----------
     loss_fn : callable
         Called once per case (and projection kind or weighting) with the model
-        first, then keyword arguments named as in :data:`LOSSES`:
+        first, then keyword arguments named as in :data:`LOSS_INPUTS`:
 
         ==========  ========================================================
         esm         ``x (n, d)``, ``target (n, d)``
@@ -706,34 +578,29 @@ def assert_loss_matches(loss_fn, loss, *, framework="numpy", cases=None, grad=Tr
     >>> testing.assert_loss_matches(ism, "ism", cases="LinearScore").count("PASS")
     6
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
-    _check_framework(framework)
+    if loss not in LOSS_INPUTS:
+        raise ValueError(f"loss must be one of {list(LOSS_INPUTS)}, got {loss!r}")
+    fw = get_framework(framework)
     precision = _precision(dtype)
-    kind = LOSSES[loss]["kind"]
+    every = _LOSS_VARIANTS.get(loss, ())
+    kind = _case_kind(_quantities(loss, every)[0])
     if loss in ("ssm", "ssm_vr"):
-        extra = _ALL_PROJECTIONS if projections is None else tuple(projections)
-        bad = [p for p in extra if p not in _ALL_PROJECTIONS]
+        extra = every if projections is None else tuple(projections)
     elif loss == "dsm_multi":
-        extra = ("sigma2", "none") if weightings is None else tuple(weightings)
-        bad = [w for w in extra if w not in ("sigma2", "none")]
+        extra = every if weightings is None else tuple(weightings)
     else:
-        extra, bad = (), []
-    if bad or (loss in ("ssm", "ssm_vr", "dsm_multi") and not extra):
+        extra = ()
+    bad = [v for v in extra if v not in every]
+    if bad or (every and not extra):
         raise ValueError(f"unknown or no projection kinds / weightings: {list(bad) or list(extra)}")
     g = golden_cases(cases, kind=kind)
     label = f"refscore.testing.assert_loss_matches({loss!r}, framework={framework!r})"
-    nc = kind == "dsm_multi"
     values = {}
     for name, c in g.all_cases.items():
-        calls = _loss_inputs(loss, framework, c, precision, device, extra)
+        calls = _loss_inputs(loss, fw, c, precision, device, extra)
         try:
-            if framework == "numpy":
-                got = _numpy_loss(loss_fn, c, calls, grad, model, label)
-            elif framework == "torch":
-                got = _torch_loss(loss_fn, c, calls, grad, model, precision, device, nc)
-            else:
-                got = _jax_loss(loss_fn, c, calls, grad, model, precision, device, nc, jit)
+            got = _loss_values(loss_fn, fw, c, calls, grad=grad, model=model, dtype=precision, device=device,
+                               jit=jit, label=label)
         except Exception as exc:
             _noted(exc, f"refscore.testing: raised while computing {loss} on golden case {name!r} ({c.spec})")
             raise
@@ -742,65 +609,8 @@ def assert_loss_matches(loss_fn, loss, *, framework="numpy", cases=None, grad=Tr
 
 
 # ------------------------------------------------------------------ samplers
-def _components(spec):
-    """``(weights (k,), means (k, d), covs (k, d, d))`` of a golden target spec."""
-    kw = spec["kwargs"]
-    if "weights" in kw:
-        return np.asarray(kw["weights"], float), np.asarray(kw["means"], float), np.asarray(kw["covs"], float)
-    return np.ones(1), np.asarray(kw["mean"], float)[None], np.asarray(kw["cov"], float)[None]
-
-
-def _target_functions(framework, spec, dtype, device, sigma=None):
-    """``(score, log_prob)`` of a golden target (noised by ``sigma``) in ``framework``.
-
-    NumPy: refscore's own (the golden values' functions).  torch / JAX: a Gaussian
-    mixture written in the framework, from precisions and log normalisers
-    computed in float64: agrees with refscore to round-off.
-    """
-    target = golden.build_target(spec)
-    if framework == "numpy":
-        if sigma is None:
-            return target.score, target.logpdf
-        p = target.perturbed()
-        return (lambda x: p.score(x, sigma)), (lambda x: p.logpdf(x, sigma))
-    w, mu, cov = _components(spec)
-    d = mu.shape[1]
-    if sigma is not None:
-        cov = cov + sigma**2 * np.eye(d)
-    prec = np.linalg.inv(cov)
-    logc = np.log(w) - 0.5 * (d * math.log(2 * math.pi) + np.linalg.slogdet(cov)[1])
-    P, M, C = (_array(framework, a, dtype, device) for a in (prec, mu, logc))
-    if framework == "torch":
-        import torch as xp
-
-        def lse(a):
-            return xp.logsumexp(a, dim=1)
-    else:
-        import jax.numpy as xp
-        from jax.scipy.special import logsumexp
-
-        def lse(a):
-            return logsumexp(a, axis=1)
-
-    def parts(x):
-        diff = x[:, None, :] - M[None]  # (c, k, d)
-        pd = xp.einsum("kij,ckj->cki", P, diff)
-        ell = C[None] - 0.5 * (diff * pd).sum(-1)  # (c, k)
-        return ell, pd
-
-    def log_prob(x):
-        return lse(parts(x)[0])
-
-    def score(x):
-        ell, pd = parts(x)
-        r = xp.exp(ell - lse(ell)[:, None])
-        return -xp.einsum("ck,cki->ci", r, pd)
-
-    return score, log_prob
-
-
-def _states(x) -> np.ndarray:
-    return np.array(_to_numpy(x), dtype=float)
+def _states(fw, x) -> np.ndarray:
+    return np.array(fw.to_numpy(x), dtype=float)
 
 
 @one_blas_thread
@@ -819,7 +629,7 @@ def assert_sampler_matches(step_fn, sampler, *, framework="numpy", cases=None, r
     ----------
     step_fn : callable
         One update of ``c`` chains, ``x (c, d) -> x_next (c, d)``, called with
-        keyword arguments (:data:`SAMPLERS`):
+        keyword arguments (:data:`STEP_INPUTS`):
 
         ========  ================================================================
         ula       ``step_fn(x, score, step, z)``: refscore's update is
@@ -876,9 +686,9 @@ def assert_sampler_matches(step_fn, sampler, *, framework="numpy", cases=None, r
     >>> testing.assert_sampler_matches(mala_step, "mala").count("PASS")
     9
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
-    _check_framework(framework)
+    if sampler not in STEP_INPUTS:
+        raise ValueError(f"sampler must be one of {list(STEP_INPUTS)}, got {sampler!r}")
+    fw = get_framework(framework)
     precision = _precision(dtype)
     g = golden_cases(cases, kind=sampler)
     label = f"refscore.testing.assert_sampler_matches({sampler!r}, framework={framework!r})"
@@ -886,16 +696,15 @@ def assert_sampler_matches(step_fn, sampler, *, framework="numpy", cases=None, r
     for name, c in g.all_cases.items():
         try:
             values.update({f"{name}/{k}": v for k, v in
-                           _run_steps(step_fn, sampler, framework, c, precision, device,
-                                      jit and framework == "jax").items()})
+                           _run_steps(step_fn, sampler, fw, c, precision, device, jit).items()})
         except Exception as exc:
             _noted(exc, f"refscore.testing: raised by your {sampler} step on golden case {name!r} ({c.spec})")
             raise
     return _verdict(label, g, values, rtol, atol, precision)
 
 
-def _run_steps(step_fn, sampler, framework, c, dtype, device, jit) -> dict:
-    inp = _inputs(framework, c, dtype, device)
+def _run_steps(step_fn, sampler, fw, c, dtype, device, jit) -> dict:
+    inp = fw.as_inputs(c.inputs, dtype=dtype, device=device)
     step, z = _float(c.inputs["step"]), inp["z"]
     T = c.inputs["z"].shape[0]
     states = []
@@ -904,40 +713,40 @@ def _run_steps(step_fn, sampler, framework, c, dtype, device, jit) -> dict:
         per_level = T // len(sigmas)
         x = inp["x0"]
         for i, sigma in enumerate(sigmas):
-            score, _ = _target_functions(framework, c.spec, dtype, device, sigma=sigma)
-            one = _jitted(lambda x, z, score=score, sigma=sigma: step_fn(
+            score, _ = fw.target_functions(c.spec, sigma=sigma, dtype=dtype, device=device)
+            one = _compiled(fw, lambda x, z, score=score, sigma=sigma: step_fn(
                 x, score=score, sigma=sigma, sigmas=sigmas, step=step, z=z), jit)
             for j in range(per_level):
-                x = one(_fresh(x), _fresh(z[i * per_level + j]))  # your step may write into its inputs
-                states.append(_states(x))
+                x = one(fw.fresh(x), fw.fresh(z[i * per_level + j]))  # your step may write into its inputs
+                states.append(_states(fw, x))
         return {"states": _stack(states)}
-    score, log_prob = _target_functions(framework, c.spec, dtype, device)
+    score, log_prob = fw.target_functions(c.spec, dtype=dtype, device=device)
     if sampler == "ula":
-        one = _jitted(lambda x, z: step_fn(x, score=score, step=step, z=z), jit)
+        one = _compiled(fw, lambda x, z: step_fn(x, score=score, step=step, z=z), jit)
         x = inp["x0"]
         for t in range(T):
-            x = one(_fresh(x), _fresh(z[t]))  # your step may write into its inputs
-            states.append(_states(x))
+            x = one(fw.fresh(x), fw.fresh(z[t]))  # your step may write into its inputs
+            states.append(_states(fw, x))
         return {"states": _stack(states)}
 
-    one = _jitted(lambda x, z, u: step_fn(x, score=score, log_prob=log_prob, step=step, z=z, u=u), jit)
+    one = _compiled(fw, lambda x, z, u: step_fn(x, score=score, log_prob=log_prob, step=step, z=z, u=u), jit)
 
     def call(x, t):  # your step gets copies: x_t is compared with its result, z and u are used twice
-        res = one(_fresh(x), _fresh(z[t]), _fresh(inp["u"][t]))
+        res = one(fw.fresh(x), fw.fresh(z[t]), fw.fresh(inp["u"][t]))
         return tuple(res) if isinstance(res, (tuple, list)) else (res, None)
 
     x = inp["x0"]
     for t in range(T):  # your chain
         x = call(x, t)[0]
-        states.append(_states(x))
+        states.append(_states(fw, x))
     # your step at refscore's states: golden's decisions and ratios are those at its own states
     prev = np.concatenate([c.inputs["x0"][None], c.quantities["states"][:-1]])
     accept, log_alpha = [], []
     for t in range(T):
-        x_t = _array(framework, prev[t], dtype, device)
+        x_t = fw.as_array(prev[t], dtype=dtype, device=device)
         y, la = call(x_t, t)[:2]
-        accept.append(np.any(_states(y) != _states(x_t), axis=-1).astype(float))
-        log_alpha.append(None if la is None else _states(la))
+        accept.append(np.any(_states(fw, y) != _states(fw, x_t), axis=-1).astype(float))
+        log_alpha.append(None if la is None else _states(fw, la))
     out = {"states": _stack(states), "accept": _stack(accept)}
     if all(la is not None for la in log_alpha):
         out["log_alpha"] = _stack(log_alpha)

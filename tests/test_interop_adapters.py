@@ -365,3 +365,87 @@ def test_jax_noise(dtype, rjax):
     assert np.array_equal(np.asarray(z), noise.normal(9, np.arange(5), 3, 4).astype(dtype))
     u = interop.uniform(9, chain=np.arange(5), step=3, framework="jax")
     assert np.array_equal(np.asarray(u), noise.uniform(9, np.arange(5), 3))
+
+
+# ----------------------------------------------------------------- the frameworks, one table
+def test_the_framework_table():
+    from refscore.interop.frameworks import Framework
+
+    assert list(interop.FRAMEWORKS) == ["numpy", "torch", "jax"] and len(interop.FRAMEWORKS) == 3
+    assert "torch" in interop.FRAMEWORKS and "tensorflow" not in interop.FRAMEWORKS
+    with pytest.raises(ValueError, match=r"framework must be one of \['numpy', 'torch', 'jax'\], got 'tensorflow'"):
+        interop.get_framework("tensorflow")
+    with pytest.raises(ValueError, match=r"framework must be one of .*, got \['numpy'\]"):
+        interop.get_framework(["numpy"])
+    fw = interop.get_framework("numpy")
+    assert isinstance(fw, Framework) and fw.name == "numpy" and interop.FRAMEWORKS["numpy"] is fw
+
+
+def test_listing_the_frameworks_imports_neither():
+    proc = _run("""
+        import sys
+        from refscore.interop import FRAMEWORKS, get_framework
+        assert list(FRAMEWORKS) == ["numpy", "torch", "jax"]
+        get_framework("numpy").as_inputs({"x": [1.0]})
+        assert "torch" not in sys.modules and "jax" not in sys.modules, "a framework was imported"
+        print("clean")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "clean" in proc.stdout
+
+
+def _esm_for(name):
+    """ESM value (and, for NumPy, gradient) written in each framework, as refscore.testing calls it."""
+    if name == "numpy":
+        def esm(model, theta, x, target):
+            r = model.score(theta, x) - target
+            return 0.5 * np.mean(np.sum(r * r, axis=1)), model.score_vjp_params(theta, x, r / len(x))
+    elif name == "torch":
+        def esm(module, x, target):
+            return 0.5 * ((module(x) - target) ** 2).sum(1).mean()
+    else:
+        def esm(score, params, x, target):
+            import jax.numpy as jnp
+
+            return 0.5 * jnp.mean(jnp.sum((score(params, x) - target) ** 2, axis=1))
+    return esm
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch", "jax"])
+def test_every_framework_implements_the_interface_alike(name):
+    from refscore.interop.frameworks import Framework
+
+    if name != "numpy":
+        pytest.importorskip(name)
+    fw = interop.get_framework(name)
+    assert isinstance(fw, Framework) and fw.name == name  # made, so no abstract method is left
+    # arrays: float64 bitwise there and back, float32 rounded, integers kept, fresh copies equal
+    a = np.array([[0.1, -2.5], [3.0, 1e-300]])
+    assert np.array_equal(fw.to_numpy(fw.as_array(a)), a)
+    assert fw.to_numpy(fw.as_array(a, dtype="float32")).dtype == np.float32
+    assert fw.to_numpy(fw.as_integers(np.array([2, 0, 1]))).tolist() == [2, 0, 1]
+    v = fw.as_array(a)
+    copied = fw.fresh({"v": [v]})["v"][0]
+    assert np.array_equal(fw.to_numpy(copied), a) and (copied is not v or name == "jax")  # jax arrays: immutable
+    # a sampler target's functions are refscore's to round-off, noised or not
+    spec = golden.extra_case_specs()["mala_mixture_d2"]
+    target = golden.build_target(spec)
+    x = np.random.default_rng(0).standard_normal((5, 2))
+    for sigma in (None, 0.7):
+        score, log_prob = fw.target_functions(spec, sigma=sigma)
+        if sigma is None:
+            ref_score, ref_log_prob = target.score(x), target.logpdf(x)
+        else:
+            ref_score, ref_log_prob = target.perturbed().score(x, sigma), target.perturbed().logpdf(x, sigma)
+        assert np.allclose(fw.to_numpy(score(fw.as_array(x))), ref_score, rtol=0, atol=TOL)
+        assert np.allclose(fw.to_numpy(log_prob(fw.as_array(x))), ref_log_prob, rtol=0, atol=TOL)
+    # a loss through the interface: the golden ESM value and gradient over theta
+    inp, quantities, _ = golden.case_values("mixture_d2", SPECS["mixture_d2"])
+    model = fw.loss_model(SPECS["mixture_d2"], inp["theta"])
+    kw = fw.as_inputs({"x": inp["x"], "target": inp["target"]})
+    value, grad = fw.loss_value_and_grad(_esm_for(name), model, kw)
+    assert abs(float(value) - quantities["esm"]) < TOL
+    assert np.allclose(grad, quantities["esm_grad"], rtol=0, atol=TOL)
+    _, no_grad = fw.loss_value_and_grad(_esm_for(name), fw.loss_model(SPECS["mixture_d2"], inp["theta"]), kw,
+                                        grad=False)
+    assert no_grad is None

@@ -598,3 +598,103 @@ def test_readme_message_is_the_real_one():
         return x + step / 2 * score(x) + math.sqrt(step) * z
 
     assert _message(lambda: testing.assert_sampler_matches(lr_form, "ula", framework="torch")) + "\n" == shown
+
+
+# ================================================================== the tables, and what testing holds
+def test_loss_inputs_cover_the_loss_registry_and_step_inputs_the_sampler_kinds():
+    from refscore import losses
+
+    assert list(testing.LOSS_INPUTS) == list(losses.LOSSES)
+    assert list(testing.LOSS_INPUTS["dsm"]) == ["x", "sigma", "eps"]
+    assert list(testing.LOSS_INPUTS["dsm_multi"]) == ["x", "sigmas", "labels", "eps", "weighting"]
+    assert list(testing.STEP_INPUTS) == ["ula", "mala", "annealed"]
+    assert all(kind in golden.CASE_KINDS for kind in testing.STEP_INPUTS)
+    assert list(testing.STEP_INPUTS["mala"]) == ["score", "log_prob", "step", "z", "u"]
+
+
+def test_the_former_table_names_are_deprecated_aliases():
+    with pytest.warns(DeprecationWarning, match="LOSS_INPUTS"):
+        old = testing.LOSSES
+    assert list(old) == list(testing.LOSS_INPUTS)
+    assert (old["esm"]["kind"], old["esm"]["quantities"]) == ("losses", ("esm",))
+    assert old["ssm_vr"]["quantities"] == ("ssm_vr_gaussian", "ssm_vr_rademacher", "ssm_vr_sphere")
+    assert (old["dsm_multi"]["kind"], old["dsm_multi"]["quantities"]) == ("dsm_multi",
+                                                                           ("dsm_multi_sigma2", "dsm_multi_none"))
+    assert all(old[k]["inputs"] == testing.LOSS_INPUTS[k] for k in old)
+    with pytest.warns(DeprecationWarning, match="STEP_INPUTS"):
+        old = testing.SAMPLERS
+    assert old["mala"]["inputs"] == testing.STEP_INPUTS["mala"]
+    assert old["mala"]["returns"].startswith("x_next (c, d), or (x_next, log_alpha (c,))")
+    with pytest.raises(AttributeError, match="no attribute 'BACKENDS'"):
+        testing.BACKENDS
+
+
+def test_a_device_with_numpy_is_refused():
+    # NumPy arrays have no device: a device given with framework="numpy" was silently ignored
+    with pytest.raises(ValueError, match="device is for framework='torch' or 'jax', not 'numpy'"):
+        testing.assert_score_matches(_np_score, "linear_d1", device="cpu")
+    with pytest.raises(ValueError, match="device is for framework='torch' or 'jax', not 'numpy'"):
+        testing.assert_sampler_matches(ula_step_for("numpy"), "ula", device="cpu")
+
+
+def test_a_torch_loss_returning_no_tensor_names_the_helper():
+    pytest.importorskip("torch")
+
+    def as_float(net, x, sigma, eps):
+        return t_dsm(net, x, sigma, eps).item()
+
+    with pytest.raises(TypeError, match=r"^refscore\.testing\.assert_loss_matches\('dsm', framework='torch'\): "
+                                        r"your loss function must return a torch tensor"):
+        testing.assert_loss_matches(as_float, "dsm", framework="torch", cases="linear_d1")
+
+
+def test_testing_holds_the_assertions_and_no_framework_code():
+    """torch and JAX code lives in refscore.interop: testing imports neither, loads no module by name
+    and never compares a framework's name."""
+    import ast
+
+    tree = ast.parse((ROOT / "refscore" / "testing.py").read_text(encoding="utf-8"))
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert [m for m in imported if m.split(".")[0] in ("torch", "jax", "importlib")] == []
+    names = {"numpy", "torch", "jax"}
+    compared = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Compare)
+                and any(isinstance(c, ast.Constant) and c.value in names for c in [n.left, *n.comparators])]
+    assert compared == []
+
+
+def test_importing_testing_imports_neither_framework():
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport refscore.testing as t\nimport numpy as np\n"
+            "t.assert_score_matches(lambda theta, x: x @ theta[:1].reshape(1, 1).T + theta[1:], 'linear_d1')\n"
+            "assert 'torch' not in sys.modules and 'jax' not in sys.modules, 'a framework was imported'\n"
+            "print('clean')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=_with_root_on_path())
+    assert proc.returncode == 0, proc.stderr
+    assert "clean" in proc.stdout
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_a_missing_framework_says_how_to_install(framework):
+    import subprocess
+    import sys
+
+    code = (f"import sys\nsys.modules[{framework!r}] = None\nfrom refscore import testing\n"
+            "try:\n"
+            f"    testing.assert_score_matches(lambda theta, x: x, 'linear_d1', framework={framework!r})\n"
+            "except ImportError as exc:\n"
+            f"    assert exc.name == {framework!r}, exc.name\n"
+            "    print('IMPORTERROR:', exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=_with_root_on_path())
+    assert proc.returncode == 0, proc.stderr
+    assert "IMPORTERROR:" in proc.stdout and "pip install" in proc.stdout
+
+
+def _with_root_on_path():
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}

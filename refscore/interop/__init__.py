@@ -25,6 +25,10 @@ framework is missing.  What is here works without either:
 :func:`spec_of`, :func:`as_spec`            the spec ``{"model": ..., "kwargs": {...}}`` of a
                                             model, a golden case name or a golden ``Case``
 :func:`to_torch`, :func:`to_jax`            shortcuts that import the submodule
+:data:`FRAMEWORKS`, :func:`get_framework`   the frameworks by name (``numpy``, ``torch``,
+                                            ``jax``), each a
+                                            :class:`~refscore.interop.frameworks.Framework`:
+                                            what :mod:`refscore.testing` runs your code with
 ==========================================  =====================================================
 
 The layout (docs/derivations.md §3.1, §7.1-§7.3): ``theta`` is the
@@ -65,12 +69,10 @@ Without a framework, the NumPy forms run anywhere:
 from __future__ import annotations
 
 import importlib
-
-import numpy as np
+from collections.abc import Mapping
 
 from ._spec import (
     ENERGY_MODELS,
-    FRAMEWORKS,
     MODELS,
     as_spec,
     golden_case_inputs,
@@ -78,11 +80,13 @@ from ._spec import (
     parameter_layout,
     spec_of,
 )
+from .frameworks import Framework, NumpyFramework
 
 __all__ = [
     "MODELS",
     "ENERGY_MODELS",
     "FRAMEWORKS",
+    "get_framework",
     "as_spec",
     "spec_of",
     "parameter_layout",
@@ -103,24 +107,62 @@ def __getattr__(name):  # PEP 562: refscore.interop.torch / .jax on first use
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _check_framework(framework):
-    if framework not in FRAMEWORKS:
-        raise ValueError(f"framework must be one of {list(FRAMEWORKS)}, got {framework!r}")
-    return framework
+# ------------------------------------------------------------------ the frameworks
+def _torch_framework() -> Framework:
+    from .torch import TorchFramework  # imports torch; without it an ImportError naming the install
+
+    return TorchFramework()
+
+
+def _jax_framework() -> Framework:
+    from .jax import JaxFramework  # imports jax; without it an ImportError naming the install
+
+    return JaxFramework()
+
+
+class _FrameworkTable(Mapping):
+    """name -> :class:`~refscore.interop.frameworks.Framework`, each made on its first lookup (so
+    that listing the names, or looking up ``"numpy"``, imports neither torch nor jax)."""
+
+    def __init__(self, makers: dict):
+        self._makers = makers
+        self._made = {}
+
+    def __getitem__(self, name):
+        if name not in self._made:
+            self._made[name] = self._makers[name]()  # KeyError for a name that is not here
+        return self._made[name]
+
+    def __iter__(self):
+        return iter(self._makers)
+
+    def __len__(self):
+        return len(self._makers)
+
+    def __repr__(self):
+        return f"FRAMEWORKS({', '.join(map(repr, self._makers))})"
+
+
+#: The frameworks by name: ``"numpy"``, ``"torch"``, ``"jax"`` ->
+#: :class:`~refscore.interop.frameworks.Framework` (:mod:`refscore.interop.frameworks`).
+#: Looking one up imports its framework (an ``ImportError`` names the install command).
+FRAMEWORKS = _FrameworkTable({"numpy": NumpyFramework, "torch": _torch_framework, "jax": _jax_framework})
+
+
+def get_framework(name) -> Framework:
+    """The :class:`~refscore.interop.frameworks.Framework` of ``name`` (:data:`FRAMEWORKS`).
+
+    Raises ``ValueError`` for a name that is not one of :data:`FRAMEWORKS`, and the
+    ``ImportError`` that names the install command when the framework is missing.
+    """
+    if not isinstance(name, str) or name not in FRAMEWORKS:
+        raise ValueError(f"framework must be one of {list(FRAMEWORKS)}, got {name!r}")
+    return FRAMEWORKS[name]
 
 
 def _convert(arrays: dict, framework, dtype, device) -> dict:
     """``{name: float64 ndarray}`` as arrays of ``framework`` (copies; float64 exact)."""
-    _check_framework(framework)
-    if framework == "numpy":
-        if device is not None:
-            raise ValueError("device is for framework='torch' or 'jax', not 'numpy'")
-        dt = np.dtype("float64" if dtype is None else dtype)
-        if dt.kind != "f":
-            raise ValueError(f"dtype must be a floating dtype, got {dt}")
-        return {k: np.array(v, dtype=dt) for k, v in arrays.items()}
-    mod = importlib.import_module(f"{__name__}.{framework}")
-    return {k: mod.as_array(v, dtype=dtype, device=device) for k, v in arrays.items()}
+    return get_framework(framework).as_inputs(arrays, dtype=dtype, device=device)
 
 
 def golden_inputs(case, framework="numpy", *, dtype="float64", device=None) -> dict:
@@ -170,9 +212,13 @@ def uniform(seed, chain, step, *, framework="numpy", dtype="float64", device=Non
 
 def to_torch(model, theta=None, **kwargs):
     """:func:`refscore.interop.torch.to_torch` (imports torch)."""
-    return importlib.import_module(f"{__name__}.torch").to_torch(model, theta, **kwargs)
+    from .torch import to_torch as _to_torch
+
+    return _to_torch(model, theta, **kwargs)
 
 
 def to_jax(model, theta=None, **kwargs):
     """:func:`refscore.interop.jax.to_jax` (imports jax)."""
-    return importlib.import_module(f"{__name__}.jax").to_jax(model, theta, **kwargs)
+    from .jax import to_jax as _to_jax
+
+    return _to_jax(model, theta, **kwargs)

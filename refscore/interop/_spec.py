@@ -21,7 +21,6 @@ MODELS = ("GaussianModel", "LinearScore", "GaussianMixtureModel", "MLPScore", "M
 ENERGY_MODELS = ("GaussianModel", "MLPEnergy", "GaussianMixtureModel")
 #: hidden activations the adapters implement (those of refscore.models.activations)
 ACTIVATIONS = ("tanh", "softplus", "sigmoid", "silu", "gelu")
-FRAMEWORKS = ("numpy", "torch", "jax")
 
 #: each model's constructor arguments that define it (engine options like ``backend`` are dropped)
 _KWARGS = {
@@ -226,6 +225,6 @@ def golden_case_inputs(case) -> dict:
     spec = golden.case_specs().get(case)
     if spec is None:
         raise ValueError(f"{case!r} is not a golden case name (see refscore.golden.case_specs())")
-    # the very draws golden.write stores (same seed, same order)
-    inputs, _ = golden._draw_inputs(case, spec, golden.build_model(spec, reference=True))
+    # the very draws golden.write stores (the function it runs for every case)
+    inputs = golden.case_values(case, spec)[0]
     return {k: np.array(inputs[k], dtype=np.float64) for k in golden.INPUTS}

@@ -73,10 +73,13 @@ import math
 import numpy as np
 
 from ._spec import ENERGY_MODELS, JAX_HINT, as_spec, check_theta, layout_words, n_params, parameter_layout, split
+from .frameworks import Framework, _mixture_constants
 
 try:
     import jax
     import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+    from jax.scipy.special import logsumexp
 except ImportError as _exc:  # jax is an optional extra
     raise ModuleNotFoundError(
         f"refscore.interop.jax needs JAX, which cannot be imported ({_exc}): {JAX_HINT}",
@@ -299,3 +302,85 @@ def to_jax(model, theta=None, *, rng=None):
             raise TypeError("theta is needed unless model is a refscore model (which has init)")
         theta = model.init(rng)
     return score_function(spec), theta_to_params(theta, spec)
+
+
+def _noise_conditional(score):
+    """``score_nc(params, x, sigma) = score(params, x) / sigma``: ``NoiseConditional`` of a score
+    function (docs/derivations.md §7.4), ``sigma`` one level per point ``(n,)`` or a number."""
+
+    def score_nc(params, x, sigma):
+        return score(params, x) / jnp.expand_dims(jnp.asarray(sigma), -1)
+
+    score_nc.spec = score.spec
+    return score_nc
+
+
+# ------------------------------------------------------------------ the framework
+class JaxFramework(Framework):
+    """JAX (:class:`refscore.interop.frameworks.Framework`): pure functions, ``jax.jit`` and
+    ``jax.value_and_grad``.
+
+    * :meth:`loss_model` is ``(score, params)``: :func:`score_function` of the
+      spec (``score(params, x, sigma) = score(params, x) / sigma`` for a
+      noise-conditional spec) and :func:`theta_to_params`, or the pair your
+      ``build(theta array)`` returns (``params`` any pytree whose leaves,
+      flattened by ``jax.flatten_util.ravel_pytree``, are ``theta``); your loss
+      is called ``loss_fn(score, params, **inputs)``, differentiated by
+      ``jax.value_and_grad`` over ``params``.
+    * :meth:`compiled` is ``jax.jit``.
+    * :meth:`target_functions` are the Gaussian mixture written in JAX, from
+      precisions and log normalisers computed in float64.
+    """
+
+    name = "jax"
+
+    def as_array(self, array, dtype="float64", device=None):
+        return as_array(array, dtype=dtype, device=device)
+
+    def as_integers(self, array, device=None):
+        out = jnp.asarray(np.asarray(array))
+        return out if device is None else jax.device_put(out, device)
+
+    def compiled(self, fn):
+        return jax.jit(fn)
+
+    def target_functions(self, spec, sigma=None, dtype="float64", device=None) -> tuple:
+        P, M, C = (as_array(a, dtype=dtype, device=device) for a in _mixture_constants(spec, sigma))
+
+        def parts(x):
+            diff = x[:, None, :] - M[None]  # (c, k, d)
+            pd = jnp.einsum("kij,ckj->cki", P, diff)
+            ell = C[None] - 0.5 * (diff * pd).sum(-1)  # (c, k)
+            return ell, pd
+
+        def log_prob(x):
+            return logsumexp(parts(x)[0], axis=1)
+
+        def score(x):
+            ell, pd = parts(x)
+            r = jnp.exp(ell - logsumexp(ell, axis=1)[:, None])
+            return -jnp.einsum("ck,cki->ci", r, pd)
+
+        return score, log_prob
+
+    def loss_model(self, spec, theta, *, noise_conditional=False, build=None, dtype="float64", device=None):
+        theta = as_array(theta, dtype=dtype, device=device)
+        if build is not None:
+            return build(theta)
+        inner = spec["kwargs"]["model"] if noise_conditional else spec
+        score, params = score_function(inner), theta_to_params(theta, inner)
+        return (_noise_conditional(score) if noise_conditional else score), params
+
+    def loss_value_and_grad(self, loss_fn, model, inputs, *, grad=True, jit=True,
+                            caller="refscore.interop") -> tuple:
+        score, params = model
+
+        def f(p):
+            return loss_fn(score, p, **inputs)
+
+        scalar = getattr(jax.eval_shape(f, params), "shape", None) == ()
+        if grad and scalar:  # a non-scalar value fails its shape check; no gradient then
+            value_and_grad = jax.value_and_grad(f)
+            value, grads = (self.compiled(value_and_grad) if jit else value_and_grad)(params)
+            return self.to_numpy(value), self.to_numpy(ravel_pytree(grads)[0])
+        return self.to_numpy((self.compiled(f) if jit else f)(params)), None

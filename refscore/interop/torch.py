@@ -88,6 +88,7 @@ import math
 import numpy as np
 
 from ._spec import TORCH_HINT, as_spec, layout_words, parameter_layout, split
+from .frameworks import Framework, _mixture_constants
 
 try:
     import torch
@@ -98,8 +99,10 @@ except ImportError as _exc:  # torch is an optional extra
         name="torch",
     ) from _exc
 
-# The module classes (ScoreModule and its five subclasses) are public but not listed here: the
-# API pages document a listed class with its inherited members, and nn.Module's would flood them.
+# The module classes (ScoreModule and its five subclasses, NoiseConditionalModule) are public but
+# not listed here: the API pages document a listed class with its inherited members, and
+# nn.Module's would flood them.  TorchFramework is documented by its interface,
+# refscore.interop.frameworks.Framework.
 __all__ = [
     "build_module",
     "to_torch",
@@ -479,3 +482,96 @@ def functional_score(module, theta, x):
     untouched.
     """
     return torch.func.functional_call(module, theta_to_tensors(theta, module), (x,))
+
+
+class NoiseConditionalModule(nn.Module):
+    """``NoiseConditional(model)`` as a module: ``forward(x, sigma) = model(x) / sigma``.
+
+    ``sigma`` is one level per point ``(n,)`` (or a number); ``model`` is the wrapped
+    score module, whose parameters are this module's (docs/derivations.md §7.4).
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, sigma):
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        return self.model(x) / sigma.unsqueeze(-1)
+
+
+# ------------------------------------------------------------------ the framework
+class TorchFramework(Framework):
+    """PyTorch (:class:`refscore.interop.frameworks.Framework`): tensors, modules and autograd.
+
+    * :meth:`loss_model` is a :class:`ScoreModule` of the spec loaded with
+      ``theta`` (:func:`build_module`; a :class:`NoiseConditionalModule` around
+      it for a noise-conditional spec), or what your ``build(theta tensor)``
+      returns; your loss is called ``loss_fn(module, **inputs)`` and returns a
+      0-dim tensor, whose ``backward()`` gives the gradient, read by
+      :func:`module_to_theta` (``grad=True``).
+    * :meth:`target_functions` are the Gaussian mixture written in torch, from
+      precisions and log normalisers computed in float64.
+    """
+
+    name = "torch"
+
+    def as_array(self, array, dtype="float64", device=None):
+        return as_array(array, dtype=dtype, device=device)
+
+    def as_integers(self, array, device=None):
+        return torch.tensor(np.asarray(array), device=device)  # a copy: the array may be read-only
+
+    def to_numpy(self, value) -> np.ndarray:
+        if not isinstance(value, torch.Tensor):
+            return super().to_numpy(value)
+        value = value.detach().cpu()
+        if not value.is_floating_point() and not value.is_complex():
+            value = value.double()
+        elif value.is_floating_point() and value.element_size() < 4:
+            value = value.float()  # bfloat16 / float16 have no NumPy view
+        return np.array(value.numpy())
+
+    def fresh(self, value):
+        if isinstance(value, torch.Tensor):
+            return value.detach().clone()
+        return super().fresh(value)
+
+    def target_functions(self, spec, sigma=None, dtype="float64", device=None) -> tuple:
+        P, M, C = (as_array(a, dtype=dtype, device=device) for a in _mixture_constants(spec, sigma))
+
+        def parts(x):
+            diff = x[:, None, :] - M[None]  # (c, k, d)
+            pd = torch.einsum("kij,ckj->cki", P, diff)
+            ell = C[None] - 0.5 * (diff * pd).sum(-1)  # (c, k)
+            return ell, pd
+
+        def log_prob(x):
+            return torch.logsumexp(parts(x)[0], dim=1)
+
+        def score(x):
+            ell, pd = parts(x)
+            r = torch.exp(ell - torch.logsumexp(ell, dim=1)[:, None])
+            return -torch.einsum("ck,cki->ci", r, pd)
+
+        return score, log_prob
+
+    def loss_model(self, spec, theta, *, noise_conditional=False, build=None, dtype="float64", device=None):
+        if build is not None:
+            return build(as_array(theta, dtype=dtype, device=device))
+        inner = spec["kwargs"]["model"] if noise_conditional else spec
+        module = build_module(inner, np.array(theta), dtype=dtype, device=device)
+        return NoiseConditionalModule(module) if noise_conditional else module
+
+    def loss_value_and_grad(self, loss_fn, model, inputs, *, grad=True, jit=True,
+                            caller="refscore.interop") -> tuple:
+        with torch.enable_grad():
+            value = loss_fn(model, **inputs)
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{caller}: your loss function must return a torch tensor (a scalar) with "
+                                f"framework='torch', got {type(value).__name__}")
+            gradient = None
+            if grad and value.dim() == 0:  # a non-scalar value fails its shape check; no gradient then
+                value.backward()
+                gradient = module_to_theta(model, grad=True)
+        return self.to_numpy(value), gradient
