@@ -1,0 +1,139 @@
+"""The pure steps of refscore.sampling.steps: the equations by hand, and the contract that
+iterating them with refscore.noise reproduces the reference backend's runs bit for bit."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from refscore.noise import log_unit, normal, uniform
+from refscore.sampling import CallableTarget, annealed_langevin, mala, ula
+from refscore.sampling.steps import (annealed_level_steps, langevin_step, mala_accept, mala_log_alpha,
+                                     mala_step)
+
+
+# elementwise scores and log-densities (no BLAS, no reduction over chains): a row's value depends on
+# that row alone, so the bitwise comparisons below hold by construction
+def _score(x):
+    return -x - 0.5 * np.tanh(x)
+
+
+def _logpdf(x):
+    return np.sum(-0.5 * x * x - 0.5 * np.log(np.cosh(x)), axis=1)
+
+
+def _score_sigma(x, sigma):
+    return -x / (1.0 + sigma * sigma) - 0.25 * np.tanh(x)
+
+
+TARGET = CallableTarget(3, _score, _logpdf)
+X0 = np.random.default_rng(4).normal(scale=2.0, size=(17, 3))
+
+
+def test_langevin_step_is_eq_4():
+    x = np.array([[1.0, -2.0], [0.5, 0.0]])
+    s = np.array([[-1.0, 2.0], [3.0, -4.0]])
+    z = np.array([[0.25, 1.0], [-1.0, 0.5]])
+    got = langevin_step(x, s, 0.125, z)
+    # x + 0.125 s + 0.5 z, every term exact in binary
+    np.testing.assert_array_equal(got, [[1.0 - 0.125 + 0.125, -2.0 + 0.25 + 0.5], [0.5 + 0.375 - 0.5, -0.5 + 0.25]])
+
+
+def test_langevin_step_checks_its_arguments():
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"score must have the shape of x, \(2, 3\), got \(3,\)"):
+        langevin_step(x, np.zeros(3), 0.1, x)
+    with pytest.raises(ValueError, match=r"z must have the shape of x, \(2, 3\), got \(2, 2\)"):
+        langevin_step(x, x, 0.1, np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="step must be finite and > 0, got -0.1"):
+        langevin_step(x, x, -0.1, x)
+    with pytest.raises(TypeError, match="step must be a real number, got str"):
+        langevin_step(x, x, "0.1", x)
+
+
+def test_mala_log_alpha_is_the_metropolis_hastings_ratio_of_the_langevin_proposal():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    eta = 0.3
+    sx, sy, lx, ly = _score(x), _score(y), _logpdf(x), _logpdf(y)
+    # log p(y) - log p(x) + log q(x | y) - log q(y | x), q(. | x) = N(x + eta s(x), 2 eta I), by scipy
+    q = stats.multivariate_normal
+    want = np.array([ly[i] - lx[i] + q.logpdf(x[i], y[i] + eta * sy[i], 2 * eta * np.eye(3))
+                     - q.logpdf(y[i], x[i] + eta * sx[i], 2 * eta * np.eye(3)) for i in range(5)])
+    # scipy's normalising constants cancel in another order: agreement to round-off of O(10) terms
+    np.testing.assert_allclose(mala_log_alpha(x, y, sx, sy, lx, ly, eta), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"logp_y must have the shape of x without its last axis, \(5,\), got \(5, 1\)"):
+        mala_log_alpha(x, y, sx, sy, lx, ly[:, None], eta)
+    with pytest.raises(ValueError, match=r"score_y must have the shape of x"):
+        mala_log_alpha(x, y, sx, sy[:, :2], lx, ly, eta)
+
+
+def test_mala_accept_is_strict_and_uses_the_backends_log():
+    u = np.array([0.3, 0.3, 0.3, 0.7])
+    la = log_unit(u)
+    la = np.array([la[0], np.nextafter(la[1], 1.0), np.nan, -np.inf])
+    np.testing.assert_array_equal(mala_accept(la, u), [False, True, False, False])
+    with pytest.raises(ValueError, match=r"u must have the shape of log_alpha, \(4,\), got \(3,\)"):
+        mala_accept(la, u[:3])
+
+
+def test_annealed_level_steps():
+    np.testing.assert_array_equal(annealed_level_steps(0.05, [4.0, 2.0, 1.0]), [0.8, 0.2, 0.05])
+    eta = annealed_level_steps(0.013, [3.0, 1.7, 0.3])
+    # step * sigma^2 / sigma_L^2 rounds three times: the last level is step to within an ulp or two
+    assert abs(eta[-1] - 0.013) <= 2 * np.spacing(0.013)
+    np.testing.assert_allclose(eta, 0.013 * (np.array([3.0, 1.7, 0.3]) / 0.3) ** 2, rtol=1e-15)
+    with pytest.raises(ValueError, match="sigmas must be strictly decreasing"):
+        annealed_level_steps(0.1, [1.0, 2.0])
+
+
+# ------------------------------------------------------------------ the contract: bitwise a refscore run
+def test_iterated_langevin_step_is_the_reference_ula_run():
+    seed, eta, T = 11, 0.07, 25
+    x = X0.copy()
+    chains = np.arange(len(x))
+    states = []
+    for t in range(T):
+        x = langevin_step(x, _score(x), eta, normal(seed, chains, t, 3))
+        states.append(x)
+    res = ula(TARGET, X0, eta, T, seed=seed, backend="numpy", record=1)
+    np.testing.assert_array_equal(res.trace, np.array(states))
+    np.testing.assert_array_equal(res.x, x)
+
+
+def test_iterated_mala_step_is_the_reference_mala_run():
+    seed, eta, T = 3, 0.6, 30
+    x = X0.copy()
+    chains = np.arange(len(x))
+    accepted = np.zeros(len(x), dtype=int)
+    states = []
+    for t in range(T):
+        x, acc, _ = mala_step(x, _score, _logpdf, eta, normal(seed, chains, t, 3), uniform(seed, chains, t))
+        accepted += acc
+        states.append(x)
+    res = mala(TARGET, X0, eta, T, seed=seed, backend="numpy", record=1)
+    assert 0 < accepted.sum() < T * len(x)  # both decisions occur
+    np.testing.assert_array_equal(res.trace, np.array(states))
+    np.testing.assert_array_equal(res.accept_rate, accepted / T)
+
+
+def test_iterated_level_steps_are_the_reference_annealed_run():
+    seed, step, T = 5, 0.02, 7
+    sigmas = np.array([2.0, 0.9, 0.4])
+    target = CallableTarget(3, _score_sigma, noise_conditional=True)
+    x = X0.copy()
+    chains = np.arange(len(x))
+    g = 0
+    for sigma, eta in zip(sigmas, annealed_level_steps(step, sigmas)):
+        for _ in range(T):
+            x = langevin_step(x, _score_sigma(x, float(sigma)), eta, normal(seed, chains, g, 3))
+            g += 1
+    res = annealed_langevin(target, X0, sigmas, step, T, seed=seed, backend="numpy")
+    np.testing.assert_array_equal(res.x, x)
+
+
+def test_sqrt_of_the_step_rounds_as_the_kernels_do():
+    # the noise term's factor is sqrt(2 eta), one correctly rounded IEEE sqrt, on every backend
+    x, z = np.zeros((1, 1)), np.ones((1, 1))
+    for eta in (0.1, 0.07, 1e-5, 3.3):
+        assert langevin_step(x, x, eta, z)[0, 0] == math.sqrt(2.0 * eta)
