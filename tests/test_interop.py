@@ -128,3 +128,14 @@ def test_runner_errors(gdir, tmp_path, capsys):
         torch_backend.values(gdir, dtype="float16")
     with pytest.raises(ValueError, match="cases not in the golden file"):
         torch_backend.values(gdir, cases=["nope_d3"])
+
+
+def test_the_foreign_backends_have_their_own_name():
+    # "BACKENDS" is the sampler backends' registry (refscore.sampling.BACKENDS); these are others
+    import refscore.validation.interop as vi
+
+    assert vi.FOREIGN_BACKENDS == ("jax", "torch")
+    with pytest.warns(DeprecationWarning, match="FOREIGN_BACKENDS"):
+        assert vi.BACKENDS == vi.FOREIGN_BACKENDS
+    with pytest.raises(AttributeError, match="no attribute 'LOSSES'"):
+        vi.LOSSES

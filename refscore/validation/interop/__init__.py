@@ -25,6 +25,7 @@ Command line (writes ``values.npz`` for a golden directory)::
 Neither jax nor torch is a dependency of refscore: install ``refscore[interop]``
 (``jax[cpu]``) or a CPU build of torch to run them.
 """
+import warnings
 
 #: deliberately wrong conventions a backend can switch on (a negative control for ``check``)
 VARIANTS = {
@@ -33,6 +34,16 @@ VARIANTS = {
     "dsm_no_sigma": "DSM target -eps instead of -eps/sigma: dsm and dsm_grad are wrong",
 }
 
-BACKENDS = ("jax", "torch")
+#: the foreign backends, by the name ``--backend`` takes (modules ``<name>_backend``)
+FOREIGN_BACKENDS = ("jax", "torch")
 
-__all__ = ["VARIANTS", "BACKENDS"]
+__all__ = ["VARIANTS", "FOREIGN_BACKENDS"]
+
+
+def __getattr__(name):  # PEP 562: the former name, deprecated
+    if name == "BACKENDS":
+        warnings.warn("refscore.validation.interop.BACKENDS is deprecated: the foreign backends are "
+                      "refscore.validation.interop.FOREIGN_BACKENDS (refscore.sampling.BACKENDS is the "
+                      "sampler backends' registry)", DeprecationWarning, stacklevel=2)
+        return FOREIGN_BACKENDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
