@@ -18,7 +18,9 @@ failing keys with their largest errors.  On success each returns the
                                            SSM, SSM-VR, NCSN's multi-noise DSM, value and
                                            gradient over ``theta``
 :func:`assert_sampler_matches`             ``step_fn(x, ...) -> x_next``: one ULA, MALA or
-                                           annealed Langevin step, fed the stored noise
+                                           annealed Langevin step, fed the stored noise;
+                                           the contract is refscore's own steps,
+                                           :mod:`refscore.sampling.steps`
 :func:`golden_cases`                       the golden cases of any kind as a
                                            :class:`~refscore.golden.Golden`, in memory
 =========================================  ==================================================
@@ -86,6 +88,14 @@ One ULA step, ``x + eta s(x) + sqrt(2 eta) z`` (eq. (4)):
 >>> def ula_step(x, score, step, z):
 ...     return x + step * score(x) + np.sqrt(2 * step) * z
 >>> testing.assert_sampler_matches(ula_step, "ula").passed
+True
+
+The golden trajectories are those of refscore's own steps
+(:mod:`refscore.sampling.steps`), which pass as they are:
+
+>>> from refscore.sampling.steps import langevin_step
+>>> testing.assert_sampler_matches(lambda x, score, step, z: langevin_step(x, score(x), step, z),
+...                                "ula").passed
 True
 
 The README's section "Validate your backend in 3 steps" has complete PyTorch
@@ -646,6 +656,15 @@ def assert_sampler_matches(step_fn, sampler, *, framework="numpy", cases=None, r
 
         ``score`` and ``log_prob`` take and return arrays of ``framework``;
         ``step``, ``sigma`` are floats, ``sigmas`` a tuple of floats.
+
+        The contract is refscore's own steps, :mod:`refscore.sampling.steps`
+        (pure NumPy, what every refscore sampler and the golden trajectories
+        run): the ``ula`` update is
+        ``langevin_step(x, score(x), step, z)``; ``mala`` is
+        ``mala_step(x, score, log_prob, step, z, u)``, which returns
+        ``(x_next, accepted, log_alpha)``; the ``annealed`` step at level
+        ``sigmas[l]`` is ``langevin_step`` with the step
+        ``annealed_level_steps(step, sigmas)[l]``.
     sampler : {"ula", "mala", "annealed"}
     framework : {"numpy", "torch", "jax"}, keyword-only
     cases : None, str, list of str or callable, keyword-only

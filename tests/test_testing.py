@@ -698,3 +698,22 @@ def _with_root_on_path():
     import os
 
     return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_refscores_own_steps_are_the_contract():
+    """refscore.sampling.steps, wrapped to the step_fn signature, pass every sampler's golden cases."""
+    from refscore.sampling.steps import annealed_level_steps, langevin_step, mala_step
+
+    def ula(x, score, step, z):
+        return langevin_step(x, score(x), step, z)
+
+    def mala(x, score, log_prob, step, z, u):
+        x_next, _, log_alpha = mala_step(x, score, log_prob, step, z, u)
+        return x_next, log_alpha
+
+    def annealed(x, score, sigma, sigmas, step, z):
+        return langevin_step(x, score(x), annealed_level_steps(step, sigmas)[sigmas.index(sigma)], z)
+
+    assert testing.assert_sampler_matches(ula, "ula").count("PASS") == 3
+    assert testing.assert_sampler_matches(mala, "mala").count("PASS") == 9
+    assert testing.assert_sampler_matches(annealed, "annealed").count("PASS") == 3
