@@ -48,6 +48,7 @@ from .._validation import as_float_array, check_finite, check_int, check_positiv
 from ..noise import _check_seed
 from .backends import BACKENDS, get_backend
 from .custom import CallableTarget, NumbaTarget
+from .steps import annealed_level_steps
 from .targets import is_noise_conditional, linear_score_precisions
 
 __all__ = ["ula", "mala", "annealed_langevin", "SamplerResult", "DivergenceWarning", "BACKENDS",
@@ -351,7 +352,7 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
     s = _check_sigmas(sigmas)
     step = check_positive("step", step)
     T = check_int("steps_per_level", steps_per_level, 0)
-    etas = step * s ** 2 / s[-1] ** 2
+    etas = annealed_level_steps(step, s)
     _warn_unstable_step(target, s, etas, "annealed_langevin")
     return _run_langevin(target, x, s, etas, T, seed, backend, record, progress,
                          client, block_chains, reduce)

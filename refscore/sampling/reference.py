@@ -5,7 +5,10 @@ Derivation: docs/derivations.md §8.
 It evaluates the target's own NumPy ``score`` (and log-density), never the
 compiled kernels of :mod:`.targets`, so the Numba and CUDA backends are
 checked against an independent route.  The noise is :mod:`refscore.noise`,
-bitwise identical to theirs.
+bitwise identical to theirs, and the update is the pure steps of
+:mod:`.steps` (:func:`~.steps.langevin_step`, :func:`~.steps.mala_log_alpha`,
+:func:`~.steps.mala_accept`); this module adds only the bookkeeping: rows,
+global step counters, traces and freezing.
 
 .. math::
 
@@ -23,6 +26,7 @@ import numpy as np
 
 from .._kernels.score_blocks import BEYOND_BOUND, GROWTH_BOUND, NONFINITE
 from ..noise import _NP, _normal_block
+from .steps import langevin_step, mala_accept, mala_log_alpha
 
 __all__ = ["langevin", "mala"]
 
@@ -59,12 +63,11 @@ def langevin(score_fns, etas, steps_per_level, x, k0, k1, chain0, step0, rec, tr
     alive = status == 0
     g = step0
     for score, eta in zip(score_fns, etas):
-        sq = np.sqrt(2.0 * eta)
         for _ in range(steps_per_level):
             with np.errstate(all="ignore"):
                 s = _shaped(score(x), (n, d), "target.score(x)")
                 z = _normal_block(k0, k1, chains, np.uint64(g), d)
-                x_new = x + eta * s + sq * z
+                x_new = langevin_step(x, s, eta, z)
                 finite = np.all(np.isfinite(x_new), axis=1)
                 beyond = _beyond(x_new, finite)
             ok = alive & finite & ~beyond
@@ -77,7 +80,8 @@ def langevin(score_fns, etas, steps_per_level, x, k0, k1, chain0, step0, rec, tr
 
 
 def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
-    r"""MALA in place: proposal of eq. (4), Metropolis–Hastings correction.
+    r"""MALA in place: proposal of eq. (4), Metropolis–Hastings correction
+    (:func:`.steps.langevin_step`, :func:`.steps.mala_log_alpha`, :func:`.steps.mala_accept`).
 
     .. math::
 
@@ -91,26 +95,23 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, stat
     n, d = x.shape
     chains = np.arange(chain0, chain0 + n, dtype=np.uint64)
     alive = status == 0
-    sq = np.sqrt(2.0 * eta)
     with np.errstate(all="ignore"):
         s_x = _shaped(score(x), (n, d), "target.score(x)")
         lp_x = _shaped(logpdf(x), (n,), "target.logpdf(x)")
     for t in range(step0, step0 + n_steps):
         with np.errstate(all="ignore"):
             z = _normal_block(k0, k1, chains, np.uint64(t), d)
-            y = x + eta * s_x + sq * z
+            y = langevin_step(x, s_x, eta, z)
             finite = np.all(np.isfinite(y), axis=1)
             beyond = _beyond(y, finite)
             fin = finite & ~beyond
             y_safe = np.where(fin[:, None], y, x)  # scores are only asked at finite points inside the bound
             s_y = _shaped(score(y_safe), (n, d), "target.score(x)")
             lp_y = _shaped(logpdf(y_safe), (n,), "target.logpdf(x)")
-            fwd = np.sum((y - x - eta * s_x) ** 2, axis=1)
-            bwd = np.sum((x - y - eta * s_y) ** 2, axis=1)
-            log_alpha = lp_y - lp_x - (bwd - fwd) / (4.0 * eta)
+            log_alpha = mala_log_alpha(x, y, s_x, s_y, lp_x, lp_y, eta)
             fin &= np.isfinite(log_alpha) & np.all(np.isfinite(s_y), axis=1)
             u = _NP.uniform(k0, k1, chains, np.uint64(t), np.uint64(1))
-            acc = alive & fin & (_NP.log_unit(u) < log_alpha)
+            acc = alive & fin & mala_accept(log_alpha, u)
         _freeze(status, alive & ~fin, beyond)
         alive &= fin
         x[acc] = y[acc]
