@@ -22,7 +22,7 @@ from refscore.sampling import DivergenceWarning, NumbaTarget, annealed_langevin,
 from refscore.sampling.backends import BACKENDS, get_backend  # noqa: E402
 from refscore.sampling.dask_backend import DaskBackend, default_block_chains  # noqa: E402
 from refscore.sampling.reductions import (DivergenceFlags, Histogram, ModeWeights, Moments,  # noqa: E402
-                                          exact_sums)
+                                          Reduction, exact_sums)
 
 MIX = GaussianMixture([0.3, 0.7], [[-2.0, 0.0, 1.0], [2.0, 1.0, -1.0]],
                       [np.eye(3), [[1.0, 0.3, 0.0], [0.3, 0.5, 0.0], [0.0, 0.0, 2.0]]])
@@ -103,12 +103,47 @@ def test_numpy_inner_backend_is_bitwise_the_numpy_backend(client):
 def test_divergence_is_flagged_as_on_numba(client):
     x0 = np.random.default_rng(0).normal(size=(300, 2))
     x0[::4] *= 30.0  # far chains diverge on the banana at this step, near ones do not
-    with pytest.warns(DivergenceWarning):
+    with pytest.warns(DivergenceWarning) as want:
         ref = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend="numba")
     assert 0 < ref.diverged.sum() < 300
-    with pytest.warns(DivergenceWarning, match=f"{ref.diverged.sum()} of 300 chains"):
+    # both causes occur here, and the Dask run's warning names each, with the counts numba gives
+    assert "reached a non-finite value" in str(want[0].message)
+    assert "left the bound" in str(want[0].message)
+    with pytest.warns(DivergenceWarning, match=f"{ref.diverged.sum()} of 300 chains") as got_warning:
         got = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend="dask", client=client, block_chains=41)
+    assert [str(w.message) for w in got_warning] == [str(w.message) for w in want]
     _assert_same(got, ref)
+
+
+class _SeenFlags(Reduction):
+    """The ``diverged`` a reduction's ``block`` is handed, concatenated in chain order."""
+
+    def block(self, x, diverged):
+        return np.array(diverged, copy=True)
+
+    def combine(self, partials):
+        return np.concatenate(partials)
+
+
+def test_a_reduction_is_handed_boolean_flags_while_the_codes_travel_back(client):
+    # the blocks keep the int8 status codes (the warning's cause); a reduction sees the documented
+    # bool flags, not the codes (2, 3), whose ~ is not "kept"
+    x0 = np.random.default_rng(0).normal(size=(300, 2))
+    x0[::4] *= 30.0
+    with pytest.warns(DivergenceWarning):
+        ref = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend="numba")
+    with pytest.warns(DivergenceWarning, match="reached a non-finite value; .* left the bound"):
+        got = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend="dask", client=client, block_chains=41,
+                  reduce=_SeenFlags())
+    assert got.reduced.dtype == np.bool_
+    np.testing.assert_array_equal(got.reduced, ref.diverged)
+    # a caller of the protocol that hands bool flags gets bool flags back
+    k0, k1 = _check_seed(1)
+    x, div = x0.copy(), np.zeros(300, dtype=bool)
+    DaskBackend().langevin(Banana(0.1, 3.0), None, np.array([0.05]), 100, x, k0, k1, 0, np.zeros((0, 300, 2)),
+                           div, client=client, block_chains=41)
+    np.testing.assert_array_equal(div, ref.diverged)
+    np.testing.assert_array_equal(x, ref.x)
 
 
 # ------------------------------------------------------------------ a user's numba target

@@ -29,7 +29,10 @@ are gathered, that ``x`` is writeable.
 Reductions (``reduce=``, :mod:`.reductions`) run in the task on the block's
 final states; only their partials travel to the client, which folds them in
 chain-index order.  ``diverged`` (and MALA's per-chain ``accepted``) are
-always filled in, as by every backend; the final states (``x``) and the
+always filled in, as by every backend (the blocks keep the int8 status
+codes, so ``diverged`` receives them when it is int8 and the divergence
+warning says why each chain froze; a reduction's ``block`` is handed the bool
+flags ``status != 0``); the final states (``x``) and the
 ``record=`` trace are gathered only when asked for (no reduction; ``record``).
 
 Cluster.  ``client=`` a :class:`distributed.Client`; without one a
@@ -114,14 +117,14 @@ def _check_client(client):
         raise ValueError(f"client must be connected to a scheduler, got a client with status {client.status!r}")
 
 
-def _check_runnable(inner, kind, target, args, k0, k1, status_dtype):
+def _check_runnable(inner, kind, target, args, k0, k1):
     """Zero steps of one chain on the inner backend, on the client: a target it cannot run fails here,
     with its own message, instead of in every task (the arguments have the run's types)."""
     from .backends import BACKENDS
 
     backend = BACKENDS[inner]
     d = int(target.dim)
-    x, trace, status = np.zeros((1, d)), np.zeros((0, 1, d)), np.zeros(1, dtype=status_dtype)
+    x, trace, status = np.zeros((1, d)), np.zeros((0, 1, d)), np.zeros(1, dtype=np.int8)
     if kind == "langevin":
         sigmas, etas, _ = args
         backend.langevin(target, sigmas, etas, 0, x, k0, k1, 0, trace, status, progress=False)
@@ -154,21 +157,22 @@ def _run_block(inner, kind, target, args, x, diverged, k0, k1, chain0, n_rec, re
 
     backend = BACKENDS[inner]
     x = np.array(x, dtype=float, order="C", copy=True)  # never touch the inputs: a rerun sees them unchanged
-    diverged = np.array(diverged, copy=True)  # bool flags or int8 status codes, as the caller gave them
+    # int8 status codes whatever the caller holds (a copy): the inner backend records why a chain froze
+    status = np.array(diverged, dtype=np.int8, copy=True)
     m, d = x.shape
     trace = np.zeros((n_rec, m, d))
     accepted = None
     if kind == "langevin":
         sigmas, etas, steps_per_level = args
-        backend.langevin(target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
+        backend.langevin(target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, status,
                          chain0=chain0, progress=False, stop=_StopFlag(stop_name))
     else:
         eta, n_steps = args
         accepted = np.zeros(m, dtype=np.int64)
-        backend.mala(target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
+        backend.mala(target, eta, n_steps, x, k0, k1, rec, trace, status, accepted,
                      chain0=chain0, progress=False, stop=_StopFlag(stop_name))
-    out = x if reduction is None else reduction.block(x, diverged)
-    return out, diverged, accepted, trace if rec else None
+    out = x if reduction is None else reduction.block(x, status != 0)  # a reduction takes bool flags
+    return out, status, accepted, trace if rec else None
 
 
 def _stop(client, futures, tag):
@@ -260,7 +264,7 @@ class DaskBackend:
             raise ValueError("x must be writeable: without a reduction the final states are gathered into it "
                              "(a read-only view such as np.broadcast_to(...) must be copied first)")
         inner = self._inner()
-        _check_runnable(inner, kind, target, args, k0, k1, diverged.dtype)
+        _check_runnable(inner, kind, target, args, k0, k1)
         n = x.shape[0]
         own = None
         if client is None:
@@ -306,7 +310,7 @@ class DaskBackend:
                     i, lo, hi = where[f.key]
                     out, div_b, acc_b, trace_b = f.result()
                     f.release()
-                    diverged[lo:hi] = div_b
+                    diverged[lo:hi] = div_b if diverged.dtype == np.int8 else div_b != 0
                     if accepted is not None:
                         accepted[lo:hi] = acc_b
                     if rec:
