@@ -632,3 +632,71 @@ def test_write_is_fast(tmp_path):
     t0 = time.perf_counter()
     golden.write(tmp_path / "g")
     assert time.perf_counter() - t0 < 20
+
+
+# ----------------------------------------------------------------- the package's structure
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "refscore" / "golden"
+#: the floors of the golden package: a module imports only modules of lower floors
+FLOORS = {"cases": 0, "store": 1, "_hypotheses": 1, "diagnosis": 2, "checking": 3, "__init__": 4}
+
+
+def _imports(path):
+    """``[(imported module, name or None)]`` of a source file, relative imports resolved."""
+    import ast
+
+    rel = path.relative_to(ROOT).with_suffix("").parts
+    module = ".".join(rel[:-1] if rel[-1] == "__init__" else rel)
+    package = module if rel[-1] == "__init__" else module.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            target = node.module if not node.level else ".".join(p for p in (base, node.module) if p)
+            out += [(target, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            out += [(alias.name, None) for alias in node.names]
+    return out
+
+
+def test_golden_modules_import_only_lower_floors():
+    """No import circle in the golden package and no arrow back up: every module imports only
+    modules of lower floors (the package itself is the top)."""
+    assert {p.stem for p in GOLDEN.glob("*.py")} == set(FLOORS)
+    for path in sorted(GOLDEN.glob("*.py")):
+        here = FLOORS[path.stem]
+        for target, name in _imports(path):
+            full = f"{target}.{name}" if name else target
+            if full.startswith("refscore.golden.") and full.split(".")[2] in FLOORS:
+                target = full  # from . import sibling
+            assert "refscore.golden" not in (target, full), (path.name, "imports the package it is part of")
+            if target.startswith("refscore.golden."):
+                sibling = target.split(".")[2]
+                assert FLOORS[sibling] < here, (path.name, "imports", sibling)
+
+
+def test_no_private_name_of_golden_or_files_is_used_elsewhere():
+    """Modules outside refscore/golden use the public names of refscore.golden and refscore._files only."""
+    import re
+
+    offenders = []
+    for path in sorted((ROOT / "refscore").rglob("*.py")):
+        if GOLDEN in path.parents:
+            continue
+        for target, name in _imports(path):
+            if target.startswith(("refscore.golden", "refscore._files")) and name and name.startswith("_"):
+                offenders.append(f"{path.relative_to(ROOT)}: {target} {name}")
+        offenders += [f"{path.relative_to(ROOT)}: {m}" for m in re.findall(r"\bgolden\._\w+", path.read_text())]
+    assert offenders == []
+
+
+def test_the_diagnosis_reads_no_text_to_find_conventions():
+    """The ledger's conversions are reached through the callables its rows carry: the diagnosis
+    imports neither re nor inspect, and looks nothing up by name with getattr."""
+    for name in ("diagnosis.py", "_hypotheses.py"):
+        path = GOLDEN / name
+        modules = {target for target, _ in _imports(path)}
+        assert not modules & {"re", "inspect"}, name
+        assert "getattr(" not in path.read_text(), name

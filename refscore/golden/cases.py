@@ -1,0 +1,805 @@
+r"""The golden case table: per case kind, its inputs, its quantities and how refscore computes them.
+
+:data:`KINDS` is the one table every other part of :mod:`refscore.golden` reads:
+the writer (which cases exist, what each stores), the loader (what a manifest
+must list), :func:`refscore.golden.compute` (how a quantity is recomputed from
+stored inputs) and the diagnosis (which quantities are losses, of which loss
+and projection).  The ``losses`` kind is generated from the loss registry
+:data:`refscore.losses.LOSSES` and the projection registry
+:data:`refscore.losses.PROJECTIONS`: a per-point loss added to the registry gets
+its value and gradient in every ``losses`` case, with no change here unless it
+takes an input no other loss takes (then one row of :data:`LOSS_INPUTS`).
+
+Every input is drawn from ``default_rng([BASE_SEED, crc32(case name)])`` in a
+fixed order, so two runs of one refscore version give the same numbers, and a
+loss or projection added to a registry draws after the existing inputs,
+leaving them unchanged.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import losses
+from ..losses import LOSSES, PROJECTIONS
+from ..models import GaussianMixtureModel, GaussianModel, LinearScore, MLPEnergy, MLPScore, NoiseConditional
+from ..models.activations import ACTIVATIONS
+from ..models.mlp_base import one_blas_thread
+
+__all__ = [
+    "TOLERANCES",
+    "CONVENTIONS",
+    "INPUTS",
+    "QUANTITIES",
+    "CASE_KINDS",
+    "LossInput",
+    "LOSS_INPUTS",
+    "LOSS_QUANTITIES",
+    "CaseKind",
+    "KINDS",
+    "case_specs",
+    "extra_case_specs",
+    "case_values",
+    "case_inputs",
+    "case_seed",
+    "projections_of",
+    "compute_case",
+    "build_model",
+    "build_target",
+    "run_sampler",
+    "mala_ratio_parts",
+]
+
+#: seed of every draw; each case draws from ``default_rng([BASE_SEED, crc32(case name)])``
+BASE_SEED = 20_240_607
+
+DIMS = (1, 2, 5)
+#: every registry activation gets its golden cases
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
+#: hidden sizes of the depth-1 and depth-2 MLP cases
+HIDDEN = {1: (5,), 2: (5, 4)}
+N_POINTS = 3
+N_PROJECTIONS = 2
+MIXTURE_COMPONENTS = 2
+PROJECTION_KINDS = tuple(PROJECTIONS)
+#: dsm_multi: points and noise levels (every level labels two points)
+N_MULTI_POINTS = 6
+MULTI_SIGMAS = (2.0, 0.8, 0.3)
+#: dsm_multi: the weightings lambda(sigma) of refscore.losses.dsm_multi, one quantity each
+MULTI_WEIGHTINGS = ("sigma2", "none")
+#: ksd: sample size
+N_KSD_POINTS = 8
+#: samplers: chains and steps (annealed: steps per level)
+N_CHAINS = 4
+
+#: default tolerances ``(rtol, atol)`` of :func:`refscore.golden.check`: elementwise
+#: ``|value - golden| <= atol + rtol * |golden|`` (numpy.isclose).  float64: an
+#: independent float64 implementation (JAX, PyTorch autograd) differs from
+#: refscore by summation order only, measured at most 3e-14 absolute on these
+#: O(1)-O(30) quantities; 1e-8 leaves six digits of margin yet catches any
+#: wrong constant.  float32: PyTorch autograd in float32 differs by at most
+#: 5e-6 absolute (unit round-off 6e-8 amplified by two levels of
+#: differentiation), so 1e-4 leaves a factor 20 (tests/test_interop.py).
+TOLERANCES = {"float64": (1e-8, 1e-10), "float32": (1e-4, 1e-4)}
+
+#: the conventions in words, recorded in every manifest
+CONVENTIONS = {
+    "dtype": "float64 everywhere",
+    "batch": "points are rows: x has shape (n, d); the last axis is the dimension",
+    "jacobian": "jacobian[k, i, j] = d s_i / d x_j at point x_k, shape (n, d, d)",
+    "reduction": "every loss is the mean over the n points (and over the m projections); "
+    "a loss gradient is the gradient over theta of that mean, shape (P,)",
+    "esm": "esm = mean_k 1/2 ||s(x_k) - target_k||^2 (eq. (2))",
+    "ism": "ism = mean_k [tr grad_x s(x_k) + 1/2 ||s(x_k)||^2] (eq. (3), Hyvarinen 2005)",
+    "dsm": "dsm = mean_k 1/2 ||s(x_k + sigma eps_k) + eps_k / sigma||^2 with eps ~ N(0, I): "
+    "the target is -eps/sigma (eq. (6) with its noise written sigma*eps); "
+    "not the sigma^4-scaled 1/2||sigma^2 s + sigma eps||^2, not NCSN's sigma^2 weighting",
+    "dsm_multi": "dsm_multi = mean_k lambda(sigma_k) 1/2 ||s(x_k + sigma_k eps_k, sigma_k) + eps_k / sigma_k||^2, "
+    "sigma_k = sigmas[labels[k]], lambda = sigma^2 (weighting 'sigma2', NCSN) or 1 ('none'); "
+    "NoiseConditional: s(x, sigma) = s_theta(x) / sigma with the wrapped model's theta",
+    "ssm": "ssm = mean_{j,k} [v_jk^T grad_x s(x_k) v_jk + 1/2 (v_jk^T s(x_k))^2] (eq. (7))",
+    "ssm_vr": "ssm_vr = mean_{j,k} [v_jk^T grad_x s(x_k) v_jk + 1/2 ||s(x_k)||^2] (eq. (7))",
+    "projections": "E[v v^T] = I for every kind: gaussian v ~ N(0, I); rademacher v_i = +-1; "
+    "sphere v = sqrt(d) z / ||z|| (radius sqrt(d), NOT the unit sphere)",
+    "projection_batch": "v has shape (m, n, d): v[j, k] is projection j of point x_k. Code that duplicates "
+    "the batch m times as x_rep = np.tile(x, (m, 1)), shape (m*n, d), row j*n + k = x_k, pairs it with "
+    "v.reshape(m*n, d) (row j*n + k = v[j, k]) and averages over all m*n rows. With np.repeat(x, m, axis=0) "
+    "(row k*m + j = x_k) use v.transpose(1, 0, 2).reshape(n*m, d) instead",
+    "ksd": "IMQ base kernel k(x, y) = (c^2 + ||x - y||^2)^beta; Langevin Stein kernel u_p(x, y) = "
+    "s(x)^T s(y) k + s(x)^T grad_y k + s(y)^T grad_x k + tr grad_x grad_y k (Liu, Lee & Jordan 2016, eq. 8); "
+    "ksd_u = sum_{i != j} u_p(x_i, x_j) / (n (n - 1)) (unbiased), ksd_v = sum_{i, j} u_p(x_i, x_j) / n^2; "
+    "both are the SQUARED discrepancy",
+    "langevin_step": "x <- x + eta s(x) + sqrt(2 eta) z (eq. (4)); the (lr/2, sqrt(lr)) form has eta = lr/2; "
+    "annealed: eta_i = step sigma_i^2 / sigma_L^2",
+    "sampler_noise": "z[t, j] = refscore.noise.normal(noise_seed, chain j, step t, d) (Philox4x32-10 and "
+    "Box-Muller, the same on every refscore backend); MALA's u[t, j] = refscore.noise.uniform(noise_seed, j, t), "
+    "accept iff log u < log_alpha; annealed Langevin counts t globally, t = i T + j at level i",
+    "theta": "one flat float64 vector per case; its layout in words is the case's 'layout'",
+}
+
+
+# ------------------------------------------------------------------ models and targets
+_MODEL_CLASSES = {
+    "GaussianModel": GaussianModel,
+    "LinearScore": LinearScore,
+    "GaussianMixtureModel": GaussianMixtureModel,
+    "MLPScore": MLPScore,
+    "MLPEnergy": MLPEnergy,
+}
+#: models wrapping a model spec (``kwargs: {"model": inner spec}``)
+_WRAPPER_CLASSES = {"NoiseConditional": NoiseConditional}
+
+
+def build_model(spec: dict, *, reference: bool = False):
+    """The refscore model of a case spec ``{"model": class name, "kwargs": {...}}``.
+
+    ``reference=True`` runs MLPScore's fused losses on the readable NumPy engine
+    (the golden values come from the reference, and a cold ``refscore golden``
+    compiles nothing); the engines agree to 1e-12, far inside the tolerances.
+    ``{"model": "NoiseConditional", "kwargs": {"model": inner spec}}`` wraps the
+    inner model in :class:`~refscore.models.NoiseConditional`.
+    """
+    name = spec.get("model") if isinstance(spec, dict) else None
+    wrapper = _WRAPPER_CLASSES.get(name) if isinstance(name, str) else None
+    if wrapper is not None:
+        kwargs = spec.get("kwargs", {})
+        inner = kwargs.get("model") if isinstance(kwargs, dict) else None
+        if not isinstance(inner, dict) or set(kwargs) != {"model"} or inner.get("model") in _WRAPPER_CLASSES:
+            raise ValueError(f"a {name} spec needs kwargs {{'model': spec of a score model}}, got {kwargs!r}")
+        return wrapper(build_model(inner, reference=reference))
+    try:
+        cls = _MODEL_CLASSES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"spec['model'] must be one of {sorted([*_MODEL_CLASSES, *_WRAPPER_CLASSES])}, got {name!r}"
+        ) from None
+    kwargs = dict(spec.get("kwargs", {}))
+    if "hidden" in kwargs:
+        kwargs["hidden"] = tuple(kwargs["hidden"])
+    if reference and cls is MLPScore:
+        kwargs["backend"] = "numpy"
+    return cls(**kwargs)
+
+
+def build_target(spec: dict):
+    """The closed-form distribution of a case spec ``{"target": "Gaussian" | "GaussianMixture", "kwargs": {...}}``.
+
+    Annealed Langevin cases use its ``perturbed()`` version.
+    """
+    from ..distributions import Gaussian, GaussianMixture
+
+    classes = {"Gaussian": Gaussian, "GaussianMixture": GaussianMixture}
+    name = spec.get("target") if isinstance(spec, dict) else None
+    if name not in classes:
+        raise ValueError(f"spec['target'] must be one of {sorted(classes)}, got {name!r}")
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"spec['kwargs'] must be an object, got {kwargs!r}")
+    return classes[name](**{k: np.asarray(v, dtype=float) for k, v in kwargs.items()})
+
+
+def case_seed(name: str) -> list:
+    """The seed of a case's draws: ``[BASE_SEED, crc32(name)]``."""
+    return [BASE_SEED, zlib.crc32(name.encode())]
+
+
+def _theta_gaussian(model, rng):
+    d = model.dim
+    mu = 0.5 * rng.standard_normal(d)
+    L = np.tril(0.3 * rng.standard_normal((d, d)), -1) + np.diag(rng.uniform(0.7, 1.3, d))
+    return np.concatenate([mu, L[np.tril_indices(d)]])
+
+
+def _theta_mixture(model, rng):
+    k, d = model.k, model.dim
+    return np.concatenate([0.5 * rng.standard_normal(k), 1.5 * rng.standard_normal(k * d),
+                           0.3 * rng.standard_normal(k)])
+
+
+#: how each case's theta is drawn, by the spec's model key (default: MLPs)
+_THETA_DRAWS = {
+    "GaussianModel": _theta_gaussian,
+    "LinearScore": lambda model, rng: 0.5 * rng.standard_normal(model.n_params),
+    "GaussianMixtureModel": _theta_mixture,
+}
+
+
+def _draw_theta(model, spec, rng):
+    """Parameters with every entry O(1) and non-zero (biases included)."""
+    draw = _THETA_DRAWS.get(spec["model"])
+    if draw is None:
+        return 0.6 * rng.standard_normal(model.n_params)  # MLPs: weights and biases of order one
+    return draw(model, rng)
+
+
+def _scalar_or_array(a):
+    """A stored 0-d input as the Python float refscore's functions were called with."""
+    return float(a) if np.ndim(a) == 0 else a
+
+
+# ------------------------------------------------------------------ the losses kind, from the registries
+@dataclass(frozen=True)
+class LossInput:
+    """How one input of the per-point losses of :data:`refscore.losses.LOSSES` is stored in a ``losses`` case.
+
+    Attributes
+    ----------
+    key : str
+        Its key in the case (``"<case>/<key>"`` in golden.npz).
+    about : str
+        Its meaning, for the manifest (:data:`INPUTS`).
+    draw : callable
+        ``draw(rng, n, d)``: its value for ``n`` points of dimension ``d``.
+    """
+
+    key: str
+    about: str
+    draw: Callable
+
+
+#: the inputs the per-point losses take beyond ``(model, theta, x)`` (by their name in
+#: :data:`refscore.losses.LOSSES`), in draw order; the projections ``v`` come from
+#: :data:`refscore.losses.PROJECTIONS` instead
+LOSS_INPUTS = {
+    "target_score": LossInput("target", "(n, d) fixed target scores", lambda rng, n, d: rng.standard_normal((n, d))),
+    "eps": LossInput("eps", "(n, d) standard normal draws", lambda rng, n, d: rng.standard_normal((n, d))),
+    # != 1 so that a missing 1/sigma shows
+    "sigma": LossInput("sigma", "() the noise level", lambda rng, n, d: np.array(rng.uniform(0.3, 0.9))),
+}
+#: the name the registry's sliced losses give their projections
+_PROJECTED = "v"
+#: the projection kind stored as its raw normal draws (its projections are a quantity to check)
+_RAW_KIND = "sphere"
+
+#: the per-point losses of the registry, the sliced ones (taking projections) last
+_PER_POINT = tuple(spec for spec in LOSSES.values() if spec.kind is not None)
+_PLAIN = tuple(spec for spec in _PER_POINT if _PROJECTED not in spec.inputs)
+_SLICED = tuple(spec for spec in _PER_POINT if _PROJECTED in spec.inputs)
+
+
+def _projection_key(kind: str) -> str:
+    return f"z_{kind}" if kind == _RAW_KIND else f"v_{kind}"
+
+
+def projections_of(inputs, kind) -> np.ndarray:
+    """The ``(m, n, d)`` projections of kind ``kind`` of a ``losses`` case with inputs ``inputs``.
+
+    Every kind is stored as its projections except the sphere, stored as its raw normal draws
+    ``z_sphere`` and normalised here as refscore's :func:`~refscore.losses.projections` does.
+    """
+    if kind == _RAW_KIND:
+        z = inputs[_projection_key(kind)]
+        return math.sqrt(z.shape[-1]) * z / np.linalg.norm(z, axis=-1, keepdims=True)
+    return inputs[_projection_key(kind)]
+
+
+def _loss_input_keys(spec) -> list:
+    return [LOSS_INPUTS[name].key for name in spec.inputs if name != _PROJECTED]
+
+
+def _losses_inputs() -> dict:
+    out = {"theta": "(P,) model parameters in the case's layout", "x": "(n, d) points",
+           "u": "(n, d) tangent directions for jvp"}
+    for spec in _PLAIN:
+        unknown = [name for name in spec.inputs if name not in LOSS_INPUTS]
+        if unknown:
+            raise ValueError(f"loss {spec.name!r} of refscore.losses.LOSSES takes {', '.join(unknown)}, which "
+                             "refscore.golden.cases.LOSS_INPUTS does not draw: give it a row there")
+    for name, inp in LOSS_INPUTS.items():
+        users = [spec.name for spec in _PLAIN if name in spec.inputs]
+        if users:
+            out[inp.key] = f"{inp.about} for {' / '.join(users)}"
+    for kind in PROJECTION_KINDS:
+        users = " / ".join(f"{spec.name}_{kind}" for spec in _SLICED)
+        if kind == _RAW_KIND:
+            out[_projection_key(kind)] = (f"(m, n, d) standard normal draws; v_{kind} = sqrt(d) z / ||z|| "
+                                          "(a quantity to check)")
+        else:
+            out[_projection_key(kind)] = f"(m, n, d) {kind} projections for {users}"
+    return out
+
+
+def _losses_quantities() -> dict:
+    q = {
+        "score": "(n, d) s_theta(x)",
+        "jacobian": "(n, d, d) [k, i, j] = d s_i / d x_j at x_k",
+        "trace": "(n,) tr grad_x s_theta(x_k), exact",
+        "jvp": "(n, d) grad_x s_theta(x_k) u_k",
+        f"v_{_RAW_KIND}": f"(m, n, d) sqrt(d) {_projection_key(_RAW_KIND)} / ||{_projection_key(_RAW_KIND)}|| "
+                          "(norm over the last axis)",
+    }
+    for spec in _PLAIN:
+        q[spec.name] = f"() {spec.name}({', '.join(['x', *_loss_input_keys(spec)])})"
+        q[f"{spec.name}_grad"] = f"(P,) d {spec.name} / d theta"
+    for kind in PROJECTION_KINDS:
+        for spec in _SLICED:
+            q[f"{spec.name}_{kind}"] = f"() {spec.name}(x, v_{kind})"
+            q[f"{spec.name}_{kind}_grad"] = f"(P,) d {spec.name}_{kind} / d theta"
+    return q
+
+
+#: inputs of every ``losses`` case, and what they mean
+INPUTS = _losses_inputs()
+#: quantities of every ``losses`` case (what :func:`refscore.golden.check` compares), and what they mean
+QUANTITIES = _losses_quantities()
+#: the loss quantities of every kind: quantity (without ``_grad``) -> ``(loss name, projection kind or None)``
+LOSS_QUANTITIES = {
+    **{spec.name: (spec.name, None) for spec in _PLAIN},
+    **{f"{spec.name}_{kind}": (spec.name, kind) for kind in PROJECTION_KINDS for spec in _SLICED},
+    **{f"dsm_multi_{w}": ("dsm_multi", None) for w in MULTI_WEIGHTINGS},
+}
+
+
+def _losses_specs() -> dict:
+    specs = {}
+    for d in DIMS:
+        specs[f"gaussian_d{d}"] = {"model": "GaussianModel", "kwargs": {"dim": d}}
+        specs[f"linear_d{d}"] = {"model": "LinearScore", "kwargs": {"dim": d}}
+        specs[f"mixture_d{d}"] = {"model": "GaussianMixtureModel", "kwargs": {"dim": d, "k": MIXTURE_COMPONENTS}}
+        for cls in (MLPScore, MLPEnergy):
+            for depth, hidden in HIDDEN.items():
+                for act in ACTIVATION_NAMES:
+                    specs[f"{cls.__name__.lower()}_{act}_depth{depth}_d{d}"] = {
+                        "model": cls.__name__,
+                        "kwargs": {"dim": d, "hidden": list(hidden), "activation": act},
+                    }
+    return specs
+
+
+def _draw_losses(name, spec, model):
+    rng = np.random.default_rng(case_seed(name))
+    d, n, m = model.dim, N_POINTS, N_PROJECTIONS
+    inputs = {"theta": _draw_theta(model, spec, rng), "x": rng.standard_normal((n, d)),
+              "u": rng.standard_normal((n, d))}
+    for inp in LOSS_INPUTS.values():  # in draw order: an input added to the table draws after the others
+        if inp.key in INPUTS:
+            inputs[inp.key] = inp.draw(rng, n, d)
+    for kind in PROJECTION_KINDS:
+        if kind == _RAW_KIND:
+            # the raw draws that refscore's projections() normalises (it draws them the same way)
+            inputs[_projection_key(kind)] = rng.standard_normal((m, n, d))
+        else:
+            inputs[_projection_key(kind)] = losses.projections(rng, (m, n, d), kind=kind)
+    return inputs
+
+
+def _compute_losses(model, inputs, spec=None):
+    """Every quantity of :data:`QUANTITIES` from refscore's public API."""
+    th, x = inputs["theta"], inputs["x"]
+    v_raw = projections_of(inputs, _RAW_KIND)
+    out = {
+        "score": model.score(th, x),
+        "jacobian": model.score_jacobian(th, x),
+        "trace": model.score_trace(th, x),
+        "jvp": model.score_jvp(th, x, inputs["u"]),
+        f"v_{_RAW_KIND}": v_raw,
+    }
+    for loss in _PLAIN:
+        args = {name: _scalar_or_array(inputs[LOSS_INPUTS[name].key]) for name in loss.inputs}
+        out[loss.name], out[f"{loss.name}_grad"] = loss(model, th, x, **args, grad=True)
+    for kind in PROJECTION_KINDS:
+        v = projections_of(inputs, kind)
+        for loss in _SLICED:
+            key = f"{loss.name}_{kind}"
+            out[key], out[f"{key}_grad"] = loss(model, th, x, **{_PROJECTED: v}, grad=True)
+    return {k: np.asarray(out[k], dtype=float) for k in QUANTITIES}
+
+
+# ------------------------------------------------------------------ dsm_multi
+def _dsm_multi_specs() -> dict:
+    specs = {}
+    for d in DIMS:
+        inner = {"model": "MLPScore", "kwargs": {"dim": d, "hidden": [5], "activation": "tanh"}}
+        specs[f"dsm_multi_mlpscore_tanh_d{d}"] = {"kind": "dsm_multi", "model": "NoiseConditional",
+                                                  "kwargs": {"model": inner}}
+    specs["dsm_multi_linear_d2"] = {"kind": "dsm_multi", "model": "NoiseConditional",
+                                    "kwargs": {"model": {"model": "LinearScore", "kwargs": {"dim": 2}}}}
+    return specs
+
+
+def _draw_dsm_multi(name, spec, model):
+    rng = np.random.default_rng(case_seed(name))
+    n, d = N_MULTI_POINTS, model.dim
+    sigmas = np.array(MULTI_SIGMAS)
+    labels = rng.permutation(np.arange(n) % len(sigmas))
+    return {
+        "theta": _draw_theta(model.model, spec["kwargs"]["model"], rng),
+        "x": rng.standard_normal((n, d)),
+        "sigmas": sigmas,
+        "labels": labels.astype(float),
+        "sigma_points": sigmas[labels],
+        "eps": rng.standard_normal((n, d)),
+    }
+
+
+def _compute_dsm_multi(model, inputs, spec=None):
+    th, x, sigmas, eps = inputs["theta"], inputs["x"], inputs["sigmas"], inputs["eps"]
+    labels = np.rint(inputs["labels"]).astype(np.int64)
+    sig = sigmas[labels]
+    out = {"score_noised": model.score(th, x + sig[:, None] * eps, sig)}
+    loss = LOSSES["dsm_multi"]
+    for weighting in MULTI_WEIGHTINGS:
+        value, grad = loss(model, th, x, sigmas, labels, eps, weighting=weighting, grad=True)
+        out[f"dsm_multi_{weighting}"] = np.array(value)
+        out[f"dsm_multi_{weighting}_grad"] = grad
+    return out
+
+
+# ------------------------------------------------------------------ closed-form targets: ksd and samplers
+#: the closed-form targets of the ksd and sampler cases
+_TARGETS = {
+    "gaussian_d2": {"target": "Gaussian", "kwargs": {"mean": [0.5, -1.0], "cov": [[1.5, 0.4], [0.4, 0.8]]}},
+    "mixture_d1": {"target": "GaussianMixture", "kwargs": {
+        "weights": [0.3, 0.7], "means": [[-1.5], [1.0]], "covs": [[[0.5]], [[1.2]]]}},
+    "mixture_d2": {"target": "GaussianMixture", "kwargs": {
+        "weights": [0.4, 0.6], "means": [[-1.0, -1.0], [1.5, 1.0]],
+        "covs": [[[0.6, 0.0], [0.0, 0.9]], [[1.0, 0.3], [0.3, 0.7]]]}},
+}
+
+
+def _ksd_specs() -> dict:
+    kernels = {"gaussian_d2": (1.0, -0.5), "mixture_d1": (0.5, -0.3), "mixture_d2": (2.0, -0.8)}
+    return {f"ksd_imq_{t}": {"kind": "ksd", **_TARGETS[t], "params": {"kernel": "imq", "c": c, "beta": beta}}
+            for t, (c, beta) in kernels.items()}
+
+
+def _draw_ksd(name, spec, target):
+    rng = np.random.default_rng(case_seed(name))
+    # a sample that is NOT from the target (shifted and wider), so that the discrepancy is not ~0
+    x = 0.3 + 1.2 * rng.standard_normal((N_KSD_POINTS, target.dim))
+    p = spec["params"]
+    return {"x": x, "score": target.score(x), "c": np.array(float(p["c"])), "beta": np.array(float(p["beta"]))}
+
+
+def _compute_ksd(target, inputs, spec=None):
+    from .. import metrics
+
+    x, s = inputs["x"], inputs["score"]
+    c, beta = float(inputs["c"]), float(inputs["beta"])
+    K = metrics.imq_stein_kernel(x, x, s, s, c=c, beta=beta)
+    return {"stein_kernel": K, "ksd_u": np.array(metrics.ksd(x, s, c=c, beta=beta)), "ksd_v": np.array(K.mean())}
+
+
+#: the parameters of each sampler kind's cases (its noise seed is 100 + 10 i + j for the i-th
+#: sampler kind and the j-th target)
+_SAMPLER_PARAMS = {
+    "ula": {"step": 0.1, "steps": 20},
+    "mala": {"step": 1.0, "steps": 20},  # about 60 % accepted: both decisions occur
+    "annealed": {"step": 0.05, "steps": 5, "sigmas": [2.0, 1.0, 0.5]},
+}
+
+
+def _sampler_specs(kind) -> Callable:
+    def specs() -> dict:
+        i = list(_SAMPLER_PARAMS).index(kind)
+        return {f"{kind}_{t}": {"kind": kind, **_TARGETS[t], "params": {
+            **_SAMPLER_PARAMS[kind], "chains": N_CHAINS, "noise_seed": 100 + 10 * i + j}}
+            for j, t in enumerate(_TARGETS)}
+    return specs
+
+
+def _levels(kind, params) -> int:
+    return len(params["sigmas"]) if "sigmas" in KINDS[kind].inputs else 1
+
+
+def _draw_sampler(name, spec, target):
+    from .. import noise
+
+    rng = np.random.default_rng(case_seed(name))
+    p, kind = spec["params"], spec["kind"]
+    inputs = {"x0": 1.5 * rng.standard_normal((int(p["chains"]), target.dim))}
+    if "sigmas" in KINDS[kind].inputs:
+        inputs["sigmas"] = np.array(p["sigmas"], dtype=float)
+    inputs["step"] = np.array(float(p["step"]))
+    T, c, seed = _levels(kind, p) * int(p["steps"]), int(p["chains"]), int(p["noise_seed"])
+    chains, steps = np.arange(c)[None, :], np.arange(T)[:, None]
+    inputs["z"] = noise.normal(seed, chains, steps, target.dim)
+    if "u" in KINDS[kind].inputs:
+        inputs["u"] = noise.uniform(seed, chains, steps)
+    return inputs
+
+
+def _run_ula(target, inputs, step, T, opts):
+    from .. import sampling
+
+    return sampling.ula(target, inputs["x0"], step, T, **opts)
+
+
+def _run_mala(target, inputs, step, T, opts):
+    from .. import sampling
+
+    return sampling.mala(target, inputs["x0"], step, T, **opts)
+
+
+def _run_annealed(target, inputs, step, T, opts):
+    from .. import sampling
+
+    return sampling.annealed_langevin(target.perturbed(), inputs["x0"], inputs["sigmas"], step, T, **opts)
+
+
+#: refscore's NumPy sampler of each sampler kind: ``(target, inputs, step, steps, options) -> result``
+_SAMPLER_RUNS = {"ula": _run_ula, "mala": _run_mala, "annealed": _run_annealed}
+
+
+def run_sampler(kind, target, inputs, params, step=None):
+    """refscore's NumPy sampler of a sampler case from its stored ``x0``, with the case's noise seed.
+
+    Parameters
+    ----------
+    kind : {"ula", "mala", "annealed"}
+    target : a closed-form target (:func:`build_target`)
+    inputs : dict
+        The case's inputs (``x0``, ``step``, and ``sigmas`` for annealed Langevin).
+    params : dict
+        The case's parameters (``steps``, ``noise_seed``).
+    step : float, optional
+        Run at this step instead of the stored one (the diagnosis tries step conventions).
+
+    Returns
+    -------
+    refscore.sampling's result, every state recorded (``.trace``).
+    """
+    step = float(inputs["step"]) if step is None else step
+    opts = {"seed": int(params["noise_seed"]), "backend": "numpy", "record": 1, "progress": False}
+    return _SAMPLER_RUNS[kind](target, inputs, step, int(params["steps"]), opts)
+
+
+def mala_ratio_parts(target, prev, z, step):
+    """``(log p(y) - log p(x), log_alpha)`` of MALA's proposals ``y`` from the states ``prev`` (T, c, d)
+    with the noise ``z``: the proposal and the ratio of :mod:`refscore.sampling.steps`, shape (T, c)."""
+    from ..sampling.steps import langevin_step, mala_log_alpha
+
+    T, c, d = prev.shape
+    x = prev.reshape(T * c, d)
+    s_x = target.score(x)
+    y = langevin_step(x, s_x, step, z.reshape(T * c, d))
+    logp_x, logp_y = target.logpdf(x), target.logpdf(y)
+    log_alpha = mala_log_alpha(x, y, s_x, target.score(y), logp_x, logp_y, step)
+    return (logp_y - logp_x).reshape(T, c), log_alpha.reshape(T, c)
+
+
+def _compute_sampler(target, inputs, spec):
+    kind = spec["kind"]
+    res = run_sampler(kind, target, inputs, spec["params"])
+    if res.diverged.any():  # pragma: no cover - the fixed cases never diverge
+        raise RuntimeError(f"a golden {kind} chain diverged")
+    out = {"states": res.trace}
+    if "accept" in KINDS[kind].quantities:
+        prev = np.concatenate([inputs["x0"][None], res.trace[:-1]])
+        accept = np.any(res.trace != prev, axis=-1)
+        log_alpha = mala_ratio_parts(target, prev, inputs["z"], float(inputs["step"]))[1]
+        # the stored decisions are those of the stored uniforms and ratios, with a margin far
+        # above round-off, so that a foreign MALA (whatever its log) reproduces every one of them
+        from ..sampling.steps import mala_accept
+
+        margin = np.min(np.abs(np.log(inputs["u"]) - log_alpha))
+        if not np.array_equal(accept, mala_accept(log_alpha, inputs["u"])) or margin < 1e-6:
+            raise RuntimeError("MALA's accept decisions are not reproducible from the stored noise")  # pragma: no cover
+        out["accept"] = accept.astype(float)
+        out["log_alpha"] = log_alpha
+    return out
+
+
+# ------------------------------------------------------------------ the table
+@dataclass(frozen=True)
+class CaseKind:
+    """One kind of golden case: what it is, its inputs and quantities, and how refscore computes them.
+
+    Attributes
+    ----------
+    name : str
+    about : str
+        What the kind is, in words (the manifest's ``kinds``).
+    inputs, quantities : dict
+        name -> meaning, in the order a case stores them.
+    subject : {"model", "target"}
+        What a case's spec builds: a score model (``{"model", "kwargs"}``, :func:`build_model`)
+        or a closed-form target (``{"target", "kwargs", "params"}``, :func:`build_target`).
+    specs : callable
+        ``specs()``: the cases of the kind, ``{name: spec}`` in file order.
+    draw : callable
+        ``draw(name, spec, subject)``: the case's inputs, drawn from its seed.
+    compute : callable
+        ``compute(subject, inputs, spec)``: refscore's quantities from the inputs.
+    sizes : callable or None
+        ``sizes(inputs)``: sizes a model case records in the manifest (``n``, ``m``, ``levels``).
+    params : dict
+        The parameters a target case's manifest entry must give: ``{name: (test, words)}``.
+    """
+
+    name: str
+    about: str
+    inputs: dict
+    quantities: dict
+    subject: str
+    specs: Callable
+    draw: Callable
+    compute: Callable
+    sizes: Callable | None = None
+    params: dict | None = None
+
+    @property
+    def spec_keys(self) -> tuple:
+        """The keys of a case spec (and of its manifest entry) that say what the case is."""
+        return ("model", "kwargs") if self.subject == "model" else ("target", "kwargs", "params")
+
+    def build(self, spec, *, reference=True):
+        """The model or the target of a case spec of this kind."""
+        return build_model(spec, reference=reference) if self.subject == "model" else build_target(spec)
+
+
+def _is_number(value, types=(int, float)) -> bool:
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+#: the JSON value a sampler or kernel parameter must be: (test, what it is in words)
+_NUMBER = (_is_number, "a number")
+_INTEGER = (lambda v: _is_number(v, (int,)), "a number (an integer)")
+_NUMBER_LIST = (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(t) for t in v),
+                "a list of numbers")
+_CHAIN_PARAMS = {"step": _NUMBER, "steps": _INTEGER, "chains": _INTEGER, "noise_seed": _INTEGER}
+
+_SAMPLER_INPUTS = {
+    "x0": "(c, d) initial states, one row per chain",
+    "step": "() the step eta of x <- x + eta s(x) + sqrt(2 eta) z",
+    "z": "(T, c, d) the noise of every step: z[t, j] = refscore.noise.normal(noise_seed, chain j, step t, d)",
+}
+_STATES = "(T, c, d) states[t] = the states after step t (t = 0..T-1), so states[-1] is the final state"
+
+#: the case table: kind name -> :class:`CaseKind`, in file order
+KINDS = {k.name: k for k in (
+    CaseKind(
+        "losses",
+        "a score model (class and kwargs in 'model', 'kwargs'): score, Jacobian, trace, JVP, sphere "
+        f"projections and the per-point losses ({', '.join(s.name for s in _PER_POINT)}) with their gradients "
+        "over theta",
+        INPUTS, QUANTITIES, "model", _losses_specs, _draw_losses, _compute_losses,
+        sizes=lambda inputs: {"n": N_POINTS, "m": N_PROJECTIONS},
+    ),
+    CaseKind(
+        "dsm_multi",
+        "NCSN's multi-noise DSM of NoiseConditional(model): s(x, sigma) = s_theta(x) / sigma, "
+        "one noise level per point (refscore.losses.dsm_multi)",
+        {
+            "theta": "(P,) parameters of the wrapped model, in the case's layout",
+            "x": "(n, d) clean points",
+            "sigmas": "(L,) the noise levels",
+            "labels": "(n,) the level of each point, integer-valued (stored as float64): sigma_k = sigmas[labels[k]]",
+            "sigma_points": "(n,) sigmas[labels], the noise level of each point",
+            "eps": "(n, d) standard normal draws",
+        },
+        {
+            "score_noised": "(n, d) s(x_k + sigma_k eps_k, sigma_k) = s_theta(x~_k) / sigma_k",
+            "dsm_multi_sigma2": "() mean_k sigma_k^2 1/2 ||s(x~_k, sigma_k) + eps_k / sigma_k||^2 (weighting='sigma2')",
+            "dsm_multi_sigma2_grad": "(P,) d dsm_multi_sigma2 / d theta",
+            "dsm_multi_none": "() mean_k 1/2 ||s(x~_k, sigma_k) + eps_k / sigma_k||^2 (weighting='none')",
+            "dsm_multi_none_grad": "(P,) d dsm_multi_none / d theta",
+        },
+        "model", _dsm_multi_specs, _draw_dsm_multi, _compute_dsm_multi,
+        sizes=lambda inputs: {"n": N_MULTI_POINTS, "levels": len(MULTI_SIGMAS)},
+    ),
+    CaseKind(
+        "ksd",
+        "kernel Stein discrepancy of a sample against a closed-form target (class and kwargs in "
+        "'target', 'kwargs'), IMQ kernel with the case's c and beta (refscore.metrics)",
+        {
+            "x": "(n, d) the sample",
+            "score": "(n, d) the target's score at x (also computable from the target in the manifest)",
+            "c": "() IMQ parameter c > 0",
+            "beta": "() IMQ exponent beta in (-1, 0)",
+        },
+        {
+            "stein_kernel": "(n, n) u_p(x_i, x_j) (refscore.metrics.imq_stein_kernel)",
+            "ksd_u": "() U-statistic sum_{i != j} u_p / (n (n - 1)) (refscore.metrics.ksd)",
+            "ksd_v": "() V-statistic sum_{i, j} u_p / n^2 (diagonal included)",
+        },
+        "target", _ksd_specs, _draw_ksd, _compute_ksd,
+        params={"c": _NUMBER, "beta": _NUMBER},
+    ),
+    CaseKind(
+        "ula",
+        "unadjusted Langevin on a closed-form target: x <- x + eta s(x) + sqrt(2 eta) z[t] "
+        "(refscore.sampling.ula)",
+        _SAMPLER_INPUTS, {"states": _STATES},
+        "target", _sampler_specs("ula"), _draw_sampler, _compute_sampler, params=_CHAIN_PARAMS,
+    ),
+    CaseKind(
+        "mala",
+        "MALA on a closed-form target: proposal y = x + eta s(x) + sqrt(2 eta) z[t], accepted iff "
+        "log u[t] < log_alpha (refscore.sampling.mala)",
+        {**_SAMPLER_INPUTS,
+         "u": "(T, c) the accept/reject uniforms: u[t, j] = refscore.noise.uniform(noise_seed, j, t)"},
+        {
+            "states": _STATES + " (a rejected step repeats the state)",
+            "accept": "(T, c) 1.0 where the proposal of step t was accepted, else 0.0",
+            "log_alpha": "(T, c) log p(y) - log p(x) - (||x - y - eta s(y)||^2 - ||y - x - eta s(x)||^2) / (4 eta) "
+            "at step t (x the state before it, y its proposal)",
+        },
+        "target", _sampler_specs("mala"), _draw_sampler, _compute_sampler, params=_CHAIN_PARAMS,
+    ),
+    CaseKind(
+        "annealed",
+        "annealed Langevin (Song & Ermon 2019, Alg. 1) with the exact scores of p_sigma = p * N(0, "
+        "sigma^2 I): T steps at each level, eta_i = step sigma_i^2 / sigma_L^2 (refscore.sampling.annealed_langevin)",
+        {
+            "x0": _SAMPLER_INPUTS["x0"],
+            "sigmas": "(L,) decreasing noise levels",
+            "step": "() the step at the smallest level: eta_i = step sigma_i^2 / sigma_L^2",
+            "z": "(L T, c, d) the noise, by global step t = i T + j: z[t, j'] = refscore.noise.normal(noise_seed, "
+            "chain j', step t, d)",
+        },
+        {"states": "(L T, c, d) the states after each global step"},
+        "target", _sampler_specs("annealed"), _draw_sampler, _compute_sampler,
+        params={**_CHAIN_PARAMS, "sigmas": _NUMBER_LIST},
+    ),
+)}
+
+#: every case kind: what it is, its inputs and its quantities (keys of golden.npz below a case)
+CASE_KINDS = {k.name: {"about": k.about, "inputs": k.inputs, "quantities": k.quantities} for k in KINDS.values()}
+
+
+# ------------------------------------------------------------------ the cases
+def case_specs() -> dict:
+    """The ``losses`` cases: ``{name: {"model": class name, "kwargs": {...}}}`` in file order.
+
+    Names read ``gaussian_d2``, ``linear_d5``, ``mixture_d1``,
+    ``mlpscore_tanh_depth1_d2``, ``mlpenergy_gelu_depth2_d5``.  The other case
+    kinds are :func:`extra_case_specs`.
+    """
+    return KINDS["losses"].specs()
+
+
+def extra_case_specs() -> dict:
+    """The cases of the kinds beyond ``losses``, ``{name: spec}`` in file order.
+
+    Every spec has ``"kind"``.  ``dsm_multi`` specs are a model spec
+    (``{"model": "NoiseConditional", "kwargs": {"model": inner spec}}``); ``ksd``
+    and sampler specs name a closed-form target (``{"target": class name,
+    "kwargs": {...}}``) and their ``"params"`` (IMQ ``c``, ``beta``; sampler
+    ``step``, ``steps``, ``chains``, ``noise_seed``, annealed ``sigmas``).
+    """
+    return {name: spec for kind in KINDS.values() if kind.name != "losses" for name, spec in kind.specs().items()}
+
+
+def _kind_of(spec: dict) -> CaseKind:
+    return KINDS[spec.get("kind", "losses")]
+
+
+def case_inputs(name, spec) -> dict:
+    """The inputs of one golden case of any kind, drawn as :func:`refscore.golden.write` draws them.
+
+    Nothing is computed from them (see :func:`case_values` for the quantities).
+    """
+    kind = _kind_of(spec)
+    return kind.draw(name, spec, kind.build(spec))
+
+
+# every array here is tiny (d <= 5): a multi-threaded BLAS only costs, and on shared cores its
+# spinning threads made each 2x2 triangular solve of the sampler cases take ~8 ms (5 s per write)
+@one_blas_thread
+def case_values(name, spec):
+    """``(inputs, quantities, meta)`` of one golden case of any kind, computed in memory.
+
+    The same numbers :func:`refscore.golden.write` stores for the case ``name``
+    with spec ``spec`` (a value of :func:`case_specs` or :func:`extra_case_specs`);
+    :mod:`refscore.testing` builds its in-memory cases from it.
+    """
+    kind = _kind_of(spec)
+    subject = kind.build(spec)
+    inputs = kind.draw(name, spec, subject)
+    quantities = kind.compute(subject, inputs, spec)
+    meta = {k: spec[k] for k in kind.spec_keys}
+    if kind.subject == "model":
+        meta.update(n_params=subject.n_params, layout=subject.layout, **kind.sizes(inputs))
+    return inputs, quantities, meta
+
+
+@one_blas_thread
+def compute_case(case) -> dict:
+    """refscore's quantities of a loaded case (a :class:`refscore.golden.Case`), recomputed from its stored inputs."""
+    kind = KINDS[case.kind]
+    return kind.compute(kind.build(case.spec), case.inputs, {**case.spec, "kind": case.kind})
