@@ -47,12 +47,13 @@ Examples
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
 from ._kernels import philox as _philox
 
-__all__ = ["normal", "uniform", "log_unit", "COUNTER_LAYOUT"]
+__all__ = ["normal", "uniform", "log_unit", "NoiseOrigin", "COUNTER_LAYOUT"]
 
 COUNTER_LAYOUT = _philox.COUNTER_LAYOUT
 
@@ -172,3 +173,68 @@ def log_unit(u) -> np.ndarray:
     -0.6931471805599453
     """
     return _NP.log_unit(np.asarray(u, dtype=float))
+
+
+@dataclass(frozen=True)
+class NoiseOrigin:
+    """Where a run's noise starts: the seed, the stream of its first row and its first step.
+
+    Row ``i`` of the run's states draws chain stream ``chain0 + i``; its first
+    step draws global step ``step0``, and the step counter runs on from there
+    (across annealing levels too).  A block of chains or a chunk of steps of a
+    run is the same run from a shifted origin (:meth:`shifted`), which is why a
+    run's result does not depend on how it is cut (docs/derivations.md §9).
+    The samplers build one from ``seed``; backends pass it along, and the
+    compiled kernels receive its plain integers (:attr:`key`, ``chain0``,
+    ``step0``) at their boundary.
+
+    Parameters
+    ----------
+    seed : int in [0, 2**64)
+    chain0, step0 : int in [0, 2**32)
+
+    Examples
+    --------
+    >>> from refscore.noise import NoiseOrigin, normal
+    >>> import numpy as np
+    >>> o = NoiseOrigin(7).shifted(chains=3)
+    >>> bool(np.array_equal(o.normal(2, 5, 4), normal(7, [3, 4], 5, 4)))
+    True
+    """
+
+    seed: int
+    chain0: int = 0
+    step0: int = 0
+
+    def __post_init__(self):
+        _check_seed(self.seed)
+        object.__setattr__(self, "seed", int(self.seed))
+        for name in ("chain0", "step0"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int in [0, 2**32), got {type(value).__name__}")
+            if not 0 <= value < _MAX32:
+                raise ValueError(f"{name} must be an int in [0, 2**32), got {value}")
+            object.__setattr__(self, name, int(value))
+
+    @property
+    def key(self) -> tuple[np.uint64, np.uint64]:
+        """The two 32-bit key words of :attr:`seed`, ``(seed & 0xffffffff, seed >> 32)``."""
+        return _check_seed(self.seed)
+
+    def shifted(self, chains=0, steps=0) -> "NoiseOrigin":
+        """The origin of the rows from ``chains`` on, ``steps`` steps later."""
+        return NoiseOrigin(self.seed, self.chain0 + int(chains), self.step0 + int(steps))
+
+    def _chains(self, n_rows):
+        return np.arange(self.chain0, self.chain0 + n_rows, dtype=np.uint64)
+
+    def normal(self, n_rows, step, dim) -> np.ndarray:
+        """``(n_rows, dim)`` normals of rows ``0 .. n_rows - 1`` (chains ``chain0 + i``) at global ``step``."""
+        k0, k1 = self.key
+        return _normal_block(k0, k1, self._chains(n_rows), np.uint64(step), dim)
+
+    def uniform(self, n_rows, step) -> np.ndarray:
+        """``(n_rows,)`` MALA uniforms (stream 1) of the same rows at global ``step``."""
+        k0, k1 = self.key
+        return _NP.uniform(k0, k1, self._chains(n_rows), np.uint64(step), np.uint64(1))

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from refscore.distributions import Banana, Gaussian, GaussianMixture  # noqa: E402
-from refscore.noise import _check_seed  # noqa: E402
+from refscore.noise import NoiseOrigin  # noqa: E402
 from refscore.sampling import DivergenceWarning, NumbaTarget, annealed_langevin, mala, ula  # noqa: E402
 from refscore.sampling.backends import BACKENDS, get_backend  # noqa: E402
 from refscore.sampling.dask_backend import DaskBackend, default_block_chains  # noqa: E402
@@ -79,11 +79,10 @@ def test_bitwise_equal_to_numba_for_every_block_size(client, sampler):
 def test_chain_offset_through_the_protocol(client):
     # rows 25.. run on their own with chain0 = 25 are rows 25.. of the whole run
     whole = ula(MIX, X0, 0.05, 37, seed=9, backend="numba", record=5)
-    k0, k1 = _check_seed(9)
     x = X0[25:].copy()
     trace, div = np.zeros((7, 275, 3)), np.zeros(275, dtype=bool)
-    out = get_backend("dask").langevin(MIX, None, np.array([0.05]), 37, x, k0, k1, 5, trace, div,
-                                       chain0=25, client=client, block_chains=50)
+    out = get_backend("dask").langevin(MIX, None, np.array([0.05]), 37, x, NoiseOrigin(9, chain0=25), 5, trace,
+                                       div, client=client, block_chains=50)
     assert out is None
     np.testing.assert_array_equal(x, whole.x[25:])
     np.testing.assert_array_equal(trace, whole.trace[:, 25:])
@@ -92,9 +91,8 @@ def test_chain_offset_through_the_protocol(client):
 def test_numpy_inner_backend_is_bitwise_the_numpy_backend(client):
     x0 = X0[:40]
     ref = ula(MIX, x0, 0.05, 12, seed=2, backend="numpy", record=4)
-    k0, k1 = _check_seed(2)
     x, trace, div = x0.copy(), np.zeros((3, 40, 3)), np.zeros(40, dtype=bool)
-    DaskBackend(inner="numpy").langevin(MIX, None, np.array([0.05]), 12, x, k0, k1, 4, trace, div,
+    DaskBackend(inner="numpy").langevin(MIX, None, np.array([0.05]), 12, x, NoiseOrigin(2), 4, trace, div,
                                         client=client, block_chains=15)
     np.testing.assert_array_equal(x, ref.x)
     np.testing.assert_array_equal(trace, ref.trace)
@@ -138,10 +136,9 @@ def test_a_reduction_is_handed_boolean_flags_while_the_codes_travel_back(client)
     assert got.reduced.dtype == np.bool_
     np.testing.assert_array_equal(got.reduced, ref.diverged)
     # a caller of the protocol that hands bool flags gets bool flags back
-    k0, k1 = _check_seed(1)
     x, div = x0.copy(), np.zeros(300, dtype=bool)
-    DaskBackend().langevin(Banana(0.1, 3.0), None, np.array([0.05]), 100, x, k0, k1, 0, np.zeros((0, 300, 2)),
-                           div, client=client, block_chains=41)
+    DaskBackend().langevin(Banana(0.1, 3.0), None, np.array([0.05]), 100, x, NoiseOrigin(1), 0,
+                           np.zeros((0, 300, 2)), div, client=client, block_chains=41)
     np.testing.assert_array_equal(div, ref.diverged)
     np.testing.assert_array_equal(x, ref.x)
 
@@ -298,9 +295,9 @@ def test_dask_is_an_optional_extra():
 @pytest.mark.slow
 def test_one_worker_own_local_cluster():
     ref = ula(MIX, X0, 0.05, 37, seed=9, backend="numba", record=5)
-    k0, k1 = _check_seed(9)
     x, trace, div = X0.copy(), np.zeros((7, 300, 3)), np.zeros(300, dtype=bool)
-    DaskBackend(n_workers=1).langevin(MIX, None, np.array([0.05]), 37, x, k0, k1, 5, trace, div, block_chains=64)
+    DaskBackend(n_workers=1).langevin(MIX, None, np.array([0.05]), 37, x, NoiseOrigin(9), 5, trace, div,
+                                      block_chains=64)
     np.testing.assert_array_equal(x, ref.x)
     np.testing.assert_array_equal(trace, ref.trace)
     # and the samplers' own LocalCluster (no client=)

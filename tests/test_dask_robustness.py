@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from refscore.distributions import Gaussian  # noqa: E402
-from refscore.noise import _check_seed  # noqa: E402
+from refscore.noise import NoiseOrigin  # noqa: E402
 from refscore.sampling import ula  # noqa: E402
 from refscore.sampling.dask_backend import DaskBackend  # noqa: E402
 from refscore.sampling.reductions import (Histogram, ModeWeights, Moments,  # noqa: E402
@@ -78,11 +78,10 @@ def test_moments_whose_sum_of_squares_overflows_but_covariance_fits_stay_exact()
 def _reduced_on_dask(client, x, reduce):
     """The reduction of the states ``x`` after zero steps on the Dask backend (the protocol driven
     directly: the samplers keep their chains within GROWTH_BOUND, a reduction takes any finite states)."""
-    k0, k1 = _check_seed(1)
     n, d = x.shape
     status = np.zeros(n, dtype=np.int8)
-    out = DaskBackend().langevin(G, None, np.array([0.1]), 0, x.copy(), k0, k1, 0, np.zeros((0, n, d)), status,
-                                 client=client, block_chains=16, reduce=reduce)
+    out = DaskBackend().langevin(G, None, np.array([0.1]), 0, x.copy(), NoiseOrigin(1), 0, np.zeros((0, n, d)),
+                                 status, client=client, block_chains=16, reduce=reduce)
     assert not status.any()
     return out
 
@@ -151,10 +150,9 @@ def test_dask_modes_of_a_chain_near_1e200(client):
 # ------------------------------------------------------------------ a read-only start
 def test_protocol_refuses_a_read_only_x_before_the_run_when_final_states_are_asked_for(client, monkeypatch):
     x = np.broadcast_to(np.zeros(2), (10, 2))
-    k0, k1 = _check_seed(0)
     monkeypatch.setattr(client, "submit", _no_submit)
     with pytest.raises(ValueError, match="x must be writeable"):
-        DaskBackend().langevin(G, None, np.array([0.1]), 5, x, k0, k1, 0, np.zeros((0, 10, 2)),
+        DaskBackend().langevin(G, None, np.array([0.1]), 5, x, NoiseOrigin(0), 0, np.zeros((0, 10, 2)),
                                np.zeros(10, dtype=bool), client=client)
 
 

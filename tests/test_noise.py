@@ -222,3 +222,30 @@ def test_bad_step_type():
 def test_bad_dim():
     with pytest.raises(ValueError, match="dim must be a positive int"):
         normal(1, 0, 0, 0)
+
+
+# ------------------------------------------------------------------ the noise origin
+def test_noise_origin_draws_the_rows_of_its_chains():
+    from refscore.noise import NoiseOrigin
+
+    o = NoiseOrigin(2**40 + 5, chain0=10, step0=3)
+    assert o.key == (np.uint64(5), np.uint64(2**8))
+    np.testing.assert_array_equal(o.normal(4, 7, 5), normal(2**40 + 5, np.arange(10, 14), 7, 5))
+    np.testing.assert_array_equal(o.uniform(4, 7), uniform(2**40 + 5, np.arange(10, 14), 7))
+    s = o.shifted(chains=2, steps=6)
+    assert (s.seed, s.chain0, s.step0) == (2**40 + 5, 12, 9)
+    # a block of rows from a shifted origin draws the rows of the whole
+    np.testing.assert_array_equal(s.normal(2, 1, 3), o.normal(4, 1, 3)[2:])
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"seed": -1}, ValueError, r"seed must be an int in \[0, 2\*\*64\), got -1"),
+    ({"seed": 1.5}, TypeError, r"seed must be an int in \[0, 2\*\*64\), got float"),
+    ({"seed": 0, "chain0": 2**32}, ValueError, r"chain0 must be an int in \[0, 2\*\*32\), got 4294967296"),
+    ({"seed": 0, "step0": True}, TypeError, r"step0 must be an int in \[0, 2\*\*32\), got bool"),
+])
+def test_noise_origin_checks_its_fields(kwargs, exc, match):
+    from refscore.noise import NoiseOrigin
+
+    with pytest.raises(exc, match=match):
+        NoiseOrigin(**kwargs)

@@ -330,10 +330,9 @@ def test_result_is_bitwise_independent_of_chunking_and_chain_offset(backend, mon
     x = np.ascontiguousarray(x0[25:].copy())
     trace = np.zeros((37 // 5, 15, 3))
     div = np.zeros(15, dtype=bool)
-    from refscore.noise import _check_seed
+    from refscore.noise import NoiseOrigin
 
-    k0, k1 = _check_seed(9)
-    runner.langevin(mix, None, np.array([0.05]), 37, x, k0, k1, 5, trace, div, chain0=25)
+    runner.langevin(mix, None, np.array([0.05]), 37, x, NoiseOrigin(9, chain0=25), 5, trace, div)
     np.testing.assert_array_equal(x, whole.x[25:])
     np.testing.assert_array_equal(trace, whole.trace[:, 25:])
 

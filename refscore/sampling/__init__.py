@@ -45,7 +45,7 @@ import numpy as np
 
 from .._kernels.score_blocks import BEYOND_BOUND, GROWTH_BOUND, NONFINITE
 from .._validation import as_float_array, check_finite, check_int, check_positive, check_sigmas
-from ..noise import _check_seed
+from ..noise import NoiseOrigin
 from .backends import BACKENDS, get_backend
 from .custom import CallableTarget, NumbaTarget
 from .steps import annealed_level_steps
@@ -221,14 +221,14 @@ def _run_langevin(target, x0, sigmas, etas, steps_per_level, seed, backend, reco
                   client=None, block_chains=None, reduce=None):
     runner = get_backend(backend)
     opts = _dask_options(runner, client, block_chains, reduce)
-    k0, k1 = _check_seed(seed)
+    origin = NoiseOrigin(seed)
     x = x0
     n, d = x.shape
     rec, n_rec = _check_record(record, len(etas) * steps_per_level)
     trace = np.zeros((n_rec, n, d))
     status = np.zeros(n, dtype=np.int8)  # the backends write why a chain froze
     etas = np.ascontiguousarray(etas, dtype=float)
-    reduced = runner.langevin(target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, status,
+    reduced = runner.langevin(target, sigmas, etas, steps_per_level, x, origin, rec, trace, status,
                               progress=progress, **opts)
     return _reported(SamplerResult(x=x if reduced is None else None, diverged=status != 0,
                                    trace=trace if rec else None, reduced=reduced), status, stacklevel=4)
@@ -399,13 +399,13 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress
     n_steps = check_int("n_steps", n_steps, 0)
     runner = get_backend(backend)
     opts = _dask_options(runner, client, block_chains, reduce)
-    k0, k1 = _check_seed(seed)
+    origin = NoiseOrigin(seed)
     n = x.shape[0]
     rec, n_rec = _check_record(record, n_steps)
     trace = np.zeros((n_rec, n, d))
     status = np.zeros(n, dtype=np.int8)
     accepted = np.zeros(n, dtype=np.int64)
-    reduced = runner.mala(target, eta, n_steps, x, k0, k1, rec, trace, status, accepted,
+    reduced = runner.mala(target, eta, n_steps, x, origin, rec, trace, status, accepted,
                           progress=progress, **opts)
     rate = accepted / max(n_steps, 1)
     return _reported(SamplerResult(x=x if reduced is None else None, diverged=status != 0, accept_rate=rate,

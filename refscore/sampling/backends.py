@@ -3,8 +3,9 @@ r"""The sampler backends: one protocol, one registry, dispatched in one place.
 A backend runs the chains of :func:`~refscore.sampling.ula`,
 :func:`~refscore.sampling.annealed_langevin` (both :meth:`SamplerBackend.langevin`)
 and :func:`~refscore.sampling.mala` in place on host arrays, with the noise of
-:mod:`refscore.noise` (row ``i`` draws chain stream ``chain0 + i``; the step
-index counts globally across levels), so every backend runs the same chains:
+:mod:`refscore.noise` from one :class:`~refscore.noise.NoiseOrigin` (row ``i``
+draws chain stream ``origin.chain0 + i``; the step index counts globally across
+levels from ``origin.step0``), so every backend runs the same chains:
 
 ====================  ============================================================
 backend               how
@@ -60,9 +61,11 @@ FIRST_CHUNK_CHAIN_STEPS = 200_000
 class SamplerBackend(Protocol):
     """What every sampler backend implements (all arrays are updated in place).
 
-    ``x`` (n, d) float64 C-contiguous states, row ``i`` being chain
-    ``chain0 + i``; ``k0, k1`` the seed's key words; ``rec`` the recording
-    interval (0: none) and ``trace`` (n_rec, n, d); ``diverged`` (n,) bool
+    ``x`` (n, d) float64 C-contiguous states; ``origin`` a
+    :class:`~refscore.noise.NoiseOrigin` (row ``i`` is chain ``origin.chain0 + i``,
+    the first step global step ``origin.step0``); ``rec`` the recording
+    interval (0: none) and ``trace`` (n_rec, n, d), row ``j`` the states after
+    global step ``(j + 1) * rec``; ``diverged`` (n,) bool
     flags, or int8 status codes (see the module doc);
     ``accepted`` (n,) int64 (MALA); ``progress``: ``None`` (a bar when stderr
     is a terminal and the run lasts over 2 s), ``True`` or ``False``; ``stop``:
@@ -73,12 +76,12 @@ class SamplerBackend(Protocol):
 
     name: str
 
-    def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
-                 *, chain0=0, progress=None, stop=None) -> None:
+    def langevin(self, target, sigmas, etas, steps_per_level, x, origin, rec, trace, diverged,
+                 *, progress=None, stop=None) -> None:
         """ULA (``sigmas=None``, one level) or annealed Langevin (level l: ``sigmas[l]``, ``etas[l]``)."""
 
-    def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
-             *, chain0=0, progress=None, stop=None) -> None:
+    def mala(self, target, eta, n_steps, x, origin, rec, trace, diverged, accepted,
+             *, progress=None, stop=None) -> None:
         """MALA with step ``eta``."""
 
 
@@ -98,7 +101,8 @@ class ChunkedBackend:
 
     A subclass implements ``_langevin_runner(target, sigmas, etas, n_chains)`` and
     ``_mala_runner(target, eta, n_chains)``, each returning ``run(...)`` that advances
-    the states by ``n_steps`` from global step ``step0`` (one level for Langevin);
+    the states by ``n_steps`` from ``origin`` (a :class:`~refscore.noise.NoiseOrigin`
+    whose ``step0`` is the chunk's first global step; one level for Langevin);
     ``run`` with ``n_steps = 0`` must do nothing but compile.  ``compiles`` says
     whether the runners compile on first call (then the driver calls them once
     with zero steps before the clock starts).
@@ -107,15 +111,15 @@ class ChunkedBackend:
     name = ""
     compiles = False
 
-    def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
-                 *, chain0=0, progress=None, stop=None):
+    def langevin(self, target, sigmas, etas, steps_per_level, x, origin, rec, trace, diverged,
+                 *, progress=None, stop=None):
         status = _status_codes(diverged)
         run = self._langevin_runner(target, sigmas, etas, x.shape[0])
         total = len(etas) * steps_per_level
 
-        def advance(step0, n_steps):
-            level = step0 // steps_per_level
-            run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, status)
+        def advance(done, n_steps):
+            level = done // steps_per_level
+            run(level, n_steps, x, origin.shifted(steps=done), rec, trace, status)
             return n_steps
 
         # a chunk never crosses a level boundary
@@ -123,13 +127,13 @@ class ChunkedBackend:
         if status is not diverged:
             diverged[:] = status != 0
 
-    def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
-             *, chain0=0, progress=None, stop=None):
+    def mala(self, target, eta, n_steps, x, origin, rec, trace, diverged, accepted,
+             *, progress=None, stop=None):
         status = _status_codes(diverged)
         run = self._mala_runner(target, eta, x.shape[0])
 
-        def advance(step0, n):
-            run(n, x, k0, k1, chain0, step0, rec, trace, status, accepted)
+        def advance(done, n):
+            run(n, x, origin.shifted(steps=done), rec, trace, status, accepted)
             return n
 
         self._drive(advance, n_steps, n_steps, x.shape[0], "mala", progress, stop)
@@ -175,16 +179,15 @@ class NumpyBackend(ChunkedBackend):
         fns = ([score_function(target)] if sigmas is None
                else [score_function(target, float(s)) for s in sigmas])
 
-        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, status):
-            reference.langevin([fns[level]], etas[level:level + 1], n_steps, x, k0, k1, chain0, step0,
-                               rec, trace, status)
+        def run(level, n_steps, x, origin, rec, trace, status):
+            reference.langevin([fns[level]], etas[level:level + 1], n_steps, x, origin, rec, trace, status)
         return run
 
     def _mala_runner(self, target, eta, n_chains):
         score, logpdf = score_function(target), logpdf_function(target)
 
-        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
-            reference.mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted)
+        def run(n_steps, x, origin, rec, trace, status, accepted):
+            reference.mala(score, logpdf, eta, n_steps, x, origin, rec, trace, status, accepted)
         return run
 
 
@@ -200,18 +203,21 @@ class _CompiledBackend(ChunkedBackend):
         ct = compile_target(target, sigmas)
         k = self.kernels()
 
-        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, status):
+        def run(level, n_steps, x, origin, rec, trace, status):
             lev = slice(level, level + 1)
+            k0, k1 = origin.key  # the compiled boundary takes plain integers
             k.langevin(ct.layout, ct.params[lev], ct.scale[lev], etas[lev], n_steps, x, k0, k1,
-                       chain0, step0, rec, trace, status)
+                       origin.chain0, origin.step0, rec, trace, status)
         return run
 
     def _mala_runner(self, target, eta, n_chains):
         ct = compile_target(target, need_logp=True)
         k = self.kernels()
 
-        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
-            k.mala(ct.layout, ct.params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted)
+        def run(n_steps, x, origin, rec, trace, status, accepted):
+            k0, k1 = origin.key
+            k.mala(ct.layout, ct.params, eta, n_steps, x, k0, k1, origin.chain0, origin.step0, rec, trace,
+                   status, accepted)
         return run
 
 
@@ -237,11 +243,12 @@ class NumbaBackend(_CompiledBackend):
         k = load_custom_sampler()
         fault = np.zeros((n_chains, 3), dtype=np.int64)
 
-        def run(level, n_steps, x, k0, k1, chain0, step0, rec, trace, status):
-            k.langevin(target.score_point, float(etas[level]), n_steps, x, k0, k1, chain0, step0, rec, trace,
-                       status, fault)
+        def run(level, n_steps, x, origin, rec, trace, status):
+            k0, k1 = origin.key
+            k.langevin(target.score_point, float(etas[level]), n_steps, x, k0, k1, origin.chain0, origin.step0,
+                       rec, trace, status, fault)
             if fault[:, 0].any():
-                raise_kernel_fault(target, fault, x, chain0)
+                raise_kernel_fault(target, fault, x, origin.chain0)
         return run
 
     def _mala_runner(self, target, eta, n_chains):
@@ -254,11 +261,12 @@ class NumbaBackend(_CompiledBackend):
         k = load_custom_sampler()
         fault = np.zeros((n_chains, 3), dtype=np.int64)
 
-        def run(n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
-            k.mala(target.score_point, target.logpdf_point, eta, n_steps, x, k0, k1, chain0, step0, rec,
-                   trace, status, accepted, fault)
+        def run(n_steps, x, origin, rec, trace, status, accepted):
+            k0, k1 = origin.key
+            k.mala(target.score_point, target.logpdf_point, eta, n_steps, x, k0, k1, origin.chain0,
+                   origin.step0, rec, trace, status, accepted, fault)
             if fault[:, 0].any():
-                raise_kernel_fault(target, fault, x, chain0)
+                raise_kernel_fault(target, fault, x, origin.chain0)
         return run
 
     def kernels(self):

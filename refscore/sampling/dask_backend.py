@@ -3,7 +3,7 @@ r"""The ``"dask"`` sampler backend: blocks of chains as Dask tasks, bitwise equa
 The chains are cut into blocks by chain index, ``[lo, lo + block_chains)``;
 each block is one task that runs an inner backend of :data:`.backends.BACKENDS`
 (``"numba"``, or ``"numpy"`` when numba is missing) on its rows with the
-same seed and ``chain0 = chain0 + lo``.  The noise counters are global
+same noise origin shifted by ``lo`` chains (``origin.shifted(chains=lo)``).  The noise counters are global
 (:mod:`refscore.noise`), and a chain's arithmetic does not depend on its
 neighbours, so the rows come back bitwise equal to ``backend=<inner>`` on one
 machine, for every block size and worker count (tested).
@@ -117,7 +117,7 @@ def _check_client(client):
         raise ValueError(f"client must be connected to a scheduler, got a client with status {client.status!r}")
 
 
-def _check_runnable(inner, kind, target, args, k0, k1):
+def _check_runnable(inner, kind, target, args, origin):
     """Zero steps of one chain on the inner backend, on the client: a target it cannot run fails here,
     with its own message, instead of in every task (the arguments have the run's types)."""
     from .backends import BACKENDS
@@ -127,9 +127,9 @@ def _check_runnable(inner, kind, target, args, k0, k1):
     x, trace, status = np.zeros((1, d)), np.zeros((0, 1, d)), np.zeros(1, dtype=np.int8)
     if kind == "langevin":
         sigmas, etas, _ = args
-        backend.langevin(target, sigmas, etas, 0, x, k0, k1, 0, trace, status, progress=False)
+        backend.langevin(target, sigmas, etas, 0, x, origin, 0, trace, status, progress=False)
     else:
-        backend.mala(target, args[0], 0, x, k0, k1, 0, trace, status, np.zeros(1, dtype=np.int64),
+        backend.mala(target, args[0], 0, x, origin, 0, trace, status, np.zeros(1, dtype=np.int64),
                      progress=False)
 
 
@@ -151,8 +151,8 @@ class _StopFlag:
         return Event(self.name).is_set()
 
 
-def _run_block(inner, kind, target, args, x, diverged, k0, k1, chain0, n_rec, rec, reduction, stop_name):
-    """One task: run ``inner`` on rows ``x`` (chains ``chain0 ..``); a pure function of its inputs."""
+def _run_block(inner, kind, target, args, x, diverged, origin, n_rec, rec, reduction, stop_name):
+    """One task: run ``inner`` on rows ``x`` (chains ``origin.chain0 ..``); a pure function of its inputs."""
     from .backends import BACKENDS
 
     backend = BACKENDS[inner]
@@ -164,13 +164,13 @@ def _run_block(inner, kind, target, args, x, diverged, k0, k1, chain0, n_rec, re
     accepted = None
     if kind == "langevin":
         sigmas, etas, steps_per_level = args
-        backend.langevin(target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, status,
-                         chain0=chain0, progress=False, stop=_StopFlag(stop_name))
+        backend.langevin(target, sigmas, etas, steps_per_level, x, origin, rec, trace, status,
+                         progress=False, stop=_StopFlag(stop_name))
     else:
         eta, n_steps = args
         accepted = np.zeros(m, dtype=np.int64)
-        backend.mala(target, eta, n_steps, x, k0, k1, rec, trace, status, accepted,
-                     chain0=chain0, progress=False, stop=_StopFlag(stop_name))
+        backend.mala(target, eta, n_steps, x, origin, rec, trace, status, accepted,
+                     progress=False, stop=_StopFlag(stop_name))
     out = x if reduction is None else reduction.block(x, status != 0)  # a reduction takes bool flags
     return out, status, accepted, trace if rec else None
 
@@ -233,22 +233,22 @@ class DaskBackend:
         return "numba" if numba_available() else "numpy"
 
     # ------------------------------------------------------------------ protocol
-    def langevin(self, target, sigmas, etas, steps_per_level, x, k0, k1, rec, trace, diverged,
-                 *, chain0=0, progress=None, client=None, block_chains=None, reduce=None):
+    def langevin(self, target, sigmas, etas, steps_per_level, x, origin, rec, trace, diverged,
+                 *, progress=None, client=None, block_chains=None, reduce=None):
         """ULA / annealed Langevin (see :meth:`.backends.SamplerBackend.langevin`)."""
         etas = np.ascontiguousarray(etas, dtype=float)
         args = (None if sigmas is None else np.asarray(sigmas, dtype=float), etas, int(steps_per_level))
-        return self._run("langevin", target, args, len(etas) * steps_per_level, x, k0, k1, rec, trace,
-                         diverged, None, chain0, progress, client, block_chains, reduce)
+        return self._run("langevin", target, args, len(etas) * steps_per_level, x, origin, rec, trace,
+                         diverged, None, progress, client, block_chains, reduce)
 
-    def mala(self, target, eta, n_steps, x, k0, k1, rec, trace, diverged, accepted,
-             *, chain0=0, progress=None, client=None, block_chains=None, reduce=None):
+    def mala(self, target, eta, n_steps, x, origin, rec, trace, diverged, accepted,
+             *, progress=None, client=None, block_chains=None, reduce=None):
         """MALA (see :meth:`.backends.SamplerBackend.mala`)."""
-        return self._run("mala", target, (float(eta), int(n_steps)), n_steps, x, k0, k1, rec, trace,
-                         diverged, accepted, chain0, progress, client, block_chains, reduce)
+        return self._run("mala", target, (float(eta), int(n_steps)), n_steps, x, origin, rec, trace,
+                         diverged, accepted, progress, client, block_chains, reduce)
 
     # ------------------------------------------------------------------ driver
-    def _run(self, kind, target, args, total_steps, x, k0, k1, rec, trace, diverged, accepted, chain0,
+    def _run(self, kind, target, args, total_steps, x, origin, rec, trace, diverged, accepted,
              progress, client, block_chains, reduce):
         require_dask()
         from .reductions import resolve_reduction
@@ -264,7 +264,7 @@ class DaskBackend:
             raise ValueError("x must be writeable: without a reduction the final states are gathered into it "
                              "(a read-only view such as np.broadcast_to(...) must be copied first)")
         inner = self._inner()
-        _check_runnable(inner, kind, target, args, k0, k1)
+        _check_runnable(inner, kind, target, args, origin)
         n = x.shape[0]
         own = None
         if client is None:
@@ -277,14 +277,14 @@ class DaskBackend:
             own = _OwnCluster(max(1, min(workers, len(starts))))
             client = own.client
         try:
-            return self._submit_and_gather(client, kind, inner, target, args, total_steps, x, k0, k1, rec,
-                                           trace, diverged, accepted, chain0, progress, reduction, starts, block)
+            return self._submit_and_gather(client, kind, inner, target, args, total_steps, x, origin, rec,
+                                           trace, diverged, accepted, progress, reduction, starts, block)
         finally:
             if own is not None:
                 own.close()
 
-    def _submit_and_gather(self, client, kind, inner, target, args, total_steps, x, k0, k1, rec, trace,
-                           diverged, accepted, chain0, progress, reduction, starts, block):
+    def _submit_and_gather(self, client, kind, inner, target, args, total_steps, x, origin, rec, trace,
+                           diverged, accepted, progress, reduction, starts, block):
         from distributed import as_completed
         from tqdm.auto import tqdm
 
@@ -297,8 +297,8 @@ class DaskBackend:
         try:  # an interrupt while submitting cancels the blocks submitted so far
             for i, lo in enumerate(starts):
                 hi = min(lo + block, n)
-                f = client.submit(_run_block, inner, kind, target, args, x[lo:hi], diverged[lo:hi], k0, k1,
-                                  chain0 + lo, n_rec, rec, reduction, f"refscore-stop-{tag}",
+                f = client.submit(_run_block, inner, kind, target, args, x[lo:hi], diverged[lo:hi],
+                                  origin.shifted(chains=lo), n_rec, rec, reduction, f"refscore-stop-{tag}",
                                   key=f"refscore-{kind}-{tag}-{lo}",
                                   pure=False)
                 futures.append(f)

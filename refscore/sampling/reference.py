@@ -25,7 +25,6 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels.score_blocks import BEYOND_BOUND, GROWTH_BOUND, NONFINITE
-from ..noise import _NP, _normal_block
 from .steps import langevin_step, mala_accept, mala_log_alpha
 
 __all__ = ["langevin", "mala"]
@@ -52,21 +51,21 @@ def _beyond(v, finite):
     return finite & np.any(np.abs(v) > GROWTH_BOUND, axis=1)
 
 
-def langevin(score_fns, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, status):
+def langevin(score_fns, etas, steps_per_level, x, origin, rec, trace, status):
     """ULA / annealed Langevin in place on ``x`` (n, d); ``score_fns[l]`` per level.
 
-    Row ``i`` of ``x`` is chain ``chain0 + i``; the first step is global step ``step0``.
+    ``origin`` (:class:`refscore.noise.NoiseOrigin`): row ``i`` of ``x`` is chain
+    ``origin.chain0 + i``; the first step is global step ``origin.step0``.
     ``status`` (n,) int8: 0 running, else frozen.
     """
     n, d = x.shape
-    chains = np.arange(chain0, chain0 + n, dtype=np.uint64)
     alive = status == 0
-    g = step0
+    g = origin.step0
     for score, eta in zip(score_fns, etas):
         for _ in range(steps_per_level):
             with np.errstate(all="ignore"):
                 s = _shaped(score(x), (n, d), "target.score(x)")
-                z = _normal_block(k0, k1, chains, np.uint64(g), d)
+                z = origin.normal(n, g, d)
                 x_new = langevin_step(x, s, eta, z)
                 finite = np.all(np.isfinite(x_new), axis=1)
                 beyond = _beyond(x_new, finite)
@@ -79,7 +78,7 @@ def langevin(score_fns, etas, steps_per_level, x, k0, k1, chain0, step0, rec, tr
                 trace[g // rec - 1] = x
 
 
-def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
+def mala(score, logpdf, eta, n_steps, x, origin, rec, trace, status, accepted):
     r"""MALA in place: proposal of eq. (4), Metropolis–Hastings correction
     (:func:`.steps.langevin_step`, :func:`.steps.mala_log_alpha`, :func:`.steps.mala_accept`).
 
@@ -88,19 +87,18 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, stat
         \log\alpha = \log p(y) - \log p(x)
           - \frac{\|x - y - \eta s(y)\|^2 - \|y - x - \eta s(x)\|^2}{4\eta}
 
-    Chains and steps are numbered from ``chain0`` and ``step0`` as in :func:`langevin`.
+    Chains and steps are numbered from ``origin`` as in :func:`langevin`.
     A proposal that is non-finite or beyond the bound, or a non-finite score or
     log-ratio there, freezes the chain.
     """
     n, d = x.shape
-    chains = np.arange(chain0, chain0 + n, dtype=np.uint64)
     alive = status == 0
     with np.errstate(all="ignore"):
         s_x = _shaped(score(x), (n, d), "target.score(x)")
         lp_x = _shaped(logpdf(x), (n,), "target.logpdf(x)")
-    for t in range(step0, step0 + n_steps):
+    for t in range(origin.step0, origin.step0 + n_steps):
         with np.errstate(all="ignore"):
-            z = _normal_block(k0, k1, chains, np.uint64(t), d)
+            z = origin.normal(n, t, d)
             y = langevin_step(x, s_x, eta, z)
             finite = np.all(np.isfinite(y), axis=1)
             beyond = _beyond(y, finite)
@@ -110,7 +108,7 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, stat
             lp_y = _shaped(logpdf(y_safe), (n,), "target.logpdf(x)")
             log_alpha = mala_log_alpha(x, y, s_x, s_y, lp_x, lp_y, eta)
             fin &= np.isfinite(log_alpha) & np.all(np.isfinite(s_y), axis=1)
-            u = _NP.uniform(k0, k1, chains, np.uint64(t), np.uint64(1))
+            u = origin.uniform(n, t)
             acc = alive & fin & mala_accept(log_alpha, u)
         _freeze(status, alive & ~fin, beyond)
         alive &= fin
