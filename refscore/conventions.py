@@ -1498,7 +1498,7 @@ class Conversion:
         converted (``"value"``, or ``"trace_term"``: the value less its ``"norm_term"``).
     options : tuple of (str, tuple)
         Keyword arguments that pick one of several variants, each with the values it takes
-        (``("form", ("v", "nv", "sqrt_v"))``): :meth:`option_sets` lists every combination.
+        (``("form", ("v", "nv", "sqrt_v"))``): ``option_sets()`` lists every combination.
 
     Examples
     --------
@@ -1520,7 +1520,7 @@ class Conversion:
         return tuple(dict.fromkeys(first + tuple(self.args[1:])))
 
     def option_sets(self) -> list:
-        """Every combination of :attr:`options` as keyword arguments (``[{}]`` when there are none)."""
+        """Every combination of ``options`` as keyword arguments (``[{}]`` when there are none)."""
         keys = [k for k, _ in self.options]
         return [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in self.options))]
 
