@@ -154,3 +154,41 @@ def test_manifest_check_names_the_type_of_a_list_param(gcopy):
                                                                              steps=2.5))
     with pytest.raises(ValueError, match="must give .steps. a number \\(an integer\\), got 2.5"):
         golden.load(gcopy)
+
+
+# ----------------------------------------------------------------- files older than a registry entry
+def test_a_file_written_before_a_loss_was_registered_still_loads_and_checks(small_golden, tmp_path, monkeypatch):
+    """A loss added to refscore.losses.LOSSES gives every ``losses`` case new quantities; a golden
+    file written before it lacks them and still loads, and compute and check cover what it holds.
+    A loss of the format itself (FORMAT_LOSSES) stays required: its absence is damage."""
+    from refscore.golden import store
+
+    name = "mlpscore_tanh_depth1_d2"
+    d = tmp_path / "g"
+    shutil.copytree(small_golden, d)
+    # the file as a refscore without ism wrote it (and, as before the binding existed, unbound)
+    m = json.loads((d / "manifest.json").read_text())
+    case = m["cases"][name]
+    for q in ("ism", "ism_grad"):
+        case["quantities"].remove(q)
+        del case["shapes"][q]
+    del case["binding"]
+    (d / "manifest.json").write_text(json.dumps(m, indent=1))
+    with np.load(d / "golden.npz") as z:
+        arrays = {k: z[k] for k in z.files if k not in (f"{name}/ism", f"{name}/ism_grad")}
+    np.savez(d / "golden.npz", **arrays)
+    with pytest.raises(ValueError, match=f"case '{name}': 'quantities' lists nothing unknown and lacks ism, ism_grad"):
+        golden.load(d)
+    monkeypatch.setattr(store, "FORMAT_LOSSES", tuple(n for n in store.FORMAT_LOSSES if n != "ism"))
+    g = golden.load(d)  # ism registered after the format: optional
+    assert "ism" not in g.all_cases[name].quantities and "esm" in g.all_cases[name].quantities
+    vals = golden.compute(g)
+    assert f"{name}/ism" not in vals and f"{name}/esm" in vals
+    res = golden.check(g, vals)
+    assert res.passed and res.coverage["keys"][0] == res.coverage["keys"][1] == len(vals)
+    # a quantity this refscore does not know is still refused
+    case["quantities"].append("ism_typo")
+    case["shapes"]["ism_typo"] = []
+    (d / "manifest.json").write_text(json.dumps(m, indent=1))
+    with pytest.raises(ValueError, match="lists ism_typo and lacks nothing"):
+        golden.load(d)

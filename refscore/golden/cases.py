@@ -47,6 +47,7 @@ __all__ = [
     "case_inputs",
     "case_seed",
     "projections_of",
+    "projection_key",
     "compute_case",
     "build_model",
     "build_target",
@@ -261,7 +262,9 @@ _PLAIN = tuple(spec for spec in _PER_POINT if _PROJECTED not in spec.inputs)
 _SLICED = tuple(spec for spec in _PER_POINT if _PROJECTED in spec.inputs)
 
 
-def _projection_key(kind: str) -> str:
+def projection_key(kind: str) -> str:
+    """The key of a ``losses`` case's projections of kind ``kind`` (``v_gaussian``; the sphere's raw draws
+    ``z_sphere``)."""
     return f"z_{kind}" if kind == _RAW_KIND else f"v_{kind}"
 
 
@@ -272,9 +275,9 @@ def projections_of(inputs, kind) -> np.ndarray:
     ``z_sphere`` and normalised here as refscore's :func:`~refscore.losses.projections` does.
     """
     if kind == _RAW_KIND:
-        z = inputs[_projection_key(kind)]
+        z = inputs[projection_key(kind)]
         return math.sqrt(z.shape[-1]) * z / np.linalg.norm(z, axis=-1, keepdims=True)
-    return inputs[_projection_key(kind)]
+    return inputs[projection_key(kind)]
 
 
 def _loss_input_keys(spec) -> list:
@@ -296,10 +299,10 @@ def _losses_inputs() -> dict:
     for kind in PROJECTION_KINDS:
         users = " / ".join(f"{spec.name}_{kind}" for spec in _SLICED)
         if kind == _RAW_KIND:
-            out[_projection_key(kind)] = (f"(m, n, d) standard normal draws; v_{kind} = sqrt(d) z / ||z|| "
+            out[projection_key(kind)] = (f"(m, n, d) standard normal draws; v_{kind} = sqrt(d) z / ||z|| "
                                           "(a quantity to check)")
         else:
-            out[_projection_key(kind)] = f"(m, n, d) {kind} projections for {users}"
+            out[projection_key(kind)] = f"(m, n, d) {kind} projections for {users}"
     return out
 
 
@@ -309,7 +312,7 @@ def _losses_quantities() -> dict:
         "jacobian": "(n, d, d) [k, i, j] = d s_i / d x_j at x_k",
         "trace": "(n,) tr grad_x s_theta(x_k), exact",
         "jvp": "(n, d) grad_x s_theta(x_k) u_k",
-        f"v_{_RAW_KIND}": f"(m, n, d) sqrt(d) {_projection_key(_RAW_KIND)} / ||{_projection_key(_RAW_KIND)}|| "
+        f"v_{_RAW_KIND}": f"(m, n, d) sqrt(d) {projection_key(_RAW_KIND)} / ||{projection_key(_RAW_KIND)}|| "
                           "(norm over the last axis)",
     }
     for spec in _PLAIN:
@@ -361,9 +364,9 @@ def _draw_losses(name, spec, model):
     for kind in PROJECTION_KINDS:
         if kind == _RAW_KIND:
             # the raw draws that refscore's projections() normalises (it draws them the same way)
-            inputs[_projection_key(kind)] = rng.standard_normal((m, n, d))
+            inputs[projection_key(kind)] = rng.standard_normal((m, n, d))
         else:
-            inputs[_projection_key(kind)] = losses.projections(rng, (m, n, d), kind=kind)
+            inputs[projection_key(kind)] = losses.projections(rng, (m, n, d), kind=kind)
     return inputs
 
 
@@ -378,15 +381,19 @@ def _compute_losses(model, inputs, spec=None):
         "jvp": model.score_jvp(th, x, inputs["u"]),
         f"v_{_RAW_KIND}": v_raw,
     }
+    # a file written before a loss or projection kind was registered lacks its inputs: its
+    # quantities are not computed (the file does not hold them either)
     for loss in _PLAIN:
-        args = {name: _scalar_or_array(inputs[LOSS_INPUTS[name].key]) for name in loss.inputs}
-        out[loss.name], out[f"{loss.name}_grad"] = loss(model, th, x, **args, grad=True)
+        if all(LOSS_INPUTS[name].key in inputs for name in loss.inputs):
+            args = {name: _scalar_or_array(inputs[LOSS_INPUTS[name].key]) for name in loss.inputs}
+            out[loss.name], out[f"{loss.name}_grad"] = loss(model, th, x, **args, grad=True)
     for kind in PROJECTION_KINDS:
-        v = projections_of(inputs, kind)
-        for loss in _SLICED:
-            key = f"{loss.name}_{kind}"
-            out[key], out[f"{key}_grad"] = loss(model, th, x, **{_PROJECTED: v}, grad=True)
-    return {k: np.asarray(out[k], dtype=float) for k in QUANTITIES}
+        if projection_key(kind) in inputs:
+            v = projections_of(inputs, kind)
+            for loss in _SLICED:
+                key = f"{loss.name}_{kind}"
+                out[key], out[f"{key}_grad"] = loss(model, th, x, **{_PROJECTED: v}, grad=True)
+    return {k: np.asarray(out[k], dtype=float) for k in QUANTITIES if k in out}
 
 
 # ------------------------------------------------------------------ dsm_multi
@@ -800,6 +807,8 @@ def case_values(name, spec):
 
 @one_blas_thread
 def compute_case(case) -> dict:
-    """refscore's quantities of a loaded case (a :class:`refscore.golden.Case`), recomputed from its stored inputs."""
+    """refscore's values of the quantities a loaded case (a :class:`refscore.golden.Case`) holds,
+    recomputed from its stored inputs."""
     kind = KINDS[case.kind]
-    return kind.compute(kind.build(case.spec), case.inputs, {**case.spec, "kind": case.kind})
+    values = kind.compute(kind.build(case.spec), case.inputs, {**case.spec, "kind": case.kind})
+    return {k: values[k] for k in case.quantities}

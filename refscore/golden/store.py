@@ -24,12 +24,15 @@ from .. import __version__
 from .._files import check_creatable, open_input, os_error_message, read_npz, reason, write_files_atomically
 from ..losses import LOSSES
 from ..models.activations import ACTIVATIONS
-from .cases import (ACTIVATION_NAMES, CASE_KINDS, CONVENTIONS, INPUTS, KINDS, QUANTITIES, TOLERANCES, build_model,
-                    build_target, case_seed, case_values)
+from .cases import (ACTIVATION_NAMES, CASE_KINDS, CONVENTIONS, INPUTS, KINDS, LOSS_INPUTS, LOSS_QUANTITIES,
+                    PROJECTION_KINDS, QUANTITIES, TOLERANCES, build_model, build_target, case_seed, case_values,
+                    projection_key)
 
 __all__ = [
     "FORMAT_VERSION",
     "READABLE_VERSIONS",
+    "FORMAT_LOSSES",
+    "FORMAT_PROJECTIONS",
     "DATA_FILE",
     "MANIFEST_FILE",
     "Case",
@@ -46,6 +49,14 @@ READABLE_VERSIONS = (1, 2)
 
 DATA_FILE = "golden.npz"
 MANIFEST_FILE = "manifest.json"
+
+#: the per-point losses and the projection kinds of the ``losses`` cases of formats 1 and 2: every
+#: such case holds their quantities and inputs.  A loss or projection kind added to the registries
+#: of :mod:`refscore.losses` since gives the cases more quantities (and maybe inputs); a file
+#: written before lacks them and still loads, and :func:`~refscore.golden.compute` and
+#: :func:`~refscore.golden.check` cover what it holds
+FORMAT_LOSSES = ("esm", "ism", "dsm", "ssm", "ssm_vr")
+FORMAT_PROJECTIONS = ("gaussian", "rademacher", "sphere")
 
 
 # ------------------------------------------------------------------ loading
@@ -314,6 +325,23 @@ _TARGET_CASE_FIELDS = {"target": (str, "a string"), "kwargs": (dict, "an object"
                        "shapes": (dict, "an object of name -> shape")}
 
 
+def _required(kind: str, key: str) -> set:
+    """The inputs or quantities (``key``) every case of ``kind`` holds in a readable file: all of the
+    kind's, except for ``losses`` those of losses and projections registered after the format."""
+    names = set(CASE_KINDS[kind][key])
+    if kind != "losses":
+        return names
+    if key == "quantities":
+        def of_the_format(q):
+            found = LOSS_QUANTITIES.get(q[:-5] if q.endswith("_grad") else q)
+            return found is None or (found[0] in FORMAT_LOSSES and found[1] in (None, *FORMAT_PROJECTIONS))
+        return {q for q in names if of_the_format(q)}
+    of_losses = {inp.key for inp in LOSS_INPUTS.values()} | {projection_key(k) for k in PROJECTION_KINDS}
+    of_format = {LOSS_INPUTS[n].key for loss in FORMAT_LOSSES for n in LOSSES[loss].inputs if n in LOSS_INPUTS}
+    of_format |= {projection_key(k) for k in FORMAT_PROJECTIONS}
+    return {k for k in names if k not in of_losses or k in of_format}
+
+
 def _check_manifest_cases(mpath, manifest, version=FORMAT_VERSION) -> None:
     """ValueError (one line, naming ``mpath``, the case and the field) unless every case is well formed."""
     def bad(where, problem):
@@ -347,11 +375,11 @@ def _check_manifest_cases(mpath, manifest, version=FORMAT_VERSION) -> None:
             if not isinstance(meta[key], typ) or isinstance(meta[key], bool):
                 raise bad(f"{where}: {key!r}", f"must be {words}, got {shown(meta[key])}")
         for key in ("inputs", "quantities"):
-            names = CASE_KINDS[kind][key]
             listed = meta[key]
             if not all(isinstance(k, str) for k in listed) or len(set(listed)) != len(listed):
                 raise bad(f"{where}: {key!r}", f"must be a list of distinct names, got {shown(listed)}")
-            unknown, missing = sorted(set(listed) - set(names)), sorted(set(names) - set(listed))
+            unknown = sorted(set(listed) - set(CASE_KINDS[kind][key]))
+            missing = sorted(_required(kind, key) - set(listed))
             if unknown or missing:
                 raise bad(f"{where}: {key!r}", f"lists {', '.join(unknown) or 'nothing unknown'} and lacks "
                           f"{', '.join(missing) or 'nothing'}: not format_version {version}'s {kind} {key}")
