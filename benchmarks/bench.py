@@ -692,6 +692,7 @@ def _dask(cfg):
     and the scheduler's overhead per task (so the block size that keeps it under 5 % is known)."""
     import refscore as rs
     from distributed import Client, LocalCluster
+    from refscore.sampling import DaskBackend
 
     n, steps = cfg["dask_n"], cfg["dask_steps"]
     target = rs.Gaussian([0.0, 0.0], [[1.0, 0.5], [0.5, 2.0]])
@@ -703,9 +704,10 @@ def _dask(cfg):
     for workers in (1, 2):
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client:
-            rs.ula(target, x0[:256], 0.05, 2, seed=0, backend="dask", client=client, progress=False)
-            sec, _ = _best_of(lambda: rs.ula(target, x0, 0.05, steps, seed=0, backend="dask", client=client,
-                                             progress=False), cfg["repeat"])
+            dask = DaskBackend(client=client)
+            rs.ula(target, x0[:256], 0.05, 2, seed=0, backend=dask, progress=False)
+            sec, _ = _best_of(lambda: rs.ula(target, x0, 0.05, steps, seed=0, backend=dask, progress=False),
+                              cfg["repeat"])
             out[f"dask_{workers}_workers_chain_steps_per_s"] = n * steps / sec
             if workers == 2:
                 futs = client.map(lambda i: i, range(10))

@@ -70,7 +70,7 @@ def _registries():
 
     from .losses import PER_POINT_LOSSES, PROJECTIONS
     from .models.activations import ACTIVATIONS
-    from .sampling.backends import BACKENDS
+    from .sampling.registry import BACKENDS
 
     return types.SimpleNamespace(per_point_losses=PER_POINT_LOSSES, projections=PROJECTIONS,
                                  activations=ACTIVATIONS, backends=BACKENDS)
@@ -435,14 +435,15 @@ def _annealed_sigmas(args) -> np.ndarray:
 def _run_sampler(args, sampling, target, x0, client, sigmas=None):
     """Run the chosen sampler (``sigmas``: annealed's levels); the sampler's TypeError on a target it
     cannot run, in the CLI's words."""
-    extra = {"client": client} if client is not None else {}
+    # --backend dask with --scheduler / --workers: the backend object carries the client
+    backend = args.backend if client is None else sampling.DaskBackend(client=client)
     try:
         if args.sampler == "ula":
-            return sampling.ula(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend, **extra)
+            return sampling.ula(target, x0, args.step, args.steps, seed=args.seed, backend=backend)
         elif args.sampler == "mala":
             if not hasattr(target, "logpdf"):
                 raise CLIError(f"--sampler mala needs a target with a log-density; {args.target} has none")
-            return sampling.mala(target, x0, args.step, args.steps, seed=args.seed, backend=args.backend, **extra)
+            return sampling.mala(target, x0, args.step, args.steps, seed=args.seed, backend=backend)
         else:
             try:
                 perturbed = target.perturbed()
@@ -452,7 +453,7 @@ def _run_sampler(args, sampling, target, x0, client, sigmas=None):
                     f"(gaussian, mixture); {args.target} has none"
                 ) from None
             return sampling.annealed_langevin(perturbed, x0, sigmas, args.step, args.steps, seed=args.seed,
-                                              backend=args.backend, **extra)
+                                              backend=backend)
     except TypeError as exc:  # the sampler's word on a target it cannot run, put in the CLI's terms
         raise CLIError(
             f"--sampler {args.sampler} --backend {args.backend} cannot sample {args.target} "

@@ -19,8 +19,9 @@ pytest.importorskip("distributed")
 from refscore.distributions import Banana, Gaussian, GaussianMixture  # noqa: E402
 from refscore.noise import NoiseOrigin  # noqa: E402
 from refscore.sampling import DivergenceWarning, NumbaTarget, annealed_langevin, mala, ula  # noqa: E402
-from refscore.sampling.backends import BACKENDS, get_backend  # noqa: E402
-from refscore.sampling.dask_backend import DaskBackend, default_block_chains  # noqa: E402
+from refscore.sampling import BACKENDS, DaskBackend  # noqa: E402
+from refscore.sampling.dask_backend import default_block_chains  # noqa: E402
+from refscore.sampling.registry import get_backend  # noqa: E402
 from refscore.sampling.reductions import (DivergenceFlags, Histogram, ModeWeights, Moments,  # noqa: E402
                                           Reduction, exact_sums)
 
@@ -72,8 +73,8 @@ def _assert_same(a, b):
 def test_bitwise_equal_to_numba_for_every_block_size(client, sampler):
     ref = _run(sampler, "numba")
     for b in BLOCKS:
-        _assert_same(_run(sampler, "dask", client=client, block_chains=b), ref)
-    _assert_same(_run(sampler, "dask", client=client), ref)  # the default block size
+        _assert_same(_run(sampler, DaskBackend(client=client, block_chains=b)), ref)
+    _assert_same(_run(sampler, DaskBackend(client=client)), ref)  # the default block size
 
 
 def test_chain_offset_through_the_protocol(client):
@@ -81,8 +82,8 @@ def test_chain_offset_through_the_protocol(client):
     whole = ula(MIX, X0, 0.05, 37, seed=9, backend="numba", record=5)
     x = X0[25:].copy()
     trace, div = np.zeros((7, 275, 3)), np.zeros(275, dtype=bool)
-    out = get_backend("dask").langevin(MIX, None, np.array([0.05]), 37, x, NoiseOrigin(9, chain0=25), 5, trace,
-                                       div, client=client, block_chains=50)
+    backend = get_backend(DaskBackend(client=client, block_chains=50))
+    out = backend.langevin(MIX, None, np.array([0.05]), 37, x, NoiseOrigin(9, chain0=25), 5, trace, div)
     assert out is None
     np.testing.assert_array_equal(x, whole.x[25:])
     np.testing.assert_array_equal(trace, whole.trace[:, 25:])
@@ -92,8 +93,8 @@ def test_numpy_inner_backend_is_bitwise_the_numpy_backend(client):
     x0 = X0[:40]
     ref = ula(MIX, x0, 0.05, 12, seed=2, backend="numpy", record=4)
     x, trace, div = x0.copy(), np.zeros((3, 40, 3)), np.zeros(40, dtype=bool)
-    DaskBackend(inner="numpy").langevin(MIX, None, np.array([0.05]), 12, x, NoiseOrigin(2), 4, trace, div,
-                                        client=client, block_chains=15)
+    DaskBackend(client=client, block_chains=15, inner="numpy").langevin(MIX, None, np.array([0.05]), 12, x,
+                                                                        NoiseOrigin(2), 4, trace, div)
     np.testing.assert_array_equal(x, ref.x)
     np.testing.assert_array_equal(trace, ref.trace)
 
@@ -108,7 +109,7 @@ def test_divergence_is_flagged_as_on_numba(client):
     assert "reached a non-finite value" in str(want[0].message)
     assert "left the bound" in str(want[0].message)
     with pytest.warns(DivergenceWarning, match=f"{ref.diverged.sum()} of 300 chains") as got_warning:
-        got = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend="dask", client=client, block_chains=41)
+        got = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend=DaskBackend(client=client, block_chains=41))
     assert [str(w.message) for w in got_warning] == [str(w.message) for w in want]
     _assert_same(got, ref)
 
@@ -131,14 +132,14 @@ def test_a_reduction_is_handed_boolean_flags_while_the_codes_travel_back(client)
     with pytest.warns(DivergenceWarning):
         ref = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend="numba")
     with pytest.warns(DivergenceWarning, match="reached a non-finite value; .* left the bound"):
-        got = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend="dask", client=client, block_chains=41,
+        got = ula(Banana(0.1, 3.0), x0, 0.05, 100, seed=1, backend=DaskBackend(client=client, block_chains=41),
                   reduce=_SeenFlags())
     assert got.reduced.dtype == np.bool_
     np.testing.assert_array_equal(got.reduced, ref.diverged)
     # a caller of the protocol that hands bool flags gets bool flags back
     x, div = x0.copy(), np.zeros(300, dtype=bool)
-    DaskBackend().langevin(Banana(0.1, 3.0), None, np.array([0.05]), 100, x, NoiseOrigin(1), 0,
-                           np.zeros((0, 300, 2)), div, client=client, block_chains=41)
+    DaskBackend(client=client, block_chains=41).langevin(Banana(0.1, 3.0), None, np.array([0.05]), 100, x,
+                                                         NoiseOrigin(1), 0, np.zeros((0, 300, 2)), div)
     np.testing.assert_array_equal(div, ref.diverged)
     np.testing.assert_array_equal(x, ref.x)
 
@@ -165,7 +166,8 @@ def test_a_numba_target_runs_on_dask_bitwise_as_on_numba(client, sampler):
     t = NumbaTarget(2, _prec_score, _prec_logpdf)
     x0 = np.random.default_rng(1).standard_normal((300, 2))
     ref = sampler(t, x0, 0.05, 40, seed=5, backend="numba", record=10)
-    _assert_same(sampler(t, x0, 0.05, 40, seed=5, backend="dask", client=client, block_chains=128, record=10), ref)
+    got = sampler(t, x0, 0.05, 40, seed=5, backend=DaskBackend(client=client, block_chains=128), record=10)
+    _assert_same(got, ref)
 
 
 def test_a_numba_target_the_numba_backend_cannot_run_fails_before_the_run(client, monkeypatch):
@@ -175,7 +177,7 @@ def test_a_numba_target_the_numba_backend_cannot_run_fails_before_the_run(client
     monkeypatch.setattr(client, "submit", no_submit)
     x0 = np.zeros((4, 2))
     with pytest.raises(TypeError, match="mala needs a log-density"):  # the numba backend's own message
-        mala(NumbaTarget(2, _prec_score), x0, 0.05, 3, seed=0, backend="dask", client=client)
+        mala(NumbaTarget(2, _prec_score), x0, 0.05, 3, seed=0, backend=DaskBackend(client=client))
 
 
 # ------------------------------------------------------------------ reductions
@@ -194,7 +196,8 @@ def test_reductions_are_bitwise_the_same_for_every_partition(client):
         for b in (5, 41, 128, 300):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DivergenceWarning)
-                res = ula(banana, x0, 0.05, 100, seed=1, backend="dask", client=client, block_chains=b, reduce=spec)
+                res = ula(banana, x0, 0.05, 100, seed=1, backend=DaskBackend(client=client, block_chains=b),
+                          reduce=spec)
             assert res.x is None  # nothing per chain but the flags came back
             np.testing.assert_array_equal(res.diverged, ref.diverged)
             got, want = res.reduced, local[name]
@@ -215,12 +218,12 @@ def test_reductions_are_bitwise_the_same_for_every_partition(client):
 
 def test_mala_and_annealed_reductions_and_mode_weights_of_the_target(client):
     ref = _run("annealed", "numba")
-    got = _run("annealed", "dask", client=client, block_chains=64, reduce="modes")
+    got = _run("annealed", DaskBackend(client=client, block_chains=64), reduce="modes")
     want = ModeWeights(MIX.means).merge([ModeWeights(MIX.means).block(ref.x, ref.diverged)])
     np.testing.assert_array_equal(got.reduced.counts, want.counts)
     np.testing.assert_array_equal(got.trace, ref.trace)  # record= still gathers the trace
     refm = _run("mala", "numba")
-    gotm = _run("mala", "dask", client=client, block_chains=64, reduce="moments")
+    gotm = _run("mala", DaskBackend(client=client, block_chains=64), reduce="moments")
     np.testing.assert_array_equal(gotm.accept_rate, refm.accept_rate)
     np.testing.assert_array_equal(gotm.reduced.mean, Moments().merge([Moments().block(refm.x, refm.diverged)]).mean)
 
@@ -258,13 +261,54 @@ def test_options_need_the_dask_backend_and_default_block_size():
         ula(MIX, X0, 0.05, 3, seed=0, backend="numba", reduce="moments")
     with pytest.raises(ValueError, match="reduce must be one of"):
         ula(MIX, X0, 0.05, 3, seed=0, backend="dask", reduce="median")
-    with pytest.raises(ValueError, match="block_chains must be a positive int"):
-        ula(MIX, X0, 0.05, 3, seed=0, backend="dask", block_chains=0)
-    assert "dask" in BACKENDS
+    for bad in (0, -3, True, 2.0):
+        with pytest.raises(ValueError, match=f"block_chains must be a positive int, got {bad!r}"):
+            DaskBackend(block_chains=bad)
+    with pytest.raises(ValueError, match="n_workers must be a positive int, got 0"):
+        DaskBackend(n_workers=0)
+    with pytest.raises(ValueError, match="inner must be 'numba' or 'numpy', got 'cuda'"):
+        DaskBackend(inner="cuda")
+    assert "dask" in BACKENDS and isinstance(get_backend("dask"), DaskBackend)
     for n, steps, w in [(10, 5, 2), (10 ** 6, 1000, 2), (1000, 10 ** 7, 8), (5000, 100, 16)]:
         b = default_block_chains(n, steps, w)
         assert 1 <= b <= n
         assert b == n or b % 128 == 0
+
+
+@pytest.mark.parametrize("sampler", ["ula", "mala", "annealed"])
+def test_client_and_block_chains_keywords_are_deprecated_and_build_the_backend(client, sampler):
+    ref = _run(sampler, "numba")
+    with pytest.warns(DeprecationWarning, match=r"\(\.\.\., client=, block_chains=\) is deprecated and will be "
+                                                r"removed in the next release: pass "
+                                                r"backend=DaskBackend\(client=\.\.\., block_chains=\.\.\.\)"):
+        got = _run(sampler, "dask", client=client, block_chains=100)
+    _assert_same(got, ref)
+
+
+def test_deprecated_keywords_need_the_dask_name():
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="block_chains= need backend='dask', "
+                                                                           "got backend='numba'"):
+        ula(MIX, X0, 0.05, 3, seed=0, backend="numba", block_chains=10)
+    with pytest.warns(DeprecationWarning), pytest.raises(
+            ValueError, match=r"block_chains= cannot be combined with a backend object, got "
+                              r"backend=DaskBackend\(block_chains=5\): give the options to it"):
+        ula(MIX, X0, 0.05, 3, seed=0, backend=DaskBackend(block_chains=5), block_chains=10)
+
+
+def test_a_backend_that_is_not_one_is_a_type_error():
+    with pytest.raises(TypeError, match=r"backend must be one of \['cuda', 'dask', 'numba', 'numpy'\] or a backend "
+                                        r"object with name, langevin and mala .*, got int"):
+        ula(MIX, X0, 0.05, 3, seed=0, backend=3)
+
+
+def test_a_client_closed_after_the_backend_was_made_is_refused_before_the_run(client):
+    from distributed import Client
+
+    other = Client(client.cluster)
+    backend = DaskBackend(client=other, block_chains=50)
+    other.close()
+    with pytest.raises(ValueError, match="client must be connected to a scheduler.*'closed'"):
+        ula(MIX, X0, 0.05, 3, seed=0, backend=backend)
 
 
 _NO_DASK = textwrap.dedent("""
@@ -272,7 +316,7 @@ _NO_DASK = textwrap.dedent("""
     sys.modules["distributed"] = None
     sys.modules["dask"] = None
     import refscore
-    from refscore.sampling.backends import get_backend
+    from refscore.sampling.registry import get_backend
     try:
         get_backend("dask")
     except ImportError as exc:
@@ -296,12 +340,12 @@ def test_dask_is_an_optional_extra():
 def test_one_worker_own_local_cluster():
     ref = ula(MIX, X0, 0.05, 37, seed=9, backend="numba", record=5)
     x, trace, div = X0.copy(), np.zeros((7, 300, 3)), np.zeros(300, dtype=bool)
-    DaskBackend(n_workers=1).langevin(MIX, None, np.array([0.05]), 37, x, NoiseOrigin(9), 5, trace, div,
-                                      block_chains=64)
+    DaskBackend(n_workers=1, block_chains=64).langevin(MIX, None, np.array([0.05]), 37, x, NoiseOrigin(9), 5,
+                                                       trace, div)
     np.testing.assert_array_equal(x, ref.x)
     np.testing.assert_array_equal(trace, ref.trace)
     # and the samplers' own LocalCluster (no client=)
-    _assert_same(ula(MIX, X0, 0.05, 37, seed=9, backend="dask", record=5, block_chains=100), ref)
+    _assert_same(ula(MIX, X0, 0.05, 37, seed=9, backend=DaskBackend(block_chains=100), record=5), ref)
 
 
 def test_a_worker_killed_mid_run_changes_nothing(client):
@@ -315,7 +359,7 @@ def test_a_worker_killed_mid_run_changes_nothing(client):
 
     def run():
         try:
-            out["res"] = ula(g, x0, 0.05, 10000, seed=4, backend="dask", client=client, block_chains=256)
+            out["res"] = ula(g, x0, 0.05, 10000, seed=4, backend=DaskBackend(client=client, block_chains=256))
         except BaseException as exc:  # pragma: no cover - reported below
             out["exc"] = exc
 

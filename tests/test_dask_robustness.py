@@ -80,8 +80,8 @@ def _reduced_on_dask(client, x, reduce):
     directly: the samplers keep their chains within GROWTH_BOUND, a reduction takes any finite states)."""
     n, d = x.shape
     status = np.zeros(n, dtype=np.int8)
-    out = DaskBackend().langevin(G, None, np.array([0.1]), 0, x.copy(), NoiseOrigin(1), 0, np.zeros((0, n, d)),
-                                 status, client=client, block_chains=16, reduce=reduce)
+    out = DaskBackend(client=client, block_chains=16).langevin(G, None, np.array([0.1]), 0, x.copy(), NoiseOrigin(1),
+                                                               0, np.zeros((0, n, d)), status, reduce=reduce)
     assert not status.any()
     return out
 
@@ -152,13 +152,13 @@ def test_protocol_refuses_a_read_only_x_before_the_run_when_final_states_are_ask
     x = np.broadcast_to(np.zeros(2), (10, 2))
     monkeypatch.setattr(client, "submit", _no_submit)
     with pytest.raises(ValueError, match="x must be writeable"):
-        DaskBackend().langevin(G, None, np.array([0.1]), 5, x, NoiseOrigin(0), 0, np.zeros((0, 10, 2)),
-                               np.zeros(10, dtype=bool), client=client)
+        DaskBackend(client=client).langevin(G, None, np.array([0.1]), 5, x, NoiseOrigin(0), 0, np.zeros((0, 10, 2)),
+                                            np.zeros(10, dtype=bool))
 
 
 def test_a_broadcast_x0_with_reduce_final(client):
     """The final states are gathered into x: a broadcast (read-only) x0 is copied first."""
-    res = ula(G, np.broadcast_to(np.ones(2), (10, 2)), 0.1, 5, seed=0, backend="dask", client=client,
+    res = ula(G, np.broadcast_to(np.ones(2), (10, 2)), 0.1, 5, seed=0, backend=DaskBackend(client=client),
               reduce="final")
     np.testing.assert_array_equal(res.x, ula(G, np.ones((10, 2)), 0.1, 5, seed=0, backend="numba").x)
 
@@ -170,7 +170,7 @@ def _no_submit(*args, **kwargs):
 
 def test_a_client_that_is_not_a_client_is_a_type_error():
     with pytest.raises(TypeError, match=r"client must be a distributed\.Client, got object"):
-        ula(G, np.zeros((4, 2)), 0.1, 5, seed=0, backend="dask", client=object())
+        ula(G, np.zeros((4, 2)), 0.1, 5, seed=0, backend=DaskBackend(client=object()))
 
 
 def test_a_closed_client_is_a_value_error(client):
@@ -179,7 +179,7 @@ def test_a_closed_client_is_a_value_error(client):
     closed = Client(client.cluster)
     closed.close()
     with pytest.raises(ValueError, match="client must be connected to a scheduler.*'closed'"):
-        ula(G, np.zeros((4, 2)), 0.1, 5, seed=0, backend="dask", client=closed)
+        ula(G, np.zeros((4, 2)), 0.1, 5, seed=0, backend=DaskBackend(client=closed))
 
 
 # ------------------------------------------------------------------ reductions checked before the run
@@ -191,7 +191,7 @@ def test_a_closed_client_is_a_value_error(client):
 def test_a_reduction_that_cannot_take_the_states_fails_before_the_run(client, monkeypatch, spec, match):
     monkeypatch.setattr(client, "submit", _no_submit)
     with pytest.raises(ValueError, match=match):
-        ula(G, np.zeros((4, 2)), 0.1, 5, seed=0, backend="dask", client=client, reduce=spec)
+        ula(G, np.zeros((4, 2)), 0.1, 5, seed=0, backend=DaskBackend(client=client), reduce=spec)
 
 
 def test_histogram_dims_must_be_non_negative_integers():
@@ -223,7 +223,7 @@ def test_an_interrupted_submission_cancels_what_was_submitted(client, monkeypatc
     x0 = np.zeros((4096, 2))
     kept = None
     try:
-        ula(G, x0, 1e-3, 1000, seed=0, backend="dask", client=client, block_chains=512)
+        ula(G, x0, 1e-3, 1000, seed=0, backend=DaskBackend(client=client, block_chains=512))
     except KeyboardInterrupt as exc:
         kept = exc  # holds the frames, as sys.last_traceback would
         assert "interrupted" in str(exc)
@@ -232,7 +232,7 @@ def test_an_interrupted_submission_cancels_what_was_submitted(client, monkeypatc
     assert _refscore_tasks(client) == []
     monkeypatch.undo()
     np.testing.assert_array_equal(
-        ula(G, x0[:8], 0.1, 5, seed=0, backend="dask", client=client).x,
+        ula(G, x0[:8], 0.1, 5, seed=0, backend=DaskBackend(client=client)).x,
         ula(G, x0[:8], 0.1, 5, seed=0, backend="numba").x)
 
 
@@ -254,11 +254,11 @@ def test_an_interrupt_stops_the_blocks_already_running(client):
 
     threading.Thread(target=interrupt_once_running, daemon=True).start()
     with pytest.raises(KeyboardInterrupt, match="interrupted after 0 of 4 blocks"):
-        ula(G, np.zeros((512, 2)), 0.01, 10 ** 9, seed=0, backend="dask", client=client, block_chains=128)
+        ula(G, np.zeros((512, 2)), 0.01, 10 ** 9, seed=0, backend=DaskBackend(client=client, block_chains=128))
     assert _refscore_tasks(client) == []
     deadline = time.monotonic() + 60
     while _executing(client) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _executing(client) == 0
-    np.testing.assert_array_equal(ula(G, np.ones((8, 2)), 0.1, 5, seed=0, backend="dask", client=client).x,
+    np.testing.assert_array_equal(ula(G, np.ones((8, 2)), 0.1, 5, seed=0, backend=DaskBackend(client=client)).x,
                                   ula(G, np.ones((8, 2)), 0.1, 5, seed=0, backend="numba").x)

@@ -326,7 +326,9 @@ def test_result_is_bitwise_independent_of_chunking_and_chain_offset(backend, mon
         np.testing.assert_array_equal(a.trace, b.trace)
     np.testing.assert_array_equal(wmala.accept_rate, cmala.accept_rate)
     # chains 25.. run on their own with chain0 = 25 equal rows 25.. of the whole run
-    runner = backends.get_backend(backend)
+    from refscore.sampling.registry import get_backend
+
+    runner = get_backend(backend)
     x = np.ascontiguousarray(x0[25:].copy())
     trace = np.zeros((37 // 5, 15, 3))
     div = np.zeros(15, dtype=bool)

@@ -14,10 +14,12 @@ so :math:`\eta = \alpha/2` (:func:`refscore.conventions.ncsn_step`); NCSN's and 
 released samplers use their ``step_lr`` as :math:`\eta` directly
 (:func:`refscore.conventions.ncsn_code_step`).
 
-Backends (:mod:`.backends`, one protocol and one registry): ``"numpy"``
-(the reference, :mod:`.reference`), ``"numba"`` (parallel over blocks of
-chains) and ``"cuda"`` (one thread per chain), the compiled two loaded only
-when asked for from :mod:`refscore._kernels`.  They share the noise
+Backends (one protocol, :mod:`.backends`; one registry of names, :mod:`.registry`): ``"numpy"``
+(the reference, :mod:`.reference`, running the pure steps of :mod:`.steps`), ``"numba"``
+(parallel over blocks of chains) and ``"cuda"`` (one thread per chain), the compiled two
+loaded only when asked for from :mod:`refscore._kernels`; ``"dask"`` or
+``DaskBackend(client=..., block_chains=...)`` runs blocks of chains as Dask tasks
+(:mod:`.dask_backend`).  ``backend=`` takes a name or a backend object.  They share the noise
 bit for bit (:mod:`refscore.noise`) and differ in the score's round-off
 only: trajectories agree to ~1e-12 relative after 100 steps on a Gaussian
 (tested at 1e-10).
@@ -46,13 +48,14 @@ import numpy as np
 from .._kernels.score_blocks import BEYOND_BOUND, GROWTH_BOUND, NONFINITE
 from .._validation import as_float_array, check_finite, check_int, check_positive, check_sigmas
 from ..noise import NoiseOrigin
-from .backends import BACKENDS, get_backend
 from .custom import CallableTarget, NumbaTarget
+from .dask_backend import DaskBackend
+from .registry import BACKENDS, get_backend
 from .steps import annealed_level_steps
 from .targets import is_noise_conditional, linear_score_precisions
 
 __all__ = ["ula", "mala", "annealed_langevin", "SamplerResult", "DivergenceWarning", "BACKENDS",
-           "CallableTarget", "NumbaTarget", "GROWTH_BOUND"]
+           "DaskBackend", "CallableTarget", "NumbaTarget", "GROWTH_BOUND"]
 
 
 
@@ -160,14 +163,36 @@ def _check_target(target, sampler):
     return int(target.dim)
 
 
-def _gathers_no_states(backend, reduce) -> bool:
+def _runner(backend, client, block_chains, reduce, sampler):
+    """The backend object of a run: ``backend=`` (a name or an object), built with the deprecated
+    ``client=`` / ``block_chains=`` when they are given; ``reduce=`` needs the Dask backend."""
+    if client is not None or block_chains is not None:
+        given = [k for k, v in (("client", client), ("block_chains", block_chains)) if v is not None]
+        keywords = ", ".join(f"{k}=" for k in given)
+        new_form = f"backend=DaskBackend({', '.join(f'{k}=...' for k in given)})"
+        warnings.warn(f"{sampler}(..., {keywords}) is deprecated and will be removed in the next release: pass "
+                      f"{new_form} (from refscore.sampling import DaskBackend)", DeprecationWarning, stacklevel=3)
+        if not isinstance(backend, str):
+            raise ValueError(f"{keywords} cannot be combined with a backend object, got backend={backend!r}: "
+                             f"give the options to it, {new_form}")
+        if backend != "dask":
+            raise ValueError(f"{keywords} need backend='dask', got backend={backend!r}")
+        backend = DaskBackend(client=client, block_chains=block_chains)
+    runner = get_backend(backend)
+    if reduce is not None and runner.name != "dask":
+        raise ValueError(f"reduce= need backend='dask', got backend={runner.name!r}")
+    return runner
+
+
+def _gathers_no_states(runner, reduce) -> bool:
     """True when the run returns no final states (a Dask reduction): ``x0`` may then stay a read-only view.
 
     ``reduce=None``, ``"final"`` and :class:`~.reductions.FinalStates` gather the states into ``x``.
     """
     from .reductions import FinalStates
 
-    return backend == "dask" and reduce is not None and reduce != "final" and not isinstance(reduce, FinalStates)
+    return (runner.name == "dask" and reduce is not None and not (isinstance(reduce, str) and reduce == "final")
+            and not isinstance(reduce, FinalStates))
 
 
 def _check_x0(x0, d, reduced=False):
@@ -208,19 +233,8 @@ def _check_record(record, n_total):
 _check_sigmas = check_sigmas
 
 
-def _dask_options(runner, client, block_chains, reduce):
-    """``client=``, ``block_chains=``, ``reduce=`` for the backend (only ``backend="dask"`` takes them)."""
-    opts = {k: v for k, v in (("client", client), ("block_chains", block_chains), ("reduce", reduce))
-            if v is not None}
-    if opts and runner.name != "dask":
-        raise ValueError(f"{', '.join(k + '=' for k in opts)} need backend='dask', got backend={runner.name!r}")
-    return opts
-
-
-def _run_langevin(target, x0, sigmas, etas, steps_per_level, seed, backend, record, progress,
-                  client=None, block_chains=None, reduce=None):
-    runner = get_backend(backend)
-    opts = _dask_options(runner, client, block_chains, reduce)
+def _run_langevin(target, x0, sigmas, etas, steps_per_level, seed, runner, record, progress, reduce):
+    opts = {} if reduce is None else {"reduce": reduce}
     origin = NoiseOrigin(seed)
     x = x0
     n, d = x.shape
@@ -256,18 +270,22 @@ def ula(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=
         :math:`\eta`.
     n_steps : int >= 0
     seed : int in [0, 2**64)
-    backend : {"numpy", "numba", "cuda", "dask"}
-        ``"dask"`` (:mod:`.dask_backend`): blocks of chains as Dask tasks,
-        bitwise equal to ``"numba"``.
+    backend : {"numpy", "numba", "cuda", "dask"} or a backend object
+        A name of :data:`BACKENDS` (:mod:`.registry`), or an object carrying
+        its options: ``DaskBackend(client=..., block_chains=...)``
+        (:mod:`.dask_backend`: blocks of chains as Dask tasks, bitwise equal
+        to ``"numba"``; ``"dask"`` is ``DaskBackend()``, a LocalCluster for the call).
     record : int, optional
         Keep the states every ``record`` steps in ``.trace``.
     progress : bool, optional
         A progress bar on stderr: ``None`` (default) when stderr is a terminal
         and the run lasts over two seconds, ``True`` always, ``False`` never.
-    client, block_chains, reduce : optional, ``backend="dask"`` only
-        A ``distributed.Client`` (default: a LocalCluster for the call);
-        chains per task; a reduction of the final states computed on the
-        workers (``"moments"``, ``"modes"``, ``"diverged"``, a
+    client, block_chains : optional, deprecated
+        Build ``DaskBackend(client=..., block_chains=...)`` for ``backend="dask"``,
+        with a ``DeprecationWarning``: pass that object as ``backend=`` instead.
+    reduce : optional, Dask backend only
+        A reduction of the final states computed on the workers
+        (``"moments"``, ``"modes"``, ``"diverged"``, a
         :class:`.reductions.Histogram`, ...) returned in ``.reduced``.
 
     Raises
@@ -295,13 +313,13 @@ def ula(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=
     ((4, 2), False)
     """
     d = _check_target(target, "ula")
-    x = _check_x0(x0, d, reduced=_gathers_no_states(backend, reduce))
+    runner = _runner(backend, client, block_chains, reduce, "ula")
+    x = _check_x0(x0, d, reduced=_gathers_no_states(runner, reduce))
     _precheck(target, x)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
     _warn_unstable_step(target, None, [eta], "ula")
-    return _run_langevin(target, x, None, [eta], n_steps, seed, backend, record, progress,
-                         client, block_chains, reduce)
+    return _run_langevin(target, x, None, [eta], n_steps, seed, runner, record, progress, reduce)
 
 
 def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="numpy",
@@ -347,15 +365,15 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
     (8, 1)
     """
     d = _check_target(target, "annealed_langevin")
-    x = _check_x0(x0, d, reduced=_gathers_no_states(backend, reduce))
+    runner = _runner(backend, client, block_chains, reduce, "annealed_langevin")
+    x = _check_x0(x0, d, reduced=_gathers_no_states(runner, reduce))
     _precheck(target, x)
     s = _check_sigmas(sigmas)
     step = check_positive("step", step)
     T = check_int("steps_per_level", steps_per_level, 0)
     etas = annealed_level_steps(step, s)
     _warn_unstable_step(target, s, etas, "annealed_langevin")
-    return _run_langevin(target, x, s, etas, T, seed, backend, record, progress,
-                         client, block_chains, reduce)
+    return _run_langevin(target, x, s, etas, T, seed, runner, record, progress, reduce)
 
 
 def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=None,
@@ -393,12 +411,12 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress
     (4,)
     """
     d = _check_target(target, "mala")
-    x = _check_x0(x0, d, reduced=_gathers_no_states(backend, reduce))
+    runner = _runner(backend, client, block_chains, reduce, "mala")
+    x = _check_x0(x0, d, reduced=_gathers_no_states(runner, reduce))
     _precheck(target, x)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
-    runner = get_backend(backend)
-    opts = _dask_options(runner, client, block_chains, reduce)
+    opts = {} if reduce is None else {"reduce": reduce}
     origin = NoiseOrigin(seed)
     n = x.shape[0]
     rec, n_rec = _check_record(record, n_steps)

@@ -1,4 +1,4 @@
-r"""The sampler backends: one protocol, one registry, dispatched in one place.
+r"""The sampler backends: one protocol and the backends that run on one machine.
 
 A backend runs the chains of :func:`~refscore.sampling.ula`,
 :func:`~refscore.sampling.annealed_langevin` (both :meth:`SamplerBackend.langevin`)
@@ -14,6 +14,10 @@ backend               how
 ``"numba"``           :mod:`refscore._kernels.cpu_sampler`: prange over blocks of chains
 ``"cuda"``            :mod:`refscore._kernels.cuda_sampler`: one thread per chain
 ====================  ============================================================
+
+The registry of names (these three and ``"dask"``, :mod:`.dask_backend`) is
+:mod:`.registry`; a backend is an object implementing :class:`SamplerBackend`,
+and the samplers take either.
 
 The compiled backends read the target's declared kernel block
 (:func:`.targets.compile_target`); the reference reads only its NumPy methods,
@@ -50,7 +54,7 @@ from . import reference
 from .custom import NumbaTarget, raise_kernel_fault
 from .targets import compile_target, logpdf_function, score_function
 
-__all__ = ["SamplerBackend", "ChunkedBackend", "BACKENDS", "get_backend"]
+__all__ = ["SamplerBackend", "ChunkedBackend", "NumpyBackend", "NumbaBackend", "CudaBackend", "RunStopped"]
 
 #: wall-clock length aimed at for one chunk of steps (seconds)
 CHUNK_SECONDS = 0.25
@@ -284,32 +288,3 @@ class CudaBackend(_CompiledBackend):
         from .._kernels import load_cuda_sampler
 
         return load_cuda_sampler()
-
-
-#: The backend registry: name -> backend, read by the samplers, the CLI and the
-#: validation suite.  A new backend is one entry implementing :class:`SamplerBackend`.
-BACKENDS = {b.name: b for b in (NumpyBackend(), NumbaBackend(), CudaBackend())}
-
-
-def get_backend(name) -> SamplerBackend:
-    """The registered backend called ``name`` (``ValueError`` naming the choices otherwise)."""
-    if not isinstance(name, str) or name not in BACKENDS:
-        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {name!r}")
-    return BACKENDS[name]
-
-
-# ------------------------------------------------------------------ optional extras
-from .dask_backend import DaskBackend, require_dask  # noqa: E402  (imports no dask until it runs)
-
-
-class _Registry(dict):
-    """:data:`BACKENDS`; looking up ``"dask"`` checks that the optional extra is installed
-    (an ImportError naming ``pip install 'refscore[dask]'``), so ``import refscore`` imports no dask."""
-
-    def __getitem__(self, name):
-        if name == DaskBackend.name:
-            require_dask()
-        return super().__getitem__(name)
-
-
-BACKENDS = _Registry(BACKENDS, dask=DaskBackend())

@@ -1,10 +1,13 @@
 r"""The ``"dask"`` sampler backend: blocks of chains as Dask tasks, bitwise equal to one machine.
 
+Options travel on the backend object: ``backend=DaskBackend(client=...,
+block_chains=...)`` (``backend="dask"`` is ``DaskBackend()``).
+
 The chains are cut into blocks by chain index, ``[lo, lo + block_chains)``;
-each block is one task that runs an inner backend of :data:`.backends.BACKENDS`
-(``"numba"``, or ``"numpy"`` when numba is missing) on its rows with the
-same noise origin shifted by ``lo`` chains (``origin.shifted(chains=lo)``).  The noise counters are global
-(:mod:`refscore.noise`), and a chain's arithmetic does not depend on its
+each block is one task that runs an inner backend of :mod:`.backends`
+(``"numba"``, or ``"numpy"`` when numba is missing) on its rows from the run's
+noise origin shifted by ``lo`` chains (``origin.shifted(chains=lo)``).  The noise
+counters are global (:mod:`refscore.noise`), and a chain's arithmetic does not depend on its
 neighbours, so the rows come back bitwise equal to ``backend=<inner>`` on one
 machine, for every block size and worker count (tested).
 
@@ -21,8 +24,9 @@ worker compiles the custom kernels for them); on ``"numpy"`` also
 backend runs zero steps of one chain on the client, so a target it cannot
 run fails at once, with that backend's own message.
 
-Checked before the run as well: ``client=`` (a running
-:class:`distributed.Client`), ``block_chains=``, the reduction against the
+Checked when the backend is made: ``client=`` (a running
+:class:`distributed.Client`) and ``block_chains=``; before the run: the client
+again (still running), the reduction against the
 dimension (:meth:`.reductions.Reduction.check`), and, when the final states
 are gathered, that ``x`` is writeable.
 
@@ -35,7 +39,7 @@ warning says why each chain froze; a reduction's ``block`` is handed the bool
 flags ``status != 0``); the final states (``x``) and the
 ``record=`` trace are gathered only when asked for (no reduction; ``record``).
 
-Cluster.  ``client=`` a :class:`distributed.Client`; without one a
+Cluster.  ``DaskBackend(client=...)`` a :class:`distributed.Client`; without one a
 :class:`distributed.LocalCluster` (worker processes, one thread each, numba
 limited to one thread per worker) is started for the call and closed after;
 its workers are spawned, so a script needs the usual
@@ -70,7 +74,12 @@ import uuid
 
 import numpy as np
 
+from .backends import NumbaBackend, NumpyBackend
+
 __all__ = ["DaskBackend", "require_dask", "default_block_chains", "TASK_OVERHEAD_S", "MIN_TASK_CHAIN_STEPS"]
+
+#: the backends a block can run (on the worker's CPU), by the names ``inner=`` takes
+_INNER = {"numba": NumbaBackend, "numpy": NumpyBackend}
 
 #: scheduler + transfer cost of one task, seconds: 400 one-chain one-step tasks vs one task
 #: on a 2-worker LocalCluster (about 5 ms on a loaded 2-core Xeon; less on an idle machine)
@@ -120,9 +129,7 @@ def _check_client(client):
 def _check_runnable(inner, kind, target, args, origin):
     """Zero steps of one chain on the inner backend, on the client: a target it cannot run fails here,
     with its own message, instead of in every task (the arguments have the run's types)."""
-    from .backends import BACKENDS
-
-    backend = BACKENDS[inner]
+    backend = _INNER[inner]()
     d = int(target.dim)
     x, trace, status = np.zeros((1, d)), np.zeros((0, 1, d)), np.zeros(1, dtype=np.int8)
     if kind == "langevin":
@@ -153,9 +160,7 @@ class _StopFlag:
 
 def _run_block(inner, kind, target, args, x, diverged, origin, n_rec, rec, reduction, stop_name):
     """One task: run ``inner`` on rows ``x`` (chains ``origin.chain0 ..``); a pure function of its inputs."""
-    from .backends import BACKENDS
-
-    backend = BACKENDS[inner]
+    backend = _INNER[inner]()
     x = np.array(x, dtype=float, order="C", copy=True)  # never touch the inputs: a rerun sees them unchanged
     # int8 status codes whatever the caller holds (a copy): the inner backend records why a chain froze
     status = np.array(diverged, dtype=np.int8, copy=True)
@@ -199,11 +204,25 @@ class _OwnCluster:
         self.cluster.close()
 
 
+def _check_positive_int(name, value):
+    if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+                              or value < 1):
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return None if value is None else int(value)
+
+
 class DaskBackend:
     """Blocks of chains as Dask tasks, each run by the ``inner`` backend (see the module doc).
 
+    The object carries the run's Dask options: pass it as a sampler's
+    ``backend=`` (``backend="dask"`` is ``DaskBackend()``).
+
     Parameters
     ----------
+    client : distributed.Client, optional
+        A client of a running cluster (default: a LocalCluster started for each call and closed after).
+    block_chains : int, optional
+        Chains per task (default: :func:`default_block_chains`).  The result does not depend on it.
     inner : {"numba", "numpy"}, optional
         The backend each task runs (default: ``"numba"`` when numba imports, else ``"numpy"``).
         The rows are bitwise those of ``backend=inner``.
@@ -211,19 +230,46 @@ class DaskBackend:
         Workers of the LocalCluster started when no ``client`` is given
         (default ``os.cpu_count()``, at most one per block).
 
+    Raises
+    ------
+    ImportError
+        When dask.distributed is not installed (naming ``pip install 'refscore[dask]'``).
+    TypeError, ValueError
+        For a ``client`` that is not a running :class:`distributed.Client`, and
+        options out of range.
+
     The protocol methods take, besides :class:`~.backends.SamplerBackend`'s
-    arguments, ``client`` (a ``distributed.Client``), ``block_chains`` (int)
-    and ``reduce`` (:func:`.reductions.resolve_reduction`), and return the
+    arguments, ``reduce`` (:func:`.reductions.resolve_reduction`), and return the
     reduction's result (``None`` without one: ``x`` then holds the final states).
+
+    Examples
+    --------
+    >>> from refscore.sampling import DaskBackend, ula          # doctest: +SKIP
+    >>> from distributed import Client                          # doctest: +SKIP
+    >>> with Client("tcp://scheduler:8786") as client:          # doctest: +SKIP
+    ...     res = ula(p, x0, 0.01, 1000, seed=0, backend=DaskBackend(client=client), reduce="moments")
     """
 
     name = "dask"
 
-    def __init__(self, inner=None, n_workers=None):
-        if inner is not None and inner not in ("numba", "numpy"):
+    def __init__(self, *, client=None, block_chains=None, inner=None, n_workers=None):
+        require_dask()
+        if inner is not None and inner not in _INNER:
             raise ValueError(f"inner must be 'numba' or 'numpy', got {inner!r}")
+        if client is not None:
+            _check_client(client)
+            if n_workers is not None:
+                raise ValueError(f"n_workers sizes the LocalCluster started without a client; the client's cluster "
+                                 f"has its own workers: give client or n_workers, got both (n_workers={n_workers!r})")
+        self.client = client
+        self.block_chains = _check_positive_int("block_chains", block_chains)
         self.inner = inner
-        self.n_workers = n_workers
+        self.n_workers = _check_positive_int("n_workers", n_workers)
+
+    def __repr__(self):
+        opts = {k: v for k, v in (("client", self.client), ("block_chains", self.block_chains),
+                                  ("inner", self.inner), ("n_workers", self.n_workers)) if v is not None}
+        return f"DaskBackend({', '.join(f'{k}={v!r}' for k, v in opts.items())})"
 
     def _inner(self):
         if self.inner is not None:
@@ -234,31 +280,27 @@ class DaskBackend:
 
     # ------------------------------------------------------------------ protocol
     def langevin(self, target, sigmas, etas, steps_per_level, x, origin, rec, trace, diverged,
-                 *, progress=None, client=None, block_chains=None, reduce=None):
+                 *, progress=None, reduce=None):
         """ULA / annealed Langevin (see :meth:`.backends.SamplerBackend.langevin`)."""
         etas = np.ascontiguousarray(etas, dtype=float)
         args = (None if sigmas is None else np.asarray(sigmas, dtype=float), etas, int(steps_per_level))
         return self._run("langevin", target, args, len(etas) * steps_per_level, x, origin, rec, trace,
-                         diverged, None, progress, client, block_chains, reduce)
+                         diverged, None, progress, reduce)
 
     def mala(self, target, eta, n_steps, x, origin, rec, trace, diverged, accepted,
-             *, progress=None, client=None, block_chains=None, reduce=None):
+             *, progress=None, reduce=None):
         """MALA (see :meth:`.backends.SamplerBackend.mala`)."""
         return self._run("mala", target, (float(eta), int(n_steps)), n_steps, x, origin, rec, trace,
-                         diverged, accepted, progress, client, block_chains, reduce)
+                         diverged, accepted, progress, reduce)
 
     # ------------------------------------------------------------------ driver
-    def _run(self, kind, target, args, total_steps, x, origin, rec, trace, diverged, accepted,
-             progress, client, block_chains, reduce):
-        require_dask()
+    def _run(self, kind, target, args, total_steps, x, origin, rec, trace, diverged, accepted, progress, reduce):
         from .reductions import resolve_reduction
 
         # everything that can be refused is refused here, before a task or a cluster is started
+        client, block_chains = self.client, self.block_chains
         if client is not None:
-            _check_client(client)
-        if block_chains is not None and (isinstance(block_chains, bool) or
-                                         not isinstance(block_chains, (int, np.integer)) or block_chains < 1):
-            raise ValueError(f"block_chains must be a positive int, got {block_chains!r}")
+            _check_client(client)  # still running
         reduction = resolve_reduction(reduce, target)
         if reduction is None and not x.flags.writeable:
             raise ValueError("x must be writeable: without a reduction the final states are gathered into it "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from refscore.distributions import Gaussian
-from refscore.sampling import mala, ula
+from refscore.sampling import DaskBackend, mala, ula
 
 from .common import check_row, progress, save_figure, style
 
@@ -97,7 +97,7 @@ def small_step_rows(quick, seed, eta=SMALL_STEP):
 
             client = Client(common.SCHEDULER)
         try:
-            res = ula(dist, x0, eta, k, seed=seed + 77, backend="dask", client=client, reduce="moments",
+            res = ula(dist, x0, eta, k, seed=seed + 77, backend=DaskBackend(client=client), reduce="moments",
                       progress=common.PROGRESS)
         finally:
             if client is not None:
