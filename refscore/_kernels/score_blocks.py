@@ -5,7 +5,10 @@ Derivation: docs/derivations.md §7.5, §8.
 One source, compiled twice: :func:`make` takes ``numba.njit`` (CPU: blocks of
 ``B`` chains, the chain loop innermost so LLVM vectorises it) or
 ``numba.cuda.jit(device=True)`` (GPU: a "block" of one chain held in a
-thread's local arrays).  Points are stored transposed, ``X[i, c]`` =
+thread's local arrays), and composes the kernels from one small builder per
+target kind (``_affine``, ``_mixture``, ``_student``, ``_banana``, ``_mlp``),
+the dispatch on the kind (``_evaluate``), the update (``_step_block``) and
+MALA's ratio (``_mala_log_alpha``).  Points are stored transposed, ``X[i, c]`` =
 coordinate ``i`` of chain ``c`` of the block, ``m`` chains in use.
 
 Every target is described by ``(layout, params)`` built once in
@@ -87,23 +90,64 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
     ``exp_nonpositive`` (optional, compiled, :func:`.vecmath.exp_nonpositive`
     on the CPU) replaces ``math.exp`` in the mixture's softmax, whose
     arguments are <= 0.
+
+    The kernels are composed from one builder per target kind (:func:`_affine`,
+    :func:`_mixture`, :func:`_student`, :func:`_banana`, :func:`_mlp`), joined
+    by :func:`_evaluate`'s dispatch on the layout's kind, and the update and
+    MALA ratio of :func:`_step_block` and :func:`_mala_log_alpha`.
     """
-    P = philox.make(jit if jit_inline is None else jit_inline)
-    normal_pair = P.normal_pair
+    inline = jit if jit_inline is None else jit_inline
+    P = philox.make(inline)
+    expnp = _libm_exp(jit) if exp_nonpositive is None else exp_nonpositive
+    act = _hidden_activation(inline, activation)
+    quad = _quad(jit)
+    evaluate = _evaluate(jit, affine=_affine(jit), mixture=_mixture(jit, quad, expnp), student=_student(jit, quad),
+                         banana=_banana(jit), mlp=_mlp(jit, act))
+    return types.SimpleNamespace(evaluate=evaluate, act=act, step_block=_step_block(inline, P.normal_pair),
+                                 mala_log_alpha=_mala_log_alpha(inline), normal_pair=P.normal_pair,
+                                 uniform=P.uniform, log_unit=P.log_unit)
 
-    if exp_nonpositive is None:
-        @jit
-        def expnp(y):
-            return math.exp(y)
-    else:
-        expnp = exp_nonpositive
 
-    @(jit if jit_inline is None else jit_inline)
+# ------------------------------------------------------------------ shared parts
+def _libm_exp(jit):
+    """``exp`` of the mixture's softmax when no branch-free one is given (CUDA: libm)."""
+    @jit
+    def expnp(y):
+        return math.exp(y)
+    return expnp
+
+
+def _hidden_activation(inline, activation):
+    """``act(kind, z) -> (φ(z), φ'(z))`` of a hidden layer, from the compiled activation table."""
+    @inline
     def act(kind, z):
         """(φ(z), φ'(z)) of hidden activation ``kind`` (its registry position)."""
         f, f1, _ = activation(kind, z)
         return f, f1
+    return act
 
+
+def _quad(jit):
+    """``quad(d, p, off, X, U, T, m)``: ``U = X - mu``, ``T = P U`` of a Gaussian block (mixture, Student t)."""
+    @jit
+    def quad(d, p, off, X, U, T, m):
+        """U = X - mu (mu at p[off:off+d]), T = P U (P at p[off+d:]), returns nothing."""
+        for j in range(d):
+            for c in range(m):
+                U[j, c] = X[j, c] - p[off + j]
+        for i in range(d):
+            for c in range(m):
+                T[i, c] = 0.0
+            for j in range(d):
+                a = p[off + d + i * d + j]
+                for c in range(m):
+                    T[i, c] += a * U[j, c]
+    return quad
+
+
+# ------------------------------------------------------------------ one builder per target kind
+def _affine(jit):
+    r"""AFFINE: :math:`s = A(x - m) + b`, :math:`\log p = \tfrac12 u^\top(s + b)`."""
     @jit
     def affine(lay, p, X, S, LP, W, m, want_logp):
         d = lay[1]
@@ -127,21 +171,11 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
                     LP[c] += W[i, c] * (S[i, c] + p[offb + i])
             for c in range(m):
                 LP[c] *= 0.5
+    return affine
 
-    @jit
-    def quad(d, p, off, X, U, T, m):
-        """U = X - mu (mu at p[off:off+d]), T = P U (P at p[off+d:]), returns nothing."""
-        for j in range(d):
-            for c in range(m):
-                U[j, c] = X[j, c] - p[off + j]
-        for i in range(d):
-            for c in range(m):
-                T[i, c] = 0.0
-            for j in range(d):
-                a = p[off + d + i * d + j]
-                for c in range(m):
-                    T[i, c] += a * U[j, c]
 
+def _mixture(jit, quad, expnp):
+    r"""MIX: softmax-weighted component scores, :math:`\log p = \mathrm{logsumexp}_j \ell_j`."""
     @jit
     def mixture(lay, p, X, S, LP, W, m, want_logp):
         d = lay[1]
@@ -207,7 +241,11 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
         if want_logp:
             for c in range(m):
                 LP[c] = W[rM, c] + math.log(W[rS, c])
+    return mixture
 
+
+def _student(jit, quad):
+    r"""STUDENT: :math:`s = -\frac{\nu+d}{\nu+q}Pu`."""
     @jit
     def student(lay, p, X, S, LP, W, m, want_logp):
         d = lay[1]
@@ -225,7 +263,11 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
         if want_logp:
             for c in range(m):
                 LP[c] = p[1] - 0.5 * (nu + d) * math.log1p(W[r, c] / nu)
+    return student
 
+
+def _banana(jit):
+    """BANANA: Haario's twisted Gaussian in two dimensions."""
     @jit
     def banana(lay, p, X, S, LP, W, m, want_logp):
         b = p[0]
@@ -237,16 +279,21 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
             S[1, c] = -y
             if want_logp:
                 LP[c] = -0.5 * (x1 / s1) ** 2 - 0.5 * y * y - p[2]
+    return banana
 
+
+def _mlp(jit, act):
+    r"""MLP: a score MLP (linear output) or an energy MLP (:math:`s = -\nabla_x E`, :math:`\log p = -E`).
+
+    ``forward`` runs the layers, keeping the hidden layers' :math:`\varphi'`;
+    ``energy_score`` back-propagates an energy's scalar output to :math:`-\nabla_x E`.
+    """
     @jit
-    def mlp(lay, p, X, S, LP, W, m, want_logp):
-        d = lay[1]
+    def forward(lay, p, X, W, m, wmax):
+        """The layers on the block; returns ``(cur, off, dr)``: the output's ping-pong half,
+        the offset past the last layer's parameters and the next free row of phi'."""
         nl = lay[3]
         ak = lay[4]
-        energy = lay[5]
-        wmax = 0
-        for l in range(nl + 1):
-            wmax = max(wmax, lay[HEADER + l])
         # work rows: H0 (wmax), H1 (wmax), then phi'(a_l) for hidden layers
         rd = 2 * wmax
         cur = 0  # input lives in X; hidden outputs ping-pong in W[0:wmax], W[wmax:2wmax]
@@ -285,14 +332,13 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
                 dr += nout
             cur = 1 - cur
             off = boff + nout
-        if energy == 0:
-            for i in range(d):
-                for c in range(m):
-                    S[i, c] = W[cur * wmax + i, c]
-            return
-        if want_logp:
-            for c in range(m):
-                LP[c] = -W[cur * wmax, c]
+        return cur, off, dr
+
+    @jit
+    def energy_score(lay, p, S, W, m, wmax, cur, off, dr):
+        """:math:`s = -\\nabla_x E` into ``S``, from the forward pass's state."""
+        d = lay[1]
+        nl = lay[3]
         nin = lay[HEADER + nl - 1]
         if nl == 1:  # no hidden layer: E = w.x + b, s = -w
             for i in range(d):
@@ -336,6 +382,30 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
                             S[i, c] -= a * W[g + o, c]
 
     @jit
+    def mlp(lay, p, X, S, LP, W, m, want_logp):
+        d = lay[1]
+        nl = lay[3]
+        energy = lay[5]
+        wmax = 0
+        for l in range(nl + 1):
+            wmax = max(wmax, lay[HEADER + l])
+        cur, off, dr = forward(lay, p, X, W, m, wmax)
+        if energy == 0:
+            for i in range(d):
+                for c in range(m):
+                    S[i, c] = W[cur * wmax + i, c]
+            return
+        if want_logp:
+            for c in range(m):
+                LP[c] = -W[cur * wmax, c]
+        energy_score(lay, p, S, W, m, wmax, cur, off, dr)
+    return mlp
+
+
+# ------------------------------------------------------------------ dispatch, update, MALA ratio
+def _evaluate(jit, affine, mixture, student, banana, mlp):
+    """``evaluate(lay, ...)``: the score (and log p) of the block's target kind ``lay[0]``."""
+    @jit
     def evaluate(lay, p, X, S, LP, W, m, want_logp):
         """Score of the first ``m`` chains of block ``X`` into ``S`` (and log p into ``LP``)."""
         kind = lay[0]
@@ -353,8 +423,12 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
             for i in range(lay[1]):
                 for c in range(m):
                     S[i, c] = math.nan
+    return evaluate
 
-    @(jit if jit_inline is None else jit_inline)
+
+def _step_block(inline, normal_pair):
+    """``step_block``: eq. (4) on a block, with the divergence test folded into ``ACC``."""
+    @inline
     def step_block(X, S, ACC, m, d, eta, sc, sq, k0, k1, lo, g):
         """Eq. (4) for the m chains of a block: S <- X + eta*(sc*S) + sq*z.
 
@@ -382,8 +456,12 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
                 v0 = X[d - 1, c] + eta * (sc * S[d - 1, c]) + sq * z0
                 S[d - 1, c] = v0
                 ACC[c] += v0 * 0.0 + (1.0 if abs(v0) > GROWTH_BOUND else 0.0)
+    return step_block
 
-    @(jit if jit_inline is None else jit_inline)
+
+def _mala_log_alpha(inline):
+    """``mala_log_alpha``: MALA's log acceptance ratio of one chain of a block."""
+    @inline
     def mala_log_alpha(X, Y, S, SY, c, d, eta, lpx, lpy):
         r"""MALA's log acceptance ratio for chain ``c`` of a block (docs/derivations.md §8.3).
 
@@ -398,7 +476,4 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
             fwd += a * a
             bwd += bb * bb
         return lpy - lpx - (bwd - fwd) / (4.0 * eta)
-
-    return types.SimpleNamespace(evaluate=evaluate, act=act, step_block=step_block,
-                                 mala_log_alpha=mala_log_alpha, normal_pair=normal_pair,
-                                 uniform=P.uniform, log_unit=P.log_unit)
+    return mala_log_alpha
