@@ -297,9 +297,9 @@ def _noise_and_limit(cfg):
     t, _ = _best_of(lambda: g.standard_normal(2 * n), cfg["repeat"])
     res["generator_normals_per_s"] = 2 * n / t
     import bench_kernels as bk
-    from refscore.noise import _check_seed
+    from refscore.noise import NoiseOrigin
 
-    k0, k1 = _check_seed(1)
+    k0, k1 = NoiseOrigin(1).key
     acc = np.empty(max(1, n // 50))
     t, _ = _best_of(lambda: bk.counter_normals(k0, k1, acc, 50), cfg["repeat"])
     res["counter_numba_normals_per_s"] = acc.size * 100 / t
