@@ -357,9 +357,9 @@ def test_runner_figure_write_failing_part_way_leaves_no_truncated_figure(fake_su
 
 
 def test_runner_failed_publication_keeps_the_previous_run(fake_suite, tmp_path, capsys, monkeypatch):
-    from refscore import golden
+    from refscore import _files
 
-    real = golden._write_files_atomically
+    real = _files.write_files_atomically
 
     def disk_full(writers):  # the report is written, then the disk fills up on the figure
         def fail(f):
@@ -367,7 +367,7 @@ def test_runner_failed_publication_keeps_the_previous_run(fake_suite, tmp_path, 
             raise OSError(28, "No space left on device")
         return real({p: (fail if p.suffix == ".png" else w) for p, w in writers.items()})
 
-    monkeypatch.setattr(golden, "_write_files_atomically", disk_full)
+    monkeypatch.setattr(_files, "write_files_atomically", disk_full)
     out = tmp_path / "out"
     before = _previous_run(out)
     capsys.readouterr()
