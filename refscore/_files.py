@@ -9,9 +9,11 @@ and ``refscore validate`` alike.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pathlib
+import signal
 import stat
 import tempfile
 import zipfile
@@ -35,6 +37,8 @@ __all__ = [
     "read_npz",
     "write_files_atomically",
     "check_creatable",
+    "Terminated",
+    "sigterm_as_interrupt",
 ]
 
 
@@ -300,3 +304,24 @@ def check_creatable(directory: pathlib.Path) -> None:
     if not os.access(p, os.W_OK | os.X_OK):
         raise PermissionError(f"cannot {'write into' if p == directory else 'create'} directory {directory}: "
                               f"permission denied in {p}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while outputs are written: unwinds like Ctrl-C, so no temporary file is left."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block SIGTERM raises :class:`Terminated` (main thread only; restored after)."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

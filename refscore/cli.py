@@ -24,7 +24,6 @@ The Langevin update is eq. (4), :math:`x \leftarrow x + \eta\,s(x) + \sqrt{2\eta
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import pathlib
@@ -32,6 +31,8 @@ import signal
 import sys
 
 import numpy as np
+
+from ._files import Terminated, sigterm_as_interrupt
 
 __all__ = ["main", "TARGETS", "build_target", "target_from_spec"]
 
@@ -78,27 +79,6 @@ def _registries():
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM while outputs are written: unwinds like Ctrl-C, so no temporary file is left."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Within the block SIGTERM raises :class:`_Terminated` (main thread only; restored after)."""
-    def handler(signum, frame):
-        raise _Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _one_line(text: str) -> str:
@@ -264,7 +244,7 @@ def _write_outputs(writers: dict) -> None:
     """Write ``{path: write(binary file)}`` atomically: all of them or none (see the module doc)."""
     from ._files import reason, write_files_atomically
 
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             write_files_atomically(writers)
         except OSError as exc:
@@ -304,7 +284,7 @@ def _cmd_golden(args) -> int:
     from . import golden
 
     try:
-        with _sigterm_as_interrupt():  # golden.write removes its temporary files on any exception
+        with sigterm_as_interrupt():  # golden.write removes its temporary files on any exception
             out = golden.write(args.out, force=args.force)
     except FileExistsError as exc:
         raise CLIError(str(exc)) from None
@@ -751,7 +731,7 @@ def _interrupt_behind(exc):
 
 
 def _interrupted(command, exc) -> int:
-    terminated = isinstance(exc, _Terminated)
+    terminated = isinstance(exc, Terminated)
     prog = f"refscore {command}" if command else "refscore"
     detail = _one_line(exc)
     msg = f"{prog}: {'terminated' if terminated else 'interrupted'}" + (f" ({detail})" if detail else "")

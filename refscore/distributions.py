@@ -155,7 +155,7 @@ def _check_sigma(sigma) -> float:
     return s
 
 
-def _mixture_lse(ell, logc, whitened):
+def mixture_log_sum_exp(ell, logc, whitened):
     r"""``(log p (n,), r (k, n))`` of mixture logits ``ell[j] = logc[j] - ½‖z_j‖²``, far field included.
 
     Log-sum-exp: :math:`\log p = m + \log\sum_j e^{\ell_j - m}`, :math:`m = \max_j \ell_j`,
@@ -503,14 +503,14 @@ class GaussianMixture(_Distribution):
         S = np.empty((k, n, self.dim))
         for j in range(k):  # loop over components only, vectorised over points
             z = _solve_l(self._chols[j], x - self._means[j])
-            with np.errstate(over="ignore"):  # far field: handled by _mixture_lse
+            with np.errstate(over="ignore"):  # far field: handled by mixture_log_sum_exp
                 ell[j] = self._logw[j] + self._lognorms[j] - 0.5 * np.einsum("ni,ni->n", z, z)
             S[j] = -_solve_lt(self._chols[j], z)
 
         def whitened(cols):
             return np.stack([_solve_l(L, x[cols] - mu) for L, mu in zip(self._chols, self._means)])
 
-        logp, r = _mixture_lse(ell, self._logw + self._lognorms, whitened)
+        logp, r = mixture_log_sum_exp(ell, self._logw + self._lognorms, whitened)
         return logp, r, S
 
     def _logpdf(self, x):
@@ -631,7 +631,7 @@ class Perturbed:
             y = (x - self._means[j]) @ self._vec[j]
             den = self._lam[j][None, :] + s2
             logc[j] = self._logw[j] - 0.5 * d * _LOG_2PI - 0.5 * np.sum(np.log(den), axis=1)
-            with np.errstate(over="ignore"):  # far field: handled by _mixture_lse
+            with np.errstate(over="ignore"):  # far field: handled by mixture_log_sum_exp
                 ell[j] = logc[j] - 0.5 * np.sum(y * y / den, axis=1)
             S[j] = -(y / den) @ self._vec[j].T
 
@@ -639,7 +639,7 @@ class Perturbed:
             y = np.stack([(x[cols] - mu) @ V for mu, V in zip(self._means, self._vec)])
             return y / np.sqrt(self._lam[:, None, :] + s2[cols][None])
 
-        logp, r = _mixture_lse(ell, logc, whitened)
+        logp, r = mixture_log_sum_exp(ell, logc, whitened)
         return logp, r, S
 
     def logpdf(self, x, sigma) -> np.ndarray:

@@ -4,7 +4,9 @@
   ``import refscore`` loads none of it;
 * the reference runs with numba absent (import blocked in a subprocess);
 * no ``getattr`` on private names, no class-name string comparisons;
-* nothing cites a file outside the repository.
+* nothing cites a file outside the repository;
+* no import circle anywhere in the package (lazy imports included), no private
+  name imported across packages, no conversion looked up by text.
 """
 import pathlib
 import re
@@ -113,3 +115,108 @@ def test_reference_modules_import_without_the_floor_compiling(module):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------- the import graph
+def _module_name(path):
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules():
+    return {_module_name(p): p for p in _sources()}
+
+
+def _imports(module, path, modules):
+    """``(target module, imported name or None)`` of every import statement in ``path``, function-level and
+    bottom-of-file ones included; ``from package import submodule`` counts as an import of the submodule."""
+    import ast
+
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, None
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if is_package else module.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                yield (sub, None) if sub in modules else (target, alias.name)
+
+
+def _import_graph():
+    modules = _modules()
+    return {m: {t for t, _ in _imports(m, p, modules) if t in modules and t != m} for m, p in modules.items()}
+
+
+def _circles(graph):
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circle_anywhere_in_the_package():
+    """Every import statement counts, lazy ones inside functions too: a circle hidden in a function
+    is still two modules that cannot be read (or loaded) one without the other."""
+    graph = _import_graph()
+    assert len(graph) > 50
+    assert _circles(graph) == []
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_private_name_is_imported_across_packages():
+    """``from X import _name`` only within one package (refscore, refscore.golden, ...): a private
+    name used elsewhere is a seam nobody declared."""
+    modules = _modules()
+    offenders = []
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        for target, name in _imports(module, path, modules):
+            if name is None or not name.startswith("_") or name.startswith("__") or not target.startswith("refscore"):
+                continue
+            target_package = target if modules.get(target, ROOT).name == "__init__.py" else target.rsplit(".", 1)[0]
+            if target_package != package:
+                offenders.append(f"{module}: from {target} import {name}")
+    assert offenders == []
+
+
+def test_no_conversion_is_looked_up_by_text():
+    """The diagnosis iterates the conventions rows' callables: no regular expression, no
+    inspect-by-name, no getattr over the ledger (a conversion found by its prose breaks silently)."""
+    for path in sorted((PACKAGE / "golden").glob("*.py")) + [PACKAGE / "conventions.py"]:
+        text = path.read_text(encoding="utf-8")
+        for pattern in (r"^\s*import re\b", r"^\s*from re import", r"^\s*import inspect", r"getattr\(conventions"):
+            assert not re.search(pattern, text, re.M), (path.name, pattern)

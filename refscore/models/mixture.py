@@ -15,7 +15,7 @@ Derivation: docs/derivations.md §7.3.
 The responsibilities ``r`` are computed by log-sum-exp, so the model is finite
 and accurate far from every component; where even the squared distances
 overflow (:math:`\lVert x\rVert \gtrsim 10^{154}`) they are recomputed from
-rescaled distances (:func:`refscore.distributions._mixture_lse`), so the score is
+rescaled distances (:func:`refscore.distributions.mixture_log_sum_exp`), so the score is
 that of the component nearest in :math:`\tau_j\lVert x-\mu_j\rVert^2`, never NaN.  With :math:`\nabla_x r_j = r_j(g_j - s)`,
 
 .. math::
@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels.target_blocks import mixture_block
-from ..distributions import _mixture_lse
+from ..distributions import mixture_log_sum_exp
 from .base import ScoreModel
 from .gaussian import _check_dim
 
@@ -118,7 +118,7 @@ class GaussianMixtureModel(ScoreModel):
         d = self.dim
 
         def log_density(x):
-            with np.errstate(over="ignore"):  # far field: redone by _mixture_lse
+            with np.errstate(over="ignore"):  # far field: redone by mixture_log_sum_exp
                 sq = np.sum((x[:, None, :] - mu[None]) ** 2, axis=2)
                 ell = alpha + 0.5 * d * eta - 0.5 * np.exp(eta) * sq
             top = ell.max(axis=1)
@@ -140,7 +140,7 @@ class GaussianMixtureModel(ScoreModel):
         def whitened(rows):  # sqrt(tau_j) (x - mu_j), (k, m, d)
             return sd[:, None, None] * (x[rows][None, :, :] - mu[:, None, :])
 
-        logp, r = _mixture_lse(ell.T, alpha + 0.5 * self.dim * eta, whitened)
+        logp, r = mixture_log_sum_exp(ell.T, alpha + 0.5 * self.dim * eta, whitened)
         return logp, r.T
 
     def _parts(self, theta, x):

@@ -311,10 +311,10 @@ def main(argv=None, prog: str = "python -m validation") -> int:
               f"{args.out_dir}: {shown}\n  pass --force to overwrite them, or choose another --out-dir",
               file=sys.stderr)
         return 2
-    from ..cli import _sigterm_as_interrupt, _Terminated
+    from .._files import Terminated, sigterm_as_interrupt
 
     out = pathlib.Path(args.out_dir)
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             staging, created = _prepare_out_dir(out, report_path.parent, fig_dir)
         except _OutputError as exc:
@@ -337,7 +337,7 @@ def main(argv=None, prog: str = "python -m validation") -> int:
                 return 2
             published = True
         except KeyboardInterrupt as exc:
-            terminated = isinstance(exc, _Terminated)
+            terminated = isinstance(exc, Terminated)
             print(f"{prog}: {'terminated' if terminated else 'interrupted'}; nothing was written",
                   file=sys.stderr)
             return 143 if terminated else 130
