@@ -219,7 +219,7 @@ class NoiseOrigin:
 
     @property
     def key(self) -> tuple[np.uint64, np.uint64]:
-        """The two 32-bit key words of :attr:`seed`, ``(seed & 0xffffffff, seed >> 32)``."""
+        """The two 32-bit key words of ``seed``, ``(seed & 0xffffffff, seed >> 32)``."""
         return _check_seed(self.seed)
 
     def shifted(self, chains=0, steps=0) -> "NoiseOrigin":

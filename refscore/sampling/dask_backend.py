@@ -4,7 +4,7 @@ Options travel on the backend object: ``backend=DaskBackend(client=...,
 block_chains=...)`` (``backend="dask"`` is ``DaskBackend()``).
 
 The chains are cut into blocks by chain index, ``[lo, lo + block_chains)``;
-each block is one task that runs an inner backend of :mod:`.backends`
+each block is one task that runs an inner backend of :mod:`refscore.sampling.backends`
 (``"numba"``, or ``"numpy"`` when numba is missing) on its rows from the run's
 noise origin shifted by ``lo`` chains (``origin.shifted(chains=lo)``).  The noise
 counters are global (:mod:`refscore.noise`), and a chain's arithmetic does not depend on its
@@ -222,7 +222,7 @@ class DaskBackend:
     client : distributed.Client, optional
         A client of a running cluster (default: a LocalCluster started for each call and closed after).
     block_chains : int, optional
-        Chains per task (default: :func:`default_block_chains`).  The result does not depend on it.
+        Chains per task (default: :func:`refscore.sampling.dask_backend.default_block_chains`).  The result does not depend on it.
     inner : {"numba", "numpy"}, optional
         The backend each task runs (default: ``"numba"`` when numba imports, else ``"numpy"``).
         The rows are bitwise those of ``backend=inner``.

@@ -22,20 +22,18 @@ imports no dask and no numba.
 """
 from __future__ import annotations
 
-from types import MappingProxyType
-
 from .backends import CudaBackend, NumbaBackend, NumpyBackend, SamplerBackend
 from .dask_backend import DaskBackend
 
 __all__ = ["BACKENDS", "get_backend"]
 
-#: name -> factory of a :class:`.backends.SamplerBackend` (read-only)
-BACKENDS = MappingProxyType({
+#: name -> factory of a :class:`.backends.SamplerBackend`
+BACKENDS = {
     "numpy": NumpyBackend,
     "numba": NumbaBackend,
     "cuda": CudaBackend,
     "dask": DaskBackend,
-})
+}
 
 
 def get_backend(backend) -> SamplerBackend:
