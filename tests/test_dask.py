@@ -89,14 +89,17 @@ def test_chain_offset_through_the_protocol(client):
     np.testing.assert_array_equal(trace, whole.trace[:, 25:])
 
 
-def test_numpy_inner_backend_is_bitwise_the_numpy_backend(client):
+def test_numpy_inner_backend_matches_the_numpy_backend(client):
+    """Blocks of chains on the numpy inner backend run the target's NumPy/BLAS score per block: a BLAS
+    kernel may order a sum differently for another batch size, so rows agree to round-off, not bitwise
+    (seen: 7 of 40 chains off by up to 5.6e-16 with blocks of one chain)."""
     x0 = X0[:40]
     ref = ula(MIX, x0, 0.05, 12, seed=2, backend="numpy", record=4)
     x, trace, div = x0.copy(), np.zeros((3, 40, 3)), np.zeros(40, dtype=bool)
     DaskBackend(client=client, block_chains=15, inner="numpy").langevin(MIX, None, np.array([0.05]), 12, x,
                                                                         NoiseOrigin(2), 4, trace, div)
-    np.testing.assert_array_equal(x, ref.x)
-    np.testing.assert_array_equal(trace, ref.trace)
+    np.testing.assert_allclose(x, ref.x, rtol=1e-13, atol=1e-13 * np.abs(ref.x).max())
+    np.testing.assert_allclose(trace, ref.trace, rtol=1e-13, atol=1e-13 * np.abs(ref.trace).max())
 
 
 def test_divergence_is_flagged_as_on_numba(client):

@@ -335,8 +335,14 @@ def test_result_is_bitwise_independent_of_chunking_and_chain_offset(backend, mon
     from refscore.noise import NoiseOrigin
 
     runner.langevin(mix, None, np.array([0.05]), 37, x, NoiseOrigin(9, chain0=25), 5, trace, div)
-    np.testing.assert_array_equal(x, whole.x[25:])
-    np.testing.assert_array_equal(trace, whole.trace[:, 25:])
+    if backend == "numpy":
+        # the NumPy reference evaluates the target's BLAS score on a batch of another size, whose sums
+        # a BLAS kernel may order differently: equal to round-off, not bitwise (numba: own kernels, bitwise)
+        np.testing.assert_allclose(x, whole.x[25:], rtol=1e-13, atol=1e-13 * np.abs(whole.x).max())
+        np.testing.assert_allclose(trace, whole.trace[:, 25:], rtol=1e-13, atol=1e-13 * np.abs(whole.trace).max())
+    else:
+        np.testing.assert_array_equal(x, whole.x[25:])
+        np.testing.assert_array_equal(trace, whole.trace[:, 25:])
 
 
 def test_ctrl_c_interrupts_a_compiled_run_within_a_chunk():
