@@ -220,3 +220,18 @@ def test_no_conversion_is_looked_up_by_text():
         text = path.read_text(encoding="utf-8")
         for pattern in (r"^\s*import re\b", r"^\s*from re import", r"^\s*import inspect", r"getattr\(conventions"):
             assert not re.search(pattern, text, re.M), (path.name, pattern)
+
+
+def test_the_import_reader_sees_lazy_imports():
+    modules = _modules()
+    targets = {t for t, _ in _imports("refscore.sampling.backends", PACKAGE / "sampling" / "backends.py", modules)}
+    # backends.py imports the kernel floor only inside functions: the reader sees it
+    assert "refscore.sampling.reference" in targets and "refscore._kernels" in targets
+
+
+def test_the_backend_registry_is_imported_by_nothing_it_lists():
+    """refscore.sampling.registry maps names to backends; a backend that imported it back would be the
+    circle the sampling wing once had (backends <-> dask_backend)."""
+    importers = sorted(m for m, deps in _import_graph().items() if "refscore.sampling.registry" in deps)
+    assert [m for m in importers if m.startswith(("refscore.sampling.", "refscore._kernels"))] == []
+    assert "refscore.sampling" in importers  # the samplers read it
