@@ -235,3 +235,11 @@ def test_the_backend_registry_is_imported_by_nothing_it_lists():
     importers = sorted(m for m, deps in _import_graph().items() if "refscore.sampling.registry" in deps)
     assert [m for m in importers if m.startswith(("refscore.sampling.", "refscore._kernels"))] == []
     assert "refscore.sampling" in importers  # the samplers read it
+
+
+def test_the_kernel_floor_imports_nothing_above_it():
+    """refscore._kernels is the bottom floor: the reference hands it what it needs (the activation
+    registry registers itself), so no module there imports another part of refscore, lazily or not."""
+    up = sorted(f"{m} -> {t}" for m, deps in _import_graph().items() if m.startswith("refscore._kernels")
+                for t in deps if not t.startswith("refscore._kernels"))
+    assert up == []

@@ -25,16 +25,39 @@ from __future__ import annotations
 import math
 import types
 
-__all__ = ["compile_activation", "compile_activate_row", "LIBM_OPS"]
+__all__ = ["compile_activation", "compile_activate_row", "LIBM_OPS", "register_activations", "registry_source"]
 
 #: libm's elementary functions (the CUDA kernels; the tests' pure-Python form)
 LIBM_OPS = dict(exp_nonpositive=math.exp, tanh=math.tanh, erfc=math.erfc, log1p=math.log1p)
 
 
-def _entries():
-    from ..models.activations import ACTIVATIONS
+#: the activation registry and the file that defines it, handed down by
+#: :mod:`refscore.models.activations` when it is imported (this floor imports
+#: nothing above it); the mapping is held, not copied, so entries added to it later count
+_REGISTERED: dict = {}
 
-    return [(i, act) for i, act in enumerate(ACTIVATIONS.values()) if act.kernel is not None]
+
+def register_activations(registry, source) -> None:
+    """Hand the activation registry (``{name: Activation}``, read live) and its source file down.
+
+    Called once by :mod:`refscore.models.activations`, which ``import refscore``
+    always loads before any kernel compiles.  ``source`` enters the kernel
+    cache's fingerprint (:mod:`.cache`), so an edited formula starts a fresh cache.
+    """
+    _REGISTERED["registry"] = registry
+    _REGISTERED["source"] = source
+
+
+def registry_source():
+    """The file that defines the activation registry (for the cache fingerprint)."""
+    return _REGISTERED["source"]
+
+
+def _entries():
+    if "registry" not in _REGISTERED:
+        raise RuntimeError("the activation registry was not handed to the kernel floor: import refscore "
+                           "(refscore.models.activations registers it) before compiling kernels")
+    return [(i, act) for i, act in enumerate(_REGISTERED["registry"].values()) if act.kernel is not None]
 
 
 def compile_activation(jit, ops):

@@ -74,10 +74,10 @@ FAMILIES = {
 def _fingerprint() -> str:
     import numba
 
-    from ..models import activations
+    from .activation_table import registry_source
 
     h = hashlib.sha256(numba.__version__.encode())
-    for path in sorted(_HERE.glob("*.py")) + [pathlib.Path(activations.__file__)]:
+    for path in sorted(_HERE.glob("*.py")) + [pathlib.Path(registry_source())]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

@@ -32,6 +32,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
+from .._kernels.activation_table import register_activations
+
 __all__ = ["Activation", "ACTIVATIONS", "get_activation", "kernel_id"]
 
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
@@ -278,6 +280,8 @@ ACTIVATIONS = {
     "silu": Activation("silu", _silu, _silu_kernel, "z sigmoid(z)"),
     "gelu": Activation("gelu", _gelu, _gelu_kernel, "z Phi(z) (erf form)"),
 }
+# the compiled floor reads the registry from here (it imports nothing above it)
+register_activations(ACTIVATIONS, __file__)
 
 
 def kernel_id(act):
