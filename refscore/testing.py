@@ -114,6 +114,8 @@ import numpy as np
 from . import __version__, golden, losses
 from .interop import get_framework
 from .models.mlp_base import one_blas_thread
+# under another name: refscore.testing.SAMPLERS is the deprecated alias of STEP_INPUTS (__getattr__ below)
+from .sampling.samplers import SAMPLERS as _SAMPLER_REGISTRY
 
 __all__ = [
     "LOSS_INPUTS",
@@ -141,28 +143,12 @@ LOSS_INPUTS = {
 }
 
 #: per sampler: the keyword arguments your ``step_fn`` receives after ``x``, and what they hold
-#: (see :func:`assert_sampler_matches`)
-STEP_INPUTS = {
-    "ula": {"score": "callable x (c, d) -> (c, d), the target's score",
-            "step": "float, eta of x + eta s(x) + sqrt(2 eta) z",
-            "z": "(c, d) the standard normal noise of this step"},
-    "mala": {"score": "callable x (c, d) -> (c, d), the target's score",
-             "log_prob": "callable x (c, d) -> (c,), the target's normalised log density",
-             "step": "float, eta of the proposal y = x + eta s(x) + sqrt(2 eta) z",
-             "z": "(c, d) the proposal noise of this step",
-             "u": "(c,) uniforms of this step: accept iff log u < log_alpha"},
-    "annealed": {"score": "callable x (c, d) -> (c, d), the score of p_sigma = p * N(0, sigma^2 I) "
-                          "at this step's level",
-                 "sigma": "float, this step's noise level",
-                 "sigmas": "tuple of float, every level, decreasing",
-                 "step": "float, the step at the smallest level: eta_i = step sigma_i^2 / sigma_L^2",
-                 "z": "(c, d) the standard normal noise of this step"},
-}
+#: (see :func:`assert_sampler_matches`); the ``inputs`` of the sampler registry
+#: :data:`refscore.sampling.samplers.SAMPLERS`
+STEP_INPUTS = {name: dict(sampler.inputs) for name, sampler in _SAMPLER_REGISTRY.items()}
 
 # what a step function returns (documented in assert_sampler_matches; kept for the deprecated SAMPLERS)
-_STEP_RETURNS = {"ula": "x_next (c, d)",
-                 "mala": "x_next (c, d), or (x_next, log_alpha (c,)) to have log_alpha compared too",
-                 "annealed": "x_next (c, d)"}
+_STEP_RETURNS = {name: sampler.returns for name, sampler in _SAMPLER_REGISTRY.items()}
 
 # the losses run once per variant: ssm and ssm_vr per projection kind, dsm_multi per weighting
 # (those of refscore.losses.dsm_multi); the golden quantity of a variant is "<loss>_<variant>"

@@ -8,8 +8,9 @@ from scipy import stats
 
 from refscore.noise import log_unit, normal, uniform
 from refscore.sampling import CallableTarget, annealed_langevin, mala, ula
-from refscore.sampling.steps import (annealed_level_steps, langevin_step, mala_accept, mala_log_alpha,
-                                     mala_step)
+from refscore.sampling.samplers import SAMPLERS, Sampler
+from refscore.sampling.steps import (annealed_level_steps, annealed_update, langevin_step, mala_accept,
+                                     mala_log_alpha, mala_step, mala_update, ula_update)
 
 
 # elementwise scores and log-densities (no BLAS, no reduction over chains): a row's value depends on
@@ -137,3 +138,90 @@ def test_sqrt_of_the_step_rounds_as_the_kernels_do():
     x, z = np.zeros((1, 1)), np.ones((1, 1))
     for eta in (0.1, 0.07, 1e-5, 3.3):
         assert langevin_step(x, x, eta, z)[0, 0] == math.sqrt(2.0 * eta)
+
+
+# ------------------------------------------------------------------ the samplers' steps in the step_fn form
+def test_the_step_fn_forms_are_the_pure_steps():
+    rng = np.random.default_rng(7)
+    x, z, u = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)), rng.uniform(size=5)
+    # the same functions called on the same arrays: equal by construction
+    np.testing.assert_array_equal(ula_update(x, _score, 0.3, z), langevin_step(x, _score(x), 0.3, z))
+    x1, la = mala_update(x, _score, _logpdf, 0.3, z, u)
+    want = mala_step(x, _score, _logpdf, 0.3, z, u)
+    np.testing.assert_array_equal(x1, want[0])
+    np.testing.assert_array_equal(la, want[2])
+    sigmas = (2.0, 0.9, 0.4)
+    got = annealed_update(x, lambda v: _score_sigma(v, 0.9), 0.9, sigmas, 0.02, z)
+    eta = annealed_level_steps(0.02, sigmas)[1]
+    np.testing.assert_array_equal(got, langevin_step(x, _score_sigma(x, 0.9), eta, z))
+    with pytest.raises(ValueError, match=r"sigma must be one of sigmas \[2.0, 0.9, 0.4\], got 0.5"):
+        annealed_update(x, _score, 0.5, sigmas, 0.02, z)
+
+
+def _iterate(sampler, x0, sigmas, step, T, seed):
+    """``sampler.step`` iterated with refscore.noise, fed its declared inputs."""
+    x = x0.copy()
+    chains = np.arange(len(x))
+    levels = [{"score": _score}] if not sampler.noise_levels else [
+        {"score": lambda v, s=float(s): _score_sigma(v, s), "sigma": float(s), "sigmas": tuple(map(float, sigmas))}
+        for s in sigmas]
+    states, g = [], 0
+    for given in levels:
+        for _ in range(T):
+            args = {**given, "log_prob": _logpdf, "step": step, "z": normal(seed, chains, g, 3),
+                    "u": uniform(seed, chains, g)}
+            x = sampler.step(x, **{k: args[k] for k in sampler.inputs})
+            x = x[0] if sampler.has_accept_test else x
+            states.append(x)
+            g += 1
+    return np.array(states)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_registered_step_iterated_is_its_run(name):
+    """Each entry of SAMPLERS: its step, fed what it declares, iterated over refscore.noise, is its
+    public run bit for bit (elementwise target: no BLAS)."""
+    sampler = SAMPLERS[name]
+    seed, step, T = 9, 0.05, 6
+    if sampler.noise_levels:
+        sigmas = np.array([2.0, 0.9, 0.4])
+        target = CallableTarget(3, _score_sigma, noise_conditional=True)
+        res = sampler.run(target, X0, sigmas, step, T, seed=seed, backend="numpy", record=1)
+    else:
+        sigmas = None
+        res = sampler.run(TARGET, X0, step, T, seed=seed, backend="numpy", record=1)
+    np.testing.assert_array_equal(res.trace, _iterate(sampler, X0, sigmas, step, T, seed))
+
+
+def test_the_registry_declares_what_each_sampler_receives_and_records():
+    assert list(SAMPLERS) == ["ula", "mala", "annealed"]
+    assert [(s.noise_levels, s.has_accept_test) for s in SAMPLERS.values()] == [(False, False), (False, True),
+                                                                                (True, False)]
+    assert (SAMPLERS["ula"].run, SAMPLERS["mala"].run, SAMPLERS["annealed"].run) == (ula, mala, annealed_langevin)
+    assert (SAMPLERS["ula"].step, SAMPLERS["mala"].step, SAMPLERS["annealed"].step) == (ula_update, mala_update,
+                                                                                        annealed_update)
+    assert list(SAMPLERS["annealed"].inputs) == ["score", "sigma", "sigmas", "step", "z"]
+    assert list(SAMPLERS["mala"].quantities) == ["states", "accept", "log_alpha"]
+
+
+def _entry(**changes):
+    fields = dict(name="toy", about="a toy", update="x <- x", run=None, step=ula_update,
+                  inputs={"score": "", "step": "", "z": ""}, returns="x_next (c, d)", quantities={"states": ""},
+                  params={"step": 0.1, "steps": 3})
+    return Sampler(**{**fields, **changes})
+
+
+def test_a_sampler_entry_must_declare_what_its_properties_bring():
+    assert _entry().inputs == {"score": "", "step": "", "z": ""}
+    with pytest.raises(ValueError, match=r"sampler 'toy': inputs must be \['log_prob', 'score', 'step', 'u', 'z'\] "
+                                         r"\(the arguments of has_accept_test=True, noise_levels=False\), got"):
+        _entry(has_accept_test=True)
+    with pytest.raises(ValueError, match=r"sampler 'toy': quantities must be \['states'\]"):
+        _entry(quantities={"states": "", "accept": ""})
+    with pytest.raises(ValueError, match=r"sampler 'toy': params must be \['sigmas', 'step', 'steps'\]"):
+        _entry(noise_levels=True, inputs={"score": "", "sigma": "", "sigmas": "", "step": "", "z": ""})
+    with pytest.raises(ValueError, match="an accept test with noise levels has no golden cases yet"):
+        _entry(noise_levels=True, has_accept_test=True,
+               inputs={k: "" for k in ("score", "log_prob", "sigma", "sigmas", "step", "z", "u")},
+               quantities={"states": "", "accept": "", "log_alpha": ""},
+               params={"step": 0.1, "steps": 3, "sigmas": [1.0]})

@@ -17,8 +17,9 @@ import math
 import numpy as np
 
 from .. import conventions, losses
-from ..sampling.steps import annealed_level_steps, langevin_step
-from .cases import KINDS, LOSS_QUANTITIES, PROJECTION_KINDS, mala_ratio_parts, projections_of, run_sampler
+from ..sampling.samplers import SAMPLERS
+from .cases import (KINDS, LOSS_QUANTITIES, PROJECTION_KINDS, iterate_steps, mala_ratio_parts, projections_of,
+                    run_sampler)
 
 __all__ = ["loss_of", "other_kinds_fail", "structural", "factors", "ledger"]
 
@@ -339,47 +340,22 @@ def _ksd_variants(ctx, Q):
     return out
 
 
-def _simulate(c, etas, noise_factor=1.0):
-    """refscore's Langevin update (:func:`refscore.sampling.steps.langevin_step`) at the steps ``etas``
-    on the case's target, from the stored noise times ``noise_factor``."""
-    target = c.target
-    x = c.inputs["x0"].copy()
-    z = c.inputs["z"]
-    out = np.empty_like(z)
-    if "sigmas" in c.inputs:  # annealed Langevin: the level's score
-        sigmas, T = c.inputs["sigmas"], z.shape[0] // len(c.inputs["sigmas"])
-        p = target.perturbed()
-        score = [lambda y, s=s: p.score(y, s) for s in sigmas for _ in range(T)]
-    else:
-        score = [target.score] * z.shape[0]
-    for t in range(z.shape[0]):
-        x = langevin_step(x, score[t](x), etas[t], noise_factor * z[t])
-        out[t] = x
-    return out
-
-
-def _etas(c, step):
-    if "sigmas" not in c.inputs:
-        return np.full(c.inputs["z"].shape[0], step)
-    s = c.inputs["sigmas"]
-    return np.repeat(annealed_level_steps(step, s), c.inputs["z"].shape[0] // len(s))
-
-
 def _g4(v) -> str:
     return f"{v:.4g}"
 
 
 def _sampler_variants(ctx, Q):
-    q, kind = Q.q, KINDS[Q.cases[0].kind]
-    annealed = "sigmas" in kind.inputs  # a step per noise level
-    adjusted = "accept" in kind.quantities  # a Metropolis correction (MALA)
+    """Variants of a sampler's trajectory and ratios, chosen by the properties its entry of
+    :data:`refscore.sampling.samplers.SAMPLERS` declares; each is its step or its run, fed otherwise."""
+    q, sampler = Q.q, SAMPLERS[Q.cases[0].kind]
+    annealed = sampler.noise_levels  # a step per noise level
+    adjusted = sampler.has_accept_test  # a Metropolis correction (MALA)
     out = []
     if q == "states":
         def run(c, step):
             key = (c.name, step)
             if key not in ctx._runs:
-                res = run_sampler(c.kind, c.target, c.inputs, c.spec["params"], step=step)
-                ctx._runs[key] = res.trace
+                ctx._runs[key] = run_sampler(c.kind, c.target, c.inputs, c.spec["params"], step=step)
             return ctx._runs[key]
 
         for row, f, inv in _step_conversions(annealed):
@@ -400,12 +376,12 @@ def _sampler_variants(ctx, Q):
         if not adjusted:
             out.append(("noise sqrt(eta)", "x + eta s + sqrt(eta) z where refscore's update is x + eta s + "
                         "sqrt(2 eta) z (the lr-form's noise with the eta-form's drift)",
-                        lambda c: _simulate(c, _etas(c, float(c.inputs["step"])), noise_factor=math.sqrt(0.5)),
-                        None))
+                        lambda c: iterate_steps(c.kind, c.target, c.inputs, noise_factor=math.sqrt(0.5)), None))
         if annealed:
             out.append(("one step for every level", "every level runs the stored step, where refscore's "
                         "eta_i = step sigma_i^2 / sigma_L^2 grows with sigma_i",
-                        lambda c: _simulate(c, np.full(c.inputs["z"].shape[0], float(c.inputs["step"]))), None))
+                        # each level passed to the step as the only (so the last) one: it runs at the stored step
+                        lambda c: iterate_steps(c.kind, c.target, c.inputs, level_steps=False), None))
     elif q == "log_alpha":  # MALA's ratio at refscore's states
         def ratio(c, correction):
             """log p(y) - log p(x) + correction * C, where refscore's ratio has correction -1: with
@@ -435,9 +411,9 @@ def _losses_variants(ctx, Q):
     return _loss_variants(ctx, Q)
 
 
-#: the variants tried on each case kind's failing quantities
-_VARIANTS = {"losses": _losses_variants, "dsm_multi": _dsm_multi_variants, "ksd": _ksd_variants,
-             "ula": _sampler_variants, "mala": _sampler_variants, "annealed": _sampler_variants}
+#: the variants tried on the failing quantities of each case kind but the samplers' (every sampler of
+#: refscore.sampling.samplers.SAMPLERS has _sampler_variants)
+_VARIANTS = {"losses": _losses_variants, "dsm_multi": _dsm_multi_variants, "ksd": _ksd_variants}
 
 
 def structural(ctx, Q):
@@ -445,7 +421,8 @@ def structural(ctx, Q):
     each recomputed with refscore's primitives as a bug would compute it."""
     if not Q.cases:
         return []
-    return _VARIANTS[Q.cases[0].kind](ctx, Q)
+    kind = Q.cases[0].kind
+    return _sampler_variants(ctx, Q) if kind in SAMPLERS else _VARIANTS[kind](ctx, Q)
 
 
 # ---------------------------------------------------------------- factor hypotheses

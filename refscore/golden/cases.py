@@ -8,7 +8,11 @@ and projection).  The ``losses`` kind is generated from the loss registry
 :data:`refscore.losses.LOSSES` and the projection registry
 :data:`refscore.losses.PROJECTIONS`: a per-point loss added to the registry gets
 its value and gradient in every ``losses`` case, with no change here unless it
-takes an input no other loss takes (then one row of :data:`LOSS_INPUTS`).
+takes an input no other loss takes (then one row of :data:`LOSS_INPUTS`).  The
+sampler kinds are generated from the sampler registry
+:data:`refscore.sampling.samplers.SAMPLERS` (:func:`sampler_kind`): a sampler
+added there gets its cases on the closed-form targets, its inputs drawn and its
+quantities computed as its properties ``noise_levels`` and ``has_accept_test`` say.
 
 Every input is drawn from ``default_rng([BASE_SEED, crc32(case name)])`` in a
 fixed order, so two runs of one refscore version give the same numbers, and a
@@ -29,6 +33,7 @@ from ..losses import LOSSES, PROJECTIONS
 from ..models import GaussianMixtureModel, GaussianModel, LinearScore, MLPEnergy, MLPScore, NoiseConditional
 from ..models.activations import ACTIVATIONS
 from ..models.mlp_base import one_blas_thread
+from ..sampling.samplers import SAMPLERS
 
 __all__ = [
     "TOLERANCES",
@@ -52,6 +57,8 @@ __all__ = [
     "build_model",
     "build_target",
     "run_sampler",
+    "iterate_steps",
+    "sampler_kind",
     "mala_ratio_parts",
 ]
 
@@ -471,73 +478,105 @@ def _compute_ksd(target, inputs, spec=None):
     return {"stein_kernel": K, "ksd_u": np.array(metrics.ksd(x, s, c=c, beta=beta)), "ksd_v": np.array(K.mean())}
 
 
-#: the parameters of each sampler kind's cases (its noise seed is 100 + 10 i + j for the i-th
-#: sampler kind and the j-th target)
-_SAMPLER_PARAMS = {
-    "ula": {"step": 0.1, "steps": 20},
-    "mala": {"step": 1.0, "steps": 20},  # about 60 % accepted: both decisions occur
-    "annealed": {"step": 0.05, "steps": 5, "sigmas": [2.0, 1.0, 0.5]},
-}
-
-
-def _sampler_specs(kind) -> Callable:
+def _sampler_specs(sampler) -> Callable:
+    """The cases of a sampler of :data:`refscore.sampling.samplers.SAMPLERS`, one per target: its
+    golden ``params``, ``N_CHAINS`` chains and the noise seed ``100 + 10 i + j`` for the i-th
+    sampler of the registry and the j-th target."""
     def specs() -> dict:
-        i = list(_SAMPLER_PARAMS).index(kind)
-        return {f"{kind}_{t}": {"kind": kind, **_TARGETS[t], "params": {
-            **_SAMPLER_PARAMS[kind], "chains": N_CHAINS, "noise_seed": 100 + 10 * i + j}}
+        i = list(SAMPLERS).index(sampler.name)
+        return {f"{sampler.name}_{t}": {"kind": sampler.name, **_TARGETS[t], "params": {
+            **sampler.params, "chains": N_CHAINS, "noise_seed": 100 + 10 * i + j}}
             for j, t in enumerate(_TARGETS)}
     return specs
 
 
-def _levels(kind, params) -> int:
-    return len(params["sigmas"]) if "sigmas" in KINDS[kind].inputs else 1
+def _levels(sampler, params) -> int:
+    return len(params["sigmas"]) if sampler.noise_levels else 1
 
 
 def _draw_sampler(name, spec, target):
     from .. import noise
 
     rng = np.random.default_rng(case_seed(name))
-    p, kind = spec["params"], spec["kind"]
+    p, sampler = spec["params"], SAMPLERS[spec["kind"]]
     inputs = {"x0": 1.5 * rng.standard_normal((int(p["chains"]), target.dim))}
-    if "sigmas" in KINDS[kind].inputs:
+    if sampler.noise_levels:
         inputs["sigmas"] = np.array(p["sigmas"], dtype=float)
     inputs["step"] = np.array(float(p["step"]))
-    T, c, seed = _levels(kind, p) * int(p["steps"]), int(p["chains"]), int(p["noise_seed"])
+    T, c, seed = _levels(sampler, p) * int(p["steps"]), int(p["chains"]), int(p["noise_seed"])
     chains, steps = np.arange(c)[None, :], np.arange(T)[:, None]
     inputs["z"] = noise.normal(seed, chains, steps, target.dim)
-    if "u" in KINDS[kind].inputs:
+    if sampler.has_accept_test:
         inputs["u"] = noise.uniform(seed, chains, steps)
     return inputs
 
 
-def _run_ula(target, inputs, step, T, opts):
-    from .. import sampling
-
-    return sampling.ula(target, inputs["x0"], step, T, **opts)
-
-
-def _run_mala(target, inputs, step, T, opts):
-    from .. import sampling
-
-    return sampling.mala(target, inputs["x0"], step, T, **opts)
-
-
-def _run_annealed(target, inputs, step, T, opts):
-    from .. import sampling
-
-    return sampling.annealed_langevin(target.perturbed(), inputs["x0"], inputs["sigmas"], step, T, **opts)
-
-
-#: refscore's NumPy sampler of each sampler kind: ``(target, inputs, step, steps, options) -> result``
-_SAMPLER_RUNS = {"ula": _run_ula, "mala": _run_mala, "annealed": _run_annealed}
-
-
-def run_sampler(kind, target, inputs, params, step=None):
-    """refscore's NumPy sampler of a sampler case from its stored ``x0``, with the case's noise seed.
+def iterate_steps(kind, target, inputs, *, step=None, noise_factor=1.0, level_steps=True) -> np.ndarray:
+    """The states ``(T, c, d)`` of the pure step of ``SAMPLERS[kind]`` iterated from a case's stored
+    ``x0`` over its stored noise, each step fed the keyword arguments of its ``inputs``.
 
     Parameters
     ----------
-    kind : {"ula", "mala", "annealed"}
+    kind : a name of :data:`refscore.sampling.samplers.SAMPLERS`
+    target : a closed-form target (:func:`build_target`)
+    inputs : dict
+        The case's inputs.
+    step : float, optional
+        This step instead of the stored one.
+    noise_factor : float
+        The stored noise ``z`` times this.
+    level_steps : bool
+        ``False`` (a sampler with ``noise_levels``): every level is passed as the only one, so that
+        it runs at the stored step instead of its own ``step sigma_l^2 / sigma_L^2``.
+    """
+    sampler = SAMPLERS[kind]
+    step = float(inputs["step"]) if step is None else float(step)
+    z = inputs["z"]
+    if sampler.noise_levels:
+        p = target.perturbed()
+        sigmas = tuple(float(s) for s in inputs["sigmas"])
+        levels = [{"score": lambda y, s=s: p.score(y, s), "sigma": s, "sigmas": sigmas if level_steps else (s,)}
+                  for s in sigmas]
+    else:
+        levels = [{"score": target.score}]
+    per_level = z.shape[0] // len(levels)
+    x = np.array(inputs["x0"], dtype=float)
+    out = np.empty_like(z)
+    for i, given in enumerate(levels):
+        if sampler.has_accept_test:
+            given["log_prob"] = target.logpdf
+        for t in range(i * per_level, (i + 1) * per_level):
+            args = {**given, "step": step, "z": noise_factor * z[t]}
+            if sampler.has_accept_test:
+                args["u"] = inputs["u"][t]
+            x = sampler.step(x, **{k: args[k] for k in sampler.inputs})
+            x = x[0] if sampler.has_accept_test else x
+            out[t] = x
+    return out
+
+
+def _run(sampler, target, inputs, params, step):
+    """``(states (T, c, d), diverged (c,))`` of a sampler case at ``step`` (see :func:`run_sampler`)."""
+    if sampler.run is None:
+        states = iterate_steps(sampler.name, target, inputs, step=step)
+        return states, ~np.all(np.isfinite(states), axis=(0, 2))
+    opts = {"seed": int(params["noise_seed"]), "backend": "numpy", "record": 1, "progress": False}
+    if sampler.noise_levels:
+        res = sampler.run(target.perturbed(), inputs["x0"], inputs["sigmas"], step, int(params["steps"]), **opts)
+    else:
+        res = sampler.run(target, inputs["x0"], step, int(params["steps"]), **opts)
+    return res.trace, res.diverged
+
+
+def run_sampler(kind, target, inputs, params, step=None) -> np.ndarray:
+    """refscore's states of a sampler case from its stored ``x0``, with the case's noise seed: the
+    sampler's public whole-run function on the NumPy backend (its step iterated over the stored
+    noise, :func:`iterate_steps`, for a sampler of :data:`~refscore.sampling.samplers.SAMPLERS`
+    without one).
+
+    Parameters
+    ----------
+    kind : a name of :data:`refscore.sampling.samplers.SAMPLERS` ("ula", "mala", "annealed")
     target : a closed-form target (:func:`build_target`)
     inputs : dict
         The case's inputs (``x0``, ``step``, and ``sigmas`` for annealed Langevin).
@@ -548,11 +587,11 @@ def run_sampler(kind, target, inputs, params, step=None):
 
     Returns
     -------
-    refscore.sampling's result, every state recorded (``.trace``).
+    ndarray (T, c, d)
+        Every state: ``states[t]`` after step ``t`` (a diverged chain stays at its last state).
     """
     step = float(inputs["step"]) if step is None else step
-    opts = {"seed": int(params["noise_seed"]), "backend": "numpy", "record": 1, "progress": False}
-    return _SAMPLER_RUNS[kind](target, inputs, step, int(params["steps"]), opts)
+    return _run(SAMPLERS[kind], target, inputs, params, step)[0]
 
 
 def mala_ratio_parts(target, prev, z, step):
@@ -569,25 +608,33 @@ def mala_ratio_parts(target, prev, z, step):
     return (logp_y - logp_x).reshape(T, c), log_alpha.reshape(T, c)
 
 
-def _compute_sampler(target, inputs, spec):
-    kind = spec["kind"]
-    res = run_sampler(kind, target, inputs, spec["params"])
-    if res.diverged.any():  # pragma: no cover - the fixed cases never diverge
-        raise RuntimeError(f"a golden {kind} chain diverged")
-    out = {"states": res.trace}
-    if "accept" in KINDS[kind].quantities:
-        prev = np.concatenate([inputs["x0"][None], res.trace[:-1]])
-        accept = np.any(res.trace != prev, axis=-1)
-        log_alpha = mala_ratio_parts(target, prev, inputs["z"], float(inputs["step"]))[1]
-        # the stored decisions are those of the stored uniforms and ratios, with a margin far
-        # above round-off, so that a foreign MALA (whatever its log) reproduces every one of them
-        from ..sampling.steps import mala_accept
+def _accept_test(sampler, target, inputs, states):
+    """``(accept, log_alpha)`` (T, c) of a sampler with an accept test: its step at every state
+    before a step (all at once), the decisions read off the states."""
+    from ..sampling.steps import mala_accept
 
-        margin = np.min(np.abs(np.log(inputs["u"]) - log_alpha))
-        if not np.array_equal(accept, mala_accept(log_alpha, inputs["u"])) or margin < 1e-6:
-            raise RuntimeError("MALA's accept decisions are not reproducible from the stored noise")  # pragma: no cover
-        out["accept"] = accept.astype(float)
-        out["log_alpha"] = log_alpha
+    prev = np.concatenate([inputs["x0"][None], states[:-1]])
+    T, c, d = prev.shape
+    args = {"score": target.score, "log_prob": target.logpdf, "step": float(inputs["step"]),
+            "z": inputs["z"].reshape(T * c, d), "u": inputs["u"].reshape(T * c)}
+    log_alpha = sampler.step(prev.reshape(T * c, d), **{k: args[k] for k in sampler.inputs})[1].reshape(T, c)
+    accept = np.any(states != prev, axis=-1)
+    # the stored decisions are those of the stored uniforms and ratios, with a margin far
+    # above round-off, so that a foreign sampler (whatever its log) reproduces every one of them
+    margin = np.min(np.abs(np.log(inputs["u"]) - log_alpha))
+    if not np.array_equal(accept, mala_accept(log_alpha, inputs["u"])) or margin < 1e-6:
+        raise RuntimeError(f"{sampler.name}'s accept decisions are not reproducible from the stored noise")  # pragma: no cover
+    return accept.astype(float), log_alpha
+
+
+def _compute_sampler(target, inputs, spec):
+    sampler = SAMPLERS[spec["kind"]]
+    states, diverged = _run(sampler, target, inputs, spec["params"], float(inputs["step"]))
+    if diverged.any():  # pragma: no cover - the fixed cases never diverge
+        raise RuntimeError(f"a golden {sampler.name} chain diverged")
+    out = {"states": states}
+    if sampler.has_accept_test:
+        out["accept"], out["log_alpha"] = _accept_test(sampler, target, inputs, states)
     return out
 
 
@@ -650,12 +697,31 @@ _NUMBER_LIST = (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(
                 "a list of numbers")
 _CHAIN_PARAMS = {"step": _NUMBER, "steps": _INTEGER, "chains": _INTEGER, "noise_seed": _INTEGER}
 
-_SAMPLER_INPUTS = {
-    "x0": "(c, d) initial states, one row per chain",
-    "step": "() the step eta of x <- x + eta s(x) + sqrt(2 eta) z",
-    "z": "(T, c, d) the noise of every step: z[t, j] = refscore.noise.normal(noise_seed, chain j, step t, d)",
-}
-_STATES = "(T, c, d) states[t] = the states after step t (t = 0..T-1), so states[-1] is the final state"
+
+
+def _sampler_inputs(sampler) -> dict:
+    """The inputs a sampler's golden case stores, and what they mean, in file order."""
+    x0 = "(c, d) initial states, one row per chain"
+    if sampler.noise_levels:
+        out = {"x0": x0, "sigmas": "(L,) decreasing noise levels",
+               "step": "() the step at the smallest level: eta_i = step sigma_i^2 / sigma_L^2",
+               "z": "(L T, c, d) the noise, by global step t = i T + j: z[t, j'] = refscore.noise.normal(noise_seed, "
+               "chain j', step t, d)"}
+    else:
+        out = {"x0": x0, "step": f"() the step eta of {sampler.update}",
+               "z": "(T, c, d) the noise of every step: z[t, j] = refscore.noise.normal(noise_seed, chain j, step t, d)"}
+    if sampler.has_accept_test:
+        out["u"] = "(T, c) the accept/reject uniforms: u[t, j] = refscore.noise.uniform(noise_seed, j, t)"
+    return out
+
+
+def sampler_kind(sampler) -> CaseKind:
+    """The golden case kind of a :class:`refscore.sampling.samplers.Sampler`: its cases on the
+    closed-form targets, inputs drawn and quantities computed as its two properties say."""
+    params = {**_CHAIN_PARAMS, "sigmas": _NUMBER_LIST} if sampler.noise_levels else _CHAIN_PARAMS
+    return CaseKind(sampler.name, sampler.about, _sampler_inputs(sampler), dict(sampler.quantities), "target",
+                    _sampler_specs(sampler), _draw_sampler, _compute_sampler, params=params)
+
 
 #: the case table: kind name -> :class:`CaseKind`, in file order
 KINDS = {k.name: k for k in (
@@ -707,42 +773,7 @@ KINDS = {k.name: k for k in (
         "target", _ksd_specs, _draw_ksd, _compute_ksd,
         params={"c": _NUMBER, "beta": _NUMBER},
     ),
-    CaseKind(
-        "ula",
-        "unadjusted Langevin on a closed-form target: x <- x + eta s(x) + sqrt(2 eta) z[t] "
-        "(refscore.sampling.ula)",
-        _SAMPLER_INPUTS, {"states": _STATES},
-        "target", _sampler_specs("ula"), _draw_sampler, _compute_sampler, params=_CHAIN_PARAMS,
-    ),
-    CaseKind(
-        "mala",
-        "MALA on a closed-form target: proposal y = x + eta s(x) + sqrt(2 eta) z[t], accepted iff "
-        "log u[t] < log_alpha (refscore.sampling.mala)",
-        {**_SAMPLER_INPUTS,
-         "u": "(T, c) the accept/reject uniforms: u[t, j] = refscore.noise.uniform(noise_seed, j, t)"},
-        {
-            "states": _STATES + " (a rejected step repeats the state)",
-            "accept": "(T, c) 1.0 where the proposal of step t was accepted, else 0.0",
-            "log_alpha": "(T, c) log p(y) - log p(x) - (||x - y - eta s(y)||^2 - ||y - x - eta s(x)||^2) / (4 eta) "
-            "at step t (x the state before it, y its proposal)",
-        },
-        "target", _sampler_specs("mala"), _draw_sampler, _compute_sampler, params=_CHAIN_PARAMS,
-    ),
-    CaseKind(
-        "annealed",
-        "annealed Langevin (Song & Ermon 2019, Alg. 1) with the exact scores of p_sigma = p * N(0, "
-        "sigma^2 I): T steps at each level, eta_i = step sigma_i^2 / sigma_L^2 (refscore.sampling.annealed_langevin)",
-        {
-            "x0": _SAMPLER_INPUTS["x0"],
-            "sigmas": "(L,) decreasing noise levels",
-            "step": "() the step at the smallest level: eta_i = step sigma_i^2 / sigma_L^2",
-            "z": "(L T, c, d) the noise, by global step t = i T + j: z[t, j'] = refscore.noise.normal(noise_seed, "
-            "chain j', step t, d)",
-        },
-        {"states": "(L T, c, d) the states after each global step"},
-        "target", _sampler_specs("annealed"), _draw_sampler, _compute_sampler,
-        params={**_CHAIN_PARAMS, "sigmas": _NUMBER_LIST},
-    ),
+    *(sampler_kind(sampler) for sampler in SAMPLERS.values()),
 )}
 
 #: every case kind: what it is, its inputs and its quantities (keys of golden.npz below a case)

@@ -21,6 +21,20 @@ function                       equation
 :func:`annealed_level_steps`   :math:`\eta_l = \text{step}\cdot\sigma_l^2/\sigma_L^2` (§8.4)
 =============================  ===============================================================
 
+Each sampler's whole step, in the form :func:`refscore.testing.assert_sampler_matches`
+calls a ``step_fn`` (keyword arguments after ``x``; ``score`` and ``log_prob`` are
+callables): the steps of the sampler registry
+:data:`refscore.sampling.samplers.SAMPLERS`, and the contract a foreign sampler is held to.
+
+=============================  ===============================================================
+function                       one step of
+=============================  ===============================================================
+:func:`ula_update`             ULA: :func:`langevin_step` at ``score(x)``
+:func:`mala_update`            MALA: :func:`mala_step`, returning ``(x_next, log_alpha)``
+:func:`annealed_update`        annealed Langevin at level ``sigma``: :func:`langevin_step` at the
+                               level's step of :func:`annealed_level_steps`
+=============================  ===============================================================
+
 The noise ``z`` and the uniforms ``u`` come from :mod:`refscore.noise`
 (``normal(seed, chain, step, dim)``, ``uniform(seed, chain, step)``); with
 them these functions reproduce a refscore run bit for bit (tested).
@@ -42,7 +56,8 @@ import numpy as np
 from .._validation import check_positive, check_sigmas
 from ..noise import log_unit
 
-__all__ = ["langevin_step", "mala_log_alpha", "mala_accept", "mala_step", "annealed_level_steps"]
+__all__ = ["langevin_step", "mala_log_alpha", "mala_accept", "mala_step", "annealed_level_steps",
+           "ula_update", "mala_update", "annealed_update"]
 
 
 def _shape_is(want, what, **arrays):
@@ -247,3 +262,104 @@ def annealed_level_steps(step, sigmas):
     eta = check_positive("step", step)
     s = check_sigmas(sigmas)
     return eta * s ** 2 / s[-1] ** 2
+
+
+# ------------------------------------------------------------------ the samplers' steps, as step_fn
+def ula_update(x, score, step, z):
+    r"""One ULA step in the ``step_fn`` form: :func:`langevin_step` at ``score(x)``.
+
+    Parameters
+    ----------
+    x : ndarray (c, d)
+    score : callable
+        ``(c, d) -> (c, d)``, the target's score.
+    step : float > 0
+        :math:`\eta`.
+    z : ndarray (c, d)
+        This step's normal noise.
+
+    Returns
+    -------
+    ndarray (c, d)
+        :math:`x + \eta\, s(x) + \sqrt{2\eta}\, z`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.sampling.steps import ula_update
+    >>> ula_update(np.array([[2.0]]), lambda v: -v, 0.5, np.array([[1.0]]))
+    array([[2.]])
+    """
+    return langevin_step(x, score(x), step, z)
+
+
+def mala_update(x, score, log_prob, step, z, u):
+    r"""One MALA step in the ``step_fn`` form: :func:`mala_step`, returning ``(x_next, log_alpha)``.
+
+    Parameters
+    ----------
+    x : ndarray (c, d)
+    score : callable
+        ``(c, d) -> (c, d)``.
+    log_prob : callable
+        ``(c, d) -> (c,)``, :math:`\log p` up to a constant.
+    step : float > 0
+    z : ndarray (c, d)
+        This step's proposal noise.
+    u : ndarray (c,)
+        This step's uniforms: accept iff :math:`\log u < \log\alpha`.
+
+    Returns
+    -------
+    x_next : ndarray (c, d)
+    log_alpha : ndarray (c,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.sampling.steps import mala_update
+    >>> x1, la = mala_update(np.zeros((2, 1)), lambda v: -v, lambda v: -0.5 * (v**2).sum(1), 0.5,
+    ...                      np.array([[1.0], [1.0]]), np.array([0.5, 0.9]))
+    >>> x1.ravel(), la
+    (array([1., 0.]), array([-0.125, -0.125]))
+    """
+    x_next, _, log_alpha = mala_step(x, score, log_prob, step, z, u)
+    return x_next, log_alpha
+
+
+def annealed_update(x, score, sigma, sigmas, step, z):
+    r"""One annealed Langevin step at level ``sigma`` in the ``step_fn`` form.
+
+    :func:`langevin_step` at ``score(x)`` (the score of :math:`p_\sigma`) with the
+    level's step ``annealed_level_steps(step, sigmas)[l]``, ``sigmas[l] == sigma``:
+    the same number :func:`refscore.sampling.annealed_langevin` runs.
+
+    Parameters
+    ----------
+    x : ndarray (c, d)
+    score : callable
+        ``(c, d) -> (c, d)``, the score at this step's level.
+    sigma : float
+        This step's noise level, one of ``sigmas``.
+    sigmas : sequence of float
+        Every level, strictly decreasing.
+    step : float > 0
+        The step at the smallest level.
+    z : ndarray (c, d)
+
+    Returns
+    -------
+    ndarray (c, d)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.sampling.steps import annealed_update
+    >>> annealed_update(np.zeros((1, 1)), lambda v: -v, 2.0, (2.0, 1.0), 0.125, np.array([[1.0]]))
+    array([[1.]])
+    """
+    levels = [float(s) for s in check_sigmas(sigmas)]
+    if sigma not in levels:
+        raise ValueError(f"sigma must be one of sigmas {levels}, got {sigma!r}")
+    eta = annealed_level_steps(step, levels)[levels.index(sigma)]
+    return langevin_step(x, score(x), float(eta), z)
