@@ -29,6 +29,7 @@ import os
 import pathlib
 import signal
 import sys
+import typing
 
 import numpy as np
 
@@ -69,12 +70,52 @@ def _registries():
     """The families the CLI offers, read from their registries (one place each)."""
     import types
 
-    from .losses import PER_POINT_LOSSES, PROJECTIONS
+    from .losses import LOSSES, PROJECTIONS
     from .models.activations import ACTIVATIONS
     from .sampling.registry import BACKENDS
+    from .training import DRAWN_INPUTS
 
-    return types.SimpleNamespace(per_point_losses=PER_POINT_LOSSES, projections=PROJECTIONS,
-                                 activations=ACTIVATIONS, backends=BACKENDS)
+    # refscore fit builds score models s(x), and gives a loss what fit draws or an option of _FIT_OPTIONS
+    fit_left_out = {}
+    for name, spec in LOSSES.items():
+        missing = [i for i in spec.inputs if i not in DRAWN_INPUTS and i not in _FIT_OPTIONS]
+        if spec.noise_conditional:
+            fit_left_out[name] = "trains a noise-conditional model"
+        elif missing:
+            fit_left_out[name] = f"no option gives its {', '.join(missing)}"
+    fit_losses = tuple(name for name in LOSSES if name not in fit_left_out)
+    return types.SimpleNamespace(losses=LOSSES, fit_losses=fit_losses, fit_left_out=fit_left_out,
+                                 projections=PROJECTIONS, activations=ACTIVATIONS, backends=BACKENDS)
+
+
+def _fit_target_score(args, data):
+    target = _resolve_target(args.target)
+    if target.dim != data.shape[1]:
+        raise CLIError(f"--target has dimension {target.dim}, --data has dimension {data.shape[1]}")
+    return target.score
+
+
+class _FitOption(typing.NamedTuple):
+    """The option of ``refscore fit`` that gives one loss input (see :data:`_FIT_OPTIONS`)."""
+
+    option: str  # the flag, e.g. "--sigma"
+    dest: str  # its attribute of the parsed arguments
+    what: str  # what it gives, for messages
+    value: typing.Callable  # (args, data) -> the input's value for refscore.training.fit
+
+
+#: the loss inputs (refscore.losses.Loss.inputs) that refscore fit takes from an option, by input name
+_FIT_OPTIONS = {
+    "target_score": _FitOption("--target", "target", "a built-in target or a JSON spec whose score is the data score",
+                               _fit_target_score),
+    "sigma": _FitOption("--sigma", "sigma", "the noise level", lambda args, data: args.sigma),
+}
+
+
+def _fit_users(name, sep):
+    """The losses of ``refscore fit`` that take input ``name``, joined by ``sep``."""
+    reg = _registries()
+    return sep.join(loss for loss in reg.fit_losses if name in reg.losses[loss].inputs)
 
 
 class CLIError(Exception):
@@ -474,23 +515,18 @@ def _cmd_fit(args) -> int:
             "(1-D data: save x.reshape(-1, 1))"
         )
     model = _build_model(args, data.shape[1])
+    spec = _registries().losses[args.loss]
     kwargs = {}
-    if args.loss == "esm":
-        if args.target is None:
-            raise CLIError("--loss esm needs --target (a built-in target or a JSON spec whose score is the data score)")
-        target = _resolve_target(args.target)
-        if target.dim != data.shape[1]:
-            raise CLIError(f"--target has dimension {target.dim}, --data has dimension {data.shape[1]}")
-        kwargs["target_score"] = target.score
-    elif args.target is not None:
-        raise CLIError(f"--target is only used by --loss esm, got --loss {args.loss}")
-    if args.loss == "dsm":
-        if args.sigma is None:
-            raise CLIError("--loss dsm needs --sigma (the noise level)")
-        kwargs["sigma"] = args.sigma
-    elif args.sigma is not None:
-        raise CLIError(f"--sigma is only used by --loss dsm, got --loss {args.loss}")
-    if args.loss in ("ssm", "ssm_vr"):
+    for name, opt in _FIT_OPTIONS.items():
+        given = vars(args)[opt.dest] is not None
+        if name in spec.inputs and not given:
+            raise CLIError(f"--loss {args.loss} needs {opt.option} ({opt.what})")
+        if given and name not in spec.inputs:
+            raise CLIError(f"{opt.option} is only used by --loss {_fit_users(name, ' or --loss ')}, "
+                           f"got --loss {args.loss}")
+        if given:
+            kwargs[name] = opt.value(args, data)
+    if "v" in spec.inputs:
         kwargs.update(projection=args.projection, n_projections=args.n_projections)
     try:
         res = fit(model, args.loss, data, args.steps, lr=args.lr, batch=args.batch, rng=args.seed, **kwargs)
@@ -677,13 +713,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=tuple(_registries().activations), default="tanh",
                    help="mlp: activation (default %(default)s)")
     p.add_argument("--components", type=int, default=2, help="mixture: number of components (default 2)")
-    p.add_argument("--loss", choices=_registries().per_point_losses, default="ism",
-                   help="score-matching loss (default %(default)s)")
-    p.add_argument("--sigma", type=float, default=None, help="dsm: noise level")
+    left_out = "".join(f"; not offered: {name}: {why}" for name, why in _registries().fit_left_out.items())
+    p.add_argument("--loss", choices=_registries().fit_losses, default="ism",
+                   help=f"score-matching loss (default %(default)s){left_out}")
+    p.add_argument("--sigma", type=float, default=None, help=f"{_fit_users('sigma', '/')}: noise level")
     p.add_argument("--projection", choices=tuple(_registries().projections), default="rademacher",
-                   help="ssm/ssm_vr: projection kind (default rademacher)")
-    p.add_argument("--n-projections", type=int, default=1, help="ssm/ssm_vr: projections per point")
-    p.add_argument("--target", default=None, help="esm: built-in target or JSON spec giving the data score")
+                   help=f"{_fit_users('v', '/')}: projection kind (default rademacher)")
+    p.add_argument("--n-projections", type=int, default=1, help=f"{_fit_users('v', '/')}: projections per point")
+    p.add_argument("--target", default=None,
+                   help=f"{_fit_users('target_score', '/')}: built-in target or JSON spec giving the data score")
     p.add_argument("--steps", type=int, default=1000, help="Adam steps (default 1000)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam step size (default 1e-3)")
     p.add_argument("--batch", type=int, default=256, help="minibatch size (default 256)")

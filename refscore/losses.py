@@ -628,14 +628,62 @@ PROJECTIONS = {
 }
 
 
+# the weighted forms of the registry's losses: ``terms(model, theta, x, w, grad, **inputs)`` is
+# ``(per-point terms, gradient of their w-weighted sum)`` (see :class:`Loss`); the kernel does the math
+def _esm_terms(model, theta, x, w, grad, target_score):
+    return loss_terms(LossKind.RESIDUAL, model, theta, x, w, target_score, grad)
+
+
+def _ism_terms(model, theta, x, w, grad):
+    return loss_terms(LossKind.ISM, model, theta, x, w, None, grad)
+
+
+def _dsm_weighted_terms(model, theta, x, w, grad, sigma, eps):
+    return dsm_terms(model, theta, x, sigma, eps, w, grad)
+
+
+def _ssm_terms(model, theta, x, w, grad, v):
+    return loss_terms(LossKind.SSM, model, theta, x, w, v, grad)
+
+
+def _ssm_vr_terms(model, theta, x, w, grad, v):
+    return loss_terms(LossKind.SSM_VR, model, theta, x, w, v, grad)
+
+
 @dataclass(frozen=True)
 class Loss:
     """A loss of the :data:`LOSSES` registry: call it like its function.
 
-    ``kind`` is the per-point :class:`~refscore._kernels.ids.LossKind` its
-    weighted kernel computes (``None`` for ``dsm_multi``, which weighs noise
-    levels); ``inputs`` names what it needs beyond ``(model, theta, x)``;
-    ``formula`` is the per-point term in words (golden manifests, CLI help).
+    Attributes
+    ----------
+    name : str
+    function : callable
+        The public loss, ``function(model, theta, x, **inputs, reduction=..., grad=...)``.
+    kind : LossKind or None
+        The per-point :class:`~refscore._kernels.ids.LossKind` its weighted kernel
+        computes, or ``None`` when no compiled fused pass computes it (``dsm_multi``,
+        which weighs noise levels, or a loss written from the model primitives).
+    inputs : tuple of str
+        What it takes beyond ``(model, theta, x)``, by keyword name and in the order
+        its randomness is drawn: ``"target_score"`` (the data score at ``x``),
+        ``"sigma"`` (a noise level), ``"eps"`` (standard normal draws like ``x``),
+        ``"v"`` (``(m, n, d)`` projections of :data:`PROJECTIONS`), ``"sigmas"``
+        and ``"labels"`` (noise levels and each point's level).  The consumers read
+        them: :func:`refscore.training.fit` supplies each (drawn or given),
+        :func:`refscore.quadrature.population_loss` integrates each.
+    formula : str
+        The per-point term in words (golden manifests, CLI help).
+    terms : callable or None
+        Its weighted form, ``terms(model, theta, x, w, grad, **inputs) -> (per, grad_theta)``:
+        the per-point terms at ``x`` with arrays ``inputs`` and, with ``grad``, the
+        gradient over ``theta`` of their ``w``-weighted sum (``grad_theta`` is ``None``
+        otherwise).  ``w`` is ``(n,)``, or ``(m, n)`` like ``per`` when the loss takes
+        projections ``v`` of shape ``(m, n, d)``.  The public function is this with
+        ``w = 1/n``; :func:`refscore.quadrature.population_loss` calls it with
+        quadrature weights.  ``None``: the loss has no population form.
+    noise_conditional : bool
+        Whether it trains a :class:`~refscore.models.NoiseConditional` model
+        ``s(x, sigma)`` rather than a score model ``s(x)``.
     """
 
     name: str
@@ -643,6 +691,8 @@ class Loss:
     kind: LossKind | None
     inputs: tuple
     formula: str
+    terms: Callable | None = None
+    noise_conditional: bool = False
 
     def __call__(self, *args, **kwargs):
         return self.function(*args, **kwargs)
@@ -654,19 +704,22 @@ LOSSES = {
     spec.name: spec
     for spec in (
         Loss("esm", esm, LossKind.RESIDUAL, ("target_score",),
-             "1/2 ||s(x) - target||^2 (eq. 2)"),
+             "1/2 ||s(x) - target||^2 (eq. 2)", terms=_esm_terms),
         Loss("ism", ism, LossKind.ISM, (),
-             "tr grad_x s(x) + 1/2 ||s(x)||^2 (eq. 3, Hyvarinen 2005)"),
+             "tr grad_x s(x) + 1/2 ||s(x)||^2 (eq. 3, Hyvarinen 2005)", terms=_ism_terms),
         Loss("dsm", dsm, LossKind.RESIDUAL, ("sigma", "eps"),
-             "1/2 ||s(x + sigma eps) + eps / sigma||^2, eps ~ N(0, I) (eq. 6, Vincent 2011)"),
+             "1/2 ||s(x + sigma eps) + eps / sigma||^2, eps ~ N(0, I) (eq. 6, Vincent 2011)",
+             terms=_dsm_weighted_terms),
         Loss("ssm", ssm, LossKind.SSM, ("v",),
-             "v^T grad_x s(x) v + 1/2 (v^T s(x))^2 (eq. 7, Song et al. 2019)"),
+             "v^T grad_x s(x) v + 1/2 (v^T s(x))^2 (eq. 7, Song et al. 2019)", terms=_ssm_terms),
         Loss("ssm_vr", ssm_vr, LossKind.SSM_VR, ("v",),
-             "v^T grad_x s(x) v + 1/2 ||s(x)||^2 (eq. 7, variance-reduced)"),
+             "v^T grad_x s(x) v + 1/2 ||s(x)||^2 (eq. 7, variance-reduced)", terms=_ssm_vr_terms),
         Loss("dsm_multi", dsm_multi, None, ("sigmas", "labels", "eps"),
-             "lambda(sigma_i) 1/2 ||s(x + sigma_i eps, sigma_i) + eps / sigma_i||^2 (Song & Ermon 2019)"),
+             "lambda(sigma_i) 1/2 ||s(x + sigma_i eps, sigma_i) + eps / sigma_i||^2 (Song & Ermon 2019)",
+             noise_conditional=True),
     )
 }
 
 #: the losses of one score model at one noise level: ESM, ISM, DSM, SSM, SSM-VR
-PER_POINT_LOSSES = tuple(name for name, spec in LOSSES.items() if spec.kind is not None)
+#: (every registry loss that does not train a noise-conditional model)
+PER_POINT_LOSSES = tuple(name for name, spec in LOSSES.items() if not spec.noise_conditional)

@@ -304,6 +304,53 @@ PROJECTION_RULES = {
 }
 
 
+#: the inputs of :attr:`refscore.losses.Loss.inputs` population_loss integrates (see its docstring)
+POPULATION_INPUTS = ("target_score", "sigma", "eps", "v")
+
+
+def _taking(name):
+    """The registry losses whose inputs include ``name``."""
+    from .losses import LOSSES
+
+    return [loss for loss, spec in LOSSES.items() if name in spec.inputs]
+
+
+def _listed(names):
+    """``'a'``, ``'a' and 'b'``, ``'a', 'b' and 'c'``."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
+def _population_form(loss):
+    """The registry entry of ``loss`` (a name, an entry or its function); ValueError naming the loss
+    and what it lacks when it has no population form here."""
+    from .losses import LOSSES, Loss, LossKind
+
+    by_function = {spec.function: name for name, spec in LOSSES.items()}
+    if isinstance(loss, Loss):
+        loss = loss.name
+    elif callable(loss) and loss in by_function:
+        loss = by_function[loss]
+    check_choice("loss", loss, tuple(LOSSES))
+    spec = LOSSES[loss]
+    cannot = f"population_loss cannot integrate loss={loss!r}"
+    if spec.noise_conditional:
+        raise ValueError(f"{cannot}: it trains a noise-conditional model s(x, sigma) (refscore.losses.LOSSES "
+                         "marks it noise_conditional); population losses are of a score model s(x)")
+    if spec.terms is None:
+        raise ValueError(f"{cannot}: its refscore.losses.LOSSES entry declares no weighted form (terms=None), "
+                         "which population_loss evaluates with quadrature weights")
+    unknown = [name for name in spec.inputs if name not in POPULATION_INPUTS]
+    if unknown:
+        raise ValueError(f"{cannot}: it takes {', '.join(unknown)}, for which population_loss has no quadrature "
+                         f"rule (it integrates {', '.join(POPULATION_INPUTS)})")
+    if "target_score" in spec.inputs and spec.kind != LossKind.RESIDUAL:
+        raise ValueError(f"{cannot}: it takes target_score, which population_loss integrates by the mixture "
+                         "identity E_p[s^T grad log p] = sum_j pi_j E_j[s^T g_j], exact here only for the "
+                         f"residual 1/2 ||s - t||^2 (kind LossKind.RESIDUAL), and its kind is {spec.kind!r}")
+    return spec
+
+
 def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, order=None, grad=False):
     r"""Population value (and gradient) of a score-matching loss, by quadrature.
 
@@ -356,18 +403,26 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
 
     Parameters
     ----------
-    loss : {"esm", "ism", "dsm", "ssm", "ssm_vr"} or the function of that name in :mod:`refscore.losses`
+    loss : str, a :class:`refscore.losses.Loss` or its function
+        A loss of :data:`refscore.losses.LOSSES` (``"esm"``, ``"ism"``, ``"dsm"``,
+        ``"ssm"``, ``"ssm_vr"``).  Its entry's weighted form ``terms`` is evaluated
+        at the quadrature nodes with their weights, and each of its ``inputs`` is
+        integrated as above: ``eps`` on the joint grid, ``v`` by the projection rule,
+        ``target_score`` by the component scores (for a residual loss), ``sigma``
+        given.  A loss of a noise-conditional model, without ``terms``, or taking
+        another input (:data:`POPULATION_INPUTS` lists these) is refused with a
+        ValueError naming what it lacks.
     model : ScoreModel
     theta : (P,) array
     dist : Gaussian or GaussianMixture
         The data distribution :math:`p`.
     sigma : float > 0, optional
-        Required for ``"dsm"`` (its noise level).  For the other losses,
+        Required for a loss taking ``sigma`` (``"dsm"``: its noise level).  For the other losses,
         integrate against :math:`p_\sigma` = ``dist.noised(sigma)`` instead of
         ``dist`` (eq. (5)); ``None`` uses ``dist`` itself.
     projection : {"rademacher", "gaussian", "sphere"}, optional
-        Law of ``v`` for ``"ssm"``/``"ssm_vr"`` (default ``"rademacher"``); an
-        error for the other losses.
+        Law of ``v`` for a loss taking projections (``"ssm"``/``"ssm_vr"``;
+        default ``"rademacher"``); an error for the other losses.
     order : int, optional
         Gauss–Hermite nodes per axis.
     grad : bool
@@ -387,14 +442,10 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
     -1.0
     """
     from ._validation import check_positive
-    from .losses import LOSSES, PER_POINT_LOSSES, Loss, LossKind, _check_result, dsm_terms, loss_terms
+    from .losses import _check_result
 
-    by_function = {LOSSES[k].function: k for k in PER_POINT_LOSSES}
-    if isinstance(loss, Loss):
-        loss = loss.name
-    elif callable(loss) and loss in by_function:
-        loss = by_function[loss]
-    check_choice("loss", loss, PER_POINT_LOSSES)
+    spec = _population_form(loss)
+    loss = spec.name
     if not isinstance(dist, (Gaussian, GaussianMixture)):
         raise TypeError(
             f"dist must be a Gaussian or GaussianMixture for population losses, got {type(dist).__name__}"
@@ -403,51 +454,56 @@ def population_loss(loss, model, theta, dist, *, sigma=None, projection=None, or
     d = model.dim
     if dist.dim != d:
         raise ValueError(f"dist must have dim {d} to match the model, got dim {dist.dim}")
-    if loss in ("ssm", "ssm_vr"):
+    if "v" in spec.inputs:
         projection = "rademacher" if projection is None else projection
         check_choice("projection", projection, PROJECTION_RULES)
     elif projection is not None:
-        raise ValueError(f"projection applies to 'ssm' and 'ssm_vr' only, got projection={projection!r} for {loss!r}")
-    if loss == "dsm":
+        raise ValueError(f"projection applies to {_listed(_taking('v'))} only, got projection={projection!r} "
+                         f"for {loss!r}")
+    if "sigma" in spec.inputs:
         if sigma is None:
-            raise ValueError("sigma is required for loss='dsm' (the noise level), got None")
+            raise ValueError(f"sigma is required for loss={loss!r} (the noise level), got None")
         sigma = check_positive("sigma", sigma)
     elif sigma is not None:
         dist = dist.noised(check_positive("sigma", sigma))
 
-    if loss == "dsm":
+    inputs = {}
+    if "eps" in spec.inputs:  # x ~ p and eps ~ N(0, I) on one joint grid
         if order is None:
             if d not in _DSM_ORDER:
-                raise ValueError(f"no default DSM quadrature order for dim={d} (d <= 3); pass order")
+                raise ValueError(f"no default quadrature order for the joint (x, eps) grid of {loss!r} in "
+                                 f"dim={d} (defaults for d <= 3); pass order")
             order = _DSM_ORDER[d]
         order = _check_order(order, 2 * d)
         nodes, w = product_rule(gauss_hermite_nodes(dist, order), standard_normal_nodes(d, order))
-        per, g = dsm_terms(model, theta, nodes[:, :d], sigma, nodes[:, d:], w, grad)
+        x, inputs["eps"] = nodes[:, :d], nodes[:, d:]
     else:
         x, w = gauss_hermite_nodes(dist, order)
-        if loss == "esm":
-            # Nodes come in k blocks, one per component (gauss_hermite_nodes above).
-            # At component j's nodes use its score g_j; the correction keeps the
-            # integral equal to ESM because p * score(p) = sum_j pi_j N_j g_j.
-            if isinstance(dist, GaussianMixture):
-                means, precs = dist.means, dist.precisions
-            else:
-                means, precs = dist.mean[None], dist.precision[None]
-            comp = np.repeat(np.arange(means.shape[0]), x.shape[0] // means.shape[0])
-            gj = -np.einsum("nij,nj->ni", precs[comp], x - means[comp])
-            t = dist.score(x)
-            per, g = loss_terms(LossKind.RESIDUAL, model, theta, x, w, gj, grad)
-            per = per + 0.5 * (np.einsum("nd,nd->n", t, t) - np.einsum("nd,nd->n", gj, gj))
-        elif loss == "ism":
-            per, g = loss_terms(LossKind.ISM, model, theta, x, w, None, grad)
+    if "sigma" in spec.inputs:
+        inputs["sigma"] = sigma
+    correction = None
+    if "target_score" in spec.inputs:
+        # Nodes come in k blocks, one per component (gauss_hermite_nodes above).
+        # At component j's nodes use its score g_j; the correction keeps the
+        # integral equal to ESM because p * score(p) = sum_j pi_j N_j g_j.
+        if isinstance(dist, GaussianMixture):
+            means, precs = dist.means, dist.precisions
         else:
-            v, wv = PROJECTION_RULES[projection](d)
-            m, n = v.shape[0], x.shape[0]
-            V = np.broadcast_to(v[:, None, :], (m, n, d))
-            W = wv[:, None] * w[None, :]
-            kind = LossKind.SSM_VR if loss == "ssm_vr" else LossKind.SSM
-            per_mn, g = loss_terms(kind, model, theta, x, W, V, grad)
-            per, w = per_mn.ravel(), W.ravel()
+            means, precs = dist.mean[None], dist.precision[None]
+        comp = np.repeat(np.arange(means.shape[0]), x.shape[0] // means.shape[0])
+        gj = -np.einsum("nij,nj->ni", precs[comp], x - means[comp])
+        t = dist.score(x)
+        inputs["target_score"] = gj
+        correction = 0.5 * (np.einsum("nd,nd->n", t, t) - np.einsum("nd,nd->n", gj, gj))
+    if "v" in spec.inputs:  # E_v exactly: the projection rule times the rule of x
+        v, wv = PROJECTION_RULES[projection](d)
+        m, n = v.shape[0], x.shape[0]
+        inputs["v"] = np.broadcast_to(v[:, None, :], (m, n, d))
+        w = wv[:, None] * w[None, :]
+    per, g = spec.terms(model, theta, x, w, grad, **inputs)
+    if correction is not None:
+        per = per + correction
+    per, w = per.ravel(), w.ravel()
     with np.errstate(over="ignore", invalid="ignore"):
         value = float(w @ per)
     _check_result(f"population_loss({loss!r})", per, g, value)

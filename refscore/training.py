@@ -32,17 +32,92 @@ from . import losses as _losses
 from ._validation import as_points, as_rng, check_choice, check_int, check_positive, check_theta
 from .models.conditional import NoiseConditional
 
-__all__ = ["fit", "FitResult", "LOSS_NAMES"]
+__all__ = ["fit", "FitResult", "LOSS_NAMES", "GIVEN_INPUTS", "DRAWN_INPUTS"]
 
-#: the loss names ``fit`` accepts
 #: the losses fit can minimise: every entry of the loss registry
 LOSS_NAMES = tuple(_losses.LOSSES)
-_PROJECTIONS = ("gaussian", "rademacher", "sphere")
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 
 #: divergence rule of :func:`fit`: the minibatch loss L_t may not rise more than
 #: DIVERGENCE_FACTOR * (1 + |L_1|) above L_1, the loss at step 1 (before any update)
 DIVERGENCE_FACTOR = 1e8
+
+
+def _given_target_score(target_score, n, d):
+    """A callable as is; otherwise an ``(n, d)`` array of the data score at ``data``."""
+    if callable(target_score):
+        return target_score
+    target_arr, _ = as_points(target_score, d, "target_score")
+    if target_arr.shape[0] != n:
+        raise ValueError(
+            f"target_score must be callable or have shape ({n}, {d}) to match data, "
+            f"got shape {np.shape(target_score)}"
+        )
+    return target_arr
+
+
+def _given_sigmas(sigmas, n, d):
+    sigmas = check_positive("sigmas", sigmas, allow_array=True)
+    if sigmas.ndim != 1 or sigmas.size < 1:
+        raise ValueError(f"sigmas must be a non-empty 1-D array, got shape {sigmas.shape}")
+    return sigmas
+
+
+#: the registry inputs (:attr:`refscore.losses.Loss.inputs`) fit takes as its keyword of the
+#: same name: name -> ``check(value, n, d)``, the validated value
+_GIVEN = {
+    "target_score": _given_target_score,
+    "sigma": lambda sigma, n, d: check_positive("sigma", sigma),
+    "sigmas": _given_sigmas,
+}
+
+#: the given inputs that hold one row per data point: a minibatch takes its rows (a callable is passed as is)
+_PER_POINT_GIVEN = ("target_score",)
+
+
+def _draw_eps(rng, b, d, given, projection, n_projections):
+    return rng.standard_normal((b, d))
+
+
+def _draw_v(rng, b, d, given, projection, n_projections):
+    return _losses.projections(rng, (n_projections, b, d), kind=projection)
+
+
+def _draw_labels(rng, b, d, given, projection, n_projections):
+    return rng.integers(0, given["sigmas"].size, size=b)
+
+
+#: the registry inputs fit draws at every step, after the minibatch and in the order of the
+#: loss's ``inputs``: name -> ``draw(rng, b, d, given, projection, n_projections)``
+_DRAWN = {"eps": _draw_eps, "v": _draw_v, "labels": _draw_labels}
+
+#: the given inputs a draw reads (a loss that draws labels must take the levels they index)
+_DRAW_NEEDS = {"labels": ("sigmas",)}
+
+#: the inputs of :attr:`refscore.losses.Loss.inputs` fit takes from its keywords of the same name
+GIVEN_INPUTS = tuple(_GIVEN)
+#: the inputs of :attr:`refscore.losses.Loss.inputs` fit draws itself at every step
+DRAWN_INPUTS = tuple(_DRAWN)
+
+
+def _check_trainable(spec):
+    """ValueError naming the loss and the input fit cannot supply, if any."""
+    unknown = [name for name in spec.inputs if name not in _GIVEN and name not in _DRAWN]
+    if unknown:
+        raise ValueError(
+            f"fit cannot train loss={spec.name!r}: it takes {', '.join(unknown)} (its refscore.losses.LOSSES "
+            f"entry), which fit neither draws ({', '.join(_DRAWN)}) nor takes as a keyword ({', '.join(_GIVEN)})"
+        )
+    for name, needs in _DRAW_NEEDS.items():
+        missing = [need for need in needs if name in spec.inputs and need not in spec.inputs]
+        if missing:
+            raise ValueError(f"fit cannot train loss={spec.name!r}: fit draws its {name} from "
+                             f"{', '.join(missing)}, which the loss does not take")
+
+
+def _losses_taking(name):
+    """``loss='a' or loss='b'``: the registry losses whose inputs include ``name``."""
+    return " or ".join(f"loss={loss!r}" for loss, spec in _losses.LOSSES.items() if name in spec.inputs)
 
 
 @dataclass
@@ -112,12 +187,16 @@ def fit(
     model : ScoreModel or NoiseConditional
         A score model; ``"dsm_multi"`` needs a :class:`~refscore.models.NoiseConditional`,
         and only ``"dsm_multi"`` accepts one.
-    loss : {"esm", "ism", "dsm", "ssm", "ssm_vr", "dsm_multi"}
-        ``"esm"`` (eq. (2)) needs ``target_score``; ``"ism"`` (eq. (3));
-        ``"dsm"`` (eq. (6)) needs ``sigma`` and draws :math:`\varepsilon\sim N(0, I)`;
-        ``"ssm"``/``"ssm_vr"`` (eq. (7)) draw ``n_projections`` directions of kind
-        ``projection`` per point; ``"dsm_multi"`` needs ``sigmas`` and draws a
-        level per point uniformly and :math:`\varepsilon`.
+    loss : str
+        A name of :data:`refscore.losses.LOSSES`: ``"esm"`` (eq. (2)) needs
+        ``target_score``; ``"ism"`` (eq. (3)); ``"dsm"`` (eq. (6)) needs ``sigma``
+        and draws :math:`\varepsilon\sim N(0, I)`; ``"ssm"``/``"ssm_vr"`` (eq. (7))
+        draw ``n_projections`` directions of kind ``projection`` per point;
+        ``"dsm_multi"`` needs ``sigmas`` and draws a level per point uniformly and
+        :math:`\varepsilon`.  What a loss needs is read from its registry entry's
+        ``inputs``: fit takes those of :data:`GIVEN_INPUTS` from its keywords of the
+        same name and draws those of :data:`DRAWN_INPUTS`; a loss taking anything
+        else is refused (ValueError naming the loss and the input).
     data : (n, d) array
         Training points.
     steps : int
@@ -182,14 +261,18 @@ def fit(
     >>> res.history.shape
     (200,)
     """
-    check_choice("loss", loss, LOSS_NAMES)
+    check_choice("loss", loss, tuple(_losses.LOSSES))
+    spec = _losses.LOSSES[loss]
+    _check_trainable(spec)
     conditional = isinstance(model, NoiseConditional)
-    if loss == "dsm_multi" and not conditional:
+    if spec.noise_conditional and not conditional:
         raise ValueError(
-            f"loss='dsm_multi' needs a NoiseConditional model (s(x, sigma)), got {type(model).__name__}"
+            f"loss={loss!r} needs a NoiseConditional model (s(x, sigma)), got {type(model).__name__}"
         )
-    if loss != "dsm_multi" and conditional:
-        raise ValueError(f"a NoiseConditional model is trained with loss='dsm_multi', got loss={loss!r}")
+    if not spec.noise_conditional and conditional:
+        trained_with = " or ".join(f"loss={name!r}" for name, other in _losses.LOSSES.items()
+                                 if other.noise_conditional)
+        raise ValueError(f"a NoiseConditional model is trained with {trained_with}, got loss={loss!r}")
     x, _ = as_points(data, model.dim, "data")
     n, d = x.shape
     steps = check_int("steps", steps, 1)
@@ -197,31 +280,15 @@ def fit(
     record_every = check_int("record_every", record_every, 1)
     n_projections = check_int("n_projections", n_projections, 1)
     lr = check_positive("lr", lr)
-    check_choice("projection", projection, _PROJECTIONS)
+    check_choice("projection", projection, tuple(_losses.PROJECTIONS))
 
-    for name, value, owner in (
-        ("target_score", target_score, "esm"),
-        ("sigma", sigma, "dsm"),
-        ("sigmas", sigmas, "dsm_multi"),
-    ):
-        if value is None and loss == owner:
-            raise ValueError(f"loss={owner!r} needs {name}, got None")
-        if value is not None and loss != owner:
-            raise ValueError(f"{name} is only used by loss={owner!r}, got it with loss={loss!r}")
-    target_arr = None
-    if loss == "esm" and not callable(target_score):
-        target_arr, _ = as_points(target_score, d, "target_score")
-        if target_arr.shape[0] != n:
-            raise ValueError(
-                f"target_score must be callable or have shape ({n}, {d}) to match data, "
-                f"got shape {np.shape(target_score)}"
-            )
-    if loss == "dsm":
-        sigma = check_positive("sigma", sigma)
-    if loss == "dsm_multi":
-        sigmas = check_positive("sigmas", sigmas, allow_array=True)
-        if sigmas.ndim != 1 or sigmas.size < 1:
-            raise ValueError(f"sigmas must be a non-empty 1-D array, got shape {sigmas.shape}")
+    keywords = {"target_score": target_score, "sigma": sigma, "sigmas": sigmas}
+    for name in _GIVEN:
+        if keywords[name] is None and name in spec.inputs:
+            raise ValueError(f"loss={loss!r} needs {name}, got None")
+        if keywords[name] is not None and name not in spec.inputs:
+            raise ValueError(f"{name} is only used by {_losses_taking(name)}, got it with loss={loss!r}")
+    given = {name: check(keywords[name], n, d) for name, check in _GIVEN.items() if name in spec.inputs}
 
     rng = as_rng(rng)
     if theta0 is None:
@@ -232,21 +299,15 @@ def fit(
     def value_and_grad(theta, idx):
         xb = x[idx]
         b = xb.shape[0]
-        if loss == "esm":
-            t = target_score if target_arr is None else target_arr[idx]
-            return _losses.esm(model, theta, xb, t, grad=True)
-        if loss == "ism":
-            return _losses.ism(model, theta, xb, grad=True)
-        if loss == "dsm":
-            eps = rng.standard_normal((b, d))
-            return _losses.dsm(model, theta, xb, sigma, eps, grad=True)
-        if loss in ("ssm", "ssm_vr"):
-            v = _losses.projections(rng, (n_projections, b, d), kind=projection)
-            fn = _losses.ssm if loss == "ssm" else _losses.ssm_vr
-            return fn(model, theta, xb, v, grad=True)
-        labels = rng.integers(0, sigmas.size, size=b)
-        eps = rng.standard_normal((b, d))
-        return _losses.dsm_multi(model, theta, xb, sigmas, labels, eps, grad=True)
+        inputs = {}
+        for name in spec.inputs:  # the draws in the loss's input order, after the minibatch
+            if name in _DRAWN:
+                inputs[name] = _DRAWN[name](rng, b, d, given, projection, n_projections)
+            elif name in _PER_POINT_GIVEN and not callable(given[name]):
+                inputs[name] = given[name][idx]
+            else:
+                inputs[name] = given[name]
+        return spec.function(model, theta, xb, **inputs, grad=True)
 
     m1 = np.zeros_like(theta)
     m2 = np.zeros_like(theta)

@@ -7,6 +7,8 @@ Finite differences: central, step ``H = 1e-5`` on each theta entry.  Truncation
 bounded parameters and points drawn here; the tolerance is 1e-6 relative to
 ``max(1, |grad|)`` (the issue's requirement), so only a wrong gradient fails.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -228,6 +230,31 @@ def test_loss_registry():
     assert kinds == {"esm": losses.LossKind.RESIDUAL, "ism": losses.LossKind.ISM,
                      "dsm": losses.LossKind.RESIDUAL, "ssm": losses.LossKind.SSM,
                      "ssm_vr": losses.LossKind.SSM_VR, "dsm_multi": None}
+
+
+def test_registry_entries_declare_their_consumers_needs():
+    # only dsm_multi trains a noise-conditional model; the per-point losses are the others
+    assert [k for k, v in losses.LOSSES.items() if v.noise_conditional] == ["dsm_multi"]
+    assert losses.LOSSES["dsm_multi"].terms is None
+    # each per-point entry's weighted form, at weights 1/n (1/(m n) with m projections), is its
+    # function: the same kernel call with the same arguments, so the same numbers bit for bit
+    m = LinearScore(2)
+    rng = np.random.default_rng(4)
+    theta, x = rng.standard_normal(m.n_params), rng.standard_normal((5, 2))
+    t, eps, v = rng.standard_normal((5, 2)), rng.standard_normal((5, 2)), rng.standard_normal((3, 5, 2))
+    given = {"target_score": t, "sigma": 0.7, "eps": eps, "v": v}
+    for name in losses.PER_POINT_LOSSES:
+        spec = losses.LOSSES[name]
+        inputs = {k: given[k] for k in spec.inputs}
+        w = np.full((3, 5), 1 / 15) if "v" in inputs else np.full(5, 1 / 5)
+        per, g = spec.terms(m, theta, x, w, True, **inputs)
+        per_only, no_grad = spec.terms(m, theta, x, w, False, **inputs)
+        value, grad = spec(m, theta, x, **inputs, grad=True)
+        points = spec(m, theta, x, **inputs, reduction="none")
+        np.testing.assert_array_equal(per.mean(axis=0) if "v" in inputs else per, points, err_msg=name)
+        np.testing.assert_array_equal(per_only, per, err_msg=name)
+        np.testing.assert_array_equal(g, grad, err_msg=name)
+        assert no_grad is None
 
 
 def test_projection_registry_feeds_projections_and_quadrature():
@@ -537,6 +564,52 @@ def test_population_dim_mismatch(pop):
     m, theta, _ = pop
     with pytest.raises(ValueError, match="dist must have dim 2"):
         population_loss("ism", m, theta, Gaussian(np.zeros(3), np.eye(3)))
+
+
+def _registered(monkeypatch, name, of, **changes):
+    """Register loss ``of`` again as ``name``, with ``changes`` to its entry."""
+    spec = dataclasses.replace(losses.LOSSES[of], name=name, **changes)
+    monkeypatch.setitem(losses.LOSSES, name, spec)
+    return spec
+
+
+MIXTURE = GaussianMixture([0.3, 0.7], [[1.0, 0.0], [-0.5, 0.5]], [np.eye(2), 0.5 * np.eye(2)])
+
+
+@pytest.mark.parametrize("of, kw", [("esm", {}), ("ism", {}), ("ism", {"sigma": 0.4}), ("dsm", {"sigma": 0.5}),
+                                    ("ssm", {"projection": "gaussian"}), ("ssm_vr", {})])
+def test_population_integrates_a_loss_added_to_the_registry(monkeypatch, of, kw):
+    # population_loss reads the entry (its weighted form and its inputs), not the name: the
+    # same entry under a new name is integrated by the same calls, bit for bit
+    spec = _registered(monkeypatch, "added", of)
+    m = GaussianModel(2)
+    theta = m.init(3)
+    value, grad = population_loss(of, m, theta, MIXTURE, grad=True, **kw)
+    for loss in ("added", spec):
+        v, g = population_loss(loss, m, theta, MIXTURE, grad=True, **kw)
+        assert v == value
+        np.testing.assert_array_equal(g, grad)
+
+
+def test_population_refuses_what_it_cannot_integrate(pop, monkeypatch):
+    with pytest.raises(ValueError, match="population_loss cannot integrate loss='dsm_multi': it trains a "
+                                         "noise-conditional model"):
+        population_loss("dsm_multi", *pop)
+    with pytest.raises(ValueError, match="cannot integrate loss='dsm_multi'"):  # by its function too
+        population_loss(dsm_multi, *pop)
+    _registered(monkeypatch, "pointwise_only", "ism", terms=None)
+    with pytest.raises(ValueError, match=r"cannot integrate loss='pointwise_only': its refscore.losses.LOSSES "
+                                         r"entry declares no weighted form \(terms=None\)"):
+        population_loss("pointwise_only", *pop)
+    _registered(monkeypatch, "tempered", "ism", inputs=("temperature",))
+    with pytest.raises(ValueError, match="cannot integrate loss='tempered': it takes temperature, for which "
+                                         "population_loss has no quadrature rule"):
+        population_loss("tempered", *pop)
+    # the component-score identity behind ESM's target holds for the residual 1/2 ||s - t||^2 only
+    _registered(monkeypatch, "weighted_esm", "esm", kind=None)
+    with pytest.raises(ValueError, match="cannot integrate loss='weighted_esm': it takes target_score.*"
+                                         "residual 1/2 \\|\\|s - t\\|\\|\\^2.*its kind is None"):
+        population_loss("weighted_esm", *pop)
 
 
 def test_population_dist_type(pop):

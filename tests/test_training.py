@@ -1,11 +1,13 @@
 """fit: learns a 2-D Gaussian mixture with ISM, DSM and SSM-VR (Fisher divergence
 by quadrature), reproducible from the seed, divergence detected, bad input."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 from refscore import losses
 from refscore.distributions import GaussianMixture
-from refscore.models import MLPScore, NoiseConditional
+from refscore.models import GaussianModel, MLPScore, NoiseConditional
 from refscore.quadrature import expectation
 from refscore.training import fit
 
@@ -176,3 +178,59 @@ def test_bad_theta0():
 def test_bad_target_array():
     with pytest.raises(ValueError, match="target_score must be callable or have shape"):
         fit(MODEL, "esm", DATA, 10, target_score=np.zeros((3, 2)))
+
+
+# fit reads the loss registry: a loss added to refscore.losses.LOSSES is trained from its entry
+def _registered(monkeypatch, name, of, **changes):
+    """Register loss ``of`` again as ``name`` (no fused kernel kind), with ``changes`` to its entry."""
+    spec = dataclasses.replace(losses.LOSSES[of], name=name, kind=None, **changes)
+    monkeypatch.setitem(losses.LOSSES, name, spec)
+    return spec
+
+
+@pytest.mark.parametrize("of, kw", [
+    ("ism", {}),
+    ("esm", {"target_score": P.score}),
+    ("esm", {"target_score": P.score(DATA)}),
+    ("dsm", {"sigma": 0.3}),
+    ("ssm", {"projection": "gaussian", "n_projections": 2}),
+])
+def test_fit_trains_a_loss_added_to_the_registry(monkeypatch, of, kw):
+    # the same function under a new name draws the same inputs in the same order:
+    # the same run from the same seed, bit for bit
+    _registered(monkeypatch, "added", of)
+    model = GaussianModel(2)
+    a = fit(model, of, DATA, steps=6, lr=1e-2, batch=64, rng=2, **kw)
+    b = fit(model, "added", DATA, steps=6, lr=1e-2, batch=64, rng=2, **kw)
+    np.testing.assert_array_equal(b.theta, a.theta)
+    np.testing.assert_array_equal(b.history, a.history)
+    assert b.loss == "added"
+
+
+def test_fit_trains_an_added_noise_conditional_loss(monkeypatch):
+    _registered(monkeypatch, "added_multi", "dsm_multi")
+    m = NoiseConditional(GaussianModel(2))
+    a = fit(m, "dsm_multi", DATA, steps=4, lr=1e-2, batch=64, rng=3, sigmas=[1.0, 0.5])
+    b = fit(m, "added_multi", DATA, steps=4, lr=1e-2, batch=64, rng=3, sigmas=[1.0, 0.5])
+    np.testing.assert_array_equal(b.theta, a.theta)
+    with pytest.raises(ValueError, match="loss='added_multi' needs a NoiseConditional model"):
+        fit(GaussianModel(2), "added_multi", DATA, steps=1, sigmas=[1.0])
+
+
+def test_fit_names_the_losses_taking_a_keyword(monkeypatch):
+    _registered(monkeypatch, "added_dsm", "dsm")
+    with pytest.raises(ValueError,
+                       match="sigma is only used by loss='dsm' or loss='added_dsm', got it with loss='ism'"):
+        fit(GaussianModel(2), "ism", DATA, steps=1, sigma=0.5)
+
+
+def test_fit_refuses_an_input_it_cannot_supply(monkeypatch):
+    _registered(monkeypatch, "tempered", "ism", inputs=("temperature",))
+    with pytest.raises(ValueError, match=r"fit cannot train loss='tempered': it takes temperature .*which fit "
+                                         r"neither draws \(eps, v, labels\) nor takes as a keyword "
+                                         r"\(target_score, sigma, sigmas\)"):
+        fit(GaussianModel(2), "tempered", DATA, steps=1)
+    _registered(monkeypatch, "unleveled", "dsm_multi", inputs=("labels", "eps"))
+    with pytest.raises(ValueError, match="fit cannot train loss='unleveled': fit draws its labels from sigmas, "
+                                         "which the loss does not take"):
+        fit(NoiseConditional(GaussianModel(2)), "unleveled", DATA, steps=1)
