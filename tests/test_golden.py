@@ -700,3 +700,73 @@ def test_the_diagnosis_reads_no_text_to_find_conventions():
         modules = {target for target, _ in _imports(path)}
         assert not modules & {"re", "inspect"}, name
         assert "getattr(" not in path.read_text(), name
+
+
+# ================================================================== sampler kinds from the sampler registry
+def test_the_sampler_kinds_are_generated_from_the_sampler_registry():
+    from refscore.golden.cases import KINDS
+    from refscore.sampling.samplers import SAMPLERS
+
+    assert [k for k in KINDS if k in SAMPLERS] == list(SAMPLERS) == ["ula", "mala", "annealed"]
+    for name, sampler in SAMPLERS.items():
+        kind = KINDS[name]
+        assert (kind.about, kind.quantities, kind.subject) == (sampler.about, sampler.quantities, "target")
+        assert ("u" in kind.inputs, "sigmas" in kind.inputs) == (sampler.has_accept_test, sampler.noise_levels)
+        assert all({k: s["params"][k] for k in sampler.params} == sampler.params for s in kind.specs().values())
+
+
+def _half_drift_update(x, score, step, z):
+    """A toy sampler: ULA with half its drift, x + (eta/2) s(x) + sqrt(2 eta) z."""
+    from refscore.sampling.steps import langevin_step
+
+    return langevin_step(x, 0.5 * score(x), step, z)
+
+
+@pytest.fixture
+def half_drift(monkeypatch):
+    """A sampler registered with one entry and its step (no whole-run function), and its case kind."""
+    from refscore.golden import cases
+    from refscore.sampling.samplers import SAMPLERS, Sampler
+
+    entry = Sampler("half_drift", "ULA with half its drift (a toy)", "x <- x + eta/2 s(x) + sqrt(2 eta) z", None,
+                    _half_drift_update, {"score": "callable", "step": "float", "z": "(c, d)"}, "x_next (c, d)",
+                    {"states": "(T, c, d) the states after each step"}, {"step": 0.1, "steps": 6})
+    monkeypatch.setitem(SAMPLERS, "half_drift", entry)
+    kind = cases.sampler_kind(entry)
+    monkeypatch.setitem(cases.KINDS, "half_drift", kind)
+    monkeypatch.setitem(cases.CASE_KINDS, "half_drift", {"about": kind.about, "inputs": kind.inputs,
+                                                         "quantities": kind.quantities})
+    return kind
+
+
+def test_a_new_sampler_gets_its_golden_cases_and_diagnosis_from_its_entry(half_drift, tmp_path):
+    from refscore.golden.store import write_cases
+
+    specs = half_drift.specs()
+    assert list(specs) == ["half_drift_gaussian_d2", "half_drift_mixture_d1", "half_drift_mixture_d2"]
+    # the fourth sampler of the registry: noise seeds 100 + 10 * 3 + j
+    assert [s["params"] for s in specs.values()][0] == {"step": 0.1, "steps": 6, "chains": 4, "noise_seed": 130}
+    assert list(half_drift.inputs) == ["x0", "step", "z"]
+    assert half_drift.inputs["step"] == "() the step eta of x <- x + eta/2 s(x) + sqrt(2 eta) z"
+    write_cases(tmp_path, specs)
+    g = golden.load(tmp_path)
+    assert sorted(g.of_kind("half_drift")) == sorted(specs)
+    # the stored states are the toy update, by hand, over the stored noise (the same operations: bitwise)
+    for c in g.of_kind("half_drift").values():
+        x, eta, want = c.inputs["x0"], float(c.inputs["step"]), []
+        for z in c.inputs["z"]:
+            x = x + eta * (0.5 * c.target.score(x)) + math.sqrt(2 * eta) * z
+            want.append(x)
+        np.testing.assert_array_equal(c.quantities["states"], np.array(want))
+    # a foreign toy whose noise lacks its 2 fails, and the diagnosis names it from the entry alone
+    vals = {}
+    for name, c in g.of_kind("half_drift").items():
+        x, eta, states = c.inputs["x0"], float(c.inputs["step"]), []
+        for z in c.inputs["z"]:
+            x = x + eta * (0.5 * c.target.score(x)) + math.sqrt(eta) * z
+            states.append(x)
+        vals[f"{name}/states"] = np.array(states)
+    res = golden.check(tmp_path, vals)
+    assert not res.passed
+    (d,) = res.diagnosis
+    assert d.hypothesis == "noise sqrt(eta)"

@@ -717,3 +717,14 @@ def test_refscores_own_steps_are_the_contract():
     assert testing.assert_sampler_matches(ula, "ula").count("PASS") == 3
     assert testing.assert_sampler_matches(mala, "mala").count("PASS") == 9
     assert testing.assert_sampler_matches(annealed, "annealed").count("PASS") == 3
+
+
+@pytest.mark.parametrize("name", ["ula", "mala", "annealed"])
+def test_every_registered_step_is_the_contract_and_step_inputs_are_its_inputs(name):
+    """The sampler registry's steps are step_fns as they are, and STEP_INPUTS is what each declares."""
+    from refscore.sampling.samplers import SAMPLERS
+
+    sampler = SAMPLERS[name]
+    assert testing.STEP_INPUTS[name] == sampler.inputs
+    passed = {"ula": 3, "mala": 9, "annealed": 3}[name]  # mala: states, accept and log_alpha per case
+    assert testing.assert_sampler_matches(sampler.step, name).count("PASS") == passed
