@@ -177,10 +177,10 @@ def _iterate(sampler, x0, sigmas, step, T, seed):
     return np.array(states)
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", [name for name, sampler in SAMPLERS.items() if sampler.run is not None])
 def test_every_registered_step_iterated_is_its_run(name):
-    """Each entry of SAMPLERS: its step, fed what it declares, iterated over refscore.noise, is its
-    public run bit for bit (elementwise target: no BLAS)."""
+    """Each entry of SAMPLERS with a run function: its step, fed what it declares, iterated over
+    refscore.noise, is its public run bit for bit (elementwise target: no BLAS)."""
     sampler = SAMPLERS[name]
     seed, step, T = 9, 0.05, 6
     if sampler.noise_levels:
