@@ -623,7 +623,8 @@ def _accept_test(sampler, target, inputs, states):
     # above round-off, so that a foreign sampler (whatever its log) reproduces every one of them
     margin = np.min(np.abs(np.log(inputs["u"]) - log_alpha))
     if not np.array_equal(accept, mala_accept(log_alpha, inputs["u"])) or margin < 1e-6:
-        raise RuntimeError(f"{sampler.name}'s accept decisions are not reproducible from the stored noise")  # pragma: no cover
+        raise RuntimeError(  # pragma: no cover
+            f"{sampler.name}'s accept decisions are not reproducible from the stored noise")
     return accept.astype(float), log_alpha
 
 
@@ -709,7 +710,8 @@ def _sampler_inputs(sampler) -> dict:
                "chain j', step t, d)"}
     else:
         out = {"x0": x0, "step": f"() the step eta of {sampler.update}",
-               "z": "(T, c, d) the noise of every step: z[t, j] = refscore.noise.normal(noise_seed, chain j, step t, d)"}
+               "z": "(T, c, d) the noise of every step: z[t, j] = refscore.noise.normal(noise_seed, chain j, step t, "
+               "d)"}
     if sampler.has_accept_test:
         out["u"] = "(T, c) the accept/reject uniforms: u[t, j] = refscore.noise.uniform(noise_seed, j, t)"
     return out
