@@ -713,7 +713,8 @@ def _run_steps(step_fn, sampler, fw, c, dtype, device, jit) -> dict:
     step, z = _float(c.inputs["step"]), inp["z"]
     T = c.inputs["z"].shape[0]
     states = []
-    if sampler == "annealed":
+    declared = _SAMPLER_REGISTRY[sampler]  # its properties say what the step receives
+    if declared.noise_levels:
         sigmas = tuple(float(s) for s in c.inputs["sigmas"])
         per_level = T // len(sigmas)
         x = inp["x0"]
@@ -726,7 +727,7 @@ def _run_steps(step_fn, sampler, fw, c, dtype, device, jit) -> dict:
                 states.append(_states(fw, x))
         return {"states": _stack(states)}
     score, log_prob = fw.target_functions(c.spec, dtype=dtype, device=device)
-    if sampler == "ula":
+    if not declared.has_accept_test:
         one = _compiled(fw, lambda x, z: step_fn(x, score=score, step=step, z=z), jit)
         x = inp["x0"]
         for t in range(T):
