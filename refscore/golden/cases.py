@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import losses
-from ..losses import LOSSES, PROJECTIONS
+from ..losses import LOSSES, PER_POINT_LOSSES, PROJECTIONS
 from ..models import GaussianMixtureModel, GaussianModel, LinearScore, MLPEnergy, MLPScore, NoiseConditional
 from ..models.activations import ACTIVATIONS
 from ..models.mlp_base import one_blas_thread
@@ -264,7 +264,7 @@ _PROJECTED = "v"
 _RAW_KIND = "sphere"
 
 #: the per-point losses of the registry, the sliced ones (taking projections) last
-_PER_POINT = tuple(spec for spec in LOSSES.values() if spec.kind is not None)
+_PER_POINT = tuple(LOSSES[name] for name in PER_POINT_LOSSES)  # a loss built from model primitives has no kernel kind
 _PLAIN = tuple(spec for spec in _PER_POINT if _PROJECTED not in spec.inputs)
 _SLICED = tuple(spec for spec in _PER_POINT if _PROJECTED in spec.inputs)
 
