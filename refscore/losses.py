@@ -323,8 +323,9 @@ def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
     _check_multi_sigma_range(np.array([sigma]), "none", name="sigma")
     n = x.shape[0]
     eps = model._like_points(eps, n, single, "eps")
-    per, g = dsm_terms(model, theta, x, sigma, eps, np.full(n, 1.0 / n), grad)
-    with np.errstate(over="ignore"):
+    # an overflow here is reported below as a FloatingPointError naming its place, not as a warning
+    with np.errstate(over="ignore", invalid="ignore"):
+        per, g = dsm_terms(model, theta, x, sigma, eps, np.full(n, 1.0 / n), grad)
         reach = float(np.max(np.abs(x + sigma * eps)))
     return _finish(per, g, single, reduction, grad, "dsm",
                    where=f"this theta and the noised points x + sigma*eps (sigma = {sigma:g}; their largest "

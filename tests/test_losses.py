@@ -9,6 +9,8 @@ bounded parameters and points drawn here; the tolerance is 1e-6 relative to
 """
 import dataclasses
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -630,8 +632,10 @@ def test_dsm_overflow_at_a_huge_sigma_names_the_noised_points(grad):
     names sigma and the noised points (it said 'at this theta and x', where nothing is wrong)."""
     m = LinearScore(2)
     x, eps = np.zeros((3, 2)), np.ones((3, 2))
-    with pytest.raises(FloatingPointError) as exc:
-        dsm(m, m.init(), x, 1e300, eps, grad=grad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the overflow is the error below, not a RuntimeWarning on the way
+        with pytest.raises(FloatingPointError) as exc:
+            dsm(m, m.init(), x, 1e300, eps, grad=grad)
     msg = str(exc.value)
     assert "noised points x + sigma*eps" in msg and "sigma = 1e+300" in msg and "this theta and x" not in msg, msg
     # a tiny sigma overflows the target eps / sigma itself: refused up front, naming sigma
