@@ -8,7 +8,6 @@ bounded parameters and points drawn here; the tolerance is 1e-6 relative to
 ``max(1, |grad|)`` (the issue's requirement), so only a wrong gradient fails.
 """
 import dataclasses
-
 import warnings
 
 import numpy as np
