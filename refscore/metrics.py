@@ -42,7 +42,7 @@ __all__ = [
     "imq_stein_kernel",
     "mode_weights",
     "moments",
-    "Moments",
+    "MomentEstimates",
 ]
 
 #: bytes one (block, n) float64 temporary may take; a few such live at once
@@ -627,7 +627,7 @@ def mode_weights(x, means) -> np.ndarray:
     return np.bincount(labels, minlength=mu.shape[0]) / xa.shape[0]
 
 
-class Moments(NamedTuple):
+class MomentEstimates(NamedTuple):
     """Result of :func:`moments`: ``mean (d,)``, ``cov (d, d)``, ``mean_se (d,)``, ``cov_se (d, d)``."""
 
     mean: np.ndarray
@@ -636,7 +636,7 @@ class Moments(NamedTuple):
     cov_se: np.ndarray
 
 
-def moments(x) -> Moments:
+def moments(x) -> MomentEstimates:
     r"""Sample mean and covariance with their (asymptotic, distribution-free) standard errors.
 
     .. math::
@@ -660,7 +660,7 @@ def moments(x) -> Moments:
 
     Returns
     -------
-    Moments
+    MomentEstimates
         Named tuple ``(mean, cov, mean_se, cov_se)``.
 
     Examples
@@ -679,4 +679,4 @@ def moments(x) -> Moments:
     biased = cen.T @ cen / n
     cov_se = np.sqrt(np.maximum(m4 - biased**2, 0.0) / n)
     mean_se = np.sqrt(np.diag(cov) / n)
-    return Moments(mean=mean, cov=cov, mean_se=mean_se, cov_se=cov_se)
+    return MomentEstimates(mean=mean, cov=cov, mean_se=mean_se, cov_se=cov_se)

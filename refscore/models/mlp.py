@@ -37,12 +37,12 @@ from .._kernels.target_blocks import mlp_block
 from .activations import kernel_id
 from .mlp_base import MLPBase, apply_dense, check_int, grad_dense, one_blas_thread
 
-__all__ = ["MLPScore", "BACKENDS"]
+__all__ = ["MLPScore", "ENGINES"]
 
 _TRACE_PATHS = ("auto", "fast", "cyclic", "forward")
 #: who runs the fused loss passes: "auto" = numba when installed and the
 #: activation has kernel formulas, else numpy
-BACKENDS = ("auto", "numba", "numpy")
+ENGINES = ("auto", "numba", "numpy")
 
 
 class MLPScore(MLPBase):
@@ -122,7 +122,7 @@ class MLPScore(MLPBase):
             warnings.warn("MLPScore(engine=...) is deprecated; say backend=... (the samplers' word)",
                           DeprecationWarning, stacklevel=2)
             backend = engine
-        self.backend = check_choice("backend", backend, BACKENDS)
+        self.backend = check_choice("backend", backend, ENGINES)
         #: the compiled kernels' activation id (None: the activation runs in NumPy only)
         self.kernel_activation = kernel_id(self.act)
         if backend == "numba" and self.kernel_activation is None:

@@ -52,7 +52,7 @@ BEST_GAUSSIAN = Gaussian([0.0, 0.0], np.diag([5.0, 1.0]))
 #: RBF bandwidth of the MMD: the components' scale. The median heuristic (≈3 here) is set
 #: by the mode separation and blurs the two modes into one blob.
 MMD_BANDWIDTH = 1.0
-LOSSES = (
+RUNS = (
     ("ism", {}, "Hyvärinen 2005 (seed (3))"),
     ("dsm", {"sigma": 0.2}, "Vincent 2011 (seed (6))"),
     ("ssm_vr", {"projection": "rademacher"}, "Song et al. 2019 (seed (7))"),
@@ -108,13 +108,13 @@ def run(quick: bool, seed: int, fig_dir):
     ksd_gauss = ksd(gauss_x, TARGET.score)
     # the sampler's own discretisation bias, with the exact score and the same step
     ula_bar = progress(desc="mlp_mixture: ULA runs (exact score, then each learned score)",
-                       total=1 + len(LOSSES), unit="run")
+                       total=1 + len(RUNS), unit="run")
     x_exact_ula = langevin_samples(TARGET, n_chains, seed + 3)
     ula_bar.update(1)
     mmd_exact_ula = mmd(x_exact_ula, exact, bandwidth=MMD_BANDWIDTH)
 
     rows, learned = [], {}
-    for loss, kw, source in LOSSES:
+    for loss, kw, source in RUNS:
         # lr 2e-3 with batch 1024: a noisier Adam end-point (lr 5e-3, batch 512) leaves the
         # Fisher divergence small but can tilt the mode weights by 0.1-0.2 (module docstring)
         with progress(desc=f"mlp_mixture: fit {loss}", total=steps, unit="Adam step") as bar:
@@ -153,7 +153,7 @@ def plot(learned, exact, hidden, init_fd, gauss_fd):
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    ncol = 1 + len(LOSSES)
+    ncol = 1 + len(RUNS)
     fig, axes = plt.subplots(2, ncol, figsize=(3.7 * ncol + 0.8, 7.0), layout="constrained")
     g = np.linspace(-5, 5, 13)
     gx, gy = np.meshgrid(g, g[1:-1])
@@ -185,7 +185,7 @@ def plot(learned, exact, hidden, init_fd, gauss_fd):
     ax.set_title("exact samples")
     frame(ax)
     img = None
-    for j, (loss, *_rest) in enumerate(LOSSES, start=1):
+    for j, (loss, *_rest) in enumerate(RUNS, start=1):
         bound, fd, xs, m, k, hist = learned[loss]
         s = bound.score(pts)
         err = np.linalg.norm(bound.score(fpts) - TARGET.score(fpts), axis=1).reshape(fx.shape)
