@@ -8,7 +8,7 @@ and projection).  The ``losses`` kind is generated from the loss registry
 :data:`refscore.losses.LOSSES` and the projection registry
 :data:`refscore.losses.PROJECTIONS`: a per-point loss added to the registry gets
 its value and gradient in every ``losses`` case, with no change here unless it
-takes an input no other loss takes (then one row of :data:`LOSS_INPUTS`).  The
+takes an input no other loss takes (then one row of :data:`STORED_LOSS_INPUTS`).  The
 sampler kinds are generated from the sampler registry
 :data:`refscore.sampling.samplers.SAMPLERS` (:func:`sampler_kind`): a sampler
 added there gets its cases on the closed-form targets, its inputs drawn and its
@@ -42,7 +42,7 @@ __all__ = [
     "QUANTITIES",
     "CASE_KINDS",
     "LossInput",
-    "LOSS_INPUTS",
+    "STORED_LOSS_INPUTS",
     "LOSS_QUANTITIES",
     "CaseKind",
     "KINDS",
@@ -252,7 +252,7 @@ class LossInput:
 #: the inputs the per-point losses take beyond ``(model, theta, x)`` (by their name in
 #: :data:`refscore.losses.LOSSES`), in draw order; the projections ``v`` come from
 #: :data:`refscore.losses.PROJECTIONS` instead
-LOSS_INPUTS = {
+STORED_LOSS_INPUTS = {
     "target_score": LossInput("target", "(n, d) fixed target scores", lambda rng, n, d: rng.standard_normal((n, d))),
     "eps": LossInput("eps", "(n, d) standard normal draws", lambda rng, n, d: rng.standard_normal((n, d))),
     # != 1 so that a missing 1/sigma shows
@@ -288,18 +288,18 @@ def projections_of(inputs, kind) -> np.ndarray:
 
 
 def _loss_input_keys(spec) -> list:
-    return [LOSS_INPUTS[name].key for name in spec.inputs if name != _PROJECTED]
+    return [STORED_LOSS_INPUTS[name].key for name in spec.inputs if name != _PROJECTED]
 
 
 def _losses_inputs() -> dict:
     out = {"theta": "(P,) model parameters in the case's layout", "x": "(n, d) points",
            "u": "(n, d) tangent directions for jvp"}
     for spec in _PLAIN:
-        unknown = [name for name in spec.inputs if name not in LOSS_INPUTS]
+        unknown = [name for name in spec.inputs if name not in STORED_LOSS_INPUTS]
         if unknown:
             raise ValueError(f"loss {spec.name!r} of refscore.losses.LOSSES takes {', '.join(unknown)}, which "
-                             "refscore.golden.cases.LOSS_INPUTS does not draw: give it a row there")
-    for name, inp in LOSS_INPUTS.items():
+                             "refscore.golden.cases.STORED_LOSS_INPUTS does not draw: give it a row there")
+    for name, inp in STORED_LOSS_INPUTS.items():
         users = [spec.name for spec in _PLAIN if name in spec.inputs]
         if users:
             out[inp.key] = f"{inp.about} for {' / '.join(users)}"
@@ -365,7 +365,7 @@ def _draw_losses(name, spec, model):
     d, n, m = model.dim, N_POINTS, N_PROJECTIONS
     inputs = {"theta": _draw_theta(model, spec, rng), "x": rng.standard_normal((n, d)),
               "u": rng.standard_normal((n, d))}
-    for inp in LOSS_INPUTS.values():  # in draw order: an input added to the table draws after the others
+    for inp in STORED_LOSS_INPUTS.values():  # in draw order: an input added to the table draws after the others
         if inp.key in INPUTS:
             inputs[inp.key] = inp.draw(rng, n, d)
     for kind in PROJECTION_KINDS:
@@ -391,8 +391,8 @@ def _compute_losses(model, inputs, spec=None):
     # a file written before a loss or projection kind was registered lacks its inputs: its
     # quantities are not computed (the file does not hold them either)
     for loss in _PLAIN:
-        if all(LOSS_INPUTS[name].key in inputs for name in loss.inputs):
-            args = {name: _scalar_or_array(inputs[LOSS_INPUTS[name].key]) for name in loss.inputs}
+        if all(STORED_LOSS_INPUTS[name].key in inputs for name in loss.inputs):
+            args = {name: _scalar_or_array(inputs[STORED_LOSS_INPUTS[name].key]) for name in loss.inputs}
             out[loss.name], out[f"{loss.name}_grad"] = loss(model, th, x, **args, grad=True)
     for kind in PROJECTION_KINDS:
         if projection_key(kind) in inputs:

@@ -24,7 +24,7 @@ from .. import __version__
 from .._files import check_creatable, open_input, os_error_message, read_npz, reason, write_files_atomically
 from ..losses import LOSSES
 from ..models.activations import ACTIVATIONS
-from .cases import (ACTIVATION_NAMES, CASE_KINDS, CONVENTIONS, INPUTS, KINDS, LOSS_INPUTS, LOSS_QUANTITIES,
+from .cases import (ACTIVATION_NAMES, CASE_KINDS, CONVENTIONS, INPUTS, KINDS, STORED_LOSS_INPUTS, LOSS_QUANTITIES,
                     PROJECTION_KINDS, QUANTITIES, TOLERANCES, build_model, build_target, case_seed, case_values,
                     projection_key)
 
@@ -336,8 +336,8 @@ def _required(kind: str, key: str) -> set:
             found = LOSS_QUANTITIES.get(q[:-5] if q.endswith("_grad") else q)
             return found is None or (found[0] in FORMAT_LOSSES and found[1] in (None, *FORMAT_PROJECTIONS))
         return {q for q in names if of_the_format(q)}
-    of_losses = {inp.key for inp in LOSS_INPUTS.values()} | {projection_key(k) for k in PROJECTION_KINDS}
-    of_format = {LOSS_INPUTS[n].key for loss in FORMAT_LOSSES for n in LOSSES[loss].inputs if n in LOSS_INPUTS}
+    of_losses = {inp.key for inp in STORED_LOSS_INPUTS.values()} | {projection_key(k) for k in PROJECTION_KINDS}
+    of_format = {STORED_LOSS_INPUTS[n].key for loss in FORMAT_LOSSES for n in LOSSES[loss].inputs if n in STORED_LOSS_INPUTS}
     of_format |= {projection_key(k) for k in FORMAT_PROJECTIONS}
     return {k for k in names if k not in of_losses or k in of_format}
 
