@@ -63,7 +63,7 @@ def _given_sigmas(sigmas, n, d):
     return sigmas
 
 
-#: the registry inputs (:attr:`refscore.losses.Loss.inputs`) fit takes as its keyword of the
+#: the registry inputs (``refscore.losses.Loss.inputs``) fit takes as its keyword of the
 #: same name: name -> ``check(value, n, d)``, the validated value
 _GIVEN = {
     "target_score": _given_target_score,
@@ -94,9 +94,9 @@ _DRAWN = {"eps": _draw_eps, "v": _draw_v, "labels": _draw_labels}
 #: the given inputs a draw reads (a loss that draws labels must take the levels they index)
 _DRAW_NEEDS = {"labels": ("sigmas",)}
 
-#: the inputs of :attr:`refscore.losses.Loss.inputs` fit takes from its keywords of the same name
+#: the inputs of ``refscore.losses.Loss.inputs`` fit takes from its keywords of the same name
 GIVEN_INPUTS = tuple(_GIVEN)
-#: the inputs of :attr:`refscore.losses.Loss.inputs` fit draws itself at every step
+#: the inputs of ``refscore.losses.Loss.inputs`` fit draws itself at every step
 DRAWN_INPUTS = tuple(_DRAWN)
 
 
