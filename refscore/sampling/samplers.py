@@ -17,13 +17,13 @@ inputs drawn, quantities computed, parameters checked), its diagnosis (the
 variants :mod:`refscore.golden` tries on a failing trajectory, chosen by the
 two properties) and its testing support (:data:`refscore.testing.STEP_INPUTS`).
 
-=============  ==========================================  =================================  ============  ===============
-name           run                                         step                               noise_levels  has_accept_test
-=============  ==========================================  =================================  ============  ===============
-``ula``        :func:`refscore.sampling.ula`               :func:`.steps.ula_update`          no            no
-``mala``       :func:`refscore.sampling.mala`              :func:`.steps.mala_update`         no            yes
-``annealed``   :func:`refscore.sampling.annealed_langevin` :func:`.steps.annealed_update`     yes           no
-=============  ==========================================  =================================  ============  ===============
+=============  ============================================  =================================  ============  ===============
+name           run                                           step                               noise_levels  has_accept_test
+=============  ============================================  =================================  ============  ===============
+``ula``        :func:`refscore.sampling.ula`                 :func:`.steps.ula_update`          no            no
+``mala``       :func:`refscore.sampling.mala`                :func:`.steps.mala_update`         no            yes
+``annealed``   :func:`refscore.sampling.annealed_langevin`   :func:`.steps.annealed_update`     yes           no
+=============  ============================================  =================================  ============  ===============
 
 This module lists the public samplers, so it imports :mod:`refscore.sampling`
 and :mod:`refscore.sampling` does not import it back (no import circle):
