@@ -126,21 +126,38 @@ __all__ = [
     "assert_sampler_matches",
 ]
 
-#: per loss of the registry :data:`refscore.losses.LOSSES`: the keyword arguments your
-#: ``loss_fn`` receives after the model, and what they hold (see :func:`assert_loss_matches`)
-LOSS_INPUTS = {
-    "esm": {"x": "(n, d) points", "target": "(n, d) target scores t_k"},
-    "ism": {"x": "(n, d) points"},
-    "dsm": {"x": "(n, d) clean points", "sigma": "float, the noise level",
-            "eps": "(n, d) standard normal draws z: the noised point is x + sigma * eps"},
-    "ssm": {"x": "(n, d) points",
-            "v": "(m, n, d) projections, v[j, k] for point x_k (E[v v^T] = I; the sphere has radius sqrt(d))"},
-    "ssm_vr": {"x": "(n, d) points", "v": "(m, n, d) projections, as for ssm"},
-    "dsm_multi": {"x": "(n, d) clean points", "sigmas": "(L,) the noise levels",
-                  "labels": "(n,) integer level of each point: sigma_k = sigmas[labels[k]]",
-                  "eps": "(n, d) standard normal draws: the noised point is x_k + sigma_k eps_k",
-                  "weighting": "'sigma2' (NCSN, lambda = sigma^2) or 'none' (lambda = 1)"},
+# how the keyword arguments of a user's per-point loss are described (the golden storage key of
+# each registry input, golden.cases.STORED_LOSS_INPUTS, is the keyword; its own words otherwise)
+_INPUT_WORDS = {
+    "x": "(n, d) points",
+    "target": "(n, d) target scores t_k",
+    "sigma": "float, the noise level",
+    "eps": "(n, d) standard normal draws z: the noised point is x + sigma * eps",
+    "v": "(m, n, d) projections, v[j, k] for point x_k (E[v v^T] = I; the sphere has radius sqrt(d))",
 }
+# the name the registry's sliced losses give their projections (stored per projection kind)
+_PROJECTED = "v"
+
+
+def _loss_keywords(loss) -> dict:
+    """``{keyword: what it holds}`` a user's per-point ``loss_fn`` receives, read from the registry entry:
+    ``x``, then each input under its golden storage key, in the entry's order."""
+    out = {"x": _INPUT_WORDS["x"]}
+    for name in losses.LOSSES[loss].inputs:
+        key = _PROJECTED if name == _PROJECTED else golden.cases.STORED_LOSS_INPUTS[name].key
+        out[key] = _INPUT_WORDS.get(key) or golden.cases.STORED_LOSS_INPUTS[name].description
+    return out
+
+
+#: per loss of the registry :data:`refscore.losses.LOSSES`: the keyword arguments your
+#: ``loss_fn`` receives after the model, and what they hold (see :func:`assert_loss_matches`);
+#: the per-point losses' rows are read from their registry entries
+LOSS_INPUTS = {name: _loss_keywords(name) for name in losses.PER_POINT_LOSSES}
+LOSS_INPUTS["dsm_multi"] = {
+    "x": "(n, d) clean points", "sigmas": "(L,) the noise levels",
+    "labels": "(n,) integer level of each point: sigma_k = sigmas[labels[k]]",
+    "eps": "(n, d) standard normal draws: the noised point is x_k + sigma_k eps_k",
+    "weighting": "'sigma2' (NCSN, lambda = sigma^2) or 'none' (lambda = 1)"}
 
 #: per sampler: the keyword arguments your ``step_fn`` receives after ``x``, and what they hold
 #: (see :func:`assert_sampler_matches`); the ``inputs`` of the sampler registry
@@ -152,8 +169,9 @@ _STEP_RETURNS = {name: sampler.returns for name, sampler in _SAMPLER_REGISTRY.it
 
 # the losses run once per variant: ssm and ssm_vr per projection kind, dsm_multi per weighting
 # (those of refscore.losses.dsm_multi); the golden quantity of a variant is "<loss>_<variant>"
-_LOSS_VARIANTS = {"ssm": tuple(losses.PROJECTIONS), "ssm_vr": tuple(losses.PROJECTIONS),
-                  "dsm_multi": ("sigma2", "none")}
+_LOSS_VARIANTS = {name: tuple(losses.PROJECTIONS) for name in losses.PER_POINT_LOSSES
+                  if _PROJECTED in losses.LOSSES[name].inputs}
+_LOSS_VARIANTS["dsm_multi"] = ("sigma2", "none")
 _MAX_ROWS = 12  # failing keys listed in a message (the diagnosis covers them all)
 
 
@@ -439,17 +457,16 @@ def assert_score_matches(fn, case=None, *, framework="numpy", rtol=None, atol=No
 def _loss_inputs(loss, fw, c, dtype, device, variants):
     """``[(quantity, {keyword: value})]`` of one case: the calls of your loss function."""
     inp = fw.as_inputs(c.inputs, dtype=dtype, device=device)
-    if loss == "esm":
-        return [("esm", {"x": inp["x"], "target": inp["target"]})]
-    if loss == "ism":
-        return [("ism", {"x": inp["x"]})]
-    if loss == "dsm":
-        return [("dsm", {"x": inp["x"], "sigma": _float(c.inputs["sigma"]), "eps": inp["eps"]})]
-    if loss in ("ssm", "ssm_vr"):
+    if loss in losses.PER_POINT_LOSSES:
+        keywords = [k for k in LOSS_INPUTS[loss] if k != _PROJECTED]
+        # a 0-d stored input (sigma) is passed as a Python float, every other one as your framework's array
+        common = {k: _float(c.inputs[k]) if np.ndim(c.inputs[k]) == 0 else inp[k] for k in keywords}
+        if _PROJECTED not in LOSS_INPUTS[loss]:
+            return [(loss, common)]
         out = []
         for kind in variants:
             v = c.quantities["v_sphere"] if kind == "sphere" else c.inputs[f"v_{kind}"]
-            out.append((f"{loss}_{kind}", {"x": inp["x"], "v": fw.as_array(v, dtype=dtype, device=device)}))
+            out.append((f"{loss}_{kind}", {**common, "v": fw.as_array(v, dtype=dtype, device=device)}))
         return out
     labels = fw.as_integers(np.rint(c.inputs["labels"]).astype(np.int64), device=device)
     common = {"x": inp["x"], "sigmas": inp["sigmas"], "labels": labels, "eps": inp["eps"]}
