@@ -8,6 +8,7 @@ r"""The ``refscore`` command line.
     refscore fit --data x.npy --model mlp --loss dsm --sigma 0.5 --out theta.npy
     refscore validate --quick                   run the validation suite (python -m validation)
     refscore bench                              run the benchmarks
+    refscore warmup                             compile the kernel families ahead of time (optional)
 
 Every subcommand has ``--help`` with an example.  Errors (unknown names,
 unreadable files, bad JSON, an output file that exists without ``--force``)
@@ -497,6 +498,21 @@ def _build_model(args, d):
     return cls(d, hidden, args.activation)
 
 
+def _cmd_warmup(args) -> int:
+    from .warmup import warmup
+
+    if args.all and args.families:
+        raise CLIError("give FAMILY names or --all, not both")
+    try:
+        warmup(args.families or None, jobs=args.jobs, say=lambda line: print(line, flush=True))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    except RuntimeError as exc:
+        print(f"refscore warmup: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_fit(args) -> int:
     from .training import fit
 
@@ -731,6 +747,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="loss history, .json or .npy (default: <out>.history.json)")
     p.add_argument("--force", action="store_true", help="overwrite --out and --history")
     p.set_defaults(func=_cmd_fit)
+
+    from .warmup import FAMILIES as _KERNEL_FAMILIES
+
+    p = sub.add_parser(
+        "warmup", help="compile the kernel families ahead of time (nothing requires it)",
+        description="Compile refscore's kernel families into the kernel cache ahead of time, one process per "
+                    "family, and say where the cache lives and how big it is. Every kernel also compiles on its "
+                    "first call by itself; this only moves that wait. Families: "
+                    + "; ".join(f"{k}: {v[0]}" for k, v in _KERNEL_FAMILIES.items()) + ".",
+        epilog="example: refscore warmup            (every family this machine can run)\n"
+               "         refscore warmup mlp_losses",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("families", nargs="*", metavar="FAMILY",
+                   help=f"families to compile (default, or --all: every one this machine can run; "
+                        f"one of {', '.join(_KERNEL_FAMILIES)})")
+    p.add_argument("--all", action="store_true", help="every family this machine can run (the default)")
+    p.add_argument("--jobs", type=_int_at_least(1, "a positive integer (processes at once)"), default=None,
+                   help="processes at once (default: one per family, at most one per core)")
+    p.set_defaults(func=_cmd_warmup)
 
     sub.add_parser("validate", help="run the validation suite (arguments go to python -m validation)", add_help=False)
     sub.add_parser("bench", help="run the benchmarks (from a clone: arguments go to benchmarks/bench.py)",

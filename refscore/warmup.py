@@ -1,0 +1,138 @@
+r"""Compile the kernel families ahead of time (``refscore warmup``); nothing requires it.
+
+Every compiled engine compiles on its first call and caches the result
+(:mod:`refscore._kernels.cache`), so a first call waits for the compile once
+per machine.  ``refscore warmup`` runs those first calls ahead of time, one
+kernel family per process so that the families compile side by side, and says
+where the cache lives and how big it is.  Each family is warmed by the calls
+users make first: for the MLP loss kernels every per-point loss, with and
+without its gradient, on a one-hidden-layer net (the closed-form trace) and a
+three-hidden-layer one (the any-depth path); for the samplers ULA, MALA and
+annealed Langevin on a Gaussian (the kernels take the target kind at run time,
+so one target compiles them for all).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import time
+
+import numpy as np
+
+__all__ = ["FAMILIES", "warm", "warmup"]
+
+
+def _mlp_losses() -> None:
+    from . import losses
+    from .models import MLPScore
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 2))
+    for hidden in ((4,), (4, 4, 4)):
+        model = MLPScore(2, hidden, backend="numba")
+        theta = model.init(rng=0)
+        v = losses.projections(rng, (1, 8, 2))
+        for grad in (False, True):
+            losses.esm(model, theta, x, x, grad=grad)
+            losses.ism(model, theta, x, grad=grad)
+            losses.dsm(model, theta, x, 0.5, x, grad=grad)
+            losses.ssm(model, theta, x, v, grad=grad)
+            losses.ssm_vr(model, theta, x, v, grad=grad)
+
+
+def _samplers(backend) -> None:
+    from .distributions import Gaussian
+    from .sampling import annealed_langevin, mala, ula
+
+    p = Gaussian([0.0, 0.0], np.eye(2))
+    x0 = np.zeros((4, 2))
+    ula(p, x0, 0.1, 2, seed=0, backend=backend, progress=False)
+    mala(p, x0, 0.1, 2, seed=0, backend=backend, progress=False)
+    annealed_langevin(p.perturbed(), x0, [1.0, 0.5], 0.1, 2, seed=0, backend=backend, progress=False)
+
+
+def _cuda_available() -> bool:
+    from ._kernels import cuda_available
+
+    return cuda_available()
+
+
+#: family -> (what it is, the calls that compile it, whether this machine can run it)
+FAMILIES = {
+    "mlp_losses": ("MLPScore's fused loss kernels", _mlp_losses, lambda: True),
+    "cpu_sampler": ("the Langevin sampler kernels, numba backend", lambda: _samplers("numba"), lambda: True),
+    "cuda_sampler": ("the CUDA Langevin kernels", lambda: _samplers("cuda"), _cuda_available),
+}
+
+
+def warm(family: str) -> float:
+    """Run ``family``'s first calls in this process; the seconds they took (compile or cache load)."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
+    start = time.perf_counter()
+    FAMILIES[family][1]()
+    return time.perf_counter() - start
+
+
+def _warm_quietly(family: str) -> float:
+    os.environ["REFSCORE_QUIET"] = "1"  # the parent prints one line per family instead of the notices
+    return warm(family)
+
+
+def warmup(families=None, *, jobs=None, say=print) -> dict:
+    """Compile ``families`` (default: every family this machine can run) in parallel processes.
+
+    Parameters
+    ----------
+    families : list of str, optional
+        Names from :data:`FAMILIES`.
+    jobs : int, optional
+        Processes at once (default: one per family, at most the number of cores).
+    say : callable
+        Receives each progress line.
+
+    Returns
+    -------
+    dict
+        ``{family: seconds}`` of the families that compiled or loaded.
+
+    Raises
+    ------
+    ValueError
+        An unknown family, or one this machine cannot run (``cuda_sampler`` without a GPU
+        or the simulator).
+    RuntimeError
+        A family whose first calls failed (its error is named).
+    """
+    from ._kernels import cache
+
+    if families is None:
+        families = [f for f, (_, _, available) in FAMILIES.items() if available()]
+    families = list(dict.fromkeys(families))
+    for family in families:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown kernel family {family!r}: the families are {', '.join(FAMILIES)}")
+        if not FAMILIES[family][2]():
+            raise ValueError(f"kernel family {family!r} cannot run here: {FAMILIES[family][0]} need a CUDA GPU "
+                             "or the simulator (NUMBA_ENABLE_CUDASIM=1)")
+    jobs = max(1, min(jobs or len(families), os.cpu_count() or 1, len(families)))
+    where = (f"cache {cache.cache_dir()}" if cache.use_cache()
+             else f"no cache ({cache.cache_problem()}): the kernels compile again in every process")
+    say(f"refscore warmup: {', '.join(families)} in {jobs} process(es); {where}")
+    done = {}
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: nothing compiled in memory
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_warm_quietly, f): f for f in families}
+        for future in concurrent.futures.as_completed(futures):
+            family = futures[future]
+            try:
+                seconds = future.result()
+            except Exception as exc:  # noqa: BLE001 - named and re-raised below
+                raise RuntimeError(f"kernel family {family!r} failed to compile: {type(exc).__name__}: {exc}") \
+                    from exc
+            done[family] = seconds
+            say(f"  {family}: ready in {seconds:.1f} s ({FAMILIES[family][0]})")
+    if cache.use_cache():
+        say(f"kernel cache {cache.cache_dir()}: {cache.cache_size() / 2**20:.1f} MiB")
+    return done
