@@ -355,7 +355,7 @@ class KineticResult(SamplerResult):
     momentum_trace: np.ndarray | None = None
 
 
-def _warn_unstable(target, step, friction, mass):
+def _warn_unstable(target, step, mass):
     """Warn before a run whose step is beyond the stability bound of a linear score (see the module)."""
     precisions = linear_score_precisions(target)
     if precisions is None:
@@ -458,7 +458,7 @@ def kinetic_langevin(target, x0, step, n_steps, friction, seed, splitting="BAOAB
                              f"got max |v0| = {np.max(np.abs(v)):.3g}")
         v = np.array(v, dtype=float, copy=True)
     rec, n_rec = _check_record(record, n_steps)
-    _warn_unstable(target, h, g, m)
+    _warn_unstable(target, h, m)
     trace, p_trace = np.zeros((n_rec, n, d)), np.zeros((n_rec, n, d))
     status = np.zeros(n, dtype=np.int8)
     _kinetic(target.score, _coefficients(splitting, h, g, m), n_steps, x, v, origin, rec, trace, p_trace, status)
@@ -504,7 +504,8 @@ def _affine_word(k: _Coefficients, precision, mean, d):
     o = 0
     for letter in k.word:
         if letter == "B":    # p += tau (-P q + P mu)
-            F, f, N = np.block([[eye, zero], [-k.kick * precision, eye]]), np.r_[np.zeros(d), k.kick * precision @ mean], None
+            F, N = np.block([[eye, zero], [-k.kick * precision, eye]]), None
+            f = np.r_[np.zeros(d), k.kick * precision @ mean]
         elif letter == "A":  # q += (tau / m) p
             F, f, N = np.block([[eye, k.drift * eye], [zero, eye]]), np.zeros(2 * d), None
         else:                # p = c p + sigma xi_o
