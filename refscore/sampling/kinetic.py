@@ -42,7 +42,7 @@ Noise.  Step :math:`k` of chain ``c`` draws :math:`\xi_k = ` ``noise.normal(seed
 :data:`INITIAL_MOMENTUM_STEP` ``, d)``, the last counter value, which no update uses (a run's
 updates use steps ``0 .. n_steps - 1 < 2**32 - 1``).
 
-Exact laws on a Gaussian target (derivation; to move into docs/derivations.md §8).  For
+Exact laws on a Gaussian target (docs/derivations.md §8.6).  For
 :math:`N(\mu, \Sigma)`, :math:`s(q) = -P(q - \mu)`, :math:`P = \Sigma^{-1}`, every sub-flow is
 affine in :math:`z = (q, p)`, so a step is :math:`z_{k+1} = M z_k + c + L \xi_k`
 (:func:`kinetic_step_matrices`), the law stays Gaussian, and its moments follow
