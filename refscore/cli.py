@@ -748,20 +748,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite --out and --history")
     p.set_defaults(func=_cmd_fit)
 
-    from .warmup import FAMILIES as _KERNEL_FAMILIES
+    from .warmup import WARMUPS, describe
 
     p = sub.add_parser(
         "warmup", help="compile the kernel families ahead of time (nothing requires it)",
         description="Compile refscore's kernel families into the kernel cache ahead of time, one process per "
                     "family, and say where the cache lives and how big it is. Every kernel also compiles on its "
                     "first call by itself; this only moves that wait. Families: "
-                    + "; ".join(f"{k}: {v[0]}" for k, v in _KERNEL_FAMILIES.items()) + ".",
+                    + "; ".join(f"{k}: {describe(k)}" for k in WARMUPS) + ".",
         epilog="example: refscore warmup            (every family this machine can run)\n"
                "         refscore warmup mlp_losses",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("families", nargs="*", metavar="FAMILY",
                    help=f"families to compile (default, or --all: every one this machine can run; "
-                        f"one of {', '.join(_KERNEL_FAMILIES)})")
+                        f"one of {', '.join(WARMUPS)})")
     p.add_argument("--all", action="store_true", help="every family this machine can run (the default)")
     p.add_argument("--jobs", type=_int_at_least(1, "a positive integer (processes at once)"), default=None,
                    help="processes at once (default: one per family, at most one per core)")

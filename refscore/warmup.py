@@ -20,7 +20,9 @@ import time
 
 import numpy as np
 
-__all__ = ["FAMILIES", "warm", "warmup"]
+from ._kernels import cache as kernel_cache
+
+__all__ = ["WARMUPS", "describe", "warm", "warmup"]
 
 
 def _mlp_losses() -> None:
@@ -58,20 +60,26 @@ def _cuda_available() -> bool:
     return cuda_available()
 
 
-#: family -> (what it is, the calls that compile it, whether this machine can run it)
-FAMILIES = {
-    "mlp_losses": ("MLPScore's fused loss kernels", _mlp_losses, lambda: True),
-    "cpu_sampler": ("the Langevin sampler kernels, numba backend", lambda: _samplers("numba"), lambda: True),
-    "cuda_sampler": ("the CUDA Langevin kernels", lambda: _samplers("cuda"), _cuda_available),
+#: family -> (the calls that compile it, whether this machine can run it); what each family is
+#: comes from the kernel cache's table of families (:data:`refscore._kernels.cache.FAMILIES`)
+WARMUPS = {
+    "mlp_losses": (_mlp_losses, lambda: True),
+    "cpu_sampler": (lambda: _samplers("numba"), lambda: True),
+    "cuda_sampler": (lambda: _samplers("cuda"), _cuda_available),
 }
+
+
+def describe(family: str) -> str:
+    """What ``family`` compiles, in the words of the compile notice."""
+    return kernel_cache.FAMILIES[family][0]
 
 
 def warm(family: str) -> float:
     """Run ``family``'s first calls in this process; the seconds they took (compile or cache load)."""
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
+    if family not in WARMUPS:
+        raise ValueError(f"family must be one of {sorted(WARMUPS)}, got {family!r}")
     start = time.perf_counter()
-    FAMILIES[family][1]()
+    WARMUPS[family][0]()
     return time.perf_counter() - start
 
 
@@ -86,7 +94,7 @@ def warmup(families=None, *, jobs=None, say=print) -> dict:
     Parameters
     ----------
     families : list of str, optional
-        Names from :data:`FAMILIES`.
+        Names from :data:`WARMUPS`.
     jobs : int, optional
         Processes at once (default: one per family, at most the number of cores).
     say : callable
@@ -105,20 +113,18 @@ def warmup(families=None, *, jobs=None, say=print) -> dict:
     RuntimeError
         A family whose first calls failed (its error is named).
     """
-    from ._kernels import cache
-
     if families is None:
-        families = [f for f, (_, _, available) in FAMILIES.items() if available()]
+        families = [f for f, (_, available) in WARMUPS.items() if available()]
     families = list(dict.fromkeys(families))
     for family in families:
-        if family not in FAMILIES:
-            raise ValueError(f"unknown kernel family {family!r}: the families are {', '.join(FAMILIES)}")
-        if not FAMILIES[family][2]():
-            raise ValueError(f"kernel family {family!r} cannot run here: {FAMILIES[family][0]} need a CUDA GPU "
+        if family not in WARMUPS:
+            raise ValueError(f"unknown kernel family {family!r}: the families are {', '.join(WARMUPS)}")
+        if not WARMUPS[family][1]():
+            raise ValueError(f"kernel family {family!r} cannot run here: {describe(family)} need a CUDA GPU "
                              "or the simulator (NUMBA_ENABLE_CUDASIM=1)")
     jobs = max(1, min(jobs or len(families), os.cpu_count() or 1, len(families)))
-    where = (f"cache {cache.cache_dir()}" if cache.use_cache()
-             else f"no cache ({cache.cache_problem()}): the kernels compile again in every process")
+    where = (f"cache {kernel_cache.cache_dir()}" if kernel_cache.use_cache()
+             else f"no cache ({kernel_cache.cache_problem()}): the kernels compile again in every process")
     say(f"refscore warmup: {', '.join(families)} in {jobs} process(es); {where}")
     done = {}
     context = multiprocessing.get_context("spawn")  # fresh interpreters: nothing compiled in memory
@@ -132,7 +138,7 @@ def warmup(families=None, *, jobs=None, say=print) -> dict:
                 raise RuntimeError(f"kernel family {family!r} failed to compile: {type(exc).__name__}: {exc}") \
                     from exc
             done[family] = seconds
-            say(f"  {family}: ready in {seconds:.1f} s ({FAMILIES[family][0]})")
-    if cache.use_cache():
-        say(f"kernel cache {cache.cache_dir()}: {cache.cache_size() / 2**20:.1f} MiB")
+            say(f"  {family}: ready in {seconds:.1f} s ({describe(family)})")
+    if kernel_cache.use_cache():
+        say(f"kernel cache {kernel_cache.cache_dir()}: {kernel_cache.cache_size() / 2**20:.1f} MiB")
     return done

@@ -24,8 +24,7 @@ def test_bad_arguments_are_one_line(argv, message, capsys):
 
 
 def test_a_family_this_machine_cannot_run_is_refused(monkeypatch):
-    monkeypatch.setitem(warmup.FAMILIES, "cuda_sampler", (warmup.FAMILIES["cuda_sampler"][0],
-                                                           warmup.FAMILIES["cuda_sampler"][1], lambda: False))
+    monkeypatch.setitem(warmup.WARMUPS, "cuda_sampler", (warmup.WARMUPS["cuda_sampler"][0], lambda: False))
     with pytest.raises(ValueError, match="cuda_sampler.*cannot run here.*NUMBA_ENABLE_CUDASIM"):
         warmup.warmup(["cuda_sampler"], say=lambda line: None)
 

@@ -34,10 +34,12 @@ import contextlib
 import functools
 import os
 
+from . import cache
 from .cache import cache_dir, use_cache
 
 __all__ = ["numba_available", "load_mlp_losses", "load_cpu_sampler", "load_cuda_sampler", "load_custom_sampler",
            "cuda_available", "cache_dir", "use_cache"]
+
 
 def numba_available() -> bool:
     """True when numba can be imported (the compiled engines are usable)."""
@@ -82,8 +84,6 @@ def _compile_into_cache(family):
     cache files of the family are removed first (:func:`.cache.check_family`),
     and a cache miss announces itself (:func:`.cache.announce_compiles`).
     """
-    from . import cache
-
     _configure_threading()
     import numba
 

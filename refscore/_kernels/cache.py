@@ -64,8 +64,8 @@ def _warn(message: str) -> None:
 #: kernel module -> (what it compiles, rough cold compile time on 2 cores of the CI machine).
 #: The times: the README's first example and ``refscore warmup`` on an empty cache, 2 cores at load 1-4.
 FAMILIES = {
-    "mlp_losses": ("MLPScore's fused loss kernels (this loss kind and activation)", "40-80 s"),
-    "cpu_sampler": ("the Langevin sampler kernels (this target kind)", "20-40 s"),
+    "mlp_losses": ("MLPScore's fused loss kernels", "40-80 s"),
+    "cpu_sampler": ("the Langevin sampler kernels", "20-40 s"),
     "custom_sampler": ("the Langevin kernels for your NumbaTarget", "5-20 s"),
     "cuda_sampler": ("the CUDA Langevin kernels", "10-40 s"),
 }
