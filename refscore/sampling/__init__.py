@@ -184,15 +184,15 @@ def _runner(backend, client, block_chains, reduce, sampler):
     return runner
 
 
-def _gathers_no_states(runner, reduce) -> bool:
+def _gathers_no_states(runner, reduce, target) -> bool:
     """True when the run returns no final states (a Dask reduction): ``x0`` may then stay a read-only view.
 
-    ``reduce=None``, ``"final"`` and :class:`~.reductions.FinalStates` gather the states into ``x``.
+    Which ``reduce=`` values gather the final states into ``x`` (``None``, ``"final"``,
+    :class:`~.reductions.FinalStates`) is :func:`~.reductions.resolve_reduction`'s to say.
     """
-    from .reductions import FinalStates
+    from .reductions import resolve_reduction
 
-    return (runner.name == "dask" and reduce is not None and not (isinstance(reduce, str) and reduce == "final")
-            and not isinstance(reduce, FinalStates))
+    return runner.name == "dask" and resolve_reduction(reduce, target) is not None
 
 
 def _check_x0(x0, d, reduced=False):
@@ -314,7 +314,7 @@ def ula(target, x0, step, n_steps, seed, backend="numpy", record=None, progress=
     """
     d = _check_target(target, "ula")
     runner = _runner(backend, client, block_chains, reduce, "ula")
-    x = _check_x0(x0, d, reduced=_gathers_no_states(runner, reduce))
+    x = _check_x0(x0, d, reduced=_gathers_no_states(runner, reduce, target))
     _precheck(target, x)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
@@ -366,7 +366,7 @@ def annealed_langevin(target, x0, sigmas, step, steps_per_level, seed, backend="
     """
     d = _check_target(target, "annealed_langevin")
     runner = _runner(backend, client, block_chains, reduce, "annealed_langevin")
-    x = _check_x0(x0, d, reduced=_gathers_no_states(runner, reduce))
+    x = _check_x0(x0, d, reduced=_gathers_no_states(runner, reduce, target))
     _precheck(target, x)
     s = _check_sigmas(sigmas)
     step = check_positive("step", step)
@@ -412,7 +412,7 @@ def mala(target, x0, step, n_steps, seed, backend="numpy", record=None, progress
     """
     d = _check_target(target, "mala")
     runner = _runner(backend, client, block_chains, reduce, "mala")
-    x = _check_x0(x0, d, reduced=_gathers_no_states(runner, reduce))
+    x = _check_x0(x0, d, reduced=_gathers_no_states(runner, reduce, target))
     _precheck(target, x)
     eta = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
