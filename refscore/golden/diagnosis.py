@@ -34,7 +34,8 @@ does not turn your numbers into refscore's is never named).  Nothing is found
 by reading the table's text, and a conversion that raises is a bug that
 propagates.
 
-The hypotheses themselves are in ``refscore/golden/_hypotheses.py``; this module
+The hypotheses themselves are in ``refscore/golden/_hypotheses.py`` (the samplers' in
+``refscore/golden/_sampler_hypotheses.py``); this module
 tests them, finds where the failures lie and words the result.
 """
 from __future__ import annotations
@@ -43,7 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _hypotheses
+from ..sampling.samplers import SAMPLERS
+from . import _hypotheses, _sampler_hypotheses
 from .cases import KINDS, PROJECTION_KINDS, TOLERANCES, build_model
 
 __all__ = ["Diagnosis", "diagnose"]
@@ -244,6 +246,8 @@ def _patterns(ctx, Q, failing) -> tuple:
         acts = {a for _, a in labels}
         if len(acts) == 1 and None not in acts and any(model_of(c)[1] not in (acts | {None}) for c in passing):
             out.append(f"only activation {next(iter(acts))}")
+    if cases and cases[0].kind in SAMPLERS:
+        out.extend(_sampler_hypotheses.patterns(ctx, Q, failing))
     return tuple(out)
 
 
