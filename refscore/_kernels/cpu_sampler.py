@@ -1,6 +1,6 @@
 r"""Numba CPU backend: ``@njit(parallel=True)``, ``prange`` over blocks of chains.
 
-Derivation: docs/derivations.md §8.
+Derivation: docs/derivations.md §8 (kinetic Langevin: §8.6).
 
 A block of ``B`` chains is held transposed in local arrays (``X[i, c]``) for
 the whole run; the step loop is outside, the chain loop innermost, so the
@@ -30,7 +30,7 @@ from numba import prange
 from . import score_blocks, vecmath
 from .cache import use_cache
 
-__all__ = ["langevin", "mala", "evaluate_points", "BLOCK"]
+__all__ = ["langevin", "mala", "kinetic", "evaluate_points", "BLOCK"]
 
 BLOCK = 128
 # error_model="numpy": float division never raises, so no call is an exception
@@ -43,9 +43,16 @@ _log_unit = _K.log_unit
 _evaluate = _K.evaluate
 _step_block = _K.step_block
 _mala_log_alpha = _K.mala_log_alpha
+_kick_block = _K.kick_block
+_drift_block = _K.drift_block
+_refresh_block = _K.refresh_block
+_safe_points = _K.safe_points
+_phase_check = _K.phase_check
 _U1 = np.uint64(1)
 _NONFINITE = score_blocks.NONFINITE
 _BEYOND = score_blocks.BEYOND_BOUND
+_KICK = score_blocks.KICK
+_DRIFT = score_blocks.DRIFT
 
 
 @numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
@@ -180,6 +187,98 @@ def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status
             status[lo + c] = fate[c]
             for i in range(d):
                 x[lo + c, i] = X[i, c]
+
+
+@numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
+def kinetic(lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0, rec, trace,
+            p_trace, status):
+    r"""Kinetic Langevin on all chains of ``x`` (positions) and ``v`` (momenta), (n, d), in place.
+
+    One step runs the letters of ``word`` (int64 codes :data:`.score_blocks.KICK`, ``DRIFT``,
+    ``REFRESH``; the splitting is run-time data, so one compiled kernel serves BAOAB, OBABO and
+    ABOBA), docs/derivations.md §8.6::
+
+        B: p <- p + kick * s(q)     A: q <- q + drift * p     O: p <- decay * p + spread * xi
+
+    with the o-th O of step ``t`` taking coordinates ``o d .. o d + d - 1`` of
+    ``normal(seed, chain, t, .)``.  The score is evaluated lazily, once per step, exactly where
+    the NumPy reference (:mod:`refscore.sampling.kinetic`) evaluates it: at the first kick after
+    a drift, or at the first kick of the call (a chunk recomputes the score at the chain's state:
+    deterministic, the same bits), and only at finite points within ``GROWTH_BOUND`` (else at the
+    chain's state).  A chain whose new ``(q, p)`` holds a non-finite value or a coordinate beyond
+    the bound keeps its last state and is frozen (``status`` as in :func:`langevin`).
+    ``trace`` and ``p_trace`` receive the positions and momenta after global step ``(j + 1) rec``.
+    """
+    if n_steps == 0:
+        return
+    n, d = x.shape
+    wrows = lay[2]
+    nblocks = (n + BLOCK - 1) // BLOCK
+    p = params[0]
+    n_letters = word.shape[0]
+    for b in prange(nblocks):
+        lo = b * BLOCK
+        m = min(BLOCK, n - lo)
+        X = np.empty((d, BLOCK))
+        V = np.empty((d, BLOCK))
+        Q = np.empty((d, BLOCK))
+        PM = np.empty((d, BLOCK))
+        QS = np.empty((d, BLOCK))
+        S = np.empty((d, BLOCK))
+        W = np.empty((wrows, BLOCK))
+        LP = np.empty(BLOCK)
+        ACC = np.empty(BLOCK)
+        alive = np.empty(BLOCK)
+        fate = np.empty(BLOCK, dtype=np.int8)
+        for c in range(m):
+            fate[c] = status[lo + c]
+            alive[c] = 1.0 if fate[c] == 0 else 0.0
+            for i in range(d):
+                X[i, c] = x[lo + c, i]
+                V[i, c] = v[lo + c, i]
+        have_score = False  # S holds s(q) of the current Q
+        for t in range(step0, step0 + n_steps):
+            for i in range(d):
+                for c in range(m):
+                    Q[i, c] = X[i, c]
+                    PM[i, c] = V[i, c]
+            o = 0
+            for li in range(n_letters):
+                letter = word[li]
+                if letter == _KICK:
+                    if not have_score:
+                        _safe_points(Q, X, QS, ACC, m, d)
+                        _evaluate(lay, p, QS, S, LP, W, m, False)
+                        have_score = True
+                    _kick_block(PM, S, m, d, kick)
+                elif letter == _DRIFT:
+                    _drift_block(Q, PM, m, d, drift)
+                    have_score = False
+                else:
+                    _refresh_block(PM, m, d, decay, spread, k0, k1, chain0 + lo, t, o * d)
+                    o += 1
+            _phase_check(Q, PM, ACC, m, d)
+            for c in range(m):
+                ok = alive[c] * (ACC[c] == 0.0)
+                if ok != alive[c]:  # frozen at this step: NaN means non-finite, > 0 beyond the bound
+                    fate[c] = _BEYOND if ACC[c] > 0.0 else _NONFINITE
+                alive[c] = ok
+                ACC[c] = ok
+            for i in range(d):
+                for c in range(m):
+                    X[i, c] = Q[i, c] if ACC[c] != 0.0 else X[i, c]
+                    V[i, c] = PM[i, c] if ACC[c] != 0.0 else V[i, c]
+            if rec > 0 and (t + 1) % rec == 0:
+                r = (t + 1) // rec - 1
+                for c in range(m):
+                    for i in range(d):
+                        trace[r, lo + c, i] = X[i, c]
+                        p_trace[r, lo + c, i] = V[i, c]
+        for c in range(m):
+            status[lo + c] = fate[c]
+            for i in range(d):
+                x[lo + c, i] = X[i, c]
+                v[lo + c, i] = V[i, c]
 
 
 @numba.njit(cache=use_cache(), error_model="numpy")  # serial: a test helper, cheap to compile

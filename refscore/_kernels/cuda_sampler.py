@@ -1,6 +1,6 @@
 r"""numba.cuda backend: one thread per chain (loaded lazily through :mod:`refscore._kernels`).
 
-Derivation: docs/derivations.md §8, §9.5 (why a GPU agrees to round-off only).
+Derivation: docs/derivations.md §8 (kinetic Langevin: §8.6), §9.5 (why a GPU agrees to round-off only).
 
 Each thread holds its chain in local arrays shaped like a CPU block of one
 chain (``X[i, 0]``) and runs the SAME score and noise device functions as the
@@ -26,7 +26,7 @@ from . import score_blocks
 from .activation_table import LIBM_OPS, compile_activation
 from .ids import MAX_DIM_GPU, MAX_WORK_GPU
 
-__all__ = ["langevin", "mala", "available"]
+__all__ = ["langevin", "mala", "kinetic", "available"]
 
 _device = cuda.jit(device=True)
 # The activation table is compiled as device functions on a GPU.  The simulator runs
@@ -41,8 +41,15 @@ _step_block = _K.step_block
 _mala_log_alpha = _K.mala_log_alpha
 _uniform = _K.uniform
 _log_unit = _K.log_unit
+_kick_block = _K.kick_block
+_drift_block = _K.drift_block
+_refresh_block = _K.refresh_block
+_safe_points = _K.safe_points
+_phase_check = _K.phase_check
 _NONFINITE = score_blocks.NONFINITE
 _BEYOND = score_blocks.BEYOND_BOUND
+_KICK = score_blocks.KICK
+_DRIFT = score_blocks.DRIFT
 MAXD = MAX_DIM_GPU
 MAXW = MAX_WORK_GPU
 _U1 = np.uint64(1)
@@ -152,6 +159,68 @@ def _mala_kernel(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace
         x[c0, i] = X[i, 0]
 
 
+@cuda.jit
+def _kinetic_kernel(lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0, rec, trace,
+                    p_trace, status):
+    c0 = cuda.grid(1)
+    n = x.shape[0]
+    d = x.shape[1]
+    if c0 >= n or n_steps == 0:
+        return
+    X = cuda.local.array((MAXD, 1), float64)
+    V = cuda.local.array((MAXD, 1), float64)
+    Q = cuda.local.array((MAXD, 1), float64)
+    PM = cuda.local.array((MAXD, 1), float64)
+    QS = cuda.local.array((MAXD, 1), float64)
+    S = cuda.local.array((MAXD, 1), float64)
+    W = cuda.local.array((MAXW, 1), float64)
+    LP = cuda.local.array(1, float64)
+    ACC = cuda.local.array(1, float64)
+    p = params[0]
+    fate = status[c0]
+    alive = 1.0 if fate == 0 else 0.0
+    for i in range(d):
+        X[i, 0] = x[c0, i]
+        V[i, 0] = v[c0, i]
+    have_score = False
+    for t in range(step0, step0 + n_steps):
+        for i in range(d):
+            Q[i, 0] = X[i, 0]
+            PM[i, 0] = V[i, 0]
+        o = 0
+        for li in range(word.shape[0]):
+            letter = word[li]
+            if letter == _KICK:
+                if not have_score:
+                    _safe_points(Q, X, QS, ACC, 1, d)
+                    _evaluate(lay, p, QS, S, LP, W, 1, False)
+                    have_score = True
+                _kick_block(PM, S, 1, d, kick)
+            elif letter == _DRIFT:
+                _drift_block(Q, PM, 1, d, drift)
+                have_score = False
+            else:
+                _refresh_block(PM, 1, d, decay, spread, k0, k1, chain0 + c0, t, o * d)
+                o += 1
+        _phase_check(Q, PM, ACC, 1, d)
+        ok = alive * (ACC[0] == 0.0)
+        if ok != alive:  # frozen at this step: NaN means non-finite, > 0 beyond the bound
+            fate = _BEYOND if ACC[0] > 0.0 else _NONFINITE
+        alive = ok
+        if alive != 0.0:
+            for i in range(d):
+                X[i, 0] = Q[i, 0]
+                V[i, 0] = PM[i, 0]
+        if rec > 0 and (t + 1) % rec == 0:
+            for i in range(d):
+                trace[(t + 1) // rec - 1, c0, i] = X[i, 0]
+                p_trace[(t + 1) // rec - 1, c0, i] = V[i, 0]
+    status[c0] = fate
+    for i in range(d):
+        x[c0, i] = X[i, 0]
+        v[c0, i] = V[i, 0]
+
+
 def _check_sizes(lay):
     d, work = int(lay[1]), int(lay[2])
     if d > MAXD or work > MAXW:
@@ -192,3 +261,22 @@ def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status
     trace[:] = d_tr.copy_to_host()
     status[:] = d_st.copy_to_host()
     accepted[:] = d_ac.copy_to_host()
+
+
+def kinetic(lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0, rec, trace, p_trace,
+            status):
+    """Run :func:`_kinetic_kernel` on host arrays (copied in and out); arguments as the CPU kernel's."""
+    _check_sizes(lay)
+    d_x = cuda.to_device(x)
+    d_v = cuda.to_device(v)
+    d_tr = cuda.to_device(trace)
+    d_ptr = cuda.to_device(p_trace)
+    d_st = cuda.to_device(status)
+    _kinetic_kernel[_grid(x.shape[0])](cuda.to_device(np.array(lay)), cuda.to_device(np.array(params)),
+                                       cuda.to_device(np.array(word)), kick, drift, decay, spread, n_steps, d_x, d_v,
+                                       k0, k1, chain0, step0, rec, d_tr, d_ptr, d_st)
+    x[:] = d_x.copy_to_host()
+    v[:] = d_v.copy_to_host()
+    trace[:] = d_tr.copy_to_host()
+    p_trace[:] = d_ptr.copy_to_host()
+    status[:] = d_st.copy_to_host()

@@ -2,11 +2,11 @@ r"""Langevin kernels for a user's own compiled score: ``numba.njit`` functions a
 
 :class:`refscore.sampling.NumbaTarget` wraps a user's per-point functions
 ``score(x) -> (d,)`` (and ``logpdf(x) -> float`` for MALA), compiled with
-``numba.njit``.  The kernels here take them as first-class arguments (Numba
-compiles one specialisation per function) and run one chain per ``prange``
-iteration with the SAME noise, update and freezing rule as
-:mod:`.cpu_sampler` (``step_block`` of :mod:`.score_blocks` on a block of one
-chain, ``status`` codes as there), so a user's target runs the same chains as
+``numba.njit``.  The kernels here (ULA, MALA, kinetic Langevin) take them as
+first-class arguments (Numba compiles one specialisation per function) and run
+one chain per ``prange`` iteration with the SAME noise, update and freezing
+rule as :mod:`.cpu_sampler` (``step_block`` and the kinetic sub-flows of
+:mod:`.score_blocks` on a block of one chain, ``status`` codes as there), so a user's target runs the same chains as
 the NumPy reference fed the same functions (docs/derivations.md §8).  Not
 cached: each user function is new.
 
@@ -31,12 +31,19 @@ from numba import prange
 from . import score_blocks
 from .cpu_sampler import _K
 
-__all__ = ["langevin", "mala"]
+__all__ = ["langevin", "mala", "kinetic"]
 
 _step_block = _K.step_block
 _mala_log_alpha = _K.mala_log_alpha
 _uniform = _K.uniform
 _log_unit = _K.log_unit
+_kick_block = _K.kick_block
+_drift_block = _K.drift_block
+_refresh_block = _K.refresh_block
+_safe_points = _K.safe_points
+_phase_check = _K.phase_check
+_KICK = score_blocks.KICK
+_DRIFT = score_blocks.DRIFT
 _U1 = np.uint64(1)
 _NONFINITE = score_blocks.NONFINITE
 _BEYOND = score_blocks.BEYOND_BOUND
@@ -190,3 +197,72 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, stat
         status[c] = fate
         for i in range(d):
             x[c, i] = Y[i, 0] if at_proposal else X[i, 0]
+
+
+@numba.njit(parallel=True, error_model="numpy")
+def kinetic(score, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0, rec, trace, p_trace,
+            status, fault):
+    """Kinetic Langevin on every chain of ``x`` (positions) and ``v`` (momenta) in place; arguments as
+    :func:`.cpu_sampler.kinetic` (the word, the score evaluated lazily at safe points, the freezing),
+    plus ``fault`` as in :func:`langevin` (``x[c]`` is left at the point of the failing score call)."""
+    if n_steps == 0:
+        return
+    n, d = x.shape
+    n_letters = word.shape[0]
+    for c in prange(n):
+        X = np.empty((d, 1))
+        V = np.empty((d, 1))
+        Q = np.empty((d, 1))
+        PM = np.empty((d, 1))
+        QS = np.empty((d, 1))
+        S = np.empty((d, 1))
+        ACC = np.empty(1)
+        for i in range(d):
+            X[i, 0] = x[c, i]
+            V[i, 0] = v[c, i]
+        fate = status[c]
+        stopped = fate != 0
+        faulted = False
+        have_score = False
+        for g in range(step0, step0 + n_steps):
+            if not stopped:
+                for i in range(d):
+                    Q[i, 0] = X[i, 0]
+                    PM[i, 0] = V[i, 0]
+                o = 0
+                for li in range(n_letters):
+                    letter = word[li]
+                    if letter == _KICK:
+                        if not have_score:
+                            _safe_points(Q, X, QS, ACC, 1, d)
+                            r = _score_into(score, QS, S, d)
+                            if r != _OK:
+                                _record_fault(fault, c, _SCORE_RAISED if r == _RAISED else _SCORE_LENGTH, g, r)
+                                stopped = True
+                                faulted = True
+                                break
+                            have_score = True
+                        _kick_block(PM, S, 1, d, kick)
+                    elif letter == _DRIFT:
+                        _drift_block(Q, PM, 1, d, drift)
+                        have_score = False
+                    else:
+                        _refresh_block(PM, 1, d, decay, spread, k0, k1, chain0 + c, g, o * d)
+                        o += 1
+                if not stopped:
+                    _phase_check(Q, PM, ACC, 1, d)
+                    if ACC[0] == 0.0:
+                        for i in range(d):
+                            X[i, 0] = Q[i, 0]
+                            V[i, 0] = PM[i, 0]
+                    else:  # NaN: non-finite; > 0: beyond the bound
+                        fate = _BEYOND if ACC[0] > 0.0 else _NONFINITE
+                        stopped = True
+            if rec > 0 and (g + 1) % rec == 0:
+                for i in range(d):
+                    trace[(g + 1) // rec - 1, c, i] = X[i, 0]
+                    p_trace[(g + 1) // rec - 1, c, i] = V[i, 0]
+        status[c] = fate
+        for i in range(d):
+            x[c, i] = QS[i, 0] if faulted else X[i, 0]
+            v[c, i] = V[i, 0]

@@ -47,7 +47,8 @@ from . import philox
 from .ids import AFFINE, BANANA, HEADER, MIX, MLP, STUDENT
 
 __all__ = ["make", "GROWTH_BOUND", "RUNNING", "DIVERGED", "NONFINITE", "BEYOND_BOUND",
-           "FAULT_NONE", "FAULT_SCORE_RAISED", "FAULT_SCORE_LENGTH", "FAULT_LOGPDF_RAISED"]
+           "FAULT_NONE", "FAULT_SCORE_RAISED", "FAULT_SCORE_LENGTH", "FAULT_LOGPDF_RAISED",
+           "KICK", "DRIFT", "REFRESH"]
 
 _U0 = np.uint64(0)
 
@@ -75,6 +76,14 @@ FAULT_NONE = 0
 FAULT_SCORE_RAISED = 1
 FAULT_SCORE_LENGTH = 2
 FAULT_LOGPDF_RAISED = 3
+
+# The letters of a kinetic Langevin splitting (docs/derivations.md §8.6), as the kernels read a word:
+#: B, the kick p <- p + tau s(q)
+KICK = 0
+#: A, the drift q <- q + (tau / m) p
+DRIFT = 1
+#: O, the refresh p <- c p + sigma xi
+REFRESH = 2
 
 
 def make(jit, activation, jit_inline=None, exp_nonpositive=None):
@@ -105,7 +114,9 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
                          banana=_banana(jit), mlp=_mlp(jit, act))
     return types.SimpleNamespace(evaluate=evaluate, act=act, step_block=_step_block(inline, P.normal_pair),
                                  mala_log_alpha=_mala_log_alpha(inline), normal_pair=P.normal_pair,
-                                 uniform=P.uniform, log_unit=P.log_unit)
+                                 uniform=P.uniform, log_unit=P.log_unit, kick_block=_kick_block(inline),
+                                 drift_block=_drift_block(inline), refresh_block=_refresh_block(inline, P.normal_pair),
+                                 safe_points=_safe_points(inline), phase_check=_phase_check(inline))
 
 
 # ------------------------------------------------------------------ shared parts
@@ -477,3 +488,94 @@ def _mala_log_alpha(inline):
             bwd += bb * bb
         return lpy - lpx - (bwd - fwd) / (4.0 * eta)
     return mala_log_alpha
+
+
+# ------------------------------------------------------------------ kinetic Langevin's sub-flows
+# One letter of a splitting on a block (docs/derivations.md §8.6), in the arithmetic order of
+# refscore.sampling.kinetic: ``p + tau * s``, ``q + (tau / m) * p``, ``c * p + sigma * xi``.
+def _kick_block(inline):
+    @inline
+    def kick_block(PM, S, m, d, tau):
+        """B: ``PM <- PM + tau * S`` on the first ``m`` chains."""
+        for i in range(d):
+            for c in range(m):
+                PM[i, c] = PM[i, c] + tau * S[i, c]
+    return kick_block
+
+
+def _drift_block(inline):
+    @inline
+    def drift_block(Q, PM, m, d, drift):
+        """A: ``Q <- Q + drift * PM``, ``drift = tau / m``."""
+        for i in range(d):
+            for c in range(m):
+                Q[i, c] = Q[i, c] + drift * PM[i, c]
+    return drift_block
+
+
+def _refresh_block(inline, normal_pair):
+    @inline
+    def refresh_block(PM, m, d, decay, spread, k0, k1, lo, g, first):
+        """O: ``PM[i] <- decay * PM[i] + spread * xi[first + i]``, ``xi = normal(seed, lo + c, g, .)``.
+
+        Noise coordinate ``j`` is the ``j % 2``-th normal of Philox pair ``j // 2``, as in
+        :func:`refscore.noise.normal` (a coordinate's value does not depend on the dimension drawn),
+        so the second O of OBABO (``first = d``) starts inside a pair when ``d`` is odd.
+        """
+        gg = np.uint64(g)
+        i = 0
+        if first % 2 == 1:  # coordinate `first` is the second normal of its pair
+            jj = np.uint64(first // 2)
+            for c in range(m):
+                z0, z1 = normal_pair(k0, k1, np.uint64(lo + c), gg, jj, _U0)
+                PM[0, c] = decay * PM[0, c] + spread * z1
+            i = 1
+        while i + 1 < d:
+            jj = np.uint64((first + i) // 2)
+            for c in range(m):
+                z0, z1 = normal_pair(k0, k1, np.uint64(lo + c), gg, jj, _U0)
+                PM[i, c] = decay * PM[i, c] + spread * z0
+                PM[i + 1, c] = decay * PM[i + 1, c] + spread * z1
+            i += 2
+        if i < d:  # the last coordinate is the first normal of its pair
+            jj = np.uint64((first + i) // 2)
+            for c in range(m):
+                z0, z1 = normal_pair(k0, k1, np.uint64(lo + c), gg, jj, _U0)
+                PM[i, c] = decay * PM[i, c] + spread * z0
+    return refresh_block
+
+
+def _safe_points(inline):
+    @inline
+    def safe_points(Q, X, QS, BAD, m, d):
+        """``QS`` = ``Q`` for chains whose ``Q`` is finite and within ``GROWTH_BOUND``, else their state ``X``.
+
+        The score is asked only at such points (the reference's rule, so that a chain about to freeze
+        gets the same status code on every backend); ``BAD`` is scratch.
+        """
+        for c in range(m):
+            BAD[c] = 0.0
+        for i in range(d):
+            for c in range(m):
+                v = Q[i, c]
+                BAD[c] += v * 0.0 + (1.0 if abs(v) > GROWTH_BOUND else 0.0)
+        for i in range(d):
+            for c in range(m):
+                QS[i, c] = Q[i, c] if BAD[c] == 0.0 else X[i, c]
+    return safe_points
+
+
+def _phase_check(inline):
+    @inline
+    def phase_check(Q, PM, ACC, m, d):
+        """``ACC[c]``: NaN when chain ``c``'s new ``(q, p)`` holds a non-finite value, else the number of
+        its coordinates beyond ``GROWTH_BOUND`` (0: the step stands), as :func:`_step_block` does for ULA."""
+        for c in range(m):
+            ACC[c] = 0.0
+        for i in range(d):
+            for c in range(m):
+                a = Q[i, c]
+                b = PM[i, c]
+                ACC[c] += (a * 0.0 + b * 0.0) + ((1.0 if abs(a) > GROWTH_BOUND else 0.0)
+                                                 + (1.0 if abs(b) > GROWTH_BOUND else 0.0))
+    return phase_check

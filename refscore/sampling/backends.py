@@ -1,8 +1,9 @@
 r"""The sampler backends: one protocol and the backends that run on one machine.
 
 A backend runs the chains of :func:`~refscore.sampling.ula`,
-:func:`~refscore.sampling.annealed_langevin` (both :meth:`SamplerBackend.langevin`)
-and :func:`~refscore.sampling.mala` in place on host arrays, with the noise of
+:func:`~refscore.sampling.annealed_langevin` (both :meth:`SamplerBackend.langevin`),
+:func:`~refscore.sampling.mala` and :func:`~refscore.sampling.kinetic_langevin`
+(:meth:`SamplerBackend.kinetic`) in place on host arrays, with the noise of
 :mod:`refscore.noise` from one :class:`~refscore.noise.NoiseOrigin` (row ``i``
 draws chain stream ``origin.chain0 + i``; the step index counts globally across
 levels from ``origin.step0``), so every backend runs the same chains:
@@ -10,7 +11,8 @@ levels from ``origin.step0``), so every backend runs the same chains:
 ====================  ============================================================
 backend               how
 ====================  ============================================================
-``"numpy"``           :mod:`.reference`: the targets' own NumPy ``score`` / ``logpdf``
+``"numpy"``           :mod:`.reference` and :meth:`.kinetic.Splitting.run_reference`: the
+                      targets' own NumPy ``score`` / ``logpdf``
 ``"numba"``           :mod:`refscore._kernels.cpu_sampler`: prange over blocks of chains
 ``"cuda"``            :mod:`refscore._kernels.cuda_sampler`: one thread per chain
 ====================  ============================================================
@@ -34,7 +36,11 @@ than two seconds.  A compiled backend first calls its kernels once with zero
 steps, outside the clock and before the bar starts: that call compiles (or
 loads) them for the run's argument types and does nothing else (no state,
 status, trace or noise counter is touched), so the chunk timing, the bar's
-rate and its ETA measure sampling only, never the one-time compile.
+rate and its ETA measure sampling only, never the one-time compile.  Kinetic
+Langevin carries positions and momenta :math:`(q, p)` from one chunk to the
+next and recomputes the score at :math:`q` for a chunk's first kick: the score
+is a deterministic function of :math:`q`, so the bits are those of an uncut
+run (tested).
 
 Status.  The kernels keep one int8 code per chain
 (:mod:`refscore._kernels.score_blocks`: 0 running, ``NONFINITE``,
@@ -88,6 +94,11 @@ class SamplerBackend(Protocol):
              *, progress=None, stop=None) -> None:
         """MALA with step ``eta``."""
 
+    def kinetic(self, target, splitting, n_steps, x, v, origin, rec, trace, p_trace, diverged,
+                *, progress=None, stop=None) -> None:
+        """Kinetic Langevin: ``splitting`` a :class:`.kinetic.Splitting` (its word and numbers),
+        ``x`` positions and ``v`` momenta (n, d), ``trace`` / ``p_trace`` their records."""
+
 
 def _status_codes(diverged):
     """The int8 status array the kernels update: ``diverged`` itself when it is one, else a copy."""
@@ -103,8 +114,9 @@ class RunStopped(RuntimeError):
 class ChunkedBackend:
     """The driver every backend shares: levels, chunks of steps, progress and interruption.
 
-    A subclass implements ``_langevin_runner(target, sigmas, etas, n_chains)`` and
-    ``_mala_runner(target, eta, n_chains)``, each returning ``run(...)`` that advances
+    A subclass implements ``_langevin_runner(target, sigmas, etas, n_chains)``,
+    ``_mala_runner(target, eta, n_chains)`` and ``_kinetic_runner(target, splitting,
+    n_chains)``, each returning ``run(...)`` that advances
     the states by ``n_steps`` from ``origin`` (a :class:`~refscore.noise.NoiseOrigin`
     whose ``step0`` is the chunk's first global step; one level for Langevin);
     ``run`` with ``n_steps = 0`` must do nothing but compile.  ``compiles`` says
@@ -141,6 +153,20 @@ class ChunkedBackend:
             return n
 
         self._drive(advance, n_steps, n_steps, x.shape[0], "mala", progress, stop)
+        if status is not diverged:
+            diverged[:] = status != 0
+
+    def kinetic(self, target, splitting, n_steps, x, v, origin, rec, trace, p_trace, diverged,
+                *, progress=None, stop=None):
+        status = _status_codes(diverged)
+        run = self._kinetic_runner(target, splitting, x.shape[0])
+
+        def advance(done, n):
+            # the state between chunks is (x, v); each chunk recomputes s(x) for its first kick
+            run(n, x, v, origin.shifted(steps=done), rec, trace, p_trace, status)
+            return n
+
+        self._drive(advance, n_steps, n_steps, x.shape[0], "kinetic", progress, stop)
         if status is not diverged:
             diverged[:] = status != 0
 
@@ -194,6 +220,13 @@ class NumpyBackend(ChunkedBackend):
             reference.mala(score, logpdf, eta, n_steps, x, origin, rec, trace, status, accepted)
         return run
 
+    def _kinetic_runner(self, target, splitting, n_chains):
+        score = score_function(target)
+
+        def run(n_steps, x, v, origin, rec, trace, p_trace, status):
+            splitting.run_reference(score, n_steps, x, v, origin, rec, trace, p_trace, status)
+        return run
+
 
 class _CompiledBackend(ChunkedBackend):
     """A backend whose kernels read the target's compiled block (``kernels()`` loads them)."""
@@ -222,6 +255,18 @@ class _CompiledBackend(ChunkedBackend):
             k0, k1 = origin.key
             k.mala(ct.layout, ct.params, eta, n_steps, x, k0, k1, origin.chain0, origin.step0, rec, trace,
                    status, accepted)
+        return run
+
+    def _kinetic_runner(self, target, splitting, n_chains):
+        ct = compile_target(target)
+        k = self.kernels()
+        word = splitting.letters
+
+        def run(n_steps, x, v, origin, rec, trace, p_trace, status):
+            k0, k1 = origin.key
+            k.kinetic(ct.layout, ct.params, word, splitting.kick, splitting.drift, splitting.decay,
+                      splitting.spread, n_steps, x, v, k0, k1, origin.chain0, origin.step0, rec, trace, p_trace,
+                      status)
         return run
 
 
@@ -269,6 +314,23 @@ class NumbaBackend(_CompiledBackend):
             k0, k1 = origin.key
             k.mala(target.score_point, target.logpdf_point, eta, n_steps, x, k0, k1, origin.chain0,
                    origin.step0, rec, trace, status, accepted, fault)
+            if fault[:, 0].any():
+                raise_kernel_fault(target, fault, x, origin.chain0)
+        return run
+
+    def _kinetic_runner(self, target, splitting, n_chains):
+        if not isinstance(target, NumbaTarget):
+            return super()._kinetic_runner(target, splitting, n_chains)
+        from .._kernels import load_custom_sampler
+
+        k = load_custom_sampler()
+        fault = np.zeros((n_chains, 3), dtype=np.int64)
+        word = splitting.letters
+
+        def run(n_steps, x, v, origin, rec, trace, p_trace, status):
+            k0, k1 = origin.key
+            k.kinetic(target.score_point, word, splitting.kick, splitting.drift, splitting.decay, splitting.spread,
+                      n_steps, x, v, k0, k1, origin.chain0, origin.step0, rec, trace, p_trace, status, fault)
             if fault[:, 0].any():
                 raise_kernel_fault(target, fault, x, origin.chain0)
         return run

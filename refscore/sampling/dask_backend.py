@@ -30,6 +30,10 @@ again (still running), the reduction against the
 dimension (:meth:`.reductions.Reduction.check`), and, when the final states
 are gathered, that ``x`` is writeable.
 
+Kinetic Langevin (:meth:`DaskBackend.kinetic`) runs the same way; a block carries
+its rows' momenta along with their positions and returns both (and both
+traces with ``record=``); it takes no reduction.
+
 Reductions (``reduce=``, :mod:`.reductions`) run in the task on the block's
 final states; only their partials travel to the client, which folds them in
 chain-index order.  ``diverged`` (and MALA's per-chain ``accepted``) are
@@ -135,6 +139,9 @@ def _check_runnable(inner, kind, target, args, origin):
     if kind == "langevin":
         sigmas, etas, _ = args
         backend.langevin(target, sigmas, etas, 0, x, origin, 0, trace, status, progress=False)
+    elif kind == "kinetic":
+        backend.kinetic(target, args[0], 0, x, np.zeros((1, d)), origin, 0, trace, np.zeros((0, 1, d)), status,
+                        progress=False)
     else:
         backend.mala(target, args[0], 0, x, origin, 0, trace, status, np.zeros(1, dtype=np.int64),
                      progress=False)
@@ -158,26 +165,36 @@ class _StopFlag:
         return Event(self.name).is_set()
 
 
-def _run_block(inner, kind, target, args, x, diverged, origin, n_rec, rec, reduction, stop_name):
-    """One task: run ``inner`` on rows ``x`` (chains ``origin.chain0 ..``); a pure function of its inputs."""
+def _run_block(inner, kind, target, args, x, diverged, origin, n_rec, rec, reduction, stop_name, v=None):
+    """One task: run ``inner`` on rows ``x`` (chains ``origin.chain0 ..``); a pure function of its inputs.
+
+    Returns ``(states or the reduction's partial, status codes, accepted, trace, momenta, momentum trace)``;
+    the last two for kinetic Langevin (``v``: the rows' momenta), else ``None``.
+    """
     backend = _INNER[inner]()
     x = np.array(x, dtype=float, order="C", copy=True)  # never touch the inputs: a rerun sees them unchanged
     # int8 status codes whatever the caller holds (a copy): the inner backend records why a chain froze
     status = np.array(diverged, dtype=np.int8, copy=True)
     m, d = x.shape
     trace = np.zeros((n_rec, m, d))
-    accepted = None
+    accepted = p_trace = None
     if kind == "langevin":
         sigmas, etas, steps_per_level = args
         backend.langevin(target, sigmas, etas, steps_per_level, x, origin, rec, trace, status,
                          progress=False, stop=_StopFlag(stop_name))
+    elif kind == "kinetic":
+        splitting, n_steps = args
+        v = np.array(v, dtype=float, order="C", copy=True)
+        p_trace = np.zeros((n_rec, m, d))
+        backend.kinetic(target, splitting, n_steps, x, v, origin, rec, trace, p_trace, status,
+                        progress=False, stop=_StopFlag(stop_name))
     else:
         eta, n_steps = args
         accepted = np.zeros(m, dtype=np.int64)
         backend.mala(target, eta, n_steps, x, origin, rec, trace, status, accepted,
                      progress=False, stop=_StopFlag(stop_name))
     out = x if reduction is None else reduction.block(x, status != 0)  # a reduction takes bool flags
-    return out, status, accepted, trace if rec else None
+    return out, status, accepted, trace if rec else None, v, p_trace if rec else None
 
 
 def _stop(client, futures, tag):
@@ -293,8 +310,15 @@ class DaskBackend:
         return self._run("mala", target, (float(eta), int(n_steps)), n_steps, x, origin, rec, trace,
                          diverged, accepted, progress, reduce)
 
+    def kinetic(self, target, splitting, n_steps, x, v, origin, rec, trace, p_trace, diverged, *, progress=None):
+        """Kinetic Langevin (see :meth:`.backends.SamplerBackend.kinetic`): each block carries its rows'
+        momenta ``v`` along and returns them with its states (no reduction)."""
+        self._run("kinetic", target, (splitting, int(n_steps)), n_steps, x, origin, rec, trace, diverged, None,
+                  progress, None, momenta=(v, p_trace))
+
     # ------------------------------------------------------------------ driver
-    def _run(self, kind, target, args, total_steps, x, origin, rec, trace, diverged, accepted, progress, reduce):
+    def _run(self, kind, target, args, total_steps, x, origin, rec, trace, diverged, accepted, progress, reduce,
+             momenta=None):
         from .reductions import resolve_reduction
 
         # everything that can be refused is refused here, before a task or a cluster is started
@@ -320,13 +344,13 @@ class DaskBackend:
             client = own.client
         try:
             return self._submit_and_gather(client, kind, inner, target, args, total_steps, x, origin, rec,
-                                           trace, diverged, accepted, progress, reduction, starts, block)
+                                           trace, diverged, accepted, progress, reduction, starts, block, momenta)
         finally:
             if own is not None:
                 own.close()
 
     def _submit_and_gather(self, client, kind, inner, target, args, total_steps, x, origin, rec, trace,
-                           diverged, accepted, progress, reduction, starts, block):
+                           diverged, accepted, progress, reduction, starts, block, momenta=None):
         from distributed import as_completed
         from tqdm.auto import tqdm
 
@@ -341,6 +365,7 @@ class DaskBackend:
                 hi = min(lo + block, n)
                 f = client.submit(_run_block, inner, kind, target, args, x[lo:hi], diverged[lo:hi],
                                   origin.shifted(chains=lo), n_rec, rec, reduction, f"refscore-stop-{tag}",
+                                  None if momenta is None else momenta[0][lo:hi],
                                   key=f"refscore-{kind}-{tag}-{lo}",
                                   pure=False)
                 futures.append(f)
@@ -350,13 +375,17 @@ class DaskBackend:
             with bar:
                 for f in as_completed(futures):
                     i, lo, hi = where[f.key]
-                    out, div_b, acc_b, trace_b = f.result()
+                    out, div_b, acc_b, trace_b, v_b, p_trace_b = f.result()
                     f.release()
                     diverged[lo:hi] = div_b if diverged.dtype == np.int8 else div_b != 0
                     if accepted is not None:
                         accepted[lo:hi] = acc_b
                     if rec:
                         trace[:, lo:hi] = trace_b
+                    if momenta is not None:
+                        momenta[0][lo:hi] = v_b
+                        if rec:
+                            momenta[1][:, lo:hi] = p_trace_b
                     if reduction is None:
                         x[lo:hi] = out
                     else:  # fold partials left to right in chain-index order, whatever order they come in

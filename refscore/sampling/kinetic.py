@@ -92,8 +92,19 @@ Divergence, as for the other samplers (docs/derivations.md §8.5): a chain whose
 :math:`(q, p)` holds a non-finite value or a coordinate beyond
 :data:`refscore.sampling.GROWTH_BOUND` keeps its last state, is not updated again, and is flagged.
 
-Only the NumPy reference exists so far; this module is not yet in :mod:`refscore.sampling`'s
-namespace nor in the sampler registry.
+Backends.  :func:`kinetic_langevin` runs on every sampler backend
+(:mod:`refscore.sampling.backends`, :mod:`refscore.sampling.dask_backend`): ``"numpy"`` runs
+:meth:`Splitting.run_reference` below, ``"numba"`` and ``"cuda"`` one compiled kernel that reads
+the splitting's word at run time (:func:`refscore._kernels.cpu_sampler.kinetic`; a
+:class:`~refscore.sampling.NumbaTarget` on :mod:`refscore._kernels.custom_sampler`), ``"dask"``
+blocks of chains on either.  They run the arithmetic above in the same order with the same
+noise, evaluate the score at the same points, and freeze the same chains: ``"dask"`` equals
+``"numba"`` bit for bit, a run's result does not depend on how it is cut into chunks of steps
+or blocks of chains, and the compiled backends differ from the reference only by the score's
+own round-off (none for a :class:`~refscore.sampling.NumbaTarget` whose score is the same
+compiled function on both; all tested).  The state carried from one chunk to the next is
+:math:`(q, p)`; a chunk recomputes :math:`s(q)` for its first kick, which gives the same bits
+as the value the previous chunk held (the score is a deterministic function of :math:`q`).
 
 References
 ----------
@@ -119,15 +130,17 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from .._kernels.score_blocks import GROWTH_BOUND
+from .._kernels.score_blocks import DRIFT, GROWTH_BOUND, KICK, REFRESH
 from .._validation import as_float_array, check_finite, check_int, check_positive
 from ..noise import NoiseOrigin
-from . import SamplerResult, DivergenceWarning, _check_record, _check_target, _check_x0, _reported
+from ._runs import (DivergenceWarning, SamplerResult, _check_record, _check_target, _check_x0, _precheck,
+                    _reported, _runner)
 from .reference import _beyond, _freeze, _shaped
 from .targets import linear_score_precisions
 
-__all__ = ["SPLITTINGS", "INITIAL_MOMENTUM_STEP", "KineticResult", "baoab_step", "obabo_step", "aboba_step",
-           "kinetic_langevin", "kinetic_step_matrices", "kinetic_stationary_law", "kinetic_transient_law"]
+__all__ = ["SPLITTINGS", "INITIAL_MOMENTUM_STEP", "Splitting", "KineticResult", "baoab_step", "obabo_step",
+           "aboba_step", "kinetic_langevin", "kinetic_step_matrices", "kinetic_stationary_law",
+           "kinetic_transient_law"]
 
 #: the noise step index of the default initial momenta (the last counter value; no update draws it)
 INITIAL_MOMENTUM_STEP = 2 ** 32 - 1
@@ -181,25 +194,64 @@ def _check_vector(name, v, n):
 
 
 # ------------------------------------------------------------------ the sub-flows
+#: a letter of a splitting -> its code in the compiled kernels' word (:mod:`refscore._kernels.score_blocks`)
+_LETTER_CODES = {"B": KICK, "A": DRIFT, "O": REFRESH}
+
+
 @dataclass(frozen=True)
-class _Coefficients:
-    """The numbers one step of a splitting multiplies by (see the module for the order)."""
+class Splitting:
+    r"""One step of a splitting with its numbers: what every backend's kinetic run is handed.
 
-    word: str      # the splitting's letters, in the order they run
-    kick: float    # tau of each B
-    drift: float   # tau / m of each A
-    decay: float   # c = exp(-gamma tau) of each O
-    spread: float  # sigma = sqrt(m (1 - c^2)) of each O
+    Made by :func:`kinetic_langevin` (``_coefficients``: a letter appearing :math:`k` times in
+    the word runs for :math:`\tau = h / k`); the backends read the word and the four numbers
+    (:meth:`.backends.SamplerBackend.kinetic`), the NumPy backend runs :meth:`run_reference`.
+
+    Attributes
+    ----------
+    word : str
+        The splitting's letters, in the order they run (``"BAOAB"``, ``"OBABO"``, ``"ABOBA"``).
+    kick : float
+        :math:`\tau` of each B.
+    drift : float
+        :math:`\tau / m` of each A.
+    decay : float
+        :math:`c = e^{-\gamma\tau}` of each O.
+    spread : float
+        :math:`\sigma = \sqrt{-m\,\mathrm{expm1}(-2\gamma\tau)}` of each O.
+    """
+
+    word: str
+    kick: float
+    drift: float
+    decay: float
+    spread: float
+
+    @property
+    def letters(self) -> np.ndarray:
+        """The word as the compiled kernels read it: int64 codes ``KICK``, ``DRIFT``, ``REFRESH``."""
+        return np.array([_LETTER_CODES[letter] for letter in self.word], dtype=np.int64)
+
+    def run_reference(self, score, n_steps, x, v, origin, rec, trace, p_trace, status):
+        """The NumPy reference run, in place on positions ``x`` and momenta ``v`` (n, d).
+
+        ``score`` is the target's NumPy score ``(n, d) -> (n, d)``; ``origin`` a
+        :class:`~refscore.noise.NoiseOrigin` (row ``i`` is chain ``origin.chain0 + i``, the first
+        step global step ``origin.step0``); ``trace`` and ``p_trace`` (n_rec, n, d) receive the
+        positions and momenta after global step ``(j + 1) rec``; ``status`` (n,) int8 as in
+        :mod:`.reference`.  Iterates the pure step (:func:`baoab_step`, ...) on the counter noise,
+        one score evaluation per step, and freezes diverging chains.
+        """
+        _kinetic(score, self, n_steps, x, v, origin, rec, trace, p_trace, status)
 
 
-def _coefficients(splitting, step, friction, mass) -> _Coefficients:
+def _coefficients(splitting, step, friction, mass) -> Splitting:
     """Each letter appearing k times in the word runs for step / k."""
     tau = {letter: step / splitting.count(letter) for letter in "BAO"}
-    return _Coefficients(splitting, tau["B"], tau["A"] / mass, math.exp(-friction * tau["O"]),
-                         math.sqrt(-mass * math.expm1(-2.0 * friction * tau["O"])))
+    return Splitting(splitting, tau["B"], tau["A"] / mass, math.exp(-friction * tau["O"]),
+                     math.sqrt(-mass * math.expm1(-2.0 * friction * tau["O"])))
 
 
-def _run_word(k: _Coefficients, q, p, s, score, xis):
+def _run_word(k: Splitting, q, p, s, score, xis):
     """One step of ``k.word`` from ``(q, p)``; ``s`` is ``score(q)`` or ``None`` (not yet known).
 
     Returns ``(q, p, s)`` with ``s`` the score at the new ``q``, or ``None`` when the word ends
@@ -372,7 +424,7 @@ def _warn_unstable(target, step, mass):
 
 
 def kinetic_langevin(target, x0, step, n_steps, friction, seed, splitting="BAOAB", mass=1.0, v0=None,
-                     record=None, backend="numpy") -> KineticResult:
+                     record=None, backend="numpy", progress=None, client=None, block_chains=None) -> KineticResult:
     r"""Kinetic (underdamped) Langevin dynamics by the splitting ``splitting`` (see the module).
 
     .. math::
@@ -404,8 +456,15 @@ def kinetic_langevin(target, x0, step, n_steps, friction, seed, splitting="BAOAB
         :math:`N(0, m I)` from a counter no update uses.
     record : int, optional
         Keep the positions and momenta every ``record`` steps.
-    backend : "numpy"
-        The NumPy reference; the compiled backends do not run it yet.
+    backend : {"numpy", "numba", "cuda", "dask"} or a backend object
+        As in :func:`refscore.sampling.ula` (the module says what agrees bit for bit).  The
+        compiled backends run the targets with a compiled score (distributions,
+        ``model.bind(theta)``, a :class:`~refscore.sampling.NumbaTarget` on ``"numba"``);
+        ``"numpy"`` also any object with ``score(x)`` and ``dim``.
+    progress : bool, optional
+        A progress bar on stderr, as in :func:`refscore.sampling.ula`.
+    client, block_chains : optional, deprecated
+        As in :func:`refscore.sampling.ula`: pass ``backend=DaskBackend(client=..., block_chains=...)``.
 
     Returns
     -------
@@ -413,8 +472,11 @@ def kinetic_langevin(target, x0, step, n_steps, friction, seed, splitting="BAOAB
 
     Raises
     ------
-    NotImplementedError
-        For any backend but ``"numpy"``.
+    KeyboardInterrupt
+        On Ctrl-C, within about a quarter of a second on every backend (the run advances in
+        chunks of steps; the result does not depend on the chunking); the states are discarded.
+    TypeError
+        For a backend object without a ``kinetic`` method, or a target the backend cannot run.
 
     Warns
     -----
@@ -431,11 +493,13 @@ def kinetic_langevin(target, x0, step, n_steps, friction, seed, splitting="BAOAB
     >>> res.x.shape, res.momentum.shape, bool(res.diverged.any())
     ((4, 2), (4, 2), False)
     """
-    if not (isinstance(backend, str) and backend == "numpy"):
-        raise NotImplementedError(f"kinetic_langevin runs on backend='numpy' only (the NumPy reference); "
-                                  f"the compiled backends do not have it yet, got backend={backend!r}")
     d = _check_target(target, "kinetic_langevin")
+    runner = _runner(backend, client, block_chains, None, "kinetic_langevin")
+    if not callable(getattr(runner, "kinetic", None)):
+        raise TypeError(f"kinetic_langevin needs a backend with a kinetic method (see "
+                        f"refscore.sampling.backends.SamplerBackend), got {runner!r}")
     x = _check_x0(x0, d)
+    _precheck(target, x)
     n = x.shape[0]
     h = check_positive("step", step)
     n_steps = check_int("n_steps", n_steps, 0)
@@ -456,12 +520,13 @@ def kinetic_langevin(target, x0, step, n_steps, friction, seed, splitting="BAOAB
         if np.any(np.abs(v) > GROWTH_BOUND):
             raise ValueError(f"v0 must lie within |v_i| <= {GROWTH_BOUND:.0e} (the samplers' divergence bound), "
                              f"got max |v0| = {np.max(np.abs(v)):.3g}")
-        v = np.array(v, dtype=float, copy=True)
+        v = np.array(v, dtype=float, order="C", copy=True)
     rec, n_rec = _check_record(record, n_steps)
     _warn_unstable(target, h, m)
     trace, p_trace = np.zeros((n_rec, n, d)), np.zeros((n_rec, n, d))
-    status = np.zeros(n, dtype=np.int8)
-    _kinetic(target.score, _coefficients(splitting, h, g, m), n_steps, x, v, origin, rec, trace, p_trace, status)
+    status = np.zeros(n, dtype=np.int8)  # the backends write why a chain froze
+    runner.kinetic(target, _coefficients(splitting, h, g, m), n_steps, x, v, origin, rec, trace, p_trace, status,
+                   progress=progress)
     return _reported(KineticResult(x=x, diverged=status != 0, trace=trace if rec else None, momentum=v,
                                    momentum_trace=p_trace if rec else None), status)
 
@@ -497,7 +562,7 @@ def _kinetic(score, k, n_steps, x, v, origin, rec, trace, p_trace, status):
 
 
 # ------------------------------------------------------------------ exact laws on a Gaussian
-def _affine_word(k: _Coefficients, precision, mean, d):
+def _affine_word(k: Splitting, precision, mean, d):
     """``(M, c, L)`` of ``k.word`` on the score ``-P (q - mu)``, composed sub-flow by sub-flow."""
     eye, zero = np.eye(d), np.zeros((d, d))
     M, c, L = np.eye(2 * d), np.zeros(2 * d), np.zeros((2 * d, 2 * d))
