@@ -20,6 +20,8 @@ from refscore import noise
 from refscore.models import GaussianModel, LinearScore, NoiseConditional
 
 DATA = Path(__file__).resolve().parent / "data"
+#: the sampler kinds, in registry (file) order: the first three kept their noise seeds when kinetic Langevin came
+SAMPLER_KINDS = ("ula", "mala", "annealed", "kinetic_baoab", "kinetic_obabo", "kinetic_aboba")
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +278,7 @@ def test_subset_of_cases_is_allowed_and_counted(gdir, g, ref_values):
     assert f"coverage: 1 of {n_cases} cases, {nq} of {nq} quantities, {nq} of {n_keys} keys compared" in summary
     assert f"RESULT: PASS (on the {nq} keys provided; see coverage)" in summary
     # one block, one entry per quantity, counted over every golden case
-    assert res.not_provided["score"] == 68 and res.not_provided["states"] == 9
+    assert res.not_provided["score"] == 68 and res.not_provided["states"] == 18 and res.not_provided["momenta"] == 9
     assert "score (68 cases)" in summary and "ksd_u (3 cases)" in summary
     assert summary.count("not provided:") == 1
 
@@ -286,11 +288,11 @@ def test_subset_of_quantities_and_of_kinds(gdir, g, ref_values):
     vals = {k: v for k, v in ref_values.items() if k.rsplit("/", 1)[1] in keep}
     res = golden.check(gdir, vals)
     assert res.passed
-    kinds_given = {"losses", "ula", "mala", "annealed"}
+    kinds_given = {"losses", *SAMPLER_KINDS}  # every sampler kind records states
     available = {q for c in g.all_cases.values() if c.kind in kinds_given for q in c.quantities}
     assert res.coverage["quantities"] == (3, len(available))
-    assert res.coverage["keys"] == (69 * 2 + 9, len(ref_values))
-    assert not golden.check(gdir, vals, require_all=True).passed  # mala's accept and log_alpha
+    assert res.coverage["keys"] == (69 * 2 + 18, len(ref_values))
+    assert not golden.check(gdir, vals, require_all=True).passed  # mala's accept and log_alpha, the momenta
 
 
 def test_unknown_keys_and_inputs(gdir, g, ref_values):
@@ -418,9 +420,10 @@ def test_build_model_errors_and_models():
 # ----------------------------------------------------------------- the case kinds of format 2
 def test_case_kinds_counts_and_tables(gdir, g):
     m = json.loads((gdir / "manifest.json").read_text())
-    assert m["format_version"] == golden.FORMAT_VERSION == 2
+    assert m["format_version"] == golden.FORMAT_VERSION == 3
     counts = {k: len(g.of_kind(k)) for k in golden.CASE_KINDS}
-    assert counts == {"losses": 69, "dsm_multi": 4, "ksd": 3, "ula": 3, "mala": 3, "annealed": 3}
+    assert counts == {"losses": 69, "dsm_multi": 4, "ksd": 3, "ula": 3, "mala": 3, "annealed": 3,
+                      "kinetic_baoab": 3, "kinetic_obabo": 3, "kinetic_aboba": 3}
     assert list(g.cases) == list(g.of_kind("losses"))  # .cases: the losses cases only
     assert set(m["kinds"]) == set(golden.CASE_KINDS)
     for name, c in g.all_cases.items():
@@ -428,10 +431,14 @@ def test_case_kinds_counts_and_tables(gdir, g):
         table = golden.CASE_KINDS[c.kind]
         assert list(c.inputs) == list(table["inputs"]) and list(c.quantities) == list(table["quantities"])
         assert all(a.dtype == np.float64 for a in (*c.inputs.values(), *c.quantities.values()))
-    for kind in ("ula", "mala", "annealed"):
+    for kind in SAMPLER_KINDS:
         for c in g.of_kind(kind).values():
-            T = c.inputs["z"].shape[0]
+            noise_key = "xi" if kind.startswith("kinetic") else "z"
+            T = c.inputs[noise_key].shape[0]
             assert c.quantities["states"].shape == (T, *c.inputs["x0"].shape)
+            if noise_key == "xi":  # 2 d normals per chain and step, and the momenta
+                assert c.inputs["xi"].shape == (T, *c.inputs["x0"].shape[:-1], 2 * c.dim)
+                assert c.quantities["momenta"].shape == c.quantities["states"].shape
     # the manifest says how (m, n, d) projections map to a duplicated (m*n, d) batch
     assert "v.reshape(m*n, d)" in m["conventions"]["projection_batch"]
     assert "np.tile(x, (m, 1))" in m["conventions"]["projection_batch"]
@@ -479,12 +486,37 @@ def test_old_format_fixture_still_loads_and_checks():
     assert not res.passed and res.diagnosis[0].hypothesis == "factor 2"
 
 
+def test_format_2_fixture_still_loads_and_checks():
+    """tests/data/golden_v2: one case of each kind of format 2, written by refscore before the kinetic
+    kinds (format 3) existed; it loads, and this refscore's values pass it."""
+    g2 = golden.load(DATA / "golden_v2")
+    assert g2.format_version == 2
+    assert [c.kind for c in g2.all_cases.values()] == ["losses", "dsm_multi", "ksd", "ula", "mala", "annealed"]
+    res = golden.check(g2, golden.compute(g2))
+    assert res.passed, res.table(only_failures=True)
+
+
+def test_a_kind_newer_than_its_format_is_refused(tmp_path):
+    """A format 2 manifest naming a kinetic case: format 2 knew no such kind."""
+    import shutil
+
+    d = tmp_path / "g"
+    shutil.copytree(DATA / "golden_v2", d)
+    m = json.loads((d / "manifest.json").read_text())
+    m["cases"]["ula_gaussian_d2"]["kind"] = "kinetic_baoab"
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=r"'kind' must be one of losses, dsm_multi, ksd, ula, mala, annealed "
+                                         r"\(format_version 2\), got \"kinetic_baoab\""):
+        golden.load(d)
+
+
 def test_sampler_noise_is_refscore_noise(g):
-    for kind in ("ula", "mala", "annealed"):
+    for kind in SAMPLER_KINDS:
         for c in g.of_kind(kind).values():
-            seed, (T, n, d) = c.spec["params"]["noise_seed"], c.inputs["z"].shape
+            noise_key = "xi" if kind.startswith("kinetic") else "z"
+            seed, (T, n, d) = c.spec["params"]["noise_seed"], c.inputs[noise_key].shape
             for t in (0, T - 1):
-                assert np.array_equal(c.inputs["z"][t], noise.normal(seed, np.arange(n), t, d))
+                assert np.array_equal(c.inputs[noise_key][t], noise.normal(seed, np.arange(n), t, d))
                 if kind == "mala":
                     assert np.array_equal(c.inputs["u"][t], noise.uniform(seed, np.arange(n), t))
 
@@ -552,14 +584,51 @@ def _foreign_samplers(g):
                 log_alpha.append(la)
             out[f"{name}/accept"], out[f"{name}/log_alpha"] = np.array(accept), np.array(log_alpha)
         out[f"{name}/states"] = np.array(states)
+    for name, c in {**g.of_kind("kinetic_baoab"), **g.of_kind("kinetic_obabo"), **g.of_kind("kinetic_aboba")}.items():
+        out.update({f"{name}/{k}": v for k, v in _foreign_kinetic(c).items()})
     return out
+
+
+def _foreign_kinetic(c):
+    """BAOAB, OBABO and ABOBA in plain NumPy (unit mass), written out letter by letter from
+    docs/derivations.md §8.6, fed the stored x0, v0 and normals xi."""
+    score = lambda q: _target(c)(q)[1]  # noqa: E731
+    q, p, h, gamma = c.inputs["x0"].copy(), c.inputs["v0"].copy(), float(c.inputs["step"]), float(c.inputs["friction"])
+    d = q.shape[1]
+    states, momenta = [], []
+    for xi in c.inputs["xi"]:
+        if c.kind == "kinetic_baoab":
+            a = math.exp(-gamma * h)
+            p = p + h / 2 * score(q)
+            q = q + h / 2 * p
+            p = a * p + math.sqrt(1 - a * a) * xi[:, :d]
+            q = q + h / 2 * p
+            p = p + h / 2 * score(q)
+        elif c.kind == "kinetic_obabo":
+            a = math.exp(-gamma * h / 2)
+            p = a * p + math.sqrt(1 - a * a) * xi[:, :d]
+            p = p + h / 2 * score(q)
+            q = q + h * p
+            p = p + h / 2 * score(q)
+            p = a * p + math.sqrt(1 - a * a) * xi[:, d:]
+        else:
+            a = math.exp(-gamma * h)
+            q = q + h / 2 * p
+            s_mid = score(q)
+            p = p + h / 2 * s_mid
+            p = a * p + math.sqrt(1 - a * a) * xi[:, :d]
+            p = p + h / 2 * s_mid
+            q = q + h / 2 * p
+        states.append(q)
+        momenta.append(p)
+    return {"states": np.array(states), "momenta": np.array(momenta)}
 
 
 def test_foreign_samplers_fed_the_stored_noise_agree_to_round_off(gdir, g):
     vals = _foreign_samplers(g)
     res = golden.check(gdir, vals, rtol=1e-12, atol=1e-12)
     assert res.passed, res.table(only_failures=True)
-    assert res.coverage["keys"][0] == 9 + 2 * 3
+    assert res.coverage["keys"][0] == 9 + 2 * 3 + 9 * 2  # kinetic: states and momenta
     # the states move, and MALA both accepts and rejects
     acc = np.concatenate([c.quantities["accept"].ravel() for c in g.of_kind("mala").values()])
     assert 0.2 < acc.mean() < 0.9
@@ -638,7 +707,8 @@ def test_write_is_fast(tmp_path):
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "refscore" / "golden"
 #: the floors of the golden package: a module imports only modules of lower floors
-FLOORS = {"cases": 0, "store": 1, "_hypotheses": 1, "diagnosis": 2, "checking": 3, "__init__": 4}
+FLOORS = {"cases": 0, "terms": 0, "store": 1, "_termfit": 1, "_sampler_hypotheses": 1, "_hypotheses": 2,
+          "diagnosis": 3, "checking": 4, "__init__": 5}
 
 
 def _imports(path):
@@ -695,7 +765,7 @@ def test_no_private_name_of_golden_or_files_is_used_elsewhere():
 def test_the_diagnosis_reads_no_text_to_find_conventions():
     """The ledger's conversions are reached through the callables its rows carry: the diagnosis
     imports neither re nor inspect, and looks nothing up by name with getattr."""
-    for name in ("diagnosis.py", "_hypotheses.py"):
+    for name in ("diagnosis.py", "_hypotheses.py", "_sampler_hypotheses.py"):
         path = GOLDEN / name
         modules = {target for target, _ in _imports(path)}
         assert not modules & {"re", "inspect"}, name
@@ -707,11 +777,12 @@ def test_the_sampler_kinds_are_generated_from_the_sampler_registry():
     from refscore.golden.cases import KINDS
     from refscore.sampling.samplers import SAMPLERS
 
-    assert [k for k in KINDS if k in SAMPLERS] == list(SAMPLERS) == ["ula", "mala", "annealed"]
+    assert [k for k in KINDS if k in SAMPLERS] == list(SAMPLERS) == list(SAMPLER_KINDS)
     for name, sampler in SAMPLERS.items():
         kind = KINDS[name]
         assert (kind.about, kind.quantities, kind.subject) == (sampler.about, sampler.quantities, "target")
         assert ("u" in kind.inputs, "sigmas" in kind.inputs) == (sampler.has_accept_test, sampler.noise_levels)
+        assert ("v0" in kind.inputs, "momenta" in kind.quantities) == (sampler.splitting is not None,) * 2
         assert all({k: s["params"][k] for k in sampler.params} == sampler.params for s in kind.specs().values())
 
 
@@ -744,8 +815,8 @@ def test_a_new_sampler_gets_its_golden_cases_and_diagnosis_from_its_entry(half_d
 
     specs = half_drift.specs()
     assert list(specs) == ["half_drift_gaussian_d2", "half_drift_mixture_d1", "half_drift_mixture_d2"]
-    # the fourth sampler of the registry: noise seeds 100 + 10 * 3 + j
-    assert [s["params"] for s in specs.values()][0] == {"step": 0.1, "steps": 6, "chains": 4, "noise_seed": 130}
+    # the seventh sampler of the registry: noise seeds 100 + 10 * 6 + j
+    assert [s["params"] for s in specs.values()][0] == {"step": 0.1, "steps": 6, "chains": 4, "noise_seed": 160}
     assert list(half_drift.inputs) == ["x0", "step", "z"]
     assert half_drift.inputs["step"] == "() the step eta of x <- x + eta/2 s(x) + sqrt(2 eta) z"
     write_cases(tmp_path, specs)

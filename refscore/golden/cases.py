@@ -12,7 +12,8 @@ takes an input no other loss takes (then one row of :data:`STORED_LOSS_INPUTS`).
 sampler kinds are generated from the sampler registry
 :data:`refscore.sampling.samplers.SAMPLERS` (:func:`sampler_kind`): a sampler
 added there gets its cases on the closed-form targets, its inputs drawn and its
-quantities computed as its properties ``noise_levels`` and ``has_accept_test`` say.
+quantities computed as its properties ``noise_levels``, ``has_accept_test`` and ``splitting``
+say.
 
 Every input is drawn from ``default_rng([BASE_SEED, crc32(case name)])`` in a
 fixed order, so two runs of one refscore version give the same numbers, and a
@@ -58,6 +59,7 @@ __all__ = [
     "build_target",
     "run_sampler",
     "iterate_steps",
+    "iterate_kinetic_steps",
     "sampler_kind",
     "mala_ratio_parts",
 ]
@@ -123,6 +125,10 @@ CONVENTIONS = {
     "both are the SQUARED discrepancy",
     "langevin_step": "x <- x + eta s(x) + sqrt(2 eta) z (eq. (4)); the (lr/2, sqrt(lr)) form has eta = lr/2; "
     "annealed: eta_i = step sigma_i^2 / sigma_L^2",
+    "kinetic_langevin": "kinetic Langevin, unit mass: B_tau p <- p + tau s(q), A_tau q <- q + tau p, O_tau p <- c p + "
+    "sqrt(1 - c^2) xi, c = exp(-friction tau); a letter appearing k times in the splitting's word runs for "
+    "tau = step / k (BAOAB: B_{h/2} A_{h/2} O_h A_{h/2} B_{h/2}); the first O of a step takes xi[t, j, :d], "
+    "OBABO's second xi[t, j, d:]; evaluated as p + tau * s, q + tau * p, c * p + sqrt(-expm1(-2 friction tau)) * xi",
     "sampler_noise": "z[t, j] = refscore.noise.normal(noise_seed, chain j, step t, d) (Philox4x32-10 and "
     "Box-Muller, the same on every refscore backend); MALA's u[t, j] = refscore.noise.uniform(noise_seed, j, t), "
     "accept iff log u < log_alpha; annealed Langevin counts t globally, t = i T + j at level i",
@@ -499,13 +505,21 @@ def _draw_sampler(name, spec, target):
 
     rng = np.random.default_rng(case_seed(name))
     p, sampler = spec["params"], SAMPLERS[spec["kind"]]
-    inputs = {"x0": 1.5 * rng.standard_normal((int(p["chains"]), target.dim))}
+    c, d = int(p["chains"]), target.dim
+    inputs = {"x0": 1.5 * rng.standard_normal((c, d))}
+    if sampler.splitting is not None:
+        inputs["v0"] = rng.standard_normal((c, d))  # N(0, m I) momenta, m = 1
     if sampler.noise_levels:
         inputs["sigmas"] = np.array(p["sigmas"], dtype=float)
     inputs["step"] = np.array(float(p["step"]))
-    T, c, seed = _levels(sampler, p) * int(p["steps"]), int(p["chains"]), int(p["noise_seed"])
+    if sampler.splitting is not None:
+        inputs["friction"] = np.array(float(p["friction"]))
+    T, seed = _levels(sampler, p) * int(p["steps"]), int(p["noise_seed"])
     chains, steps = np.arange(c)[None, :], np.arange(T)[:, None]
-    inputs["z"] = noise.normal(seed, chains, steps, target.dim)
+    if sampler.splitting is not None:
+        inputs["xi"] = noise.normal(seed, chains, steps, 2 * d)  # every splitting: 2 d normals per step
+    else:
+        inputs["z"] = noise.normal(seed, chains, steps, d)
     if sampler.has_accept_test:
         inputs["u"] = noise.uniform(seed, chains, steps)
     return inputs
@@ -530,6 +544,8 @@ def iterate_steps(kind, target, inputs, *, step=None, noise_factor=1.0, level_st
         it runs at the stored step instead of its own ``step sigma_l^2 / sigma_L^2``.
     """
     sampler = SAMPLERS[kind]
+    if sampler.splitting is not None:
+        raise ValueError(f"{kind} is kinetic Langevin: iterate it with iterate_kinetic_steps")
     step = float(inputs["step"]) if step is None else float(step)
     z = inputs["z"]
     if sampler.noise_levels:
@@ -555,17 +571,44 @@ def iterate_steps(kind, target, inputs, *, step=None, noise_factor=1.0, level_st
     return out
 
 
+def iterate_kinetic_steps(kind, target, inputs, *, step=None, friction=None) -> tuple:
+    """``(states, momenta)``, each ``(T, c, d)``, of the pure step of a kinetic ``SAMPLERS[kind]`` iterated
+    from a case's stored ``x0`` and ``v0`` over its stored noise ``xi``, each step fed the keyword
+    arguments of its ``inputs`` (``step`` and ``friction``: these instead of the stored ones)."""
+    sampler = SAMPLERS[kind]
+    if sampler.splitting is None:
+        raise ValueError(f"{kind} is not kinetic Langevin: iterate it with iterate_steps")
+    given = {"score": target.score, "step": float(inputs["step"]) if step is None else float(step),
+             "friction": float(inputs["friction"]) if friction is None else float(friction)}
+    x, v = np.array(inputs["x0"], dtype=float), np.array(inputs["v0"], dtype=float)
+    states = np.empty(inputs["xi"].shape[:-1] + (x.shape[-1],))
+    momenta = np.empty_like(states)
+    for t, xi in enumerate(inputs["xi"]):
+        x, v = sampler.step(x, **{k: {**given, "v": v, "xi": xi}[k] for k in sampler.inputs})
+        states[t], momenta[t] = x, v
+    return states, momenta
+
+
 def _run(sampler, target, inputs, params, step):
-    """``(states (T, c, d), diverged (c,))`` of a sampler case at ``step`` (see :func:`run_sampler`)."""
+    """``({quantity: (T, c, d)}, diverged (c,))`` of a sampler case at ``step``: its states, and its
+    momenta for kinetic Langevin (see :func:`run_sampler`)."""
     if sampler.run is None:
+        if sampler.splitting is not None:
+            states, momenta = iterate_kinetic_steps(sampler.name, target, inputs, step=step)
+            return {"states": states, "momenta": momenta}, ~np.all(np.isfinite(states), axis=(0, 2))
         states = iterate_steps(sampler.name, target, inputs, step=step)
-        return states, ~np.all(np.isfinite(states), axis=(0, 2))
-    opts = {"seed": int(params["noise_seed"]), "backend": "numpy", "record": 1, "progress": False}
+        return {"states": states}, ~np.all(np.isfinite(states), axis=(0, 2))
+    opts = {"seed": int(params["noise_seed"]), "backend": "numpy", "record": 1}
+    if sampler.splitting is not None:
+        res = sampler.run(target, inputs["x0"], step, int(params["steps"]), float(inputs["friction"]),
+                          splitting=sampler.splitting, v0=inputs["v0"], **opts)
+        return {"states": res.trace, "momenta": res.momentum_trace}, res.diverged
+    opts["progress"] = False
     if sampler.noise_levels:
         res = sampler.run(target.perturbed(), inputs["x0"], inputs["sigmas"], step, int(params["steps"]), **opts)
     else:
         res = sampler.run(target, inputs["x0"], step, int(params["steps"]), **opts)
-    return res.trace, res.diverged
+    return {"states": res.trace}, res.diverged
 
 
 def run_sampler(kind, target, inputs, params, step=None) -> np.ndarray:
@@ -576,10 +619,11 @@ def run_sampler(kind, target, inputs, params, step=None) -> np.ndarray:
 
     Parameters
     ----------
-    kind : a name of :data:`refscore.sampling.samplers.SAMPLERS` ("ula", "mala", "annealed")
+    kind : a name of :data:`refscore.sampling.samplers.SAMPLERS` ("ula", "mala", "annealed", "kinetic_baoab"...)
     target : a closed-form target (:func:`build_target`)
     inputs : dict
-        The case's inputs (``x0``, ``step``, and ``sigmas`` for annealed Langevin).
+        The case's inputs (``x0``, ``step``; ``sigmas`` for annealed Langevin; ``v0``, ``friction`` for
+        kinetic Langevin).
     params : dict
         The case's parameters (``steps``, ``noise_seed``).
     step : float, optional
@@ -591,7 +635,7 @@ def run_sampler(kind, target, inputs, params, step=None) -> np.ndarray:
         Every state: ``states[t]`` after step ``t`` (a diverged chain stays at its last state).
     """
     step = float(inputs["step"]) if step is None else step
-    return _run(SAMPLERS[kind], target, inputs, params, step)[0]
+    return _run(SAMPLERS[kind], target, inputs, params, step)[0]["states"]
 
 
 def mala_ratio_parts(target, prev, z, step):
@@ -630,12 +674,11 @@ def _accept_test(sampler, target, inputs, states):
 
 def _compute_sampler(target, inputs, spec):
     sampler = SAMPLERS[spec["kind"]]
-    states, diverged = _run(sampler, target, inputs, spec["params"], float(inputs["step"]))
+    out, diverged = _run(sampler, target, inputs, spec["params"], float(inputs["step"]))
     if diverged.any():  # pragma: no cover - the fixed cases never diverge
         raise RuntimeError(f"a golden {sampler.name} chain diverged")
-    out = {"states": states}
     if sampler.has_accept_test:
-        out["accept"], out["log_alpha"] = _accept_test(sampler, target, inputs, states)
+        out["accept"], out["log_alpha"] = _accept_test(sampler, target, inputs, out["states"])
     return out
 
 
@@ -703,6 +746,13 @@ _CHAIN_PARAMS = {"step": _NUMBER, "steps": _INTEGER, "chains": _INTEGER, "noise_
 def _sampler_inputs(sampler) -> dict:
     """The inputs a sampler's golden case stores, and what they mean, in file order."""
     x0 = "(c, d) initial states, one row per chain"
+    if sampler.splitting is not None:
+        return {"x0": "(c, d) initial positions q, one row per chain",
+                "v0": "(c, d) initial momenta p (unit mass: the velocities)",
+                "step": f"() the step h of {sampler.update}",
+                "friction": "() gamma: an O sub-step over tau is p <- c p + sqrt(1 - c^2) xi, c = exp(-gamma tau)",
+                "xi": "(T, c, 2 d) the normals of every step: xi[t, j] = refscore.noise.normal(noise_seed, chain j, "
+                      "step t, 2 d); the first O of step t takes xi[t, j, :d], OBABO's second O xi[t, j, d:]"}
     if sampler.noise_levels:
         out = {"x0": x0, "sigmas": "(L,) decreasing noise levels",
                "step": "() the step at the smallest level: eta_i = step sigma_i^2 / sigma_L^2",
@@ -719,8 +769,12 @@ def _sampler_inputs(sampler) -> dict:
 
 def sampler_kind(sampler) -> CaseKind:
     """The golden case kind of a :class:`refscore.sampling.samplers.Sampler`: its cases on the
-    closed-form targets, inputs drawn and quantities computed as its two properties say."""
-    params = {**_CHAIN_PARAMS, "sigmas": _NUMBER_LIST} if sampler.noise_levels else _CHAIN_PARAMS
+    closed-form targets, inputs drawn and quantities computed as its properties say."""
+    params = dict(_CHAIN_PARAMS)
+    if sampler.noise_levels:
+        params["sigmas"] = _NUMBER_LIST
+    if sampler.splitting is not None:
+        params["friction"] = _NUMBER
     return CaseKind(sampler.name, sampler.about, _sampler_inputs(sampler), dict(sampler.quantities), "target",
                     _sampler_specs(sampler), _draw_sampler, _compute_sampler, params=params)
 

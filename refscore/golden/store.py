@@ -33,6 +33,7 @@ __all__ = [
     "READABLE_VERSIONS",
     "FORMAT_LOSSES",
     "FORMAT_PROJECTIONS",
+    "FORMAT_KINDS",
     "DATA_FILE",
     "MANIFEST_FILE",
     "Case",
@@ -41,11 +42,14 @@ __all__ = [
     "write_cases",
 ]
 
-#: bumped whenever keys, shapes or meanings change.  2: the case kinds dsm_multi,
-#: ksd, ula, mala and annealed, and a ``kind`` per case; 1: per-point losses only
-FORMAT_VERSION = 2
+#: bumped whenever keys, shapes or meanings change.  3: the kinetic Langevin kinds
+#: kinetic_baoab, kinetic_obabo and kinetic_aboba; 2: the case kinds dsm_multi, ksd, ula,
+#: mala and annealed, and a ``kind`` per case; 1: per-point losses only
+FORMAT_VERSION = 3
 #: the format versions :func:`load` reads (a format 1 file is all ``losses`` cases)
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
+#: the case kinds each format version knows (a kind added since is refused in an older file)
+FORMAT_KINDS = {1: ("losses",), 2: ("losses", "dsm_multi", "ksd", "ula", "mala", "annealed")}
 
 DATA_FILE = "golden.npz"
 MANIFEST_FILE = "manifest.json"
@@ -366,8 +370,10 @@ def _check_manifest_cases(mpath, manifest, version=FORMAT_VERSION) -> None:
             if "kind" not in meta:
                 raise bad(where, "has no 'kind'")
             kind = meta["kind"]
-            if kind not in CASE_KINDS:
-                raise bad(f"{where}: 'kind'", f"must be one of {', '.join(CASE_KINDS)}, got {shown(kind)}")
+            known = FORMAT_KINDS.get(version, tuple(CASE_KINDS))
+            if kind not in CASE_KINDS or kind not in known:
+                raise bad(f"{where}: 'kind'", f"must be one of {', '.join(known)} (format_version {version}), "
+                          f"got {shown(kind)}")
         fields = _CASE_FIELDS if KINDS[kind].subject == "model" else _TARGET_CASE_FIELDS
         for key, (typ, words) in fields.items():
             if key not in meta:

@@ -2,28 +2,42 @@ r"""The sampler registry: one entry per sampler refscore validates, from which t
 
 :data:`SAMPLERS` maps a sampler's name (its golden case kind, its name in
 :func:`refscore.testing.assert_sampler_matches`) to a :class:`Sampler`: its
-public whole-run function, its pure step (:mod:`.steps`, in the ``step_fn``
-form), what that step receives and returns, what a golden case of it records,
-the parameters of its golden cases, and two declared properties:
+public whole-run function, its pure step (:mod:`.steps`, :mod:`.single_step`, in the
+``step_fn`` form), its single-step factory (:mod:`.single_step`: ``init`` and
+``step(state, key)`` with refscore's counter key), what that step receives and returns,
+what a golden case of it records, the parameters of its golden cases, and three declared
+properties:
 
 * ``noise_levels``: the run walks decreasing noise levels ``sigmas``, each
   with its own score (that of :math:`p_\sigma`) and the step
   :math:`\eta_l = \text{step}\,\sigma_l^2/\sigma_L^2`;
 * ``has_accept_test``: a Metropolis–Hastings test with uniforms ``u``,
-  accepting iff :math:`\log u < \log\alpha`.
+  accepting iff :math:`\log u < \log\alpha`;
+* ``splitting``: kinetic Langevin by that splitting (``"BAOAB"``, ``"OBABO"``, ``"ABOBA"``):
+  the state carries momenta ``v``, the step takes a ``friction`` and ``2 d`` normals ``xi``
+  per chain (docs/derivations.md §8.6); ``None`` for the overdamped samplers.
 
 From an entry follow its golden case kind (:data:`refscore.golden.cases.KINDS`:
 inputs drawn, quantities computed, parameters checked), its diagnosis (the
 variants :mod:`refscore.golden` tries on a failing trajectory, chosen by the
-two properties) and its testing support (:data:`refscore.testing.STEP_INPUTS`).
+properties) and its testing support (:data:`refscore.testing.STEP_INPUTS`).
 
-=============  ============================================  =================================  ============  ===============
-name           run                                           step                               noise_levels  has_accept_test
-=============  ============================================  =================================  ============  ===============
-``ula``        :func:`refscore.sampling.ula`                 :func:`.steps.ula_update`          no            no
-``mala``       :func:`refscore.sampling.mala`                :func:`.steps.mala_update`         no            yes
-``annealed``   :func:`refscore.sampling.annealed_langevin`   :func:`.steps.annealed_update`     yes           no
-=============  ============================================  =================================  ============  ===============
+=================  =================================  ====================================  ===================
+name               step (``step_fn`` form)            single step                           properties
+=================  =================================  ====================================  ===================
+``ula``            :func:`.steps.ula_update`          :func:`.single_step.ula_kernel`       --
+``mala``           :func:`.steps.mala_update`         :func:`.single_step.mala_kernel`      ``has_accept_test``
+``annealed``       :func:`.steps.annealed_update`     :func:`.single_step.annealed_kernel`  ``noise_levels``
+``kinetic_baoab``  :func:`.single_step.baoab_update`  :func:`.single_step.kinetic_kernel`   ``splitting`` BAOAB
+``kinetic_obabo``  :func:`.single_step.obabo_update`  :func:`.single_step.kinetic_kernel`   ``splitting`` OBABO
+``kinetic_aboba``  :func:`.single_step.aboba_update`  :func:`.single_step.kinetic_kernel`   ``splitting`` ABOBA
+=================  =================================  ====================================  ===================
+
+The runs are :func:`refscore.sampling.ula`, :func:`~refscore.sampling.mala`,
+:func:`~refscore.sampling.annealed_langevin` and, for the three kinetic entries,
+:func:`refscore.sampling.kinetic.kinetic_langevin` with the entry's splitting.
+The kinetic entries come last, so that the golden cases of the first three keep their noise
+seeds (``100 + 10 i + j`` for the ``i``-th entry).
 
 This module lists the public samplers, so it imports :mod:`refscore.sampling`
 and :mod:`refscore.sampling` does not import it back (no import circle):
@@ -33,25 +47,34 @@ Examples
 --------
 >>> from refscore.sampling.samplers import SAMPLERS
 >>> list(SAMPLERS)
-['ula', 'mala', 'annealed']
+['ula', 'mala', 'annealed', 'kinetic_baoab', 'kinetic_obabo', 'kinetic_aboba']
 >>> list(SAMPLERS["mala"].inputs), SAMPLERS["mala"].has_accept_test
 (['score', 'log_prob', 'step', 'z', 'u'], True)
+>>> list(SAMPLERS["kinetic_obabo"].inputs), SAMPLERS["kinetic_obabo"].splitting
+(['v', 'score', 'step', 'friction', 'xi'], 'OBABO')
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import annealed_langevin, mala, ula
+from .kinetic import kinetic_langevin
+from .single_step import (aboba_update, annealed_kernel, baoab_update, kinetic_kernel, mala_kernel, obabo_update,
+                          ula_kernel)
 from .steps import annealed_update, mala_update, ula_update
 
 __all__ = ["Sampler", "SAMPLERS", "STEP_ARGUMENTS"]
 
 #: the keyword arguments a step may receive after ``x``, by the property that brings them:
-#: every step gets ``score``, ``step`` and ``z``; ``has_accept_test`` adds ``log_prob`` and ``u``;
-#: ``noise_levels`` adds ``sigma`` and ``sigmas``
+#: every step gets ``score`` and ``step``; an overdamped step (no ``splitting``) its noise ``z``;
+#: a kinetic one (``splitting``) its momenta ``v``, the ``friction`` and its noise ``xi``;
+#: ``has_accept_test`` adds ``log_prob`` and ``u``; ``noise_levels`` adds ``sigma`` and ``sigmas``
 STEP_ARGUMENTS = {
-    "always": ("score", "step", "z"),
+    "always": ("score", "step"),
+    "overdamped": ("z",),
+    "splitting": ("v", "friction", "xi"),
     "has_accept_test": ("log_prob", "u"),
     "noise_levels": ("sigma", "sigmas"),
 }
@@ -72,26 +95,37 @@ class Sampler:
     run : callable or None
         The public whole-run function, called as ``run(target, x0, step, steps, seed=..., backend=...,
         record=..., progress=...)`` (``run(target, x0, sigmas, step, steps, ...)`` with ``noise_levels``,
-        on the target's ``perturbed()`` version), returning a ``SamplerResult``.  ``None`` for a sampler
-        that has its step only: its golden states are then the step iterated over the stored noise.
+        on the target's ``perturbed()`` version; ``run(target, x0, step, steps, friction, seed=...,
+        splitting=..., v0=..., record=..., backend=...)`` with a ``splitting``), returning a
+        ``SamplerResult``.  ``None`` for a sampler that has its step only: its golden states are then
+        the step iterated over the stored noise.
     step : callable
         The pure step in the ``step_fn`` form: ``step(x, **arguments)`` with the keyword arguments of
-        ``inputs``; returns ``x_next`` (c, d), or ``(x_next, log_alpha (c,))`` with ``has_accept_test``.
+        ``inputs``; returns ``x_next`` (c, d), ``(x_next, log_alpha (c,))`` with ``has_accept_test``,
+        ``(x_next, v_next)`` with a ``splitting``.
     inputs : dict
         The step's keyword arguments after ``x`` and what they hold, in order: those
-        :data:`STEP_ARGUMENTS` gives for the two properties, no others.
+        :data:`STEP_ARGUMENTS` gives for the properties, no others.
     returns : str
         What a ``step_fn`` returns, in words.
     quantities : dict
-        What a golden case records and what it means: ``states``, and ``accept``, ``log_alpha``
-        with ``has_accept_test``.
+        What a golden case records and what it means: ``states``; ``accept``, ``log_alpha`` with
+        ``has_accept_test``; ``momenta`` with a ``splitting``.
     params : dict
         The parameters of its golden cases: ``step``, ``steps`` (per level with ``noise_levels``),
-        and ``sigmas`` (a list, decreasing) with ``noise_levels``.
+        ``sigmas`` (a list, decreasing) with ``noise_levels``, ``friction`` with a ``splitting``.
+    single_step : callable or None
+        The factory of its single-step form (:mod:`refscore.sampling.single_step`):
+        ``single_step(target, step)`` (ULA, MALA), ``single_step(target, sigmas, step, steps_per_level)``
+        (``noise_levels``), ``single_step(target, step, friction, mass=1.0)`` (a ``splitting``),
+        returning ``SingleStep(init, step)`` whose ``step(state, key)`` takes a
+        :class:`~refscore.sampling.single_step.CounterKey`.
     noise_levels : bool
         The run walks the noise levels ``sigmas`` (see the module).
     has_accept_test : bool
         The step accepts or rejects with the uniforms ``u`` (see the module).
+    splitting : str or None
+        Kinetic Langevin by this splitting (see the module), or None.
     """
 
     name: str
@@ -103,31 +137,67 @@ class Sampler:
     returns: str
     quantities: dict
     params: dict
+    single_step: Callable | None = None
     noise_levels: bool = False
     has_accept_test: bool = False
+    splitting: str | None = None
 
     def __post_init__(self):
-        want = {*STEP_ARGUMENTS["always"], *(STEP_ARGUMENTS["has_accept_test"] if self.has_accept_test else ()),
+        kinetic = self.splitting is not None
+        want = {*STEP_ARGUMENTS["always"], *STEP_ARGUMENTS["splitting" if kinetic else "overdamped"],
+                *(STEP_ARGUMENTS["has_accept_test"] if self.has_accept_test else ()),
                 *(STEP_ARGUMENTS["noise_levels"] if self.noise_levels else ())}
         flags = f"has_accept_test={self.has_accept_test}, noise_levels={self.noise_levels}"
+        if kinetic:
+            flags += f", splitting={self.splitting!r}"
+            if self.splitting not in ("BAOAB", "OBABO", "ABOBA"):
+                raise ValueError(f"sampler {self.name!r}: splitting must be 'BAOAB', 'OBABO' or 'ABOBA', "
+                                 f"got {self.splitting!r}")
         if set(self.inputs) != want:
             raise ValueError(f"sampler {self.name!r}: inputs must be {sorted(want)} (the arguments of {flags}), "
                              f"got {sorted(self.inputs)}")
         recorded = {"states", "accept", "log_alpha"} if self.has_accept_test else {"states"}
+        recorded |= {"momenta"} if kinetic else set()
         if set(self.quantities) != recorded:
             raise ValueError(f"sampler {self.name!r}: quantities must be {sorted(recorded)} ({flags}), "
                              f"got {sorted(self.quantities)}")
-        given = {"step", "steps", "sigmas"} if self.noise_levels else {"step", "steps"}
+        given = {"step", "steps"} | ({"sigmas"} if self.noise_levels else set()) | ({"friction"} if kinetic else set())
         if set(self.params) != given:
             raise ValueError(f"sampler {self.name!r}: params must be {sorted(given)} ({flags}), "
                              f"got {sorted(self.params)}")
         if self.has_accept_test and self.noise_levels:
             # the golden accept test and the diagnosis's ratio variants evaluate one score
             raise ValueError(f"sampler {self.name!r}: an accept test with noise levels has no golden cases yet")
+        if kinetic and (self.has_accept_test or self.noise_levels):
+            raise ValueError(f"sampler {self.name!r}: a kinetic sampler with an accept test or noise levels has no "
+                             "golden cases yet")
 
 
 _STATES = "(T, c, d) states[t] = the states after step t (t = 0..T-1), so states[-1] is the final state"
 _SCORE = "callable x (c, d) -> (c, d), the target's score"
+
+
+def _kinetic_entry(splitting, update, words, second) -> Sampler:
+    """The registry entry of kinetic Langevin by ``splitting`` (unit mass in its golden cases)."""
+    return Sampler(
+        f"kinetic_{splitting.lower()}",
+        f"kinetic Langevin by {splitting} ({words}) on a closed-form target, unit mass, friction gamma, the "
+        "2 d normals xi[t] of each step stored (refscore.sampling.kinetic.kinetic_langevin)",
+        f"{splitting}: {words}, h = step",
+        kinetic_langevin, update,
+        {"v": "(c, d) the momenta p of this step's start (unit mass: the velocities)",
+         "score": _SCORE,
+         "step": "float, h of the splitting",
+         "friction": "float, gamma: the O sub-step over tau multiplies p by c = exp(-gamma tau) and adds "
+                     "sqrt(1 - c^2) xi",
+         "xi": f"(c, 2 d) this step's normals: the first O takes xi[:, :d]{second}"},
+        "(x_next, v_next), each (c, d)",
+        {"states": _STATES, "momenta": "(T, c, d) momenta[t] = the momenta after step t"},
+        {"step": 0.25, "steps": 20, "friction": 1.5},  # gamma != 1, so that 1/gamma differs from gamma
+        single_step=functools.partial(kinetic_kernel, splitting=splitting),
+        splitting=splitting,
+    )
+
 
 #: name -> :class:`Sampler`, in golden file order (a sampler added last leaves the other cases' noise seeds)
 SAMPLERS = {s.name: s for s in (
@@ -143,6 +213,7 @@ SAMPLERS = {s.name: s for s in (
         "x_next (c, d)",
         {"states": _STATES},
         {"step": 0.1, "steps": 20},
+        single_step=ula_kernel,
     ),
     Sampler(
         "mala",
@@ -163,6 +234,7 @@ SAMPLERS = {s.name: s for s in (
             "at step t (x the state before it, y its proposal)",
         },
         {"step": 1.0, "steps": 20},  # about 60 % accepted: both decisions occur
+        single_step=mala_kernel,
         has_accept_test=True,
     ),
     Sampler(
@@ -179,6 +251,11 @@ SAMPLERS = {s.name: s for s in (
         "x_next (c, d)",
         {"states": "(L T, c, d) the states after each global step"},
         {"step": 0.05, "steps": 5, "sigmas": [2.0, 1.0, 0.5]},
+        single_step=annealed_kernel,
         noise_levels=True,
     ),
+    # kinetic Langevin last: the entries above keep their golden noise seeds
+    _kinetic_entry("BAOAB", baoab_update, "B_{h/2} A_{h/2} O_h A_{h/2} B_{h/2}", " (xi[:, d:] unused)"),
+    _kinetic_entry("OBABO", obabo_update, "O_{h/2} B_{h/2} A_h B_{h/2} O_{h/2}", ", the second xi[:, d:]"),
+    _kinetic_entry("ABOBA", aboba_update, "A_{h/2} B_{h/2} O_h B_{h/2} A_{h/2}", " (xi[:, d:] unused)"),
 )}
