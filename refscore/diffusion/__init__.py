@@ -6,12 +6,19 @@ Derivation: docs/diffusion.md.
   timestep spacings);
 * :mod:`refscore.diffusion.schedules`: :math:`x_t = \alpha(t)x_0 + \sigma(t)\varepsilon` for the VP,
   sub-VP, VE, EDM, flow and discrete DDPM schedules, their derivatives, forward SDEs, inverse log-SNR
-  maps and the converters between them.
+  maps and the converters between them;
+* :mod:`refscore.diffusion.parametrisations`: exact conversions between x0, eps, v, score and velocity
+  predictions; EDM's preconditioning;
+* :mod:`refscore.diffusion.denoiser`: the exact denoiser of Gaussian and Gaussian-mixture data, its
+  predictions in every parametrisation, Jacobians and divergences.
 
 Not imported by ``import refscore``: ``import refscore.diffusion`` (or ``from refscore import diffusion``).
 """
-from . import schedules, tables
+from . import denoiser, parametrisations, schedules, tables
+from .denoiser import Denoiser
+from .parametrisations import PARAMETRISATIONS, convert_prediction, edm_preconditioning
 from .schedules import EDM, SCHEDULES, VE, VP, Flow, Schedule, SubVP, VPDiscrete, convert
 
-__all__ = ["schedules", "tables", "Schedule", "VP", "SubVP", "VE", "EDM", "Flow", "VPDiscrete", "SCHEDULES",
-           "convert"]
+__all__ = ["schedules", "tables", "parametrisations", "denoiser",
+           "Schedule", "VP", "SubVP", "VE", "EDM", "Flow", "VPDiscrete", "SCHEDULES", "convert",
+           "Denoiser", "PARAMETRISATIONS", "convert_prediction", "edm_preconditioning"]
