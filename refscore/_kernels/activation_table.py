@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import types
 
-__all__ = ["compile_activation", "compile_activate_row", "LIBM_OPS", "register_activations", "registry_source"]
+__all__ = ["compile_activation", "compile_activation_entries", "compile_activate_row", "LIBM_OPS", "register_activations", "registry_source"]
 
 #: libm's elementary functions (the CUDA kernels; the tests' pure-Python form)
 LIBM_OPS = dict(exp_nonpositive=math.exp, tanh=math.tanh, erfc=math.erfc, log1p=math.log1p)
@@ -60,35 +60,47 @@ def _entries():
     return [(i, act) for i, act in enumerate(_REGISTERED["registry"].values()) if act.kernel is not None]
 
 
-def compile_activation(jit, ops):
-    """``activation(kind, z) -> (φ, φ', φ'')`` over every registry entry, compiled by ``jit``.
+def compile_activation_entries(jit, ops) -> dict:
+    """``{kind: f}``: each registry entry's ``f(z) -> (φ, φ', φ'')``, compiled by ``jit``.
 
     ``ops`` maps ``exp_nonpositive``, ``tanh``, ``erfc``, ``log1p`` to
     functions ``jit`` can call; ``jit`` also compiles the formulas' helpers.
     """
     ops = types.SimpleNamespace(jit=jit, **ops)
+    return {i: jit(act.kernel(ops)) for i, act in _entries()}
+
+
+def compile_activation(jit, ops, entries=None):
+    """``activation(kind, z) -> (φ, φ', φ'')`` over every registry entry, compiled by ``jit``.
+
+    ``entries`` are those of :func:`compile_activation_entries` (compiled from ``ops`` when not given).
+    """
+    entries = compile_activation_entries(jit, ops) if entries is None else entries
     ns = {"_nan": math.nan}
     lines = ["def activation(kind, z):"]
-    for i, act in _entries():
-        ns[f"_f{i}"] = jit(act.kernel(ops))
+    for i, f in entries.items():
+        ns[f"_f{i}"] = f
         lines += [f"    if kind == {i}:", f"        return _f{i}(z)"]
     lines.append("    return _nan, _nan, _nan")
     exec("\n".join(lines), ns)  # noqa: S102 - source built above from integers only
     return jit(ns["activation"])
 
 
-def compile_activate_row(jit, activation):
+def compile_activate_row(jit, entries):
     """``activate_row(kind, a, b, f, f1, f2)``: f, f1, f2 = φ, φ', φ'' at ``a + b`` along a row.
 
-    One loop per registry entry with its id a constant, so each loop vectorises;
-    an unknown id fills the row with NaN.
+    One loop per registry entry, calling that entry's formula (``entries`` of
+    :func:`compile_activation_entries`) directly, so each loop vectorises and the
+    row compiles each formula once (a loop through the dispatcher would carry
+    every formula into every loop); an unknown id fills the row with NaN.
     """
-    ns = {"_nan": math.nan, "activation": activation}
+    ns = {"_nan": math.nan}
     lines = ["def activate_row(kind, a, b, f, f1, f2):"]
-    for i, _ in _entries():
+    for i, fn in entries.items():
+        ns[f"_f{i}"] = fn
         lines += [f"    if kind == {i}:",
                   "        for o in range(a.shape[0]):",
-                  f"            f[o], f1[o], f2[o] = activation({i}, a[o] + b[o])",
+                  f"            f[o], f1[o], f2[o] = _f{i}(a[o] + b[o])",
                   "        return"]
     lines += ["    for o in range(a.shape[0]):",
               "        f[o] = _nan",

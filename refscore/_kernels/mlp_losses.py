@@ -62,13 +62,13 @@ import numpy as np
 from .activation_table import compile_activate_row
 from .cache import use_cache
 from .ids import ISM, RESIDUAL, SSM, SSM_VR  # noqa: F401  (the kinds, named in the docstrings)
-from .vecmath import activation
+from .vecmath import activation_entries
 
 __all__ = ["stacked_terms", "ism_closed_form"]
 
 
 #: f, f1, f2 = φ, φ', φ'' at a + b along a row; one loop per activation, each vectorised
-_activate_row = compile_activate_row(lambda f: numba.njit(inline="always", error_model="numpy")(f), activation)
+_activate_row = compile_activate_row(lambda f: numba.njit(inline="always", error_model="numpy")(f), activation_entries)
 
 
 @numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
@@ -108,180 +108,190 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     per = np.empty((n, m))
     parts = np.zeros((n_groups, P))
     n_blocks = (n + block - 1) // block
-    Rmax = block * (1 + r)
     h1 = sizes[1]
     W1T = np.ascontiguousarray(theta[:h1 * d].reshape(h1, d).T)  # rows W_1 e_j
     for grp in numba.prange(n_groups):
-        gpart = parts[grp]
-        # scratch: per layer l = 0..L-1 the stacked outputs H_l (R x sizes[l]) and
-        # pre-activations Z_l, plus φ'(a_l), φ''(a_l) (block x h_l)
-        Hs = [np.empty((Rmax, sizes[l])) for l in range(L)]
-        Zs = [np.empty((Rmax, sizes[l])) for l in range(L)]
-        D1 = [np.empty((block, sizes[l])) for l in range(L)]
-        D2 = [np.empty((block, sizes[l])) for l in range(L)]
-        Zo = np.empty((Rmax, d))
-        Zbar = np.empty((Rmax, d))
-        G = np.empty(Rmax * hmax)  # flat: reshaped to (R, h_l) layer by layer
-        Gn = np.empty(Rmax * hmax)
-        tmp = np.empty(hmax * max(hmax, d))
-        acc = np.empty(hmax)
-        sbar = np.empty((block, d))
-        b_lo = grp * n_blocks // n_groups
-        b_hi = (grp + 1) * n_blocks // n_groups
-        for blk in range(b_lo, b_hi):
-            k0 = blk * block
-            c = min(block, n - k0)
-            R = c * (1 + r)
-            xc = x[k0:k0 + c]
-            # ---------------------------------------------------- forward
-            H0 = Hs[0]
-            H0[:c] = xc
-            if not ident:
-                for k in range(c):
-                    for j in range(r):
-                        for e in range(d):
-                            H0[c + k * r + j, e] = V[k0 + k, j, e]
-            for l in range(1, L):
-                h, kin = sizes[l], sizes[l - 1]
-                Wl = theta[offW[l - 1]:offW[l - 1] + h * kin].reshape(h, kin)
-                bl = theta[offW[l - 1] + h * kin:offW[l - 1] + h * kin + h]
-                Z = Zs[l][:R]
-                H = Hs[l][:R]
-                if l == 1 and ident:  # tangents of the identity: \dot a_{1,j} = W_1 e_j
-                    np.dot(xc, Wl.T, Z[:c])
-                else:
-                    np.dot(Hs[l - 1][:R], Wl.T, Z)
-                d1l, d2l = D1[l], D2[l]
-                for k in range(c):
-                    _activate_row(act, Z[k], bl, H[k], d1l[k], d2l[k])
-                    for j in range(r):
-                        row = c + k * r + j
-                        if l == 1 and ident:
-                            for o in range(h):
-                                H[row, o] = W1T[j, o] * d1l[k, o]
-                        else:
-                            for o in range(h):
-                                H[row, o] = Z[row, o] * d1l[k, o]
-            # ---------------------------------------------------- output and loss
-            hL = sizes[L - 1]
-            WL = theta[offW[L - 1]:offW[L - 1] + d * hL].reshape(d, hL)
-            bL = theta[offW[L - 1] + d * hL:offW[L - 1] + d * hL + d]
-            HL = Hs[L - 1][:R]
-            Zo_ = Zo[:R]
-            np.dot(HL, WL.T, Zo_)
-            Zb = Zbar[:R]
-            for k in range(c):
-                for e in range(d):
-                    Zo_[k, e] += bL[e]  # s_k
-                ss = 0.0
-                for e in range(d):
-                    ss += Zo_[k, e] * Zo_[k, e]
-                if ident:
-                    w = Wt[k0 + k, 0]
-                    tr = 0.0
-                    for j in range(d):
-                        tr += Zo_[c + k * d + j, j]
-                    per[k0 + k, 0] = tr + 0.5 * ss
-                    for e in range(d):
-                        Zb[k, e] = w * Zo_[k, e]
-                elif kind == RESIDUAL:
-                    w = Wt[k0 + k, 0]
-                    rr = 0.0
-                    for e in range(d):
-                        res = Zo_[k, e] - V[k0 + k, 0, e]
-                        rr += res * res
-                        Zb[k, e] = w * res
-                    per[k0 + k, 0] = 0.5 * rr
-                else:
-                    wsum = 0.0
-                    for e in range(d):
-                        sbar[k, e] = 0.0
-                    for i in range(r):
-                        row = c + k * r + i
-                        w = Wt[k0 + k, i]
-                        vjv = 0.0
-                        vs = 0.0
-                        for e in range(d):
-                            vjv += V[k0 + k, i, e] * Zo_[row, e]
-                            vs += V[k0 + k, i, e] * Zo_[k, e]
-                            Zb[row, e] = w * V[k0 + k, i, e]
-                        if kind == SSM:
-                            per[k0 + k, i] = vjv + 0.5 * vs * vs
-                            for e in range(d):
-                                sbar[k, e] += w * vs * V[k0 + k, i, e]
-                        else:
-                            per[k0 + k, i] = vjv + 0.5 * ss
-                            wsum += w
-                    for e in range(d):
-                        Zb[k, e] = sbar[k, e] if kind == SSM else wsum * Zo_[k, e]
-            # ---------------------------------------------------- reverse, output layer
-            gWL = gpart[offW[L - 1]:offW[L - 1] + d * hL].reshape(d, hL)
-            gbL = gpart[offW[L - 1] + d * hL:offW[L - 1] + d * hL + d]
-            T = tmp[:d * hL].reshape(d, hL)
-            Gc = G[:R * hL].reshape(R, hL)
-            if ident:  # tangent adjoints w_k e_j: sparse, done by hand
-                np.dot(Zb[:c].T, HL[:c], T)
-                np.dot(Zb[:c], WL, Gc[:c])
-                for k in range(c):
-                    w = Wt[k0 + k, 0]
-                    for j in range(d):
-                        row = c + k * d + j
-                        for o in range(hL):
-                            T[j, o] += w * HL[row, o]
-                            Gc[row, o] = w * WL[j, o]
-            else:
-                np.dot(Zb.T, HL, T)
-                np.dot(Zb, WL, Gc)
-            for e in range(d):
-                for o in range(hL):
-                    gWL[e, o] += T[e, o]
-                for k in range(c):
-                    gbL[e] += Zb[k, e]
-            # ---------------------------------------------------- reverse, hidden layers
-            for l in range(L - 1, 0, -1):
-                h, kin = sizes[l], sizes[l - 1]
-                Wl = theta[offW[l - 1]:offW[l - 1] + h * kin].reshape(h, kin)
-                gW = gpart[offW[l - 1]:offW[l - 1] + h * kin].reshape(h, kin)
-                gb = gpart[offW[l - 1] + h * kin:offW[l - 1] + h * kin + h]
-                Gc = G[:R * h].reshape(R, h)
-                Z = Zs[l][:R]
-                d1l, d2l = D1[l], D2[l]
-                first_ident = l == 1 and ident
-                for k in range(c):
-                    acc[:h] = 0.0  # Σ_j \bar{\dot h}_{l,j} ⊙ \dot a_{l,j}
-                    for j in range(r):
-                        row = c + k * r + j
-                        if first_ident:
-                            for o in range(h):
-                                acc[o] += Gc[row, o] * W1T[j, o]
-                                Gc[row, o] *= d1l[k, o]
-                        else:
-                            for o in range(h):
-                                acc[o] += Gc[row, o] * Z[row, o]
-                                Gc[row, o] *= d1l[k, o]
-                    for o in range(h):
-                        Gc[k, o] = Gc[k, o] * d1l[k, o] + acc[o] * d2l[k, o]
-                        gb[o] += Gc[k, o]
-                T = tmp[:h * kin].reshape(h, kin)
-                if first_ident:  # \bar W_1 = ā_1ᵀ x + Σ_k \bar{\dot a}_kᵀ (tangents e_j)
-                    np.dot(Gc[:c].T, xc, T)
-                    for k in range(c):
-                        for j in range(d):
-                            row = c + k * d + j
-                            for o in range(h):
-                                T[o, j] += Gc[row, o]
-                else:
-                    np.dot(Gc.T, Hs[l - 1][:R], T)
-                for o in range(h):
-                    for i in range(kin):
-                        gW[o, i] += T[o, i]
-                if l > 1:
-                    np.dot(Gc, Wl, Gn[:R * kin].reshape(R, kin))
-                    G, Gn = Gn, G
+        _stacked_group(theta, sizes, act, kind, x, V, Wt, block, grp * n_blocks // n_groups,
+                       (grp + 1) * n_blocks // n_groups, offW, hmax, W1T, per, parts[grp])
     g = np.zeros(P)
     for grp in range(n_groups):
         g += parts[grp]
     return per, g
+
+
+@numba.njit(error_model="numpy")
+def _stacked_group(theta, sizes, act, kind, x, V, Wt, block, b_lo, b_hi, offW, hmax, W1T, per, gpart):
+    """Blocks ``b_lo .. b_hi - 1`` of :func:`stacked_terms`: their ``per`` rows, and their gradient
+    summed into ``gpart``.  A plain (serial) function the ``prange`` loop calls, so the parallel
+    lowering sees a one-line body (compiling it inside the ``prange`` took twice as long)."""
+    n, d = x.shape
+    L = sizes.shape[0] - 1
+    ident = kind == ISM
+    r = d if ident else (0 if kind == RESIDUAL else V.shape[1])
+    Rmax = block * (1 + r)
+    # scratch: per layer l = 0..L-1 the stacked outputs H_l (R x sizes[l]) and
+    # pre-activations Z_l, plus φ'(a_l), φ''(a_l) (block x h_l)
+    Hs = [np.empty((Rmax, sizes[l])) for l in range(L)]
+    Zs = [np.empty((Rmax, sizes[l])) for l in range(L)]
+    D1 = [np.empty((block, sizes[l])) for l in range(L)]
+    D2 = [np.empty((block, sizes[l])) for l in range(L)]
+    Zo = np.empty((Rmax, d))
+    Zbar = np.empty((Rmax, d))
+    G = np.empty(Rmax * hmax)  # flat: reshaped to (R, h_l) layer by layer
+    Gn = np.empty(Rmax * hmax)
+    tmp = np.empty(hmax * max(hmax, d))
+    acc = np.empty(hmax)
+    sbar = np.empty((block, d))
+    for blk in range(b_lo, b_hi):
+        k0 = blk * block
+        c = min(block, n - k0)
+        R = c * (1 + r)
+        xc = x[k0:k0 + c]
+        # ---------------------------------------------------- forward
+        H0 = Hs[0]
+        H0[:c] = xc
+        if not ident:
+            for k in range(c):
+                for j in range(r):
+                    for e in range(d):
+                        H0[c + k * r + j, e] = V[k0 + k, j, e]
+        for l in range(1, L):
+            h, kin = sizes[l], sizes[l - 1]
+            Wl = theta[offW[l - 1]:offW[l - 1] + h * kin].reshape(h, kin)
+            bl = theta[offW[l - 1] + h * kin:offW[l - 1] + h * kin + h]
+            Z = Zs[l][:R]
+            H = Hs[l][:R]
+            if l == 1 and ident:  # tangents of the identity: \dot a_{1,j} = W_1 e_j
+                np.dot(xc, Wl.T, Z[:c])
+            else:
+                np.dot(Hs[l - 1][:R], Wl.T, Z)
+            d1l, d2l = D1[l], D2[l]
+            for k in range(c):
+                _activate_row(act, Z[k], bl, H[k], d1l[k], d2l[k])
+                for j in range(r):
+                    row = c + k * r + j
+                    if l == 1 and ident:
+                        for o in range(h):
+                            H[row, o] = W1T[j, o] * d1l[k, o]
+                    else:
+                        for o in range(h):
+                            H[row, o] = Z[row, o] * d1l[k, o]
+        # ---------------------------------------------------- output and loss
+        hL = sizes[L - 1]
+        WL = theta[offW[L - 1]:offW[L - 1] + d * hL].reshape(d, hL)
+        bL = theta[offW[L - 1] + d * hL:offW[L - 1] + d * hL + d]
+        HL = Hs[L - 1][:R]
+        Zo_ = Zo[:R]
+        np.dot(HL, WL.T, Zo_)
+        Zb = Zbar[:R]
+        for k in range(c):
+            for e in range(d):
+                Zo_[k, e] += bL[e]  # s_k
+            ss = 0.0
+            for e in range(d):
+                ss += Zo_[k, e] * Zo_[k, e]
+            if ident:
+                w = Wt[k0 + k, 0]
+                tr = 0.0
+                for j in range(d):
+                    tr += Zo_[c + k * d + j, j]
+                per[k0 + k, 0] = tr + 0.5 * ss
+                for e in range(d):
+                    Zb[k, e] = w * Zo_[k, e]
+            elif kind == RESIDUAL:
+                w = Wt[k0 + k, 0]
+                rr = 0.0
+                for e in range(d):
+                    res = Zo_[k, e] - V[k0 + k, 0, e]
+                    rr += res * res
+                    Zb[k, e] = w * res
+                per[k0 + k, 0] = 0.5 * rr
+            else:
+                wsum = 0.0
+                for e in range(d):
+                    sbar[k, e] = 0.0
+                for i in range(r):
+                    row = c + k * r + i
+                    w = Wt[k0 + k, i]
+                    vjv = 0.0
+                    vs = 0.0
+                    for e in range(d):
+                        vjv += V[k0 + k, i, e] * Zo_[row, e]
+                        vs += V[k0 + k, i, e] * Zo_[k, e]
+                        Zb[row, e] = w * V[k0 + k, i, e]
+                    if kind == SSM:
+                        per[k0 + k, i] = vjv + 0.5 * vs * vs
+                        for e in range(d):
+                            sbar[k, e] += w * vs * V[k0 + k, i, e]
+                    else:
+                        per[k0 + k, i] = vjv + 0.5 * ss
+                        wsum += w
+                for e in range(d):
+                    Zb[k, e] = sbar[k, e] if kind == SSM else wsum * Zo_[k, e]
+        # ---------------------------------------------------- reverse, output layer
+        gWL = gpart[offW[L - 1]:offW[L - 1] + d * hL].reshape(d, hL)
+        gbL = gpart[offW[L - 1] + d * hL:offW[L - 1] + d * hL + d]
+        T = tmp[:d * hL].reshape(d, hL)
+        Gc = G[:R * hL].reshape(R, hL)
+        if ident:  # tangent adjoints w_k e_j: sparse, done by hand
+            np.dot(Zb[:c].T, HL[:c], T)
+            np.dot(Zb[:c], WL, Gc[:c])
+            for k in range(c):
+                w = Wt[k0 + k, 0]
+                for j in range(d):
+                    row = c + k * d + j
+                    for o in range(hL):
+                        T[j, o] += w * HL[row, o]
+                        Gc[row, o] = w * WL[j, o]
+        else:
+            np.dot(Zb.T, HL, T)
+            np.dot(Zb, WL, Gc)
+        for e in range(d):
+            for o in range(hL):
+                gWL[e, o] += T[e, o]
+            for k in range(c):
+                gbL[e] += Zb[k, e]
+        # ---------------------------------------------------- reverse, hidden layers
+        for l in range(L - 1, 0, -1):
+            h, kin = sizes[l], sizes[l - 1]
+            Wl = theta[offW[l - 1]:offW[l - 1] + h * kin].reshape(h, kin)
+            gW = gpart[offW[l - 1]:offW[l - 1] + h * kin].reshape(h, kin)
+            gb = gpart[offW[l - 1] + h * kin:offW[l - 1] + h * kin + h]
+            Gc = G[:R * h].reshape(R, h)
+            Z = Zs[l][:R]
+            d1l, d2l = D1[l], D2[l]
+            first_ident = l == 1 and ident
+            for k in range(c):
+                acc[:h] = 0.0  # Σ_j \bar{\dot h}_{l,j} ⊙ \dot a_{l,j}
+                for j in range(r):
+                    row = c + k * r + j
+                    if first_ident:
+                        for o in range(h):
+                            acc[o] += Gc[row, o] * W1T[j, o]
+                            Gc[row, o] *= d1l[k, o]
+                    else:
+                        for o in range(h):
+                            acc[o] += Gc[row, o] * Z[row, o]
+                            Gc[row, o] *= d1l[k, o]
+                for o in range(h):
+                    Gc[k, o] = Gc[k, o] * d1l[k, o] + acc[o] * d2l[k, o]
+                    gb[o] += Gc[k, o]
+            T = tmp[:h * kin].reshape(h, kin)
+            if first_ident:  # \bar W_1 = ā_1ᵀ x + Σ_k \bar{\dot a}_kᵀ (tangents e_j)
+                np.dot(Gc[:c].T, xc, T)
+                for k in range(c):
+                    for j in range(d):
+                        row = c + k * d + j
+                        for o in range(h):
+                            T[o, j] += Gc[row, o]
+            else:
+                np.dot(Gc.T, Hs[l - 1][:R], T)
+            for o in range(h):
+                for i in range(kin):
+                    gW[o, i] += T[o, i]
+            if l > 1:
+                np.dot(Gc, Wl, Gn[:R * kin].reshape(R, kin))
+                G, Gn = Gn, G
 
 
 @numba.njit(inline="always")

@@ -29,9 +29,9 @@ import numba
 from numba.core import types
 from numba.extending import intrinsic
 
-from .activation_table import compile_activation
+from .activation_table import compile_activation, compile_activation_entries
 
-__all__ = ["activation", "exp_nonpositive", "tanh"]
+__all__ = ["activation", "activation_entries", "exp_nonpositive", "tanh"]
 
 
 def _inline(fn):
@@ -95,7 +95,9 @@ def tanh(z):
 
 #: (kind, z) -> (φ, φ', φ''), kind = position in the activation registry;
 #: the registry's kernel formulas over the branch-free exp/tanh above
-activation = compile_activation(
+#: ``{kind: f}``, each entry's ``f(z) -> (φ, φ', φ'')`` (the loops of an MLP layer call them directly)
+activation_entries = compile_activation_entries(
     _inline,
     dict(exp_nonpositive=exp_nonpositive, tanh=tanh, erfc=math.erfc, log1p=math.log1p),
 )
+activation = compile_activation(_inline, {}, activation_entries)
