@@ -10,15 +10,19 @@ Derivation: docs/diffusion.md.
 * :mod:`refscore.diffusion.parametrisations`: exact conversions between x0, eps, v, score and velocity
   predictions; EDM's preconditioning;
 * :mod:`refscore.diffusion.denoiser`: the exact denoiser of Gaussian and Gaussian-mixture data, its
-  predictions in every parametrisation, Jacobians and divergences.
+  predictions in every parametrisation, Jacobians and divergences;
+* :mod:`refscore.diffusion.samplers`: Euler, Heun and DDIM on NumPy with counter-based noise, and the exact
+  output law of a run on Gaussian data (the per-step affine maps are in :mod:`refscore.diffusion.laws`).
 
 Not imported by ``import refscore``: ``import refscore.diffusion`` (or ``from refscore import diffusion``).
 """
-from . import denoiser, parametrisations, schedules, tables
+from . import denoiser, laws, parametrisations, samplers, schedules, tables
 from .denoiser import Denoiser
 from .parametrisations import PARAMETRISATIONS, convert_prediction, edm_preconditioning
+from .samplers import SAMPLERS, output_law, output_map, sample
 from .schedules import EDM, SCHEDULES, VE, VP, Flow, Schedule, SubVP, VPDiscrete, convert
 
-__all__ = ["schedules", "tables", "parametrisations", "denoiser",
+__all__ = ["schedules", "tables", "parametrisations", "denoiser", "laws", "samplers",
            "Schedule", "VP", "SubVP", "VE", "EDM", "Flow", "VPDiscrete", "SCHEDULES", "convert",
-           "Denoiser", "PARAMETRISATIONS", "convert_prediction", "edm_preconditioning"]
+           "Denoiser", "PARAMETRISATIONS", "convert_prediction", "edm_preconditioning",
+           "SAMPLERS", "sample", "output_map", "output_law"]
