@@ -332,13 +332,10 @@ def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
     h1 = sizes[1]
     hl = sizes[L - 1]
     W1 = theta[:h1 * d].reshape(h1, d)
-    b1 = theta[h1 * d:h1 * d + h1]
     o2 = h1 * d + h1
     h2 = sizes[2] if L == 3 else 1
     if L == 2:
         oL = o2
-        W2 = theta[:1].reshape(1, 1)  # unused
-        b2 = theta[:1]
         p = np.empty(h1)
         WLt = theta[oL:oL + d * h1].reshape(d, h1)
         for j in range(h1):
@@ -351,7 +348,6 @@ def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
         extra = h1
     else:
         W2 = theta[o2:o2 + h2 * h1].reshape(h2, h1)
-        b2 = theta[o2 + h2 * h1:o2 + h2 * h1 + h2]
         oL = o2 + h2 * h1 + h2
         p = np.empty(1)
         Pm = np.dot(W1, theta[oL:oL + d * h2].reshape(d, h2))  # W_1 W_3 (h1 x h2)
@@ -363,102 +359,9 @@ def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
     per = np.empty(n)
     parts = np.zeros((n_groups, P + extra))
     n_blocks = (n + block - 1) // block
-    hmax = max(h1, h2)
     for grp in numba.prange(n_groups):
-        gpart = parts[grp]
-        gW1 = gpart[:h1 * d].reshape(h1, d)
-        gb1 = gpart[h1 * d:h1 * d + h1]
-        gWL = gpart[oL:oL + d * hl].reshape(d, hl)
-        gbL = gpart[oL + d * hl:oL + d * hl + d]
-        Z1 = np.empty((block, h1))
-        H1 = np.empty((block, h1))
-        D11 = np.empty((block, h1))
-        D21 = np.empty((block, h1))
-        I1 = np.empty((block, h1))  # φ''-adjoint injected into a_1
-        Z2 = np.empty((block, h2))
-        H2 = np.empty((block, h2))
-        D12 = np.empty((block, h2))
-        D22 = np.empty((block, h2))
-        U = np.empty((block, h2))
-        S = np.empty((block, d))
-        hbar = np.empty(block * hmax)  # flat: (c, h_l) views, layer by layer
-        abar = np.empty(block * hmax)
-        tmp = np.empty(max(hmax * hmax, hmax * d))
-        b_lo = grp * n_blocks // n_groups
-        b_hi = (grp + 1) * n_blocks // n_groups
-        for blk in range(b_lo, b_hi):
-            k0 = blk * block
-            c = min(block, n - k0)
-            xc = x[k0:k0 + c]
-            wc = w[k0:k0 + c]
-            # ------------------------------------------------ forward
-            np.dot(xc, W1.T, Z1[:c])
-            for k in range(c):
-                _activate_row(act, Z1[k], b1, H1[k], D11[k], D21[k])
-            if L == 3:
-                np.dot(H1[:c], W2.T, Z2[:c])
-                for k in range(c):
-                    _activate_row(act, Z2[k], b2, H2[k], D12[k], D22[k])
-                Hl = H2[:c]
-            else:
-                Hl = H1[:c]
-            np.dot(Hl, WL.T, S[:c])
-            # ------------------------------------------------ trace, its adjoints
-            if L == 2:
-                for k in range(c):
-                    tr = 0.0
-                    for j in range(h1):
-                        tr += D11[k, j] * p[j]
-                        gpart[P + j] += wc[k] * D11[k, j]
-                        I1[k, j] = wc[k] * p[j] * D21[k, j]
-                    per[k0 + k] = tr
-            else:
-                np.dot(D11[:c], C, U[:c])  # u = φ'(a_1)ᵀ C
-                for k in range(c):
-                    tr = 0.0
-                    for j in range(h2):
-                        tr += U[k, j] * D12[k, j]
-                    per[k0 + k] = tr
-                wD = _rows(abar, c, h1)
-                for k in range(c):
-                    for j in range(h1):
-                        wD[k, j] = wc[k] * D11[k, j]
-                gC = gpart[P:P + h1 * h2].reshape(h1, h2)
-                _add_outer_product(gC, wD, D12[:c], tmp[:h1 * h2].reshape(h1, h2))
-                np.dot(D12[:c], C.T, I1[:c])
-                for k in range(c):
-                    for j in range(h1):
-                        I1[k, j] *= wc[k] * D21[k, j]
-            # ------------------------------------------------ ½‖s‖², then the primal reverse pass
-            for k in range(c):
-                ss = 0.0
-                for e in range(d):
-                    S[k, e] += bL[e]
-                    ss += S[k, e] * S[k, e]
-                per[k0 + k] += 0.5 * ss
-                for e in range(d):
-                    S[k, e] *= wc[k]  # now s̄ = w s
-                    gbL[e] += S[k, e]
-            _add_outer_product(gWL, S[:c], Hl, tmp[:d * hl].reshape(d, hl))
-            np.dot(S[:c], WL, _rows(hbar, c, hl))
-            if L == 3:
-                hb2 = _rows(hbar, c, h2)
-                ab2 = _rows(abar, c, h2)
-                gW2 = gpart[o2:o2 + h2 * h1].reshape(h2, h1)
-                gb2 = gpart[o2 + h2 * h1:o2 + h2 * h1 + h2]
-                for k in range(c):
-                    for j in range(h2):
-                        ab2[k, j] = hb2[k, j] * D12[k, j] + U[k, j] * wc[k] * D22[k, j]
-                        gb2[j] += ab2[k, j]
-                _add_outer_product(gW2, ab2, H1[:c], tmp[:h2 * h1].reshape(h2, h1))
-                np.dot(ab2, W2, _rows(hbar, c, h1))
-            hb1 = _rows(hbar, c, h1)
-            ab1 = _rows(abar, c, h1)
-            for k in range(c):
-                for j in range(h1):
-                    ab1[k, j] = hb1[k, j] * D11[k, j] + I1[k, j]
-                    gb1[j] += ab1[k, j]
-            _add_outer_product(gW1, ab1, xc, tmp[:h1 * d].reshape(h1, d))
+        _ism_group(theta, sizes, act, x, w, block, grp * n_blocks // n_groups, (grp + 1) * n_blocks // n_groups,
+                   p, C, per, parts[grp])
     tot = np.zeros(P + extra)
     for grp in range(n_groups):
         tot += parts[grp]
@@ -480,3 +383,121 @@ def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
         gWL = g[oL:oL + d * hl].reshape(d, hl)
         gWL += np.dot(W1.T, K)
     return per, g
+
+
+@numba.njit(error_model="numpy")
+def _ism_group(theta, sizes, act, x, w, block, b_lo, b_hi, p, C, per, gpart):
+    """Blocks ``b_lo .. b_hi - 1`` of :func:`ism_closed_form` (``p`` or ``C`` its trace's matrix): their
+    ``per`` entries, and their gradient (then the trace adjoints) summed into ``gpart``; serial, called
+    by the ``prange`` loop as :func:`_stacked_group` is."""
+    n, d = x.shape
+    L = sizes.shape[0] - 1
+    h1 = sizes[1]
+    hl = sizes[L - 1]
+    W1 = theta[:h1 * d].reshape(h1, d)
+    b1 = theta[h1 * d:h1 * d + h1]
+    o2 = h1 * d + h1
+    h2 = sizes[2] if L == 3 else 1
+    if L == 2:
+        oL = o2
+        W2 = theta[:1].reshape(1, 1)  # unused
+        b2 = theta[:1]
+    else:
+        W2 = theta[o2:o2 + h2 * h1].reshape(h2, h1)
+        b2 = theta[o2 + h2 * h1:o2 + h2 * h1 + h2]
+        oL = o2 + h2 * h1 + h2
+    WL = theta[oL:oL + d * hl].reshape(d, hl)
+    bL = theta[oL + d * hl:oL + d * hl + d]
+    P = oL + d * hl + d
+    hmax = max(h1, h2)
+    gW1 = gpart[:h1 * d].reshape(h1, d)
+    gb1 = gpart[h1 * d:h1 * d + h1]
+    gWL = gpart[oL:oL + d * hl].reshape(d, hl)
+    gbL = gpart[oL + d * hl:oL + d * hl + d]
+    Z1 = np.empty((block, h1))
+    H1 = np.empty((block, h1))
+    D11 = np.empty((block, h1))
+    D21 = np.empty((block, h1))
+    I1 = np.empty((block, h1))  # φ''-adjoint injected into a_1
+    Z2 = np.empty((block, h2))
+    H2 = np.empty((block, h2))
+    D12 = np.empty((block, h2))
+    D22 = np.empty((block, h2))
+    U = np.empty((block, h2))
+    S = np.empty((block, d))
+    hbar = np.empty(block * hmax)  # flat: (c, h_l) views, layer by layer
+    abar = np.empty(block * hmax)
+    tmp = np.empty(max(hmax * hmax, hmax * d))
+    for blk in range(b_lo, b_hi):
+        k0 = blk * block
+        c = min(block, n - k0)
+        xc = x[k0:k0 + c]
+        wc = w[k0:k0 + c]
+        # ------------------------------------------------ forward
+        np.dot(xc, W1.T, Z1[:c])
+        for k in range(c):
+            _activate_row(act, Z1[k], b1, H1[k], D11[k], D21[k])
+        if L == 3:
+            np.dot(H1[:c], W2.T, Z2[:c])
+            for k in range(c):
+                _activate_row(act, Z2[k], b2, H2[k], D12[k], D22[k])
+            Hl = H2[:c]
+        else:
+            Hl = H1[:c]
+        np.dot(Hl, WL.T, S[:c])
+        # ------------------------------------------------ trace, its adjoints
+        if L == 2:
+            for k in range(c):
+                tr = 0.0
+                for j in range(h1):
+                    tr += D11[k, j] * p[j]
+                    gpart[P + j] += wc[k] * D11[k, j]
+                    I1[k, j] = wc[k] * p[j] * D21[k, j]
+                per[k0 + k] = tr
+        else:
+            np.dot(D11[:c], C, U[:c])  # u = φ'(a_1)ᵀ C
+            for k in range(c):
+                tr = 0.0
+                for j in range(h2):
+                    tr += U[k, j] * D12[k, j]
+                per[k0 + k] = tr
+            wD = _rows(abar, c, h1)
+            for k in range(c):
+                for j in range(h1):
+                    wD[k, j] = wc[k] * D11[k, j]
+            gC = gpart[P:P + h1 * h2].reshape(h1, h2)
+            _add_outer_product(gC, wD, D12[:c], tmp[:h1 * h2].reshape(h1, h2))
+            np.dot(D12[:c], C.T, I1[:c])
+            for k in range(c):
+                for j in range(h1):
+                    I1[k, j] *= wc[k] * D21[k, j]
+        # ------------------------------------------------ ½‖s‖², then the primal reverse pass
+        for k in range(c):
+            ss = 0.0
+            for e in range(d):
+                S[k, e] += bL[e]
+                ss += S[k, e] * S[k, e]
+            per[k0 + k] += 0.5 * ss
+            for e in range(d):
+                S[k, e] *= wc[k]  # now s̄ = w s
+                gbL[e] += S[k, e]
+        _add_outer_product(gWL, S[:c], Hl, tmp[:d * hl].reshape(d, hl))
+        np.dot(S[:c], WL, _rows(hbar, c, hl))
+        if L == 3:
+            hb2 = _rows(hbar, c, h2)
+            ab2 = _rows(abar, c, h2)
+            gW2 = gpart[o2:o2 + h2 * h1].reshape(h2, h1)
+            gb2 = gpart[o2 + h2 * h1:o2 + h2 * h1 + h2]
+            for k in range(c):
+                for j in range(h2):
+                    ab2[k, j] = hb2[k, j] * D12[k, j] + U[k, j] * wc[k] * D22[k, j]
+                    gb2[j] += ab2[k, j]
+            _add_outer_product(gW2, ab2, H1[:c], tmp[:h2 * h1].reshape(h2, h1))
+            np.dot(ab2, W2, _rows(hbar, c, h1))
+        hb1 = _rows(hbar, c, h1)
+        ab1 = _rows(abar, c, h1)
+        for k in range(c):
+            for j in range(h1):
+                ab1[k, j] = hb1[k, j] * D11[k, j] + I1[k, j]
+                gb1[j] += ab1[k, j]
+        _add_outer_product(gW1, ab1, xc, tmp[:h1 * d].reshape(h1, d))
