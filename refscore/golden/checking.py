@@ -171,7 +171,7 @@ class CheckResult:
         if not self.diagnosis:
             return ""
         head = "diagnosis (per failing quantity: where it fails, yours/golden, the hypothesis that fits):"
-        return "\n".join([head] + ["  " + d.line() for d in self.diagnosis])
+        return "\n".join([head] + ["  " + line for d in self.diagnosis for line in d.lines()])
 
     def __str__(self):
         parts = [self.table()]

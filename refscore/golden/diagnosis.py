@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..sampling.samplers import SAMPLERS
-from . import _hypotheses, _sampler_hypotheses
+from . import _hypotheses, _sampler_hypotheses, _termfit
 from .cases import KINDS, PROJECTION_KINDS, TOLERANCES, build_model
 
 __all__ = ["Diagnosis", "diagnose"]
@@ -81,9 +81,19 @@ class Diagnosis:
         Where the failures lie: ``"gradient only"``, ``"only d > 1"``, ``"only the
         sphere projection"``, ``"only MLPEnergy"``, ``"only activation gelu"``.
     also : tuple of str
-        Other hypotheses that fit as well.
+        Other wordings of the same fit (another ledger row giving the same numbers).
     note : str
         Why no ratio could be formed (a shape, non-finite or non-numeric value).
+    ambiguous : tuple of str
+        Two or more different readings of the same simplicity fit every failing case: each
+        label (``hypothesis`` joins them with " or "); empty when one reading fits.
+    formula : str
+        The term-wise fit, ``"yours = 1 [tr grad_x s] + 2 [1/2 ||s||^2]"`` (a loss quantity).
+    readings : tuple of str
+        The same fit read after a conversion of :data:`refscore.conventions.TABLE`, in words
+        naming the conversion and its row, when that reading differs from ``hypothesis``.
+    best : str
+        When nothing fits: the closest term-wise reading and its residual, said not to fit.
     """
 
     quantity: str
@@ -98,6 +108,21 @@ class Diagnosis:
     patterns: tuple = ()
     also: tuple = ()
     note: str = ""
+    ambiguous: tuple = ()
+    formula: str = ""
+    readings: tuple = ()
+    best: str = ""
+
+    def lines(self) -> list:
+        """:meth:`line`, then indented: the term-wise fit, the readings after a conversion, the closest
+        reading when nothing fits."""
+        out = [self.line()]
+        if self.formula:
+            out.append("    term-wise: " + self.formula)
+        out += ["    also read " + r for r in self.readings]
+        if self.best:
+            out.append("    " + self.best)
+        return out
 
     def line(self) -> str:
         """One line: the quantity, where it fails, the ratio, the hypothesis and the convention."""
@@ -199,6 +224,8 @@ class _Context:
         self.g, self.vals, self.rtol, self.atol = g, vals, rtol, atol
         self.status = {(r.case, r.quantity): r.status for r in rows}
         self._models, self._runs = {}, {}
+        self.cache = {}  # the terms of each case, computed once per check
+        self.readings = {}  # quantity -> its term-wise readings (a gradient's are read against its value's)
 
     def model(self, case):
         m = self._models.get(case.name)
@@ -251,6 +278,155 @@ def _patterns(ctx, Q, failing) -> tuple:
     return tuple(out)
 
 
+@dataclass
+class _Found:
+    """A reading that fits every failing case: its complexity (atoms; a conversion counts one), words,
+    convention, term-wise formula and prediction of your values (``predict(case)``)."""
+
+    level: int
+    label: str
+    explanation: str
+    predict: object
+    convention: str | None = None
+    conversion: str | None = None
+    formula: str = ""
+    source: str = "term"  # term, variant, factor, ledger, converted
+    reading: object = None  # the term-wise reading, if one
+    key: object = None  # the reading by slot and term name (a value's and its gradient's compare equal)
+
+
+#: the key that holds the score a loss of each case kind is computed from (a reading that scales
+#: the score is checked against it)
+_SCORE_KEYS = {"losses": "score", "dsm_multi": "score_noised"}
+#: the order in which readings of one fit are worded
+_SOURCES = ("term", "variant", "factor", "converted", "ledger")
+
+
+def _score_factor(a, case):
+    """The factor an atom of the score slot puts on the score of ``case`` (per point for dsm_multi)."""
+    base = np.array([-1.0, 2.0, case.dim, 1.0, 1.0])
+    value = float(np.prod(base ** np.array(a.exps)))
+    if a.sigma:
+        sig = case.inputs["sigma_points"][:, None] if "sigma_points" in case.inputs else float(case.inputs["sigma"])
+        return value * sig ** a.sigma
+    return value
+
+
+def _score_verdict(ctx, Q):
+    """``verdict(atom)``: what the score key of the failing cases says of a reading that scales the
+    score by ``atom``: "contradicted" (it passes, or fails otherwise), "confirmed" (it fails by exactly
+    that factor) or "open" (not provided)."""
+    key = _SCORE_KEYS.get(Q.cases[0].kind)
+    memo = {}
+
+    def verdict(a):
+        if key is None:
+            return "open"
+        if a.name not in memo:
+            statuses = [ctx.status.get((c.name, key)) for c in Q.cases]
+            if any(s == "PASS" for s in statuses):
+                memo[a.name] = "contradicted"
+            elif all(s != "FAIL" for s in statuses):
+                memo[a.name] = "open"
+            else:
+                ok = True
+                for c, s in zip(Q.cases, statuses):
+                    if s != "FAIL":
+                        continue
+                    try:
+                        y = np.asarray(ctx.vals[f"{c.name}/{key}"], dtype=float)
+                    except (TypeError, ValueError):
+                        ok = False
+                        break
+                    want = _score_factor(a, c) * c.quantities[key]
+                    ok = ok and y.shape == want.shape and bool(np.allclose(y, want, rtol=max(10 * ctx.rtol, 1e-9),
+                                                                           atol=max(10 * ctx.atol, 1e-12)))
+                memo[a.name] = "confirmed" if ok else "contradicted"
+        return memo[a.name]
+
+    return verdict
+
+
+def _keep(verdict):
+    """Drop the readings another key contradicts; when the score key confirms a scaled score, that
+    reading alone (the others of the same fit would be a coincidence)."""
+    def keep(readings):
+        out, confirmed = [], []
+        for r in readings:
+            if r.cs is not None:
+                v = verdict(r.cs)
+                if v == "contradicted":
+                    continue
+                if v == "confirmed":
+                    confirmed.append(r)
+            out.append(r)
+        return confirmed or out
+    return keep
+
+
+def _detaches(r) -> bool:
+    """A reading that only leaves terms out (what a detached term does to a gradient)."""
+    return not r.g and r.cs is None and r.ct is None and all(a is None or a.zero for a in r.b)
+
+
+def _term_found(S, fit, flags, level_offset=0, back=None) -> list:
+    """One :class:`_Found` per reading of every fit (two readings of one fit give the same numbers)."""
+    out = []
+    for j, (sig, rs) in enumerate(fit.fits):
+        def predict(c, j=j):
+            p = fit.predict(c, j).reshape(c.quantities[S.quantity].shape)
+            return p if back is None else back(c, p)
+
+        for r in rs:
+            label, expl, row = _termfit.words(S, r, flags)
+            if flags.get("gradient_only") and not _detaches(r):
+                expl += " (your values pass: only the gradient is computed this way, e.g. a hand-written gradient)"
+            key = (r.g, r.cs, r.ct, frozenset((t.name, a) for t, a in zip(S.terms, r.b) if a is not None))
+            out.append(_Found(fit.level + level_offset, label, expl, predict, row, None, _termfit.formula(S, sig),
+                              "term" if back is None else "converted", r, key if back is None else None))
+    return out
+
+
+def _flags(ctx, Q):
+    found = _hypotheses.loss_of(Q.q)
+    flags = {}
+    if found is not None:
+        loss, kind, grad = found
+        flags["sphere_only"] = kind == "sphere" and not _hypotheses.other_kinds_fail(ctx, Q, loss, kind, grad)
+        flags["gradient_only"] = grad and all(ctx.passes(c.name, Q.q[:-5]) for c in Q.cases)
+    return flags
+
+
+def _same_prediction(a, b) -> bool:
+    return all(np.allclose(a[k], b[k], rtol=1e-9, atol=1e-12 * max(float(np.max(np.abs(a[k]), initial=0.0)), 1e-300))
+               for k in a)
+
+
+def _groups(Q, found) -> list:
+    """The readings grouped by the numbers they predict: one group per distinct fit."""
+    preds = [{c.name: np.asarray(f.predict(c), dtype=float) for c in Q.cases} for f in found]
+    groups = []
+    for f, p in zip(found, preds):
+        for g in groups:
+            if _same_prediction(g[0][1], p):
+                g.append((f, p))
+                break
+        else:
+            groups.append([(f, p)])
+    return [sorted((f for f, _ in g), key=lambda f: (f.level, _SOURCES.index(f.source))) for g in groups]
+
+
+def _consistent_with_value(ctx, Q, heads) -> list:
+    """A gradient's term-wise readings that are the readings of its failing value, when some are: a bug
+    of the loss changes both alike (DSM's target -z is also its cross term times sigma in the
+    gradient, which is free of the target's square)."""
+    if not Q.q.endswith("_grad"):
+        return heads
+    value = ctx.readings.get(Q.q[:-5], [])
+    same = [h for h in heads if h.key is not None and h.key in value]
+    return same or heads
+
+
 def _diagnose_quantity(ctx, q, failing):
     Q = _Quantity(ctx, q, failing)
     names = [r.case for r in failing]
@@ -263,36 +439,106 @@ def _diagnose_quantity(ctx, q, failing):
         if y is not None and y.shape == gold.shape[::-1] and y.ndim > 1 and np.allclose(y.T, gold, rtol=1e-6):
             hyp, expl = "transposed array", "your array is golden's with its axes reversed (points in columns)"
         return Diagnosis(q, names, hypothesis=hyp, explanation=expl or "", patterns=patterns,
-                            note=note or "not comparable")
-    fits = []
+                         note=note or "not comparable")
     r32, a32 = TOLERANCES["float32"]
     if (ctx.rtol < r32 or ctx.atol < a32) and all(
             np.all(np.abs(Q.yours[c.name] - Q.gold[c.name]) <= a32 + r32 * np.abs(Q.gold[c.name])) for c in Q.cases):
-        fits.append(("round-off", f"agrees within the float32 tolerances (rtol {r32:g}, atol {a32:g}): a float32 "
-                     "backend, or a step that loses precision; check a float32 backend with --float32", None))
+        return Diagnosis(q, names, med, lo, hi, "round-off",
+                         f"agrees within the float32 tolerances (rtol {r32:g}, atol {a32:g}): a float32 backend, or "
+                         "a step that loses precision; check a float32 backend with --float32", patterns=patterns)
+    S = _termfit.setup(ctx, Q, _hypotheses.loss_of)
+    flags = _flags(ctx, Q)
+    verdict = _score_verdict(ctx, Q)
+    score_key = _SCORE_KEYS.get(Q.cases[0].kind)
+    found = []
+    if S is not None:
+        fit = _termfit.search(S, Q.cases, Q.yours, Q.gold, ctx.rtol, ctx.atol, keep=_keep(verdict))
+        if fit is not None:
+            found += _term_found(S, fit, flags)
     for label, expl, predict, conv in _hypotheses.structural(ctx, Q):
         if Q.fits(predict):
-            fits.append((label, expl, conv))
-    for label, factor, expl, conv in _hypotheses.factors(ctx, Q):
-        if Q.fits(lambda c, factor=factor: factor(c) * Q.gold[c.name]):
-            fits.append((label, expl, conv))
-    ledger = [(label, expl, conv) for label, expl, predict, conv in _hypotheses.ledger(ctx, Q) if Q.fits(predict)]
-    if not fits and ledger:
-        fits.append(ledger[0])
-    if not fits:
-        expl = "no tested hypothesis fits"
-        if "gradient only" in patterns:
-            expl = ("the values pass but the gradients do not: a term detached from the graph (stop_gradient, "
-                    ".detach()) or missing from a hand-written gradient; no single missing term fits")
-        elif med == med and not _close_range(lo, hi):
-            expl += " (not a constant factor)"
-        return Diagnosis(q, names, med, lo, hi, None, expl, patterns=patterns)
-    label, expl, conv = fits[0]
-    convention, conversion = conv(Q) if conv is not None else (None, None)
-    if convention is None and conversion is None and ledger:
-        convention, conversion = ledger[0][2](Q)
-    also = tuple(dict.fromkeys(f[0] for f in fits[1:] if f[0] != label))[:3]
-    return Diagnosis(q, names, med, lo, hi, label, expl, convention, conversion, patterns, also)
+            row, fn = conv(Q) if conv is not None else (None, None)
+            found.append(_Found(1, label, expl, predict, row, fn, source="variant"))
+    if S is None:
+        for label, factor, expl, conv in _hypotheses.factors(ctx, Q):
+            predict = (lambda c, factor=factor: factor(c) * Q.gold[c.name])
+            if Q.fits(predict):
+                row, fn = conv(Q) if conv is not None else (None, None)
+                found.append(_Found(1, label, expl, predict, row, fn, source="factor"))
+    for label, expl, predict, conv in _hypotheses.ledger(ctx, Q):
+        if Q.fits(predict):
+            row, fn = conv(Q)
+            found.append(_Found(1, label, expl, predict, row, fn, source="ledger"))
+    if S is not None:  # combined readings: your values put through each conversion, then fitted term-wise
+        for row, fn, call, convert, back in _hypotheses.conversions(ctx, Q):
+            converted = {c.name: convert(c, Q.yours[c.name]) for c in Q.cases}
+            if any(v is None or v.shape != Q.gold[c.name].shape or not np.all(np.isfinite(v))
+                   for c, v in zip(Q.cases, converted.values())):
+                continue
+            fit = _termfit.search(S, Q.cases, converted, Q.gold, ctx.rtol, ctx.atol, keep=_keep(verdict), max_level=2)
+            if fit is None:
+                continue
+            for f in _term_found(S, fit, flags, level_offset=1, back=back):
+                f.convention, f.conversion = row.quantity, fn
+                f.explanation = f"after {call} (convention '{row.quantity}': {row.variant}): {f.explanation}"
+                f.label = f"convention '{row.quantity}' + {f.label}"
+                found.append(f)
+    if not found:
+        return _unexplained(ctx, Q, S, names, patterns, med, lo, hi)
+    groups = _groups(Q, found)
+    level = min(g[0].level for g in groups)
+    primary = [[f for f in g if f.level == level] for g in groups if g[0].level == level]
+    # the readings of each primary fit, as causes in words: every term-wise reading (two wordings of
+    # one fit are both said); else the first variant or factor (a ledger row only names a convention)
+    heads, others = [], []
+    for g in primary:
+        causes = [f for f in g if f.source == "term"] or [f for f in g if f.source in ("variant", "factor")][:1]
+        heads += causes or g[:1]
+        others += [f.label for f in g if f.source in ("variant", "factor") and f not in causes]
+    heads = _consistent_with_value(ctx, Q, heads)
+    heads = list({f.label: f for f in heads}.values())
+    label = " or ".join(h.label for h in heads)
+    if len(heads) == 1:
+        expl = heads[0].explanation
+    else:
+        same = len(primary) == 1
+        expl = ("ambiguous, each fits every failing case" + (" with the same numbers (the golden cases cannot "
+                "tell them apart)" if same else "") + ": " + "; or ".join(f"{h.label}: {h.explanation}"
+                                                                          for h in heads))
+        if score_key is not None and any(h.reading is not None and h.reading.cs is not None
+                                         and verdict(h.reading.cs) == "open" for h in heads):
+            expl += f" (your '{score_key}' key, not provided, would tell them apart)"
+    # the convention: the first conversion that turns these numbers into refscore's (in the ledger's
+    # order), else the row a reading names
+    named = [(f.convention, f.conversion) for g in primary for f in g if f.conversion is not None]
+    named = named or [(h.convention, None) for h in heads if h.convention is not None]
+    convention, conversion = named[0] if named and len(primary) == 1 else (None, None)
+    readings = tuple(f.explanation for g in primary for f in g if f.source == "converted" and f not in heads)
+    others += [f.label for g in primary for f in g if f.source == "ledger" and f.conversion != conversion]
+    also = tuple(dict.fromkeys(o for o in others if o not in [h.label for h in heads]))[:3]
+    ctx.readings[Q.q] = [h.key for h in heads if h.key is not None]
+    ambiguous = tuple(h.label for h in heads) if len(heads) > 1 else ()
+    formula = "; ".join(dict.fromkeys(h.formula for h in heads if h.formula))
+    return Diagnosis(q, names, med, lo, hi, label, expl, convention, conversion, patterns, also,
+                     ambiguous=ambiguous, formula=formula, readings=readings)
+
+
+def _unexplained(ctx, Q, S, names, patterns, med, lo, hi) -> Diagnosis:
+    expl = "no tested hypothesis fits"
+    if "gradient only" in patterns:
+        expl = ("the values pass but the gradients do not: a term detached from the graph (stop_gradient, "
+                ".detach()) or missing from a hand-written gradient; no single missing term fits")
+    elif med == med and not _close_range(lo, hi):
+        expl += " (not a constant factor)"
+    best = ""
+    if S is not None:
+        reading, residual = _termfit.misfit(S, Q.cases, Q.yours)
+        if reading is not None:
+            words = _termfit.words(S, reading, _flags(ctx, Q))[0] if reading.complexity else "refscore's own terms"
+            sig = _termfit.signature(S, reading)
+            best = (f"closest term-wise reading: {words} ({_termfit.formula(S, sig)}), largest relative misfit "
+                    f"{residual:.2g}: it does not fit")
+    return Diagnosis(Q.q, names, med, lo, hi, None, expl, patterns=patterns, best=best)
 
 
 def _close_range(lo, hi) -> bool:
