@@ -3,7 +3,7 @@ r"""Noise schedules in one convention: :math:`x_t = \alpha(t)\,x_0 + \sigma(t)\,
 Derivation: docs/diffusion.md §1 (schedules, the forward SDE, log-SNR and converters) and §2 (the
 discrete DDPM tables).
 
-Every schedule gives, for a time ``t`` in its domain :attr:`Schedule.t_min` .. :attr:`Schedule.t_max`,
+Every schedule gives, for a time ``t`` in its domain ``[t_min, t_max]``,
 
 .. math::
 
@@ -17,17 +17,18 @@ the coefficients of the forward SDE :math:`dx = f(t)\,x\,dt + g(t)\,dW` whose ma
 bisection :meth:`Schedule.solve_log_snr` as the fallback a new schedule inherits (and the
 independent check of the closed forms in the tests).  Every derivative is written by hand below.
 
-==================  =============================================  ===================================
-schedule            :math:`\alpha(t)`                              :math:`\sigma(t)`
-==================  =============================================  ===================================
-:class:`VP`         :math:`e^{-A(t)}`, :math:`A = \tfrac14 t^2(\beta_1 - \beta_0) + \tfrac12 t\beta_0`   :math:`\sqrt{1 - e^{-2A}}`
-:class:`SubVP`      :math:`e^{-A(t)}`                              :math:`1 - e^{-2A}`
-:class:`VE`         1                                              :math:`\sigma_{\min}(\sigma_{\max}/\sigma_{\min})^t`
-:class:`EDM`        1                                              :math:`t`
-:class:`Flow`       :math:`1 - t`                                  :math:`t`
-:class:`VPDiscrete` :math:`1/\sqrt{1 + s(t)^2}`                    :math:`s(t)/\sqrt{1 + s(t)^2}`
-==================  =============================================  ===================================
+===================  ==================================  ====================================================
+schedule             :math:`\alpha(t)`                   :math:`\sigma(t)`
+===================  ==================================  ====================================================
+:class:`VP`          :math:`e^{-A(t)}`                   :math:`\sqrt{1 - e^{-2A(t)}}`
+:class:`SubVP`       :math:`e^{-A(t)}`                   :math:`1 - e^{-2A(t)}`
+:class:`VE`          1                                   :math:`\sigma_{\min}(\sigma_{\max}/\sigma_{\min})^t`
+:class:`EDM`         1                                   :math:`t`
+:class:`Flow`        :math:`1 - t`                       :math:`t`
+:class:`VPDiscrete`  :math:`1/\sqrt{1 + s(t)^2}`          :math:`s(t)/\sqrt{1 + s(t)^2}`
+===================  ==================================  ====================================================
 
+with :math:`A(t) = \tfrac14 t^2(\beta_1 - \beta_0) + \tfrac12 t\beta_0` (a linear :math:`\beta(t)`).
 :class:`VPDiscrete` is DDPM's table :math:`\bar\alpha_n` (:mod:`refscore.diffusion.tables`) with
 :math:`s = \sqrt{(1 - \bar\alpha)/\bar\alpha}` interpolated linearly between integer timesteps.
 
