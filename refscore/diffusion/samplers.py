@@ -55,7 +55,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validation import as_float_array, as_points, check_choice, check_finite
+from .._validation import as_float_array, check_choice, check_finite
 from ..distributions import Gaussian
 from ..noise import NoiseOrigin
 from . import laws
@@ -179,7 +179,10 @@ def sample(sampler, x0_fn, schedule, x_init, grid, eta=0.0, seed=0, chain0=0, re
     check_choice("sampler", sampler, SAMPLERS)
     g = _check_grid(schedule, grid)
     eta = _check_eta(sampler, eta)
-    x, _ = as_points(x_init, None if np.ndim(x_init) != 2 else np.shape(x_init)[1], "x_init")
+    x = as_float_array(x_init, "x_init")
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x_init must have shape (n, d) with n, d >= 1, got shape {x.shape}")
+    check_finite("x_init", x)
     origin = NoiseOrigin(seed, chain0)
     step = SAMPLERS[sampler].step
     path = [x] if record else None
@@ -241,7 +244,8 @@ def output_law(sampler, data, schedule, grid, eta=0.0, init="marginal"):
             m0, c0 = init
         except (TypeError, ValueError) as exc:
             raise TypeError("init must be 'marginal', 'prior' or a pair (mean, cov)") from exc
-        m0, c0 = Gaussian(m0, c0).mean, Gaussian(m0, c0).cov  # validated: shape, symmetry, positive definite
+        start = Gaussian(m0, c0)  # validates the pair: shapes, symmetry, positive definiteness
+        m0, c0 = start.mean, start.cov
         if m0.shape != (d,):
             raise ValueError(f"init's mean must have shape ({d},), got {m0.shape}")
     cov = A @ c0 @ A.T + Q

@@ -169,7 +169,9 @@ class Schedule:
         r"""The time :math:`t` with :math:`\lambda(t) =` ``log_snr`` (closed form where the subclass has one)."""
         lam, sc = self._lam(log_snr)
         with np.errstate(divide="ignore", over="ignore"):
-            return _out(self._t_of_log_snr(lam), sc)
+            t = self._t_of_log_snr(lam)
+        # a log-SNR at an end of the range may land an ulp outside the domain: the domain's end is the answer
+        return _out(np.clip(t, self.t_min, self.t_max), sc)
 
     def solve_log_snr(self, log_snr):
         r"""The time with :math:`\lambda(t) =` ``log_snr`` by safeguarded bisection (no closed form needed).
