@@ -323,3 +323,6 @@ def test_denoiser_bad_input():
         D.x0(np.ones((2, 3)), 0.5)
     with pytest.raises(TypeError, match="Gaussian data"):
         Denoiser(MIX, VP()).x0_affine(0.5)
+    with pytest.raises(ValueError, match=r"t must give sigma\(t\) <= 1e\+150"):
+        Denoiser(MIX, EDM()).x0(X, 1e160)  # sigma^2 would overflow: an error, not NaN
+    assert np.all(np.isfinite(Denoiser(MIX, EDM()).x0(X * 1e140, 1e150)))

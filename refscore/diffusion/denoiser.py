@@ -72,9 +72,12 @@ from ..distributions import Gaussian, GaussianMixture, mixture_log_sum_exp
 from .parametrisations import PARAMETRISATIONS
 from .schedules import Schedule
 
-__all__ = ["Denoiser"]
+__all__ = ["Denoiser", "SIGMA_MAX"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+#: largest noise scale accepted: sigma**2 enters the noised covariances and overflows float64 beyond ~1.3e154
+SIGMA_MAX = 1e150
 
 
 class Denoiser:
@@ -118,8 +121,11 @@ class Denoiser:
             t_arr = np.full(x.shape[0], float(t_arr))
         elif t_arr.shape != (x.shape[0],) and not (single and t_arr.shape == (1,)):
             raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},) to match x, got shape {t_arr.shape}")
-        a, s = self.schedule.alpha(t_arr), self.schedule.sigma(t_arr)
-        return x, t_arr, np.asarray(a, float), np.asarray(s, float), single
+        a, s = np.asarray(self.schedule.alpha(t_arr), float), np.asarray(self.schedule.sigma(t_arr), float)
+        if np.any(s > SIGMA_MAX):
+            raise ValueError(f"t must give sigma(t) <= {SIGMA_MAX:g} (sigma^2 overflows float64 beyond ~1.3e154), "
+                             f"got sigma = {float(np.max(s)):.3g} at t = {float(t_arr[np.argmax(s)])!r}")
+        return x, t_arr, a, s, single
 
     def _parts(self, x, a, s):
         """Per component: logits (k, n), eigen-coordinates y (k, n, d), deltas (k, n, d); and responsibilities."""

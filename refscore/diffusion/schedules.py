@@ -106,7 +106,10 @@ class Schedule:
 
     # ------------------------------------------------------------ validation
     def _t(self, t, name="t"):
-        arr = _finite_array(t, name)
+        arr = as_float_array(t, name)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be finite, got {int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))} "
+                             f"non-finite value(s)")
         if np.any(arr < self.t_min) or np.any(arr > self.t_max):
             raise ValueError(f"{name} must lie in [{self.t_min!r}, {self.t_max!r}] for {self!r}, got values in "
                              f"[{float(np.min(arr))!r}, {float(np.max(arr))!r}]")
