@@ -26,10 +26,25 @@ source (repository, file, function and the lines relied on) in the docstring
 of its conversion function, read at these commits: ermongroup/ncsn 7f27f4a,
 ermongroup/ncsnv2 1bcea03, yang-song/score_sde 0acb9e0, wittawatj/kernel-gof
 039a95e, wilson-ye-chen/stein_thinning (stein.py 1769463, kernel.py 1916036),
-wgrathwohl/JEM 7f0779a.  Each has a test that transcribes the third-party
+wgrathwohl/JEM 7f0779a, blackjax-devs/blackjax 04e5b61, jax-md/jax-md a41c7d1,
+openmm/openmm b12ba2a.  Each has a test that transcribes the third-party
 formula in plain NumPy and compares it with refscore plus the conversion.
 Where a paper and its released code disagree (NCSN's annealed step), both
 are rows.
+
+Kinetic Langevin (docs/derivations.md §8.6, §8.7): blackjax's decoherence length
+:math:`L = 1/\gamma` (:func:`friction_from_decoherence_length`), the thermostats of jax-md
+and OpenMM at a temperature :math:`kT` (:func:`kinetic_from_thermostat`: mass :math:`m/kT`,
+score :math:`F/kT`, momenta :math:`p/kT`; OpenMM's velocities sit half a kick from BAOAB's,
+:func:`momenta_from_openmm`), and the limits: large friction is ULA in the time
+:math:`t/(\gamma m)` (:func:`overdamped_time`), one OBABO step with a full refresh is MALA's
+proposal at :math:`\eta = h^2/(2m)` (:func:`mala_step_from_kinetic`).
+
+Inside a torch loss.  The conversions of a loss value (the DSM, SSM and KSD scalings, the
+score_sde weights, the sphere projections) take a torch tensor, one that requires grad
+included, and return a tensor of the same graph: ``dsm_from_ncsn(loss, sigma)`` can be
+back-propagated.  The KSD estimator forms (:func:`ksd_from_u`, :func:`ksd_to_u`) are not
+affine in the value (the square root) and refuse a tensor; convert the number you compare.
 
 References
 ----------
@@ -78,6 +93,7 @@ __all__ = [
     "ncsn_alphas",
     # score_sde
     "score_sde_ald_step",
+    "score_sde_ald_snr",
     "score_sde_langevin_step",
     "score_sde_weight",
     "score_sde_from_dsm",
@@ -94,6 +110,22 @@ __all__ = [
     "imq_from_scaled",
     "ksd_from_scaled_imq",
     "scaled_imq_from_ksd",
+    # kinetic Langevin
+    "KineticParameters",
+    "friction_from_decoherence_length",
+    "decoherence_length_from_friction",
+    "blackjax_underdamped",
+    "kinetic_from_thermostat",
+    "momenta_from_thermostat",
+    "thermostat_momenta",
+    "jax_md_nvt_langevin",
+    "OPENMM_BOLTZ",
+    "openmm_langevin_middle",
+    "momenta_from_openmm",
+    "openmm_velocities",
+    "mala_step_from_kinetic",
+    "kinetic_step_from_mala",
+    "overdamped_time",
     # tempering
     "TemperedStep",
     "tempered_step",
@@ -111,11 +143,49 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- validation
+def _is_tensor(value) -> bool:
+    """A torch tensor (anything with ``detach`` and ``requires_grad``, not a NumPy array): the conversions
+    compute on it as it is, so a loss converted inside a torch graph keeps its gradient."""
+    return not isinstance(value, np.ndarray) and hasattr(value, "detach") and hasattr(value, "requires_grad")
+
+
 def _value(value, name: str = "value"):
-    """A finite float (or float array) loss value; returns a float for scalars."""
+    """A finite float (or float array) loss value; returns a float for scalars.
+
+    A torch tensor (one that requires grad included) is checked on a detached copy and returned as
+    it is: the conversion's arithmetic then runs in torch and keeps the graph.
+    """
+    if _is_tensor(value):
+        check_finite(name, as_float_array(value.detach().cpu().numpy(), name))
+        return value
     arr = as_float_array(value, name)
     check_finite(name, arr)
     return float(arr) if arr.ndim == 0 else arr
+
+
+def _number(value, name: str = "value"):
+    """A finite float loss value, refusing a tensor (whose gradient a float would silently drop)."""
+    if _is_tensor(value):
+        raise TypeError(f"{name} must be a number or a NumPy array, got a torch tensor: this conversion is not "
+                        "affine in the value (or reduces it), so it is not applied inside a torch graph; convert "
+                        "the number you compare, value.item(), instead")
+    return _value(value, name)
+
+
+def _scaled(value, factor, name: str = "value"):
+    """``value * factor`` after validating ``value`` (a tensor value gets an array factor as a tensor)."""
+    v = _value(value, name)
+    if _is_tensor(v) and isinstance(factor, np.ndarray):
+        factor = v.new_tensor(factor)
+    return v * factor
+
+
+def _divided(value, factor, name: str = "value"):
+    """``value / factor`` after validating ``value`` (a tensor value gets an array factor as a tensor)."""
+    v = _value(value, name)
+    if _is_tensor(v) and isinstance(factor, np.ndarray):
+        factor = v.new_tensor(factor)
+    return v / factor
 
 
 def _dim(dim, name: str = "dim") -> int:
@@ -484,7 +554,7 @@ def dsm_from_sigma4_scaled(value, sigma):
     >>> dsm_from_sigma4_scaled(1.0, 0.5)
     16.0
     """
-    return _value(value) / _sigma(sigma) ** 4
+    return _divided(value, _sigma(sigma) ** 4)
 
 
 def sigma4_scaled_from_dsm(value, sigma):
@@ -495,7 +565,7 @@ def sigma4_scaled_from_dsm(value, sigma):
     >>> sigma4_scaled_from_dsm(16.0, 0.5)
     1.0
     """
-    return _value(value) * _sigma(sigma) ** 4
+    return _scaled(value, _sigma(sigma) ** 4)
 
 
 def dsm_from_ncsn(value, sigma):
@@ -535,7 +605,7 @@ def dsm_from_ncsn(value, sigma):
     >>> dsm_from_ncsn(1.0, 0.5)
     4.0
     """
-    return _value(value) / _sigma(sigma) ** 2
+    return _divided(value, _sigma(sigma) ** 2)
 
 
 def ncsn_from_dsm(value, sigma):
@@ -546,7 +616,7 @@ def ncsn_from_dsm(value, sigma):
     >>> ncsn_from_dsm(4.0, 0.5)
     1.0
     """
-    return _value(value) * _sigma(sigma) ** 2
+    return _scaled(value, _sigma(sigma) ** 2)
 
 
 # -------------------------------------------------------------- Langevin steps
@@ -929,6 +999,21 @@ def score_sde_langevin_step(snr, noise, score, alpha=1.0) -> np.ndarray:
     return np.array(np.broadcast_to(step, (n,)), dtype=float)
 
 
+def score_sde_ald_snr(step, sigma, alpha=1.0):
+    r"""Inverse of :func:`score_sde_ald_step`: the ``snr`` whose ALD corrector step at level :math:`\sigma` is ``step``.
+
+    .. math:: \text{snr} = \frac{\sqrt{\eta/(2\alpha)}}{\sigma}
+
+    Examples
+    --------
+    >>> round(score_sde_ald_snr(score_sde_ald_step(0.316, 0.01), 0.01), 12)
+    0.316
+    """
+    eta = _positive(step, "step") / (2.0 * _positive(alpha, "alpha"))
+    snr = np.sqrt(eta) / _positive(sigma, "sigma")
+    return float(snr) if np.ndim(snr) == 0 else snr
+
+
 # ------------------------------------------------------------ score_sde losses
 def score_sde_weight(sigma, dim, *, reduce_mean, g2=None):
     r"""Factor :math:`w` with score_sde's per-sample DSM loss :math:`= w\cdot` refscore's DSM.
@@ -1023,7 +1108,7 @@ def score_sde_from_dsm(value, sigma, dim, *, reduce_mean, g2=None):
     >>> score_sde_from_dsm(2.0, 0.5, 4, reduce_mean=True)
     0.25
     """
-    return _value(value) * score_sde_weight(sigma, dim, reduce_mean=reduce_mean, g2=g2)
+    return _scaled(value, score_sde_weight(sigma, dim, reduce_mean=reduce_mean, g2=g2))
 
 
 def dsm_from_score_sde(value, sigma, dim, *, reduce_mean, g2=None):
@@ -1034,7 +1119,7 @@ def dsm_from_score_sde(value, sigma, dim, *, reduce_mean, g2=None):
     >>> dsm_from_score_sde(0.25, 0.5, 4, reduce_mean=True)
     2.0
     """
-    return _value(value) / score_sde_weight(sigma, dim, reduce_mean=reduce_mean, g2=g2)
+    return _divided(value, score_sde_weight(sigma, dim, reduce_mean=reduce_mean, g2=g2))
 
 
 # --------------------------------------------------------- NCSN sliced losses
@@ -1087,7 +1172,7 @@ def ncsn_sliced_from_ssm(value, sigma):
     >>> ncsn_sliced_from_ssm(-3.0, 0.5)
     -0.75
     """
-    return _value(value) * _sigma(sigma) ** 2
+    return _scaled(value, _sigma(sigma) ** 2)
 
 
 def ssm_from_ncsn_sliced(value, sigma):
@@ -1098,7 +1183,7 @@ def ssm_from_ncsn_sliced(value, sigma):
     >>> ssm_from_ncsn_sliced(-0.75, 0.5)
     -3.0
     """
-    return _value(value) / _sigma(sigma) ** 2
+    return _divided(value, _sigma(sigma) ** 2)
 
 
 def ncsn_dsm_minus_sliced(dim) -> float:
@@ -1229,7 +1314,7 @@ def ksd_from_u(u_stat, diagonal, form) -> float:
     3.5
     """
     n, mean_diag = _ksd_parts(diagonal, form)
-    u = float(_value(u_stat, "u_stat"))
+    u = float(_number(u_stat, "u_stat"))
     if form == "u":
         return u
     v = (n - 1) / n * u + mean_diag / n
@@ -1255,7 +1340,7 @@ def ksd_to_u(value, diagonal, form) -> float:
     0.5
     """
     n, mean_diag = _ksd_parts(diagonal, form)
-    val = float(_value(value, "value"))
+    val = float(_number(value, "value"))
     if form == "u":
         return val
     if form == "sqrt_v" and val < 0:
@@ -1337,7 +1422,7 @@ def ksd_from_scaled_imq(value, g, beta):
     1.0
     """
     g, beta = _scaled_imq(g, beta)
-    return _value(value) * g**beta
+    return _scaled(value, g**beta)
 
 
 def scaled_imq_from_ksd(value, g, beta):
@@ -1349,7 +1434,321 @@ def scaled_imq_from_ksd(value, g, beta):
     2.0
     """
     g, beta = _scaled_imq(g, beta)
-    return _value(value) * g ** (-beta)
+    return _scaled(value, g ** (-beta))
+
+
+# ------------------------------------------------------------ kinetic Langevin
+class KineticParameters(NamedTuple):
+    """refscore's kinetic Langevin settings (:func:`refscore.sampling.kinetic.kinetic_langevin`): ``step`` :math:`h`,
+    ``friction`` :math:`\\gamma` and ``mass`` :math:`m` of :math:`dq = (p/m)\\,dt`,
+    :math:`dp = s\\,dt - \\gamma p\\,dt + \\sqrt{2\\gamma m}\\,dW` at unit temperature."""
+
+    step: float
+    friction: float
+    mass: float
+
+
+def friction_from_decoherence_length(L):
+    r"""refscore's friction for blackjax's momentum decoherence length: :math:`\gamma = 1/L`.
+
+    blackjax refreshes the momenta by :math:`p \leftarrow c_1 p + \sqrt{1 - c_1^2}\,z` with
+    :math:`c_1 = e^{-\epsilon'/L}` over a time :math:`\epsilon'`; refscore's **O** over
+    :math:`\tau` has :math:`c = e^{-\gamma\tau}` (docs/derivations.md §8.6), so :math:`\gamma = 1/L`.
+    :math:`L = \infty` (blackjax: no refresh) is friction 0.
+
+    Source read: blackjax-devs/blackjax (commit 04e5b61), blackjax/mcmc/integrators.py,
+    ``partially_refresh_momentum``: ``c1`` is the exponential of minus the step size over ``L``,
+    ``c2`` the square root of one minus its square, the new momentum ``c1`` times the old plus
+    ``c2`` times a standard normal, and an infinite ``L`` leaves the momentum as it is.
+
+    Examples
+    --------
+    >>> friction_from_decoherence_length(4.0)
+    0.25
+    """
+    L = _positive_or_inf(L, "L")
+    return 0.0 if L == np.inf else 1.0 / L
+
+
+def decoherence_length_from_friction(friction):
+    r"""Inverse of :func:`friction_from_decoherence_length`: :math:`L = 1/\gamma` (friction 0: :math:`L = \infty`).
+
+    Examples
+    --------
+    >>> decoherence_length_from_friction(0.25)
+    4.0
+    """
+    g = float(friction)
+    if not (np.isfinite(g) and g >= 0.0):
+        raise ValueError(f"friction must be finite and >= 0, got {friction!r}")
+    return np.inf if g == 0.0 else 1.0 / g
+
+
+def _positive_or_inf(value, name) -> float:
+    v = float(value)
+    if not (v > 0.0):  # NaN included
+        raise ValueError(f"{name} must be > 0 (or inf), got {value!r}")
+    return v
+
+
+def blackjax_underdamped(step_size, L, inverse_mass_matrix=1.0) -> KineticParameters:
+    r"""refscore's kinetic settings for blackjax's ``underdamped_langevin``: OBABO with :math:`\gamma = 1/L`, unit mass.
+
+    blackjax's step wraps velocity Verlet (:math:`\mathrm B_{\epsilon/2}\mathrm A_\epsilon\mathrm B_{\epsilon/2}`,
+    coefficients ``[0.5, 1.0, 0.5]``, the kick adding the step times the coefficient times the
+    log-density gradient, the drift the step times the coefficient times the inverse mass times the
+    momentum) between two partial refreshes over half the step each: refscore's
+    :math:`\mathrm O_{h/2}\mathrm B_{h/2}\mathrm A_h\mathrm B_{h/2}\mathrm O_{h/2}`, its **O** over
+    :math:`h/2` with :math:`c = e^{-\gamma h/2} = e^{-(\epsilon/2)/L}`.  So ``step = step_size``,
+    ``friction = 1/L`` (:func:`friction_from_decoherence_length`), splitting ``"OBABO"``, and the
+    score is the gradient of ``logdensity_fn``.
+
+    Sources read: blackjax-devs/blackjax (commit 04e5b61): blackjax/mcmc/underdamped_langevin.py,
+    ``build_kernel`` (the step is ``with_maruyama`` around the integrator, called with the step size
+    and ``L``) and ``as_top_level_api`` (``integrator=velocity_verlet``, ``inverse_mass_matrix=1.0``);
+    blackjax/mcmc/integrators.py, ``with_maruyama`` (a partial refresh with half the step size,
+    the integrator step, a second partial refresh with half the step size, each with its own key),
+    ``velocity_verlet_coefficients`` and ``partially_refresh_momentum`` (see
+    :func:`friction_from_decoherence_length`).
+
+    Only unit mass: at that commit the refresh adds ``c2`` times a *standard* normal whatever the
+    mass matrix, which keeps :math:`N(0, I)`, not :math:`N(0, M)`; with
+    ``inverse_mass_matrix != 1`` its dynamics is no refscore kinetic Langevin, and this raises.
+
+    Parameters
+    ----------
+    step_size : float > 0
+    L : float > 0 or inf
+    inverse_mass_matrix : 1.0
+
+    Returns
+    -------
+    KineticParameters
+
+    Examples
+    --------
+    >>> blackjax_underdamped(0.1, 2.0)
+    KineticParameters(step=0.1, friction=0.5, mass=1.0)
+    """
+    if not (np.ndim(inverse_mass_matrix) == 0 and float(inverse_mass_matrix) == 1.0):
+        raise ValueError("inverse_mass_matrix must be 1.0: blackjax's refresh draws N(0, I) noise whatever the mass "
+                         "matrix, so with another mass its dynamics is not kinetic Langevin at that mass, got "
+                         f"{inverse_mass_matrix!r}")
+    return KineticParameters(check_positive("step_size", step_size), friction_from_decoherence_length(L), 1.0)
+
+
+def kinetic_from_thermostat(dt, gamma, kT, mass=1.0) -> KineticParameters:
+    r"""refscore's kinetic settings for a Langevin thermostat at temperature ``kT`` (jax-md, OpenMM).
+
+    A molecular-dynamics thermostat integrates :math:`dx = (p_{md}/m)\,dt`,
+    :math:`dp_{md} = F\,dt - \gamma p_{md}\,dt + \sqrt{2\gamma m\,kT}\,dW` with :math:`F = -\nabla U`,
+    which samples :math:`e^{-U/kT}`.  Divide the momenta by :math:`kT`: :math:`p = p_{md}/kT` obeys
+    :math:`dx = (p/m')\,dt`, :math:`dp = s\,dt - \gamma p\,dt + \sqrt{2\gamma m'}\,dW` with
+    :math:`s = F/kT = \nabla\log e^{-U/kT}` and :math:`m' = m/kT`: refscore's dynamics at unit
+    temperature.  Each sub-flow maps the same way (the kick :math:`p_{md} + \tau F` is
+    :math:`kT(p + \tau s)`, the drift :math:`x + \tau p_{md}/m = x + \tau p/m'`, the refresh's
+    variance :math:`kT(1 - c^2)m` is :math:`kT^2(1 - c^2)m'`), so a splitting step maps step by step.
+
+    Parameters
+    ----------
+    dt : float > 0
+        The time step (``step``).
+    gamma : float >= 0
+        The friction, per unit of time (``friction``).
+    kT : float > 0
+        The temperature in energy units.
+    mass : float > 0
+
+    Returns
+    -------
+    KineticParameters
+        ``(dt, gamma, mass / kT)``; run it on the score ``F / kT`` and start from the momenta
+        ``p_md / kT`` (:func:`momenta_from_thermostat`).
+
+    Examples
+    --------
+    >>> kinetic_from_thermostat(0.002, 1.0, 2.5, mass=12.0)
+    KineticParameters(step=0.002, friction=1.0, mass=4.8)
+    """
+    g = float(gamma)
+    if not (np.isfinite(g) and g >= 0.0):
+        raise ValueError(f"gamma must be finite and >= 0, got {gamma!r}")
+    return KineticParameters(check_positive("dt", dt), g, check_positive("mass", mass) / check_positive("kT", kT))
+
+
+def momenta_from_thermostat(momentum, kT):
+    r"""refscore's momenta :math:`p = p_{md}/kT` for a thermostat's momenta (see :func:`kinetic_from_thermostat`).
+
+    Examples
+    --------
+    >>> momenta_from_thermostat(np.array([1.0, -2.0]), 2.0)
+    array([ 0.5, -1. ])
+    """
+    return _value(momentum, "momentum") / check_positive("kT", kT)
+
+
+def thermostat_momenta(momentum, kT):
+    r"""Inverse of :func:`momenta_from_thermostat`: :math:`p_{md} = kT\,p`.
+
+    Examples
+    --------
+    >>> thermostat_momenta(np.array([0.5, -1.0]), 2.0)
+    array([ 1., -2.])
+    """
+    return _value(momentum, "momentum") * check_positive("kT", kT)
+
+
+def jax_md_nvt_langevin(dt, kT, gamma=0.1, mass=1.0) -> KineticParameters:
+    r"""refscore's BAOAB settings for jax-md's ``simulate.nvt_langevin(energy_or_force_fn, shift_fn, dt, kT, gamma)``.
+
+    jax-md's step is :math:`\mathrm B_{dt/2}\mathrm A_{dt/2}\mathrm O_{dt}\mathrm A_{dt/2}\mathrm B_{dt/2}`
+    on momenta :math:`p_{md}`, with :math:`c_1 = e^{-\gamma\,dt}` and the refresh variance
+    :math:`kT(1 - c_1^2)\,m`: refscore's BAOAB under :func:`kinetic_from_thermostat` (score
+    :math:`F/kT`, momenta :math:`p_{md}/kT`, mass :math:`m/kT`).
+
+    Source read: jax-md/jax-md (commit a41c7d1), jax_md/simulate.py: ``nvt_langevin``'s
+    ``step_fn`` runs ``momentum_step`` over half ``dt``, ``position_step`` over half ``dt``,
+    ``stochastic_step`` over ``dt``, ``position_step`` over half ``dt``, recomputes the force and
+    runs ``momentum_step`` over half ``dt``; ``momentum_step`` adds the time times the force,
+    ``position_step`` shifts by the time times the momentum over the mass, and ``stochastic_step``
+    draws the momentum from a normal with mean ``c1`` times the momentum, ``c1`` the exponential of
+    minus ``gamma`` times the time, and variance ``kT`` times one minus ``c1`` squared times the mass.
+
+    Examples
+    --------
+    >>> jax_md_nvt_langevin(0.005, 0.5, gamma=0.1)
+    KineticParameters(step=0.005, friction=0.1, mass=2.0)
+    """
+    return kinetic_from_thermostat(dt, gamma, kT, mass)
+
+
+#: OpenMM's Boltzmann constant in kJ/(mol K), evaluated in the order of its ``BOLTZ`` macro
+#: (``BOLTZMANN * AVOGADRO / KILO``, platforms/reference/include/SimTKOpenMMRealType.h)
+OPENMM_BOLTZ = 1.380649e-23 * 6.02214076e23 / 1e3
+
+
+def openmm_langevin_middle(step_ps, friction_per_ps, temperature_K, mass_amu) -> KineticParameters:
+    r"""refscore's BAOAB settings for OpenMM's ``LangevinMiddleIntegrator(temperature, friction, stepSize)``.
+
+    OpenMM works in nm, ps, amu and kJ/mol (1 amu nm²/ps² = 1 kJ/mol, so no further constant), with
+    :math:`kT = k_B T` (:data:`OPENMM_BOLTZ` times the temperature in K): refscore's kinetic
+    Langevin under :func:`kinetic_from_thermostat` with ``dt = step_ps``, ``gamma = friction_per_ps``
+    and the mass :math:`m/kT`, on the score :math:`F/kT`.
+
+    Its step is BAOAB with the two half kicks of consecutive steps merged into one:
+    :math:`v \leftarrow v + dt\,F(x)/m`, :math:`x \leftarrow x + v\,dt/2`,
+    :math:`v \leftarrow e^{-\gamma dt} v + \sqrt{1 - e^{-2\gamma dt}}\sqrt{kT/m}\,\xi`,
+    :math:`x \leftarrow x + v\,dt/2`.  The positions are BAOAB's; its velocities are taken between the
+    **O** and the last half kick, so refscore's momenta are
+    :math:`p = (m/kT)\,v + (dt/2)\,s(x)` (:func:`momenta_from_openmm`).
+
+    Source read: openmm/openmm (commit b12ba2a),
+    platforms/reference/src/SimTKReference/ReferenceLangevinMiddleDynamics.cpp:
+    ``updatePart1`` adds the time step times the inverse mass times the force to the velocity;
+    ``updatePart2`` moves the position by the velocity times half the step, sets the velocity to
+    ``vscale`` (the exponential of minus the step times the friction) times itself plus
+    ``noisescale`` (the square root of one minus ``vscale`` squared) times the square root of
+    ``kT`` times the inverse mass times three standard normals, ``kT`` being ``BOLTZ`` times the
+    temperature, and moves the position again by the velocity times half the step;
+    ``updatePart3`` (constraints aside) keeps that position.
+
+    Examples
+    --------
+    >>> p = openmm_langevin_middle(0.002, 1.0, 300.0, 12.0)
+    >>> p.step, p.friction, round(p.mass, 6)
+    (0.002, 1.0, 4.810894)
+    """
+    kT = OPENMM_BOLTZ * check_positive("temperature_K", temperature_K)
+    return kinetic_from_thermostat(step_ps, friction_per_ps, kT, mass_amu)
+
+
+def momenta_from_openmm(velocities, mass, kT, step, score):
+    r"""refscore's BAOAB momenta for the velocities of OpenMM's ``LangevinMiddleIntegrator``.
+
+    .. math:: p = \frac m{kT}\,v + \frac{dt}2\,s(x)
+
+    with :math:`s(x) = F(x)/kT` at the same positions (see :func:`openmm_langevin_middle`).
+
+    Parameters
+    ----------
+    velocities : array (..., d)
+    mass, kT, step : float > 0
+    score : array, shape of ``velocities``
+        :math:`s(x)`.
+
+    Examples
+    --------
+    >>> momenta_from_openmm(np.array([1.0]), 2.0, 0.5, 0.1, np.array([-4.0]))
+    array([3.8])
+    """
+    v, s = _value(velocities, "velocities"), _value(score, "score")
+    return check_positive("mass", mass) / check_positive("kT", kT) * v + 0.5 * check_positive("step", step) * s
+
+
+def openmm_velocities(momenta, mass, kT, step, score):
+    r"""Inverse of :func:`momenta_from_openmm`: :math:`v = \frac{kT}m\,(p - \frac{dt}2 s(x))`.
+
+    Examples
+    --------
+    >>> openmm_velocities(np.array([3.8]), 2.0, 0.5, 0.1, np.array([-4.0]))
+    array([1.])
+    """
+    p, s = _value(momenta, "momenta"), _value(score, "score")
+    return check_positive("kT", kT) / check_positive("mass", mass) * (p - 0.5 * check_positive("step", step) * s)
+
+
+def mala_step_from_kinetic(step, mass=1.0):
+    r"""The ULA/MALA step of one OBABO step with a full refresh: :math:`\eta = h^2/(2m)`.
+
+    With :math:`\gamma h \to \infty` the first :math:`\mathrm O_{h/2}` draws :math:`p = \sqrt m\,\xi`
+    afresh; then :math:`\mathrm B_{h/2}\mathrm A_h` give
+
+    .. math::
+
+        q' = q + \frac hm\Big(\sqrt m\,\xi + \frac h2 s(q)\Big)
+           = q + \frac{h^2}{2m}\,s(q) + \sqrt{2\cdot\frac{h^2}{2m}}\;\xi ,
+
+    refscore's eq. (4) with :math:`\eta = h^2/(2m)` and :math:`z = \xi` (the first ``d`` normals of
+    the step): MALA's proposal.  Its Metropolis–Hastings ratio is that of one leapfrog step of HMC,
+    :math:`\log\alpha = -H(q', p') + H(q, p)` with :math:`H = -\log p(q) + \lVert p\rVert^2/(2m)`,
+    which equals MALA's :math:`\log\alpha` (docs/derivations.md §8.7; tested).
+
+    Examples
+    --------
+    >>> mala_step_from_kinetic(0.5)
+    0.125
+    """
+    h = check_positive("step", step)
+    return h * h / (2.0 * check_positive("mass", mass))
+
+
+def kinetic_step_from_mala(eta, mass=1.0):
+    r"""Inverse of :func:`mala_step_from_kinetic`: :math:`h = \sqrt{2m\eta}`.
+
+    Examples
+    --------
+    >>> kinetic_step_from_mala(0.125)
+    0.5
+    """
+    return float(np.sqrt(2.0 * check_positive("mass", mass) * check_positive("eta", eta)))
+
+
+def overdamped_time(time, friction, mass=1.0):
+    r"""The overdamped Langevin time of kinetic Langevin's time ``t`` at large friction: :math:`t/(\gamma m)`.
+
+    As :math:`\gamma \to \infty` the momentum equation :math:`dp = s\,dt - \gamma p\,dt + \sqrt{2\gamma m}\,dW`
+    relaxes at once, :math:`p\,dt \approx (s\,dt + \sqrt{2\gamma m}\,dW)/\gamma`, and
+    :math:`dq = (p/m)\,dt \approx s\,dt/(\gamma m) + \sqrt{2/(\gamma m)}\,dW`: the Langevin diffusion
+    :math:`dX = s\,d\tau + \sqrt2\,dB_\tau` of eq. (4) in the time :math:`\tau = t/(\gamma m)`.  So a
+    kinetic run over time :math:`t` at large friction moves as ULA over :math:`\tau`
+    (docs/derivations.md §8.7; tested on a Gaussian's exact transient law).
+
+    Examples
+    --------
+    >>> overdamped_time(10.0, 5.0)
+    2.0
+    """
+    return check_positive("time", time) / (check_positive("friction", friction) * check_positive("mass", mass))
 
 
 # ------------------------------------------------------ tempering the target
@@ -1470,6 +1869,7 @@ ARGUMENTS = {
 CONVERTED = {
     "step": "refscore's Langevin step eta of x + eta s(x) + sqrt(2 eta) z (ULA, MALA)",
     "annealed_step": "refscore's base step of annealed Langevin, eta_i = step sigma_i^2 / sigma_L^2",
+    "friction": "refscore's friction gamma of kinetic Langevin, dp = s dt - gamma p dt + sqrt(2 gamma m) dW",
     "dsm": "refscore's DSM 1/2 ||s(x + sigma z) + z / sigma||^2 at one noise level, or its gradient over theta",
     "ssm": "refscore's SSM with E[v v^T] = I projections, or its gradient over theta",
     "ssm_vr": "refscore's SSM-VR with E[v v^T] = I projections, or its gradient over theta",
@@ -1597,7 +1997,7 @@ TABLE: tuple[ConventionRow, ...] = (
         "Langevin step (noise scale)",
         "x + η s + √(2η) z",
         "x + (δ²/2) s + δ z",
-        "η = δ²/2: `step_from_noise_scale(δ)`",
+        "η = δ²/2: `step_from_noise_scale(δ)`; δ = √(2η): `noise_scale_from_step(η)`",
         conversions=(Conversion(step_from_noise_scale, noise_scale_from_step, ("step",)),),
     ),
     ConventionRow(
@@ -1616,11 +2016,18 @@ TABLE: tuple[ConventionRow, ...] = (
         conversions=(Conversion(ncsn_code_step, ncsn_code_step_lr, ("annealed_step",)),),
     ),
     ConventionRow(
+        "Langevin step (NCSN ε as step_lr)",
+        "x + η s + √(2η) z; NCSN's paper ε = 2η, its code's step_lr = η",
+        "the paper's ε = 2η run in the code's update x + ε s + √(2ε) z: twice the step",
+        "such a sampler runs at `ncsn_eps(η)` = 2η: give it `ncsn_step(η)` = η/2",
+        conversions=(Conversion(ncsn_eps, ncsn_step, ("step", "annealed_step")),),
+    ),
+    ConventionRow(
         "Annealed Langevin (score_sde ALD)",
         "η_i = step·σ_i²/σ_L²",
         "η_i = 2α (snr σ_i)², α = 1 (VE) or 1 − β_i (VP)",
-        "step = 2 snr² σ_L²: `score_sde_ald_step(snr, σ_L)`",
-        helpers=(score_sde_ald_step,),
+        "step = 2 snr² σ_L²: `score_sde_ald_step(snr, σ_L)`; snr = √(step/2)/σ_L: `score_sde_ald_snr(step, σ_L)`",
+        conversions=(Conversion(score_sde_ald_step, score_sde_ald_snr, ("annealed_step",), ("value", "sigma")),),
     ),
     ConventionRow(
         "Langevin corrector (score_sde)",
@@ -1698,6 +2105,37 @@ TABLE: tuple[ConventionRow, ...] = (
         conversions=(Conversion(ksd_from_scaled_imq, scaled_imq_from_ksd, ("ksd_u", "ksd_v", "stein_kernel"),
                                ("value", "g", "beta")),),
         helpers=(imq_from_scaled,),
+    ),
+    ConventionRow(
+        "Kinetic Langevin friction (blackjax)",
+        "dp = s dt − γ p dt + √(2γm) dW; O over τ: c = e^(−γτ)",
+        "blackjax underdamped_langevin: OBABO, velocity Verlet between refreshes over ε/2, c₁ = exp(−(ε/2)/L), unit mass",
+        "γ = 1/L: `friction_from_decoherence_length(L)`, `decoherence_length_from_friction(γ)`; "
+        "`blackjax_underdamped(ε, L)`",
+        conversions=(Conversion(friction_from_decoherence_length, decoherence_length_from_friction, ("friction",)),),
+        helpers=(blackjax_underdamped,),
+    ),
+    ConventionRow(
+        "Kinetic Langevin thermostat (jax-md)",
+        "BAOAB at unit temperature: score s, momenta p ~ N(0, mI)",
+        "nvt_langevin(dt, kT, gamma): BAOAB on force F = −∇U, momenta p_md ~ N(0, m kT), samples e^(−U/kT)",
+        "step dt, friction γ, mass m/kT, score F/kT, momenta p_md/kT: `jax_md_nvt_langevin(dt, kT, γ, m)`, "
+        "`momenta_from_thermostat`",
+        helpers=(jax_md_nvt_langevin, kinetic_from_thermostat, momenta_from_thermostat, thermostat_momenta),
+    ),
+    ConventionRow(
+        "Kinetic Langevin thermostat (OpenMM)",
+        "BAOAB at unit temperature",
+        "LangevinMiddleIntegrator(T, γ /ps, dt ps): BAOAB with the half kicks merged, v between O and the last kick",
+        "kT = k_B T (kJ/mol), mass m/kT, p = (m/kT) v + (dt/2) s(x): `openmm_langevin_middle`, `momenta_from_openmm`",
+        helpers=(openmm_langevin_middle, momenta_from_openmm, openmm_velocities),
+    ),
+    ConventionRow(
+        "Kinetic Langevin, overdamped and MALA limits",
+        "kinetic step h, friction γ, mass m",
+        "γ → ∞: ULA in time t/(γm); one OBABO step with a full refresh = MALA's proposal at η = h²/(2m)",
+        "`overdamped_time(t, γ, m)`, `mala_step_from_kinetic(h, m)`, `kinetic_step_from_mala(η, m)`",
+        helpers=(overdamped_time, mala_step_from_kinetic, kinetic_step_from_mala),
     ),
     ConventionRow(
         "Langevin temperature",

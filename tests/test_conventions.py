@@ -865,6 +865,246 @@ def test_tempered_stationary_covariance_is_ula_bias_formula():
     assert np.max(np.abs(emp - np.linalg.inv(lam - eta * lam @ lam / 2)) / se) > 10
 
 
+# ------------------------------------------------------------ kinetic Langevin
+def _nonquadratic(x):
+    """Force, score (= force at kT = 1) and log-density pieces of U(x) = 1/2 x^T A x + 0.05 sum x^4."""
+    A = np.array([[1.3, 0.4], [0.4, 0.9]])
+    return -(x @ A + 0.2 * x ** 3)
+
+
+def _blackjax_obabo(position, momentum, logdensity_grad, step_size, L, z1, z2):
+    """blackjax-devs/blackjax (04e5b61) with_maruyama(velocity_verlet) at unit mass, transcribed, the two
+    keys' standard normals given: partially_refresh_momentum over half the step, velocity Verlet
+    (coefficients 0.5, 1.0, 0.5: momentum, position, momentum), partially_refresh_momentum again."""
+    def refresh(m, z, eps):
+        if np.isinf(L):
+            return m
+        c1 = np.exp(-eps / L)
+        c2 = np.sqrt(1 - c1 ** 2)
+        return c1 * m + c2 * z
+
+    momentum = refresh(momentum, z1, step_size * 0.5)
+    momentum = momentum + step_size * 0.5 * logdensity_grad(position)
+    position = position + step_size * 1.0 * momentum  # the kinetic energy's gradient at inverse mass 1
+    momentum = momentum + step_size * 0.5 * logdensity_grad(position)
+    momentum = refresh(momentum, z2, step_size * 0.5)
+    return position, momentum
+
+
+@pytest.mark.parametrize("L", [0.7, 3.0, np.inf])
+def test_blackjax_underdamped_transcription_is_refscore_obabo(L):
+    from refscore.sampling.kinetic import obabo_step
+
+    rng = np.random.default_rng(31)
+    q = rng.normal(size=(5, 2))
+    p = rng.normal(size=(5, 2))
+    x, v = q.copy(), p.copy()
+    params = cv.blackjax_underdamped(0.3, L)
+    assert (params.step, params.mass) == (0.3, 1.0) and params.friction == cv.friction_from_decoherence_length(L)
+    for t in range(12):
+        xi = normal(5, np.arange(5), t, 4)
+        x, v = _blackjax_obabo(x, v, _nonquadratic, 0.3, L, xi[:, :2], xi[:, 2:])
+        q, p = obabo_step(q, p, _nonquadratic, params.step, params.friction, xi, params.mass)
+        # sqrt(1 - c^2) against refscore's sqrt(-expm1(-2 gamma tau)), then 12 steps: round-off only
+        np.testing.assert_allclose(q, x, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(p, v, rtol=1e-12, atol=1e-13)
+    assert cv.friction_from_decoherence_length(np.inf) == 0.0 and cv.decoherence_length_from_friction(0.0) == np.inf
+    assert cv.decoherence_length_from_friction(cv.friction_from_decoherence_length(2.5)) == pytest.approx(2.5, rel=1e-15)
+
+
+def _jax_md_baoab(R, P, force, dt, kT, gamma, mass, xi):
+    """jax-md/jax-md (a41c7d1) simulate.nvt_langevin step_fn, transcribed: momentum_step over dt/2,
+    position_step over dt/2, stochastic_step over dt (Normal(c1 P, kT (1 - c1^2) mass).sample),
+    position_step over dt/2, the force at the new positions, momentum_step over dt/2."""
+    P = P + dt / 2 * force(R)
+    R = R + dt / 2 * P / mass
+    c1 = np.exp(-gamma * dt)
+    c2 = np.sqrt(kT * (1 - c1 ** 2))
+    P = c1 * P + np.sqrt(c2 ** 2 * mass) * xi
+    R = R + dt / 2 * P / mass
+    P = P + dt / 2 * force(R)
+    return R, P
+
+
+def test_jax_md_nvt_langevin_transcription_is_refscore_baoab():
+    """jax-md at kT = 0.7, mass 3: refscore's BAOAB on the score F/kT, mass m/kT, momenta p/kT."""
+    from refscore.sampling.kinetic import baoab_step
+
+    dt, kT, gamma, mass = 0.05, 0.7, 1.3, 3.0
+    rng = np.random.default_rng(32)
+    R, P = rng.normal(size=(4, 2)), rng.normal(size=(4, 2)) * np.sqrt(mass * kT)
+    params = cv.jax_md_nvt_langevin(dt, kT, gamma, mass)
+    assert params == cv.kinetic_from_thermostat(dt, gamma, kT, mass) == (dt, gamma, mass / kT)
+    q, p = R.copy(), cv.momenta_from_thermostat(P, kT)
+    for t in range(15):
+        xi = normal(9, np.arange(4), t, 4)
+        R, P = _jax_md_baoab(R, P, _nonquadratic, dt, kT, gamma, mass, xi[:, :2])
+        q, p = baoab_step(q, p, lambda x: _nonquadratic(x) / kT, params.step, params.friction, xi, params.mass)
+        np.testing.assert_allclose(q, R, rtol=1e-12, atol=1e-13)  # round-off of 15 steps
+        np.testing.assert_allclose(cv.thermostat_momenta(p, kT), P, rtol=1e-12, atol=1e-13)
+
+
+def _openmm_langevin_middle(x, v, force, dt, friction, temperature, mass, xi):
+    """openmm/openmm (b12ba2a) ReferenceLangevinMiddleDynamics, transcribed (no constraints): updatePart1
+    (v += dt / m F), updatePart2 (x' = x + v dt/2, v = vscale v + noisescale sqrt(kT/m) xi, x' += v dt/2),
+    updatePart3 (x = x'); kT = BOLTZ T with BOLTZ = BOLTZMANN AVOGADRO / KILO (SimTKOpenMMRealType.h)."""
+    kT = (1.380649e-23 * 6.02214076e23 / 1e3) * temperature
+    v = v + (dt * (1.0 / mass)) * force(x)
+    x1 = x + v * (0.5 * dt)
+    vscale = np.exp(-dt * friction)
+    noisescale = np.sqrt(1 - vscale * vscale)
+    v = vscale * v + noisescale * np.sqrt(kT * (1.0 / mass)) * xi
+    x1 = x1 + v * (0.5 * dt)
+    return x1, v
+
+
+def test_openmm_langevin_middle_transcription_is_refscore_baoab():
+    """OpenMM in nm, ps, amu, kJ/mol at 300 K: refscore's BAOAB positions, and its momenta half a kick
+    from OpenMM's velocities, p = (m/kT) v + (dt/2) s(x)."""
+    from refscore.sampling.kinetic import baoab_step
+
+    dt, friction, temperature, mass = 0.002, 1.0, 300.0, 12.0
+    kT = cv.OPENMM_BOLTZ * temperature
+    # R = N_A k_B exactly since the 2019 SI: 8.31446261815324 J/(mol K)
+    assert cv.OPENMM_BOLTZ == pytest.approx(8.31446261815324e-3, rel=1e-15)
+    force = lambda x: -kT * 400.0 * x - 50.0 * x ** 3  # noqa: E731 - a stiff bond, nm
+    rng = np.random.default_rng(33)
+    x, v = 0.05 * rng.normal(size=(3, 3)), rng.normal(size=(3, 3)) * np.sqrt(kT / mass)
+    params = cv.openmm_langevin_middle(dt, friction, temperature, mass)
+    assert params == (dt, friction, mass / kT)
+    score = lambda q: force(q) / kT  # noqa: E731
+    q, p = x.copy(), cv.momenta_from_openmm(v, mass, kT, dt, score(x))
+    for t in range(20):
+        xi = normal(4, np.arange(3), t, 6)
+        x, v = _openmm_langevin_middle(x, v, force, dt, friction, temperature, mass, xi[:, :3])
+        q, p = baoab_step(q, p, score, params.step, params.friction, xi, params.mass)
+        np.testing.assert_allclose(q, x, rtol=1e-11, atol=1e-15)  # round-off of 20 steps on O(0.05) positions
+        np.testing.assert_allclose(cv.openmm_velocities(p, mass, kT, dt, score(q)), v, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(cv.momenta_from_openmm(cv.openmm_velocities(p, mass, kT, dt, score(q)), mass, kT, dt,
+                                                      score(q)), p, rtol=1e-14)
+
+
+def test_one_obabo_step_with_a_full_refresh_is_malas_proposal_and_ratio():
+    """docs/derivations.md §8.7: c = 0 in the first O gives p = sqrt(m) xi, then B A gives MALA's proposal
+    at eta = h^2/(2m), and one leapfrog's Hamiltonian difference is MALA's log ratio."""
+    from refscore.sampling.kinetic import obabo_step
+    from refscore.sampling.steps import langevin_step, mala_log_alpha
+
+    target = _mixture_target_2d()
+    score = lambda x: target.score(x, 0.3)  # noqa: E731
+    logpdf = lambda x: target.logpdf(x, 0.3)  # noqa: E731
+    h, m = 0.5, 2.0
+    eta = cv.mala_step_from_kinetic(h, m)
+    assert eta == h * h / (2 * m) and cv.kinetic_step_from_mala(eta, m) == pytest.approx(h, rel=1e-15)
+    rng = np.random.default_rng(34)
+    q, p_old = rng.normal(size=(6, 2)), rng.normal(size=(6, 2))
+    xi = normal(2, np.arange(6), 0, 4)
+    # friction 1e4: c = exp(-2500) underflows to 0 exactly, and the refresh's spread is sqrt(m)
+    q1, _ = obabo_step(q, p_old, score, h, 1e4, xi, m)
+    np.testing.assert_allclose(q1, langevin_step(q, score(q), eta, xi[:, :2]), rtol=1e-14, atol=1e-15)
+    # one leapfrog from p = sqrt(m) xi: log alpha = H(q, p) - H(q', p'), H = -log p(q) + |p|^2 / (2 m)
+    p = np.sqrt(m) * xi[:, :2]
+    p_half = p + h / 2 * score(q)
+    q_new = q + h / m * p_half
+    p_end = p_half + h / 2 * score(q_new)
+    H = lambda x, mom: -logpdf(x) + np.sum(mom ** 2, axis=1) / (2 * m)  # noqa: E731
+    np.testing.assert_allclose(q_new, q1, rtol=1e-14, atol=1e-15)
+    # the two sides group the same O(1) terms differently: agreement to round-off
+    np.testing.assert_allclose(H(q, p) - H(q_new, p_end),
+                               mala_log_alpha(q, q_new, score(q), score(q_new), logpdf(q), logpdf(q_new), eta),
+                               rtol=1e-11, atol=1e-12)
+
+
+def test_large_friction_is_ula_in_the_rescaled_time():
+    """Kinetic Langevin's exact transient law on N(0, 1/omega^2) at friction gamma, over the time t, against
+    the overdamped diffusion's at tau = overdamped_time(t, gamma, m): the gap closes as 1/gamma^2 (its
+    leading term, from the slow eigenvalue -omega^2/(gamma m) (1 + O(1/gamma^2)) of the linear dynamics)."""
+    from refscore.sampling.kinetic import kinetic_transient_law
+
+    omega2, q0, tau, m = 2.0, 1.5, 0.3, 2.0
+    gaps = []
+    for gamma in (10.0, 20.0, 40.0):
+        h = 0.02 / gamma  # gamma h = 0.02: the splitting's own error is far below the gap measured
+        n = int(round(tau * gamma * m / h))
+        assert cv.overdamped_time(n * h, gamma, m) == pytest.approx(tau, rel=1e-12)
+        mean, cov = kinetic_transient_law([[omega2]], [0.0], h, gamma, "OBABO", n, [q0, 0.0], np.diag([0.0, m]),
+                                          mass=m)
+        ou_mean = q0 * np.exp(-omega2 * tau)
+        ou_var = (1 - np.exp(-2 * omega2 * tau)) / omega2
+        gaps.append(max(abs(mean[0] - ou_mean), abs(cov[0, 0] - ou_var)))
+    # measured 3.4e-3, 8.1e-4, 1.9e-4: ratios 4.2 and 4.3
+    assert gaps[2] < 3e-4
+    assert all(3.5 < a / b < 5.0 for a, b in zip(gaps, gaps[1:])), gaps
+
+
+def test_ncsn_eps_as_step_lr_runs_twice_the_step():
+    """A sampler that turns the step into NCSN's paper epsilon (ncsn_eps) and runs the released code's
+    update x + eps s + sqrt(2 eps) z is refscore's at ncsn_eps(step); given ncsn_step(step) it is refscore's."""
+    from refscore.sampling.steps import langevin_step
+
+    def confused(x, score, step, z):
+        eps = cv.ncsn_eps(step)
+        return x + eps * score(x) + np.sqrt(2 * eps) * z
+
+    rng = np.random.default_rng(35)
+    x, z = rng.normal(size=(4, 2)), rng.normal(size=(4, 2))
+    score = lambda v: -v  # noqa: E731
+    np.testing.assert_allclose(confused(x, score, 0.05, z), langevin_step(x, score(x), 0.1, z), rtol=1e-15)
+    np.testing.assert_array_equal(confused(x, score, cv.ncsn_step(0.05), z), langevin_step(x, score(x), 0.05, z))
+    row = cv.row("Langevin step (NCSN ε as step_lr)")
+    assert row.conversions[0].function is cv.ncsn_eps and row.conversions[0].inverse is cv.ncsn_step
+
+
+def test_score_sde_ald_snr_inverts_the_ald_step():
+    for snr, sigma, alpha in ((0.316, 0.01, 1.0), (0.16, 0.5, 0.97)):
+        step = 2 * alpha * (snr * sigma) ** 2  # AnnealedLangevinDynamics.update_fn, transcribed
+        assert cv.score_sde_ald_step(snr, sigma, alpha) == pytest.approx(step, rel=1e-15)
+        assert cv.score_sde_ald_snr(step, sigma, alpha) == pytest.approx(snr, rel=1e-15)
+    np.testing.assert_allclose(cv.score_sde_ald_snr(np.array([2e-5, 8e-5]), 0.01), [0.31622776601683794,
+                                                                                    0.6324555320336759], rtol=1e-15)
+
+
+def test_conversions_of_a_torch_loss_keep_its_gradient():
+    """A loss converted inside a torch graph: the conversion's factor is the gradient, every form."""
+    torch = pytest.importorskip("torch")
+    cases = [(cv.dsm_from_ncsn, (0.5,), 4.0), (cv.ncsn_from_dsm, (0.5,), 0.25),
+             (cv.dsm_from_sigma4_scaled, (0.5,), 16.0), (cv.sigma4_scaled_from_dsm, (2.0,), 16.0),
+             (cv.ssm_from_ncsn_sliced, (0.5,), 4.0), (cv.sphere_unscaled_ssm_to_ism, (3,), 3.0),
+             (cv.ksd_from_scaled_imq, (0.25, 0.5), 0.5)]
+    for f, args, factor in cases:
+        t = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+        out = f(t, *args)
+        assert isinstance(out, torch.Tensor) and out.requires_grad, f.__name__
+        out.backward()
+        assert t.grad.item() == pytest.approx(factor, rel=1e-15), f.__name__
+        assert out.item() == pytest.approx(f(1.7, *args), rel=1e-15), f.__name__
+    t = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    out = cv.dsm_from_score_sde(t, np.array([0.5, 2.0]), 4, reduce_mean=True)  # one sigma per value
+    out.sum().backward()
+    np.testing.assert_allclose(t.grad.numpy(), 1 / cv.score_sde_weight(np.array([0.5, 2.0]), 4, reduce_mean=True))
+    with pytest.raises(ValueError, match="value must be finite"):
+        cv.dsm_from_ncsn(torch.tensor(float("nan"), requires_grad=True), 0.5)
+    with pytest.raises(TypeError, match="u_stat must be a number or a NumPy array, got a torch tensor"):
+        cv.ksd_from_u(torch.tensor(1.0, requires_grad=True), [1.0, 2.0], "v")
+
+
+def test_kinetic_conversion_validation():
+    with pytest.raises(ValueError, match="inverse_mass_matrix must be 1.0: blackjax's refresh draws N"):
+        cv.blackjax_underdamped(0.1, 1.0, inverse_mass_matrix=2.0)
+    with pytest.raises(ValueError, match=r"L must be > 0 \(or inf\), got 0.0"):
+        cv.friction_from_decoherence_length(0.0)
+    with pytest.raises(ValueError, match="friction must be finite and >= 0, got -1.0"):
+        cv.decoherence_length_from_friction(-1.0)
+    with pytest.raises(ValueError, match="gamma must be finite and >= 0, got -0.5"):
+        cv.kinetic_from_thermostat(0.1, -0.5, 1.0)
+    with pytest.raises(ValueError, match="kT must be finite and > 0"):
+        cv.kinetic_from_thermostat(0.1, 0.5, 0.0)
+    with pytest.raises(ValueError, match="temperature_K must be finite and > 0"):
+        cv.openmm_langevin_middle(0.002, 1.0, -1.0, 12.0)
+    with pytest.raises(ValueError, match="friction must be finite and > 0"):
+        cv.overdamped_time(1.0, 0.0)
+
+
 # ---------------------------------------------------------------- round trips
 positive = st.floats(1e-6, 1e6, allow_nan=False, allow_infinity=False)
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
