@@ -90,7 +90,6 @@ KSD_REDUCTIONS = {
     "U-statistic": lambda n: (1.0 / (n * (n - 1)), 0.0),
     "V-statistic": lambda n: (1.0 / n**2, 1.0 / n**2),
     "U-statistic over n^2": lambda n: (1.0 / n**2, 0.0),
-    "n V": lambda n: (1.0 / n, 1.0 / n),
     "sum over all pairs": lambda n: (1.0, 1.0),
 }
 _KSD_REFERENCE = {"ksd_u": "U-statistic", "ksd_v": "V-statistic"}
@@ -199,12 +198,11 @@ def _loss_setup(ctx, q, loss, kind, grad, case_kind) -> Setup:
     g_atoms = [SIGN, TWO, HALF, INV_D, D, N, INV_N] + ([M, FIRST] if sliced else [])
     cs_atoms = [SIGN, TWO, HALF]
     ct_atoms = [SIGN, TWO, HALF] if loss in ("esm", "dsm", "dsm_multi") else []
-    b_atoms = [ZERO, SIGN, TWO, HALF, INV_D, D, N, INV_N]
+    b_atoms = [ZERO, SIGN, INV_D, D, TWO, HALF, N]
     if sigma:
         g_atoms += [_sigma(k) for k in (1, 2, 3, 4, -1, -2, -3, -4)]
         cs_atoms += [_sigma(1), _sigma(-1)]
         ct_atoms += [_sigma(1), _sigma(-1), _sigma(2), _sigma(-2)]
-        b_atoms += [_sigma(1), _sigma(-1), _sigma(2), _sigma(-2)]
     return Setup(q, loss, kind, grad, kept, loss in ("esm", "dsm", "dsm_multi"), tuple(g_atoms), tuple(cs_atoms),
                  tuple(ct_atoms), tuple(b_atoms), features, sizes,
                  weighting_power=2 if weighting == "sigma2" else 0)
@@ -235,7 +233,7 @@ def _ksd_setup(ctx, q) -> Setup:
     if ref is not None:
         g_atoms += [N, INV_N] + [_reduction(r) for r in KSD_REDUCTIONS if r != ref]
     return Setup(q, "ksd", None, False, _terms_module.KSD_TERMS, False, tuple(g_atoms), (SIGN, TWO, HALF), (),
-                 (ZERO, SIGN, TWO, HALF, INV_D, D), features, sizes, reference_reduction=ref)
+                 (ZERO, SIGN, INV_D, D, TWO, HALF), features, sizes, reference_reduction=ref)
 
 
 # ---------------------------------------------------------------- candidates
@@ -375,6 +373,16 @@ class Fit:
         return self.batch.predict(case, np.array([j]))[0]
 
 
+def _preferred(readings) -> list:
+    """Of readings giving the same coefficients, those scaling the target rather than a term of the
+    residual (a target with its sign flipped is the cross term with its sign flipped: one bug, said
+    once); readings scaling the score stay beside the others (a flipped score and a flipped trace term
+    are different bugs, which the score key tells apart)."""
+    if any(r.ct is not None for r in readings):
+        return [r for r in readings if r.ct is not None or r.cs is not None]
+    return readings
+
+
 def search(S: Setup, cases, yours, gold, rtol, atol, keep=None, max_level=3) -> Fit | None:
     """The simplest readings that fit every case in ``cases`` (each ``yours[name]`` and ``gold[name]``
     flattened to (D,)), complexity 1 to ``max_level``; ``keep(readings) -> readings`` drops those
@@ -400,7 +408,7 @@ def search(S: Setup, cases, yours, gold, rtol, atol, keep=None, max_level=3) -> 
                 break
         found = []
         for j in active:
-            rs = by_sig[sigs[j]]
+            rs = _preferred(by_sig[sigs[j]])
             rs = keep(rs) if keep is not None else rs
             if rs:
                 found.append((sigs[j], rs))
@@ -438,7 +446,7 @@ def misfit(S: Setup, cases, yours, max_level=2):
 
 
 # ---------------------------------------------------------------- words
-def _coefficient(part) -> str:
+def _coefficient(part, reference=None) -> str:
     """The coefficient a signature gives one term, in words (``"2"``, ``"-1/d"``, ``"n sigma^2"``)."""
     if part[0] == "zero":
         return "0"
@@ -455,14 +463,23 @@ def _coefficient(part) -> str:
         text = "-" + text
     if first:
         text += " (first projection only)"
-    if red is not None:
+    if red is not None and red != reference:
         text += f" ({red})"
     return text
 
 
 def formula(S: Setup, sig) -> str:
-    """``yours = a_1 [T_1] + a_2 [T_2] ...`` of a signature."""
-    return "yours = " + " + ".join(f"{_coefficient(part)} [{t.words}]" for t, part in zip(S.terms, sig))
+    """``yours = a_1 [T_1] + a_2 [T_2] ...`` of a signature (a KSD reduction other than the quantity's own
+    written once, in front)."""
+    reds = {part[3] for part in sig if part[0] != "zero"}
+    shared = reds.pop() if len(reds) == 1 else None
+    head = "yours = " if shared in (None, S.reference_reduction) else f"yours = the {shared} of: "
+    parts = []
+    for t, part in zip(S.terms, sig):
+        if shared is not None and part[0] != "zero":
+            part = part[:3] + (S.reference_reduction,)
+        parts.append(f"{_coefficient(part, S.reference_reduction)} [{t.words}]")
+    return head + " + ".join(parts)
 
 
 def _numeric_label(atoms) -> str:
@@ -511,7 +528,7 @@ def _global_atom_words(S: Setup, a: Atom, flags) -> tuple:
     if a is N:
         if S.loss == "ksd":
             return "factor n", "n times refscore's", None
-        return "factor n", "summed over the n points where refscore takes their mean (yours/golden = n exactly)", None
+        return "factor n", "summed over the n points where refscore takes their mean (a factor n exactly)", None
     if a is INV_N:
         return "factor 1/n", "divided by n once more (the mean over the points divided by n again)", None
     if a is M:
@@ -540,7 +557,6 @@ _REDUCTION_WORDS = {
                    "sum_{i != j} u_p / (n (n-1)) is expected",
     "U-statistic": "the U-statistic (diagonal left out) where the V-statistic is expected",
     "U-statistic over n^2": "the off-diagonal sum divided by n^2 instead of n (n - 1)",
-    "n V": "n times the V-statistic (the diagonal included, summed over j and averaged over i)",
     "sum over all pairs": "the sum of u_p over all pairs, not divided by n^2",
 }
 #: rows of the ledger some readings are (their conversions, if any, are found by the diagnosis)
@@ -566,9 +582,10 @@ def _global_words(S: Setup, atoms, flags) -> tuple:
 def _score_words(S: Setup, a: Atom) -> tuple:
     linear = [t.words for t in S.terms if t.score_degree % 2 == 1]
     even = [t.words for t in S.terms if t.score_degree % 2 == 0]
+    what = "the Stein kernel of -s: the scores passed" if S.loss == "ksd" else "the loss of -s: your score"
     if a is SIGN:
-        expl = ("the loss of -s: your score's sign is flipped (an energy's +grad E, or grad log p negated), which "
-                f"flips {' and '.join(linear)}" + (f" and leaves {' and '.join(even)}" if even else ""))
+        expl = (f"{what}'s sign is flipped (an energy's +grad E, or grad log p negated), which flips "
+                f"{' and '.join(linear)}" + (f" and leaves {' and '.join(even)}" if even else ""))
         return "score sign flipped", expl, None
     if S.loss == "dsm_multi" and a.base == "sigma":
         if a.sigma == 1:

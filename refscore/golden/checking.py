@@ -6,6 +6,7 @@ A failing quantity is handed to :mod:`refscore.golden.diagnosis`, whose
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import pathlib
@@ -68,7 +69,9 @@ class CheckResult:
         available quantities are those of the kinds of the provided cases.
     not_provided : dict
         ``{quantity: number of golden cases whose value was not provided}``,
-        over every golden case, most frequent first.
+        over the golden cases of the kinds provided (every kind when nothing
+        was), most frequent first; the other kinds are counted in
+        ``coverage["by_kind"]``.
     diagnosis : list of Diagnosis
         One per failing quantity (empty when nothing fails).
     """
@@ -195,6 +198,23 @@ def _wrap(head: str, items: list, width: int = 100) -> str:
     return "\n".join(lines)
 
 
+def _did_you_mean(g, case, q) -> str:
+    """``"; did you mean 'linear_d2/ism'?"`` for an unknown key close to a golden one (the quantity's
+    case or spelling, ``ISM`` for ``ism``; a misspelt case name), else ``""``."""
+    c = g.all_cases.get(case)
+    if c is None:
+        close = difflib.get_close_matches(case, list(g.all_cases), n=1, cutoff=0.75)
+        if not close:
+            return ""
+        c, case = g.all_cases[close[0]], close[0]
+        if q in c.quantities or q in c.inputs:
+            return f"; did you mean '{case}/{q}'?"
+    names = list(c.quantities)
+    lower = [n for n in names if n.lower() == q.lower()]
+    close = lower or difflib.get_close_matches(q, names, n=1, cutoff=0.75)
+    return f"; did you mean '{case}/{close[0]}'?" if close else ""
+
+
 def _fmt(v: float) -> str:
     return "-" if v != v else f"{v:.3e}"
 
@@ -309,9 +329,11 @@ def check(directory, values, *, rtol=None, atol=None, precision="float64", requi
         if c is not None and q in c.inputs:
             ignored += 1
         elif c is None or q not in c.quantities:
-            unknown.append(CheckRow(str(key), "UNKNOWN", note="not a golden key"))
+            unknown.append(CheckRow(str(key), "UNKNOWN", note="not a golden key" + _did_you_mean(g, case, q)))
         else:
             provided_cases.add(case)
+    # the kinds of the cases provided (every kind when none is): what coverage and "not provided" count
+    kinds = {c.kind for n, c in g.all_cases.items() if n in provided_cases} or {c.kind for c in g.all_cases.values()}
     not_provided, n_keys = {}, 0
     for name, c in g.all_cases.items():
         for q, gold in c.quantities.items():
@@ -320,14 +342,14 @@ def check(directory, values, *, rtol=None, atol=None, precision="float64", requi
             if key in vals:
                 rows.append(_compare(key, vals[key], gold, rtol, atol))
                 continue
-            not_provided[q] = not_provided.get(q, 0) + 1
+            if c.kind in kinds:
+                not_provided[q] = not_provided.get(q, 0) + 1
             if name in provided_cases:
                 rows.append(CheckRow(key, "MISSING", note="not provided"))
     rows += unknown
     compared = [r for r in rows if r.status in ("PASS", "FAIL")]
     bad = {"FAIL", "UNKNOWN"} | ({"MISSING"} if require_all else set())
     passed = bool(compared) and not any(r.status in bad for r in rows)
-    kinds = {c.kind for n, c in g.all_cases.items() if n in provided_cases} or {c.kind for c in g.all_cases.values()}
     available = {q for c in g.all_cases.values() if c.kind in kinds for q in c.quantities}
     by_kind = {}
     for name, c in g.all_cases.items():

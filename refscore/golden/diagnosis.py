@@ -513,7 +513,8 @@ def _diagnose_quantity(ctx, q, failing):
     named = [(f.convention, f.conversion) for g in primary for f in g if f.conversion is not None]
     named = named or [(h.convention, None) for h in heads if h.convention is not None]
     convention, conversion = named[0] if named and len(primary) == 1 else (None, None)
-    readings = tuple(f.explanation for g in primary for f in g if f.source == "converted" and f not in heads)
+    readings = tuple(dict.fromkeys(f.explanation for g in primary for f in g
+                                   if f.source == "converted" and f not in heads))
     others += [f.label for g in primary for f in g if f.source == "ledger" and f.conversion != conversion]
     also = tuple(dict.fromkeys(o for o in others if o not in [h.label for h in heads]))[:3]
     ctx.readings[Q.q] = [h.key for h in heads if h.key is not None]

@@ -305,8 +305,8 @@ KSD_TERMS = (
     Term("ss_k", "s(x)^T s(y) k", 2),
     Term("s_grad_y_k", "s(x)^T grad_y k", 1),
     Term("s_grad_x_k", "s(y)^T grad_x k", 1),
-    Term("kernel_r2", "-4 beta (beta - 1) q^(beta-2) ||x - y||^2 of tr grad_x grad_y k", 0),
-    Term("kernel_d", "-2 beta d q^(beta-1) of tr grad_x grad_y k", 0, coordinates=True),
+    Term("kernel_r2", "tr grad_x grad_y k, its r^2 part", 0),
+    Term("kernel_d", "tr grad_x grad_y k, its d part", 0, coordinates=True),
 )
 
 
