@@ -7,9 +7,10 @@ kernel family per process so that the families compile side by side, and says
 where the cache lives and how big it is.  Each family is warmed by the calls
 users make first: for the MLP loss kernels every per-point loss, with and
 without its gradient, on a one-hidden-layer net (the closed-form trace) and a
-three-hidden-layer one (the any-depth path); for the samplers ULA, MALA and
-annealed Langevin on a Gaussian (the kernels take the target kind at run time,
-so one target compiles them for all).
+three-hidden-layer one (the any-depth path); for the samplers ULA, MALA,
+annealed and kinetic Langevin on a Gaussian (the kernels take the target kind,
+and the kinetic kernel the splitting, at run time, so one target and one
+splitting compile them for all).
 """
 from __future__ import annotations
 
@@ -45,13 +46,14 @@ def _mlp_losses() -> None:
 
 def _samplers(backend) -> None:
     from .distributions import Gaussian
-    from .sampling import annealed_langevin, mala, ula
+    from .sampling import annealed_langevin, kinetic_langevin, mala, ula
 
     p = Gaussian([0.0, 0.0], np.eye(2))
     x0 = np.zeros((4, 2))
     ula(p, x0, 0.1, 2, seed=0, backend=backend, progress=False)
     mala(p, x0, 0.1, 2, seed=0, backend=backend, progress=False)
     annealed_langevin(p.perturbed(), x0, [1.0, 0.5], 0.1, 2, seed=0, backend=backend, progress=False)
+    kinetic_langevin(p, x0, 0.1, 2, 1.0, seed=0, backend=backend, progress=False)  # one kernel, every splitting
 
 
 def _cuda_available() -> bool:

@@ -65,9 +65,9 @@ def _warn(message: str) -> None:
 #: The times: the README's first example and ``refscore warmup`` on an empty cache, 2 cores at load 1-4.
 FAMILIES = {
     "mlp_losses": ("MLPScore's fused loss kernels", "40-80 s"),
-    "cpu_sampler": ("the Langevin sampler kernels", "20-40 s"),
+    "cpu_sampler": ("the Langevin sampler kernels (ULA, MALA, annealed and kinetic Langevin)", "20-40 s"),
     "custom_sampler": ("the Langevin kernels for your NumbaTarget", "5-20 s"),
-    "cuda_sampler": ("the CUDA Langevin kernels", "10-40 s"),
+    "cuda_sampler": ("the CUDA Langevin kernels (ULA, MALA, annealed and kinetic Langevin)", "10-40 s"),
 }
 
 

@@ -202,8 +202,8 @@ _LETTER_CODES = {"B": KICK, "A": DRIFT, "O": REFRESH}
 class Splitting:
     r"""One step of a splitting with its numbers: what every backend's kinetic run is handed.
 
-    Made by :func:`kinetic_langevin` (``_coefficients``: a letter appearing :math:`k` times in
-    the word runs for :math:`\tau = h / k`); the backends read the word and the four numbers
+    Made by :meth:`of` (a letter appearing :math:`k` times in the word runs for
+    :math:`\tau = h / k`); the backends read the word and the four numbers
     (:meth:`.backends.SamplerBackend.kinetic`), the NumPy backend runs :meth:`run_reference`.
 
     Attributes
@@ -225,6 +225,20 @@ class Splitting:
     drift: float
     decay: float
     spread: float
+
+    @classmethod
+    def of(cls, splitting, step, friction, mass=1.0) -> "Splitting":
+        r"""The step of ``splitting`` (``"BAOAB"``, ``"OBABO"``, ``"ABOBA"``) with ``step`` :math:`h`,
+        ``friction`` :math:`\gamma` and ``mass`` :math:`m`, each checked as :func:`kinetic_langevin` does.
+
+        Examples
+        --------
+        >>> from refscore.sampling.kinetic import Splitting
+        >>> Splitting.of("OBABO", 0.5, 0.0, mass=2.0)
+        Splitting(word='OBABO', kick=0.25, drift=0.25, decay=1.0, spread=0.0)
+        """
+        return _coefficients(_check_splitting(splitting), check_positive("step", step), _check_friction(friction),
+                             check_positive("mass", mass))
 
     @property
     def letters(self) -> np.ndarray:
