@@ -61,17 +61,19 @@ import numpy as np
 
 from .activation_table import compile_activate_row
 from .cache import use_cache
+from .group_threads import run_groups
 from .ids import ISM, RESIDUAL, SSM, SSM_VR  # noqa: F401  (the kinds, named in the docstrings)
 from .vecmath import activation_entries
 
 __all__ = ["stacked_terms", "ism_closed_form"]
 
 
-#: f, f1, f2 = φ, φ', φ'' at a + b along a row; one loop per activation, each vectorised
-_activate_row = compile_activate_row(lambda f: numba.njit(inline="always", error_model="numpy")(f), activation_entries)
+#: f, f1, f2 = φ, φ', φ'' at a + b along a row; one loop per activation, each vectorised; called, not
+#: inlined (a copy in each of the kernels' six call sites doubled their compile time; one call per row costs
+#: nothing measurable beside the row's work)
+_activate_row = compile_activate_row(numba.njit(error_model="numpy", nogil=True), activation_entries)
 
 
-@numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
 def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     """Per-point loss terms and their weighted parameter gradient (see the module notes).
 
@@ -93,8 +95,6 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     """
     n, d = x.shape
     L = sizes.shape[0] - 1
-    ident = kind == ISM
-    r = d if ident else (0 if kind == RESIDUAL else V.shape[1])
     m = Wt.shape[1]
     # parameter offsets: W_l at offW[l-1], b_l right after it
     offW = np.empty(L, np.int64)
@@ -102,28 +102,27 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     hmax = 0
     for l in range(L):
         offW[l] = p
-        p += sizes[l + 1] * sizes[l] + sizes[l + 1]
-        hmax = max(hmax, sizes[l + 1])
+        p += int(sizes[l + 1] * sizes[l] + sizes[l + 1])
+        hmax = max(hmax, int(sizes[l + 1]))
     P = p
     per = np.empty((n, m))
     parts = np.zeros((n_groups, P))
     n_blocks = (n + block - 1) // block
-    h1 = sizes[1]
+    h1 = int(sizes[1])
     W1T = np.ascontiguousarray(theta[:h1 * d].reshape(h1, d).T)  # rows W_1 e_j
-    for grp in numba.prange(n_groups):
-        _stacked_group(theta, sizes, act, kind, x, V, Wt, block, grp * n_blocks // n_groups,
-                       (grp + 1) * n_blocks // n_groups, offW, hmax, W1T, per, parts[grp])
+    run_groups(lambda grp: _stacked_group(theta, sizes, act, kind, x, V, Wt, block, grp * n_blocks // n_groups,
+                                          (grp + 1) * n_blocks // n_groups, offW, hmax, W1T, per, parts[grp]),
+               n_groups)
     g = np.zeros(P)
     for grp in range(n_groups):
         g += parts[grp]
     return per, g
 
 
-@numba.njit(error_model="numpy")
+@numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
 def _stacked_group(theta, sizes, act, kind, x, V, Wt, block, b_lo, b_hi, offW, hmax, W1T, per, gpart):
     """Blocks ``b_lo .. b_hi - 1`` of :func:`stacked_terms`: their ``per`` rows, and their gradient
-    summed into ``gpart``.  A plain (serial) function the ``prange`` loop calls, so the parallel
-    lowering sees a one-line body (compiling it inside the ``prange`` took twice as long)."""
+    summed into ``gpart``; serial and GIL-free, one call per group (:func:`.group_threads.run_groups`)."""
     n, d = x.shape
     L = sizes.shape[0] - 1
     ident = kind == ISM
@@ -309,7 +308,6 @@ def _add_outer_product(G, A, B, tmp):
             G[i, j] += tmp[i, j]
 
 
-@numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
 def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
     r"""ISM terms :math:`\operatorname{tr}J_k + \tfrac12\lVert s_k\rVert^2` and the gradient of their ``w``-sum, one or two hidden layers.
 
@@ -327,7 +325,21 @@ def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
     :math:`\tfrac12\lVert s\rVert^2`.  Blocks, groups and determinism as
     :func:`stacked_terms`.  Returns ``per`` (n,) and ``g`` (P,).
     """
-    n, d = x.shape
+    n = x.shape[0]
+    p, Pm, C, P, extra = _ism_prepare(theta, sizes, x.shape[1])
+    per = np.empty(n)
+    parts = np.zeros((n_groups, P + extra))
+    n_blocks = (n + block - 1) // block
+    run_groups(lambda grp: _ism_group(theta, sizes, act, x, w, block, grp * n_blocks // n_groups,
+                                      (grp + 1) * n_blocks // n_groups, p, C, per, parts[grp]), n_groups)
+    return per, _ism_finish(theta, sizes, x.shape[1], Pm, parts, P, extra)
+
+
+@numba.njit(cache=use_cache(), error_model="numpy")
+def _ism_prepare(theta, sizes, d):
+    """The trace's matrix of :func:`ism_closed_form`: ``p = diag(W_1 W_2)`` (one hidden layer) or
+    ``C = (W_1 W_3) ∘ W_2ᵀ`` with ``Pm = W_1 W_3`` (two); and the sizes ``P`` (parameters) and
+    ``extra`` (the trace adjoints summed after them in each group's row)."""
     L = sizes.shape[0] - 1
     h1 = sizes[1]
     hl = sizes[L - 1]
@@ -353,15 +365,23 @@ def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
         Pm = np.dot(W1, theta[oL:oL + d * h2].reshape(d, h2))  # W_1 W_3 (h1 x h2)
         C = Pm * W2.T
         extra = h1 * h2
-    WL = theta[oL:oL + d * hl].reshape(d, hl)
-    bL = theta[oL + d * hl:oL + d * hl + d]
     P = oL + d * hl + d
-    per = np.empty(n)
-    parts = np.zeros((n_groups, P + extra))
-    n_blocks = (n + block - 1) // block
-    for grp in numba.prange(n_groups):
-        _ism_group(theta, sizes, act, x, w, block, grp * n_blocks // n_groups, (grp + 1) * n_blocks // n_groups,
-                   p, C, per, parts[grp])
+    return p, Pm, C, P, extra
+
+
+@numba.njit(cache=use_cache(), error_model="numpy")
+def _ism_finish(theta, sizes, d, Pm, parts, P, extra):
+    """The groups' rows of :func:`ism_closed_form` added in group order, and the trace adjoints
+    pushed into the weights."""
+    n_groups = parts.shape[0]
+    L = sizes.shape[0] - 1
+    h1 = sizes[1]
+    hl = sizes[L - 1]
+    W1 = theta[:h1 * d].reshape(h1, d)
+    o2 = h1 * d + h1
+    h2 = sizes[2] if L == 3 else 1
+    oL = o2 if L == 2 else o2 + h2 * h1 + h2
+    WL = theta[oL:oL + d * hl].reshape(d, hl)
     tot = np.zeros(P + extra)
     for grp in range(n_groups):
         tot += parts[grp]
@@ -375,6 +395,7 @@ def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
                 gW1[j, i] += gp[j] * WL[i, j]
                 gW2[i, j] += W1[j, i] * gp[j]
     else:  # C = (W_1 W_3) ∘ W_2ᵀ
+        W2 = theta[o2:o2 + h2 * h1].reshape(h2, h1)
         gC = tot[P:].reshape(h1, h2)
         K = gC * W2.T  # adjoint of W_1 W_3
         gW2 = g[o2:o2 + h2 * h1].reshape(h2, h1)
@@ -382,14 +403,14 @@ def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
         gW1 += np.dot(K, WL.T)
         gWL = g[oL:oL + d * hl].reshape(d, hl)
         gWL += np.dot(W1.T, K)
-    return per, g
+    return g
 
 
-@numba.njit(error_model="numpy")
+@numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
 def _ism_group(theta, sizes, act, x, w, block, b_lo, b_hi, p, C, per, gpart):
     """Blocks ``b_lo .. b_hi - 1`` of :func:`ism_closed_form` (``p`` or ``C`` its trace's matrix): their
-    ``per`` entries, and their gradient (then the trace adjoints) summed into ``gpart``; serial, called
-    by the ``prange`` loop as :func:`_stacked_group` is."""
+    ``per`` entries, and their gradient (then the trace adjoints) summed into ``gpart``; serial and
+    GIL-free, one call per group as :func:`_stacked_group`."""
     n, d = x.shape
     L = sizes.shape[0] - 1
     h1 = sizes[1]
