@@ -107,7 +107,7 @@ def test_loss_times_two_is_a_forgotten_half_only_for_a_single_squared_norm(gdir,
             assert "not a forgotten 1/2" in d.explanation and "a forgotten 1/2 (" not in d.explanation
         else:
             assert d.ambiguous == ("factor 2", "factor m"), d.line()
-            assert "summed over the m projections" in d.explanation and "cannot tell them apart" in d.explanation
+            assert "summed over the m projections" in d.explanation and "with the same numbers in each" in d.explanation
             assert "a forgotten 1/2 (" not in d.explanation
 
 

@@ -386,7 +386,12 @@ def _preferred(readings) -> list:
 def search(S: Setup, cases, yours, gold, rtol, atol, keep=None, max_level=3) -> Fit | None:
     """The simplest readings that fit every case in ``cases`` (each ``yours[name]`` and ``gold[name]``
     flattened to (D,)), complexity 1 to ``max_level``; ``keep(readings) -> readings`` drops those
-    another key contradicts.  None when nothing fits."""
+    another key contradicts.  None when nothing fits.
+
+    A reading has no more atoms than the failing values have numbers (one failing scalar is read
+    with one atom at most): with fewer equations than atoms, some reading of the family would fit
+    any numbers, and naming it would be a coincidence."""
+    max_level = min(max_level, sum(int(np.size(gold[c.name])) for c in cases))
     seen = {S.identity()}
     for level in range(1, max_level + 1):
         by_sig = {}

@@ -378,12 +378,19 @@ def _term_found(S, fit, flags, level_offset=0, back=None) -> list:
             return p if back is None else back(c, p)
 
         for r in rs:
-            label, expl, row = _termfit.words(S, r, flags)
-            if flags.get("gradient_only") and not _detaches(r):
-                expl += " (your values pass: only the gradient is computed this way, e.g. a hand-written gradient)"
             key = (r.g, r.cs, r.ct, frozenset((t.name, a) for t, a in zip(S.terms, r.b) if a is not None))
-            out.append(_Found(fit.level + level_offset, label, expl, predict, row, None, _termfit.formula(S, sig),
-                              "term" if back is None else "converted", r, key if back is None else None))
+            worded = [_termfit.words(S, r, flags)]
+            if flags.get("sphere_only", False) is None:  # the other projection kinds would tell these apart
+                worded = list(dict.fromkeys(_termfit.words(S, r, {**flags, "sphere_only": only})
+                                            for only in (True, False)))
+            for label, expl, row in worded:
+                if len(worded) > 1:
+                    expl += " (your other projection kinds, not provided, would tell these readings apart)"
+                if flags.get("gradient_only") and not _detaches(r):
+                    expl += " (your values pass: only the gradient is computed this way, e.g. a hand-written gradient)"
+                out.append(_Found(fit.level + level_offset, label, expl, predict, row, None,
+                                  _termfit.formula(S, sig), "term" if back is None else "converted", r,
+                                  key if back is None else None))
     return out
 
 
@@ -392,7 +399,11 @@ def _flags(ctx, Q):
     flags = {}
     if found is not None:
         loss, kind, grad = found
-        flags["sphere_only"] = kind == "sphere" and not _hypotheses.other_kinds_fail(ctx, Q, loss, kind, grad)
+        if kind == "sphere":  # True: the other kinds pass; False: one fails; None: none was provided
+            suffix = "_grad" if grad else ""
+            statuses = {ctx.status.get((c.name, f"{loss}_{k}{suffix}")) for c in Q.cases for k in PROJECTION_KINDS
+                        if k != kind}
+            flags["sphere_only"] = False if "FAIL" in statuses else (True if "PASS" in statuses else None)
         flags["gradient_only"] = grad and all(ctx.passes(c.name, Q.q[:-5]) for c in Q.cases)
     return flags
 
@@ -502,9 +513,8 @@ def _diagnose_quantity(ctx, q, failing):
         expl = heads[0].explanation
     else:
         same = len(primary) == 1
-        expl = ("ambiguous, each fits every failing case" + (" with the same numbers (the golden cases cannot "
-                "tell them apart)" if same else "") + ": " + "; or ".join(f"{h.label}: {h.explanation}"
-                                                                          for h in heads))
+        expl = ("ambiguous, each fits every failing case" + (", with the same numbers in each" if same else "")
+                + ": " + "; or ".join(f"{h.label}: {h.explanation}" for h in heads))
         if score_key is not None and any(h.reading is not None and h.reading.cs is not None
                                          and verdict(h.reading.cs) == "open" for h in heads):
             expl += f" (your '{score_key}' key, not provided, would tell them apart)"
@@ -512,7 +522,8 @@ def _diagnose_quantity(ctx, q, failing):
     # order), else the row a reading names
     named = [(f.convention, f.conversion) for g in primary for f in g if f.conversion is not None]
     named = named or [(h.convention, None) for h in heads if h.convention is not None]
-    convention, conversion = named[0] if named and len(primary) == 1 else (None, None)
+    # named only when one reading fits (of two readings, the conversion may be the other's)
+    convention, conversion = named[0] if named and len(heads) == 1 else (None, None)
     readings = tuple(dict.fromkeys(f.explanation for g in primary for f in g
                                    if f.source == "converted" and f not in heads))
     others += [f.label for g in primary for f in g if f.source == "ledger" and f.conversion != conversion]

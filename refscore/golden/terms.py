@@ -183,8 +183,9 @@ def esm_terms(model, theta, x, target_score, grad=False) -> Terms:
 
 
 def dsm_terms(model, theta, x, sigma, eps, grad=False) -> Terms:
-    r"""DSM's terms at :math:`\tilde x = x + \sigma z`, target :math:`t = -z/\sigma` (eq. (6), docs/derivations.md §2.4):
-    :math:`\tfrac12\lVert s(\tilde x)\rVert^2,\ s(\tilde x)^\top z/\sigma,\ \tfrac12\lVert z/\sigma\rVert^2`."""
+    r"""DSM's terms at :math:`\tilde x = x + \sigma z`, target :math:`t = -z/\sigma` (eq. (6),
+    docs/derivations.md §2.4): :math:`\tfrac12\lVert s(\tilde x)\rVert^2,\ s(\tilde x)^\top z/\sigma,\
+    \tfrac12\lVert z/\sigma\rVert^2`."""
     n, sigma = len(x), float(sigma)
     return _residual(model, theta, x + sigma * eps, -eps / sigma, np.full(n, 1.0 / n), grad,
                      (_SCORE2, _DSM_CROSS, _DSM_TARGET2), sigma=sigma)
