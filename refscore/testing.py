@@ -10,17 +10,20 @@ that fits (a forgotten ½, σ where σ² belongs, a flipped sign, a Langevin ste
 another convention, MALA without its proposal correction...), the convention of
 :mod:`refscore.conventions` it matches and its conversion function; then the
 failing keys with their largest errors.  On success each returns the
-:class:`~refscore.golden.CheckResult`.
+:class:`~refscore.golden.CheckResult`; on failure the ``AssertionError`` carries it as its
+``result`` attribute (``exc.result.diagnosis`` holds the :class:`~refscore.golden.Diagnosis` objects).
 
 =========================================  ==================================================
 :func:`assert_score_matches`               ``fn(theta, x) -> (n, d)``: a score model
 :func:`assert_loss_matches`                ``loss_fn(model, ...) -> scalar``: ESM, ISM, DSM,
                                            SSM, SSM-VR, NCSN's multi-noise DSM, value and
                                            gradient over ``theta``
-:func:`assert_sampler_matches`             ``step_fn(x, ...) -> x_next``: one ULA, MALA or
-                                           annealed Langevin step, fed the stored noise;
-                                           the contract is refscore's own steps,
-                                           :mod:`refscore.sampling.steps`
+:func:`assert_sampler_matches`             ``step_fn(x, ...) -> x_next``: one ULA, MALA,
+                                           annealed or kinetic Langevin step, or
+                                           (``form="trajectory"``) your whole run, fed the
+                                           stored noise; the contract is refscore's
+                                           single-step API,
+                                           :mod:`refscore.sampling.single_step`
 :func:`golden_cases`                       the golden cases of any kind as a
                                            :class:`~refscore.golden.Golden`, in memory
 =========================================  ==================================================
@@ -36,7 +39,8 @@ gradient, the sampler targets' functions) is the
 asked for.  The helpers run with the
 BLAS thread pool limited to one thread, as refscore's golden computation does
 (the arrays are tiny; on shared cores a multi-threaded BLAS only costs).  What your callable receives,
-per helper, is spelled out in :data:`LOSS_INPUTS` and :data:`STEP_INPUTS` and in each
+per helper, is spelled out in :data:`LOSS_INPUTS`, :data:`STEP_INPUTS` and
+:data:`TRAJECTORY_INPUTS` and in each
 function's documentation.  Every call of your code gets its own copies of the
 inputs (and of the case's spec), so code that writes into its arguments, a MALA
 step updating ``x`` in place say, is compared on what it computes.
@@ -120,6 +124,8 @@ from .sampling.samplers import SAMPLERS as _SAMPLER_REGISTRY
 __all__ = [
     "LOSS_INPUTS",
     "STEP_INPUTS",
+    "TRAJECTORY_INPUTS",
+    "SAMPLER_FORMS",
     "golden_cases",
     "assert_score_matches",
     "assert_loss_matches",
@@ -163,6 +169,30 @@ LOSS_INPUTS["dsm_multi"] = {
 #: (see :func:`assert_sampler_matches`); the ``inputs`` of the sampler registry
 #: :data:`refscore.sampling.samplers.SAMPLERS`
 STEP_INPUTS = {name: dict(sampler.inputs) for name, sampler in _SAMPLER_REGISTRY.items()}
+
+# what a trajectory function receives beyond its step's inputs, and the stacked noise
+_STACKED = {"z": "(T, c, d) the noise of every step: z[t] is step t's",
+            "u": "(T, c) the uniforms of every step: u[t] is step t's",
+            "xi": "(T, c, 2 d) the normals of every step: xi[t] is step t's"}
+
+
+def _trajectory_keywords(sampler) -> dict:
+    """``{keyword: what it holds}`` of a whole-trajectory function of ``sampler``, read from its entry."""
+    out = {"x0": "(c, d) the initial states, one row per chain"}
+    if sampler.splitting is not None:
+        out["v0"] = "(c, d) the initial momenta (unit mass)"
+    for k, about in sampler.inputs.items():
+        if k in ("v", "sigma"):  # the trajectory carries the momenta; the levels are its own to walk
+            continue
+        if k == "score" and sampler.noise_levels:
+            about = "callable (x (c, d), sigma) -> (c, d), the score of p_sigma at a level sigma of sigmas"
+        out[k] = _STACKED.get(k, about)
+    return out
+
+
+#: per sampler: the keyword arguments your whole-trajectory function receives
+#: (``assert_sampler_matches(..., form="trajectory")``), and what they hold
+TRAJECTORY_INPUTS = {name: _trajectory_keywords(sampler) for name, sampler in _SAMPLER_REGISTRY.items()}
 
 # what a step function returns (documented in assert_sampler_matches; kept for the deprecated SAMPLERS)
 _STEP_RETURNS = {name: sampler.returns for name, sampler in _SAMPLER_REGISTRY.items()}
@@ -390,7 +420,9 @@ def _message(head, result) -> str:
 def _verdict(head, g, values, rtol, atol, precision):
     result = golden.check(g, values, rtol=rtol, atol=atol, precision=precision)
     if not result.passed:
-        raise AssertionError(_message(head, result))
+        error = AssertionError(_message(head, result))
+        error.result = result  # the CheckResult, its Diagnosis objects included, for code that reads them
+        raise error
     return result
 
 
@@ -626,49 +658,71 @@ def _states(fw, x) -> np.ndarray:
     return np.array(fw.to_numpy(x), dtype=float)
 
 
-@one_blas_thread
-def assert_sampler_matches(step_fn, sampler, *, framework="numpy", cases=None, rtol=None, atol=None,
-                           dtype="float64", device=None, jit=True):
-    r"""Assert that one step of your sampler, fed refscore's noise, reproduces the golden trajectories.
+#: the forms of a sampler under test: one step (your code is called once per step) or a whole trajectory
+SAMPLER_FORMS = ("step", "trajectory")
 
-    The golden ``ula``, ``mala`` and ``annealed`` cases store the start ``x0``,
-    the step, and the exact noise of every step (``z``, and MALA's uniforms
-    ``u``).  The helper runs your ``step_fn`` from ``x0`` over that noise (your
-    chain, state after state) and compares every state with refscore's; for
-    MALA it also calls your step at refscore's states, to compare the accept
-    decisions and (when returned) the log acceptance ratios step by step.
+
+@one_blas_thread
+def assert_sampler_matches(step_fn, sampler, *, form="step", framework="numpy", cases=None, rtol=None, atol=None,
+                           dtype="float64", device=None, jit=True):
+    r"""Assert that your sampler, fed refscore's noise, reproduces the golden trajectories.
+
+    The golden sampler cases store the start ``x0`` (and kinetic Langevin's momenta ``v0``),
+    the step (and ``sigmas``, ``friction``), and the exact noise of every step (``z``; MALA's
+    uniforms ``u``; kinetic Langevin's ``2 d`` normals ``xi``).  The helper runs your sampler
+    from the start over that noise and compares every state (and momentum) with refscore's.
+
+    The reference contract is refscore's single-step API,
+    :mod:`refscore.sampling.single_step`: ``state, info = step(state, key)`` with the counter
+    key ``(seed, chain, step)``, whose steps are the pure functions of
+    :mod:`refscore.sampling.steps` and :mod:`refscore.sampling.kinetic` fed the noise of
+    :mod:`refscore.noise`; every golden trajectory is that step iterated (bit for bit the whole
+    runs of :mod:`refscore.sampling`).  Your code receives the same noise as arrays.
 
     Parameters
     ----------
     step_fn : callable
-        One update of ``c`` chains, ``x (c, d) -> x_next (c, d)``, called with
+        Your sampler, in the ``form`` you choose (the argument says which; nothing is guessed).
+
+        ``form="step"`` (default): one update of ``c`` chains, called once per step with
         keyword arguments (:data:`STEP_INPUTS`):
 
-        ========  ================================================================
-        ula       ``step_fn(x, score, step, z)``: refscore's update is
-                  ``x + step * score(x) + sqrt(2 step) z`` (eq. (4))
-        mala      ``step_fn(x, score, log_prob, step, z, u)``: proposal
-                  ``y = x + step * score(x) + sqrt(2 step) z``, accepted iff
-                  ``log u < log_alpha`` (per chain). Return ``x_next``, or
-                  ``(x_next, log_alpha)`` to have ``log_alpha`` compared too
-        annealed  ``step_fn(x, score, sigma, sigmas, step, z)``: ``score`` is
-                  that of :math:`p_\sigma = p * N(0, \sigma^2 I)` at this step's
-                  level ``sigma``; refscore's step there is
-                  ``step * sigma**2 / sigmas[-1]**2``
-        ========  ================================================================
+        ==============  ===========================================================================
+        ula             ``step_fn(x, score, step, z) -> x_next``: refscore's update is
+                        ``x + step * score(x) + sqrt(2 step) z`` (eq. (4))
+        mala            ``step_fn(x, score, log_prob, step, z, u)``: proposal
+                        ``y = x + step * score(x) + sqrt(2 step) z``, accepted iff
+                        ``log u < log_alpha`` (per chain). Return ``x_next``, or
+                        ``(x_next, log_alpha)`` to have ``log_alpha`` compared too
+        annealed        ``step_fn(x, score, sigma, sigmas, step, z) -> x_next``: ``score`` is that
+                        of :math:`p_\sigma = p * N(0, \sigma^2 I)` at this step's level ``sigma``;
+                        refscore's step there is ``step * sigma**2 / sigmas[-1]**2``
+        kinetic_baoab   ``step_fn(x, v, score, step, friction, xi) -> (x_next, v_next)``:
+        kinetic_obabo   positions and momenta (unit mass) after one step of the splitting
+        kinetic_aboba   (docs/derivations.md §8.6); ``xi`` (c, 2 d), the first **O** takes
+                        ``xi[:, :d]``, OBABO's second ``xi[:, d:]``
+        ==============  ===========================================================================
 
-        ``score`` and ``log_prob`` take and return arrays of ``framework``;
-        ``step``, ``sigma`` are floats, ``sigmas`` a tuple of floats.
+        ``form="trajectory"``: your own loop over every step, called once per case with keyword
+        arguments (:data:`TRAJECTORY_INPUTS`), the noise of all ``T`` steps stacked on a first axis:
 
-        The contract is refscore's own steps, :mod:`refscore.sampling.steps`
-        (pure NumPy, what every refscore sampler and the golden trajectories
-        run): the ``ula`` update is
-        ``langevin_step(x, score(x), step, z)``; ``mala`` is
-        ``mala_step(x, score, log_prob, step, z, u)``, which returns
-        ``(x_next, accepted, log_alpha)``; the ``annealed`` step at level
-        ``sigmas[l]`` is ``langevin_step`` with the step
-        ``annealed_level_steps(step, sigmas)[l]``.
-    sampler : {"ula", "mala", "annealed"}
+        ==============  ===========================================================================
+        ula             ``fn(x0, score, step, z) -> states (T, c, d)``, ``z`` (T, c, d)
+        mala            ``fn(x0, score, log_prob, step, z, u) -> states (T, c, d)``, ``u`` (T, c);
+                        the accept decisions are read off your states (moved or not)
+        annealed        ``fn(x0, score, sigmas, step, z) -> states (L T, c, d)``: here
+                        ``score(x, sigma)`` takes the level (one of ``sigmas``), and step ``t`` of
+                        the stacked noise is step ``t mod T`` of level ``t // T``
+        kinetic_*       ``fn(x0, v0, score, step, friction, xi) -> (states, momenta)``, each
+                        (T, c, d), ``xi`` (T, c, 2 d)
+        ==============  ===========================================================================
+
+        ``states[t]`` is the state after step ``t`` (so ``states[-1]`` is the last).  ``score``
+        and ``log_prob`` take and return arrays of ``framework``; ``step``, ``sigma``,
+        ``friction`` are floats, ``sigmas`` a tuple of floats.  Every call gets its own copies
+        of the inputs: code that writes into them is compared on what it computes.
+    sampler : {"ula", "mala", "annealed", "kinetic_baoab", "kinetic_obabo", "kinetic_aboba"}
+    form : {"step", "trajectory"}, keyword-only
     framework : {"numpy", "torch", "jax"}, keyword-only
     cases : None, str, list of str or callable, keyword-only
         Default: the three cases of ``sampler`` (a 2-D Gaussian, a 1-D and a
@@ -678,7 +732,7 @@ def assert_sampler_matches(step_fn, sampler, *, framework="numpy", cases=None, r
     dtype : {"float64", "float32"}, keyword-only
     device : keyword-only
     jit : bool, keyword-only
-        ``framework="jax"``: call your step under ``jax.jit``, compiled once per
+        ``framework="jax"``: call your step (or trajectory) under ``jax.jit``, compiled once per
         case (and level); default True.
 
     Returns
@@ -688,10 +742,16 @@ def assert_sampler_matches(step_fn, sampler, *, framework="numpy", cases=None, r
     Raises
     ------
     AssertionError
-        When a trajectory, an accept decision or a log acceptance ratio
-        differs, with the diagnosis of :func:`refscore.golden.check` (a step
-        in the ``lr/2`` form or NCSN's, noise without its 2, one step for every
-        level, MALA without its proposal correction...).
+        When a trajectory, an accept decision or a log acceptance ratio differs, with the
+        diagnosis of :func:`refscore.golden.check`: the step where your chain first departs from
+        refscore's step taken from your own previous state, and the variant that fits every
+        step (a step in the ``lr/2`` form or NCSN's, noise without its 2, noise or step not
+        annealed, a temperature, MALA without its proposal correction or with its accept rule
+        reversed, another kinetic splitting, the friction read as blackjax's decoherence length,
+        a missing half step, a wrong refresh coefficient...), or the best fit of
+        ``x + a eta s(x) + b sqrt(2 eta) z`` per level when none does.
+    ValueError, TypeError
+        A ``form`` or ``sampler`` not listed; a step or trajectory returning the wrong kind of object.
 
     Examples
     --------
@@ -707,30 +767,64 @@ def assert_sampler_matches(step_fn, sampler, *, framework="numpy", cases=None, r
     ...     return np.where((np.log(u) < log_alpha)[:, None], y, x), log_alpha
     >>> testing.assert_sampler_matches(mala_step, "mala").count("PASS")
     9
+
+    A whole ULA trajectory, your own loop:
+
+    >>> def ula_run(x0, score, step, z):
+    ...     x, states = x0, []
+    ...     for z_t in z:
+    ...         x = x + step * score(x) + np.sqrt(2 * step) * z_t
+    ...         states.append(x)
+    ...     return np.stack(states)
+    >>> testing.assert_sampler_matches(ula_run, "ula", form="trajectory").count("PASS")
+    3
     """
     if sampler not in STEP_INPUTS:
         raise ValueError(f"sampler must be one of {list(STEP_INPUTS)}, got {sampler!r}")
+    if form not in SAMPLER_FORMS:
+        raise ValueError(f"form must be one of {list(SAMPLER_FORMS)} (your step_fn takes one step, or runs the "
+                         f"whole trajectory), got {form!r}")
     fw = get_framework(framework)
     precision = _precision(dtype)
     g = golden_cases(cases, kind=sampler)
-    label = f"refscore.testing.assert_sampler_matches({sampler!r}, framework={framework!r})"
+    label = f"refscore.testing.assert_sampler_matches({sampler!r}, framework={framework!r}" + (
+        ", form='trajectory')" if form == "trajectory" else ")")
+    run = _run_steps if form == "step" else _run_trajectory
     values = {}
     for name, c in g.all_cases.items():
         try:
             values.update({f"{name}/{k}": v for k, v in
-                           _run_steps(step_fn, sampler, fw, c, precision, device, jit).items()})
+                           run(step_fn, sampler, fw, c, precision, device, jit).items()})
         except Exception as exc:
-            _noted(exc, f"refscore.testing: raised by your {sampler} step on golden case {name!r} ({c.spec})")
+            _noted(exc, f"refscore.testing: raised by your {sampler} {form} on golden case {name!r} ({c.spec})")
             raise
     return _verdict(label, g, values, rtol, atol, precision)
 
 
+def _pair(res, what):
+    """``(x_next, v_next)`` of a kinetic step (or ``(states, momenta)`` of a trajectory), else a TypeError."""
+    if not (isinstance(res, (tuple, list)) and len(res) == 2):
+        raise TypeError(f"your kinetic {what} must return a pair (positions, momenta), got {type(res).__name__}")
+    return res
+
+
 def _run_steps(step_fn, sampler, fw, c, dtype, device, jit) -> dict:
     inp = fw.as_inputs(c.inputs, dtype=dtype, device=device)
-    step, z = _float(c.inputs["step"]), inp["z"]
-    T = c.inputs["z"].shape[0]
-    states = []
+    step = _float(c.inputs["step"])
     declared = _SAMPLER_REGISTRY[sampler]  # its properties say what the step receives
+    states = []
+    if declared.splitting is not None:
+        score, _ = fw.target_functions(c.spec, dtype=dtype, device=device)
+        friction, xi = _float(c.inputs["friction"]), inp["xi"]
+        one = _compiled(fw, lambda x, v, xi: step_fn(x, v=v, score=score, step=step, friction=friction, xi=xi), jit)
+        x, v, momenta = inp["x0"], inp["v0"], []
+        for t in range(c.inputs["xi"].shape[0]):
+            x, v = _pair(one(fw.fresh(x), fw.fresh(v), fw.fresh(xi[t])), "step")  # your step may write into them
+            states.append(_states(fw, x))
+            momenta.append(_states(fw, v))
+        return {"states": _stack(states), "momenta": _stack(momenta)}
+    z = inp["z"]
+    T = c.inputs["z"].shape[0]
     if declared.noise_levels:
         sigmas = tuple(float(s) for s in c.inputs["sigmas"])
         per_level = T // len(sigmas)
@@ -774,6 +868,50 @@ def _run_steps(step_fn, sampler, fw, c, dtype, device, jit) -> dict:
     if all(la is not None for la in log_alpha):
         out["log_alpha"] = _stack(log_alpha)
     return out
+
+
+def _trajectory(fw, value, what) -> np.ndarray:
+    """Your trajectory's states as one (T, c, d) NumPy array (a sequence of per-step arrays is stacked)."""
+    if isinstance(value, (list, tuple)):
+        return _stack([_states(fw, v) for v in value])
+    out = _states(fw, value)
+    if out.ndim != 3:
+        raise ValueError(f"your trajectory's {what} must have shape (T, c, d), got {out.shape}")
+    return out
+
+
+def _run_trajectory(fn, sampler, fw, c, dtype, device, jit) -> dict:
+    inp = {k: fw.fresh(v) for k, v in fw.as_inputs(c.inputs, dtype=dtype, device=device).items()}
+    step = _float(c.inputs["step"])
+    declared = _SAMPLER_REGISTRY[sampler]
+    if declared.splitting is not None:
+        score, _ = fw.target_functions(c.spec, dtype=dtype, device=device)
+        friction = _float(c.inputs["friction"])
+        run = _compiled(fw, lambda x0, v0, xi: fn(x0=x0, v0=v0, score=score, step=step, friction=friction, xi=xi),
+                        jit)
+        states, momenta = _pair(run(inp["x0"], inp["v0"], inp["xi"]), "trajectory")
+        return {"states": _trajectory(fw, states, "states"), "momenta": _trajectory(fw, momenta, "momenta")}
+    if declared.noise_levels:
+        sigmas = tuple(float(s) for s in c.inputs["sigmas"])
+        levels = {s: fw.target_functions(c.spec, sigma=s, dtype=dtype, device=device)[0] for s in sigmas}
+
+        def score(x, sigma):
+            if float(sigma) not in levels:
+                raise ValueError(f"score(x, sigma): sigma must be one of the case's sigmas {list(sigmas)}, got {sigma!r}")
+            return levels[float(sigma)](x)
+
+        run = _compiled(fw, lambda x0, z: fn(x0=x0, score=score, sigmas=sigmas, step=step, z=z), jit)
+        return {"states": _trajectory(fw, run(inp["x0"], inp["z"]), "states")}
+    score, log_prob = fw.target_functions(c.spec, dtype=dtype, device=device)
+    if not declared.has_accept_test:
+        run = _compiled(fw, lambda x0, z: fn(x0=x0, score=score, step=step, z=z), jit)
+        return {"states": _trajectory(fw, run(inp["x0"], inp["z"]), "states")}
+    run = _compiled(fw, lambda x0, z, u: fn(x0=x0, score=score, log_prob=log_prob, step=step, z=z, u=u), jit)
+    states = _trajectory(fw, run(inp["x0"], inp["z"], inp["u"]), "states")
+    x0 = _states(fw, fw.as_array(c.inputs["x0"], dtype=dtype, device=device))  # x0 as your dtype holds it
+    prev = np.concatenate([x0[None], states[:-1]])
+    # a rejected step repeats the state exactly; an accepted one moves (its proposal is never x)
+    return {"states": states, "accept": np.any(states != prev, axis=-1).astype(float)}
 
 
 def _stack(arrays) -> np.ndarray:

@@ -340,6 +340,40 @@ def test_samplers_pass(framework):
     res = testing.assert_sampler_matches(mala_step_for(fw, return_log_alpha=False), "mala", framework=fw)
     assert res.count("PASS") == 6  # log_alpha not returned: not compared
     assert testing.assert_sampler_matches(annealed_step, "annealed", framework=fw).count("PASS") == 3
+    for kind, word in (("kinetic_baoab", "BAOAB"), ("kinetic_obabo", "OBABO")):
+        res = testing.assert_sampler_matches(kinetic_step(word), kind, framework=fw)
+        assert res.count("PASS") == 6  # states and momenta of 3 cases
+
+    def baoab_run(x0, v0, score, step, friction, xi):  # your own loop, stacked at the end
+        one, q, p, qs, ps = kinetic_step("BAOAB"), x0, v0, [], []
+        for t in range(xi.shape[0]):
+            q, p = one(q, p, score, step, friction, xi[t])
+            qs.append(q)
+            ps.append(p)
+        return qs, ps
+
+    res = testing.assert_sampler_matches(baoab_run, "kinetic_baoab", form="trajectory", framework=fw)
+    assert res.count("PASS") == 6
+
+
+def kinetic_step(word):
+    """BAOAB or OBABO at unit mass, letter by letter, in any framework's arrays."""
+    def step_fn(x, v, score, step, friction, xi):
+        d = x.shape[1]
+        if word == "BAOAB":
+            c = math.exp(-friction * step)
+            v = v + step / 2 * score(x)
+            x = x + step / 2 * v
+            v = c * v + math.sqrt(1 - c * c) * xi[:, :d]
+            x = x + step / 2 * v
+            return x, v + step / 2 * score(x)
+        c = math.exp(-friction * step / 2)
+        v = c * v + math.sqrt(1 - c * c) * xi[:, :d]
+        v = v + step / 2 * score(x)
+        x = x + step * v
+        v = v + step / 2 * score(x)
+        return x, c * v + math.sqrt(1 - c * c) * xi[:, d:]
+    return step_fn
 
 
 def test_projections_and_weightings_subsets():
@@ -607,9 +641,16 @@ def test_loss_inputs_cover_the_loss_registry_and_step_inputs_the_sampler_kinds()
     assert list(testing.LOSS_INPUTS) == list(losses.LOSSES)
     assert list(testing.LOSS_INPUTS["dsm"]) == ["x", "sigma", "eps"]
     assert list(testing.LOSS_INPUTS["dsm_multi"]) == ["x", "sigmas", "labels", "eps", "weighting"]
-    assert list(testing.STEP_INPUTS) == ["ula", "mala", "annealed"]
+    assert list(testing.STEP_INPUTS) == ["ula", "mala", "annealed", "kinetic_baoab", "kinetic_obabo", "kinetic_aboba"]
     assert all(kind in golden.CASE_KINDS for kind in testing.STEP_INPUTS)
     assert list(testing.STEP_INPUTS["mala"]) == ["score", "log_prob", "step", "z", "u"]
+    assert list(testing.STEP_INPUTS["kinetic_obabo"]) == ["v", "score", "step", "friction", "xi"]
+    # a whole trajectory gets the start and the noise of every step, stacked
+    assert list(testing.TRAJECTORY_INPUTS) == list(testing.STEP_INPUTS)
+    assert list(testing.TRAJECTORY_INPUTS["mala"]) == ["x0", "score", "log_prob", "step", "z", "u"]
+    assert list(testing.TRAJECTORY_INPUTS["annealed"]) == ["x0", "score", "sigmas", "step", "z"]
+    assert list(testing.TRAJECTORY_INPUTS["kinetic_aboba"]) == ["x0", "v0", "score", "step", "friction", "xi"]
+    assert testing.TRAJECTORY_INPUTS["kinetic_aboba"]["xi"].startswith("(T, c, 2 d)")
 
 
 def test_the_former_table_names_are_deprecated_aliases():
@@ -719,12 +760,47 @@ def test_refscores_own_steps_are_the_contract():
     assert testing.assert_sampler_matches(annealed, "annealed").count("PASS") == 3
 
 
-@pytest.mark.parametrize("name", ["ula", "mala", "annealed"])
+SAMPLER_NAMES = ["ula", "mala", "annealed", "kinetic_baoab", "kinetic_obabo", "kinetic_aboba"]
+#: keys compared per sampler: mala's states, accept and log_alpha, kinetic states and momenta, per case
+SAMPLER_KEYS = {"ula": 3, "mala": 9, "annealed": 3, "kinetic_baoab": 6, "kinetic_obabo": 6, "kinetic_aboba": 6}
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
 def test_every_registered_step_is_the_contract_and_step_inputs_are_its_inputs(name):
     """The sampler registry's steps are step_fns as they are, and STEP_INPUTS is what each declares."""
     from refscore.sampling.samplers import SAMPLERS
 
     sampler = SAMPLERS[name]
     assert testing.STEP_INPUTS[name] == sampler.inputs
-    passed = {"ula": 3, "mala": 9, "annealed": 3}[name]  # mala: states, accept and log_alpha per case
-    assert testing.assert_sampler_matches(sampler.step, name).count("PASS") == passed
+    assert testing.assert_sampler_matches(sampler.step, name).count("PASS") == SAMPLER_KEYS[name]
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_the_single_step_api_looped_is_the_trajectory_contract(name):
+    """refscore's single-step API (init, step(state, key)), looped by the user over the stored noise,
+    passes as a whole trajectory: its noise is the golden noise (the key's counters name it)."""
+    from refscore import noise
+    from refscore.sampling.samplers import SAMPLERS
+    from refscore.sampling.single_step import CounterKey
+
+    sampler = SAMPLERS[name]
+    for c in testing.golden_cases(kind=name).all_cases.values():
+        target, p = golden.build_target(c.spec), c.spec["params"]
+        if sampler.splitting is not None:
+            k = sampler.single_step(target, p["step"], p["friction"])
+            state = k.init(c.inputs["x0"], momentum=c.inputs["v0"])
+        elif sampler.noise_levels:
+            k = sampler.single_step(target.perturbed(), p["sigmas"], p["step"], p["steps"])
+            state = k.init(c.inputs["x0"])
+        else:
+            k = sampler.single_step(target, p["step"])
+            state = k.init(c.inputs["x0"])
+        T, n = c.quantities["states"].shape[:2]
+        for t in range(T):
+            state, _ = k.step(state, CounterKey(p["noise_seed"], 0, t))
+            np.testing.assert_array_equal(state.position, c.quantities["states"][t])
+            if sampler.splitting is not None:
+                np.testing.assert_array_equal(state.momentum, c.quantities["momenta"][t])
+        key = "xi" if sampler.splitting is not None else "z"
+        np.testing.assert_array_equal(c.inputs[key][T - 1], noise.normal(p["noise_seed"], np.arange(n), T - 1,
+                                                                        c.inputs[key].shape[-1]))

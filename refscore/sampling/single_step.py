@@ -105,9 +105,15 @@ class CounterKey:
     step: int = 0
 
     def __post_init__(self):
-        NoiseOrigin(self.seed, self.chain, self.step)  # validates the three counters, naming the bad one
-        for name in ("seed", "chain", "step"):
-            object.__setattr__(self, name, int(getattr(self, name)))
+        for name, value, top in (("seed", self.seed, "2**64"), ("chain", self.chain, "2**32"),
+                                 ("step", self.step, "2**32")):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int in [0, {top}), got {type(value).__name__}")
+            if not 0 <= value < (2 ** 64 if name == "seed" else 2 ** 32):
+                raise ValueError(f"{name} must be an int in [0, {top}), got {value}")
+        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "chain", int(self.chain))
+        object.__setattr__(self, "step", int(self.step))
 
     def next(self, steps: int = 1) -> "CounterKey":
         """The key ``steps`` steps later (the same seed and chains)."""
