@@ -148,7 +148,9 @@ def _stacked_group(theta, sizes, act, kind, x, V, Wt, block, b_lo, b_hi, offW, h
         xc = x[k0:k0 + c]
         # ---------------------------------------------------- forward
         H0 = Hs[0]
-        H0[:c] = xc
+        for k in range(c):  # loops, not slice assignments: those compile a broadcasting helper each
+            for e in range(d):
+                H0[k, e] = xc[k, e]
         if not ident:
             for k in range(c):
                 for j in range(r):
@@ -261,7 +263,8 @@ def _stacked_group(theta, sizes, act, kind, x, V, Wt, block, b_lo, b_hi, offW, h
             d1l, d2l = D1[l], D2[l]
             first_ident = l == 1 and ident
             for k in range(c):
-                acc[:h] = 0.0  # Σ_j \bar{\dot h}_{l,j} ⊙ \dot a_{l,j}
+                for o in range(h):  # Σ_j \bar{\dot h}_{l,j} ⊙ \dot a_{l,j}
+                    acc[o] = 0.0
                 for j in range(r):
                     row = c + k * r + j
                     if first_ident:
@@ -363,7 +366,10 @@ def _ism_prepare(theta, sizes, d):
         oL = o2 + h2 * h1 + h2
         p = np.empty(1)
         Pm = np.dot(W1, theta[oL:oL + d * h2].reshape(d, h2))  # W_1 W_3 (h1 x h2)
-        C = Pm * W2.T
+        C = np.empty((h1, h2))
+        for j in range(h1):  # elementwise loops here and in _ism_finish: array expressions compile slower
+            for i in range(h2):
+                C[j, i] = Pm[j, i] * W2[i, j]
         extra = h1 * h2
     P = oL + d * hl + d
     return p, Pm, C, P, extra
@@ -384,7 +390,8 @@ def _ism_finish(theta, sizes, d, Pm, parts, P, extra):
     WL = theta[oL:oL + d * hl].reshape(d, hl)
     tot = np.zeros(P + extra)
     for grp in range(n_groups):
-        tot += parts[grp]
+        for i in range(P + extra):
+            tot[i] += parts[grp, i]
     g = tot[:P].copy()
     gW1 = g[:h1 * d].reshape(h1, d)
     if L == 2:  # p = diag(W_1 W_2): ∂p_j/∂W_1[j, i] = W_2[i, j], ∂p_j/∂W_2[i, j] = W_1[j, i]
@@ -397,12 +404,21 @@ def _ism_finish(theta, sizes, d, Pm, parts, P, extra):
     else:  # C = (W_1 W_3) ∘ W_2ᵀ
         W2 = theta[o2:o2 + h2 * h1].reshape(h2, h1)
         gC = tot[P:].reshape(h1, h2)
-        K = gC * W2.T  # adjoint of W_1 W_3
+        K = np.empty((h1, h2))  # adjoint of W_1 W_3
         gW2 = g[o2:o2 + h2 * h1].reshape(h2, h1)
-        gW2 += (gC * Pm).T
-        gW1 += np.dot(K, WL.T)
+        for j in range(h1):
+            for i in range(h2):
+                K[j, i] = gC[j, i] * W2[i, j]
+                gW2[i, j] += gC[j, i] * Pm[j, i]
+        T1 = np.dot(K, WL.T)
+        for j in range(h1):
+            for i in range(d):
+                gW1[j, i] += T1[j, i]
         gWL = g[oL:oL + d * hl].reshape(d, hl)
-        gWL += np.dot(W1.T, K)
+        T3 = np.dot(W1.T, K)
+        for i in range(d):
+            for j in range(h2):
+                gWL[i, j] += T3[i, j]
     return g
 
 
