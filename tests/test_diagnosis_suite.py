@@ -54,14 +54,17 @@ def _keys(ref, *suffixes):
 
 
 # ================================================================== user code, with one mistake each
-def esm_code(c, scale=1.0, target_sign=1.0, reduce="mean"):
-    """1/2 ||s - t||^2 times ``scale``, the target entering as ``target_sign * t``."""
+def esm_code(c, scale=1.0, target_sign=1.0, reduce="mean", score_scale=1.0):
+    """1/2 ||a s - b t||^2 times ``scale``, a = ``score_scale`` (its score key too), b = ``target_sign``."""
     m, th, x, t = _model(c), c.inputs["theta"], c.inputs["x"], c.inputs["target"]
     n = len(x)
-    r = m.score(th, x) - target_sign * t
+    r = score_scale * m.score(th, x) - target_sign * t
     w = np.full(n, 1.0 if reduce == "sum" else 1.0 / n)
-    return {"esm": scale * 0.5 * np.sum(r * r, axis=1) @ w,
-            "esm_grad": scale * m.score_vjp_params(th, x, w[:, None] * r)}
+    out = {"esm": scale * 0.5 * np.sum(r * r, axis=1) @ w,
+           "esm_grad": scale * score_scale * m.score_vjp_params(th, x, w[:, None] * r)}
+    if score_scale != 1.0:
+        out["score"] = score_scale * m.score(th, x)
+    return out
 
 
 def dsm_code(c, target_power=1, target_sign=1.0, noise_power=1, weight=0, reduce="mean", grad_without_score=False):
@@ -78,14 +81,16 @@ def dsm_code(c, target_power=1, target_sign=1.0, noise_power=1, weight=0, reduce
     return {"dsm": lam * 0.5 * np.sum(r * r, axis=1) @ w, "dsm_grad": lam * m.score_vjp_params(th, xt, ct)}
 
 
-def ism_code(c, trace_c=1.0, norm_c=1.0, norm_mean_dims=False, reduce="mean", detach_trace=False, flip_score=False):
+def ism_code(c, trace_c=1.0, norm_c=1.0, norm_mean_dims=False, reduce="mean", detach_trace=False, flip_score=False,
+             norm_summed=False):
     """trace_c tr grad s + norm_c 1/2 ||s||^2 (||s||^2 averaged over the coordinates with
-    ``norm_mean_dims``); ``flip_score``: the whole loss of -s (its score key too)."""
+    ``norm_mean_dims``; summed over the points, the trace averaged, with ``norm_summed``);
+    ``flip_score``: the whole loss of -s (its score key too)."""
     m, th, x = _model(c), c.inputs["theta"], c.inputs["x"]
     n, d = x.shape
     sign = -1.0 if flip_score else 1.0
     s, tr = m.score(th, x), m.score_trace(th, x)
-    k = d if norm_mean_dims else 1
+    k = (d if norm_mean_dims else 1) / (n if norm_summed else 1)
     per = trace_c * sign * tr + norm_c * 0.5 * np.sum(s * s, axis=1) / k
     w = np.full(n, 1.0 if reduce == "sum" else 1.0 / n)
     grad = norm_c / k * m.score_vjp_params(th, x, w[:, None] * s)  # 1/2 ||-s||^2 = 1/2 ||s||^2
@@ -121,39 +126,41 @@ def sliced_code(c, kind, vr, vjv_c=1.0, second_c=1.0, radius=1.0, reduce_n="mean
     return {name: np.sum(W * (vjv_c * vjv + second_c * second)), f"{name}_grad": grad}
 
 
-def dsm_multi_code(c, weighting, weight=None, target_power=1, no_inner_sigma=False, reduce="mean"):
+def dsm_multi_code(c, weighting, weight=None, target_power=1, inner_power=1, reduce="mean"):
     """NCSN's objective with lambda = sigma^weight (default: the weighting's own), the target
-    -z/sigma^target_power; ``no_inner_sigma``: s(x, sigma) = s_theta(x) (its score_noised too)."""
+    -z/sigma^target_power, s(x, sigma) = s_theta(x)/sigma^inner_power (and its score_noised
+    when that is not refscore's 1)."""
     m = _model(c)
     th, x, eps, sig = c.inputs["theta"], c.inputs["x"], c.inputs["eps"], c.inputs["sigma_points"]
     n = len(x)
     k = {"sigma2": 2, "none": 0}[weighting] if weight is None else weight
     xt = x + sig[:, None] * eps
-    scale = sig[:, None] if no_inner_sigma else 1.0
+    scale = sig[:, None] ** (1 - inner_power)
     s = m.score(th, xt, sig) * scale
     r = s + eps / sig[:, None] ** target_power
     lam = sig**k
     w = np.full(n, 1.0 if reduce == "sum" else 1.0 / n)
     out = {f"dsm_multi_{weighting}": np.sum(w * lam * 0.5 * np.sum(r * r, axis=1)),
            f"dsm_multi_{weighting}_grad": m.score_vjp_params(th, xt, sig, (w * lam)[:, None] * r * scale)}
-    if no_inner_sigma:
+    if inner_power != 1:
         out["score_noised"] = s
     return out
 
 
-def ksd_code(c, kernel_d=True, score_sign=1.0, c_squared=True, u_reduction="u", v_sum=False):
+def ksd_code(c, kernel_d=True, score_sign=1.0, c_power=2, u_reduction="u", v_reduction="v"):
     """The IMQ Stein kernel written out (Liu, Lee & Jordan 2016, eq. 8), and its U and V statistics."""
     x, s = c.inputs["x"], score_sign * c.inputs["score"]
     cc, beta = float(c.inputs["c"]), float(c.inputs["beta"])
     n, d = x.shape
     r = x[:, None] - x[None]
     r2 = np.sum(r * r, axis=-1)
-    q = (cc * cc if c_squared else cc) + r2
+    q = cc**c_power + r2
     a = 2 * beta * q ** (beta - 1)
     K = ((s @ s.T) * q**beta - a * np.einsum("id,ijd->ij", s, r) + a * np.einsum("jd,ijd->ij", s, r)
          - 4 * beta * (beta - 1) * q ** (beta - 2) * r2 - 2 * beta * (d if kernel_d else 1) * q ** (beta - 1))
-    u = (K.sum() - np.trace(K)) / (n * (n - 1)) if u_reduction == "u" else K.sum() / n**2
-    return {"stein_kernel": K, "ksd_u": u, "ksd_v": K.sum() if v_sum else K.sum() / n**2}
+    off = K.sum() - np.trace(K)
+    stat = {"u": off / (n * (n - 1)), "v": K.sum() / n**2, "u_n2": off / n**2, "sum": K.sum()}
+    return {"stein_kernel": K, "ksd_u": stat[u_reduction], "ksd_v": stat[v_reduction]}
 
 
 # ================================================================== the bugs and their labels
@@ -292,7 +299,7 @@ BUGS = [
     Bug("dsm_multi target -z", lambda g, ref: _per_case(
         g, lambda c: dsm_multi_code(c, "none", target_power=0), "dsm_multi"), _both("dsm_multi_none", "DSM target -z")),
     Bug("dsm_multi without the 1/sigma of NoiseConditional", lambda g, ref: _per_case(
-        g, lambda c: dsm_multi_code(c, "sigma2", no_inner_sigma=True), "dsm_multi"),
+        g, lambda c: dsm_multi_code(c, "sigma2", inner_power=0), "dsm_multi"),
         {**_both("dsm_multi_sigma2", "s_theta(x) without the 1/sigma"),
          "score_noised": ("s_theta(x) without the 1/sigma",)}),
     Bug("dsm_multi summed over points", lambda g, ref: _per_case(
@@ -306,10 +313,42 @@ BUGS = [
          for q in ("stein_kernel", "ksd_u", "ksd_v")}),
     Bug("ksd with -score", lambda g, ref: _per_case(g, lambda c: ksd_code(c, score_sign=-1), "ksd"),
         {q: ("score sign flipped",) for q in ("stein_kernel", "ksd_u", "ksd_v")}),
-    Bug("ksd IMQ with c for c^2", lambda g, ref: _per_case(g, lambda c: ksd_code(c, c_squared=False), "ksd"),
+    Bug("ksd IMQ with c for c^2", lambda g, ref: _per_case(g, lambda c: ksd_code(c, c_power=1), "ksd"),
         {q: ("IMQ c^2 for c",) for q in ("stein_kernel", "ksd_u", "ksd_v")}),
-    Bug("ksd_v summed over the pairs", lambda g, ref: _per_case(g, lambda c: ksd_code(c, v_sum=True), "ksd"),
+    Bug("ksd_v summed over the pairs", lambda g, ref: _per_case(g, lambda c: ksd_code(c, v_reduction="sum"), "ksd"),
         {"ksd_v": ("sum over all pairs",)}),
+    Bug("ksd_v as the U-statistic", lambda g, ref: _per_case(g, lambda c: ksd_code(c, v_reduction="u"), "ksd"),
+        {"ksd_v": ("U-statistic",)}),
+    Bug("ksd_u over n^2", lambda g, ref: _per_case(g, lambda c: ksd_code(c, u_reduction="u_n2"), "ksd"),
+        {"ksd_u": ("U-statistic over n^2",)}),
+    Bug("ksd IMQ with c^4 for c^2", lambda g, ref: _per_case(g, lambda c: ksd_code(c, c_power=4), "ksd"),
+        {q: ("IMQ c^4 for c^2",) for q in ("stein_kernel", "ksd_u", "ksd_v")}),
+    # --------------------------------------------------------------- more of the family, each named once
+    Bug("ism negated (a gradient ascent)", lambda g, ref: _per_case(g, lambda c: ism_code(c, trace_c=-1, norm_c=-1)),
+        _both("ism", "sign flip")),
+    Bug("esm with an extra 1/2", lambda g, ref: _per_case(g, lambda c: esm_code(c, scale=0.5)),
+        _both("esm", "factor 1/2")),
+    Bug("esm's mean divided by n again",
+        lambda g, ref: _per_case(g, lambda c: esm_code(c, scale=1 / c.inputs["x"].shape[0])),
+        _both("esm", "factor 1/n")),
+    Bug("ism times d", lambda g, ref: _per_case(g, lambda c: ism_code(c, trace_c=c.dim, norm_c=c.dim)),
+        _both("ism", "factor d")),
+    Bug("esm of 2 s, score key 2 s", lambda g, ref: _per_case(g, lambda c: esm_code(c, score_scale=2)),
+        {**_both("esm", "score x 2"), "score": ("factor 2",)}),
+    Bug("esm target doubled, score passes", lambda g, ref: {**_per_case(g, lambda c: esm_code(c, target_sign=2)),
+                                                             **_keys(ref, "score")},
+        _both("esm", "target x 2")),
+    Bug("ism ||s||^2 summed over the points, the trace averaged",
+        lambda g, ref: _per_case(g, lambda c: ism_code(c, norm_summed=True)),
+        _both("ism", "1/2 ||s||^2 summed over the points")),
+    Bug("ssm_vr without its 1/2 ||s||^2 term", lambda g, ref: _per_case(
+        g, lambda c: sliced_code(c, "gaussian", True, second_c=0)),
+        _both("ssm_vr_gaussian", "the 1/2 ||s||^2 term missing")),
+    Bug("dsm target -eps (-sigma z)", lambda g, ref: _per_case(g, lambda c: dsm_code(c, target_power=-1)),
+        _both("dsm", "DSM target -sigma z")),
+    Bug("dsm_multi with s_theta(x)/sigma^2", lambda g, ref: _per_case(
+        g, lambda c: dsm_multi_code(c, "none", inner_power=2), "dsm_multi"),
+        {**_both("dsm_multi_none", "s_theta(x)/sigma^2"), "score_noised": ("s_theta(x)/sigma^2",)}),
 ]
 
 
@@ -426,7 +465,7 @@ def test_a_gradient_read_beside_its_value(diagnosed):
 def test_a_reading_after_a_conversion_is_said_beside_the_raw_one(diagnosed):
     d = diagnosed["dsm NCSN weighting summed over points"]["dsm"]
     assert d.formula == ("yours = n sigma^2 [1/2 ||s||^2] + n sigma^2 [s^T z/sigma] + n sigma^2 [1/2 ||z/sigma||^2]")
-    assert any(r.startswith("after dsm_from_ncsn(yours, sigma) (convention 'DSM scale (NCSN)'")
+    assert any(r.startswith("after dsm_from_ncsn(yours, sigma) [convention 'DSM scale (NCSN)']")
                and r.endswith("summed over the n points where refscore takes their mean (a factor n exactly)")
                for r in d.readings), d.readings
     assert any("also read after dsm_from_ncsn" in line for line in d.lines())

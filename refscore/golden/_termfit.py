@@ -625,11 +625,15 @@ def _target_words(S: Setup, a: Atom) -> tuple:
 def _term_words(S: Setup, t, a: Atom, flags) -> tuple:
     w = t.words
     if a.zero:
-        if S.grad:
+        # a gradient whose value passes: detached; whose value fails alike: the term is missing from the
+        # loss; whose value was not provided: either
+        value = flags.get("value")
+        if S.grad and value != "FAIL":
+            why = ("is detached from the graph (stop_gradient, .detach()) or missing from a hand-written gradient"
+                   + ("" if value == "PASS" else ", or missing from the loss itself (its value was not provided)"))
             return (f"gradient misses the {w} term", f"the gradient is that of the other terms alone: the {w} term "
-                    "is detached from the graph (stop_gradient, .detach()) or missing from a hand-written gradient",
-                    None)
-        return f"the {w} term missing", f"{w} is left out", None
+                    f"{why}", None)
+        return f"the {w} term missing", f"{w} is left out of the loss", None
     if a is SIGN:
         return f"{w} with its sign flipped", f"-({w}) where refscore adds +({w})", None
     if a is TWO:

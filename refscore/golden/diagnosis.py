@@ -293,6 +293,8 @@ class _Found:
     source: str = "term"  # term, variant, factor, ledger, converted
     reading: object = None  # the term-wise reading, if one
     key: object = None  # the reading by slot and term name (a value's and its gradient's compare equal)
+    call: str = ""  # the conversion applied before the term-wise reading, in words
+    detail: str = ""  # that reading's own words
 
 
 #: the key that holds the score a loss of each case kind is computed from (a reading that scales
@@ -405,6 +407,9 @@ def _flags(ctx, Q):
                         if k != kind}
             flags["sphere_only"] = False if "FAIL" in statuses else (True if "PASS" in statuses else None)
         flags["gradient_only"] = grad and all(ctx.passes(c.name, Q.q[:-5]) for c in Q.cases)
+        if grad:  # the status of the value beside the gradient: PASS, FAIL, or None (not provided, or mixed)
+            values = {ctx.status.get((c.name, Q.q[:-5])) for c in Q.cases}
+            flags["value"] = values.pop() if len(values) == 1 and values <= {"PASS", "FAIL"} else None
     return flags
 
 
@@ -491,8 +496,9 @@ def _diagnose_quantity(ctx, q, failing):
                 continue
             for f in _term_found(S, fit, flags, level_offset=1, back=back):
                 f.convention, f.conversion = row.quantity, fn
-                f.explanation = f"after {call} (convention '{row.quantity}': {row.variant}): {f.explanation}"
+                f.call, f.detail = f"{call} [convention '{row.quantity}']", f.explanation
                 f.label = f"convention '{row.quantity}' + {f.label}"
+                f.explanation = f"after {f.call}: {f.explanation}"
                 found.append(f)
     if not found:
         return _unexplained(ctx, Q, S, names, patterns, med, lo, hi)
@@ -524,8 +530,11 @@ def _diagnose_quantity(ctx, q, failing):
     named = named or [(h.convention, None) for h in heads if h.convention is not None]
     # named only when one reading fits (of two readings, the conversion may be the other's)
     convention, conversion = named[0] if named and len(heads) == 1 else (None, None)
-    readings = tuple(dict.fromkeys(f.explanation for g in primary for f in g
-                                   if f.source == "converted" and f not in heads))
+    # the readings after a conversion, each once with every conversion that gives it
+    after = {}
+    for f in (f for g in primary for f in g if f.source == "converted" and f not in heads):
+        after.setdefault(f.detail, []).append(f.call)
+    readings = tuple(f"after {' or '.join(calls)}: {words}" for words, calls in after.items())
     others += [f.label for g in primary for f in g if f.source == "ledger" and f.conversion != conversion]
     also = tuple(dict.fromkeys(o for o in others if o not in [h.label for h in heads]))[:3]
     ctx.readings[Q.q] = [h.key for h in heads if h.key is not None]
