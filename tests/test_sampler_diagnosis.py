@@ -211,6 +211,7 @@ OVERDAMPED_BUGS = [
     ("ula", ula_with(b=math.sqrt(0.5)), "noise sqrt(eta)", "Langevin temperature", "tempered_step"),
     ("ula", ula_with(b=math.sqrt(2.0)), "temperature 2", "Langevin temperature", "tempered_step"),
     ("ula", ula_with(a=0.5), "drift x0.5 and noise x1", "Decoupled step and noise", "decoupled_step"),
+    ("ula", ula_with(step_factor=3.0), "step x3", None, None),
     ("ula", ula_noise_scale, "Langevin step step_from_noise_scale(step)", "Langevin step (noise scale)",
      "noise_scale_from_step"),
     ("annealed", annealed_with(noise="base"), "noise not annealed", None, None),
@@ -239,14 +240,15 @@ def test_the_ncsn_half_step_names_the_paper_and_also_the_lr_form():
     d = _diagnosis(annealed_with(factor=0.5), "annealed")
     assert d.hypothesis == "Langevin step ncsn_step(step)" and d.convention == "Annealed Langevin (NCSN paper)"
     assert "Langevin step step_from_lr(step)" in d.also
-    assert "a = 0.5, b = 0.7071" in " ".join(d.patterns)
+    assert "a = 0.5, b = 0.7071 (exact to round-off)" in " ".join(d.patterns)
 
 
 def test_the_fit_is_per_level_and_names_noise_not_annealed():
     d = _diagnosis(annealed_with(noise="base"), "annealed")
     fit = next(p for p in d.patterns if p.startswith("one-step fit"))
     # b_l = sqrt(eta / eta_l) = sigma_L / sigma_l: 0.25, 0.5, 1 for sigmas 2, 1, 0.5
-    assert "level 1: a = 1, b = 0.25" in fit and "level 2: a = 1, b = 0.5" in fit and "level 3: a = 1, b = 1 " in fit
+    assert "level 1: a = 1, b = 0.25 (exact to round-off)" in fit and "level 2: a = 1, b = 0.5 (exact" in fit
+    assert "level 3: a = 1, b = 1 (exact" in fit
     assert d.also == ()
 
 
@@ -358,6 +360,6 @@ def test_every_sampler_hypothesis_has_a_bug_here():
     for kind in SAMPLERS:
         for q in ("states", "momenta") if kind in KINETIC else ("states",):
             labels = {lab for lab, *_ in _sampler_hypotheses.structural(_Ctx(), _Q(kind, q))}
-            fitted = {lab for lab in labels if lab.startswith(("temperature", "drift x"))}  # read off your values
+            fitted = {lab for lab in labels if lab.startswith(("temperature", "drift x", "step x"))}  # from your values
             untested = labels - named - fitted
             assert untested == set(), (kind, q, untested)

@@ -47,6 +47,10 @@ Case kinds (:data:`CASE_KINDS`)
     as an input (``z``, and MALA's uniforms ``u``), so that a foreign sampler fed
     the same noise agrees to round-off; MALA's accept decisions and log
     acceptance ratios are stored.
+``kinetic_baoab``, ``kinetic_obabo``, ``kinetic_aboba`` (3 cases each, format 3)
+    Kinetic Langevin trajectories by each splitting, unit mass: the start ``x0``,
+    ``v0``, the ``step`` and ``friction`` and the ``2 d`` normals ``xi`` of every
+    step stored, the positions ``states`` and ``momenta`` recorded.
 
 The losses are those of :mod:`refscore.losses` with ``reduction="mean"``:
 

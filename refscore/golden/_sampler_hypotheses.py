@@ -422,7 +422,11 @@ def _overdamped_hypotheses(ctx, Q, sampler):
                             f"{_g4(b_med)}): a tempered chain, which samples p^(1/T)",
                             at(lambda s, l: 1.0, lambda s, l, b=b_med: b), _fixed("Langevin temperature",
                                                                                   "tempered_step")))
-            if not math.isclose(a_med, 1.0, rel_tol=1e-9):  # a = 1 is a temperature, above
+            if math.isclose(a_med, b_med * b_med, rel_tol=1e-9) and not math.isclose(a_med, 1.0, rel_tol=1e-9):
+                out.append((f"step x{_g4(a_med)}", f"x + r eta s + sqrt(2 r eta) z with r = {_g4(a_med)}: refscore's "
+                            "update at r times the stored step, drift and noise scaled together",
+                            at(lambda s, l, a=a_med: a, lambda s, l, b=b_med: b), None))
+            elif not math.isclose(a_med, 1.0, rel_tol=1e-9):  # a = 1 is a temperature, above
                 out.append((f"drift x{_g4(a_med)} and noise x{_g4(b_med)}",
                             f"x + a eta s + b sqrt(2 eta) z with a = {_g4(a_med)}, b = {_g4(b_med)} at every level: "
                             f"refscore's update at step b^2 eta on p^(a/b^2) = p^{_g4(a_med / (b_med * b_med))}",
@@ -640,7 +644,9 @@ def patterns(ctx, Q, failing) -> tuple:
     steps = [_overdamped(ctx, c) for c in Q.cases]
     if steps and all(s is not None for s in steps):
         fits = _level_fits(steps)
-        per = [f"a = {_g4(a)}, b = {_g4(b)} (residual {res:.1e})" for a, b, res in fits]
+        # below 1e-12 the residual is round-off, whose digits depend on the machine: not printed
+        per = [f"a = {_g4(a)}, b = {_g4(b)} " + ("(exact to round-off)" if res < 1e-12 else f"(residual {res:.2g})")
+               for a, b, res in fits]
         if len(per) == 1:
             out.append(f"one-step fit x' - x = a eta s(x) + b sqrt(2 eta) z: {per[0]} (refscore: a = b = 1)")
         else:
