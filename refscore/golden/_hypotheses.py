@@ -1,11 +1,14 @@
-"""The hypotheses of the golden diagnosis: predictions of *your* values from refscore's (internal).
+"""The hypotheses of the golden diagnosis beyond the term-wise readings: predictions of *your* values (internal).
 
 Three families, each a list of ``(label, explanation, predict, convention)``:
-:func:`structural` (a bug recomputed with refscore's primitives: a transposed
-Jacobian, a detached term, DSM's target with sigma for sigma^2, a weighting, a
-KSD statistic, a Langevin step convention...), :func:`factors` (a constant
-factor, a power of d or of sigma) and :func:`ledger` (every conversion of
-:data:`refscore.conventions.TABLE` for the quantity, as data).  ``predict(case)``
+:func:`structural` (a bug recomputed with refscore's primitives that is no
+combination of a loss's terms: a transposed Jacobian, DSM's noise x + sigma^2 z,
+IMQ's c for c^2, ``score_noised`` without its 1/sigma; the samplers' from
+``refscore/golden/_sampler_hypotheses.py``), :func:`factors` (a constant factor,
+a power of d or of sigma, for a quantity that is no sum of terms) and
+:func:`ledger` (every conversion of :data:`refscore.conventions.TABLE` for the
+quantity, as data); :func:`conversions` puts your values through each conversion
+for the term-wise readings of ``refscore/golden/_termfit.py``.  ``predict(case)``
 gives your value under the hypothesis (or None where it cannot apply);
 ``convention(Q)`` names ``(ledger row, conversion)`` for a fit.
 :mod:`refscore.golden.diagnosis` tests them.

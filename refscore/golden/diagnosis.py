@@ -4,39 +4,73 @@ For every failing quantity, over the cases where it fails:
 
 * the ratio yours/golden, elementwise where the golden value is not ~0: median
   and range;
-* hypotheses, each a prediction of *your* values from refscore's, that must fit
-  every failing case (to ``max(10 rtol, 1e-9)``) and explain its failure (the
-  prediction itself would fail the check there):
+* readings, each a prediction of *your* values from refscore's, that must fit
+  every failing case at once (to ``max(10 rtol, 1e-9)``) and explain its failure
+  (the prediction itself would fail the check there).  A loss quantity (ESM, ISM,
+  DSM, SSM and SSM-VR of each projection kind, ``dsm_multi``, their gradients;
+  the Stein kernel, ``ksd_u``, ``ksd_v``) is read *term by term*
+  (``refscore/golden/_termfit.py``, with the terms of ``refscore/golden/terms.py``):
 
-  - constant factors :math:`-1, \tfrac12, 2`; :math:`d^{\pm1}, d^{\pm1/2}`;
-    :math:`\sigma^k`, :math:`k = -4..4` (cases with one noise level);
-  - variants recomputed with refscore's primitives: a transposed Jacobian
-    (``jacobian``, ``jvp``); the losses of :math:`-s` (a flipped score); a
-    squared norm without its ½; a gradient missing one of its two terms
-    (``ism``: tr J and ½‖s‖²; ``ssm``: vᵀJv and ½(vᵀs)²; ``ssm_vr``: vᵀJv and
-    ½‖s‖²); unit-sphere projections; DSM's target and noise written with σ where
-    σ² belongs (or the reverse); NCSN weightings :math:`\lambda(\sigma) =
-    \sigma^k`; KSD's U/V normalisations and IMQ's :math:`c` vs :math:`c^2`;
-    a sampler run at the step a convention function makes of the stored one,
-    without the 2 in :math:`\sqrt{2\eta}`, or (annealed) at one step for every
-    level; MALA's ratio without or with a flipped proposal correction;
+  .. math:: \text{yours} = \sum_i g\,c_s^{\deg_s T_i}\,c_t^{\deg_t T_i}\,b_i\;T_i ,
+
+  each factor one or two named atoms, the fewest first:
+
+  - the whole quantity (:math:`g`): a flipped sign (a gradient ascent), x2 (a
+    forgotten ½ only for ESM and DSM, one squared norm; on ISM, SSM, SSM-VR it
+    doubles the trace term too, which no missing ½ does), ½, :math:`d^{\pm1}` (a
+    mean over the coordinates), :math:`n` (a sum over the points: ratio exactly
+    n), :math:`1/n`, :math:`m` (a sum over the projections), one projection only,
+    :math:`\sigma^k` (NCSN's :math:`\sigma^2`, the :math:`\sigma^4`-scaled DSM;
+    in ``dsm_multi`` a weighting :math:`\lambda(\sigma) = \sigma^k`), KSD's
+    U-statistic, V-statistic, U over :math:`n^2`, sum over all pairs;
+  - the score (:math:`c_s`): flipped, x2, ½; ``dsm_multi``'s :math:`s_\theta(x)`
+    without its :math:`1/\sigma` or over :math:`\sigma^2`;
+  - the target of a residual loss (:math:`c_t`): flipped, x2, ½; DSM's target
+    :math:`-z` (σ where σ² belongs), :math:`-z/\sigma^2`, :math:`-\sigma z`;
+  - one term (:math:`b_i`): left out (a detached gradient term), its sign flipped
+    (ISM's trace term), divided by :math:`d` (a Hutchinson trace normalised by the
+    dimension; the mean over dimensions in ½‖s‖²; KSD's kernel term without its
+    :math:`d`), x :math:`d`, x2 (½ missing on that term only), ½, summed over
+    the points;
+
+  unit-sphere projections are the sphere's SSM x1/d, or its SSM-VR trace term
+  x1/d, when the other projection kinds pass.  The other quantities, and the
+  variants that are no combination of terms: constant factors :math:`-1,
+  \tfrac12, 2, d^{\pm1}, d^{\pm1/2}, \sigma^k` (a score, a Jacobian, a trace,
+  the sphere projections); a transposed Jacobian (``jacobian``, ``jvp``); DSM's
+  noise :math:`x + \sigma^2 z`; IMQ's :math:`c` for :math:`c^2` or :math:`c^4`;
+  ``score_noised`` without or with an extra :math:`1/\sigma`; the samplers'
+  (``refscore/golden/_sampler_hypotheses.py``);
 
 * where the failures lie: gradient only (the values pass), only at d > 1,
   only one projection kind, only one model class or activation.
 
+Every reading of the lowest complexity that fits is said: two readings of
+different words (a flipped score and a flipped trace term; x2 and a sum over the
+m = 2 projections) are reported as ambiguous, never chosen between.  A reading
+that another key contradicts is discarded: a scaled score when your ``score``
+key (``score_noised`` for ``dsm_multi``) passes or fails otherwise, and kept
+alone when that key fails by exactly that factor; a gradient is read as its
+value is when that reading fits it.
+
 The conventions come from :data:`refscore.conventions.TABLE` as data: each row
 carries its conversions as callables (:class:`refscore.conventions.Conversion`:
 the function, its inverse, what it converts and its arguments by word).  Every
-conversion of a failing quantity is a hypothesis (your values are refscore's
-put through its inverse); a hypothesis of the list above names the row that
-carries its conversion, checked numerically on your values (a function that
-does not turn your numbers into refscore's is never named).  Nothing is found
-by reading the table's text, and a conversion that raises is a bug that
-propagates.
+conversion of a failing quantity is a reading (your values are refscore's put
+through its inverse), and your values are read term by term again after each
+conversion: a reading after a conversion is said beside the raw one when it is
+as simple (the NCSN weighting summed over the points: raw ``factor n x
+sigma^2``, after ``dsm_from_ncsn`` a sum over the points).  A reading names the
+row and conversion that give its numbers, checked numerically on your values
+(a function that does not turn your numbers into refscore's is never named).
+Nothing is found by reading the table's text, and a conversion that raises on
+refscore's values is a bug that propagates.
 
-The hypotheses themselves are in ``refscore/golden/_hypotheses.py`` (the samplers' in
-``refscore/golden/_sampler_hypotheses.py``); this module
-tests them, finds where the failures lie and words the result.
+When nothing fits, the diagnosis says so and gives the closest term-wise reading
+with its residual, said not to fit.  The hypotheses are in
+``refscore/golden/_hypotheses.py``, ``refscore/golden/_termfit.py`` and
+``refscore/golden/_sampler_hypotheses.py``; this module tests them, finds where
+the failures lie and words the result.
 """
 from __future__ import annotations
 

@@ -5,20 +5,16 @@ r"""The score-matching losses and the KSD Stein kernel split into their named te
 golden inputs (never from your values).  Every loss of :data:`refscore.losses.LOSSES` is a sum of
 per-point terms (docs/derivations.md §1.2-§1.7; their gradients, §2.2-§2.5):
 
-=========  ==========================================================================  =====================
-loss       per-point terms (the loss is their sum, averaged with the loss's weights)   weights
-=========  ==========================================================================  =====================
-ESM        :math:`\tfrac12\lVert s\rVert^2,\ -s^\top t,\ \tfrac12\lVert t\rVert^2`     :math:`1/n`
-           (:math:`\tfrac12\lVert s - t\rVert^2` expanded)
-DSM        the ESM terms at :math:`\tilde x = x + \sigma z` with :math:`t = -z/\sigma`:  :math:`1/n`
-           :math:`\tfrac12\lVert s(\tilde x)\rVert^2,\ s(\tilde x)^\top z/\sigma,\
-           \tfrac12\lVert z\rVert^2/\sigma^2`
-ISM        :math:`\operatorname{tr}\nabla_x s,\ \tfrac12\lVert s\rVert^2`               :math:`1/n`
-SSM        :math:`v^\top\nabla_x s\,v,\ \tfrac12(v^\top s)^2`                           :math:`1/(mn)`
-SSM-VR     :math:`v^\top\nabla_x s\,v,\ \tfrac12\lVert s\rVert^2`                       :math:`1/(mn)`
-dsm_multi  the DSM terms at each point's level, with :math:`s(x, \sigma) =`             :math:`\lambda(\sigma_k)/n`
-           :math:`s_\theta(x)/\sigma` (``NoiseConditional``)
-=========  ==========================================================================  =====================
+* ESM: :math:`\tfrac12\lVert s\rVert^2`, :math:`-s^\top t`, :math:`\tfrac12\lVert t\rVert^2`
+  (:math:`\tfrac12\lVert s - t\rVert^2` expanded), weights :math:`1/n`;
+* DSM: the ESM terms at :math:`\tilde x = x + \sigma z` with :math:`t = -z/\sigma`:
+  :math:`\tfrac12\lVert s(\tilde x)\rVert^2`, :math:`s(\tilde x)^\top z/\sigma`,
+  :math:`\tfrac12\lVert z\rVert^2/\sigma^2`, weights :math:`1/n`;
+* ISM: :math:`\operatorname{tr}\nabla_x s`, :math:`\tfrac12\lVert s\rVert^2`, weights :math:`1/n`;
+* SSM: :math:`v^\top\nabla_x s\,v`, :math:`\tfrac12(v^\top s)^2`, weights :math:`1/(mn)`;
+* SSM-VR: :math:`v^\top\nabla_x s\,v`, :math:`\tfrac12\lVert s\rVert^2`, weights :math:`1/(mn)`;
+* ``dsm_multi``: the DSM terms at each point's level with :math:`s(x, \sigma) = s_\theta(x)/\sigma`
+  (``NoiseConditional``), weights :math:`\lambda(\sigma_k)/n`.
 
 Each term has a *score degree* and a *target degree*: how it scales when the score
 :math:`s` (or the target :math:`t`) is multiplied by a constant :math:`c`.  With them
