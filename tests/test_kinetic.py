@@ -313,3 +313,55 @@ def test_bad_input_to_the_steps_and_laws_raises_clear_errors():
         kinetic_transient_law([[1.0]], [0.0], 0.1, 1.0, "BAOAB", 3, [0.0, 0.0], np.eye(3))
     with pytest.raises(ValueError, match="start_cov must be positive semi-definite"):
         kinetic_transient_law([[1.0]], [0.0], 0.1, 1.0, "BAOAB", 3, [0.0, 0.0], -np.eye(2))
+
+
+# ------------------------------------------------------------------ (g) the validation experiment's formulas
+def test_validation_closed_forms_equal_the_lyapunov_law_in_three_dimensions():
+    from refscore.validation.kinetic import closed_form_cov
+
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((3, 3))
+    P = A @ A.T + 0.5 * np.eye(3)  # an SPD precision with no special structure
+    lam_max = np.linalg.eigvalsh(P)[-1]
+    for name in NAMES:
+        for frac in (0.1, 0.5, 0.9):  # of the stability bound h < 2 sqrt(m / lambda_max)
+            h, m = frac * 2.0 * math.sqrt(1.7 / lam_max), 1.7
+            # matrix functions of P (the closed forms) vs scipy's Lyapunov solver: round-off of the solver
+            want = kinetic_stationary_law(P, np.zeros(3), h, 0.8, name, mass=m)[1]
+            assert np.allclose(closed_form_cov(P, h, name, mass=m), want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+
+
+def test_validation_counts_score_evaluations_as_the_run_makes_them():
+    from refscore.sampling import CallableTarget
+    from refscore.validation.kinetic import evaluations
+
+    for name in NAMES:
+        calls = []
+        t = CallableTarget(2, lambda x: calls.append(1) or -x)
+        kinetic_langevin(t, np.zeros((2, 2)), 0.1, 17, 1.0, 0, splitting=name, progress=False)  # one chunk
+        assert len(calls) == evaluations(name, 17)
+    assert evaluations(None, 17) == 17  # ULA
+
+
+def test_validation_kramers_ratio_uses_the_saddle_curvature_of_the_mixture():
+    # -log p along q_2 = 0 for 1/2 N(-a, v) + 1/2 N(a, v): (q^2 + a^2) / (2 v) - log cosh(a q / v) + const,
+    # whose second derivative at 0 is 1/v - a^2/v^2, so omega_b^2 = a^2/v^2 - 1/v
+    from refscore.validation.kinetic import MIX_COV, MIX_MEANS, kramers_ratio
+
+    a, v = MIX_MEANS[1, 0], MIX_COV[0, 0]
+    wb2 = a * a / (v * v) - 1.0 / v
+    mix = GaussianMixture([0.5, 0.5], MIX_MEANS, [MIX_COV, MIX_COV])
+    eta, h, g = 0.02, 0.2, 1.0
+    want = (h / eta) * (math.sqrt(g * g / 4 + wb2) - g / 2) / wb2
+    # a central difference with e = 1e-4: truncation e^2 U''''/12 ~ 1e-7, round-off 1e-16 / e^2 ~ 1e-8
+    assert kramers_ratio(mix, eta, h, g) == pytest.approx(want, rel=1e-5)
+
+
+def test_validation_moment_z_tells_the_right_law_from_a_wrong_one():
+    from refscore.validation.kinetic import moment_z
+
+    cov = np.array([[2.0, 0.6], [0.6, 1.0]])
+    z = Gaussian(np.array([1.0, 0.0]), cov).sample(50_000, rng=3)
+    z_mean, z_cov = moment_z(z, np.array([1.0, 0.0]), cov)
+    assert np.max(np.abs(z_mean)) < 5 and np.max(np.abs(z_cov)) < 5  # 5 statistics at 5 SE: fails < 3e-6
+    assert np.max(np.abs(moment_z(z, np.array([1.0, 0.0]), 1.1 * cov)[1])) > 10  # 10% off: ~ 20 SE

@@ -194,7 +194,8 @@ def test_rows_run_from_a_chain_offset_are_those_rows_of_the_whole_run(backend):
     v = np.ascontiguousarray(np.sqrt(1.3) * normal(11, np.arange(25, 40), INITIAL_MOMENTUM_STEP, 3))
     tr, ptr, div = np.zeros((7, 15, 3)), np.zeros((7, 15, 3)), np.zeros(15, dtype=bool)
     get_backend(backend).kinetic(t, k, 37, x, v, NoiseOrigin(11, chain0=25), 5, tr, ptr, div, progress=False)
-    pairs = ((x, whole.x[25:]), (v, whole.momentum[25:]), (tr, whole.trace[:, 25:]), (ptr, whole.momentum_trace[:, 25:]))
+    pairs = ((x, whole.x[25:]), (v, whole.momentum[25:]), (tr, whole.trace[:, 25:]),
+             (ptr, whole.momentum_trace[:, 25:]))
     for got, want in pairs:
         if backend == "numpy":
             # the target's BLAS score on a batch of another size may order its sums differently: round-off

@@ -51,6 +51,7 @@ EXPERIMENTS = (
     "vincent",
     "sliced",
     "ula_bias",
+    "kinetic",
     "ncsn_toy",
     "mlp_mixture",
     "backends",
