@@ -426,3 +426,26 @@ def test_a_conversion_that_raises_is_not_swallowed(gdir, g, ref, monkeypatch):
     vals = {f"{n}/ksd_u": ref[f"{n}/ksd_v"] for n in g.of_kind("ksd")}
     with pytest.raises(ZeroDivisionError, match="a bug in a conversion"):
         golden.check(gdir, vals)
+
+
+# ----------------------------------------------------------------- unknown keys and the "not provided" block
+def test_an_unknown_key_names_the_golden_key_it_is_close_to(gdir, ref):
+    vals = {"linear_d2/ISM": ref["linear_d2/ism"], "linaer_d2/esm": ref["linear_d2/esm"],
+            "linear_d2/ism_gard": ref["linear_d2/ism_grad"], "nothing_like/it": 1.0,
+            "linear_d2/score": ref["linear_d2/score"]}
+    res = golden.check(gdir, vals)
+    notes = {r.key: r.note for r in res.rows if r.status == "UNKNOWN"}
+    assert notes == {"linear_d2/ISM": "not a golden key; did you mean 'linear_d2/ism'?",
+                     "linaer_d2/esm": "not a golden key; did you mean 'linear_d2/esm'?",
+                     "linear_d2/ism_gard": "not a golden key; did you mean 'linear_d2/ism_grad'?",
+                     "nothing_like/it": "not a golden key"}
+    assert "did you mean 'linear_d2/ism'?" in res.table() and not res.passed
+
+
+def test_not_provided_lists_the_kinds_provided_only(gdir, g, ref):
+    vals = {k: v for k, v in ref.items() if k.startswith("ksd_imq_gaussian_d2/")}
+    res = golden.check(gdir, vals)
+    assert res.passed and res.not_provided == {"stein_kernel": 2, "ksd_u": 2, "ksd_v": 2}
+    summary = res.summary()
+    assert "not provided: stein_kernel (2 cases), ksd_u (2 cases), ksd_v (2 cases)" in summary
+    assert "esm" not in summary.split("not provided:")[1] and "losses 0 of 69" in summary

@@ -231,6 +231,10 @@ BUGS = [
     Bug("ism ||s||^2 averaged over the coordinates",
         lambda g, ref: _per_case(g, lambda c: ism_code(c, norm_mean_dims=True)),
         _both("ism", "the mean over dimensions in 1/2 ||s||^2")),
+    # a product of two atoms on one term: torch's (s ** 2).mean() per point, without the 1/2
+    Bug("ism ||s||^2 as a mean over the coordinates, no 1/2",
+        lambda g, ref: _per_case(g, lambda c: ism_code(c, norm_c=2, norm_mean_dims=True)),
+        _both("ism", "the mean over dimensions in 1/2 ||s||^2 + 1/2 missing on the 1/2 ||s||^2 term only")),
     Bug("ism summed over points", lambda g, ref: _per_case(g, lambda c: ism_code(c, reduce="sum")),
         _both("ism", "factor n")),
     Bug("ism trace detached", lambda g, ref: {**_per_case(g, lambda c: ism_code(c, detach_trace=True)),

@@ -97,8 +97,8 @@ _KSD_REFERENCE = {"ksd_u": "U-statistic", "ksd_v": "V-statistic"}
 
 @dataclass(frozen=True)
 class Reading:
-    """One candidate: the whole factor ``g`` (atoms), the score's ``cs``, the target's ``ct`` and each
-    term's ``b`` (None: no factor)."""
+    """One candidate: the whole factor ``g`` (atoms), the score's ``cs`` and the target's ``ct`` (an atom
+    or None) and each term's ``b`` (a tuple of atoms per term, empty for none)."""
 
     g: tuple = ()
     cs: Atom | None = None
@@ -107,7 +107,7 @@ class Reading:
 
     @property
     def complexity(self) -> int:
-        return len(self.g) + (self.cs is not None) + (self.ct is not None) + sum(a is not None for a in self.b)
+        return len(self.g) + (self.cs is not None) + (self.ct is not None) + sum(len(a) for a in self.b)
 
 
 @dataclass
@@ -249,12 +249,11 @@ def signature(S: Setup, r: Reading) -> tuple:
             parts.append((r.cs, t.score_degree))
         if r.ct is not None:
             parts.append((r.ct, t.target_degree))
-        b = r.b[i] if r.b else None
-        if b is not None and b.zero:
+        b = r.b[i] if r.b else ()
+        if any(a.zero for a in b):
             out.append(("zero",))
             continue
-        if b is not None:
-            parts.append((b, 1))
+        parts += [(a, 1) for a in b]
         for a, k in parts:
             if k == 0:
                 continue
@@ -267,33 +266,40 @@ def signature(S: Setup, r: Reading) -> tuple:
     return tuple(out)
 
 
+def _products(atoms) -> list:
+    """One atom, or two of different bases (``0`` alone), each as a tuple."""
+    pairs = [(a, b) for a, b in itertools.combinations(atoms, 2) if a.base != b.base and not (a.zero or b.zero)]
+    return [(a,) for a in atoms] + pairs
+
+
 def _readings(S: Setup, level: int):
-    """Every reading of ``level`` atoms, each slot's atoms in their family's order."""
+    """Every reading of ``level`` atoms: the score's and the target's factors (one atom each), each
+    term's and the whole quantity's (one atom, or a product of two), in that order, each slot's atoms
+    in their family's order (so that readings of one fit are worded in a fixed order)."""
     k = len(S.terms)
-    slots = [("cs", a) for a in S.cs_atoms] + [("ct", a) for a in S.ct_atoms]
-    slots += [(i, a) for i in range(k) for a in S.b_atoms]
-    g1 = [(a,) for a in S.g_atoms]
-    g2 = [(a, b) for a, b in itertools.combinations(S.g_atoms, 2) if a.base != b.base]
-    for n_g, gs in ((0, [()]), (1, g1), (2, g2)):
-        rest = level - n_g
-        if rest < 0:
-            continue
-        for combo in itertools.combinations(slots, rest):
-            names = [s for s, _ in combo]
-            if len(set(names)) != len(names):
-                continue  # one atom per slot
-            cs = next((a for s, a in combo if s == "cs"), None)
-            ct = next((a for s, a in combo if s == "ct"), None)
-            b = [None] * k
-            for s, a in combo:
-                if isinstance(s, int):
-                    b[s] = a
-            if cs is not None and all(t.score_degree == 0 for t in S.terms):
-                continue
-            if ct is not None and all(t.target_degree == 0 for t in S.terms):
-                continue
-            for g in gs:
-                yield Reading(g, cs, ct, tuple(b))
+    groups = []
+    if any(t.score_degree for t in S.terms):
+        groups.append(("cs", [(a,) for a in S.cs_atoms]))
+    if any(t.target_degree for t in S.terms):
+        groups.append(("ct", [(a,) for a in S.ct_atoms]))
+    groups += [(i, _products(S.b_atoms)) for i in range(k)]
+    groups.append(("g", _products(S.g_atoms)))
+
+    def walk(j, left, chosen):
+        if left == 0:
+            b = tuple(chosen.get(i, ()) for i in range(k))
+            cs, ct = chosen.get("cs", (None,))[0], chosen.get("ct", (None,))[0]
+            yield Reading(chosen.get("g", ()), cs, ct, b)
+            return
+        if j == len(groups):
+            return
+        name, options = groups[j]
+        for option in options:
+            if len(option) <= left:
+                yield from walk(j + 1, left - len(option), {**chosen, name: option})
+        yield from walk(j + 1, left, chosen)
+
+    yield from walk(0, level, {})
 
 
 # ---------------------------------------------------------------- evaluation
@@ -428,7 +434,7 @@ def misfit(S: Setup, cases, yours, max_level=2):
     every case: ``(reading, residual)``, the residual the largest over the cases of
     max |yours - prediction| / max |prediction|."""
     best = (None, math.inf)
-    readings = [Reading(b=(None,) * len(S.terms))]
+    readings = [Reading(b=((),) * len(S.terms))]
     for level in range(1, max_level + 1):
         readings += list(_readings(S, level))
     by_sig = {}
@@ -674,8 +680,7 @@ def words(S: Setup, r: Reading, flags=None) -> tuple:
         parts.append(_score_words(S, r.cs))
     if r.ct is not None:
         parts.append(_target_words(S, r.ct))
-    for t, a in zip(S.terms, r.b):
-        if a is not None:
-            parts.append(_term_words(S, t, a, flags))
+    for t, atoms in zip(S.terms, r.b):
+        parts += [_term_words(S, t, a, flags) for a in atoms]
     rows = [p[2] for p in parts if p[2] is not None]
     return " + ".join(p[0] for p in parts), "; ".join(p[1] for p in parts), (rows[0] if len(rows) == 1 else None)

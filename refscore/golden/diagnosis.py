@@ -402,7 +402,7 @@ def _keep(verdict):
 
 def _detaches(r) -> bool:
     """A reading that only leaves terms out (what a detached term does to a gradient)."""
-    return not r.g and r.cs is None and r.ct is None and all(a is None or a.zero for a in r.b)
+    return not r.g and r.cs is None and r.ct is None and all(a.zero for atoms in r.b for a in atoms)
 
 
 def _term_found(S, fit, flags, level_offset=0, back=None) -> list:
@@ -414,7 +414,7 @@ def _term_found(S, fit, flags, level_offset=0, back=None) -> list:
             return p if back is None else back(c, p)
 
         for r in rs:
-            key = (r.g, r.cs, r.ct, frozenset((t.name, a) for t, a in zip(S.terms, r.b) if a is not None))
+            key = (r.g, r.cs, r.ct, frozenset((t.name, atoms) for t, atoms in zip(S.terms, r.b) if atoms))
             worded = [_termfit.words(S, r, flags)]
             if flags.get("sphere_only", False) is None:  # the other projection kinds would tell these apart
                 worded = list(dict.fromkeys(_termfit.words(S, r, {**flags, "sphere_only": only})
