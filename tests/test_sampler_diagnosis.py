@@ -363,3 +363,33 @@ def test_every_sampler_hypothesis_has_a_bug_here():
             fitted = {lab for lab in labels if lab.startswith(("temperature", "drift x", "step x"))}  # from your values
             untested = labels - named - fitted
             assert untested == set(), (kind, q, untested)
+
+
+def test_float32_checked_at_float64_tolerances_is_round_off_and_nothing_else():
+    """A correct float32 chain against float64's 1e-8: named round-off, with no variant beside it (its fitted
+    a, b are 1 to round-off, which is no temperature and no step scale)."""
+    g = testing.golden_cases(kind="ula")
+    values = {f"{n}/states": c.quantities["states"].astype(np.float32) for n, c in g.all_cases.items()}
+    (d,) = golden.check(g, values).diagnosis
+    assert d.hypothesis == "round-off" and d.also == (), d.line()
+
+
+@pytest.mark.parametrize("sampler, fn, hypothesis", [
+    ("kinetic_obabo", kinetic_with("OBABO", friction_of=lambda g: 1 / g),
+     "friction friction_from_decoherence_length(friction)"),
+    ("kinetic_baoab", kinetic_with("ABOBA"), "splitting ABOBA"),
+    ("kinetic_aboba", kinetic_with("ABOBA", drop=4), "missing half step: ABOB"),
+])
+def test_kinetic_positions_alone_are_diagnosed_by_whole_trajectories(sampler, fn, hypothesis):
+    """refscore check given your positions only (no momenta): no step can start from your state, so the
+    variants run whole trajectories from x0 and v0, and the bug is still named."""
+    g = testing.golden_cases(kind=sampler)
+    values = {}
+    for name, c in g.all_cases.items():
+        x, v, states = c.inputs["x0"].copy(), c.inputs["v0"].copy(), []
+        for xi in c.inputs["xi"]:
+            x, v = fn(x, v, c.target.score, float(c.inputs["step"]), float(c.inputs["friction"]), xi)
+            states.append(x)
+        values[f"{name}/states"] = np.array(states)
+    (d,) = golden.check(g, values).diagnosis
+    assert d.quantity == "states" and d.hypothesis == hypothesis, d.line()
