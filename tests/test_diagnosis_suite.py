@@ -223,6 +223,10 @@ BUGS = [
         _both("ism", "tr grad_x s with its sign flipped")),
     Bug("ism trace sign, no score key", lambda g, ref: _per_case(g, lambda c: ism_code(c, trace_c=-1)),
         _both("ism", "score sign flipped", "tr grad_x s with its sign flipped")),
+    # the trace key passes: a flipped score would flip it too, so the loss's trace term is blamed
+    Bug("ism trace sign, trace key passes", lambda g, ref: {**_per_case(g, lambda c: ism_code(c, trace_c=-1)),
+                                                             **_keys(ref, "trace")},
+        _both("ism", "tr grad_x s with its sign flipped")),
     Bug("ism of -s, score key -s", lambda g, ref: _per_case(g, lambda c: ism_code(c, flip_score=True)),
         {**_both("ism", "score sign flipped"), "score": ("sign flip",)}),
     Bug("ism without the 1/2 of 1/2 ||s||^2", lambda g, ref: _per_case(g, lambda c: ism_code(c, norm_c=2)),

@@ -331,9 +331,9 @@ class _Found:
     detail: str = ""  # that reading's own words
 
 
-#: the key that holds the score a loss of each case kind is computed from (a reading that scales
-#: the score is checked against it)
-_SCORE_KEYS = {"losses": "score", "dsm_multi": "score_noised"}
+#: the keys that scale with the score a loss of each case kind is computed from (a reading that
+#: scales the score by c scales each of them by c, and is checked against them)
+_SCORE_KEYS = {"losses": ("score", "jacobian", "trace", "jvp"), "dsm_multi": ("score_noised",)}
 #: the order in which readings of one fit are worded
 _SOURCES = ("term", "variant", "factor", "converted", "ledger")
 
@@ -349,35 +349,35 @@ def _score_factor(a, case):
 
 
 def _score_verdict(ctx, Q):
-    """``verdict(atom)``: what the score key of the failing cases says of a reading that scales the
-    score by ``atom``: "contradicted" (it passes, or fails otherwise), "confirmed" (it fails by exactly
-    that factor) or "open" (not provided)."""
-    key = _SCORE_KEYS.get(Q.cases[0].kind)
+    """``verdict(atom)``: what the score's keys of the failing cases (score, Jacobian, trace, JVP) say of
+    a reading that scales the score by ``atom``: "contradicted" (one passes, or fails otherwise),
+    "confirmed" (each provided one fails by exactly that factor) or "open" (none provided)."""
+    keys = _SCORE_KEYS.get(Q.cases[0].kind, ())
     memo = {}
 
+    def scaled(a, c, key) -> bool:
+        try:
+            y = np.asarray(ctx.vals[f"{c.name}/{key}"], dtype=float)
+        except (TypeError, ValueError):
+            return False
+        gold = c.quantities[key]
+        factor = _score_factor(a, c)
+        if np.ndim(factor) and gold.ndim == 3:  # a per-point factor on a Jacobian
+            factor = factor[:, :, None]
+        want = factor * gold
+        return y.shape == want.shape and bool(np.allclose(y, want, rtol=max(10 * ctx.rtol, 1e-9),
+                                                          atol=max(10 * ctx.atol, 1e-12)))
+
     def verdict(a):
-        if key is None:
-            return "open"
         if a.name not in memo:
-            statuses = [ctx.status.get((c.name, key)) for c in Q.cases]
-            if any(s == "PASS" for s in statuses):
-                memo[a.name] = "contradicted"
-            elif all(s != "FAIL" for s in statuses):
+            seen = [(c, key, ctx.status.get((c.name, key))) for c in Q.cases for key in keys]
+            seen = [(c, key, st) for c, key, st in seen if st in ("PASS", "FAIL")]
+            if not seen:
                 memo[a.name] = "open"
+            elif any(st == "PASS" for _, _, st in seen):
+                memo[a.name] = "contradicted"
             else:
-                ok = True
-                for c, s in zip(Q.cases, statuses):
-                    if s != "FAIL":
-                        continue
-                    try:
-                        y = np.asarray(ctx.vals[f"{c.name}/{key}"], dtype=float)
-                    except (TypeError, ValueError):
-                        ok = False
-                        break
-                    want = _score_factor(a, c) * c.quantities[key]
-                    ok = ok and y.shape == want.shape and bool(np.allclose(y, want, rtol=max(10 * ctx.rtol, 1e-9),
-                                                                           atol=max(10 * ctx.atol, 1e-12)))
-                memo[a.name] = "confirmed" if ok else "contradicted"
+                memo[a.name] = "confirmed" if all(scaled(a, c, key) for c, key, _ in seen) else "contradicted"
         return memo[a.name]
 
     return verdict
@@ -499,7 +499,7 @@ def _diagnose_quantity(ctx, q, failing):
     S = _termfit.setup(ctx, Q, _hypotheses.loss_of)
     flags = _flags(ctx, Q)
     verdict = _score_verdict(ctx, Q)
-    score_key = _SCORE_KEYS.get(Q.cases[0].kind)
+    score_key = (_SCORE_KEYS.get(Q.cases[0].kind) or (None,))[0]
     found = []
     if S is not None:
         fit = _termfit.search(S, Q.cases, Q.yours, Q.gold, ctx.rtol, ctx.atol, keep=_keep(verdict))
