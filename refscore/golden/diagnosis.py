@@ -48,10 +48,10 @@ For every failing quantity, over the cases where it fails:
 Every reading of the lowest complexity that fits is said: two readings of
 different words (a flipped score and a flipped trace term; x2 and a sum over the
 m = 2 projections) are reported as ambiguous, never chosen between.  A reading
-that another key contradicts is discarded: a scaled score when your ``score``
-key (``score_noised`` for ``dsm_multi``) passes or fails otherwise, and kept
-alone when that key fails by exactly that factor; a gradient is read as its
-value is when that reading fits it.
+that another key contradicts is discarded: a scaled score when your ``score``,
+``jacobian``, ``trace`` or ``jvp`` (``score_noised`` for ``dsm_multi``) passes or
+fails otherwise, and kept alone when they fail by exactly that factor; a
+gradient is read as its value is when that reading fits it.
 
 The conventions come from :data:`refscore.conventions.TABLE` as data: each row
 carries its conversions as callables (:class:`refscore.conventions.Conversion`:
