@@ -687,6 +687,68 @@ def _first_calls(cfg):
     return out
 
 
+def _trivial_prange_compile_s():
+    """Seconds to compile (and run once) a trivial ``prange`` sum: the yardstick of the compile targets."""
+    import numba
+
+    @numba.njit(parallel=True)
+    def total(x):
+        s = 0.0
+        for i in numba.prange(x.shape[0]):
+            s += x[i]
+        return s
+
+    t = time.perf_counter()
+    total(np.ones(16))
+    return time.perf_counter() - t
+
+
+def _family_calls():
+    """First call -> what a user runs first with each kernel family (the call compiles the family)."""
+    import refscore as rs
+    from refscore.sampling import NumbaTarget, kinetic_langevin
+
+    rng = np.random.default_rng(0)
+    x, v = rng.standard_normal((64, 3)), rng.standard_normal((64, 3))
+    mlp = rs.MLPScore(3, (8, 8), "tanh")
+    deep = rs.MLPScore(3, (8, 8, 8), "tanh")
+    p = rs.GaussianMixture([0.5, 0.5], [[-2.0, 0.0], [2.0, 0.0]], [np.eye(2)] * 2)
+    x0 = np.zeros((8, 2))
+
+    def numba_target():
+        import numba
+
+        @numba.njit
+        def score(q):
+            return -q
+        return NumbaTarget(2, score)
+
+    return {
+        "ism, MLP 2 hidden (closed-form trace)": lambda: rs.ism(mlp, mlp.init(0), x, grad=True),
+        "ism, MLP 3 hidden (forward trace)": lambda: rs.ism(deep, deep.init(0), x, grad=True),
+        "ssm": lambda: rs.ssm(mlp, mlp.init(0), x, v, grad=True),
+        "dsm": lambda: rs.dsm(mlp, mlp.init(0), x, 0.5, v, grad=True),
+        "ula (numba)": lambda: rs.ula(p, x0, 0.1, 2, seed=0, backend="numba", progress=False),
+        "mala (numba)": lambda: rs.mala(p, x0, 0.1, 2, seed=0, backend="numba", progress=False),
+        "kinetic_langevin (numba)": lambda: kinetic_langevin(p, x0, 0.1, 2, 1.0, seed=0, backend="numba",
+                                                             progress=False),
+        "ula on a NumbaTarget": lambda: rs.ula(numba_target(), x0, 0.1, 2, seed=0, backend="numba",
+                                               progress=False),
+    }
+
+
+def _family_compile(cfg):
+    """One family's first call on an empty kernel cache, and the trivial prange compile, in this fresh process."""
+    os.environ["REFSCORE_CACHE_DIR"] = cfg["cache"]
+    os.environ["REFSCORE_QUIET"] = "1"
+    trivial = _trivial_prange_compile_s()
+    call = _family_calls()[cfg["family"]]
+    t = time.perf_counter()
+    call()
+    first = time.perf_counter() - t
+    return {"family": cfg["family"], "first_call_s": first, "trivial_prange_s": trivial, "ratio": first / trivial}
+
+
 def _dask(cfg):
     """Chain-steps/s of backend="dask" with 1 and 2 local workers against numba in one process,
     and the scheduler's overhead per task (so the block size that keeps it under 5 % is known)."""
@@ -739,7 +801,11 @@ _WORKERS = {
     "dask:local": _dask,
     "compile:cold": _first_calls,
     "compile:warm": _first_calls,
+    "compile:families": _family_compile,  # run once per family, each in a fresh process and empty cache
 }
+
+#: the compile target: a family's first call on an empty cache within this many trivial prange compiles
+COMPILE_BOUND = 10.0
 _NEEDS = {"dask:local": "distributed", "langevin:jax": "jax", "langevin:torch": "torch", "mlp:torch": "torch", "mlp:jax": "jax"}
 
 
@@ -793,6 +859,29 @@ def _run_worker(name, cfg, timeout, threads=None):
     return {"result": json.loads(lines[-1]), "wall_s": wall}
 
 
+def _compile_families(cfg, args):
+    """Every family's first call, each in a fresh process with its own empty cache (nothing shared)."""
+    import shutil
+    import tempfile
+
+    rows = []
+    families = list(_FAMILY_NAMES) if not args.quick else list(_FAMILY_NAMES)[:2]
+    for family in families:
+        print(f"[bench] compile:families {family} ...", file=sys.stderr, flush=True)
+        cache = tempfile.mkdtemp(prefix="refscore-bench-family-")
+        try:
+            out = _run_worker("compile:families", dict(cfg, family=family, cache=cache), args.timeout, args.threads)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        rows.append(out["result"] if "result" in out else {"family": family, "error": out["error"]})
+    return rows
+
+
+#: the families of :func:`_family_calls`, in order (named here so the parent need not import refscore)
+_FAMILY_NAMES = ("ism, MLP 2 hidden (closed-form trace)", "ism, MLP 3 hidden (forward trace)", "ssm", "dsm",
+                 "ula (numba)", "mala (numba)", "kinetic_langevin (numba)", "ula on a NumbaTarget")
+
+
 def machine_facts():
     """Cores, CPU model and flags, load average, BLAS thread pools and library versions."""
     facts = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -829,6 +918,10 @@ def _fmt(x, spec=".3g"):
 
 
 def _langevin_table(res):
+    for r in res.get("compile:families", []):
+        if "ratio" in r:
+            out.append({"target": f"first call of {r['family']} <= {COMPILE_BOUND:g}x trivial prange compile",
+                        "speedup": COMPILE_BOUND / r["ratio"], "met": r["ratio"] <= COMPILE_BOUND})
     plain = {(r["workload"], r["N"]): r["chain_steps_per_s"] for r in res.get("langevin:plain", [])}
     cols = [("numba", "langevin:numba"), ("numpy bknd", "langevin:numpy-backend"),
             ("plain numpy", "langevin:plain"), ("jax", "langevin:jax"), ("torch", "langevin:torch")]
@@ -886,6 +979,10 @@ def _targets(res):
         if tr is not None:
             out.append({"target": f"{loss} d={d}: >= {need:g}x torch", "speedup": tt / tr,
                         "met": tt / tr >= need})
+    for r in res.get("compile:families", []):
+        if "ratio" in r:
+            out.append({"target": f"first call of {r['family']} <= {COMPILE_BOUND:g}x trivial prange compile",
+                        "speedup": COMPILE_BOUND / r["ratio"], "met": r["ratio"] <= COMPILE_BOUND})
     plain = {(r["workload"], r["N"]): r["chain_steps_per_s"] for r in res.get("langevin:plain", [])}
     nb = {(r["workload"], r["N"]): r["chain_steps_per_s"] for r in res.get("langevin:numba", [])}
     for (w, N), v in sorted(nb.items()):
@@ -1083,6 +1180,9 @@ def main(argv=None) -> int:
         if name == "langevin:cuda" and not _cuda_gpu():
             report["skipped"][name] = "no CUDA GPU visible to numba"
             continue
+        if name == "compile:families":
+            report["results"][name] = _compile_families(cfg, args)
+            continue
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         wcfg = dict(cfg, cache=cache_tmp) if name.startswith("compile:") else cfg
         out = _run_worker(name, wcfg, args.timeout, args.threads)
@@ -1148,6 +1248,15 @@ def main(argv=None) -> int:
             what = "compile, empty cache" if which.endswith("cold") else "load from the cache"
             lines.append(f"first calls ({what}): import refscore {r['import_refscore_s']:.2f} s; " + ", ".join(
                 f"{k[:-2]} {v:.1f} s" for k, v in r.items() if k != "import_refscore_s"))
+    if "compile:families" in res:
+        lines += ["", f"first call on an empty cache, each in a fresh process (bound: {COMPILE_BOUND:g}x a trivial "
+                  "prange compile in the same process):"]
+        for r in res["compile:families"]:
+            if "error" in r:
+                lines.append(f"  {r['family']}: failed: {r['error']}")
+            else:
+                lines.append(f"  {r['family']}: {r['first_call_s']:.1f} s = {r['ratio']:.1f}x trivial prange "
+                             f"({r['trivial_prange_s']:.2f} s)")
     if report["targets"]:
         lines += ["", "targets:"]
         for t in report["targets"]:

@@ -63,6 +63,11 @@ def test_quick_run_writes_json_table_and_figure(quick_run):
     assert rep["results"]["mlp:memory"]["tracemalloc_peak_bytes_generic"] > 0
     assert "ULA chain-steps/s" in proc.stdout and "MLPScore (64, 64)" in proc.stdout
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # each family's first call, in its own process and empty cache, beside the trivial prange compile
+    families = rep["results"]["compile:families"]
+    assert len(families) == 2 and all(r["first_call_s"] > 0 and r["trivial_prange_s"] > 0 for r in families)
+    assert all(abs(r["ratio"] - r["first_call_s"] / r["trivial_prange_s"]) < 1e-12 for r in families)
+    assert "x trivial prange" in proc.stdout
 
 
 def test_refuses_to_clobber(tmp_path):
