@@ -27,8 +27,8 @@ moves relate to refscore's proposals and decisions.  :func:`structural` gives th
 * ULA and annealed Langevin: noise :math:`\sqrt\eta` (:math:`b = 1/\sqrt2`); a temperature
   (:math:`a = 1`, :math:`b = \sqrt T` with :math:`T \ne 1/2`); annealed only: the noise not annealed
   (:math:`b_l = \sqrt{\eta/\eta_l}`, the base step's noise at every level) and the step not
-  annealed (:math:`a_l = b_l^2 = \eta/\eta_l`); any other constant :math:`(a, b)` as decoupled drift
-  and noise;
+  annealed (:math:`a_l = b_l^2 = \eta/\eta_l`); any other constant :math:`(a, b)` fitted on your
+  steps, as a step scale (:math:`a = b^2`) or as decoupled drift and noise;
 * MALA: no proposal correction, its sign flipped, over :math:`2\eta`; the accept rule reversed;
   no accept test at all (ULA's move);
 * kinetic Langevin: another splitting, a friction conversion of the ledger (blackjax's
@@ -63,10 +63,10 @@ def _g4(v) -> str:
 
 
 def _conversions(word, extra=()) -> list:
-    """``[(row, f, inverse)]``: the ledger's conversions returning ``word`` (refscore's step, base step or
-    friction), in the direction of each row: your sampler is the row's variant given refscore's number
-    ``v``, so it runs refscore's with ``f(v)``, and ``inverse(v)`` is what to give it.  Only conversions
-    of the value alone (or of the words ``extra`` a case provides)."""
+    """``[(row, conversion)]``: the ledger's conversions returning ``word`` (refscore's step, base step or
+    friction), read in the direction of each row: your sampler is the row's variant given refscore's
+    number ``v``, so it runs refscore's with ``conversion.function(v)``, and ``conversion.inverse(v)`` is
+    what to give it.  Only conversions of the value alone (or of the words ``extra`` a case provides)."""
     out = []
     for row in conventions.TABLE:
         for conv in row.conversions:
