@@ -1,14 +1,16 @@
 r"""Score (and log-density) of every target kind, evaluated on a BLOCK of chains.
 
-Derivation: docs/derivations.md §7.5, §8.
+Derivation: docs/derivations.md §7.5, §8 (kinetic Langevin: §8.6).
 
 One source, compiled twice: :func:`make` takes ``numba.njit`` (CPU: blocks of
 ``B`` chains, the chain loop innermost so LLVM vectorises it) or
 ``numba.cuda.jit(device=True)`` (GPU: a "block" of one chain held in a
 thread's local arrays), and composes the kernels from one small builder per
 target kind (``_affine``, ``_mixture``, ``_student``, ``_banana``, ``_mlp``),
-the dispatch on the kind (``_evaluate``), the update (``_step_block``) and
-MALA's ratio (``_mala_log_alpha``).  Points are stored transposed, ``X[i, c]`` =
+the dispatch on the kind (``_evaluate``), the update (``_step_block``),
+MALA's ratio (``_mala_log_alpha``) and kinetic Langevin's sub-flows (the kick,
+drift and refresh of docs/derivations.md §8.6, the safe score points and the
+phase-space divergence test).  Points are stored transposed, ``X[i, c]`` =
 coordinate ``i`` of chain ``c`` of the block, ``m`` chains in use.
 
 Every target is described by ``(layout, params)`` built once in

@@ -1,6 +1,6 @@
-r"""Langevin samplers on three backends with identical counter-based noise.
+r"""Langevin samplers on every backend with identical counter-based noise.
 
-Derivation: docs/derivations.md §8 (ULA, its stationary bias, MALA, annealing, divergence).
+Derivation: docs/derivations.md §8 (ULA, its stationary bias, MALA, annealing, divergence, kinetic Langevin).
 
 One update convention everywhere, eq. (4):
 
@@ -13,6 +13,11 @@ The NCSN paper (Song & Ermon 2019, Alg. 1) writes :math:`x + (\alpha/2) s + \sqr
 so :math:`\eta = \alpha/2` (:func:`refscore.conventions.ncsn_step`); NCSN's and NCSNv2's
 released samplers use their ``step_lr`` as :math:`\eta` directly
 (:func:`refscore.conventions.ncsn_code_step`).
+
+Kinetic (underdamped) Langevin, :func:`kinetic_langevin` (:mod:`.kinetic`), carries momenta and
+runs the BAOAB, OBABO or ABOBA splitting of docs/derivations.md §8.6 on the same backends, with
+the same noise and divergence rules; :func:`kinetic_stationary_law`,
+:func:`kinetic_transient_law` and :func:`kinetic_step_matrices` are its exact laws on a Gaussian.
 
 Backends (one protocol, :mod:`.backends`; one registry of names, :mod:`.registry`): ``"numpy"``
 (the reference, :mod:`.reference`, running the pure steps of :mod:`.steps`), ``"numba"``

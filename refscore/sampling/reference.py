@@ -18,7 +18,9 @@ A chain whose update holds a non-finite value, or a finite coordinate beyond
 :data:`~refscore._kernels.score_blocks.GROWTH_BOUND`, keeps its last state and
 is not updated again; ``status`` (int8) records why, with the codes and the
 precedence of the compiled kernels (non-finite first), so every backend
-freezes the same chains at the same step.
+freezes the same chains at the same step.  Kinetic Langevin's reference run
+lives beside its steps, :meth:`refscore.sampling.kinetic.Splitting.run_reference`,
+and uses the same rule (with :func:`_beyond` and :func:`_freeze`).
 """
 from __future__ import annotations
 
