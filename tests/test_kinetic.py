@@ -365,3 +365,22 @@ def test_validation_moment_z_tells_the_right_law_from_a_wrong_one():
     z_mean, z_cov = moment_z(z, np.array([1.0, 0.0]), cov)
     assert np.max(np.abs(z_mean)) < 5 and np.max(np.abs(z_cov)) < 5  # 5 statistics at 5 SE: fails < 3e-6
     assert np.max(np.abs(moment_z(z, np.array([1.0, 0.0]), 1.1 * cov)[1])) > 10  # 10% off: ~ 20 SE
+
+
+def test_a_splitting_is_made_from_checked_numbers():
+    from refscore._kernels.score_blocks import DRIFT, KICK, REFRESH
+    from refscore.sampling.kinetic import Splitting
+
+    k = Splitting.of("ABOBA", 0.5, 2.0, mass=4.0)
+    # each letter appearing k times runs for h / k: A twice (tau = 1/4, over m = 4), B twice, O once
+    assert (k.word, k.kick, k.drift, k.decay) == ("ABOBA", 0.25, 0.0625, math.exp(-1.0))
+    assert k.spread == pytest.approx(math.sqrt(4.0 * (1.0 - math.exp(-2.0))), rel=1e-15)
+    assert k.letters.tolist() == [DRIFT, KICK, REFRESH, KICK, DRIFT]
+    with pytest.raises(ValueError, match="splitting must be one of"):
+        Splitting.of("BAOBA", 0.5, 1.0)
+    with pytest.raises(ValueError, match="step must be finite and > 0"):
+        Splitting.of("BAOAB", 0.0, 1.0)
+    with pytest.raises(ValueError, match="friction must be finite and >= 0"):
+        Splitting.of("BAOAB", 0.5, float("inf"))
+    with pytest.raises(ValueError, match="mass must be finite and > 0"):
+        Splitting.of("BAOAB", 0.5, 1.0, mass=-1.0)
