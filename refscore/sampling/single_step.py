@@ -25,7 +25,7 @@ factory                  one step (``state, key -> state, info``)
 with ``z = noise.normal(key.seed, chains, key.step, d)`` (row ``i`` of the state is chain
 ``key.chain + i``), MALA's ``u = noise.uniform(key.seed, chains, key.step)`` and kinetic
 Langevin's ``xi = noise.normal(key.seed, chains, key.step, 2 d)``.  These steps *are* the
-pure steps of :mod:`.steps` and :mod:`.kinetic` fed that noise: no arithmetic of their own.
+pure steps of :mod:`.steps` and :mod:`refscore.sampling.kinetic` fed that noise: no arithmetic of their own.
 A whole run of :func:`refscore.sampling.ula`, :func:`~refscore.sampling.mala`,
 :func:`~refscore.sampling.annealed_langevin` and
 :func:`~refscore.sampling.kinetic.kinetic_langevin` on ``backend="numpy"`` is, bit for bit,
@@ -375,7 +375,7 @@ def aboba_update(x, v, score, step, friction, xi):
     return aboba_step(x, v, score, step, friction, xi)
 
 
-#: splitting name -> the pure step of :mod:`.kinetic` with that word
+#: splitting name -> the pure step of :mod:`refscore.sampling.kinetic` with that word
 KINETIC_STEPS = {"BAOAB": baoab_step, "OBABO": obabo_step, "ABOBA": aboba_step}
 
 
