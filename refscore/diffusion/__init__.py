@@ -11,18 +11,21 @@ Derivation: docs/diffusion.md.
   predictions; EDM's preconditioning;
 * :mod:`refscore.diffusion.denoiser`: the exact denoiser of Gaussian and Gaussian-mixture data, its
   predictions in every parametrisation, Jacobians and divergences;
-* :mod:`refscore.diffusion.samplers`: Euler, Heun and DDIM on NumPy with counter-based noise, and the exact
-  output law of a run on Gaussian data (the per-step affine maps are in :mod:`refscore.diffusion.laws`).
+* :mod:`refscore.diffusion.samplers`: the samplers (Euler and Heun with EDM's churn, DDIM, DDPM, Euler
+  ancestral, DPM-Solver++(2M), score_sde's predictor-corrector, an adaptive probability-flow ODE solver) on
+  NumPy with counter-based noise, in one registry, and the exact output law of a run on Gaussian data with its
+  KL and W2 to the data law (the per-step affine maps are in :mod:`refscore.diffusion.laws`, the scalar
+  coefficients the steps and the laws share in :mod:`refscore.diffusion.coefficients`).
 
 Not imported by ``import refscore``: ``import refscore.diffusion`` (or ``from refscore import diffusion``).
 """
-from . import denoiser, laws, parametrisations, samplers, schedules, tables
+from . import coefficients, denoiser, laws, parametrisations, samplers, schedules, tables
 from .denoiser import Denoiser
 from .parametrisations import PARAMETRISATIONS, convert_prediction, edm_preconditioning
-from .samplers import SAMPLERS, output_law, output_map, sample
+from .samplers import SAMPLERS, output_distances, output_law, output_map, sample
 from .schedules import EDM, SCHEDULES, VE, VP, Flow, Schedule, SubVP, VPDiscrete, convert
 
-__all__ = ["schedules", "tables", "parametrisations", "denoiser", "laws", "samplers",
+__all__ = ["schedules", "tables", "parametrisations", "denoiser", "coefficients", "laws", "samplers",
            "Schedule", "VP", "SubVP", "VE", "EDM", "Flow", "VPDiscrete", "SCHEDULES", "convert",
            "Denoiser", "PARAMETRISATIONS", "convert_prediction", "edm_preconditioning",
-           "SAMPLERS", "sample", "output_map", "output_law"]
+           "SAMPLERS", "sample", "output_map", "output_law", "output_distances"]
