@@ -393,3 +393,14 @@ def test_kinetic_positions_alone_are_diagnosed_by_whole_trajectories(sampler, fn
         values[f"{name}/states"] = np.array(states)
     (d,) = golden.check(g, values).diagnosis
     assert d.quantity == "states" and d.hypothesis == hypothesis, d.line()
+
+
+def test_a_bug_after_the_last_drift_shows_in_the_momenta_only():
+    """BAOAB without its last kick: from your state, every step's positions are refscore's (nothing after
+    the last drift moves them), the momenta are not; the diagnosis says so and names the half step."""
+    d = _diagnosis(kinetic_with("BAOAB", drop=4), "kinetic_baoab", quantity="momenta")
+    assert d.hypothesis == "missing half step: BAOA"
+    assert any(p.startswith("each of your steps moves the positions as refscore's does") for p in d.patterns)
+    d = _diagnosis(kinetic_with("BAOAB", drop=0), "kinetic_baoab", quantity="momenta")
+    assert d.hypothesis == "missing half step: AOAB"
+    assert not any(p.startswith("each of your steps moves the positions") for p in d.patterns)

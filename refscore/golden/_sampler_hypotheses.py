@@ -609,6 +609,8 @@ def patterns(ctx, Q, failing) -> tuple:
         return ()
     out = []
     if sampler.splitting is not None:
+        departs = {}  # case -> (first step of the positions, of the momenta), -1 for none
+
         def first(c):
             k = _kinetic(ctx, c)
             if k is None:
@@ -616,10 +618,14 @@ def patterns(ctx, Q, failing) -> tuple:
             ref = k.predict(_letters(SAMPLERS[c.kind].splitting, float(c.inputs["step"])),
                             float(c.inputs["friction"]))
             t = [_departure(ctx, c, ref[key], k.yours[key]) for key in ("states", "momenta")]
+            departs[c.name] = tuple(-1 if v is None else v for v in t)
             t = [v for v in t if v is not None]
             return min(t) if t else -1
         where = _departures(ctx, Q, first)
         out += [where] if where else []
+        if where and departs and all(ts == -1 and tm >= 0 for ts, tm in departs.values()):
+            out.append("each of your steps moves the positions as refscore's does from your state; only the "
+                       "momenta depart (what follows the step's last drift: its last kick or refresh)")
         return tuple(out)
     if sampler.has_accept_test:
         def first(c):
