@@ -317,7 +317,7 @@ def test_bad_input_to_the_steps_and_laws_raises_clear_errors():
 
 # ------------------------------------------------------------------ (g) the validation experiment's formulas
 def test_validation_closed_forms_equal_the_lyapunov_law_in_three_dimensions():
-    from refscore.validation.kinetic import closed_form_cov
+    from refscore.validation.kinetic_splittings import closed_form_cov
 
     rng = np.random.default_rng(5)
     A = rng.standard_normal((3, 3))
@@ -333,7 +333,7 @@ def test_validation_closed_forms_equal_the_lyapunov_law_in_three_dimensions():
 
 def test_validation_counts_score_evaluations_as_the_run_makes_them():
     from refscore.sampling import CallableTarget
-    from refscore.validation.kinetic import evaluations
+    from refscore.validation.kinetic_splittings import evaluations
 
     for name in NAMES:
         calls = []
@@ -346,7 +346,7 @@ def test_validation_counts_score_evaluations_as_the_run_makes_them():
 def test_validation_kramers_ratio_uses_the_saddle_curvature_of_the_mixture():
     # -log p along q_2 = 0 for 1/2 N(-a, v) + 1/2 N(a, v): (q^2 + a^2) / (2 v) - log cosh(a q / v) + const,
     # whose second derivative at 0 is 1/v - a^2/v^2, so omega_b^2 = a^2/v^2 - 1/v
-    from refscore.validation.kinetic import MIX_COV, MIX_MEANS, kramers_ratio
+    from refscore.validation.kinetic_splittings import MIX_COV, MIX_MEANS, kramers_ratio
 
     a, v = MIX_MEANS[1, 0], MIX_COV[0, 0]
     wb2 = a * a / (v * v) - 1.0 / v
@@ -358,7 +358,7 @@ def test_validation_kramers_ratio_uses_the_saddle_curvature_of_the_mixture():
 
 
 def test_validation_moment_z_tells_the_right_law_from_a_wrong_one():
-    from refscore.validation.kinetic import moment_z
+    from refscore.validation.kinetic_splittings import moment_z
 
     cov = np.array([[2.0, 0.6], [0.6, 1.0]])
     z = Gaussian(np.array([1.0, 0.0]), cov).sample(50_000, rng=3)

@@ -445,7 +445,8 @@ def kinetic_langevin(target, x0, step, n_steps, friction, seed, splitting="BAOAB
 
         dq = \frac{p}{m}\,dt, \qquad dp = s(q)\,dt - \gamma\, p\, dt + \sqrt{2\gamma m}\, dW
 
-    One step is :func:`baoab_step`, :func:`obabo_step` or :func:`aboba_step` with
+    One step is :func:`~refscore.sampling.kinetic.baoab_step`, :func:`~refscore.sampling.kinetic.obabo_step`
+    or :func:`~refscore.sampling.kinetic.aboba_step` with
     ``xi = noise.normal(seed, chain, k, 2 * d)`` at step ``k``; the run equals iterating that
     function bit for bit (tested), evaluating the score once per step.
 

@@ -51,7 +51,7 @@ EXPERIMENTS = (
     "vincent",
     "sliced",
     "ula_bias",
-    "kinetic",
+    "kinetic_splittings",
     "ncsn_toy",
     "mlp_mixture",
     "backends",

@@ -45,7 +45,7 @@ from refscore.sampling import kinetic_langevin, kinetic_stationary_law, kinetic_
 
 from .common import check_row, progress, save_figure, style
 
-NAME = "kinetic"
+NAME = "kinetic_splittings"
 TITLE = "Kinetic Langevin: BAOAB, OBABO, ABOBA stationary laws vs step; mixing vs ULA"
 SOURCE = "docs/derivations.md §8.6; Leimkuhler & Matthews 2013"
 
@@ -64,7 +64,8 @@ MIX_MEANS = np.array([[-2.0, 0.0], [2.0, 0.0]])
 MIX_COV = np.diag([0.5, 1.0])
 ULA_STEP = 0.02
 MIX_FRICTION = 1.0
-#: |fraction left - 1/2| that counts as arrived (6 standard errors of 1/2 at the quick run's 4000 chains)
+#: the distance of the fraction left of 0 from 1/2 that counts as arrived (6 standard errors of 1/2 at the
+#: quick run's 4000 chains)
 ARRIVED = 0.05
 
 
@@ -141,7 +142,7 @@ def _stationary_panels(quick, seed, axes):
     worst_q_exact, measured = 0.0, {s: ([], [], [], []) for s in SPLITTINGS}
     controls = {}
     n_runs = len(SPLITTINGS) * len(STEPS)
-    bar = progress(desc=f"kinetic: {n_runs} runs of {n} chains", total=n_runs, unit="run")
+    bar = progress(desc=f"kinetic_splittings: {n_runs} runs of {n} chains", total=n_runs, unit="run")
     for i, h in enumerate(STEPS):
         x0 = target.sample(n, rng=seed + i)
         for j, s in enumerate(SPLITTINGS):
@@ -210,7 +211,7 @@ def _mixing_panel(quick, seed, ax):
     steps = np.arange(1, n_steps // rec + 1) * rec
     arrived, rates, final_z = {}, {}, 0.0
     colors = {"ULA": "k", "BAOAB": "C0", "OBABO": "C3", "ABOBA": "C2"}
-    bar = progress(desc=f"kinetic: mixing, {n} chains × {n_steps} steps", total=1 + len(SPLITTINGS), unit="run")
+    bar = progress(desc=f"kinetic_splittings: mixing, {n} chains × {n_steps} steps", total=1 + len(SPLITTINGS), unit="run")
     for j, name in enumerate(("ULA",) + SPLITTINGS):
         if name == "ULA":
             res = ula(mixture, x0, ULA_STEP, n_steps, seed=seed + 7, backend="numba", record=rec, progress=False)
