@@ -15,17 +15,19 @@ Derivation: docs/diffusion.md.
   ancestral, DPM-Solver++(2M), score_sde's predictor-corrector, an adaptive probability-flow ODE solver) on
   NumPy with counter-based noise, in one registry, and the exact output law of a run on Gaussian data with its
   KL and W2 to the data law (the per-step affine maps are in :mod:`refscore.diffusion.laws`, the scalar
-  coefficients the steps and the laws share in :mod:`refscore.diffusion.coefficients`).
+  coefficients the steps and the laws share in :mod:`refscore.diffusion.coefficients`);
+* :mod:`refscore.diffusion.dsm`: the continuous-time denoising score matching loss (weightings uniform,
+  sigma^2, likelihood g^2, EDM's), its population value by quadrature and its exact minimum on Gaussian data.
 
 Not imported by ``import refscore``: ``import refscore.diffusion`` (or ``from refscore import diffusion``).
 """
-from . import coefficients, denoiser, laws, parametrisations, samplers, schedules, tables
+from . import coefficients, denoiser, dsm, laws, parametrisations, samplers, schedules, tables
 from .denoiser import Denoiser
 from .parametrisations import PARAMETRISATIONS, convert_prediction, edm_preconditioning
 from .samplers import SAMPLERS, output_distances, output_law, output_map, sample
 from .schedules import EDM, SCHEDULES, VE, VP, Flow, Schedule, SubVP, VPDiscrete, convert
 
-__all__ = ["schedules", "tables", "parametrisations", "denoiser", "coefficients", "laws", "samplers",
+__all__ = ["schedules", "tables", "parametrisations", "denoiser", "coefficients", "laws", "samplers", "dsm",
            "Schedule", "VP", "SubVP", "VE", "EDM", "Flow", "VPDiscrete", "SCHEDULES", "convert",
            "Denoiser", "PARAMETRISATIONS", "convert_prediction", "edm_preconditioning",
            "SAMPLERS", "sample", "output_map", "output_law", "output_distances"]
