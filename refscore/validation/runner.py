@@ -54,6 +54,7 @@ EXPERIMENTS = (
     "kinetic_splittings",
     "ncsn_toy",
     "mlp_mixture",
+    "diffusion",
     "backends",
 )
 
