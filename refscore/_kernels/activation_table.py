@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import types
 
-__all__ = ["compile_activation", "compile_activation_entries", "compile_activate_row", "LIBM_OPS", "register_activations", "registry_source"]
+__all__ = ["compile_activation", "compile_activation_entries", "compile_activate_row", "compile_activate_hidden", "LIBM_OPS", "register_activations", "registry_source"]
 
 #: libm's elementary functions (the CUDA kernels; the tests' pure-Python form)
 LIBM_OPS = dict(exp_nonpositive=math.exp, tanh=math.tanh, erfc=math.erfc, log1p=math.log1p)
@@ -108,3 +108,28 @@ def compile_activate_row(jit, entries):
               "        f2[o] = _nan"]
     exec("\n".join(lines), ns)  # noqa: S102 - source built above from integers only
     return jit(ns["activate_row"])
+
+
+def compile_activate_hidden(jit, entries):
+    """``activate_hidden(kind, h, dh, m)``: in place along a row of chains, ``h[c], dh[c] = φ(h[c]), φ'(h[c])``
+    for ``c < m`` (a hidden layer of the samplers' MLP targets).
+
+    As :func:`compile_activate_row`: one loop per registry entry calling that entry's formula
+    directly, so each formula is compiled once and each loop vectorises over the chains; an
+    unknown id gives NaN.
+    """
+    ns = {"_nan": math.nan}
+    lines = ["def activate_hidden(kind, h, dh, m):"]
+    for i, fn in entries.items():
+        ns[f"_f{i}"] = fn
+        lines += [f"    if kind == {i}:",
+                  "        for c in range(m):",
+                  f"            v, dv, _ = _f{i}(h[c])",
+                  "            h[c] = v",
+                  "            dh[c] = dv",
+                  "        return"]
+    lines += ["    for c in range(m):",
+              "        h[c] = _nan",
+              "        dh[c] = _nan"]
+    exec("\n".join(lines), ns)  # noqa: S102 - source built above from integers only
+    return jit(ns["activate_hidden"])

@@ -1,4 +1,4 @@
-r"""Numba CPU backend: ``@njit(parallel=True)``, ``prange`` over blocks of chains.
+r"""Numba CPU backend: blocks of chains, each thread's share in one call of a GIL-free kernel.
 
 Derivation: docs/derivations.md §8 (kinetic Langevin: §8.6).
 
@@ -7,7 +7,10 @@ the whole run; the step loop is outside, the chain loop innermost, so the
 score blocks (:mod:`.score_blocks`) and the Philox/Box–Muller noise
 (:mod:`.philox`) vectorise over chains.  Each chain's arithmetic does
 not depend on which block or thread runs it, so results are identical for any
-number of threads.  The update is eq. (4), line by line as in
+number of threads.  The threads are Python threads, each running one
+contiguous share of the blocks (:func:`.group_threads.run_ranges`), not a
+``prange`` loop: numba's parallel lowering compiled each kernel again around
+its body, which doubled the first call's wait.  The update is eq. (4), line by line as in
 :mod:`.reference`::
 
     x_new = x + eta * (scale * s) + sqrt(2 eta) * z
@@ -16,8 +19,8 @@ A chain whose new state holds a non-finite value, or a coordinate beyond
 :data:`.score_blocks.GROWTH_BOUND`, keeps its last state and is not updated
 again; ``status[c]`` (int8) records why (:data:`.score_blocks.NONFINITE`,
 :data:`.score_blocks.BEYOND_BOUND`; nonzero on entry: frozen already).  A call
-with zero steps returns at once: no state, status or trace is touched and no
-noise is drawn (the driver's compile-ahead call).
+with zero steps compiles (or loads) the kernel and returns: no state, status
+or trace is touched and no noise is drawn (the driver's compile-ahead call).
 """
 from __future__ import annotations
 
@@ -25,10 +28,11 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
 
 from . import score_blocks, vecmath
+from .activation_table import compile_activate_hidden
 from .cache import use_cache
+from .group_threads import run_ranges
 
 __all__ = ["langevin", "mala", "kinetic", "evaluate_points", "BLOCK"]
 
@@ -37,7 +41,9 @@ BLOCK = 128
 # boundary and LLVM may inline and vectorise across it
 _K = score_blocks.make(numba.njit(error_model="numpy"), vecmath.activation,
                        jit_inline=lambda f: numba.njit(inline="always", error_model="numpy")(f),
-                       exp_nonpositive=vecmath.exp_nonpositive)
+                       exp_nonpositive=vecmath.exp_nonpositive,
+                       activate_hidden=compile_activate_hidden(numba.njit(error_model="numpy"),
+                                                               vecmath.activation_entries))
 _uniform = _K.uniform
 _log_unit = _K.log_unit
 _evaluate = _K.evaluate
@@ -55,7 +61,6 @@ _KICK = score_blocks.KICK
 _DRIFT = score_blocks.DRIFT
 
 
-@numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
 def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, status):
     """ULA / annealed Langevin on all chains of ``x`` (n, d), in place.
 
@@ -65,13 +70,26 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0
     a run cut into blocks of chains or chunks of steps draws the same noise.
     ``status`` (n,) int8: 0 running, else frozen (see the module doc).
     """
+    nblocks = (x.shape[0] + BLOCK - 1) // BLOCK
+    if steps_per_level == 0 or nblocks == 0:  # compile (or load) only
+        _langevin_blocks(0, 0, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace,
+                         status)
+        return
+    run_ranges(lambda lo, hi: _langevin_blocks(lo, hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0,
+                                               step0, rec, trace, status),
+               nblocks)
+
+
+@numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
+def _langevin_blocks(b_lo, b_hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace,
+                     status):
+    """Blocks ``b_lo .. b_hi - 1`` of :func:`langevin` (chains ``b BLOCK ..``): serial, GIL-free."""
     if steps_per_level == 0:
         return
     n, d = x.shape
     wrows = lay[2]
-    nblocks = (n + BLOCK - 1) // BLOCK
     L = etas.shape[0]
-    for b in prange(nblocks):
+    for b in range(b_lo, b_hi):
         lo = b * BLOCK
         m = min(BLOCK, n - lo)
         X = np.empty((d, BLOCK))
@@ -116,7 +134,6 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0
                 x[lo + c, i] = X[i, c]
 
 
-@numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
 def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
     r"""MALA on all chains of ``x``, in place; ``accepted[c]`` counts accepted moves.
 
@@ -127,14 +144,25 @@ def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status
     \|y - x - \eta s(x)\|^2) / (4\eta)`.  A proposal that is non-finite or
     beyond the bound, or a non-finite score or log-ratio there, freezes the chain.
     """
+    nblocks = (x.shape[0] + BLOCK - 1) // BLOCK
+    if n_steps == 0 or nblocks == 0:  # compile (or load) only
+        _mala_blocks(0, 0, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted)
+        return
+    run_ranges(lambda lo, hi: _mala_blocks(lo, hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace,
+                                           status, accepted),
+               nblocks)
+
+
+@numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
+def _mala_blocks(b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
+    """Blocks ``b_lo .. b_hi - 1`` of :func:`mala` (chains ``b BLOCK ..``): serial, GIL-free."""
     if n_steps == 0:
         return
     n, d = x.shape
     wrows = lay[2]
-    nblocks = (n + BLOCK - 1) // BLOCK
     sq = math.sqrt(2.0 * eta)
     p = params[0]
-    for b in prange(nblocks):
+    for b in range(b_lo, b_hi):
         lo = b * BLOCK
         m = min(BLOCK, n - lo)
         X = np.empty((d, BLOCK))
@@ -189,7 +217,6 @@ def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status
                 x[lo + c, i] = X[i, c]
 
 
-@numba.njit(parallel=True, cache=use_cache(), error_model="numpy")
 def kinetic(lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0, rec, trace,
             p_trace, status):
     r"""Kinetic Langevin on all chains of ``x`` (positions) and ``v`` (momenta), (n, d), in place.
@@ -209,14 +236,27 @@ def kinetic(lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1
     the bound keeps its last state and is frozen (``status`` as in :func:`langevin`).
     ``trace`` and ``p_trace`` receive the positions and momenta after global step ``(j + 1) rec``.
     """
+    nblocks = (x.shape[0] + BLOCK - 1) // BLOCK
+    if n_steps == 0 or nblocks == 0:  # compile (or load) only
+        _kinetic_blocks(0, 0, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0,
+                        rec, trace, p_trace, status)
+        return
+    run_ranges(lambda lo, hi: _kinetic_blocks(lo, hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v,
+                                              k0, k1, chain0, step0, rec, trace, p_trace, status),
+               nblocks)
+
+
+@numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
+def _kinetic_blocks(b_lo, b_hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0,
+                    rec, trace, p_trace, status):
+    """Blocks ``b_lo .. b_hi - 1`` of :func:`kinetic` (chains ``b BLOCK ..``): serial, GIL-free."""
     if n_steps == 0:
         return
     n, d = x.shape
     wrows = lay[2]
-    nblocks = (n + BLOCK - 1) // BLOCK
     p = params[0]
     n_letters = word.shape[0]
-    for b in prange(nblocks):
+    for b in range(b_lo, b_hi):
         lo = b * BLOCK
         m = min(BLOCK, n - lo)
         X = np.empty((d, BLOCK))

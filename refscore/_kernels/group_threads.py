@@ -1,4 +1,4 @@
-r"""The parallel loop of the MLP loss kernels: fixed groups of blocks, run on Python threads.
+r"""The parallel loops of the compiled kernels: fixed groups of blocks, run on Python threads.
 
 A loss kernel cuts its points into blocks and the blocks into ``n_groups``
 contiguous groups, fixed by ``n`` alone (:mod:`.mlp_losses`); each group sums
@@ -18,6 +18,10 @@ wrapper 4 s.  Here the body compiles once and nothing wraps it.  The cost is a
 thread hand-off per call (tens of microseconds, against milliseconds of work
 on any batch worth threading).
 
+The sampler kernels (:mod:`.cpu_sampler`) cut their chains into blocks the same way and hand
+each thread one contiguous share of blocks in one call (:func:`run_ranges`); each chain's
+arithmetic does not depend on its share.
+
 An exception in any group is raised in the caller once every group has
 ended.  Ctrl-C reaches the caller when its own run of groups returns.
 """
@@ -28,7 +32,7 @@ import threading
 
 import numba
 
-__all__ = ["run_groups"]
+__all__ = ["run_groups", "run_ranges"]
 
 _POOL: list = []
 _POOL_LOCK = threading.Lock()
@@ -72,3 +76,14 @@ def run_groups(group, n_groups: int) -> None:
         concurrent.futures.wait(futures)
     for f in futures:
         f.result()  # the first group's exception, if any
+
+
+def run_ranges(kernel_range, n_items: int) -> None:
+    """Call ``kernel_range(lo, hi)`` once per thread on contiguous, equal shares of ``range(n_items)``.
+
+    The samplers' blocks of chains: each share is one call of a GIL-free kernel over its blocks
+    (one call per block would cost a hand-off per 128 chains).  Each block's arithmetic does not
+    depend on the share it falls in, so results are the same for any thread count.
+    """
+    threads = max(1, min(int(numba.get_num_threads()), int(n_items)))
+    run_groups(lambda t: kernel_range(t * n_items // threads, (t + 1) * n_items // threads), threads)

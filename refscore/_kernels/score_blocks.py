@@ -88,7 +88,7 @@ DRIFT = 1
 REFRESH = 2
 
 
-def make(jit, activation, jit_inline=None, exp_nonpositive=None):
+def make(jit, activation, jit_inline=None, exp_nonpositive=None, activate_hidden=None):
     """Compile the block kernels with decorator ``jit``; returns a namespace.
 
     ``activation`` is the compiled ``(kind, z) -> (φ, φ', φ'')`` of
@@ -100,7 +100,11 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
     around a noise call is one straight-line body LLVM can vectorise.
     ``exp_nonpositive`` (optional, compiled, :func:`.vecmath.exp_nonpositive`
     on the CPU) replaces ``math.exp`` in the mixture's softmax, whose
-    arguments are <= 0.
+    arguments are <= 0.  ``activate_hidden`` (optional, compiled,
+    :func:`.activation_table.compile_activate_hidden`) activates an MLP target's
+    hidden unit along the block's chains in one call; without it each chain
+    calls ``activation`` (inlined: every formula in every copy, which on the CPU
+    made the sampler kernels' compile twice as long).
 
     The kernels are composed from one builder per target kind (:func:`_affine`,
     :func:`_mixture`, :func:`_student`, :func:`_banana`, :func:`_mlp`), joined
@@ -113,7 +117,7 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None):
     act = _hidden_activation(inline, activation)
     quad = _quad(jit)
     evaluate = _evaluate(jit, affine=_affine(jit), mixture=_mixture(jit, quad, expnp), student=_student(jit, quad),
-                         banana=_banana(jit), mlp=_mlp(jit, act))
+                         banana=_banana(jit), mlp=_mlp(jit, act, activate_hidden))
     return types.SimpleNamespace(evaluate=evaluate, act=act, step_block=_step_block(inline, P.normal_pair),
                                  mala_log_alpha=_mala_log_alpha(inline), normal_pair=P.normal_pair,
                                  uniform=P.uniform, log_unit=P.log_unit, kick_block=_kick_block(inline),
@@ -295,12 +299,32 @@ def _banana(jit):
     return banana
 
 
-def _mlp(jit, act):
+def _mlp(jit, act, activate_hidden=None):
     r"""MLP: a score MLP (linear output) or an energy MLP (:math:`s = -\nabla_x E`, :math:`\log p = -E`).
 
     ``forward`` runs the layers, keeping the hidden layers' :math:`\varphi'`;
     ``energy_score`` back-propagates an energy's scalar output to :math:`-\nabla_x E`.
     """
+    if activate_hidden is None:
+        @jit
+        def hidden(kind, W, row, drow, m):
+            """phi and phi' of one hidden unit along the chains, chain by chain."""
+            if kind == 0:  # tanh, the common case: a constant kind, one straight loop
+                for c in range(m):
+                    v, dv = act(0, W[row, c])
+                    W[row, c] = v
+                    W[drow, c] = dv
+            else:
+                for c in range(m):
+                    v, dv = act(kind, W[row, c])
+                    W[row, c] = v
+                    W[drow, c] = dv
+    else:
+        @jit
+        def hidden(kind, W, row, drow, m):
+            """phi and phi' of one hidden unit along the chains, in one call per unit."""
+            activate_hidden(kind, W[row], W[drow], m)
+
     @jit
     def forward(lay, p, X, W, m, wmax):
         """The layers on the block; returns ``(cur, off, dr)``: the output's ping-pong half,
@@ -331,16 +355,8 @@ def _mlp(jit, act):
                         ri = cur * wmax
                         for c in range(m):
                             W[ro + o, c] += a * W[ri + i, c]
-                if not last and ak == 0:  # tanh, the common case: a constant kind, one straight loop
-                    for c in range(m):
-                        v, dv = act(0, W[ro + o, c])
-                        W[ro + o, c] = v
-                        W[dr + o, c] = dv
-                elif not last:
-                    for c in range(m):
-                        v, dv = act(ak, W[ro + o, c])
-                        W[ro + o, c] = v
-                        W[dr + o, c] = dv
+                if not last:
+                    hidden(ak, W, ro + o, dr + o, m)
             if not last:
                 dr += nout
             cur = 1 - cur
