@@ -17,9 +17,13 @@ module                 what it holds
 :mod:`.vecmath`        branch-free exp/tanh and the CPU activations
 :mod:`.mlp_losses`     MLPScore's fused loss-and-gradient kernels
 :mod:`.score_blocks`   every sampler target's score on a block of chains
-:mod:`.cpu_sampler`    ULA / MALA / annealed Langevin, prange over blocks
+:mod:`.cpu_sampler`    ULA / MALA / annealed and kinetic Langevin, a share
+                       of the blocks of chains per thread
 :mod:`.cuda_sampler`   the same, one CUDA thread per chain
-:mod:`.custom_sampler` ULA / MALA with a user's ``numba.njit`` score
+:mod:`.custom_sampler` ULA / MALA / kinetic Langevin with a user's
+                       ``numba.njit`` score
+:mod:`.group_threads`  the Python threads that run the kernels' groups of
+                       blocks (numba's parallel lowering compiled slowly)
 :mod:`.cache`          where the kernels are cached, damaged or unwritable
                        caches, the first-compile notice (numba-free)
 =====================  ======================================================
