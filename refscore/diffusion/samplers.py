@@ -624,7 +624,8 @@ def sample(sampler, x0_fn, schedule, x_init, grid, *, seed=0, chain0=0, record=F
     seed, chain0 : int
         The noise's key and first chain (:class:`refscore.noise.NoiseOrigin`).
     record : bool
-        Return a :class:`Run` (final states, every state, the per-step values reported) instead.
+        Return a :class:`~refscore.diffusion.samplers.Run` (final states, every state, the per-step values
+        reported) instead.
     **options
         The sampler's options (``SAMPLERS[sampler].options`` lists them with their defaults): ``S_churn``,
         ``S_tmin``, ``S_tmax``, ``S_noise`` (euler, heun); ``eta`` (ddim, euler_ancestral; ``s_noise`` too);

@@ -75,7 +75,8 @@ def _z_max(out, mean, cov):
 
 
 def law_vs_samples(n, seed, tick=None):
-    """Per shown sampler: ``(label, samples, (mean, cov))`` on VP's 9-step grid; and the negative control's |z|."""
+    """Per shown sampler: ``(label, samples, (mean, cov))`` on VP's 9-step grid; and the negative control's largest
+    absolute z statistic."""
     vp = VP()
     grid = np.append(np.linspace(1.0, 1e-3, 9), 0.0)
     den = Denoiser(DATA, vp)
