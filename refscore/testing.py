@@ -352,10 +352,8 @@ def _golden(cases, kinds, what) -> golden.Golden:
         inputs, quantities, info = _computed(name)
         info = copy.deepcopy(info)  # the cached case stays as computed, whatever is done to the result
         k = _kind(specs[name])
-        if "model" in info:
-            spec, layout = {"model": info["model"], "kwargs": info["kwargs"]}, info["layout"]
-        else:
-            spec, layout = {"target": info["target"], "kwargs": info["kwargs"], "params": info["params"]}, ""
+        keys = golden.cases.KINDS[k].spec_keys
+        spec, layout = {key: info[key] for key in keys}, info.get("layout", "")
         all_cases[name] = golden.Case(name=name, spec=spec, layout=layout, inputs=dict(inputs),
                                       quantities=dict(quantities), kind=k)
         meta[name] = {"kind": k, **info, "inputs": list(inputs), "quantities": list(quantities)}

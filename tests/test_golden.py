@@ -203,8 +203,12 @@ def test_round_trip_is_exact(gdir, g, ref_values):
     res = golden.check(gdir, ref_values)
     assert res.passed
     n_keys = sum(len(c.quantities) for c in g.all_cases.values())
+    # every case holds its kind's quantities, but those a kind declares optional (a discrete schedule's tables...)
     assert n_keys == 69 * len(golden.QUANTITIES) + sum(
-        len(golden.CASE_KINDS[k]["quantities"]) * len(g.of_kind(k)) for k in golden.CASE_KINDS if k != "losses")
+        len(c.quantities) for c in g.all_cases.values() if c.kind != "losses")
+    for c in g.all_cases.values():
+        kind = golden.cases.KINDS[c.kind]
+        assert set(kind.quantities) - set(kind.optional) <= set(c.quantities) <= set(kind.quantities), c.name
     assert len(res.rows) == n_keys == len(ref_values)
     assert all(r.status == "PASS" and r.max_abs == 0.0 and r.max_rel == 0.0 for r in res.rows)
     assert res.cases_not_provided == [] and "RESULT: PASS" in str(res) and res.diagnosis == []
@@ -288,10 +292,10 @@ def test_subset_of_quantities_and_of_kinds(gdir, g, ref_values):
     vals = {k: v for k, v in ref_values.items() if k.rsplit("/", 1)[1] in keep}
     res = golden.check(gdir, vals)
     assert res.passed
-    kinds_given = {"losses", *SAMPLER_KINDS}  # every sampler kind records states
-    available = {q for c in g.all_cases.values() if c.kind in kinds_given for q in c.quantities}
+    kinds_given = {"losses", *SAMPLER_KINDS, "diffusion_denoiser"}  # every sampler kind records states; the
+    available = {q for c in g.all_cases.values() if c.kind in kinds_given for q in c.quantities}  # denoiser a score
     assert res.coverage["quantities"] == (3, len(available))
-    assert res.coverage["keys"] == (69 * 2 + 18, len(ref_values))
+    assert res.coverage["keys"] == (69 * 2 + 18 + 7, len(ref_values))
     assert not golden.check(gdir, vals, require_all=True).passed  # mala's accept and log_alpha, the momenta
 
 
@@ -420,16 +424,22 @@ def test_build_model_errors_and_models():
 # ----------------------------------------------------------------- the case kinds of format 2
 def test_case_kinds_counts_and_tables(gdir, g):
     m = json.loads((gdir / "manifest.json").read_text())
-    assert m["format_version"] == golden.FORMAT_VERSION == 3
+    assert m["format_version"] == golden.FORMAT_VERSION == 4
     counts = {k: len(g.of_kind(k)) for k in golden.CASE_KINDS}
     assert counts == {"losses": 69, "dsm_multi": 4, "ksd": 3, "ula": 3, "mala": 3, "annealed": 3,
-                      "kinetic_baoab": 3, "kinetic_obabo": 3, "kinetic_aboba": 3}
+                      "kinetic_baoab": 3, "kinetic_obabo": 3, "kinetic_aboba": 3,
+                      "diffusion_schedule": 10, "diffusion_denoiser": 7, "diffusion_coefficients": 7,
+                      "diffusion_euler": 3, "diffusion_heun": 2, "diffusion_ddim": 2, "diffusion_ddpm": 2,
+                      "diffusion_euler_ancestral": 1, "diffusion_dpmpp_2m": 2, "diffusion_pc": 2, "diffusion_pf_ode": 1}
     assert list(g.cases) == list(g.of_kind("losses"))  # .cases: the losses cases only
     assert set(m["kinds"]) == set(golden.CASE_KINDS)
     for name, c in g.all_cases.items():
         assert m["cases"][name]["kind"] == c.kind
-        table = golden.CASE_KINDS[c.kind]
-        assert list(c.inputs) == list(table["inputs"]) and list(c.quantities) == list(table["quantities"])
+        table, optional = golden.CASE_KINDS[c.kind], golden.cases.KINDS[c.kind].optional
+        for key in ("inputs", "quantities"):  # the table's order; an optional name may be absent
+            held = list(getattr(c, key))
+            assert held == [k for k in table[key] if k in held], (c.name, key)
+            assert set(table[key]) - set(held) <= set(optional), (c.name, key)
         assert all(a.dtype == np.float64 for a in (*c.inputs.values(), *c.quantities.values()))
     for kind in SAMPLER_KINDS:
         for c in g.of_kind(kind).values():
@@ -495,6 +505,28 @@ def test_format_2_fixture_still_loads_and_checks():
     assert [c.kind for c in g2.all_cases.values()] == ["losses", "dsm_multi", "ksd", "ula", "mala", "annealed"]
     res = golden.check(g2, golden.compute(g2))
     assert res.passed, res.table(only_failures=True)
+
+
+def test_a_format_3_directory_still_loads_and_checks(gdir, tmp_path):
+    """A format 3 directory (no diffusion kinds): today's files without their diffusion cases, each case's
+    binding untouched (a binding covers one case), read as format 3; a diffusion case in it is refused."""
+    import shutil
+
+    d = tmp_path / "v3"
+    shutil.copytree(gdir, d)
+    m = json.loads((d / "manifest.json").read_text())
+    m["format_version"] = 3
+    diffusion = [n for n, c in m["cases"].items() if c["kind"] in golden.cases.DIFFUSION_KINDS]
+    assert len(diffusion) == 39
+    kept = {n: c for n, c in m["cases"].items() if n not in diffusion}
+    (d / "manifest.json").write_text(json.dumps({**m, "cases": kept}))
+    g3 = golden.load(d)
+    assert g3.format_version == 3 and len(g3.all_cases) == 94
+    assert golden.check(g3, golden.compute(g3)).passed
+    (d / "manifest.json").write_text(json.dumps({**m, "cases": {**kept, diffusion[0]: m["cases"][diffusion[0]]}}))
+    with pytest.raises(ValueError, match=r"'kind' must be one of .*kinetic_aboba \(format_version 3\), got "
+                                         r"\"diffusion_schedule\""):
+        golden.load(d)
 
 
 def test_a_kind_newer_than_its_format_is_refused(tmp_path):
@@ -708,8 +740,8 @@ def test_write_is_fast(tmp_path):
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "refscore" / "golden"
 #: the floors of the golden package: a module imports only modules of lower floors
-FLOORS = {"cases": 0, "terms": 0, "store": 1, "_termfit": 1, "_sampler_hypotheses": 1, "_hypotheses": 2,
-          "diagnosis": 3, "checking": 4, "__init__": 5}
+FLOORS = {"cases": 0, "terms": 0, "store": 1, "_termfit": 1, "_sampler_hypotheses": 1, "_diffusion_hypotheses": 1,
+          "_hypotheses": 2, "diagnosis": 3, "checking": 4, "__init__": 5}
 
 
 def _imports(path):

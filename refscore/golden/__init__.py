@@ -51,6 +51,19 @@ Case kinds (:data:`CASE_KINDS`)
     Kinetic Langevin trajectories by each splitting, unit mass: the start ``x0``,
     ``v0``, the ``step`` and ``friction`` and the ``2 d`` normals ``xi`` of every
     step stored, the positions ``states`` and ``momenta`` recorded.
+``diffusion_schedule``, ``diffusion_denoiser``, ``diffusion_coefficients`` (format 4)
+    :mod:`refscore.diffusion`'s schedules at stored times with each named
+    configuration's grid (DDPM's linear table, Stable Diffusion's scaled_linear with
+    each timestep spacing and with zero terminal SNR, score_sde's VE and VP, EDM's
+    Karras grid at 18 and 40 steps, flow), the exact denoiser of Gaussian and mixture
+    data in every parametrisation, and per-step coefficient tables (DDIM's
+    :math:`\sigma_t(\eta)`, DDPM's posterior, EDM's churn :math:`\gamma`,
+    DPM-Solver++(2M), EDM's preconditioning).
+``diffusion_<sampler>`` (format 4, one kind per sampler of :data:`refscore.diffusion.SAMPLERS`)
+    Trajectories on the exact denoiser: the start ``x``, the grid ``t`` and the noise
+    ``z`` of a stochastic run stored, the schedule, data, prediction type and options
+    in the manifest; every state (``trajectory``) and the denoiser outputs each step
+    used (``x0_hat``) recorded.
 
 The losses are those of :mod:`refscore.losses` with ``reduction="mean"``:
 

@@ -4,7 +4,8 @@ Three families, each a list of ``(label, explanation, predict, convention)``:
 :func:`structural` (a bug recomputed with refscore's primitives that is no
 combination of a loss's terms: a transposed Jacobian, DSM's noise x + sigma^2 z,
 IMQ's c for c^2, ``score_noised`` without its 1/sigma; the samplers' from
-``refscore/golden/_sampler_hypotheses.py``), :func:`factors` (a constant factor,
+``refscore/golden/_sampler_hypotheses.py``; the diffusion kinds' from
+``refscore/golden/_diffusion_hypotheses.py``), :func:`factors` (a constant factor,
 a power of d or of sigma, for a quantity that is no sum of terms) and
 :func:`ledger` (every conversion of :data:`refscore.conventions.TABLE` for the
 quantity, as data); :func:`conversions` puts your values through each conversion
@@ -21,7 +22,7 @@ import numpy as np
 
 from .. import conventions, losses
 from ..sampling.samplers import SAMPLERS
-from . import _sampler_hypotheses, terms
+from . import _diffusion_hypotheses, _sampler_hypotheses, terms
 from .cases import KINDS, LOSS_QUANTITIES, PROJECTION_KINDS, projections_of
 
 __all__ = ["loss_of", "other_kinds_fail", "structural", "factors", "ledger", "conversions"]
@@ -249,6 +250,8 @@ def structural(ctx, Q):
     if not Q.cases:
         return []
     kind = Q.cases[0].kind
+    if kind in _diffusion_hypotheses.KINDS:
+        return _diffusion_hypotheses.structural(ctx, Q)
     return _sampler_hypotheses.structural(ctx, Q) if kind in SAMPLERS else _VARIANTS[kind](ctx, Q)
 
 

@@ -34,6 +34,15 @@ from ..losses import LOSSES, PER_POINT_LOSSES, PROJECTIONS
 from ..models import GaussianMixtureModel, GaussianModel, LinearScore, MLPEnergy, MLPScore, NoiseConditional
 from ..models.activations import ACTIVATIONS
 from ..models.mlp_base import one_blas_thread
+from ..diffusion import coefficients as diffusion_co
+from ..diffusion import tables as diffusion_tables
+from ..diffusion.coefficients import StepContext
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.parametrisations import PARAMETRISATIONS, edm_preconditioning
+from ..diffusion.samplers import SAMPLERS as DIFFUSION_SAMPLERS
+from ..diffusion.schedules import EDM, SCHEDULES, VPDiscrete
+from ..distributions import Gaussian
+from ..noise import NoiseOrigin
 from ..sampling.samplers import SAMPLERS
 
 __all__ = [
@@ -682,6 +691,478 @@ def _compute_sampler(target, inputs, spec):
     return out
 
 
+# ------------------------------------------------------------------ diffusion: schedules, the exact denoiser, samplers
+# The diffusion kinds read the registries of refscore.diffusion: the schedules (SCHEDULES), the
+# parametrisations (PARAMETRISATIONS) and the samplers (DIFFUSION_SAMPLERS); a sampler added there gets
+# its kind "diffusion_<name>" here (one denoiser call per step, unless _X0_LAYOUT says otherwise).
+
+#: the schedules of the diffusion cases: ``{"name": key of refscore.diffusion.schedules.SCHEDULES, "kwargs"}``
+DIFFUSION_SCHEDULES = {
+    "edm": {"name": "edm", "kwargs": {}},  # sigma in [0.002, 80], rho = 7, sigma_data = 0.5
+    "ddpm_linear": {"name": "vp_discrete", "kwargs": {}},  # diffusers DDPMScheduler defaults: 1000 linear betas
+    "sd": {"name": "vp_discrete", "kwargs": {"beta_start": 0.00085, "beta_end": 0.012,
+                                             "beta_schedule": "scaled_linear"}},  # Stable Diffusion's table
+    "sd_zero_snr": {"name": "vp_discrete", "kwargs": {"beta_start": 0.00085, "beta_end": 0.012,
+                                                      "beta_schedule": "scaled_linear",
+                                                      "rescale_betas_zero_snr": True}},
+    "score_sde_ve": {"name": "ve", "kwargs": {"sigma_min": 0.01, "sigma_max": 50.0}},
+    "score_sde_vp": {"name": "vp", "kwargs": {"beta_min": 0.1, "beta_max": 20.0}},
+    "subvp": {"name": "subvp", "kwargs": {"beta_min": 0.1, "beta_max": 20.0}},
+    "flow": {"name": "flow", "kwargs": {}},
+}
+
+#: grid rules: how a case's time grid follows from its ``params["grid"]``
+GRID_RULES = {
+    "karras": "EDM.grid(steps): Karras et al. (2022) eq. (5), sigma_max .. sigma_min in steps points (rho), then 0",
+    "timesteps": "the integer timesteps of refscore.diffusion.diffusion_tables.inference_timesteps(steps, T, spacing, "
+                 "steps_offset) as floats, largest first, then -1 (the clean end, alpha_bar = 1)",
+    "linspace": "numpy.linspace(start, stop, points): score_sde's linspace(T, eps, N) and flow grids",
+}
+
+
+def build_schedule(spec: dict):
+    """The schedule of a diffusion spec ``{"name": key of SCHEDULES, "kwargs": {...}}``."""
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule['name'] must be one of {sorted(SCHEDULES)}, got {name!r}")
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"schedule['kwargs'] must be an object, got {kwargs!r}")
+    return SCHEDULES[name](**kwargs)
+
+
+def diffusion_grid(schedule, grid: dict) -> np.ndarray:
+    """The times of a grid rule of :data:`GRID_RULES` on ``schedule``, largest first."""
+    rule = grid.get("rule") if isinstance(grid, dict) else None
+    if rule == "karras":
+        if not isinstance(schedule, EDM):
+            raise ValueError(f"grid rule 'karras' needs the EDM schedule, got {schedule!r}")
+        return schedule.grid(grid["steps"])
+    if rule == "timesteps":
+        if not isinstance(schedule, VPDiscrete):
+            raise ValueError(f"grid rule 'timesteps' needs a VPDiscrete schedule, got {schedule!r}")
+        ts = diffusion_tables.inference_timesteps(grid["steps"], schedule.num_train_timesteps, grid["spacing"],
+                                        grid.get("steps_offset", 0))
+        return np.append(ts.astype(float), -1.0)
+    if rule == "linspace":
+        return np.linspace(float(grid["start"]), float(grid["stop"]), int(grid["points"]))
+    raise ValueError(f"params['grid']['rule'] must be one of {sorted(GRID_RULES)}, got {rule!r}")
+
+
+@dataclass(frozen=True)
+class DiffusionSubject:
+    """What a diffusion case's spec builds: its schedule, its data law (None for the schedule-only kinds)
+    and the exact denoiser of that data under that schedule."""
+
+    schedule: object
+    data: object = None
+
+    @property
+    def denoiser(self):
+        if self.data is None:
+            raise ValueError("this diffusion case has no data law, hence no denoiser")
+        return Denoiser(self.data, self.schedule)
+
+
+def build_diffusion(spec: dict) -> DiffusionSubject:
+    """The :class:`DiffusionSubject` of a diffusion case spec ``{"schedule", "data", "params"}``."""
+    data = spec.get("data")
+    return DiffusionSubject(build_schedule(spec.get("schedule")), None if data is None else build_target(data))
+
+
+def _diffusion_start(rng, subject, t0, n):
+    """``n`` points of dimension d at time ``t0``: alpha x0 + sigma eps with x0 near the data (not exactly from it)."""
+    data, sch = subject.data, subject.schedule
+    d = data.dim
+    centre = data.mean if isinstance(data, Gaussian) else np.average(data.means, axis=0, weights=data.weights)
+    x0 = centre + 1.2 * rng.standard_normal((n, d))
+    return sch.alpha(t0) * x0 + sch.sigma(t0) * rng.standard_normal((n, d))
+
+
+# -------------------------------------------------- diffusion_schedule
+#: the named schedule configurations: schedule, grid rule, and the times t at which the schedule is stored
+_SCHEDULE_CASES = {
+    "schedule_ddpm_linear_1000": ("ddpm_linear", {"rule": "timesteps", "steps": 50, "spacing": "leading",
+                                                  "steps_offset": 0}),
+    **{f"schedule_sd_{s}": ("sd", {"rule": "timesteps", "steps": 50, "spacing": s,
+                                   "steps_offset": 1 if s == "leading" else 0})
+       for s in ("leading", "trailing", "linspace")},
+    "schedule_sd_zero_snr_trailing": ("sd_zero_snr", {"rule": "timesteps", "steps": 50, "spacing": "trailing",
+                                                      "steps_offset": 0}),
+    "schedule_score_sde_ve": ("score_sde_ve", {"rule": "linspace", "start": 1.0, "stop": 1e-5, "points": 1000}),
+    "schedule_score_sde_vp": ("score_sde_vp", {"rule": "linspace", "start": 1.0, "stop": 1e-3, "points": 1000}),
+    "schedule_edm_karras_18": ("edm", {"rule": "karras", "steps": 18}),
+    "schedule_edm_karras_40": ("edm", {"rule": "karras", "steps": 40}),
+    "schedule_flow": ("flow", {"rule": "linspace", "start": 1.0, "stop": 0.0, "points": 51}),
+}
+#: the times a schedule case stores its values at, by schedule name (inside the domain, where every
+#: value is finite; a discrete table between integers is refscore's continuous extension)
+_SCHEDULE_TIMES = {
+    "vp_discrete": [0.0, 1.0, 10.0, 99.5, 500.25, 900.0, 998.0],
+    "ve": [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],
+    "vp": [1e-3, 0.05, 0.25, 0.5, 0.75, 0.9, 1.0],
+    "edm": [0.002, 0.01, 0.1, 0.5, 2.0, 20.0, 80.0],
+    "flow": [0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98],
+}
+#: the quantities of diffusion_schedule not every case holds (discrete tables only; derivatives continuous only)
+_SCHEDULE_OPTIONAL = ("d_alpha", "d_sigma", "betas", "alphas_cumprod")
+
+
+def _schedule_specs() -> dict:
+    return {name: {"kind": "diffusion_schedule", "schedule": DIFFUSION_SCHEDULES[s], "data": None,
+                   "params": {"grid": grid}}
+            for name, (s, grid) in _SCHEDULE_CASES.items()}
+
+
+def _draw_schedule(name, spec, subject):
+    return {"t": np.array(_SCHEDULE_TIMES[spec["schedule"]["name"]], dtype=float)}
+
+
+def _compute_schedule(subject, inputs, spec):
+    sch, t = subject.schedule, inputs["t"]
+    out = {"alpha": sch.alpha(t), "sigma": sch.sigma(t), "log_snr": sch.log_snr(t)}
+    if not isinstance(sch, VPDiscrete):  # a discrete table's derivative is one-sided at its integers
+        out["d_alpha"], out["d_sigma"] = sch.d_alpha(t), sch.d_sigma(t)
+    out["grid"] = diffusion_grid(sch, spec["params"]["grid"])
+    if isinstance(sch, VPDiscrete):
+        out["betas"], out["alphas_cumprod"] = np.array(sch.betas), np.array(sch.alphas_cumprod)
+    return out
+
+
+# -------------------------------------------------- diffusion_denoiser
+#: the denoiser cases: data (a closed-form target of _TARGETS), schedule, one time per point
+_DENOISER_CASES = {
+    "denoiser_gaussian_d2_vp": ("gaussian_d2", "score_sde_vp", [0.05, 0.3, 0.6, 0.95]),
+    "denoiser_gaussian_d2_edm": ("gaussian_d2", "edm", [0.05, 0.5, 2.0, 20.0]),
+    "denoiser_gaussian_d2_flow": ("gaussian_d2", "flow", [0.1, 0.4, 0.7, 0.9]),
+    "denoiser_mixture_d1_ve": ("mixture_d1", "score_sde_ve", [0.1, 0.4, 0.7, 1.0]),
+    "denoiser_mixture_d1_sd": ("mixture_d1", "sd", [10.5, 200.25, 600.75, 950.5]),
+    "denoiser_mixture_d2_edm": ("mixture_d2", "edm", [0.05, 0.5, 2.0, 20.0]),
+    "denoiser_mixture_d2_subvp": ("mixture_d2", "subvp", [0.05, 0.3, 0.6, 0.95]),
+}
+
+
+def _denoiser_specs() -> dict:
+    return {name: {"kind": "diffusion_denoiser", "schedule": DIFFUSION_SCHEDULES[s], "data": _TARGETS[data],
+                   "params": {"times": times}}
+            for name, (data, s, times) in _DENOISER_CASES.items()}
+
+
+def _draw_denoiser(name, spec, subject):
+    rng = np.random.default_rng(case_seed(name))
+    sch = subject.schedule
+    t = np.array(spec["params"]["times"], dtype=float)
+    x = np.stack([_diffusion_start(rng, subject, ti, 1)[0] for ti in t])
+    return {"x": x, "t": t, "alpha": sch.alpha(t), "sigma": sch.sigma(t), "d_alpha": sch.d_alpha(t),
+            "d_sigma": sch.d_sigma(t)}
+
+
+def _compute_denoiser(subject, inputs, spec):
+    D = subject.denoiser
+    return {kind: D.predict(kind, inputs["x"], inputs["t"]) for kind in PARAMETRISATIONS}
+
+
+# -------------------------------------------------- diffusion_coefficients
+def _ddim_table(sch, grid, options):
+    rows = []
+    for t, tn in zip(grid[:-1], grid[1:]):
+        a, s, an, sn = sch.alpha(t), sch.sigma(t), sch.alpha(tn), sch.sigma(tn)
+        with np.errstate(divide="ignore"):
+            c, std = diffusion_co.ddim_noise_scales(a, s, an, sn, sch.log_snr(t), sch.log_snr(tn), options["eta"])
+        rows.append((a, s, an, c, std))
+    return rows
+
+
+def _ddpm_table(sch, grid, options):
+    return [diffusion_co.ddpm_coefficients(sch, t, tn, options["variance"]) for t, tn in zip(grid[:-1], grid[1:])]
+
+
+def churn_table(sch, grid, options, gamma_rule=min):
+    """Per step ``(gamma, t_hat, noise_scale)`` of EDM's churn on ``grid``: ``gamma_rule(S_churn / N, sqrt 2 - 1)``
+    where ``S_tmin <= sigma/alpha <= S_tmax``, else 0 (refscore's rule is ``min``; the diagnosis tries ``max``)."""
+    n = len(grid) - 1
+    rows = []
+    for t in grid[:-1]:
+        sbar = sch.sigma(t) / sch.alpha(t)
+        inside = options["S_churn"] > 0 and options["S_tmin"] <= sbar <= options["S_tmax"]
+        gamma = gamma_rule(options["S_churn"] / n, math.sqrt(2.0) - 1.0) if inside else 0.0
+        t_hat, _, scale = diffusion_co.churn_time(sch, t, gamma)
+        rows.append((gamma, t_hat, scale))
+    return rows
+
+
+def _dpmpp_table(sch, grid, options):
+    rows, prev = [], None
+    for t, tn in zip(grid[:-1], grid[1:]):
+        with np.errstate(divide="ignore"):
+            lt, ln = 0.5 * sch.log_snr(t), 0.5 * sch.log_snr(tn)
+        sn = sch.sigma(tn)
+        if sn == 0.0:
+            rows.append((0.0, sch.alpha(tn), 1.0, 0.0))
+        else:
+            h = ln - lt
+            w = (1.0, 0.0)
+            if prev is not None and np.isfinite(prev) and np.isfinite(lt):
+                r = (lt - prev) / h
+                w = (1.0 + 1.0 / (2.0 * r), -1.0 / (2.0 * r))
+            rows.append((sn / sch.sigma(t), -sch.alpha(tn) * math.expm1(-h), *w))
+        prev = lt
+    return rows
+
+
+def _precond_table(sch, grid, options):
+    s = np.array([sch.sigma(t) / sch.alpha(t) for t in grid[:-1]])
+    p = edm_preconditioning(s, options["sigma_data"])
+    return np.stack([p.c_skip, p.c_out, p.c_in, p.c_noise, p.weight], axis=1)
+
+
+#: the coefficient tables: columns (in words) and how refscore computes them per step from t to t_next
+COEFFICIENT_TABLES = {
+    "ddim": (("alpha", "sigma", "alpha_next", "c_dir", "std"), _ddim_table,
+             "DDIM (Song et al. 2021, eq. (12), (16)): x_next = alpha_next x0 + c_dir eps + std xi, "
+             "std = eta sigma_next sqrt(1 - exp(lambda - lambda_next)), c_dir = sqrt(sigma_next^2 - std^2)"),
+    "ddpm": (("c_x", "c_0", "std"), _ddpm_table,
+             "DDPM's posterior (Ho et al. 2020, eq. (6)-(7)): x_next = c_x x + c_0 x0 + std xi"),
+    "churn": (("gamma", "t_hat", "noise_scale"), churn_table,
+              "EDM's churn (Karras et al. 2022, Algorithm 2): gamma = min(S_churn / N, sqrt 2 - 1) where "
+              "S_tmin <= sigma/alpha <= S_tmax, t_hat the time of (1 + gamma) sigma/alpha, x_hat = (alpha_hat / "
+              "alpha) x + noise_scale xi"),
+    "dpmpp_2m": (("sigma_ratio", "x0_coefficient", "w_current", "w_previous"), _dpmpp_table,
+                 "DPM-Solver++(2M): x_next = sigma_ratio x + x0_coefficient (w_current x0_i + w_previous x0_{i-1}), "
+                 "x0_coefficient = -alpha_next expm1(-h), h the step in lambda / 2"),
+    "edm_preconditioning": (("c_skip", "c_out", "c_in", "c_noise", "weight"), _precond_table,
+                            "EDM's preconditioning (Karras et al. 2022, Table 1) at sigma/alpha of each t but the "
+                            "last, sigma_data from the options"),
+}
+
+_COEFFICIENT_CASES = {
+    "coefficients_ddim_sd_leading_eta1": ("ddim", "sd", {"rule": "timesteps", "steps": 10, "spacing": "leading",
+                                                         "steps_offset": 1}, {"eta": 1.0}),
+    "coefficients_ddpm_linear_leading": ("ddpm", "ddpm_linear", {"rule": "timesteps", "steps": 10,
+                                                                 "spacing": "leading", "steps_offset": 0},
+                                         {"variance": "small"}),
+    "coefficients_churn_edm_18": ("churn", "edm", {"rule": "karras", "steps": 18},
+                                  {"S_churn": 40.0, "S_tmin": 0.05, "S_tmax": 50.0}),
+    "coefficients_churn_edm_40": ("churn", "edm", {"rule": "karras", "steps": 40},
+                                  {"S_churn": 10.0, "S_tmin": 0.0, "S_tmax": 1e300}),
+    "coefficients_dpmpp_2m_edm_10": ("dpmpp_2m", "edm", {"rule": "karras", "steps": 10}, {}),
+    "coefficients_dpmpp_2m_sd_trailing": ("dpmpp_2m", "sd", {"rule": "timesteps", "steps": 10,
+                                                             "spacing": "trailing", "steps_offset": 0}, {}),
+    "coefficients_edm_preconditioning_18": ("edm_preconditioning", "edm", {"rule": "karras", "steps": 18},
+                                            {"sigma_data": 0.5}),
+}
+
+
+def _coefficient_specs() -> dict:
+    return {name: {"kind": "diffusion_coefficients", "schedule": DIFFUSION_SCHEDULES[s], "data": None,
+                   "params": {"table": table, "grid": grid, "options": options,
+                              "columns": list(COEFFICIENT_TABLES[table][0])}}
+            for name, (table, s, grid, options) in _COEFFICIENT_CASES.items()}
+
+
+def _draw_coefficients(name, spec, subject):
+    return {"t": diffusion_grid(subject.schedule, spec["params"]["grid"])}
+
+
+def _compute_coefficients(subject, inputs, spec):
+    p = spec["params"]
+    rows = COEFFICIENT_TABLES[p["table"]][1](subject.schedule, inputs["t"], p["options"])
+    return {"table": np.array(rows, dtype=float)}
+
+
+# -------------------------------------------------- diffusion_<sampler>: trajectories
+#: how a sampler's denoiser calls are stored, where it is not one call per step: ``"stages"`` (x0_hat the
+#: first call of each step, x0_hat_2 the second, of the steps that have one), ``"per_step"`` (x0_hat
+#: (N, m, n, d), the same number m of calls every step), None (an adaptive solver: no x0_hat)
+_X0_LAYOUT = {"heun": "stages", "pc": "per_step", "pf_ode": None}
+#: chains of a diffusion sampler case
+N_DIFFUSION_CHAINS = 3
+
+_KARRAS8 = {"rule": "karras", "steps": 8}
+_SD_LEADING = {"rule": "timesteps", "steps": 10, "spacing": "leading", "steps_offset": 1}
+_SD_TRAILING = {"rule": "timesteps", "steps": 10, "spacing": "trailing", "steps_offset": 0}
+_DDPM_LEADING = {"rule": "timesteps", "steps": 10, "spacing": "leading", "steps_offset": 0}
+
+#: the trajectory cases of each sampler: (case suffix, schedule, data, grid, prediction, options)
+DIFFUSION_SAMPLER_CASES = {
+    "euler": (("edm_gaussian_d2", "edm", "gaussian_d2", _KARRAS8, "x0", {}),
+              ("edm_churn_mixture_d2", "edm", "mixture_d2", _KARRAS8, "eps",
+               {"S_churn": 1.0, "S_tmin": 0.05, "S_tmax": 50.0}),
+              ("flow_gaussian_d2", "flow", "gaussian_d2", {"rule": "linspace", "start": 1.0, "stop": 0.0,
+                                                           "points": 9}, "velocity", {})),
+    "heun": (("edm_gaussian_d2", "edm", "gaussian_d2", _KARRAS8, "x0", {}),
+             ("edm_churn_mixture_d2", "edm", "mixture_d2", _KARRAS8, "v",
+              {"S_churn": 2.0, "S_tmin": 0.05, "S_tmax": 50.0})),
+    "ddim": (("sd_leading_gaussian_d2", "sd", "gaussian_d2", _SD_LEADING, "eps", {"eta": 0.0}),
+             ("sd_trailing_eta1_mixture_d2", "sd", "mixture_d2", _SD_TRAILING, "v", {"eta": 1.0})),
+    "ddpm": (("linear_leading_gaussian_d2", "ddpm_linear", "gaussian_d2", _DDPM_LEADING, "eps",
+              {"variance": "small"}),
+             ("linear_leading_large_mixture_d2", "ddpm_linear", "mixture_d2", _DDPM_LEADING, "x0",
+              {"variance": "large"})),
+    "euler_ancestral": (("edm_mixture_d2", "edm", "mixture_d2", _KARRAS8, "x0", {"eta": 1.0}),),
+    "dpmpp_2m": (("edm_gaussian_d2", "edm", "gaussian_d2", _KARRAS8, "x0", {}),
+                 ("sd_trailing_mixture_d2", "sd", "mixture_d2", _SD_TRAILING, "eps", {})),
+    "pc": (("ve_gaussian_d2", "score_sde_ve", "gaussian_d2", {"rule": "linspace", "start": 1.0, "stop": 1e-5,
+                                                               "points": 7}, "score", {"snr": 0.16}),
+           ("vp_euler_maruyama_mixture_d2", "score_sde_vp", "mixture_d2",
+            {"rule": "linspace", "start": 1.0, "stop": 1e-3, "points": 7}, "score",
+            {"predictor": "euler_maruyama", "step_size": 0.002})),
+    "pf_ode": (("edm_gaussian_d2", "edm", "gaussian_d2", {"rule": "karras", "steps": 6}, "x0", {}),),
+}
+
+
+def diffusion_kind_name(sampler: str) -> str:
+    """The golden kind of a sampler of :data:`refscore.diffusion.samplers.SAMPLERS`: ``"diffusion_<name>"``."""
+    return f"diffusion_{sampler}"
+
+
+def diffusion_sampler_of(kind: str):
+    """The sampler name of a ``diffusion_<name>`` kind, or None for another kind."""
+    name = kind[len("diffusion_"):] if kind.startswith("diffusion_") else None
+    return name if name in DIFFUSION_SAMPLERS else None
+
+
+def diffusion_options(sampler: str, options: dict, n_steps: int) -> dict:
+    """A case's sampler options completed with the registry's defaults and validated by its entry."""
+    row = DIFFUSION_SAMPLERS[sampler]
+    unknown = sorted(set(options) - set(row.options))
+    if unknown:
+        raise ValueError(f"sampler {sampler!r} has no option(s) {unknown}; its options are {list(row.options)}")
+    return row.check({**row.options, **options}, n_steps)
+
+
+def diffusion_noise_blocks(sampler: str, options: dict, n_steps: int) -> int:
+    """How many ``(n, d)`` normal vectors a step of ``sampler`` draws with these options."""
+    return int(DIFFUSION_SAMPLERS[sampler].noise_blocks(diffusion_options(sampler, options, n_steps)))
+
+
+def _diffusion_sampler_specs(sampler) -> Callable:
+    def specs() -> dict:
+        i = list(DIFFUSION_SAMPLERS).index(sampler)
+        return {f"{diffusion_kind_name(sampler)}_{suffix}": {
+            "kind": diffusion_kind_name(sampler), "schedule": DIFFUSION_SCHEDULES[s], "data": _TARGETS[data],
+            "params": {"grid": grid, "prediction": prediction, "options": options, "chains": N_DIFFUSION_CHAINS,
+                       "noise_seed": 1000 + 10 * i + j}}
+            for j, (suffix, s, data, grid, prediction, options) in enumerate(DIFFUSION_SAMPLER_CASES.get(sampler, ()))}
+    return specs
+
+
+def _draw_diffusion_sampler(name, spec, subject):
+    rng = np.random.default_rng(case_seed(name))
+    p = spec["params"]
+    sampler = diffusion_sampler_of(spec["kind"])
+    t = diffusion_grid(subject.schedule, p["grid"])
+    n, d = int(p["chains"]), subject.data.dim
+    inputs = {"x": _diffusion_start(rng, subject, float(t[0]), n), "t": t}
+    k = diffusion_noise_blocks(sampler, p["options"], len(t) - 1)
+    if k:
+        # refscore.diffusion.samplers.sample's noise: step i draws normal(seed, chain, i, k d), split in k blocks
+        origin = NoiseOrigin(int(p["noise_seed"]), 0)
+        z = np.stack([origin.normal(n, i, k * d) for i in range(len(t) - 1)])  # (N, n, k d)
+        inputs["z"] = z.reshape(len(t) - 1, n, k, d).transpose(0, 2, 1, 3).copy()
+    return inputs
+
+
+def diffusion_steps(sampler, schedule, x0_fn, states, grid, z, options, *, chained=True):
+    """refscore's steps of ``sampler`` down ``grid``, recording every denoiser call.
+
+    ``chained``: from ``states[0]``, each step from the last (a whole run); otherwise each step ``i`` from
+    ``states[i]`` (your states: every step checked on its own, a multistep method's memory from your
+    previous state).  ``z`` is the stored noise ``(N, k, n, d)`` or None.  Returns ``(next states (N, n, d),
+    calls)``, ``calls[i]`` the list of ``(x, t, x0)`` of step ``i``'s denoiser calls in order.
+    """
+    row = DIFFUSION_SAMPLERS[sampler]
+    n_steps = len(grid) - 1
+    opts = diffusion_options(sampler, options, n_steps)
+    ctx = StepContext(0, n_steps)
+    x = np.array(states[0], dtype=float)
+    out, calls = [], []
+    for i in range(n_steps):
+        ctx.i = i
+        record = []
+
+        def fn(y, t, record=record):
+            value = np.asarray(x0_fn(y, t), dtype=float)
+            record.append((np.array(y, dtype=float), float(t), value))
+            return value
+
+        noise = [] if z is None else [z[i, j] for j in range(z.shape[1])]
+        start = x if chained else np.array(states[i], dtype=float)
+        x = row.run(fn, schedule, start, float(grid[i]), float(grid[i + 1]), noise, ctx, **opts)
+        out.append(x)
+        calls.append(record)
+    return np.array(out), calls
+
+
+def x0_quantities(sampler, calls) -> dict:
+    """The denoiser calls of a run (:func:`diffusion_steps`) as the quantities of its kind."""
+    layout = _X0_LAYOUT.get(sampler, "one")
+    if layout is None:
+        return {}
+    if layout == "stages":
+        out = {"x0_hat": np.array([c[0][2] for c in calls])}
+        second = [c[1][2] for c in calls if len(c) > 1]
+        if second:
+            out["x0_hat_2"] = np.array(second)
+        return out
+    counts = {len(c) for c in calls}
+    if len(counts) != 1 or (layout == "one" and counts != {1}):
+        raise RuntimeError(f"diffusion sampler {sampler!r} makes {sorted(counts)} denoiser calls per step: give it "
+                           "a row in refscore.golden.cases._X0_LAYOUT")
+    stacked = np.array([[call[2] for call in c] for c in calls])
+    return {"x0_hat": stacked[:, 0] if layout == "one" else stacked}
+
+
+def _diffusion_predict(subject, prediction):
+    """``model(x, t)``: the exact prediction of kind ``prediction`` of the case's data under its schedule."""
+    D = subject.denoiser
+    return lambda x, t: D.predict(prediction, x, t)
+
+
+def _compute_diffusion_sampler(subject, inputs, spec):
+    p = spec["params"]
+    sampler = diffusion_sampler_of(spec["kind"])
+    states, calls = diffusion_steps(sampler, subject.schedule, subject.denoiser.x0, inputs["x"][None], inputs["t"],
+                                    inputs.get("z"), p["options"])
+    return {"trajectory": np.concatenate([inputs["x"][None], states]), **x0_quantities(sampler, calls)}
+
+
+def _diffusion_sampler_inputs(sampler) -> dict:
+    return {"x": "(n, d) the states at t[0], one row per chain",
+            "t": "(N + 1,) the grid, largest first: step i runs from t[i] to t[i + 1] (times of the case's schedule)",
+            "z": "(N, k, n, d) the noise of every step, only when the case's options draw any: z[i, j] is the j-th "
+                 "(n, d) block of refscore.noise.normal(noise_seed, chain, step i, k d), the blocks in the order the "
+                 "step uses them (refscore.diffusion.samplers)"}
+
+
+def _diffusion_sampler_quantities(sampler) -> dict:
+    out = {"trajectory": "(N + 1, n, d) every state: trajectory[0] = x, trajectory[i + 1] after step i"}
+    layout = _X0_LAYOUT.get(sampler, "one")
+    if layout == "one":
+        out["x0_hat"] = "(N, n, d) the x0 prediction step i uses, at its state and time"
+    elif layout == "stages":
+        out["x0_hat"] = "(N, n, d) the first stage's x0 prediction of step i (at the churned state and time)"
+        out["x0_hat_2"] = ("(N2, n, d) the second stage's x0 prediction (at the Euler state and t[i + 1]) of each "
+                           "step that has one (sigma(t[i + 1]) > 0), in order")
+    elif layout == "per_step":
+        out["x0_hat"] = "(N, m, n, d) the m x0 predictions of step i in call order (pc: the corrector's, then the " \
+                        "predictor's)"
+    return out
+
+
+def diffusion_sampler_kind(sampler) -> "CaseKind":
+    """The golden case kind ``diffusion_<name>`` of a sampler of :data:`refscore.diffusion.samplers.SAMPLERS`."""
+    row = DIFFUSION_SAMPLERS[sampler]
+    quantities = _diffusion_sampler_quantities(sampler)
+    return CaseKind(
+        diffusion_kind_name(sampler),
+        f"refscore.diffusion sampler {sampler!r} ({row.reference}) on the exact denoiser of the case's data under "
+        "its schedule, from the stored x over the stored grid t with the stored noise z",
+        _diffusion_sampler_inputs(sampler), quantities, "diffusion", _diffusion_sampler_specs(sampler),
+        _draw_diffusion_sampler, _compute_diffusion_sampler, params=_DIFFUSION_SAMPLER_PARAMS,
+        optional=("z", "x0_hat_2"))
+
+
 # ------------------------------------------------------------------ the table
 @dataclass(frozen=True)
 class CaseKind:
@@ -694,9 +1175,10 @@ class CaseKind:
         What the kind is, in words (the manifest's ``kinds``).
     inputs, quantities : dict
         name -> meaning, in the order a case stores them.
-    subject : {"model", "target"}
-        What a case's spec builds: a score model (``{"model", "kwargs"}``, :func:`build_model`)
-        or a closed-form target (``{"target", "kwargs", "params"}``, :func:`build_target`).
+    subject : {"model", "target", "diffusion"}
+        What a case's spec builds: a score model (``{"model", "kwargs"}``, :func:`build_model`),
+        a closed-form target (``{"target", "kwargs", "params"}``, :func:`build_target`), or a
+        schedule with a data law (``{"schedule", "data", "params"}``, :func:`build_diffusion`).
     specs : callable
         ``specs()``: the cases of the kind, ``{name: spec}`` in file order.
     draw : callable
@@ -706,7 +1188,10 @@ class CaseKind:
     sizes : callable or None
         ``sizes(inputs)``: sizes a model case records in the manifest (``n``, ``m``, ``levels``).
     params : dict
-        The parameters a target case's manifest entry must give: ``{name: (test, words)}``.
+        The parameters a target or diffusion case's manifest entry must give: ``{name: (test, words)}``.
+    optional : tuple of str
+        Inputs and quantities not every case of the kind holds (a discrete schedule's tables, the noise
+        of a stochastic sampler, Heun's second stage); every other one is required.
     """
 
     name: str
@@ -719,15 +1204,23 @@ class CaseKind:
     compute: Callable
     sizes: Callable | None = None
     params: dict | None = None
+    optional: tuple = ()
 
     @property
     def spec_keys(self) -> tuple:
         """The keys of a case spec (and of its manifest entry) that say what the case is."""
-        return ("model", "kwargs") if self.subject == "model" else ("target", "kwargs", "params")
+        return _SPEC_KEYS[self.subject]
 
     def build(self, spec, *, reference=True):
-        """The model or the target of a case spec of this kind."""
-        return build_model(spec, reference=reference) if self.subject == "model" else build_target(spec)
+        """The model, the target or the diffusion subject of a case spec of this kind."""
+        if self.subject == "model":
+            return build_model(spec, reference=reference)
+        return build_target(spec) if self.subject == "target" else build_diffusion(spec)
+
+
+#: the keys of a case spec that say what the case is, by subject
+_SPEC_KEYS = {"model": ("model", "kwargs"), "target": ("target", "kwargs", "params"),
+              "diffusion": ("schedule", "data", "params")}
 
 
 def _is_number(value, types=(int, float)) -> bool:
@@ -740,6 +1233,25 @@ _INTEGER = (lambda v: _is_number(v, (int,)), "a number (an integer)")
 _NUMBER_LIST = (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(t) for t in v),
                 "a list of numbers")
 _CHAIN_PARAMS = {"step": _NUMBER, "steps": _INTEGER, "chains": _INTEGER, "noise_seed": _INTEGER}
+
+
+def _valid_grid(grid) -> bool:
+    if not isinstance(grid, dict) or grid.get("rule") not in GRID_RULES:
+        return False
+    need = {"karras": ("steps",), "timesteps": ("steps", "spacing"), "linspace": ("start", "stop", "points")}
+    return all(k in grid for k in need[grid["rule"]])
+
+
+def _valid_prediction(value) -> bool:
+    return isinstance(value, str) and value in PARAMETRISATIONS
+
+
+_GRID = (_valid_grid, f"a grid rule, an object with 'rule' one of {sorted(GRID_RULES)} and its numbers")
+_OPTIONS = (lambda v: isinstance(v, dict), "an object of sampler options")
+#: the parameters a diffusion sampler case gives
+_DIFFUSION_SAMPLER_PARAMS = {"grid": _GRID, "prediction": (_valid_prediction, "a parametrisation of "
+                             "refscore.diffusion.parametrisations.PARAMETRISATIONS"), "options": _OPTIONS,
+                             "chains": _INTEGER, "noise_seed": _INTEGER}
 
 
 
@@ -830,7 +1342,49 @@ KINDS = {k.name: k for k in (
         params={"c": _NUMBER, "beta": _NUMBER},
     ),
     *(sampler_kind(sampler) for sampler in SAMPLERS.values()),
+    CaseKind(
+        "diffusion_schedule",
+        "a schedule of refscore.diffusion.schedules (name and kwargs in 'schedule'): alpha, sigma, log-SNR (and "
+        "their derivatives, continuous schedules) at the stored times, the configuration's grid (params 'grid'), "
+        "and a discrete schedule's betas and alphas_cumprod",
+        {"t": "(m,) times in the schedule's domain"},
+        {"alpha": "(m,) alpha(t): x_t = alpha x0 + sigma eps", "sigma": "(m,) sigma(t)",
+         "log_snr": "(m,) log(alpha^2 / sigma^2)", "d_alpha": "(m,) d alpha / dt (continuous schedules)",
+         "d_sigma": "(m,) d sigma / dt (continuous schedules)",
+         "grid": "(N + 1,) the configuration's time grid, largest first (params 'grid', by the rules of 'grid_rules')",
+         "betas": "(T,) the per-step variances (discrete tables)",
+         "alphas_cumprod": "(T,) alpha_bar_n = prod_{j <= n} (1 - beta_j) (discrete tables)"},
+        "diffusion", _schedule_specs, _draw_schedule, _compute_schedule, params={"grid": _GRID},
+        optional=_SCHEDULE_OPTIONAL,
+    ),
+    CaseKind(
+        "diffusion_denoiser",
+        "the exact denoiser E[x0 | x_t] of the case's data (a Gaussian or a mixture, 'data') under its schedule, "
+        "in every parametrisation of refscore.diffusion.parametrisations, one time per point",
+        {"x": "(n, d) noised points", "t": "(n,) the time of each point",
+         "alpha": "(n,) alpha(t)", "sigma": "(n,) sigma(t)", "d_alpha": "(n,) alpha'(t)", "d_sigma": "(n,) sigma'(t)"},
+        {"x0": "(n, d) E[x0 | x_t = x]", "eps": "(n, d) E[eps | x_t = x] = (x - alpha x0) / sigma",
+         "v": "(n, d) alpha eps - sigma x0", "score": "(n, d) grad log p_t(x) = -eps / sigma",
+         "velocity": "(n, d) alpha' x0 + sigma' eps, the probability-flow ODE's dx/dt"},
+        "diffusion", _denoiser_specs, _draw_denoiser, _compute_denoiser,
+        params={"times": _NUMBER_LIST},
+    ),
+    CaseKind(
+        "diffusion_coefficients",
+        "a per-step coefficient table of a sampler on the stored grid (params 'table', its 'columns' and "
+        "'options'): DDIM's sigma_t(eta), DDPM's posterior, EDM's churn gamma, DPM-Solver++(2M), EDM's "
+        "preconditioning",
+        {"t": "(N + 1,) the grid, largest first"},
+        {"table": "(N, k) one row per step from t[i] to t[i + 1], the columns named by params 'columns'"},
+        "diffusion", _coefficient_specs, _draw_coefficients, _compute_coefficients,
+        params={"grid": _GRID, "table": (lambda v: v in COEFFICIENT_TABLES, f"one of {sorted(COEFFICIENT_TABLES)}"),
+                "options": _OPTIONS, "columns": (lambda v: isinstance(v, list), "a list of column names")},
+    ),
+    *(diffusion_sampler_kind(sampler) for sampler in DIFFUSION_SAMPLERS),
 )}
+
+#: the case kinds of refscore.diffusion (format 4)
+DIFFUSION_KINDS = tuple(name for name, kind in KINDS.items() if kind.subject == "diffusion")
 
 #: every case kind: what it is, its inputs and its quantities (keys of golden.npz below a case)
 CASE_KINDS = {k.name: {"about": k.about, "inputs": k.inputs, "quantities": k.quantities} for k in KINDS.values()}

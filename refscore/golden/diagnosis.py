@@ -40,7 +40,8 @@ For every failing quantity, over the cases where it fails:
   the sphere projections); a transposed Jacobian (``jacobian``, ``jvp``); DSM's
   noise :math:`x + \sigma^2 z`; IMQ's :math:`c` for :math:`c^2` or :math:`c^4`;
   ``score_noised`` without or with an extra :math:`1/\sigma`; the samplers'
-  (``refscore/golden/_sampler_hypotheses.py``);
+  (``refscore/golden/_sampler_hypotheses.py``), the diffusion kinds'
+  (``refscore/golden/_diffusion_hypotheses.py``);
 
 * where the failures lie: gradient only (the values pass), only at d > 1,
   only one projection kind, only one model class or activation.
@@ -68,9 +69,9 @@ refscore's values is a bug that propagates.
 
 When nothing fits, the diagnosis says so and gives the closest term-wise reading
 with its residual, said not to fit.  The hypotheses are in
-``refscore/golden/_hypotheses.py``, ``refscore/golden/_termfit.py`` and
-``refscore/golden/_sampler_hypotheses.py``; this module tests them, finds where
-the failures lie and words the result.
+``refscore/golden/_hypotheses.py``, ``refscore/golden/_termfit.py``,
+``refscore/golden/_sampler_hypotheses.py`` and ``refscore/golden/_diffusion_hypotheses.py``;
+this module tests them, finds where the failures lie and words the result.
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..sampling.samplers import SAMPLERS
-from . import _hypotheses, _sampler_hypotheses, _termfit
+from . import _diffusion_hypotheses, _hypotheses, _sampler_hypotheses, _termfit
 from .cases import KINDS, PROJECTION_KINDS, TOLERANCES, build_model
 
 __all__ = ["Diagnosis", "diagnose"]
@@ -309,6 +310,8 @@ def _patterns(ctx, Q, failing) -> tuple:
             out.append(f"only activation {next(iter(acts))}")
     if cases and cases[0].kind in SAMPLERS:
         out.extend(_sampler_hypotheses.patterns(ctx, Q, failing))
+    if cases and cases[0].kind in _diffusion_hypotheses.KINDS:
+        out.extend(_diffusion_hypotheses.patterns(ctx, Q, failing))
     return tuple(out)
 
 
@@ -619,7 +622,9 @@ def diagnose(g, vals, rows, rtol, atol) -> list:
     failing = {}
     for r in rows:
         if r.status == "FAIL":
-            failing.setdefault(r.quantity, []).append(r)
+            # a diffusion quantity named like another kind's (the denoiser's score) is diagnosed on its own
+            diffusion = g.all_cases[r.case].kind in _diffusion_hypotheses.KINDS
+            failing.setdefault((r.quantity, diffusion), []).append(r)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # a variant sampler may diverge; a complex value may be cast
-        return [_diagnose_quantity(ctx, q, rs) for q, rs in failing.items()]
+        return [_diagnose_quantity(ctx, q, rs) for (q, _), rs in failing.items()]

@@ -24,8 +24,9 @@ from .. import __version__
 from .._files import check_creatable, open_input, os_error_message, read_npz, reason, write_files_atomically
 from ..losses import LOSSES
 from ..models.activations import ACTIVATIONS
-from .cases import (ACTIVATION_NAMES, CASE_KINDS, CONVENTIONS, INPUTS, KINDS, STORED_LOSS_INPUTS, LOSS_QUANTITIES,
-                    PROJECTION_KINDS, QUANTITIES, TOLERANCES, build_model, build_target, case_seed, case_values,
+from .cases import (ACTIVATION_NAMES, CASE_KINDS, COEFFICIENT_TABLES, CONVENTIONS, DIFFUSION_KINDS, GRID_RULES, INPUTS,
+                    KINDS, STORED_LOSS_INPUTS, LOSS_QUANTITIES, PROJECTION_KINDS, QUANTITIES, TOLERANCES,
+                    build_diffusion, build_model, build_target, case_seed, case_values, diffusion_grid,
                     projection_key)
 
 __all__ = [
@@ -42,14 +43,18 @@ __all__ = [
     "write_cases",
 ]
 
-#: bumped whenever keys, shapes or meanings change.  3: the kinetic Langevin kinds
+#: bumped whenever keys, shapes or meanings change.  4: the diffusion kinds (diffusion_schedule,
+#: diffusion_denoiser, diffusion_coefficients and diffusion_<sampler>), whose cases record a
+#: ``schedule``, a ``data`` law (or null) and ``params``; 3: the kinetic Langevin kinds
 #: kinetic_baoab, kinetic_obabo and kinetic_aboba; 2: the case kinds dsm_multi, ksd, ula,
 #: mala and annealed, and a ``kind`` per case; 1: per-point losses only
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: the format versions :func:`load` reads (a format 1 file is all ``losses`` cases)
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
 #: the case kinds each format version knows (a kind added since is refused in an older file)
-FORMAT_KINDS = {1: ("losses",), 2: ("losses", "dsm_multi", "ksd", "ula", "mala", "annealed")}
+FORMAT_KINDS = {1: ("losses",), 2: ("losses", "dsm_multi", "ksd", "ula", "mala", "annealed"),
+                3: ("losses", "dsm_multi", "ksd", "ula", "mala", "annealed", "kinetic_baoab", "kinetic_obabo",
+                    "kinetic_aboba")}
 
 DATA_FILE = "golden.npz"
 MANIFEST_FILE = "manifest.json"
@@ -69,8 +74,9 @@ class Case:
     """One golden case: ``name``, ``spec``, ``layout``, ``inputs``, ``quantities`` and ``kind``.
 
     ``spec`` is ``{"model": class name, "kwargs": {...}}`` for the model kinds
-    (``losses``, ``dsm_multi``) and ``{"target": class name, "kwargs": {...},
-    "params": {...}}`` for the others; ``layout`` is ``""`` for the latter.
+    (``losses``, ``dsm_multi``), ``{"schedule": {...}, "data": {...} or None,
+    "params": {...}}`` for the diffusion kinds and ``{"target": class name, "kwargs":
+    {...}, "params": {...}}`` for the others; ``layout`` is ``""`` but for the model kinds.
     """
 
     name: str
@@ -91,12 +97,20 @@ class Case:
         return build_target(self.spec) if KINDS[self.kind].subject == "target" else None
 
     @property
+    def diffusion(self):
+        """The schedule and data law of this case (:class:`~refscore.golden.cases.DiffusionSubject`, diffusion
+        kinds), else None."""
+        return build_diffusion(self.spec) if KINDS[self.kind].subject == "diffusion" else None
+
+    @property
     def dim(self) -> int:
-        """The dimension d of the case's points."""
+        """The dimension d of the case's points (1 for a diffusion case without points: a schedule, a table)."""
         for k in ("x", "x0"):
-            if k in self.inputs:
+            if k in self.inputs and self.inputs[k].ndim > 1:
                 return int(self.inputs[k].shape[-1])
-        return int(self.spec["kwargs"]["dim"])  # pragma: no cover - every kind stores x or x0
+        if KINDS[self.kind].subject == "diffusion":
+            return 1
+        return int(self.spec["kwargs"]["dim"])  # pragma: no cover - every other kind stores x or x0
 
 
 @dataclass
@@ -327,12 +341,18 @@ _CASE_FIELDS = {"model": (str, "a string"), "kwargs": (dict, "an object"), "layo
 _TARGET_CASE_FIELDS = {"target": (str, "a string"), "kwargs": (dict, "an object"), "params": (dict, "an object"),
                        "inputs": (list, "a list of names"), "quantities": (list, "a list of names"),
                        "shapes": (dict, "an object of name -> shape")}
+#: the same for the diffusion kinds (format 4)
+_DIFFUSION_CASE_FIELDS = {"schedule": (dict, "an object {'name', 'kwargs'}"),
+                          "data": ((dict, type(None)), "an object {'target', 'kwargs'} or null"),
+                          "params": (dict, "an object"), "inputs": (list, "a list of names"),
+                          "quantities": (list, "a list of names"), "shapes": (dict, "an object of name -> shape")}
+_FIELDS = {"model": _CASE_FIELDS, "target": _TARGET_CASE_FIELDS, "diffusion": _DIFFUSION_CASE_FIELDS}
 
 
 def _required(kind: str, key: str) -> set:
     """The inputs or quantities (``key``) every case of ``kind`` holds in a readable file: all of the
     kind's, except for ``losses`` those of losses and projections registered after the format."""
-    names = set(CASE_KINDS[kind][key])
+    names = set(CASE_KINDS[kind][key]) - set(KINDS[kind].optional)
     if kind != "losses":
         return names
     if key == "quantities":
@@ -374,7 +394,7 @@ def _check_manifest_cases(mpath, manifest, version=FORMAT_VERSION) -> None:
             if kind not in CASE_KINDS or kind not in known:
                 raise bad(f"{where}: 'kind'", f"must be one of {', '.join(known)} (format_version {version}), "
                           f"got {shown(kind)}")
-        fields = _CASE_FIELDS if KINDS[kind].subject == "model" else _TARGET_CASE_FIELDS
+        fields = _FIELDS[KINDS[kind].subject]
         for key, (typ, words) in fields.items():
             if key not in meta:
                 raise bad(where, f"has no {key!r}")
@@ -395,11 +415,22 @@ def _check_manifest_cases(mpath, manifest, version=FORMAT_VERSION) -> None:
             if not isinstance(shape, list) or not all(
                     isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
                 raise bad(f"{where}: 'shapes'", f"must give {k!r} a list of non-negative integers, got {shown(shape)}")
-        if KINDS[kind].subject == "target":
+        if KINDS[kind].subject != "model":
             for key, (valid, words) in KINDS[kind].params.items():
                 value = meta["params"].get(key)
                 if not valid(value):
                     raise bad(f"{where}: 'params'", f"must give {key!r} {words}, got {shown(value)}")
+        if KINDS[kind].subject == "diffusion":
+            try:
+                subject = build_diffusion({"schedule": meta["schedule"], "data": meta["data"]})
+                if "grid" in meta["params"]:
+                    diffusion_grid(subject.schedule, meta["params"]["grid"])
+            except (TypeError, ValueError, KeyError, OverflowError, np.linalg.LinAlgError) as exc:
+                reason = " ".join(str(exc).split())
+                raise bad(where, f"schedule {shown(meta['schedule'])} with data {shown(meta['data'])} and params "
+                          f"{shown(meta['params'])} cannot be built: {reason}") from None
+            continue
+        if KINDS[kind].subject == "target":
             try:
                 build_target({"target": meta["target"], "kwargs": meta["kwargs"]})
             except (TypeError, ValueError, KeyError, OverflowError, np.linalg.LinAlgError) as exc:
@@ -504,6 +535,19 @@ def write_cases(directory, specs, *, force=False) -> pathlib.Path:
             "N(means_j, covs_j + sigma^2 I)",
         },
         "losses": {name: spec.formula for name, spec in LOSSES.items()},
+        "diffusion": {
+            "schedules": "schedule {'name': key of refscore.diffusion.schedules.SCHEDULES, 'kwargs'}: x_t = "
+            "alpha(t) x0 + sigma(t) eps; vp: alpha = exp(-A), A = t^2 (beta_max - beta_min) / 4 + t beta_min / 2; "
+            "subvp: sigma = 1 - alpha^2; ve: alpha = 1, sigma = sigma_min (sigma_max / sigma_min)^t; edm: alpha = 1, "
+            "sigma = t; flow: alpha = 1 - t, sigma = t; vp_discrete: diffusers' table alpha_bar_n at integer n, "
+            "t = -1 the clean end, between integers sigma/alpha interpolated linearly",
+            "data": "data {'target': 'Gaussian' | 'GaussianMixture', 'kwargs'}: the law of x0 (null: none)",
+            "prediction": "a sampler case's model returns refscore's exact prediction of kind params 'prediction' at "
+            "(x, t): x0 = E[x0 | x_t]; eps = (x - alpha x0) / sigma; v = alpha eps - sigma x0; score = -eps / sigma; "
+            "velocity = alpha' x0 + sigma' eps",
+            "grid_rules": dict(GRID_RULES),
+            "coefficient_tables": {k: {"columns": list(v[0]), "about": v[2]} for k, v in COEFFICIENT_TABLES.items()},
+        },
         "default_tolerances": {k: {"rtol": r, "atol": a} for k, (r, a) in TOLERANCES.items()},
         "cases": meta,
     }
