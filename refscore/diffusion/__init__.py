@@ -17,17 +17,19 @@ Derivation: docs/diffusion.md.
   KL and W2 to the data law (the per-step affine maps are in :mod:`refscore.diffusion.laws`, the scalar
   coefficients the steps and the laws share in :mod:`refscore.diffusion.coefficients`);
 * :mod:`refscore.diffusion.dsm`: the continuous-time denoising score matching loss (weightings uniform,
-  sigma^2, likelihood g^2, EDM's), its population value by quadrature and its exact minimum on Gaussian data.
+  sigma^2, likelihood g^2, EDM's), its population value by quadrature and its exact minimum on Gaussian data;
+* :mod:`refscore.diffusion.models`: a trained noise-conditional score model as a denoiser for the samplers.
 
 Not imported by ``import refscore``: ``import refscore.diffusion`` (or ``from refscore import diffusion``).
 """
-from . import coefficients, denoiser, dsm, laws, parametrisations, samplers, schedules, tables
+from . import coefficients, denoiser, dsm, laws, models, parametrisations, samplers, schedules, tables
 from .denoiser import Denoiser
+from .models import ModelDenoiser
 from .parametrisations import PARAMETRISATIONS, convert_prediction, edm_preconditioning
 from .samplers import SAMPLERS, output_distances, output_law, output_map, sample
 from .schedules import EDM, SCHEDULES, VE, VP, Flow, Schedule, SubVP, VPDiscrete, convert
 
-__all__ = ["schedules", "tables", "parametrisations", "denoiser", "coefficients", "laws", "samplers", "dsm",
+__all__ = ["schedules", "tables", "parametrisations", "denoiser", "coefficients", "laws", "samplers", "dsm", "models",
            "Schedule", "VP", "SubVP", "VE", "EDM", "Flow", "VPDiscrete", "SCHEDULES", "convert",
-           "Denoiser", "PARAMETRISATIONS", "convert_prediction", "edm_preconditioning",
+           "Denoiser", "ModelDenoiser", "PARAMETRISATIONS", "convert_prediction", "edm_preconditioning",
            "SAMPLERS", "sample", "output_map", "output_law", "output_distances"]
