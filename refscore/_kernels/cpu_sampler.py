@@ -28,6 +28,8 @@ import math
 
 import numba
 import numpy as np
+from numba.core import errors, types
+from numba.extending import overload
 
 from . import score_blocks, vecmath
 from .activation_table import compile_activate_hidden
@@ -55,6 +57,58 @@ _refresh_block = _K.refresh_block
 _safe_points = _K.safe_points
 _phase_check = _K.phase_check
 _U1 = np.uint64(1)
+
+
+@numba.njit(cache=use_cache(), nogil=True)
+def _langevin_entry(kind, b_lo, b_hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace,
+                    status):
+    """:func:`_langevin_blocks` for the literal target kind ``kind``: a small function, so that numba's
+    first, non-literal attempt (which ``numba.literally`` aborts) costs milliseconds on every call."""
+    numba.literally(kind)
+    _langevin_blocks(kind, b_lo, b_hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec,
+                     trace, status)
+
+
+@numba.njit(cache=use_cache(), nogil=True)
+def _mala_entry(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
+    """:func:`_mala_blocks` for the literal target kind ``kind``: a small function, so that numba's
+    first, non-literal attempt (which ``numba.literally`` aborts) costs milliseconds on every call."""
+    numba.literally(kind)
+    _mala_blocks(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted)
+
+
+@numba.njit(cache=use_cache(), nogil=True)
+def _kinetic_entry(kind, b_lo, b_hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0,
+                   step0, rec, trace, p_trace, status):
+    """:func:`_kinetic_blocks` for the literal target kind ``kind``: a small function, so that numba's
+    first, non-literal attempt (which ``numba.literally`` aborts) costs milliseconds on every call."""
+    numba.literally(kind)
+    _kinetic_blocks(kind, b_lo, b_hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0,
+                    step0, rec, trace, p_trace, status)
+
+
+def evaluate_kind(kind, lay, p, X, S, LP, W, m, want_logp):
+    """The score (and log p) of target kind ``kind`` on a block, as ``score_blocks``' ``evaluate``,
+    with ``kind`` a compile-time constant (``numba.literally``), so that a kernel compiles only the
+    kind it runs: every kind in one dispatch was most of a sampler kernel's first compile."""
+    raise NotImplementedError("evaluate_kind runs inside the compiled kernels only")
+
+
+@overload(evaluate_kind, jit_options={"error_model": "numpy"})
+def _evaluate_kind(kind, lay, p, X, S, LP, W, m, want_logp):
+    if not isinstance(kind, types.IntegerLiteral):
+        raise errors.TypingError("evaluate_kind needs the target kind as a literal (numba.literally)")
+    score = _K.by_kind.get(kind.literal_value)
+    if score is None:  # an unknown kind scores NaN: the chains are flagged diverged, never silently wrong
+        def unknown(kind, lay, p, X, S, LP, W, m, want_logp):
+            for i in range(lay[1]):
+                for c in range(m):
+                    S[i, c] = math.nan
+        return unknown
+
+    def known(kind, lay, p, X, S, LP, W, m, want_logp):
+        score(lay, p, X, S, LP, W, m, want_logp)
+    return known
 _NONFINITE = score_blocks.NONFINITE
 _BEYOND = score_blocks.BEYOND_BOUND
 _KICK = score_blocks.KICK
@@ -70,20 +124,21 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0
     a run cut into blocks of chains or chunks of steps draws the same noise.
     ``status`` (n,) int8: 0 running, else frozen (see the module doc).
     """
+    kind = int(lay[0])
+    args = (lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, status)
     nblocks = (x.shape[0] + BLOCK - 1) // BLOCK
     if steps_per_level == 0 or nblocks == 0:  # compile (or load) only
-        _langevin_blocks(0, 0, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace,
-                         status)
+        _langevin_entry(kind, 0, 0, *args)
         return
-    run_ranges(lambda lo, hi: _langevin_blocks(lo, hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0,
-                                               step0, rec, trace, status),
-               nblocks)
+    run_ranges(lambda lo, hi: _langevin_entry(kind, lo, hi, *args), nblocks)
 
 
 @numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
-def _langevin_blocks(b_lo, b_hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace,
-                     status):
-    """Blocks ``b_lo .. b_hi - 1`` of :func:`langevin` (chains ``b BLOCK ..``): serial, GIL-free."""
+def _langevin_blocks(kind, b_lo, b_hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec,
+                     trace, status):
+    """Blocks ``b_lo .. b_hi - 1`` of :func:`langevin` (chains ``b BLOCK ..``): serial, GIL-free;
+    compiled for the target kind ``kind = lay[0]`` alone (:func:`evaluate_kind`; the literal comes from
+    :func:`_langevin_entry`)."""
     if steps_per_level == 0:
         return
     n, d = x.shape
@@ -111,7 +166,7 @@ def _langevin_blocks(b_lo, b_hi, lay, params, scale, etas, steps_per_level, x, k
             sc = scale[lev]
             p = params[lev]
             for t in range(steps_per_level):
-                _evaluate(lay, p, X, S, LP, W, m, False)
+                evaluate_kind(kind, lay, p, X, S, LP, W, m, False)
                 _step_block(X, S, ACC, m, d, eta, sc, sq, k0, k1, chain0 + lo, g)
                 for c in range(m):
                     ok = alive[c] * (ACC[c] == 0.0)
@@ -144,18 +199,18 @@ def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status
     \|y - x - \eta s(x)\|^2) / (4\eta)`.  A proposal that is non-finite or
     beyond the bound, or a non-finite score or log-ratio there, freezes the chain.
     """
+    kind = int(lay[0])
+    args = (lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted)
     nblocks = (x.shape[0] + BLOCK - 1) // BLOCK
     if n_steps == 0 or nblocks == 0:  # compile (or load) only
-        _mala_blocks(0, 0, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted)
+        _mala_entry(kind, 0, 0, *args)
         return
-    run_ranges(lambda lo, hi: _mala_blocks(lo, hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace,
-                                           status, accepted),
-               nblocks)
+    run_ranges(lambda lo, hi: _mala_entry(kind, lo, hi, *args), nblocks)
 
 
 @numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
-def _mala_blocks(b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
-    """Blocks ``b_lo .. b_hi - 1`` of :func:`mala` (chains ``b BLOCK ..``): serial, GIL-free."""
+def _mala_blocks(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
+    """Blocks ``b_lo .. b_hi - 1`` of :func:`mala`, as :func:`_langevin_blocks`."""
     if n_steps == 0:
         return
     n, d = x.shape
@@ -180,13 +235,13 @@ def _mala_blocks(b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0
             alive[c] = 1.0 if fate[c] == 0 else 0.0
             for i in range(d):
                 X[i, c] = x[lo + c, i]
-        _evaluate(lay, p, X, S, LPX, W, m, True)
+        evaluate_kind(kind, lay, p, X, S, LPX, W, m, True)
         for t in range(step0, step0 + n_steps):
             for i in range(d):
                 for c in range(m):
                     Y[i, c] = S[i, c]
             _step_block(X, Y, ACC, m, d, eta, 1.0, sq, k0, k1, chain0 + lo, t)
-            _evaluate(lay, p, Y, SY, LPY, W, m, True)
+            evaluate_kind(kind, lay, p, Y, SY, LPY, W, m, True)
             gg = np.uint64(t)
             for c in range(m):
                 loga = _mala_log_alpha(X, Y, S, SY, c, d, eta, LPX[c], LPY[c])
@@ -236,20 +291,20 @@ def kinetic(lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1
     the bound keeps its last state and is frozen (``status`` as in :func:`langevin`).
     ``trace`` and ``p_trace`` receive the positions and momenta after global step ``(j + 1) rec``.
     """
+    kind = int(lay[0])
+    args = (lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0, rec, trace, p_trace,
+            status)
     nblocks = (x.shape[0] + BLOCK - 1) // BLOCK
     if n_steps == 0 or nblocks == 0:  # compile (or load) only
-        _kinetic_blocks(0, 0, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0,
-                        rec, trace, p_trace, status)
+        _kinetic_entry(kind, 0, 0, *args)
         return
-    run_ranges(lambda lo, hi: _kinetic_blocks(lo, hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v,
-                                              k0, k1, chain0, step0, rec, trace, p_trace, status),
-               nblocks)
+    run_ranges(lambda lo, hi: _kinetic_entry(kind, lo, hi, *args), nblocks)
 
 
 @numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
-def _kinetic_blocks(b_lo, b_hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0,
-                    rec, trace, p_trace, status):
-    """Blocks ``b_lo .. b_hi - 1`` of :func:`kinetic` (chains ``b BLOCK ..``): serial, GIL-free."""
+def _kinetic_blocks(kind, b_lo, b_hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0,
+                    step0, rec, trace, p_trace, status):
+    """Blocks ``b_lo .. b_hi - 1`` of :func:`kinetic`, as :func:`_langevin_blocks`."""
     if n_steps == 0:
         return
     n, d = x.shape
@@ -288,7 +343,7 @@ def _kinetic_blocks(b_lo, b_hi, lay, params, word, kick, drift, decay, spread, n
                 if letter == _KICK:
                     if not have_score:
                         _safe_points(Q, X, QS, ACC, m, d)
-                        _evaluate(lay, p, QS, S, LP, W, m, False)
+                        evaluate_kind(kind, lay, p, QS, S, LP, W, m, False)
                         have_score = True
                     _kick_block(PM, S, m, d, kick)
                 elif letter == _DRIFT:

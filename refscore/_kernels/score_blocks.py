@@ -107,8 +107,10 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None, activate_hidden
     made the sampler kernels' compile twice as long).
 
     The kernels are composed from one builder per target kind (:func:`_affine`,
-    :func:`_mixture`, :func:`_student`, :func:`_banana`, :func:`_mlp`), joined
-    by :func:`_evaluate`'s dispatch on the layout's kind, and the update and
+    :func:`_mixture`, :func:`_student`, :func:`_banana`, :func:`_mlp`; the
+    namespace's ``by_kind`` maps each kind id to its function, for kernels that
+    compile one kind only), joined by :func:`_evaluate`'s dispatch on the
+    layout's kind, and the update and
     MALA ratio of :func:`_step_block` and :func:`_mala_log_alpha`.
     """
     inline = jit if jit_inline is None else jit_inline
@@ -116,9 +118,11 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None, activate_hidden
     expnp = _libm_exp(jit) if exp_nonpositive is None else exp_nonpositive
     act = _hidden_activation(inline, activation)
     quad = _quad(jit)
-    evaluate = _evaluate(jit, affine=_affine(jit), mixture=_mixture(jit, quad, expnp), student=_student(jit, quad),
-                         banana=_banana(jit), mlp=_mlp(jit, act, activate_hidden))
-    return types.SimpleNamespace(evaluate=evaluate, act=act, step_block=_step_block(inline, P.normal_pair),
+    by_kind = {AFFINE: _affine(jit), MIX: _mixture(jit, quad, expnp), STUDENT: _student(jit, quad),
+               BANANA: _banana(jit), MLP: _mlp(jit, act, activate_hidden)}
+    evaluate = _evaluate(jit, affine=by_kind[AFFINE], mixture=by_kind[MIX], student=by_kind[STUDENT],
+                         banana=by_kind[BANANA], mlp=by_kind[MLP])
+    return types.SimpleNamespace(evaluate=evaluate, by_kind=by_kind, act=act, step_block=_step_block(inline, P.normal_pair),
                                  mala_log_alpha=_mala_log_alpha(inline), normal_pair=P.normal_pair,
                                  uniform=P.uniform, log_unit=P.log_unit, kick_block=_kick_block(inline),
                                  drift_block=_drift_block(inline), refresh_block=_refresh_block(inline, P.normal_pair),
