@@ -62,7 +62,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import as_float_array, check_choice, check_finite, check_positive, check_sigmas
+from ._validation import as_float_array, check_choice, check_finite, check_int, check_positive, check_sigmas
 
 __all__ = [
     # constants linking the losses
@@ -130,6 +130,18 @@ __all__ = [
     "TemperedStep",
     "tempered_step",
     "decoupled_step",
+    # diffusion
+    "diffusion_timesteps",
+    "zero_terminal_snr_betas",
+    "x0_from_prediction",
+    "prediction_from_x0",
+    "SCALINGS",
+    "denoiser_scalings",
+    "ddim_final_alpha_cumprod",
+    "karras_sigmas",
+    "sigma_from_ve_time",
+    "ve_time_from_sigma",
+    "churn_gamma",
     # the ledger
     "ARGUMENTS",
     "CONVERTED",
@@ -1852,6 +1864,278 @@ def _positive(value, name):
     return check_positive(name, value, allow_array=True)
 
 
+# ------------------------------------------------------------------- diffusion
+# The diffusion rows read the released code at these commits: huggingface/diffusers 58eb52c0,
+# crowsonkb/k-diffusion 4601bf0, NVlabs/edm 008a4e5, yang-song/score_sde 0acb9e0.  refscore's own
+# formulas live in refscore.diffusion (imported here only when a function is called, so that
+# ``import refscore`` does not load it); derivations in docs/diffusion.md.
+
+def diffusion_timesteps(num_inference_steps, num_train_timesteps=1000, spacing="leading", steps_offset=0):
+    r"""The integer timesteps of an ``n``-step DDPM/DDIM run in each of diffusers' spacings, largest first.
+
+    .. math::
+
+        \text{leading: } i\lfloor T/n\rfloor + \text{offset}, \qquad
+        \text{trailing: } \operatorname{round}(T - iT/n) - 1, \qquad
+        \text{linspace: } \operatorname{round}\bigl(i(T-1)/(n-1)\bigr),
+
+    :func:`refscore.diffusion.tables.inference_timesteps` (docs/diffusion.md §2), which rounds the exact
+    rational half to even.  A refscore sampler takes its grid explicitly: these timesteps, then ``-1``
+    (the clean end, :math:`\bar\alpha = 1`).
+
+    Source read: huggingface/diffusers, ``src/diffusers/schedulers/scheduling_ddim.py``,
+    ``DDIMScheduler.set_timesteps``: ``linspace`` rounds ``np.linspace(0, T - 1, n)``; ``leading``
+    multiplies ``np.arange(0, n)`` by the integer ``T // n`` and adds ``steps_offset`` (Stable Diffusion's
+    configuration sets 1); ``trailing`` rounds ``np.arange(T, 0, -T / n)`` and subtracts 1.  Its float
+    evaluation rounds a few ties the other way, and its ``trailing`` has ``n + 1`` entries for some ``n``
+    (refscore.diffusion.tables says where).  ``leading`` never visits ``T - 1``, the noisiest timestep,
+    which is why Lin et al. (2024) recommend ``trailing``.
+
+    Examples
+    --------
+    >>> diffusion_timesteps(4, 1000, "leading", 1)
+    array([751, 501, 251,   1])
+    >>> diffusion_timesteps(4, 1000, "trailing")
+    array([999, 749, 499, 249])
+    """
+    from .diffusion.tables import inference_timesteps
+
+    return inference_timesteps(num_inference_steps, num_train_timesteps, spacing, steps_offset)
+
+
+def zero_terminal_snr_betas(betas):
+    r"""Betas rescaled so the last timestep has zero SNR: :math:`\sqrt{\bar\alpha'_n} = (\sqrt{\bar\alpha_n} - \sqrt{\bar\alpha_{T-1}})\frac{\sqrt{\bar\alpha_0}}{\sqrt{\bar\alpha_0} - \sqrt{\bar\alpha_{T-1}}}`.
+
+    :func:`refscore.diffusion.tables.rescale_betas_zero_snr` (Lin et al. 2024, Algorithm 1): the first
+    timestep keeps its signal level, the last has :math:`\bar\alpha' = 0` exactly, so its
+    :math:`\beta' = 1` and a sampler must start there from pure noise (``trailing`` spacing).
+
+    Source read: huggingface/diffusers, ``src/diffusers/schedulers/scheduling_ddim.py``,
+    ``rescale_zero_terminal_snr`` (used when ``rescale_betas_zero_snr=True``): the square roots of the
+    cumulative products, shifted by the last and scaled by the first over the first less the last,
+    squared back, the ratios of neighbours as the alphas with the first kept, one minus them as betas.
+    The same map; diffusers evaluates it in float32.
+
+    Examples
+    --------
+    >>> float(zero_terminal_snr_betas([0.1, 0.2, 0.3])[-1])
+    1.0
+    """
+    from .diffusion.tables import rescale_betas_zero_snr
+
+    return rescale_betas_zero_snr(betas)
+
+
+def x0_from_prediction(kind, prediction, x, alpha, sigma):
+    r"""The :math:`\hat x_0` of a network's prediction of kind ``kind`` at :math:`x = \alpha x_0 + \sigma\varepsilon`.
+
+    .. math::
+
+        \text{x0: } \hat x_0, \qquad \text{eps: } \frac{x - \sigma\hat\varepsilon}{\alpha}, \qquad
+        \text{v: } \frac{\alpha x - \sigma\hat v}{\alpha^2 + \sigma^2}, \qquad
+        \text{score: } \frac{x + \sigma^2\hat s}{\alpha}
+
+    with :math:`v = \alpha\varepsilon - \sigma x_0` (docs/diffusion.md §3,
+    :func:`refscore.diffusion.parametrisations.to_x0_eps`).  For a variance-preserving table
+    (:math:`\alpha^2 + \sigma^2 = 1`) the ``v`` row is :math:`\alpha x - \sigma\hat v`.
+
+    Source read: huggingface/diffusers, ``src/diffusers/schedulers/scheduling_ddim.py``,
+    ``DDIMScheduler.step``, its ``prediction_type`` branches: ``"epsilon"``, the sample less the square root
+    of ``beta_prod_t`` times the output, over the square root of ``alpha_prod_t``; ``"sample"``, the output;
+    ``"v_prediction"``, the square root of ``alpha_prod_t`` times the sample less the square root of
+    ``beta_prod_t`` times the output.  ``velocity`` (flow matching) needs the schedule's derivatives: use
+    :func:`refscore.diffusion.parametrisations.to_x0_eps`.
+
+    Examples
+    --------
+    >>> round(float(x0_from_prediction("v", 0.2, 1.0, 0.6, 0.8)), 12)   # 0.6 * 1 - 0.8 * 0.2
+    0.44
+    """
+    from .diffusion.parametrisations import to_x0_eps
+
+    check_choice("kind", kind, ("x0", "eps", "v", "score"))
+    return to_x0_eps(kind, prediction, x, alpha, sigma)[0]
+
+
+def prediction_from_x0(kind, x0, x, alpha, sigma):
+    r"""Inverse of :func:`x0_from_prediction`: the prediction of kind ``kind`` made of :math:`\hat x_0` at ``x``
+    (:math:`\hat\varepsilon = (x - \alpha\hat x_0)/\sigma`, :math:`\hat v = \alpha\hat\varepsilon - \sigma\hat x_0`,
+    :math:`\hat s = -\hat\varepsilon/\sigma`).
+
+    Examples
+    --------
+    >>> round(float(prediction_from_x0("v", 0.44, 1.0, 0.6, 0.8)), 12)
+    0.2
+    """
+    from .diffusion.parametrisations import from_x0_eps
+
+    check_choice("kind", kind, ("x0", "eps", "v", "score"))
+    x0 = as_float_array(x0, "x0")
+    x = as_float_array(x, "x")
+    s = as_float_array(sigma, "sigma")
+    if np.any(s == 0):
+        raise ValueError("sigma must be > 0: eps = (x - alpha x0) / sigma")
+    eps = (x - alpha * x0) / sigma
+    return from_x0_eps(kind, x0, eps, x, alpha, sigma)
+
+
+#: the preconditionings of :func:`denoiser_scalings`
+SCALINGS = ("edm", "v", "eps", "ve")
+
+
+def denoiser_scalings(kind, sigma, sigma_data=1.0):
+    r"""``(c_skip, c_out, c_in)`` of the denoiser :math:`D(\bar x; \sigma) = c_{\rm skip}\bar x + c_{\rm out}F(c_{\rm in}\bar x)`.
+
+    In EDM's variables (:math:`\bar x = x_0 + \sigma\varepsilon`, docs/diffusion.md §4), for a network
+    :math:`F` trained on the target of ``kind``:
+
+    ==========  =================================  ==========================================  =============================
+    ``kind``    :math:`c_{\rm skip}`               :math:`c_{\rm out}`                         :math:`c_{\rm in}`
+    ==========  =================================  ==========================================  =============================
+    ``"edm"``   :math:`\sigma_d^2/(\sigma^2 + \sigma_d^2)`  :math:`+\sigma\sigma_d/\sqrt{\sigma^2 + \sigma_d^2}`  :math:`1/\sqrt{\sigma^2 + \sigma_d^2}`
+    ``"v"``     :math:`\sigma_d^2/(\sigma^2 + \sigma_d^2)`  :math:`-\sigma\sigma_d/\sqrt{\sigma^2 + \sigma_d^2}`  :math:`1/\sqrt{\sigma^2 + \sigma_d^2}`
+    ``"eps"``   1                                  :math:`-\sigma`                             :math:`1/\sqrt{\sigma^2 + \sigma_d^2}`
+    ``"ve"``    1                                  :math:`+\sigma`                             1
+    ==========  =================================  ==========================================  =============================
+
+    ``"v"``: with :math:`\sigma_d = 1`, :math:`c_{\rm in}\bar x = \alpha x_0 + s\varepsilon`
+    (:math:`\alpha = 1/\sqrt{1 + \sigma^2}`, :math:`s = \sigma\alpha`), whose
+    :math:`v = \alpha\varepsilon - s x_0`, and :math:`c_{\rm skip}\bar x + c_{\rm out}v = x_0`: the minus sign
+    of :math:`c_{\rm out}` is v's.  ``"eps"``: :math:`\bar x - \sigma\hat\varepsilon`.  ``"ve"``: NCSN's
+    :math:`\bar x + \sigma F` with :math:`F \approx -\varepsilon` (its score times :math:`\sigma`).
+
+    Source read: crowsonkb/k-diffusion, ``k_diffusion/layers.py``, ``Denoiser.get_scalings`` (``"edm"``);
+    ``k_diffusion/external.py``, ``VDenoiser.get_scalings`` and ``DiscreteVDDPMDenoiser.get_scalings``
+    (``"v"``: the same ``c_skip`` and ``c_in``, ``c_out`` negated) and ``DiscreteEpsDDPMDenoiser.get_scalings``
+    (``"eps"``: ``c_out = -sigma``, ``forward`` adds the input); NVlabs/edm, ``training/networks.py``,
+    ``EDMPrecond.forward`` (``"edm"``, with ``c_noise = ln(sigma)/4``), ``VPPrecond.forward`` and
+    ``iDDPMPrecond.forward`` (``"eps"`` with :math:`\sigma_d = 1`), ``VEPrecond.forward`` (``"ve"``).  Using
+    EDM's positive :math:`c_{\rm out}` for a v-network is the slip the diagnosis calls c_out's sign.
+
+    Examples
+    --------
+    >>> denoiser_scalings("v", 1.0)
+    (0.5, -0.7071067811865475, 0.7071067811865475)
+    """
+    check_choice("kind", kind, SCALINGS)
+    s = _positive(sigma, "sigma")
+    sd = check_positive("sigma_data", sigma_data)
+    root = np.sqrt(s * s + sd * sd) if np.ndim(s) else float(np.sqrt(s * s + sd * sd))
+    if kind in ("edm", "v"):
+        sign = 1.0 if kind == "edm" else -1.0
+        return sd * sd / (s * s + sd * sd), sign * s * sd / root, 1.0 / root
+    if kind == "eps":
+        return 1.0, -s, 1.0 / root
+    return 1.0, s, 1.0
+
+
+def ddim_final_alpha_cumprod(alphas_cumprod, set_alpha_to_one=True) -> float:
+    r"""The :math:`\bar\alpha` a DDIM run's last step lands on: 1 (refscore: the clean end, ``t = -1``) or :math:`\bar\alpha_0`.
+
+    refscore's grid for DDIM on a discrete table ends at ``t = -1`` (:math:`\bar\alpha = 1`,
+    :class:`refscore.diffusion.schedules.VPDiscrete`), so the last step returns :math:`\hat x_0`.
+
+    Source read: huggingface/diffusers, ``src/diffusers/schedulers/scheduling_ddim.py``,
+    ``DDIMScheduler.__init__``: ``final_alpha_cumprod`` is 1 when ``set_alpha_to_one`` (the default), else
+    ``alphas_cumprod[0]``; ``DDIMScheduler.step`` uses it as ``alpha_prod_t_prev`` when the previous
+    timestep is negative.  With ``set_alpha_to_one=False`` the last step lands at timestep 0 and keeps
+    noise of standard deviation :math:`\sqrt{1 - \bar\alpha_0}`; a DDIM whose ``alphas_prev`` starts at
+    :math:`\bar\alpha_0` instead of 1 does the same.  refscore's equivalent: a grid ending at 0, not -1.
+
+    Examples
+    --------
+    >>> ddim_final_alpha_cumprod([0.9, 0.5], set_alpha_to_one=False)
+    0.9
+    """
+    ab = as_float_array(alphas_cumprod, "alphas_cumprod")
+    if ab.ndim != 1 or ab.shape[0] < 1:
+        raise ValueError(f"alphas_cumprod must be a non-empty 1-D array, got shape {ab.shape}")
+    return 1.0 if set_alpha_to_one else float(ab[0])
+
+
+def karras_sigmas(n, sigma_min=0.002, sigma_max=80.0, rho=7.0) -> np.ndarray:
+    r"""Karras et al.'s noise levels with the final 0: ``n + 1`` values for an ``n``-step run.
+
+    .. math::
+
+        \sigma_i = \Bigl(\sigma_{\max}^{1/\rho} + \tfrac{i}{n-1}\bigl(\sigma_{\min}^{1/\rho} - \sigma_{\max}^{1/\rho}\bigr)\Bigr)^\rho,
+        \quad i < n, \qquad \sigma_n = 0
+
+    (:meth:`refscore.diffusion.schedules.EDM.grid`, Karras et al. 2022 eq. (5); the ends set exactly).
+
+    Source read: crowsonkb/k-diffusion, ``k_diffusion/sampling.py``, ``get_sigmas_karras``: a ramp
+    ``linspace(0, 1, n)``, the same power of the interpolated ``1/rho`` roots, ``append_zero``; NVlabs/edm,
+    ``generate.py``, ``edm_sampler``: ``t_steps`` over ``num_steps`` step indices, then a zero (``t_N =
+    0``).  diffusers' ``_convert_to_karras`` (``scheduling_euler_discrete.py``) builds the same ramp; its
+    ``DPMSolverMultistepScheduler`` with ``final_sigmas_type="sigma_min"`` appends the table's smallest
+    noise level instead of 0, which repeats the ramp's last value when that is the table's smallest: a
+    final step of size zero.
+
+    Examples
+    --------
+    >>> s = karras_sigmas(18)
+    >>> len(s), float(s[0]), float(s[-2]), float(s[-1])
+    (19, 80.0, 0.002, 0.0)
+    """
+    from .diffusion.schedules import EDM
+
+    return EDM(sigma_min, sigma_max, rho).grid(n)
+
+
+def sigma_from_ve_time(t):
+    r"""refscore's noise level for a VE time: :math:`\sigma = \sqrt t` (EDM Table 1's VE, :math:`\sigma(t) = \sqrt t`).
+
+    Source read: huggingface/diffusers, ``src/diffusers/schedulers/deprecated/scheduling_karras_ve.py``,
+    ``KarrasVeScheduler.set_timesteps``: ``schedule`` holds ``sigma_max**2 * (sigma_min**2 / sigma_max**2)
+    ** (i / (num_inference_steps - 1))``, Karras et al. (2022) Table 1's VE time steps
+    :math:`t_i = \sigma_i^2`, and its pipeline (``pipeline_stochastic_karras_ve.py``) passes
+    ``schedule[t]`` as the noise level ``sigma``: the variance where the standard deviation belongs (the
+    grid runs over :math:`[\sigma_{\min}^2, \sigma_{\max}^2]`).  Give refscore ``sigma_from_ve_time(t)``.
+
+    Examples
+    --------
+    >>> sigma_from_ve_time(4.0)
+    2.0
+    """
+    v = _positive(t, "t")
+    return np.sqrt(v) if np.ndim(v) else float(np.sqrt(v))
+
+
+def ve_time_from_sigma(sigma):
+    r"""Inverse of :func:`sigma_from_ve_time`: :math:`t = \sigma^2`.
+
+    Examples
+    --------
+    >>> ve_time_from_sigma(2.0)
+    4.0
+    """
+    s = _positive(sigma, "sigma")
+    return s * s
+
+
+def churn_gamma(sigma, n_steps, S_churn, S_tmin=0.0, S_tmax=float("inf")) -> float:
+    r"""EDM's churn :math:`\gamma_i = \min(S_{\rm churn}/N, \sqrt2 - 1)` where :math:`S_{t\min} \le \sigma_i \le S_{t\max}`, else 0.
+
+    :func:`refscore.diffusion.coefficients.churn_gamma` (Karras et al. 2022, Algorithm 2 line 3): the
+    noise level is raised to :math:`(1 + \gamma_i)\sigma_i`, and :math:`\sqrt2 - 1` caps it at doubling
+    the variance.
+
+    Source read: NVlabs/edm, ``generate.py``, ``edm_sampler``: ``gamma = min(S_churn / num_steps,
+    np.sqrt(2) - 1) if S_min <= t_cur <= S_max else 0``; crowsonkb/k-diffusion, ``k_diffusion/sampling.py``,
+    ``sample_euler`` and ``sample_heun``: the same with ``len(sigmas) - 1`` steps.  ``max`` in place of
+    ``min`` adds noise at every step even at ``S_churn = 0`` (the cap becomes a floor).
+
+    Examples
+    --------
+    >>> churn_gamma(1.0, 18, 40.0)         # 40 / 18 > sqrt(2) - 1: the cap
+    0.41421356237309515
+    """
+    from .diffusion.coefficients import churn_gamma as gamma
+
+    n = check_int("n_steps", n_steps, 1)
+    return gamma(float(sigma), n, float(S_churn), float(S_tmin), float(S_tmax))
+
+
 # ------------------------------------------------------------------- the ledger
 #: The words a :class:`Conversion` uses for its arguments (``args``), and what each is.
 ARGUMENTS = {
@@ -1878,6 +2162,7 @@ CONVERTED = {
     "ksd_u": "refscore's squared KSD, the U-statistic (refscore.metrics.ksd)",
     "ksd_v": "the V-statistic of refscore's Stein kernel",
     "stein_kernel": "entries of refscore's IMQ Stein kernel u_p(x_i, x_j)",
+    "noise_level": "refscore's noise level sigma of x = x0 + sigma eps (EDM's sigma = t; sigma / alpha in general)",
 }
 
 
@@ -2150,6 +2435,79 @@ TABLE: tuple[ConventionRow, ...] = (
         "x + a s + b z (JEM sgld_lr, sgld_std) samples p^(2a/b²)",
         "step b²/2 on score (2a/b²) s: `decoupled_step(a, b)`",
         helpers=(decoupled_step,),
+    ),
+    ConventionRow(
+        "Timestep spacing (diffusers)",
+        "the grid is explicit: timesteps largest first, then −1 (ᾱ = 1)",
+        "DDIMScheduler timestep_spacing: 'leading' i⌊T/n⌋ + steps_offset (Stable Diffusion: 1; never T − 1), "
+        "'trailing' round(T − iT/n) − 1, 'linspace' round(i(T−1)/(n−1))",
+        "`diffusion_timesteps(n, T, spacing, steps_offset)` (ties rounded half to even on the exact rational)",
+        helpers=(diffusion_timesteps,),
+    ),
+    ConventionRow(
+        "Zero terminal SNR (diffusers)",
+        "ᾱ_{T−1} = 0 exactly after the rescale (Lin et al. 2024, Algorithm 1)",
+        "rescale_zero_terminal_snr (rescale_betas_zero_snr=True), in float32",
+        "`zero_terminal_snr_betas(betas)`",
+        helpers=(zero_terminal_snr_betas,),
+    ),
+    ConventionRow(
+        "Prediction type (diffusers)",
+        "the model returns x0, ε, v = αε − σx0, score −ε/σ or velocity α′x0 + σ′ε",
+        "prediction_type 'sample', 'epsilon', 'v_prediction' (DDIMScheduler.step: x0 = √ᾱ x − √(1−ᾱ) v)",
+        "`x0_from_prediction(kind, pred, x, α, σ)`, `prediction_from_x0(kind, x0, x, α, σ)`",
+        helpers=(x0_from_prediction, prediction_from_x0),
+    ),
+    ConventionRow(
+        "Denoiser preconditioning (EDM, k-diffusion)",
+        "D(x̄; σ) = c_skip x̄ + c_out F(c_in x̄), x̄ = x/α, σ = σ(t)/α(t) (EDM's variables)",
+        "EDMPrecond / k-diffusion Denoiser c_out = +σσ_d/√(σ²+σ_d²); VDenoiser c_out = −σσ_d/√(σ²+σ_d²); "
+        "DiscreteEpsDDPMDenoiser, VPPrecond c_skip = 1, c_out = −σ; VEPrecond c_out = +σ, c_in = 1",
+        "`denoiser_scalings(kind, σ, σ_d)` → (c_skip, c_out, c_in) for 'edm', 'v', 'eps', 've'",
+        helpers=(denoiser_scalings,),
+    ),
+    ConventionRow(
+        "DDIM final alpha (diffusers)",
+        "the last step lands on ᾱ = 1 (grid ends at t = −1): it returns x̂0",
+        "DDIMScheduler(set_alpha_to_one=False), or alphas_prev starting at ᾱ_0: the last step lands at timestep 0",
+        "`ddim_final_alpha_cumprod(alphas_cumprod, set_alpha_to_one)`; refscore's grid ending at 0, not −1",
+        helpers=(ddim_final_alpha_cumprod,),
+    ),
+    ConventionRow(
+        "Karras σ grid (k-diffusion)",
+        "EDM.grid(n): n σ's, σ_max to σ_min (ramp i/(n−1), ρ), then 0: n steps",
+        "get_sigmas_karras(n, σ_min, σ_max, ρ), edm_sampler: the same; a final σ_min appended instead of 0 "
+        "repeats the last σ (diffusers final_sigmas_type='sigma_min'): a last step of size 0",
+        "`karras_sigmas(n, σ_min, σ_max, ρ)`",
+        helpers=(karras_sigmas,),
+    ),
+    ConventionRow(
+        "VE noise levels (diffusers KarrasVeScheduler)",
+        "σ_i the noise level (standard deviation)",
+        "KarrasVeScheduler schedule = σ_max²(σ_min²/σ_max²)^(i/(N−1)): EDM Table 1's VE times t_i = σ_i², "
+        "passed as σ",
+        "σ = √t: `sigma_from_ve_time(t)`, `ve_time_from_sigma(σ)`",
+        conversions=(Conversion(sigma_from_ve_time, ve_time_from_sigma, ("noise_level",)),),
+    ),
+    ConventionRow(
+        "EDM churn γ",
+        "γ_i = min(S_churn/N, √2 − 1) where S_tmin ≤ σ_i ≤ S_tmax",
+        "edm_sampler, k-diffusion sample_euler/sample_heun: the same; max for min adds noise at every step",
+        "`churn_gamma(σ, N, S_churn, S_tmin, S_tmax)`",
+        helpers=(churn_gamma,),
+    ),
+    ConventionRow(
+        "Heun second stage (diffusers)",
+        "second stage at (x̃, σ_{i+1}): d′ = (x̃ − D(x̃; σ_{i+1}))/σ_{i+1}; none when σ_{i+1} = 0",
+        "HeunDiscreteScheduler.step: the same (sigma_next in its second-order state); the first stage's σ̂ "
+        "in the second is the slip",
+        "identical (the grid's next time)",
+    ),
+    ConventionRow(
+        "PC final denoise (score_sde)",
+        "pc(denoise=True): the last update returns its mean, no noise",
+        "get_pc_sampler(denoise=True) returns x_mean (noise_removal); denoise=False returns the noised x",
+        "the option `denoise`",
     ),
     ConventionRow(
         "ESM − ISM",

@@ -1426,3 +1426,242 @@ def test_readme_ledger_is_the_code_table():
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     for r in TABLE:
         assert f"| {r.quantity} | {r.refscore} | {r.variant} | {r.conversion} |" in readme, r.quantity
+
+
+# ---------------------------------------------------------------- diffusion: transcriptions of released code
+# Each transcription below is plain NumPy written here from reading the source cited in
+# refscore/conventions.py (diffusers 58eb52c0, k-diffusion 4601bf0, NVlabs/edm 008a4e5).
+def _diffusers_set_timesteps(n, T, spacing, steps_offset):
+    """diffusers DDIMScheduler.set_timesteps, in NumPy float64 as diffusers evaluates it."""
+    if spacing == "linspace":
+        return np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
+    if spacing == "leading":
+        return (np.arange(0, n) * (T // n)).round()[::-1].astype(np.int64) + steps_offset
+    return np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
+
+
+def _is_tie(num, den):
+    """The exact rational num/den lies halfway between two integers."""
+    return (2 * num) % (2 * den) == den
+
+
+def test_diffusion_timesteps_against_diffusers_set_timesteps():
+    """Every n of a 1000-step table: refscore's timesteps are diffusers' except where diffusers' float
+    evaluation rounds an exact tie the other way (by 1), and trailing's extra last entry -1."""
+    T = 1000
+    for spacing in ("leading", "trailing", "linspace"):
+        for n in range(1, T + 1):
+            off = 1 if spacing == "leading" and n < T else 0
+            mine, theirs = cv.diffusion_timesteps(n, T, spacing, off), _diffusers_set_timesteps(n, T, spacing, off)
+            assert len(mine) == n
+            if len(theirs) == n + 1:  # arange's float length: one step too many, landing on -1
+                assert spacing == "trailing" and theirs[-1] == -1
+                theirs = theirs[:n]
+            i = np.arange(n)
+            differ = np.flatnonzero(mine != theirs)
+            assert np.all(np.abs(mine[differ] - theirs[differ]) == 1), (spacing, n)
+            # the positions that differ are ties of the exact rational (i counts from the largest timestep)
+            if spacing == "trailing":
+                assert all(_is_tie(T * (n - k), n) for k in i[differ]), (spacing, n)
+            elif spacing == "linspace" and n > 1:
+                assert all(_is_tie((n - 1 - k) * (T - 1), n - 1) for k in i[differ]), (spacing, n)
+            else:
+                assert differ.size == 0, (spacing, n)
+    # Stable Diffusion's 50 steps (leading, steps_offset 1) never visit 999; trailing starts there
+    assert cv.diffusion_timesteps(50, T, "leading", 1)[0] == 981 and cv.diffusion_timesteps(50, T, "trailing")[0] == 999
+
+
+def _diffusers_rescale_zero_terminal_snr(betas):
+    """diffusers rescale_zero_terminal_snr, in float64."""
+    alphas_bar_sqrt = np.sqrt(np.cumprod(1.0 - betas))
+    a0, aT = alphas_bar_sqrt[0], alphas_bar_sqrt[-1]
+    alphas_bar_sqrt = (alphas_bar_sqrt - aT) * (a0 / (a0 - aT))
+    alphas_bar = alphas_bar_sqrt ** 2
+    alphas = np.concatenate([alphas_bar[:1], alphas_bar[1:] / alphas_bar[:-1]])
+    return 1.0 - alphas
+
+
+def test_zero_terminal_snr_against_diffusers():
+    from refscore.diffusion.tables import ddpm_betas
+
+    for betas in (ddpm_betas(1000), ddpm_betas(1000, 0.00085, 0.012, "scaled_linear")):
+        mine = cv.zero_terminal_snr_betas(betas)
+        # the same operations in the same order: equal to the last rounding of a few products (1e-13)
+        np.testing.assert_allclose(mine, _diffusers_rescale_zero_terminal_snr(betas), rtol=1e-13, atol=0)
+        ab = np.cumprod(1.0 - mine)
+        assert mine[-1] == 1.0 and ab[-1] == 0.0 and ab[0] == pytest.approx(1.0 - betas[0], rel=1e-14)
+
+
+def _ddim_pred_original_sample(prediction_type, model_output, sample, alpha_prod_t):
+    """diffusers DDIMScheduler.step's predicted x0 for each prediction_type."""
+    beta_prod_t = 1 - alpha_prod_t
+    if prediction_type == "epsilon":
+        return (sample - beta_prod_t ** 0.5 * model_output) / alpha_prod_t ** 0.5
+    if prediction_type == "sample":
+        return model_output
+    return alpha_prod_t ** 0.5 * sample - beta_prod_t ** 0.5 * model_output
+
+
+def test_prediction_types_against_diffusers_ddim_step():
+    """An exact network of each prediction type (refscore's denoiser on Stable Diffusion's table) read by
+    diffusers' formulas gives the exact x0; x0_from_prediction and prediction_from_x0 are that map."""
+    from refscore.diffusion import Denoiser, VPDiscrete
+
+    sch = VPDiscrete(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    D = Denoiser(Gaussian([0.5, -1.0], [[1.5, 0.4], [0.4, 0.8]]), sch)
+    rng = np.random.default_rng(3)
+    for t in (1.0, 250.0, 981.0):
+        ab = float(sch.alphas_cumprod[int(t)])
+        a, s = sch.alpha(t), sch.sigma(t)
+        assert a == pytest.approx(ab ** 0.5, rel=1e-15) and s == pytest.approx((1 - ab) ** 0.5, rel=1e-15)
+        x = a * rng.normal(size=(4, 2)) + s * rng.normal(size=(4, 2))
+        x0 = D.x0(x, t)
+        for kind, theirs in (("eps", "epsilon"), ("x0", "sample"), ("v", "v_prediction")):
+            pred = D.predict(kind, x, t)
+            # round-off of sqrt(1 - alpha_bar) amplified by 1/alpha at t = 981 (alpha 0.07): 1e-12 relative
+            np.testing.assert_allclose(_ddim_pred_original_sample(theirs, pred, x, ab), x0, rtol=1e-11, atol=1e-12)
+            np.testing.assert_allclose(cv.x0_from_prediction(kind, pred, x, a, s), x0, rtol=1e-11, atol=1e-12)
+            np.testing.assert_allclose(cv.prediction_from_x0(kind, x0, x, a, s), pred, rtol=1e-11, atol=1e-11)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        cv.x0_from_prediction("velocity", 0.0, 0.0, 1.0, 1.0)
+
+
+def _k_diffusion_scalings(kind, sigma, sigma_data):
+    """k-diffusion get_scalings of Denoiser ("edm"), VDenoiser ("v"), DiscreteEpsDDPMDenoiser ("eps",
+    c_skip 1 from its forward's input + eps * c_out); NVlabs/edm VEPrecond ("ve")."""
+    if kind == "edm":
+        return (sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2), sigma * sigma_data / (sigma ** 2 + sigma_data ** 2) ** 0.5,
+                1 / (sigma ** 2 + sigma_data ** 2) ** 0.5)
+    if kind == "v":
+        return (sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2), -sigma * sigma_data / (sigma ** 2 + sigma_data ** 2) ** 0.5,
+                1 / (sigma ** 2 + sigma_data ** 2) ** 0.5)
+    if kind == "eps":
+        return 1.0, -sigma, 1 / (sigma ** 2 + sigma_data ** 2) ** 0.5
+    return 1.0, sigma, 1.0
+
+
+def test_denoiser_scalings_against_k_diffusion_and_edm():
+    """The scalings are the released ones, and each, fed the exact network of its kind, is the exact
+    denoiser: D = c_skip x + c_out F(c_in x) = E[x0 | x] (k-diffusion's forward); EDM's positive c_out on
+    a v-network gives 2 c_skip x - x0 instead."""
+    from refscore.diffusion import EDM, Denoiser
+
+    D = Denoiser(GaussianMixture([0.4, 0.6], [[-1.0, -1.0], [1.5, 1.0]],
+                                 [[[0.6, 0.0], [0.0, 0.9]], [[1.0, 0.3], [0.3, 0.7]]]), EDM())
+    rng = np.random.default_rng(5)
+    for sigma in (0.01, 0.5, 3.0, 80.0):
+        x = rng.normal(size=(3, 2)) + sigma * rng.normal(size=(3, 2))
+        x0, eps = D.x0(x, sigma), D.eps(x, sigma)
+        for kind in cv.SCALINGS:
+            sd = 1.0 if kind in ("v", "eps", "ve") else 0.5
+            c_skip, c_out, c_in = cv.denoiser_scalings(kind, sigma, sd)
+            assert (c_skip, c_out, c_in) == pytest.approx(_k_diffusion_scalings(kind, sigma, sd), rel=1e-15)
+            # the exact network of each kind at its input c_in x
+            if kind == "edm":
+                F = (x0 - c_skip * x) / c_out  # EDM's training target
+            elif kind == "v":  # c_in x = a x0 + s eps with a = 1/sqrt(1 + sigma^2), s = sigma a: v = a eps - s x0
+                a_vp = 1.0 / np.sqrt(1.0 + sigma ** 2)
+                F = a_vp * eps - sigma * a_vp * x0
+            elif kind == "eps":
+                F = eps
+            else:
+                F = -eps  # NCSN's sigma * score
+            # cancellation of c_skip x and c_out F at sigma = 80 (both ~80): 1e-13 relative to x
+            np.testing.assert_allclose(c_skip * x + c_out * F, x0, rtol=0, atol=1e-12 * (1 + sigma))
+        c_skip, c_out, c_in = cv.denoiser_scalings("v", sigma)
+        F = (eps - sigma * x0) / np.sqrt(1.0 + sigma ** 2)
+        np.testing.assert_allclose(c_skip * x - c_out * F, 2 * c_skip * x - x0, rtol=0, atol=1e-12 * (1 + sigma))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        cv.denoiser_scalings("flow", 1.0)
+
+
+def _diffusers_ddim(alphas_cumprod, timesteps, step_ratio, x, eps_fn, set_alpha_to_one):
+    """diffusers DDIMScheduler.step at eta = 0 with an epsilon network, iterated over timesteps."""
+    final = 1.0 if set_alpha_to_one else alphas_cumprod[0]
+    for t in timesteps:
+        prev = t - step_ratio
+        a_t = alphas_cumprod[t]
+        a_prev = alphas_cumprod[prev] if prev >= 0 else final
+        e = eps_fn(x, float(t))
+        x0 = (x - (1 - a_t) ** 0.5 * e) / a_t ** 0.5
+        x = a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * e
+    return x
+
+
+def test_ddim_final_alpha_against_diffusers():
+    """diffusers' DDIM with set_alpha_to_one is refscore's DDIM on the grid ending at -1; without it, on
+    the grid ending at timestep 0 (the last step keeps noise of sigma_0)."""
+    from refscore.diffusion import Denoiser, VPDiscrete, sample
+
+    sch = VPDiscrete(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    D = Denoiser(Gaussian([0.5, -1.0], [[1.5, 0.4], [0.4, 0.8]]), sch)
+    ts = cv.diffusion_timesteps(10, 1000, "leading", 1)
+    x = np.random.default_rng(2).normal(size=(3, 2))
+    ab = sch.alphas_cumprod
+    assert cv.ddim_final_alpha_cumprod(ab) == 1.0 and cv.ddim_final_alpha_cumprod(ab, False) == ab[0]
+    for ones, end in ((True, -1.0), (False, 0.0)):
+        theirs = _diffusers_ddim(ab, ts, 100, x, D.eps, ones)
+        mine = sample("ddim", D, sch, x, np.append(ts.astype(float), end))
+        # ten steps of products of O(1) numbers: 1e-12
+        np.testing.assert_allclose(mine, theirs, rtol=1e-11, atol=1e-12)
+    with pytest.raises(ValueError, match="alphas_cumprod must be a non-empty 1-D array"):
+        cv.ddim_final_alpha_cumprod([])
+
+
+def _get_sigmas_karras(n, sigma_min, sigma_max, rho):
+    """k-diffusion get_sigmas_karras (append_zero) in NumPy."""
+    ramp = np.linspace(0, 1, n)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return np.append((hi + ramp * (lo - hi)) ** rho, 0.0)
+
+
+def _edm_t_steps(num_steps, sigma_min, sigma_max, rho):
+    """NVlabs/edm edm_sampler's t_steps with t_N = 0."""
+    i = np.arange(num_steps, dtype=np.float64)
+    t = (sigma_max ** (1 / rho) + i / (num_steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return np.append(t, 0.0)
+
+
+def test_karras_sigmas_against_k_diffusion_and_edm():
+    for n, lo, hi, rho in ((18, 0.002, 80.0, 7.0), (40, 0.002, 80.0, 7.0), (10, 0.0292, 14.6146, 7.0), (5, 0.1, 10.0, 3.0)):
+        mine = cv.karras_sigmas(n, lo, hi, rho)
+        assert len(mine) == n + 1 and mine[0] == hi and mine[-2] == lo and mine[-1] == 0.0
+        # the rho-th power of the interpolated roots: a few ulps (refscore sets both ends exactly)
+        np.testing.assert_allclose(mine, _get_sigmas_karras(n, lo, hi, rho), rtol=1e-13, atol=0)
+        np.testing.assert_allclose(mine, _edm_t_steps(n, lo, hi, rho), rtol=1e-13, atol=0)
+
+
+def _karras_ve_schedule(n, sigma_min, sigma_max):
+    """diffusers KarrasVeScheduler.set_timesteps's schedule, indexed as its pipeline reads it."""
+    timesteps = np.arange(0, n)[::-1]
+    schedule = [sigma_max ** 2 * (sigma_min ** 2 / sigma_max ** 2) ** (i / (n - 1)) for i in timesteps]
+    return np.array([schedule[t] for t in timesteps])  # the pipeline's sigma = schedule[t], t = n - 1 .. 0
+
+
+def test_ve_noise_levels_against_diffusers_karras_ve():
+    """KarrasVeScheduler's sigma is EDM Table 1's VE time t_i = sigma_i^2: sigma_from_ve_time gives the
+    geometric noise levels sigma_max (sigma_min / sigma_max)^(i / (n - 1)), ve_time_from_sigma goes back."""
+    n, lo, hi = 12, 0.02, 100.0
+    theirs = _karras_ve_schedule(n, lo, hi)
+    geometric = hi * (lo / hi) ** (np.arange(n) / (n - 1))
+    np.testing.assert_allclose(cv.sigma_from_ve_time(theirs), geometric, rtol=1e-13)
+    np.testing.assert_allclose(cv.ve_time_from_sigma(geometric), theirs, rtol=1e-13)
+    assert theirs[0] == pytest.approx(hi ** 2) and theirs[-1] == pytest.approx(lo ** 2)
+    assert cv.sigma_from_ve_time(4.0) == 2.0 and cv.ve_time_from_sigma(3.0) == 9.0
+    with pytest.raises(ValueError, match="t must be finite and > 0"):
+        cv.sigma_from_ve_time(-1.0)
+
+
+def test_churn_gamma_against_edm_and_k_diffusion():
+    """edm_sampler's and k-diffusion's gamma on every sigma of an 18-step grid (exactly: the same min of the
+    same two numbers), and max in place of min (a floor, not a cap) at S_churn = 0."""
+    sigmas = cv.karras_sigmas(18)
+    for S_churn, S_min, S_max in ((40.0, 0.05, 50.0), (1.0, 0.0, np.inf), (0.0, 0.0, np.inf)):
+        for t_cur in sigmas[:-1]:
+            theirs = min(S_churn / 18, np.sqrt(2) - 1) if S_min <= t_cur <= S_max else 0
+            assert cv.churn_gamma(t_cur, 18, S_churn, S_min, S_max) == theirs
+            k_diff = min(S_churn / (len(sigmas) - 1), 2 ** 0.5 - 1) if S_min <= t_cur <= S_max else 0.0
+            assert cv.churn_gamma(t_cur, len(sigmas) - 1, S_churn, S_min, S_max) == k_diff
+    assert cv.churn_gamma(1.0, 18, 0.0) == 0.0  # where max(0 / 18, sqrt 2 - 1) would churn at S_churn = 0
+    with pytest.raises(ValueError, match="n_steps must be >= 1"):
+        cv.churn_gamma(1.0, 0, 1.0)
