@@ -62,10 +62,11 @@ def _warn(message: str) -> None:
 
 
 #: kernel module -> (what it compiles, rough cold compile time on 2 cores of the CI machine).
-#: The times: the README's first example and ``refscore warmup`` on an empty cache, 2 cores at load 1-4.
+#: The times: each first call of ``refscore bench --only compile`` on an empty cache, 2 cores at load 1-4
+#: (a loss, or a sampler on one target kind: a sampler compiles each target kind on its first use).
 FAMILIES = {
-    "mlp_losses": ("MLPScore's fused loss kernels", "40-80 s"),
-    "cpu_sampler": ("the Langevin sampler kernels (ULA, MALA, annealed and kinetic Langevin)", "20-40 s"),
+    "mlp_losses": ("MLPScore's fused loss kernels", "4-10 s"),
+    "cpu_sampler": ("the Langevin sampler kernels (ULA, MALA, annealed and kinetic Langevin)", "3-12 s"),
     "custom_sampler": ("the Langevin kernels for your NumbaTarget", "5-20 s"),
     "cuda_sampler": ("the CUDA Langevin kernels (ULA, MALA, annealed and kinetic Langevin)", "10-40 s"),
 }
