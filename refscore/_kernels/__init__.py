@@ -22,6 +22,10 @@ module                 what it holds
 :mod:`.cuda_sampler`   the same, one CUDA thread per chain
 :mod:`.custom_sampler` ULA / MALA / kinetic Langevin with a user's
                        ``numba.njit`` score
+:mod:`.diffusion_sampler`  every diffusion sampler on the exact denoiser
+                       of Gaussian-mixture data, the sampler as run-time
+                       data (its instruction set: :mod:`.diffusion_ops`,
+                       numba-free)
 :mod:`.group_threads`  the Python threads that run the kernels' groups of
                        blocks (numba's parallel lowering compiled slowly)
 :mod:`.cache`          where the kernels are cached, damaged or unwritable
@@ -42,7 +46,7 @@ from . import cache
 from .cache import cache_dir, use_cache
 
 __all__ = ["numba_available", "load_mlp_losses", "load_cpu_sampler", "load_cuda_sampler", "load_custom_sampler",
-           "cuda_available", "cache_dir", "use_cache"]
+           "load_diffusion_sampler", "cuda_available", "cache_dir", "use_cache"]
 
 
 def numba_available() -> bool:
@@ -126,6 +130,15 @@ def load_custom_sampler():
     _require_numba("a NumbaTarget on backend='numba'")
     with _compile_into_cache("custom_sampler"):
         from . import custom_sampler as module
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def load_diffusion_sampler():
+    """:mod:`.diffusion_sampler` (every diffusion sampler on the exact denoiser), compiled on first use."""
+    _require_numba("a diffusion sampler on backend='numba'")
+    with _compile_into_cache("diffusion_sampler"):
+        from . import diffusion_sampler as module
     return module
 
 

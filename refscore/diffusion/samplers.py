@@ -71,6 +71,7 @@ from scipy.integrate import solve_ivp
 from .._validation import as_float_array, check_choice, check_finite, check_int
 from ..distributions import Gaussian
 from ..noise import NoiseOrigin
+from . import backends
 from . import coefficients as co
 from . import laws
 from .denoiser import Denoiser
@@ -607,7 +608,8 @@ class Run(NamedTuple):
     info: dict
 
 
-def sample(sampler, x0_fn, schedule, x_init, grid, *, seed=0, chain0=0, record=False, **options):
+def sample(sampler, x0_fn, schedule, x_init, grid, *, seed=0, chain0=0, record=False, backend="numpy", progress=None,
+           **options):
     r"""Run ``sampler`` from ``x_init`` at ``grid[0]`` down the ``grid``; the final states ``(n, d)``.
 
     Parameters
@@ -626,6 +628,13 @@ def sample(sampler, x0_fn, schedule, x_init, grid, *, seed=0, chain0=0, record=F
     record : bool
         Return a :class:`~refscore.diffusion.samplers.Run` (final states, every state, the per-step values
         reported) instead.
+    backend : {"numpy", "numba", "dask"} or refscore.sampling.DaskBackend
+        ``"numpy"`` (the reference: the step functions above on the whole batch), or a compiled backend
+        (:mod:`refscore.diffusion.backends`) for a :class:`~refscore.diffusion.denoiser.Denoiser` of Gaussian or
+        Gaussian-mixture data: the same run to round-off (bitwise the same for any threads, chunks, Dask blocks
+        and ``chain0``), every sampler but ``pf_ode`` and ``pc`` with the ``snr`` rule.
+    progress : bool, optional
+        The compiled backends' progress bar (default: on a terminal, for runs over 2 s).
     **options
         The sampler's options (``SAMPLERS[sampler].options`` lists them with their defaults): ``S_churn``,
         ``S_tmin``, ``S_tmax``, ``S_noise`` (euler, heun); ``eta`` (ddim, euler_ancestral; ``s_noise`` too);
@@ -644,6 +653,10 @@ def sample(sampler, x0_fn, schedule, x_init, grid, *, seed=0, chain0=0, record=F
     check_finite("x_init", x)
     n, d = x.shape
     origin = NoiseOrigin(seed, chain0)
+    if not (isinstance(backend, str) and backend == "numpy"):
+        xf, trace, info = backends.run(sampler, x0_fn, schedule, x, g, opts, row.noise_blocks(opts), seed=seed,
+                                       chain0=chain0, record=record, backend=backend, progress=progress)
+        return Run(xf, np.concatenate([x[None], trace]), info) if record else xf
     k = row.noise_blocks(opts)
     ctx = co.StepContext(0, n_steps)
     path = [x] if record else None
