@@ -10,7 +10,9 @@ without its gradient, on a one-hidden-layer net (the closed-form trace) and a
 three-hidden-layer one (the any-depth path); for the samplers ULA, MALA,
 annealed and kinetic Langevin on a Gaussian (the kernels take the target kind,
 and the kinetic kernel the splitting, at run time, so one target and one
-splitting compile them for all).
+splitting compile them for all); for the diffusion samplers one Heun run on a
+Gaussian mixture (the sampler and the schedule are run-time data, so one run
+compiles the kernel for every sampler).
 """
 from __future__ import annotations
 
@@ -56,6 +58,15 @@ def _samplers(backend) -> None:
     kinetic_langevin(p, x0, 0.1, 2, 1.0, seed=0, backend=backend, progress=False)  # one kernel, every splitting
 
 
+def _diffusion() -> None:
+    from .diffusion import EDM, Denoiser, sample
+    from .distributions import GaussianMixture
+
+    edm = EDM()
+    data = GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.0]], [np.eye(2)] * 2)
+    sample("heun", Denoiser(data, edm), edm, np.zeros((4, 2)), edm.grid(2), backend="numba", progress=False)
+
+
 def _cuda_available() -> bool:
     from ._kernels import cuda_available
 
@@ -68,6 +79,7 @@ WARMUPS = {
     "mlp_losses": (_mlp_losses, lambda: True),
     "cpu_sampler": (lambda: _samplers("numba"), lambda: True),
     "cuda_sampler": (lambda: _samplers("cuda"), _cuda_available),
+    "diffusion_sampler": (_diffusion, lambda: True),
 }
 
 

@@ -69,6 +69,8 @@ FAMILIES = {
     "cpu_sampler": ("the Langevin sampler kernels (ULA, MALA, annealed and kinetic Langevin)", "3-12 s"),
     "custom_sampler": ("the Langevin kernels for your NumbaTarget", "5-20 s"),
     "cuda_sampler": ("the CUDA Langevin kernels (ULA, MALA, annealed and kinetic Langevin)", "10-40 s"),
+    "diffusion_sampler": ("the diffusion sampler kernel (every sampler of refscore.diffusion on the exact denoiser)",
+                          "5-15 s"),
 }
 
 
