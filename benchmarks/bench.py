@@ -25,6 +25,11 @@ Workloads:
   (``trace_path="forward"``) is timed next to its two-layer fast path.  Every
   peer's loss value is compared with refscore's (a fairness check: same
   network, same parameters, same points).
+* **Diffusion samplers** (``--only diffusion``): Heun on EDM's 32-step Karras
+  grid with the exact denoiser of W1, ``backend="numba"`` against the NumPy
+  reference at the Langevin sizes N (chain-steps/s, and the largest difference
+  of their outputs), and the diffusion kernel's first call on an empty cache
+  against a trivial ``prange`` compile in the same fresh process.
 * Peak memory of ISM at n = 10⁵, d = 50: the growth of the resident set during
   the call (high-water mark reset through ``/proc/self/clear_refs``, so Numba's
   allocations count), NumPy's allocations by ``tracemalloc``, and
@@ -784,6 +789,46 @@ def _dask(cfg):
     return out
 
 
+def _diffusion(cfg):
+    """Chain-steps/s of the diffusion samplers: Heun on EDM's Karras grid (32 steps, two denoiser calls a step but
+    the last) with the exact denoiser of W1, ``backend="numba"`` against the NumPy reference; and, in this fresh
+    process with an empty kernel cache, the diffusion kernel's first call against a trivial prange compile."""
+    import shutil
+    import tempfile
+
+    cache = tempfile.mkdtemp(prefix="refscore-bench-diffusion-")
+    os.environ["REFSCORE_CACHE_DIR"] = cache
+    os.environ["REFSCORE_QUIET"] = "1"
+    try:
+        trivial = _trivial_prange_compile_s()
+        from refscore.diffusion import EDM, Denoiser, sample
+        from refscore.distributions import GaussianMixture
+
+        w, mu = _mixtures()["W1"]
+        edm = EDM()
+        den = Denoiser(GaussianMixture(w, mu, [np.eye(2)] * 2), edm)
+        grid = edm.grid(32)
+        t = time.perf_counter()
+        sample("heun", den, edm, np.zeros((4, 2)), grid[:3], backend="numba", progress=False)
+        first = time.perf_counter() - t
+        out = {"sampler": "heun", "workload": "W1", "steps": 32, "first_call_s": first, "trivial_prange_s": trivial,
+               "compile_ratio": first / trivial, "rows": []}
+        for N in cfg["sizes"]:
+            x = _x0(N, 2) * grid[0]
+            row = {"N": N}
+            for backend in ("numba", "numpy"):
+                sec, _ = _best_of(lambda: sample("heun", den, edm, x, grid, backend=backend, progress=False),
+                                  cfg["repeat"])
+                row[f"{backend}_chain_steps_per_s"] = N * 32 / sec
+            a = sample("heun", den, edm, x, grid, backend="numba", progress=False)
+            b = sample("heun", den, edm, x, grid)
+            row["max_abs_diff"] = float(np.abs(a - b).max())
+            out["rows"].append(row)
+        return out
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 _WORKERS = {
     "langevin:numba": lambda c: _langevin_refscore(c, "numba"),
     "langevin:numpy-backend": lambda c: _langevin_refscore(c, "numpy"),
@@ -799,6 +844,7 @@ _WORKERS = {
     "mlp:memory": _mlp_memory,
     "mlp:scaling": _mlp_scaling,
     "dask:local": _dask,
+    "diffusion:heun": _diffusion,
     "compile:cold": _first_calls,
     "compile:warm": _first_calls,
     "compile:families": _family_compile,  # run once per family, each in a fresh process and empty cache
@@ -1095,7 +1141,8 @@ def _figure(res, path, n):
 def _parser():
     ap = argparse.ArgumentParser(prog="refscore bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a CI smoke test (seconds)")
-    ap.add_argument("--only", choices=("langevin", "mlp", "compile", "dask"), help="run one group of workloads")
+    ap.add_argument("--only", choices=("langevin", "mlp", "compile", "dask", "diffusion"),
+                    help="run one group of workloads")
     ap.add_argument("--json", default="bench.json", help="where to write results (default bench.json)")
     ap.add_argument("--figure", default=os.path.join("figures", "bench.png"),
                     help="scaling figure path (default figures/bench.png)")
@@ -1163,7 +1210,7 @@ def main(argv=None) -> int:
             print(f"refscore bench: {path} exists; pass --force to overwrite", file=sys.stderr)
             return 2
     cfg = _config(args.quick, args.steps, args.repeat)
-    groups = ("langevin", "mlp", "compile", "dask") if args.only is None else (args.only,)
+    groups = ("langevin", "mlp", "compile", "dask", "diffusion") if args.only is None else (args.only,)
     names = [k for k in _WORKERS if k.split(":")[0] in groups]
     import shutil
     import tempfile
@@ -1242,6 +1289,15 @@ def main(argv=None) -> int:
                      f"{r['dask_1_workers_chain_steps_per_s']:.3g}, 2 workers {r['dask_2_workers_chain_steps_per_s']:.3g}; "
                      f"overhead {1e3 * r['overhead_per_task_s']:.1f} ms per task, so >= "
                      f"{r['min_chain_steps_per_task_for_5pct_overhead']:.2g} chain-steps per task keep it under 5 %")
+    if "diffusion:heun" in res:
+        r = res["diffusion:heun"]
+        lines.append(f"diffusion {r['sampler']} on EDM ({r['steps']} steps), exact denoiser of {r['workload']}:")
+        for q in r["rows"]:
+            nb, ref = q["numba_chain_steps_per_s"], q["numpy_chain_steps_per_s"]
+            lines.append(f"  N={q['N']}: numba {nb:.3g} chain-steps/s, NumPy reference {ref:.3g} ({nb / ref:.1f}x); "
+                         f"max |numba - numpy| {q['max_abs_diff']:.1e}")
+        lines.append(f"diffusion kernel first call (empty cache) {r['first_call_s']:.1f} s = {r['compile_ratio']:.1f}x "
+                     f"trivial prange ({r['trivial_prange_s']:.2f} s)")
     for which in ("compile:cold", "compile:warm"):
         if which in res:
             r = res[which]
