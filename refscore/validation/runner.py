@@ -55,6 +55,7 @@ EXPERIMENTS = (
     "ncsn_toy",
     "mlp_mixture",
     "diffusion",
+    "diffusion_budget",
     "backends",
 )
 
