@@ -70,7 +70,7 @@ FAMILIES = {
     "custom_sampler": ("the Langevin kernels for your NumbaTarget", "5-20 s"),
     "cuda_sampler": ("the CUDA Langevin kernels (ULA, MALA, annealed and kinetic Langevin)", "10-40 s"),
     "diffusion_sampler": ("the diffusion sampler kernel (every sampler of refscore.diffusion on the exact denoiser)",
-                          "5-15 s"),
+                          "3-10 s"),
 }
 
 

@@ -631,8 +631,9 @@ def sample(sampler, x0_fn, schedule, x_init, grid, *, seed=0, chain0=0, record=F
     backend : {"numpy", "numba", "dask"} or refscore.sampling.DaskBackend
         ``"numpy"`` (the reference: the step functions above on the whole batch), or a compiled backend
         (:mod:`refscore.diffusion.backends`) for a :class:`~refscore.diffusion.denoiser.Denoiser` of Gaussian or
-        Gaussian-mixture data: the same run to round-off (bitwise the same for any threads, chunks, Dask blocks
-        and ``chain0``), every sampler but ``pf_ode`` and ``pc`` with the ``snr`` rule.
+        Gaussian-mixture data: the same run to round-off, bitwise the same for any thread count, chunking of the
+        steps and cut of the chains into runs from their ``chain0`` or Dask blocks; every sampler but ``pf_ode``
+        and ``pc`` with the ``snr`` rule.
     progress : bool, optional
         The compiled backends' progress bar (default: on a terminal, for runs over 2 s).
     **options
