@@ -24,6 +24,13 @@ failing keys with their largest errors.  On success each returns the
                                            stored noise; the contract is refscore's
                                            single-step API,
                                            :mod:`refscore.sampling.single_step`
+:func:`assert_schedule_matches`            ``schedule_fn(t, schedule, grid) -> dict``: alpha,
+                                           sigma, log-SNR, derivatives, a configuration's
+                                           grid, a discrete table (diffusion)
+:func:`assert_denoiser_matches`            ``denoiser_fn(x, t, data, ...)``: the exact
+                                           :math:`E[x_0 \mid x_t]` in any parametrisation
+:func:`assert_diffusion_sampler_matches`   your diffusion sampler (a whole run or one step)
+                                           fed refscore's exact model and noise
 :func:`golden_cases`                       the golden cases of any kind as a
                                            :class:`~refscore.golden.Golden`, in memory
 =========================================  ==================================================
@@ -130,6 +137,10 @@ __all__ = [
     "assert_score_matches",
     "assert_loss_matches",
     "assert_sampler_matches",
+    "DIFFUSION_INPUTS",
+    "assert_schedule_matches",
+    "assert_denoiser_matches",
+    "assert_diffusion_sampler_matches",
 ]
 
 # how the keyword arguments of a user's per-point loss are described (the golden storage key of
@@ -262,6 +273,10 @@ def _computed(name: str):
 
 def _class_names(spec) -> set:
     names = {spec.get("model"), spec.get("target")}
+    if isinstance(spec.get("data"), dict):  # a diffusion case: its data law and its schedule
+        names.add(spec["data"].get("target"))
+    if isinstance(spec.get("schedule"), dict):
+        names.add(spec["schedule"].get("name"))
     inner = spec.get("kwargs", {}).get("model")
     if isinstance(inner, dict):
         names.add(inner.get("model"))
@@ -918,3 +933,323 @@ def _stack(arrays) -> np.ndarray:
     if len(shapes) != 1:
         raise ValueError(f"your step returned arrays of different shapes {sorted(shapes)}")
     return np.stack(arrays)
+
+
+# ------------------------------------------------------------------ diffusion
+def _diffusion_kind(sampler) -> str:
+    kind = golden.cases.diffusion_kind_name(sampler) if isinstance(sampler, str) else None
+    if kind not in golden.CASE_KINDS:
+        names = [k[len("diffusion_"):] for k in golden.cases.DIFFUSION_KINDS if golden.cases.diffusion_sampler_of(k)]
+        raise ValueError(f"sampler must be one of {names} (refscore.diffusion.SAMPLERS), got {sampler!r}")
+    return kind
+
+
+def _checked_array(value, shape, what) -> np.ndarray:
+    try:
+        a = np.array(value, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"your {what} must be an array of numbers, got {type(value).__name__}") from None
+    if a.shape != shape:
+        raise ValueError(f"your {what} must have shape {shape}, got {a.shape}")
+    return a
+
+
+def _returned(out, names, what) -> dict:
+    """Your function's result as ``{quantity: value}``: a dict of some of ``names``."""
+    if not isinstance(out, dict):
+        raise TypeError(f"your {what} must return a dict with some of {list(names)}, got {type(out).__name__}")
+    unknown = sorted(set(out) - set(names))
+    if unknown or not out:
+        raise ValueError(f"your {what} must return a dict with some of {list(names)}, got keys {sorted(out)}")
+    return out
+
+
+@one_blas_thread
+def assert_schedule_matches(schedule_fn, cases=None, *, rtol=None, atol=None):
+    r"""Assert that your schedule gives refscore's :math:`\alpha(t)`, :math:`\sigma(t)`, log-SNR, derivatives, grids and tables.
+
+    The ``diffusion_schedule`` golden cases are named configurations: DDPM's linear 1000-step table,
+    Stable Diffusion's ``scaled_linear`` table with each timestep spacing (``leading`` with
+    ``steps_offset`` 1, ``trailing``, ``linspace``) and with zero terminal SNR, score_sde's VE and VP,
+    EDM's Karras grid at 18 and 40 steps, flow matching's linear interpolant.
+
+    Parameters
+    ----------
+    schedule_fn : callable
+        ``schedule_fn(t, schedule, grid) -> dict``, called once per case with keyword arguments: ``t``
+        (m,) the times (a discrete table's continuous extension between integers is refscore's,
+        :class:`refscore.diffusion.schedules.VPDiscrete`), ``schedule`` the case's ``{"name", "kwargs"}``
+        (``name`` a key of :data:`refscore.diffusion.SCHEDULES`), ``grid`` its grid rule (``{"rule":
+        "karras", "steps"}``, ``{"rule": "timesteps", "steps", "spacing", "steps_offset"}`` or ``{"rule":
+        "linspace", "start", "stop", "points"}``).  It returns some of ``alpha``, ``sigma``,
+        ``log_snr``, ``d_alpha``, ``d_sigma`` (at ``t``), ``grid`` (the configuration's times, largest
+        first; a discrete table's timesteps then ``-1``), ``betas`` and ``alphas_cumprod`` (discrete
+        tables): what it returns is compared.
+    cases : None, str, list of str or callable, optional
+        Default: every ``diffusion_schedule`` case (``"schedule_sd_*"``, ``"schedule_edm_karras_18"``...).
+    rtol, atol : float, keyword-only
+        Default: :data:`refscore.golden.TOLERANCES` ``["float64"]``.
+
+    Returns
+    -------
+    refscore.golden.CheckResult
+
+    Raises
+    ------
+    AssertionError
+        With the diagnosis: another timestep spacing or ``steps_offset``, Karras's ramp over ``n + 1``
+        points, the noise levels squared, :math:`\alpha^2` or :math:`\sigma^2` where :math:`\alpha` or
+        :math:`\sigma` belongs, each with its row of :mod:`refscore.conventions`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore import testing
+    >>> def karras(t, schedule, grid):          # EDM: alpha = 1, sigma = t; Karras et al. eq. (5)
+    ...     ramp = np.linspace(0, 1, grid["steps"])
+    ...     lo, hi = 0.002 ** (1 / 7), 80.0 ** (1 / 7)
+    ...     return {"sigma": t, "alpha": np.ones_like(t), "grid": np.append((hi + ramp * (lo - hi)) ** 7, 0.0)}
+    >>> testing.assert_schedule_matches(karras, "schedule_edm_*").count("PASS")
+    6
+    """
+    g = _golden(cases, ("diffusion_schedule",), "cases")
+    values = {}
+    for name, c in g.all_cases.items():
+        try:
+            out = schedule_fn(t=np.array(c.inputs["t"]), schedule=copy.deepcopy(c.spec["schedule"]),
+                              grid=copy.deepcopy(c.spec["params"]["grid"]))
+        except Exception as exc:
+            _noted(exc, f"refscore.testing: raised by your schedule function on golden case {name!r}")
+            raise
+        for k, v in _returned(out, golden.CASE_KINDS["diffusion_schedule"]["quantities"], "schedule function").items():
+            if k in c.quantities:  # a discrete table's betas are not a continuous schedule's
+                values[f"{name}/{k}"] = _checked_array(v, c.quantities[k].shape, f"{k} of case {name!r}")
+    return _verdict("refscore.testing.assert_schedule_matches", g, values, rtol, atol, "float64")
+
+
+@one_blas_thread
+def assert_denoiser_matches(denoiser_fn, cases=None, *, prediction=None, rtol=None, atol=None):
+    r"""Assert that your denoiser is the exact :math:`E[x_0 \mid x_t]` of Gaussian or mixture data, in any parametrisation.
+
+    Parameters
+    ----------
+    denoiser_fn : callable
+        ``denoiser_fn(x, t, data, schedule, alpha, sigma, d_alpha, d_sigma)``, called once per case with
+        keyword arguments: ``x`` (n, d) noised points, ``t`` (n,) their times, ``data`` the law of
+        :math:`x_0` (``{"target": "Gaussian", "kwargs": {"mean", "cov"}}`` or ``{"target":
+        "GaussianMixture", "kwargs": {"weights", "means", "covs"}}``), ``schedule`` ``{"name",
+        "kwargs"}``, and the schedule's values at ``t`` (each (n,)).  It returns a dict with some of
+        ``x0``, ``eps``, ``v`` (:math:`\alpha\varepsilon - \sigma x_0`), ``score``, ``velocity``
+        (:math:`\alpha' x_0 + \sigma'\varepsilon`), or one (n, d) array of kind ``prediction``.
+    cases : None, str, list of str or callable, optional
+        Default: every ``diffusion_denoiser`` case (Gaussian and mixture data under the VP, EDM, flow,
+        VE, Stable Diffusion and sub-VP schedules).
+    prediction : str, keyword-only
+        What an array returned is (default ``"x0"``).
+    rtol, atol : float, keyword-only
+
+    Returns
+    -------
+    refscore.golden.CheckResult
+
+    Raises
+    ------
+    AssertionError
+        With the diagnosis (a parametrisation for another, v with its sign flipped, a constant factor).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore import testing
+    >>> def gaussian_x0(x, t, data, schedule, alpha, sigma, d_alpha, d_sigma):
+    ...     mu, S = np.array(data["kwargs"]["mean"]), np.array(data["kwargs"]["cov"])
+    ...     out = []
+    ...     for xi, a, s in zip(x, alpha, sigma):     # E[x0 | x] = mu + a S (a^2 S + s^2 I)^-1 (x - a mu)
+    ...         out.append(mu + a * S @ np.linalg.solve(a * a * S + s * s * np.eye(len(mu)), xi - a * mu))
+    ...     return np.array(out)
+    >>> testing.assert_denoiser_matches(gaussian_x0, "denoiser_gaussian_*").count("PASS")
+    3
+    """
+    from .diffusion.parametrisations import PARAMETRISATIONS
+
+    if prediction is not None and prediction not in PARAMETRISATIONS:
+        raise ValueError(f"prediction must be one of {list(PARAMETRISATIONS)}, got {prediction!r}")
+    g = _golden(cases, ("diffusion_denoiser",), "cases")
+    values = {}
+    for name, c in g.all_cases.items():
+        kw = {k: np.array(c.inputs[k]) for k in ("x", "t", "alpha", "sigma", "d_alpha", "d_sigma")}
+        try:
+            out = denoiser_fn(data=copy.deepcopy(c.spec["data"]), schedule=copy.deepcopy(c.spec["schedule"]), **kw)
+        except Exception as exc:
+            _noted(exc, f"refscore.testing: raised by your denoiser on golden case {name!r}")
+            raise
+        if not isinstance(out, dict):
+            out = {prediction or "x0": out}
+        for k, v in _returned(out, PARAMETRISATIONS, "denoiser").items():
+            values[f"{name}/{k}"] = _checked_array(v, c.quantities[k].shape, f"{k} of case {name!r}")
+    return _verdict("refscore.testing.assert_denoiser_matches", g, values, rtol, atol, "float64")
+
+
+#: what a diffusion sampler under test receives (``assert_diffusion_sampler_matches``), by form
+DIFFUSION_INPUTS = {
+    "trajectory": {
+        "x": "(n, d) the states at t[0]",
+        "t": "(N + 1,) the grid, largest first (times of the case's schedule)",
+        "model": "callable model(x (n, d), t float) -> (n, d): the exact prediction of kind `prediction` at (x, t)",
+        "prediction": "'x0', 'eps', 'v', 'score' or 'velocity': what model returns",
+        "schedule": "the case's refscore.diffusion Schedule (alpha(t), sigma(t), their derivatives, log_snr(t))",
+        "z": "(N, k, n, d) the noise of every step (None for a deterministic run): z[i, j] the j-th block step i uses",
+        "options": "dict: the sampler's options (refscore.diffusion.SAMPLERS[name].options, the case's values)",
+    },
+    "step": {
+        "x": "(n, d) the state at t", "t": "float, this step's time", "t_next": "float, the next time",
+        "model": "as for a trajectory", "prediction": "as for a trajectory", "schedule": "as for a trajectory",
+        "noise": "(k, n, d) this step's noise blocks (None for a deterministic step)", "options": "as for a trajectory",
+        "i": "int, the step's index", "n_steps": "int, the run's number of steps",
+        "carry": "what your previous step returned under 'carry' (None at the first step): a multistep method's memory",
+    },
+}
+
+
+def _model(sub, prediction):
+    D = sub.denoiser
+    schedule = sub.schedule
+
+    def model(x, t):
+        x = np.array(x, dtype=float)
+        t = float(t)
+        schedule.alpha(t)  # the domain check, naming t
+        return D.predict(prediction, x, t)
+    return model
+
+
+def _sampler_values(name, c, out, what) -> dict:
+    """Your sampler's result as golden values: an array (the trajectory) or a dict of the case's quantities."""
+    if not isinstance(out, dict):
+        out = {"trajectory": out}
+    vals = {}
+    for k, v in _returned(out, c.quantities, what).items():
+        vals[f"{name}/{k}"] = _checked_array(v, c.quantities[k].shape, f"{k} of case {name!r}")
+    return vals
+
+
+def _run_diffusion_steps(step_fn, c, sub, kwargs) -> dict:
+    t = c.inputs["t"]
+    z = c.inputs.get("z")
+    x = np.array(c.inputs["x"])
+    traj, x0s, x0s2, carry = [x], [], [], None
+    for i in range(len(t) - 1):
+        out = step_fn(x=x.copy(), t=float(t[i]), t_next=float(t[i + 1]),
+                      noise=None if z is None else np.array(z[i]), i=i, n_steps=len(t) - 1, carry=carry, **kwargs)
+        if isinstance(out, dict):
+            if "x" not in out:
+                raise ValueError(f"your step must return x_next, or a dict with 'x' (and 'x0_hat', 'x0_hat_2', "
+                                 f"'carry'), got keys {sorted(out)}")
+            x = np.array(out["x"], dtype=float)
+            carry = out.get("carry")
+            if "x0_hat" in out:
+                x0s.append(out["x0_hat"])
+            if out.get("x0_hat_2") is not None:
+                x0s2.append(out["x0_hat_2"])
+        else:
+            x = np.array(out, dtype=float)
+        traj.append(x)
+    result = {"trajectory": np.stack(traj)}
+    if x0s:
+        result["x0_hat"] = np.stack(x0s)
+    if x0s2:
+        result["x0_hat_2"] = np.stack(x0s2)
+    return result
+
+
+@one_blas_thread
+def assert_diffusion_sampler_matches(fn, sampler, *, form="trajectory", cases=None, rtol=None, atol=None):
+    r"""Assert that your diffusion sampler, fed refscore's exact denoiser and noise, reproduces refscore's runs.
+
+    The ``diffusion_<sampler>`` golden cases store a start ``x``, a grid ``t`` and, for a stochastic run,
+    the noise ``z`` of every step; their manifest entries give the schedule, the data, the model's
+    prediction type and the sampler's options.  Your sampler gets the exact model of the case (its
+    prediction of the case's type, computed by :class:`refscore.diffusion.Denoiser`), runs from ``x``
+    down ``t`` on the stored noise, and every state (and, when you return them, the :math:`\hat x_0` your
+    steps used) is compared with refscore's run (:func:`refscore.diffusion.sample`).
+
+    Parameters
+    ----------
+    fn : callable
+        ``form="trajectory"`` (default): ``fn(x, t, model, prediction, schedule, z, options)``, your whole
+        run, called once per case with keyword arguments (:data:`DIFFUSION_INPUTS`), returning the
+        trajectory (N + 1, n, d) (``trajectory[0] = x``) or a dict with ``trajectory`` and any of
+        ``x0_hat`` (N, n, d), ``x0_hat_2`` (Heun's second stages) of the case's kind.
+        ``form="step"``: ``fn(x, t, t_next, model, prediction, schedule, noise, options, i, n_steps,
+        carry)``, one step, returning ``x_next`` or a dict with ``x`` and any of ``x0_hat``, ``x0_hat_2``
+        (None when the step has none) and ``carry`` (passed to your next step).
+        ``model(x, t)`` takes the schedule's own times (EDM: :math:`t = \sigma`; a discrete table: its
+        timestep; ``-1`` is its clean end).
+    sampler : str
+        A name of :data:`refscore.diffusion.SAMPLERS` (``"euler"``, ``"heun"``, ``"ddim"``, ``"ddpm"``,
+        ``"euler_ancestral"``, ``"dpmpp_2m"``, ``"pc"``, ``"pf_ode"``).
+    form : {"trajectory", "step"}, keyword-only
+    cases : None, str, list of str or callable, keyword-only
+        Default: every case of the sampler.
+    rtol, atol : float, keyword-only
+        Default: :data:`refscore.golden.TOLERANCES` ``["float64"]``.
+
+    Returns
+    -------
+    refscore.golden.CheckResult
+
+    Raises
+    ------
+    AssertionError
+        With the diagnosis of :func:`refscore.golden.check`: the first step at which your run departs from
+        refscore's step taken from your own state, whether the denoiser output or the update departs (and,
+        for the former, the time at which the exact denoiser gives your output), and the variant that fits
+        every step: the noise levels squared, the last :math:`\sigma` repeated, Karras's ramp over ``n + 1``
+        points, another timestep spacing, DDIM's final :math:`\bar\alpha_0`, a prediction type read as
+        another, v-prediction's :math:`c_{\rm out}` with its sign flipped, Heun's second stage at
+        :math:`\hat t`, the churn's ``max`` for ``min``, a PC run without its final denoise; each with its
+        row of :mod:`refscore.conventions`.
+
+    Examples
+    --------
+    Karras et al.'s Euler sampler (Algorithm 1 with first-order steps) on EDM's schedule:
+
+    >>> import numpy as np
+    >>> from refscore import testing
+    >>> def euler(x, t, model, prediction, schedule, z, options):
+    ...     states = [x]
+    ...     for t_cur, t_next in zip(t[:-1], t[1:]):
+    ...         d = (x - model(x, t_cur)) / t_cur         # dx/dsigma = (x - D(x; sigma)) / sigma
+    ...         x = x + (t_next - t_cur) * d
+    ...         states.append(x)
+    ...     return np.stack(states)
+    >>> testing.assert_diffusion_sampler_matches(euler, "euler", cases="*edm_gaussian*").count("PASS")
+    1
+    """
+    from .diffusion.samplers import SAMPLERS as DIFFUSION_SAMPLERS
+
+    kind = _diffusion_kind(sampler)
+    if form not in ("trajectory", "step"):
+        raise ValueError(f"form must be 'trajectory' (your whole run) or 'step' (one step), got {form!r}")
+    g = _golden(cases, (kind,), "cases")
+    values = {}
+    for name, c in g.all_cases.items():
+        sub = golden.cases.build_diffusion(c.spec)
+        p = c.spec["params"]
+        golden.cases.diffusion_options(sampler, p["options"], len(c.inputs["t"]) - 1)  # the case's, validated
+        options = {**DIFFUSION_SAMPLERS[sampler].options, **p["options"]}  # as written, the defaults filled in
+        kwargs = {"model": _model(sub, p["prediction"]), "prediction": p["prediction"], "schedule": sub.schedule,
+                  "options": copy.deepcopy(options)}
+        try:
+            if form == "trajectory":
+                z = c.inputs.get("z")
+                out = fn(x=np.array(c.inputs["x"]), t=np.array(c.inputs["t"]), z=None if z is None else np.array(z),
+                         **kwargs)
+            else:
+                out = _run_diffusion_steps(fn, c, sub, kwargs)
+        except Exception as exc:
+            _noted(exc, f"refscore.testing: raised by your {sampler} {form} on golden case {name!r}")
+            raise
+        values.update(_sampler_values(name, c, out, f"{sampler} {form}"))
+    return _verdict(f"refscore.testing.assert_diffusion_sampler_matches({sampler!r}, form={form!r})", g, values, rtol,
+                    atol, "float64")

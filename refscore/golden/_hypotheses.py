@@ -261,6 +261,8 @@ def factors(ctx, Q):
     factors of a quantity that is no sum of terms (a score, a Jacobian, a trace, the sphere projections;
     a loss's factors are term-wise readings, refscore/golden/_termfit.py)."""
     q = Q.q
+    if Q.cases and Q.cases[0].kind in _diffusion_hypotheses.KINDS:
+        return _diffusion_hypotheses.factors(ctx, Q)
     out = [
         ("sign flip", lambda c: -1.0,
          "your values are -golden: the sign of the score (an energy's +grad E, or grad log p negated) is flipped",

@@ -1063,15 +1063,17 @@ def _draw_diffusion_sampler(name, spec, subject):
     return inputs
 
 
-def diffusion_steps(sampler, schedule, x0_fn, states, grid, z, options, *, chained=True):
+def diffusion_steps(sampler, schedule, x0_fn, states, grid, z, options, *, chained=True, run=None):
     """refscore's steps of ``sampler`` down ``grid``, recording every denoiser call.
 
     ``chained``: from ``states[0]``, each step from the last (a whole run); otherwise each step ``i`` from
     ``states[i]`` (your states: every step checked on its own, a multistep method's memory from your
-    previous state).  ``z`` is the stored noise ``(N, k, n, d)`` or None.  Returns ``(next states (N, n, d),
-    calls)``, ``calls[i]`` the list of ``(x, t, x0)`` of step ``i``'s denoiser calls in order.
+    previous state).  ``z`` is the stored noise ``(N, k, n, d)`` or None.  ``run``: a step with the
+    signature of the registry row's ``run`` in its place (the diagnosis's variants).  Returns ``(next states
+    (N, n, d), calls)``, ``calls[i]`` the list of ``(x, t, x0)`` of step ``i``'s denoiser calls in order.
     """
     row = DIFFUSION_SAMPLERS[sampler]
+    run = row.run if run is None else run
     n_steps = len(grid) - 1
     opts = diffusion_options(sampler, options, n_steps)
     ctx = StepContext(0, n_steps)
@@ -1088,7 +1090,7 @@ def diffusion_steps(sampler, schedule, x0_fn, states, grid, z, options, *, chain
 
         noise = [] if z is None else [z[i, j] for j in range(z.shape[1])]
         start = x if chained else np.array(states[i], dtype=float)
-        x = row.run(fn, schedule, start, float(grid[i]), float(grid[i + 1]), noise, ctx, **opts)
+        x = run(fn, schedule, start, float(grid[i]), float(grid[i + 1]), noise, ctx, **opts)
         out.append(x)
         calls.append(record)
     return np.array(out), calls

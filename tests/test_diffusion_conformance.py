@@ -1,0 +1,344 @@
+"""Diffusion conformance: your schedule, denoiser and sampler against refscore's golden diffusion cases.
+
+Every sampler below is written here from its published algorithm, in its authors' variables (EDM's
+x = x0 + sigma eps for Karras et al.'s samplers, diffusers' alpha_bar tables for DDIM and DDPM,
+k-diffusion's sigma-space for Euler ancestral and DPM-Solver++(2M), score_sde's PC loop), with none of
+refscore's sampler code: each passes ``refscore check`` (through ``refscore.testing``), and each slip
+class injected into one of them fails, is named with its ledger row, and is not named for another
+slip.  The schedule and denoiser helpers are checked the same way against closed forms written here.
+"""
+import numpy as np
+import pytest
+
+from refscore import conventions, golden, testing
+
+# ----------------------------------------------------------------- independent samplers
+SQRT2M1 = np.sqrt(2.0) - 1.0
+
+
+def edm_x0(model, prediction, x, sigma):
+    """x0 from an EDM-schedule model's prediction (alpha = 1): x0, eps (x - sigma eps), v (alpha eps - sigma x0)."""
+    m = model(x, sigma)
+    if prediction == "x0":
+        return m
+    if prediction == "eps":
+        return x - sigma * m
+    return (x - sigma * m) / (1.0 + sigma * sigma)  # v = eps - sigma x0 and x = x0 + sigma eps
+
+
+def karras(x, t, model, prediction, schedule, z, options, slip=None, order=1):
+    """Karras et al. (2022) Algorithm 2 (Euler, order 1, or Heun, order 2) on the EDM schedule, noise z."""
+    S_churn, S_tmin, S_tmax = options["S_churn"], options["S_tmin"], options["S_tmax"]
+    if slip == "sigma^2":
+        t = t ** 2
+    n = len(t) - 1
+    states, x0s, x0s2 = [x], [], []
+    for i in range(n):
+        rule = max if slip == "max" else min
+        gamma = rule(S_churn / n, SQRT2M1) if S_churn > 0 and S_tmin <= t[i] <= S_tmax else 0.0
+        t_hat = t[i] * (1 + gamma)
+        if gamma > 0:
+            x = x + np.sqrt(t_hat ** 2 - t[i] ** 2) * options["S_noise"] * z[i, 0]
+        D = edm_x0(model, prediction, x, t_hat) if slip != "cout" else (x + t_hat * model(x, t_hat)) / (1 + t_hat ** 2)
+        x0s.append(D)
+        d = (x - D) / t_hat
+        x_next = x + (t[i + 1] - t_hat) * d
+        if order == 2 and t[i + 1] > 0:
+            s2 = t_hat if slip == "hat" else t[i + 1]
+            D2 = edm_x0(model, prediction, x_next, s2) if slip != "cout" else \
+                (x_next + s2 * model(x_next, s2)) / (1 + s2 ** 2)
+            x0s2.append(D2)
+            x_next = x + (t[i + 1] - t_hat) * (0.5 * d + 0.5 * (x_next - D2) / s2)
+        x = x_next
+        states.append(x)
+    out = {"trajectory": np.array(states), "x0_hat": np.array(x0s)}
+    if order == 2:
+        out["x0_hat_2"] = np.array(x0s2)
+    return out
+
+
+def euler(x, t, model, prediction, schedule, z, options, slip=None):
+    if prediction == "velocity":  # flow matching: x = (1 - t) x0 + t eps, dx/dt = eps - x0
+        states, x0s = [x], []
+        for t_cur, t_next in zip(t[:-1], t[1:]):
+            u = model(x, t_cur)
+            x0s.append(x - t_cur * u)
+            x = x + (t_next - t_cur) * u
+            states.append(x)
+        return {"trajectory": np.array(states), "x0_hat": np.array(x0s)}
+    return karras(x, t, model, prediction, schedule, z, options, slip, order=1)
+
+
+def heun(x, t, model, prediction, schedule, z, options, slip=None):
+    return karras(x, t, model, prediction, schedule, z, options, slip, order=2)
+
+
+def alpha_bar(schedule, t):
+    """diffusers' alphas_cumprod at an integer timestep, 1 at -1 (the clean end)."""
+    return 1.0 if t < 0 else float(schedule.alphas_cumprod[int(t)])
+
+
+def table_x0_eps(model, prediction, x, t, ab, slip=None):
+    """diffusers DDIMScheduler.step's prediction_type branches (VP table: alpha = sqrt(ab), sigma = sqrt(1 - ab))."""
+    m = model(x, t)
+    a, s = np.sqrt(ab), np.sqrt(1 - ab)
+    if slip == "eps read as v" or prediction == "v":
+        sign = -1.0 if slip != "cout" else 1.0
+        x0 = a * x + sign * s * m
+        return x0, (x - a * x0) / s
+    if prediction == "eps":
+        return (x - s * m) / a, m
+    return m, (x - a * m) / s
+
+
+def ddim(x, t, model, prediction, schedule, z, options, slip=None):
+    """Song et al. (2021) eq. (12) with sigma_t(eta) of eq. (16), on diffusers' alpha_bar table."""
+    eta = options["eta"]
+    if slip == "trailing":
+        t = np.append(conventions.diffusion_timesteps(len(t) - 1, 1000, "trailing").astype(float), -1.0)
+    if slip == "offset 0":
+        t = np.append(conventions.diffusion_timesteps(len(t) - 1, 1000, "leading", 0).astype(float), -1.0)
+    states, x0s = [x], []
+    for i in range(len(t) - 1):
+        ab = alpha_bar(schedule, t[i])
+        ab_prev = alpha_bar(schedule, t[i + 1])
+        if slip == "final alpha" and t[i + 1] < 0:
+            ab_prev = float(schedule.alphas_cumprod[0])
+        x0, eps = table_x0_eps(model, prediction, x, t[i], ab, slip)
+        x0s.append(x0)
+        std = eta * np.sqrt((1 - ab_prev) / (1 - ab)) * np.sqrt(1 - ab / ab_prev)
+        x = np.sqrt(ab_prev) * x0 + np.sqrt(1 - ab_prev - std ** 2) * eps
+        if std > 0:
+            x = x + std * z[i, 0]
+        states.append(x)
+    return {"trajectory": np.array(states), "x0_hat": np.array(x0s)}
+
+
+def ddpm(x, t, model, prediction, schedule, z, options, slip=None):
+    """Ho et al. (2020) eq. (6)-(7): the posterior q(x_prev | x_t, x0) at x0_hat, strided timesteps (beta of the
+    stride 1 - alpha_bar_t / alpha_bar_prev), variance beta_tilde ('small') or beta ('large'), no noise at the end."""
+    states, x0s = [x], []
+    for i in range(len(t) - 1):
+        ab, ab_prev = alpha_bar(schedule, t[i]), alpha_bar(schedule, t[i + 1])
+        beta = 1 - ab / ab_prev
+        x0, _ = table_x0_eps(model, prediction, x, t[i], ab)
+        x0s.append(x0)
+        mean = np.sqrt(ab_prev) * beta / (1 - ab) * x0 + np.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab) * x
+        var = (1 - ab_prev) / (1 - ab) * beta if options["variance"] == "small" else beta
+        x = mean + (np.sqrt(var) * z[i, 0] if t[i + 1] >= 0 else 0.0)
+        states.append(x)
+    return {"trajectory": np.array(states), "x0_hat": np.array(x0s)}
+
+
+def euler_ancestral(x, t, model, prediction, schedule, z, options, slip=None):
+    """k-diffusion sample_euler_ancestral with get_ancestral_step (EDM schedule: sigma = t)."""
+    if slip == "ramp":
+        n = len(t) - 1
+        lo, hi = 0.002 ** (1 / 7), 80.0 ** (1 / 7)
+        t = np.append((hi + np.arange(n) / n * (lo - hi)) ** 7, 0.0)
+    eta = options["eta"]
+    states, x0s = [x], []
+    for i in range(len(t) - 1):
+        s, sn = t[i], t[i + 1]
+        D = edm_x0(model, prediction, x, s)
+        x0s.append(D)
+        up = min(sn, eta * np.sqrt(sn ** 2 * (s ** 2 - sn ** 2) / s ** 2))
+        down = np.sqrt(sn ** 2 - up ** 2)
+        x = x + (x - D) / s * (down - s)
+        if sn > 0:
+            x = x + z[i, 0] * options["s_noise"] * up
+        states.append(x)
+    return {"trajectory": np.array(states), "x0_hat": np.array(x0s)}
+
+
+def dpmpp_2m(x, t, model, prediction, schedule, z, options, slip=None):
+    """k-diffusion sample_dpmpp_2m in sigma-space (xbar = x / alpha, sigma = sqrt((1 - ab)/ab) on a table)."""
+    if slip == "repeat":
+        t = t.copy()
+        t[-1] = t[-2]
+    table = hasattr(schedule, "alphas_cumprod")
+
+    def alpha_sigma(ti):
+        if not table:
+            return 1.0, ti
+        ab = alpha_bar(schedule, ti)
+        return np.sqrt(ab), np.sqrt((1 - ab) / ab)
+
+    states, x0s, old = [x], [], None
+    a, s = alpha_sigma(t[0])
+    xb = x / a
+    for i in range(len(t) - 1):
+        a, s = alpha_sigma(t[i])
+        a_n, s_n = alpha_sigma(t[i + 1])
+        if table:
+            x0, _ = table_x0_eps(model, prediction, a * xb, t[i], a * a)
+        else:
+            x0 = edm_x0(model, prediction, xb, s)
+        x0s.append(x0)
+        with np.errstate(divide="ignore"):
+            h = -np.log(s_n) + np.log(s)
+        if old is None or s_n == 0:
+            xb = (s_n / s) * xb - np.expm1(-h) * x0
+        else:
+            with np.errstate(divide="ignore"):  # a step of size zero: r infinite, 1/(2r) = 0
+                r = (np.log(alpha_sigma(t[i - 1])[1]) - np.log(s)) / h
+            xb = (s_n / s) * xb - np.expm1(-h) * ((1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * old)
+        old = x0
+        states.append(a_n * xb)
+    return {"trajectory": np.array(states), "x0_hat": np.array(x0s)}
+
+
+def pc(x, t, model, prediction, schedule, z, options, slip=None):
+    """score_sde's get_pc_sampler: per time a Langevin corrector (snr rule, or a fixed step) then a predictor
+    (reverse diffusion on VE, Euler-Maruyama on VP), noise blocks in that order; the last update's mean returned."""
+    ve = not hasattr(schedule, "beta_min")
+    states, x0s = [x], []
+    n = len(t) - 1
+    for i in range(n):
+        calls = []
+
+        def score(y, ti):
+            s = model(y, ti)
+            a, sg = schedule.alpha(ti), schedule.sigma(ti)
+            calls.append((y + sg * sg * s) / a)
+            return s
+
+        g = score(x, t[i])
+        noise = z[i, 0]
+        if options["step_size"] is None:
+            step = 2 * (options["snr"] * np.mean(np.linalg.norm(noise, axis=-1))
+                        / np.mean(np.linalg.norm(g, axis=-1))) ** 2
+        else:
+            step = options["step_size"]
+        x = x + step * g + np.sqrt(2 * step) * noise
+        g = score(x, t[i])
+        if ve:
+            var = schedule.sigma(t[i]) ** 2 - schedule.sigma(t[i + 1]) ** 2
+            mean = x + var * g
+            x = mean + np.sqrt(var) * z[i, 1]
+        else:
+            beta = schedule.beta_min + t[i] * (schedule.beta_max - schedule.beta_min)
+            h = t[i + 1] - t[i]
+            mean = x + (-0.5 * beta * x - beta * g) * h
+            x = mean + np.sqrt(-h * beta) * z[i, 1]
+        if i == n - 1 and slip != "no denoise":
+            x = mean
+        states.append(x)
+        x0s.append(np.stack(calls))
+    return {"trajectory": np.array(states), "x0_hat": np.array(x0s)}
+
+
+def pf_ode_exact(x, t, model, prediction, schedule, z, options, slip=None):
+    """The probability-flow ODE of Gaussian data N(mu, C) solved in closed form (EDM schedule): along each
+    eigenvector of C with eigenvalue l, x - mu scales as sqrt((l + sigma'^2) / (l + sigma^2))."""
+    mu, C = PF_DATA  # the case's data law (asserted in the test)
+    lam, V = np.linalg.eigh(C)
+    y = (x - mu) @ V
+    states = [x]
+    for s in t[1:]:
+        states.append(mu + (y * np.sqrt((lam + s * s) / (lam + t[0] ** 2))) @ V.T)
+    return np.array(states)
+
+
+PF_DATA = (np.array([0.5, -1.0]), np.array([[1.5, 0.4], [0.4, 0.8]]))  # golden's gaussian_d2 (asserted below)
+
+SAMPLERS = {"euler": euler, "heun": heun, "ddim": ddim, "ddpm": ddpm, "euler_ancestral": euler_ancestral,
+            "dpmpp_2m": dpmpp_2m, "pc": pc}
+
+
+# ----------------------------------------------------------------- correct samplers pass
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_a_sampler_written_from_its_algorithm_passes(name):
+    res = testing.assert_diffusion_sampler_matches(SAMPLERS[name], name)
+    n_cases = len(golden.cases.DIFFUSION_SAMPLER_CASES[name])
+    assert res.passed and res.coverage["cases"][0] == n_cases
+    # every quantity of every case compared: the trajectory and the denoiser outputs each step used
+    assert res.count("PASS") == sum(len(c.quantities) for c in testing.golden_cases(
+        kind=golden.cases.diffusion_kind_name(name)).all_cases.values())
+
+
+def test_the_exact_probability_flow_passes_the_pf_ode_cases():
+    """The closed-form flow of Gaussian data against refscore's adaptive solver (DOP853, rtol 1e-10): the
+    solver's error is far inside the check's rtol 1e-8."""
+    (c,) = testing.golden_cases(kind="diffusion_pf_ode").all_cases.values()
+    assert c.spec["data"]["kwargs"] == {"mean": PF_DATA[0].tolist(), "cov": PF_DATA[1].tolist()}
+    assert testing.assert_diffusion_sampler_matches(pf_ode_exact, "pf_ode").passed
+
+
+def test_a_single_step_form_passes_with_a_carry():
+    """DPM-Solver++(2M) one step at a time, its previous x0 and sigma carried by the helper."""
+    def step(x, t, t_next, model, prediction, schedule, noise, options, i, n_steps, carry):
+        s, s_n = t, t_next  # the EDM case
+        D = model(x, s)
+        with np.errstate(divide="ignore"):
+            h = np.log(s) - np.log(s_n)
+        if carry is None or s_n == 0:
+            x_n = (s_n / s) * x - np.expm1(-h) * D
+        else:
+            r = (np.log(carry[1]) - np.log(s)) / h
+            x_n = (s_n / s) * x - np.expm1(-h) * ((1 + 1 / (2 * r)) * D - 1 / (2 * r) * carry[0])
+        return {"x": x_n, "x0_hat": D, "carry": (D, s)}
+
+    assert testing.assert_diffusion_sampler_matches(step, "dpmpp_2m", form="step", cases="*edm*").passed
+
+
+# ----------------------------------------------------------------- slips are named, and only they
+#: slip -> (sampler, cases, the label the diagnosis names, its ledger row)
+SLIPS = {
+    "sigma^2": ("euler", "*edm_gaussian*", "sigma^2 where sigma belongs", "VE noise levels (diffusers KarrasVeScheduler)"),
+    "repeat": ("dpmpp_2m", "*sd*", "last sigma repeated", "Karras σ grid (k-diffusion)"),
+    "ramp": ("euler_ancestral", None, "Karras ramp over n + 1 points", "Karras σ grid (k-diffusion)"),
+    "hat": ("heun", None, "Heun's second stage at t_hat", "Heun second stage (diffusers)"),
+    "cout": ("ddim", "*eta1*", "c_out's sign for v-prediction", "Denoiser preconditioning (EDM, k-diffusion)"),
+    "eps read as v": ("ddim", "*leading*", "eps read as v", "Prediction type (diffusers)"),
+    "final alpha": ("ddim", None, "final alpha_bar_0 (set_alpha_to_one=False)", "DDIM final alpha (diffusers)"),
+    "max": ("euler", "*churn*", "max for min in the churn gamma", "EDM churn γ"),
+    "trailing": ("ddim", "*leading*", "timestep spacing trailing", "Timestep spacing (diffusers)"),
+    "offset 0": ("ddim", "*leading*", "timestep spacing leading (steps_offset 0)", "Timestep spacing (diffusers)"),
+    "no denoise": ("pc", None, "missing final denoise", "PC final denoise (score_sde)"),
+}
+LABELS = {label for _, _, label, _ in SLIPS.values()}
+
+
+def _diagnosis(slip):
+    sampler, cases, _, _ = SLIPS[slip]
+    fn = SAMPLERS[sampler]
+    with pytest.raises(AssertionError) as err:
+        testing.assert_diffusion_sampler_matches(lambda **kw: fn(**kw, slip=slip), sampler, cases=cases)
+    return {d.quantity: d for d in err.value.result.diagnosis}, str(err.value)
+
+
+@pytest.mark.parametrize("slip", list(SLIPS))
+def test_each_slip_is_named_with_its_row_and_no_other(slip):
+    sampler, cases, label, row = SLIPS[slip]
+    diagnoses, message = _diagnosis(slip)
+    d = diagnoses["trajectory"]
+    assert d.hypothesis == label and d.convention == row, (d.hypothesis, d.convention)
+    assert conventions.row(row) is not None
+    # no other slip is named anywhere: not for the trajectory, not for the denoiser outputs
+    for q, other in diagnoses.items():
+        named = set((other.hypothesis or "").split(" or ")) | set(other.also)
+        assert not (named & (LABELS - {label})), (q, named)
+    assert "departs at" in message
+
+
+def test_the_departure_says_what_departs():
+    """A denoiser output read otherwise departs at the call (at no time); Heun's second stage at t_hat is
+    the exact denoiser at another time; a spacing error is the grid, found at the first step's time."""
+    d, _ = _diagnosis("eps read as v")
+    assert "your x0_hat[0] departs from the exact denoiser at your state trajectory[0]: at no time: the model's " \
+           "output turned into x0 departs" in d["trajectory"].patterns[0]
+    d, _ = _diagnosis("hat")
+    where = d["x0_hat_2"].patterns[0]
+    assert "departs at step 0 (t = 80 -> 34.99): your x0_hat_2[0] departs" in where
+    assert "it is the exact denoiser there at t = 80 where refscore's call is at t = 34.99" in where
+    # x0_hat (the first stages) is refscore's denoiser at your states: said, and no variant named for it
+    assert any("every x0_hat is refscore's denoiser at your states" in p for p in d["x0_hat"].patterns)
+    assert d["x0_hat"].hypothesis is None
+    d, _ = _diagnosis("trailing")
+    assert "the exact denoiser there at t = 999 (sigma/alpha = 14.61) where refscore's call is at t = 901" \
+        in d["trajectory"].patterns[0]
+    d, _ = _diagnosis("no denoise")
+    assert d["trajectory"].patterns[0] == ("departs at step 5 (the last): your state after step 5 departs from "
+                                           "refscore's step from your state, your x0_hat agreeing: the update (or the time it "
+                                           "steps to) departs")
