@@ -393,7 +393,7 @@ def _run_numba(program, arrays, x, seed, chain0, record, progress, stop=None):
             raise _divergence(program, status, fail_step, chain0)
         return steps
 
-    _Driver().drive(advance, n_steps, n, f"{program.sampler} ({n} chains)", progress, stop)
+    _Driver().drive(advance, n_steps, n, f"diffusion {program.sampler}", progress, stop)
     return x, trace
 
 
