@@ -964,10 +964,6 @@ def _fmt(x, spec=".3g"):
 
 
 def _langevin_table(res):
-    for r in res.get("compile:families", []):
-        if "ratio" in r:
-            out.append({"target": f"first call of {r['family']} <= {COMPILE_BOUND:g}x trivial prange compile",
-                        "speedup": COMPILE_BOUND / r["ratio"], "met": r["ratio"] <= COMPILE_BOUND})
     plain = {(r["workload"], r["N"]): r["chain_steps_per_s"] for r in res.get("langevin:plain", [])}
     cols = [("numba", "langevin:numba"), ("numpy bknd", "langevin:numpy-backend"),
             ("plain numpy", "langevin:plain"), ("jax", "langevin:jax"), ("torch", "langevin:torch")]
