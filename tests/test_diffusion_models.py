@@ -253,3 +253,13 @@ def test_a_non_finite_model_output_is_reported_with_its_time_and_level():
     with np.errstate(over="ignore", invalid="ignore"):
         with pytest.raises(FloatingPointError, match=r"not finite at t = 0.5 \(noise level sigma / alpha = 0.5\)"):
             D.x0(np.array([[0.0, 0.0], [1e10, 0.0]]), 0.5)
+
+
+def test_a_sampler_refuses_a_model_denoiser_built_for_another_schedule():
+    """The adapter reads the model at its own schedule's level sigma/alpha and at x/alpha: on another schedule's
+    grid it would be read at the wrong level, silently; the sampler refuses it, as it refuses a Denoiser."""
+    edm, other = EDM(sigma_max=5.0), EDM(sigma_max=5.0)  # equal parameters, but not the schedule the run uses
+    D = ModelDenoiser(GM, _affine_model(P, MU), edm)
+    with pytest.raises(ValueError, match=r"x0_fn is a ModelDenoiser of .*pass that same schedule object"):
+        sample("euler", D, other, X, other.grid(4))
+    sample("euler", D, edm, X, edm.grid(4))  # its own schedule runs

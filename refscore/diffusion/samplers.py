@@ -75,6 +75,7 @@ from . import backends
 from . import coefficients as co
 from . import laws
 from .denoiser import Denoiser
+from .models import ModelDenoiser
 from .schedules import Schedule
 
 __all__ = ["SAMPLERS", "Sampler", "Run", "Distances", "euler_step", "heun_step", "churn_step", "ddim_step",
@@ -588,10 +589,12 @@ def _check_grid(schedule, grid):
 
 
 def _denoiser(x0_fn, schedule):
-    if isinstance(x0_fn, Denoiser):
+    if isinstance(x0_fn, (Denoiser, ModelDenoiser)):  # both read x_t through their own schedule
         if x0_fn.schedule is not schedule:
-            raise ValueError(f"x0_fn is a Denoiser of {x0_fn.schedule!r}: pass that same schedule object (its x0 is "
-                             f"E[x0 | x_t] under its own schedule), got {schedule!r}")
+            what = ("E[x0 | x_t] under its own schedule" if isinstance(x0_fn, Denoiser) else
+                    "the model read at its own schedule's noise level sigma/alpha")
+            raise ValueError(f"x0_fn is a {type(x0_fn).__name__} of {x0_fn.schedule!r}: pass that same schedule "
+                             f"object (its x0 is {what}), got {schedule!r}")
         return x0_fn.x0
     if not callable(x0_fn):
         raise TypeError(f"x0_fn must be a Denoiser or a callable x0_fn(x, t), got {type(x0_fn).__name__}")
