@@ -19,7 +19,8 @@ DATA = Path(__file__).resolve().parent / "data"
 
 #: one case of each kind that a hand edit could silently change
 SMALL = ("mlpscore_tanh_depth1_d2", "dsm_multi_mlpscore_tanh_d2", "ksd_imq_gaussian_d2", "ula_gaussian_d2",
-         "annealed_mixture_d1")
+         "annealed_mixture_d1", "schedule_sd_leading", "diffusion_ddim_sd_trailing_eta1_mixture_d2")
+DDIM = "diffusion_ddim_sd_trailing_eta1_mixture_d2"
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,13 @@ EDITS = {
                lambda c: c["mlpscore_tanh_depth1_d2"].update(layout="[b (2), W]")),
     "seed": ("ula_gaussian_d2", "'seed'", lambda c: c["ula_gaussian_d2"].update(seed=[1, 2])),
     "added field": ("ksd_imq_gaussian_d2", "'note'", lambda c: c["ksd_imq_gaussian_d2"].update(note="mine")),
+    "schedule table": ("schedule_sd_leading", "'schedule'",
+                       lambda c: c["schedule_sd_leading"]["schedule"]["kwargs"].update(beta_end=0.02)),
+    "spacing": ("schedule_sd_leading", "'params'",
+                lambda c: c["schedule_sd_leading"]["params"]["grid"].update(spacing="trailing", steps_offset=0)),
+    "prediction type": (DDIM, "'params'", lambda c: c[DDIM]["params"].update(prediction="eps")),
+    "sampler option": (DDIM, "'params'", lambda c: c[DDIM]["params"]["options"].update(eta=0.5)),
+    "data law": (DDIM, "'data'", lambda c: c[DDIM]["data"]["kwargs"].update(weights=[0.5, 0.5])),
 }
 
 
@@ -153,6 +161,23 @@ def test_manifest_check_names_the_type_of_a_list_param(gcopy):
     edit_manifest(gcopy, lambda c: c["annealed_mixture_d1"]["params"].update(sigmas=[3.0, 1.0, 0.5],
                                                                              steps=2.5))
     with pytest.raises(ValueError, match="must give .steps. a number \\(an integer\\), got 2.5"):
+        golden.load(gcopy)
+
+
+def test_manifest_check_of_a_diffusion_case_names_the_field(gcopy):
+    edit_manifest(gcopy, lambda c: c[DDIM]["schedule"].update(name="cosine"))
+    with pytest.raises(ValueError, match=f"case '{DDIM}' schedule .* cannot be built: schedule\\['name'\\] must be "
+                                         "one of"):
+        golden.load(gcopy)
+    edit_manifest(gcopy, lambda c: c[DDIM].update(schedule={"name": "vp_discrete", "kwargs": {}},
+                                                   params=dict(c[DDIM]["params"], grid={"steps": 10})))
+    with pytest.raises(ValueError, match="must give 'grid' a grid rule"):
+        golden.load(gcopy)
+    edit_manifest(gcopy, lambda c: c[DDIM]["params"].update(grid={"rule": "karras", "steps": 10}))
+    with pytest.raises(ValueError, match="grid rule 'karras' needs the EDM schedule"):
+        golden.load(gcopy)
+    edit_manifest(gcopy, lambda c: c[DDIM].update(data=[1, 2]))
+    with pytest.raises(ValueError, match="'data' must be an object {'target', 'kwargs'} or null"):
         golden.load(gcopy)
 
 
