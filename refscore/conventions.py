@@ -32,6 +32,16 @@ formula in plain NumPy and compares it with refscore plus the conversion.
 Where a paper and its released code disagree (NCSN's annealed step), both
 are rows.
 
+Diffusion (docs/diffusion.md): diffusers' timestep spacings and ``steps_offset``
+(:func:`diffusion_timesteps`), its zero terminal SNR (:func:`zero_terminal_snr_betas`), its
+``prediction_type`` (:func:`x0_from_prediction`), DDIM's final :math:`\bar\alpha`
+(:func:`ddim_final_alpha_cumprod`), ``KarrasVeScheduler``'s VE times passed as noise levels
+(:func:`sigma_from_ve_time`) and Heun's second stage; k-diffusion's Karras grid (:func:`karras_sigmas`),
+its and EDM's preconditionings (:func:`denoiser_scalings`) and the churn :math:`\gamma`
+(:func:`churn_gamma`); score_sde's final denoise.  Read at huggingface/diffusers 58eb52c0,
+crowsonkb/k-diffusion 4601bf0, NVlabs/edm 008a4e5, yang-song/score_sde 0acb9e0; each tested against a
+transcription, and each named by the diffusion diagnosis of :func:`refscore.golden.check`.
+
 Kinetic Langevin (docs/derivations.md §8.6, §8.7): blackjax's decoherence length
 :math:`L = 1/\gamma` (:func:`friction_from_decoherence_length`), the thermostats of jax-md
 and OpenMM at a temperature :math:`kT` (:func:`kinetic_from_thermostat`: mass :math:`m/kT`,
