@@ -874,3 +874,18 @@ def test_a_new_sampler_gets_its_golden_cases_and_diagnosis_from_its_entry(half_d
     assert not res.passed
     (d,) = res.diagnosis
     assert d.hypothesis == "noise sqrt(eta)"
+
+
+def test_every_diffusion_sampler_has_its_kind_and_cases(monkeypatch):
+    """A sampler of refscore.diffusion.SAMPLERS gets a kind diffusion_<name> with its cases (its default
+    options on EDM's Karras grid when the case table has no row for it), computed by the registry's run."""
+    from refscore.diffusion.samplers import SAMPLERS as DIFFUSION_SAMPLERS
+    from refscore.golden import cases
+
+    for name in DIFFUSION_SAMPLERS:
+        kind = cases.KINDS[cases.diffusion_kind_name(name)]
+        assert kind.subject == "diffusion" and cases.diffusion_sampler_of(kind.name) == name
+        assert len(kind.specs()) >= 1
+    monkeypatch.delitem(cases.DIFFUSION_SAMPLER_CASES, "euler")
+    (spec,) = cases.diffusion_sampler_kind("euler").specs().values()
+    assert spec["params"]["grid"] == {"rule": "karras", "steps": 8} and spec["params"]["options"] == {}

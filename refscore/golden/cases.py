@@ -13,7 +13,11 @@ sampler kinds are generated from the sampler registry
 :data:`refscore.sampling.samplers.SAMPLERS` (:func:`sampler_kind`): a sampler
 added there gets its cases on the closed-form targets, its inputs drawn and its
 quantities computed as its properties ``noise_levels``, ``has_accept_test`` and ``splitting``
-say.
+say.  The diffusion kinds (format 4) read the registries of :mod:`refscore.diffusion`: its
+schedules, its parametrisations and its samplers (:func:`diffusion_sampler_kind`: a sampler added to
+:data:`refscore.diffusion.samplers.SAMPLERS` gets a kind ``diffusion_<name>``, whose cases are its rows of
+:data:`DIFFUSION_SAMPLER_CASES`, by default its default options on EDM's Karras grid), and run the samplers on the exact denoiser with the stored noise
+(:func:`diffusion_steps`, which the diagnosis also runs from your states).
 
 Every input is drawn from ``default_rng([BASE_SEED, crc32(case name)])`` in a
 fixed order, so two runs of one refscore version give the same numbers, and a
@@ -71,6 +75,24 @@ __all__ = [
     "iterate_kinetic_steps",
     "sampler_kind",
     "mala_ratio_parts",
+    "DIFFUSION_KINDS",
+    "DIFFUSION_SCHEDULES",
+    "GRID_RULES",
+    "COEFFICIENT_TABLES",
+    "DIFFUSION_SAMPLER_CASES",
+    "N_DIFFUSION_CHAINS",
+    "DiffusionSubject",
+    "build_schedule",
+    "build_diffusion",
+    "diffusion_grid",
+    "churn_table",
+    "diffusion_kind_name",
+    "diffusion_sampler_of",
+    "diffusion_options",
+    "diffusion_noise_blocks",
+    "diffusion_steps",
+    "x0_quantities",
+    "diffusion_sampler_kind",
 ]
 
 #: seed of every draw; each case draws from ``default_rng([BASE_SEED, crc32(case name)])``
@@ -1011,6 +1033,10 @@ DIFFUSION_SAMPLER_CASES = {
 }
 
 
+#: the cases of a sampler without a row above: its default options on EDM's Karras grid, Gaussian data
+_DEFAULT_SAMPLER_CASES = (("edm_gaussian_d2", "edm", "gaussian_d2", _KARRAS8, "x0", {}),)
+
+
 def diffusion_kind_name(sampler: str) -> str:
     """The golden kind of a sampler of :data:`refscore.diffusion.samplers.SAMPLERS`: ``"diffusion_<name>"``."""
     return f"diffusion_{sampler}"
@@ -1043,7 +1069,8 @@ def _diffusion_sampler_specs(sampler) -> Callable:
             "kind": diffusion_kind_name(sampler), "schedule": DIFFUSION_SCHEDULES[s], "data": _TARGETS[data],
             "params": {"grid": grid, "prediction": prediction, "options": options, "chains": N_DIFFUSION_CHAINS,
                        "noise_seed": 1000 + 10 * i + j}}
-            for j, (suffix, s, data, grid, prediction, options) in enumerate(DIFFUSION_SAMPLER_CASES.get(sampler, ()))}
+            for j, (suffix, s, data, grid, prediction, options) in enumerate(
+                DIFFUSION_SAMPLER_CASES.get(sampler, _DEFAULT_SAMPLER_CASES))}
     return specs
 
 
