@@ -1999,14 +1999,14 @@ def denoiser_scalings(kind, sigma, sigma_data=1.0):
     In EDM's variables (:math:`\bar x = x_0 + \sigma\varepsilon`, docs/diffusion.md §4), for a network
     :math:`F` trained on the target of ``kind``:
 
-    ==========  =================================  ==========================================  =============================
-    ``kind``    :math:`c_{\rm skip}`               :math:`c_{\rm out}`                         :math:`c_{\rm in}`
-    ==========  =================================  ==========================================  =============================
-    ``"edm"``   :math:`\sigma_d^2/(\sigma^2 + \sigma_d^2)`  :math:`+\sigma\sigma_d/\sqrt{\sigma^2 + \sigma_d^2}`  :math:`1/\sqrt{\sigma^2 + \sigma_d^2}`
-    ``"v"``     :math:`\sigma_d^2/(\sigma^2 + \sigma_d^2)`  :math:`-\sigma\sigma_d/\sqrt{\sigma^2 + \sigma_d^2}`  :math:`1/\sqrt{\sigma^2 + \sigma_d^2}`
-    ``"eps"``   1                                  :math:`-\sigma`                             :math:`1/\sqrt{\sigma^2 + \sigma_d^2}`
-    ``"ve"``    1                                  :math:`+\sigma`                             1
-    ==========  =================================  ==========================================  =============================
+    =========  ==========================================  ====================================================  ======================================
+    ``kind``   :math:`c_{\rm skip}`                        :math:`c_{\rm out}`                                   :math:`c_{\rm in}`
+    =========  ==========================================  ====================================================  ======================================
+    ``"edm"``  :math:`\sigma_d^2/(\sigma^2 + \sigma_d^2)`  :math:`+\sigma\sigma_d/\sqrt{\sigma^2 + \sigma_d^2}`  :math:`1/\sqrt{\sigma^2 + \sigma_d^2}`
+    ``"v"``    :math:`\sigma_d^2/(\sigma^2 + \sigma_d^2)`  :math:`-\sigma\sigma_d/\sqrt{\sigma^2 + \sigma_d^2}`  :math:`1/\sqrt{\sigma^2 + \sigma_d^2}`
+    ``"eps"``  1                                           :math:`-\sigma`                                       :math:`1/\sqrt{\sigma^2 + \sigma_d^2}`
+    ``"ve"``   1                                           :math:`+\sigma`                                       1
+    =========  ==========================================  ====================================================  ======================================
 
     ``"v"``: with :math:`\sigma_d = 1`, :math:`c_{\rm in}\bar x = \alpha x_0 + s\varepsilon`
     (:math:`\alpha = 1/\sqrt{1 + \sigma^2}`, :math:`s = \sigma\alpha`), whose
