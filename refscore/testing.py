@@ -35,7 +35,8 @@ failing keys with their largest errors.  On success each returns the
                                            :class:`~refscore.golden.Golden`, in memory
 =========================================  ==================================================
 
-Every helper takes ``framework="numpy" | "torch" | "jax"``: your callable then
+Every helper but the three diffusion ones (NumPy arrays only, for now) takes
+``framework="numpy" | "torch" | "jax"``: your callable then
 receives that framework's arrays (float64 unless ``dtype="float32"``, which
 also selects the float32 tolerances of :data:`refscore.golden.TOLERANCES`)
 built by :mod:`refscore.interop`, and may return that framework's arrays.
