@@ -18,18 +18,23 @@ Derivation: docs/diffusion.md.
   coefficients the steps and the laws share in :mod:`refscore.diffusion.coefficients`);
 * :mod:`refscore.diffusion.dsm`: the continuous-time denoising score matching loss (weightings uniform,
   sigma^2, likelihood g^2, EDM's), its population value by quadrature and its exact minimum on Gaussian data;
-* :mod:`refscore.diffusion.models`: a trained noise-conditional score model as a denoiser for the samplers.
+* :mod:`refscore.diffusion.models`: a trained noise-conditional score model as a denoiser for the samplers;
+* :mod:`refscore.diffusion.likelihood`: the probability-flow ODE log-likelihood (closed form for Gaussian data,
+  a high-accuracy ODE for mixtures), the exact moments of the Hutchinson/Skilling divergence estimates, and
+  bits per dimension.
 
 Not imported by ``import refscore``: ``import refscore.diffusion`` (or ``from refscore import diffusion``).
 """
-from . import coefficients, denoiser, dsm, laws, models, parametrisations, samplers, schedules, tables
+from . import coefficients, denoiser, dsm, laws, likelihood, models, parametrisations, samplers, schedules, tables
 from .denoiser import Denoiser
+from .likelihood import gaussian_likelihood, pf_ode_likelihood
 from .models import ModelDenoiser
 from .parametrisations import PARAMETRISATIONS, convert_prediction, edm_preconditioning
 from .samplers import SAMPLERS, output_distances, output_law, output_map, sample
 from .schedules import EDM, SCHEDULES, VE, VP, Flow, Schedule, SubVP, VPDiscrete, convert
 
-__all__ = ["schedules", "tables", "parametrisations", "denoiser", "coefficients", "laws", "samplers", "dsm", "models",
+__all__ = ["schedules", "tables", "parametrisations", "denoiser", "coefficients", "laws", "samplers", "dsm", "models", "likelihood",
            "Schedule", "VP", "SubVP", "VE", "EDM", "Flow", "VPDiscrete", "SCHEDULES", "convert",
            "Denoiser", "ModelDenoiser", "PARAMETRISATIONS", "convert_prediction", "edm_preconditioning",
-           "SAMPLERS", "sample", "output_map", "output_law", "output_distances"]
+           "SAMPLERS", "sample", "output_map", "output_law", "output_distances", "gaussian_likelihood",
+           "pf_ode_likelihood"]
