@@ -33,7 +33,8 @@ from .parametrisations import PARAMETRISATIONS, convert_prediction, edm_precondi
 from .samplers import SAMPLERS, output_distances, output_law, output_map, sample
 from .schedules import EDM, SCHEDULES, VE, VP, Flow, Schedule, SubVP, VPDiscrete, convert
 
-__all__ = ["schedules", "tables", "parametrisations", "denoiser", "coefficients", "laws", "samplers", "dsm", "models", "likelihood",
+__all__ = ["schedules", "tables", "parametrisations", "denoiser", "coefficients", "laws", "samplers", "dsm", "models",
+           "likelihood",
            "Schedule", "VP", "SubVP", "VE", "EDM", "Flow", "VPDiscrete", "SCHEDULES", "convert",
            "Denoiser", "ModelDenoiser", "PARAMETRISATIONS", "convert_prediction", "edm_preconditioning",
            "SAMPLERS", "sample", "output_map", "output_law", "output_distances", "gaussian_likelihood",
