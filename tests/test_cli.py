@@ -31,7 +31,7 @@ def gdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli") / "golden"
     res = run("golden", "--out", str(d))
     assert res.returncode == 0, res.stderr
-    assert f"wrote 69 cases x {len(golden.QUANTITIES)} quantities and 64 further cases" in res.stdout
+    assert f"wrote 69 cases x {len(golden.QUANTITIES)} quantities and 67 further cases" in res.stdout
     assert f"(format_version {golden.FORMAT_VERSION})" in res.stdout
     return d
 
@@ -61,7 +61,7 @@ def test_check_pass_and_fail_by_subprocess(gdir, tmp_path):
     n = len(vals)
     assert f"{n} passed, 0 failed" in res.stdout and "RESULT: PASS" in res.stdout
     nq = len({q for kind in golden.CASE_KINDS.values() for q in kind["quantities"]})  # every kind's
-    assert f"coverage: 133 of 133 cases, {nq} of {nq} quantities, {n} of {n} keys compared" in res.stdout
+    assert f"coverage: 136 of 136 cases, {nq} of {nq} quantities, {n} of {n} keys compared" in res.stdout
     vals["mixture_d5/ssm_vr_sphere_grad"] = vals["mixture_d5/ssm_vr_sphere_grad"] + 1e-5
     bad = tmp_path / "bad.npz"
     np.savez(bad, **vals)
@@ -102,13 +102,13 @@ def test_check_options(gdir, tmp_path, capsys):
     assert cli.main(["check", str(gdir), str(p), "--rtol", "1e-5", "--all"]) == 0
     out = capsys.readouterr().out
     nq = len(golden.QUANTITIES)  # the quantities of a losses case
-    assert "linear_d2/score" in out and "PASS" in out and f"coverage: 1 of 133 cases, {nq} of {nq} quantities" in out
+    assert "linear_d2/score" in out and "PASS" in out and f"coverage: 1 of 136 cases, {nq} of {nq} quantities" in out
     del vals["linear_d2/jvp"]
     np.savez(p, **vals)
     # the verdict covers the keys provided; --require-all also wants every quantity of the case
     assert cli.main(["check", str(gdir), str(p), "--float32"]) == 0
     out = capsys.readouterr().out
-    assert f"coverage: 1 of 133 cases, {nq - 1} of {nq} quantities, {nq - 1} of" in out and "jvp (69 cases)" in out
+    assert f"coverage: 1 of 136 cases, {nq - 1} of {nq} quantities, {nq - 1} of" in out and "jvp (69 cases)" in out
     assert "MISSING" not in out and "linear_d2/jvp" not in out
     assert cli.main(["check", str(gdir), str(p), "--float32", "--require-all"]) == 1
     out = capsys.readouterr().out

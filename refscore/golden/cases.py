@@ -39,6 +39,7 @@ from ..models import GaussianMixtureModel, GaussianModel, LinearScore, MLPEnergy
 from ..models.activations import ACTIVATIONS
 from ..models.mlp_base import one_blas_thread
 from ..diffusion import coefficients as diffusion_co
+from ..diffusion import likelihood as diffusion_likelihood
 from ..diffusion import tables as diffusion_tables
 from ..diffusion.coefficients import StepContext
 from ..diffusion.denoiser import Denoiser
@@ -992,6 +993,46 @@ def _compute_coefficients(subject, inputs, spec):
     return {"table": np.array(rows, dtype=float)}
 
 
+# -------------------------------------------------- diffusion_likelihood
+#: the likelihood cases: data, schedule, (t_eps, t_end), the practical prior's std s (pi = N(0, s^2 I), score_sde's
+#: choice for the schedule), points and Rademacher probes
+_LIKELIHOOD_CASES = {
+    "likelihood_gaussian_d2_vp": ("gaussian_d2", "score_sde_vp", 1e-3, 1.0, 1.0),
+    "likelihood_mixture_d1_ve": ("mixture_d1", "score_sde_ve", 1e-5, 1.0, 50.0),
+    "likelihood_mixture_d2_edm": ("mixture_d2", "edm", 0.002, 80.0, 80.0),
+}
+_LIKELIHOOD_POINTS, _LIKELIHOOD_PROBES = 3, 3  # an odd m: the probes never cancel z_1 z_2 exactly
+
+
+def _likelihood_specs() -> dict:
+    return {name: {"kind": "diffusion_likelihood", "schedule": DIFFUSION_SCHEDULES[s], "data": _TARGETS[data],
+                   "params": {"t_eps": t0, "t_end": t1, "prior_std": prior, "probe": "rademacher"}}
+            for name, (data, s, t0, t1, prior) in _LIKELIHOOD_CASES.items()}
+
+
+def _draw_likelihood(name, spec, subject):
+    rng = np.random.default_rng(case_seed(name))
+    p = spec["params"]
+    x = _diffusion_start(rng, subject, p["t_eps"], _LIKELIHOOD_POINTS)
+    z = rng.choice([-1.0, 1.0], size=(_LIKELIHOOD_PROBES, subject.data.dim))
+    return {"x": x, "t": np.array([p["t_eps"], p["t_end"]], dtype=float), "z": z}
+
+
+def _compute_likelihood(subject, inputs, spec):
+    D = subject.denoiser
+    t0, t1 = (float(v) for v in inputs["t"])
+    prior = float(spec["params"]["prior_std"])
+    r = diffusion_likelihood.pf_ode_likelihood(D, inputs["x"], t0, t1, prior=prior, jacobian=True,
+                                               error_estimate=False)
+    z = inputs["z"]
+    _, var = diffusion_likelihood.hutchinson_moments(r.jacobian_integral, "rademacher", z.shape[0])
+    return {"log_likelihood": r.log_likelihood, "prior_term": r.prior_term,
+            "divergence_integral": r.divergence_integral, "x_T": r.x_T,
+            "log_density": np.atleast_1d(D.logpdf(inputs["x"], t0)),
+            "hutchinson_log_likelihood": r.prior_term + diffusion_likelihood.hutchinson_estimate(r.jacobian_integral, z),
+            "hutchinson_variance": var}
+
+
 # -------------------------------------------------- diffusion_<sampler>: trajectories
 #: how a sampler's denoiser calls are stored, where it is not one call per step: ``"stages"`` (x0_hat the
 #: first call of each step, x0_hat_2 the second, of the steps that have one), ``"per_step"`` (x0_hat
@@ -1408,6 +1449,28 @@ KINDS = {k.name: k for k in (
         "diffusion", _coefficient_specs, _draw_coefficients, _compute_coefficients,
         params={"grid": _GRID, "table": (lambda v: v in COEFFICIENT_TABLES, f"one of {sorted(COEFFICIENT_TABLES)}"),
                 "options": _OPTIONS, "columns": (lambda v: isinstance(v, list), "a list of column names")},
+    ),
+    CaseKind(
+        "diffusion_likelihood",
+        "the probability-flow ODE log-likelihood of points x at t_eps (params 't_eps', 't_end') for the case's data "
+        "under its schedule: log pi(x_T) + int_{t_eps}^{t_end} div v dt with the prior pi = N(0, prior_std^2 I), "
+        "its parts, the exact marginal log p_{t_eps}(x), and the Hutchinson estimate with the stored Rademacher "
+        "probes with its exact variance (refscore.diffusion.likelihood, docs/diffusion.md §9)",
+        {"x": "(n, d) data points, the ODE's start at t_eps",
+         "t": "(2,) (t_eps, t_end): the ODE runs from t_eps to t_end",
+         "z": "(m, d) Rademacher probes, the same for every point and every time (fixed per trajectory)"},
+        {"log_likelihood": "(n,) prior_term + divergence_integral: log p_{t_eps}(x) up to the prior mismatch",
+         "prior_term": "(n,) log N(x_T; 0, prior_std^2 I)",
+         "divergence_integral": "(n,) int_{t_eps}^{t_end} div v(x(t), t) dt, v the exact PF-ODE velocity",
+         "x_T": "(n, d) the ODE's end x(t_end)",
+         "log_density": "(n,) the exact marginal log p_{t_eps}(x) (what log_likelihood is with the prior p_{t_end})",
+         "hutchinson_log_likelihood": "(n,) prior_term + (1/m) sum_k z_k^T (int J_v dt) z_k: the estimate with the "
+                                      "stored probes, the sum over the m probes divided by m",
+         "hutchinson_variance": "(n,) the exact variance of the m-probe Rademacher estimate of divergence_integral: "
+                                "(2||A_s||_F^2 - 2 sum_i A_ii^2) / m, A = int J_v dt"},
+        "diffusion", _likelihood_specs, _draw_likelihood, _compute_likelihood,
+        params={"t_eps": _NUMBER, "t_end": _NUMBER, "prior_std": _NUMBER,
+                "probe": (lambda v: v == "rademacher", "'rademacher'")},
     ),
     *(diffusion_sampler_kind(sampler) for sampler in DIFFUSION_SAMPLERS),
 )}
