@@ -429,6 +429,7 @@ def test_case_kinds_counts_and_tables(gdir, g):
     assert counts == {"losses": 69, "dsm_multi": 4, "ksd": 3, "ula": 3, "mala": 3, "annealed": 3,
                       "kinetic_baoab": 3, "kinetic_obabo": 3, "kinetic_aboba": 3,
                       "diffusion_schedule": 10, "diffusion_denoiser": 7, "diffusion_coefficients": 7,
+                      "diffusion_likelihood": 3,
                       "diffusion_euler": 3, "diffusion_heun": 2, "diffusion_ddim": 2, "diffusion_ddpm": 2,
                       "diffusion_euler_ancestral": 1, "diffusion_dpmpp_2m": 2, "diffusion_pc": 2, "diffusion_pf_ode": 1}
     assert list(g.cases) == list(g.of_kind("losses"))  # .cases: the losses cases only
@@ -517,7 +518,7 @@ def test_a_format_3_directory_still_loads_and_checks(gdir, tmp_path):
     m = json.loads((d / "manifest.json").read_text())
     m["format_version"] = 3
     diffusion = [n for n, c in m["cases"].items() if c["kind"] in golden.cases.DIFFUSION_KINDS]
-    assert len(diffusion) == 39
+    assert len(diffusion) == 42
     kept = {n: c for n, c in m["cases"].items() if n not in diffusion}
     (d / "manifest.json").write_text(json.dumps({**m, "cases": kept}))
     g3 = golden.load(d)
