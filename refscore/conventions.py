@@ -152,6 +152,9 @@ __all__ = [
     "sigma_from_ve_time",
     "ve_time_from_sigma",
     "churn_gamma",
+    "log_likelihood_with_prior",
+    "log_likelihood_from_probe_sum",
+    "probe_sum_from_log_likelihood",
     # the ledger
     "ARGUMENTS",
     "CONVERTED",
@@ -2123,6 +2126,56 @@ def ve_time_from_sigma(sigma):
     return s * s
 
 
+def log_likelihood_with_prior(divergence_integral, prior_term):
+    r"""The probability-flow ODE log-likelihood from its two parts, refscore's convention
+    (docs/diffusion.md §9):
+
+    .. math::
+
+        \log p_{t_\epsilon}(x) = \log\pi(x_T) + \int_{t_\epsilon}^{T}
+abla\cdot v(x_t, t)\,dt,
+
+    the prior's log-density at the ODE's end point plus the divergence integral (the change of variables).
+    A code that reports the divergence integral alone left the prior term out.
+
+    Examples
+    --------
+    >>> log_likelihood_with_prior(-1.25, -3.0)
+    -4.25
+    """
+    return divergence_integral + prior_term
+
+
+def log_likelihood_from_probe_sum(value, prior_term, n_probes):
+    r"""A Hutchinson (or Skilling) estimate of the PF-ODE log-likelihood whose trace term summed the ``m`` probes
+    without dividing by ``m``, converted to refscore's mean over the probes:
+
+    .. math::
+
+        \log\pi(x_T) + rac1m\sum_{k=1}^m z_k^	op\Bigl(\int J_v\,dt\Bigr) z_k
+        = \pi + (	ext{value} - \pi)/m, \qquad \pi = \log\pi(x_T)
+
+    (:func:`refscore.diffusion.likelihood.hutchinson_estimate` divides by ``m``; with one probe per point, as in
+    score_sde's ``likelihood.py``, the two agree).
+
+    Examples
+    --------
+    >>> log_likelihood_from_probe_sum(-3.0 + 3 * 0.5, -3.0, 3)
+    -2.5
+    """
+    if isinstance(n_probes, bool) or not isinstance(n_probes, (int, np.integer)) or n_probes < 1:
+        raise ValueError(f"n_probes must be a positive integer (the number of probes m), got {n_probes!r}")
+    return prior_term + (value - prior_term) / n_probes
+
+
+def probe_sum_from_log_likelihood(value, prior_term, n_probes):
+    """The inverse of :func:`log_likelihood_from_probe_sum`: refscore's estimate as a code that never divides the
+    probes' sum by their number ``m`` reports it."""
+    if isinstance(n_probes, bool) or not isinstance(n_probes, (int, np.integer)) or n_probes < 1:
+        raise ValueError(f"n_probes must be a positive integer (the number of probes m), got {n_probes!r}")
+    return prior_term + (value - prior_term) * n_probes
+
+
 def churn_gamma(sigma, n_steps, S_churn, S_tmin=0.0, S_tmax=float("inf")) -> float:
     r"""EDM's churn :math:`\gamma_i = \min(S_{\rm churn}/N, \sqrt2 - 1)` where :math:`S_{t\min} \le \sigma_i \le S_{t\max}`, else 0.
 
@@ -2546,6 +2599,21 @@ TABLE: tuple[ConventionRow, ...] = (
         "unit sphere: SSM → ISM/d",
         "`projection_scale(kind, d)`",
         helpers=(projection_scale,),
+    ),
+    ConventionRow(
+        "PF-ODE log-likelihood (prior term)",
+        "log π(x_T) + ∫ ∇·v dt from t_ε to T (the change of variables)",
+        "the divergence integral alone, the prior's log-density at the ODE's end left out",
+        "add the prior term: `log_likelihood_with_prior(divergence_integral, prior_term)`",
+        helpers=(log_likelihood_with_prior,),
+    ),
+    ConventionRow(
+        "PF-ODE log-likelihood (Hutchinson probes)",
+        "log π(x_T) + (1/m) Σ_k z_kᵀ (∫ J_v dt) z_k: the mean over the m probes",
+        "the sum over the m probes, never divided by m (score_sde's likelihood.py draws one probe per point, "
+        "where the two agree)",
+        "`log_likelihood_from_probe_sum(value, prior_term, m)`, `probe_sum_from_log_likelihood`",
+        helpers=(log_likelihood_from_probe_sum, probe_sum_from_log_likelihood),
     ),
 )
 

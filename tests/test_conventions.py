@@ -1665,3 +1665,21 @@ def test_churn_gamma_against_edm_and_k_diffusion():
     assert cv.churn_gamma(1.0, 18, 0.0) == 0.0  # where max(0 / 18, sqrt 2 - 1) would churn at S_churn = 0
     with pytest.raises(ValueError, match="n_steps must be >= 1"):
         cv.churn_gamma(1.0, 0, 1.0)
+
+
+def test_the_likelihood_conversions_invert_each_other_and_match_a_transcription():
+    """A trace estimate written as a sum over the probes (the slip) against refscore's mean over them, each
+    transcribed here as a loop: the conversion brings one to the other and its inverse back, for any m; the
+    prior term adds to the divergence integral."""
+    rng = np.random.default_rng(3)
+    A, prior = rng.standard_normal((4, 4)), -2.5
+    for m in (1, 2, 5):
+        z = rng.choice([-1.0, 1.0], size=(m, 4))
+        summed = prior + sum(float(zk @ A @ zk) for zk in z)
+        mean = prior + sum(float(zk @ A @ zk) for zk in z) / m
+        assert np.isclose(cv.log_likelihood_from_probe_sum(summed, prior, m), mean, rtol=1e-14)
+        assert np.isclose(cv.probe_sum_from_log_likelihood(mean, prior, m), summed, rtol=1e-14)
+    assert cv.log_likelihood_with_prior(-1.0, prior) == -3.5
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="n_probes must be a positive integer"):
+            cv.log_likelihood_from_probe_sum(1.0, 0.0, bad)

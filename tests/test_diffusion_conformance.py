@@ -590,3 +590,47 @@ def test_bad_calls_say_what_is_expected():
     with pytest.raises(ValueError, match="'schedule_edm_karras_18' is a diffusion_schedule case; this helper takes "
                                          "diffusion_denoiser cases"):
         testing.assert_denoiser_matches(my_denoiser, "schedule_edm_karras_18")
+
+
+# ----------------------------------------------------------------- likelihoods
+def _likelihood_values(slip=None):
+    """Your PF-ODE log-likelihood code, as the golden quantities with ``slip`` injected."""
+    g = testing.golden_cases(kind="diffusion_likelihood")
+    values = {}
+    for n, c in g.all_cases.items():
+        q = c.quantities
+        ll, hutch, prior = q["log_likelihood"], q["hutchinson_log_likelihood"], q["prior_term"]
+        m = c.inputs["z"].shape[0]
+        if slip == "no prior":
+            ll, hutch = ll - prior, hutch - prior
+        elif slip == "probe sum":
+            hutch = prior + m * (hutch - prior)
+        values[f"{n}/log_likelihood"] = ll
+        values[f"{n}/hutchinson_log_likelihood"] = hutch
+    return g, values
+
+
+def test_a_likelihood_with_its_prior_and_the_probe_mean_passes():
+    g, values = _likelihood_values()
+    assert golden.check(g, values).passed
+
+
+@pytest.mark.parametrize("slip, names", [
+    ("no prior", {"log_likelihood": "prior term missing", "hutchinson_log_likelihood": "prior term missing"}),
+    ("probe sum", {"hutchinson_log_likelihood": "probe sum not divided by the probe count"}),
+])
+def test_a_likelihood_slip_is_named_with_its_row_and_no_other(slip, names):
+    """The prior term left out moves both keys by log pi(x_T); the probes' sum never divided by m (the stored
+    cases have m = 3 probes) moves the Hutchinson key only; each is named with its ledger row, and the other
+    slip's label is never given."""
+    g, values = _likelihood_values(slip)
+    res = golden.check(g, values)
+    got = {d.quantity: d for d in res.diagnosis}
+    assert set(got) == set(names)
+    rows = {"prior term missing": "PF-ODE log-likelihood (prior term)",
+            "probe sum not divided by the probe count": "PF-ODE log-likelihood (Hutchinson probes)"}
+    for q, label in names.items():
+        assert got[q].hypothesis == label and got[q].convention == rows[label], (q, got[q].line())
+        others = set(rows) - {label}
+        assert not others & ({got[q].hypothesis} | set(got[q].also))
+

@@ -37,7 +37,8 @@ prediction converted to :math:`x_0` otherwise).
 their quantities: a grid by another rule (as above), :math:`\sigma^2` or :math:`\alpha^2` where
 :math:`\sigma` or :math:`\alpha` belongs; a churn table with ``max``, a DDIM table whose last step lands
 on :math:`\bar\alpha_0`; a prediction of another parametrisation; constant factors worded for them
-(:func:`factors`).
+(:func:`factors`).  ``diffusion_likelihood`` cases: a log-likelihood without its prior term, and a
+Hutchinson estimate whose sum over the probes was never divided by their number.
 """
 from __future__ import annotations
 
@@ -606,6 +607,24 @@ def _denoiser_hypotheses(ctx, Q):
     return out
 
 
+def _likelihood_hypotheses(ctx, Q):
+    """A log-likelihood without its prior term, and a Hutchinson estimate whose probe sum was never divided by the
+    number of probes (each with its ledger row)."""
+    out = []
+    if Q.q in ("log_likelihood", "hutchinson_log_likelihood"):
+        out.append(("prior term missing", "your log-likelihood is the divergence integral alone: the prior's "
+                    "log-density log pi(x_T) at the ODE's end point is left out",
+                    lambda c: c.quantities[Q.q] - c.quantities["prior_term"],
+                    _row(conventions.log_likelihood_with_prior)))
+    if Q.q == "hutchinson_log_likelihood":
+        out.append(("probe sum not divided by the probe count", "your trace term sums z_k^T (int J_v dt) z_k over "
+                    "the m probes where refscore takes their mean (a Hutchinson estimate never divided by m)",
+                    lambda c: conventions.probe_sum_from_log_likelihood(
+                        c.quantities[Q.q], c.quantities["prior_term"], int(c.inputs["z"].shape[0])),
+                    _row_converting(conventions.log_likelihood_from_probe_sum)))
+    return out
+
+
 def structural(ctx, Q):
     """The hypotheses of a failing diffusion quantity (see the module), each predicting your values."""
     if not Q.cases:
@@ -618,6 +637,8 @@ def structural(ctx, Q):
         return _schedule_hypotheses(ctx, Q)
     if kind == "diffusion_coefficients":
         return _coefficient_hypotheses(ctx, Q)
+    if kind == "diffusion_likelihood":
+        return _likelihood_hypotheses(ctx, Q)
     return _denoiser_hypotheses(ctx, Q)
 
 
