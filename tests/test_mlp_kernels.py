@@ -266,3 +266,59 @@ def test_residual_kernel_esm_dsm_match_numpy_engine(hidden):
         (v1, g1), (v0, g0) = loss(fast), loss(ref)
         assert v1 == pytest.approx(v0, rel=1e-12)
         np.testing.assert_allclose(g1, g0, rtol=0, atol=1e-12 * (1 + np.abs(g0).max()))
+
+
+def _tile_products():
+    from refscore._kernels import load_mlp_losses
+
+    ml = load_mlp_losses()
+    return ml._dot_rows, ml._add_into, ml._transpose_into, ml._padded
+
+
+def _placed(a, offset):
+    """A copy of ``a`` that starts ``offset`` float64s past a 64-byte boundary."""
+    buf = np.empty(a.size + 16)
+    start = (-(buf.ctypes.data % 64) // 8) % 8 + offset
+    out = buf[start:start + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("c, K, m", [(1, 1, 1), (3, 5, 2), (4, 4, 4), (5, 9, 7), (7, 16, 3), (192, 64, 64),
+                                     (13, 10, 64), (6, 64, 10), (9, 0, 3)])
+def test_dot_rows_against_numpy_every_edge_tile(c, K, m):
+    # C = A[:, :K] B[:, :K]ᵀ + b with tiles of 4 x 4 clamped at the edges (rows and columns that are not
+    # multiples of 4, K below and above the vector width): a reordered sum of K products of O(1)
+    # numbers, so 1e-14 relative to the sum of |terms| (K ulps of 1e-16 with room)
+    dot_rows, _, _, _ = _tile_products()
+    rng = np.random.default_rng(c * 100 + K * 10 + m)
+    A = rng.standard_normal((c, K + 2))  # columns past K must be ignored
+    B = rng.standard_normal((m, K + 3))
+    b = rng.standard_normal(m)
+    C = np.full((c, m), np.nan)
+    dot_rows(A, B, C, b, K)
+    want = A[:, :K] @ B[:, :K].T + b
+    scale = np.abs(A[:, :K]) @ np.abs(B[:, :K]).T + np.abs(b)
+    assert np.all(np.abs(C - want) <= 1e-14 * scale + 1e-300)
+    # the order of summation is fixed by the shapes, not by where the operands lie: bitwise the same
+    # for every placement relative to a cache line (the kernels' results must not depend on addresses)
+    for off in (1, 3, 5):
+        C2 = np.empty((c, m))
+        dot_rows(_placed(A, off), _placed(B, 7 - off), C2, b, K)
+        np.testing.assert_array_equal(C2, C)
+
+
+def test_transpose_into_padded_rows_and_add_into():
+    _, add_into, transpose_into, padded = _tile_products()
+    for c in (1, 7, 8, 9, 128, 192, 200):
+        p = padded(c)
+        # whole 64-byte lines, an odd number of them: rows of a copy spread over every L1 set
+        assert p >= c and p % 8 == 0 and (p // 8) % 2 == 1 and p - c < 16
+    A = np.arange(35.0).reshape(7, 5)
+    T = np.full((6, padded(7)), -1.0)
+    transpose_into(A, T)
+    np.testing.assert_array_equal(T[:5, :7], A.T)
+    assert (T[5] == -1).all() and (T[:, 7:] == -1).all()  # nothing written outside A's transpose
+    G = np.ones((5, 7))
+    add_into(G, T[:5, :7].copy())
+    np.testing.assert_array_equal(G, 1 + A.T)
