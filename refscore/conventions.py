@@ -2132,11 +2132,10 @@ def log_likelihood_with_prior(divergence_integral, prior_term):
 
     .. math::
 
-        \log p_{t_\epsilon}(x) = \log\pi(x_T) + \int_{t_\epsilon}^{T}
-abla\cdot v(x_t, t)\,dt,
+        \log p_{t_\epsilon}(x) = \log\pi(x_T) + \int_{t_\epsilon}^{T}\nabla\cdot v(x_t, t)\,dt,
 
-    the prior's log-density at the ODE's end point plus the divergence integral (the change of variables).
-    A code that reports the divergence integral alone left the prior term out.
+    that is the prior's log-density at the ODE's end point plus the divergence integral (the change of
+    variables).  A code that reports the divergence integral alone left the prior term out.
 
     Examples
     --------
@@ -2152,8 +2151,8 @@ def log_likelihood_from_probe_sum(value, prior_term, n_probes):
 
     .. math::
 
-        \log\pi(x_T) + rac1m\sum_{k=1}^m z_k^	op\Bigl(\int J_v\,dt\Bigr) z_k
-        = \pi + (	ext{value} - \pi)/m, \qquad \pi = \log\pi(x_T)
+        \log\pi(x_T) + \frac1m\sum_{k=1}^m z_k^\top\Bigl(\int J_v\,dt\Bigr) z_k
+        = \ell_\pi + (\text{value} - \ell_\pi)/m, \qquad \ell_\pi = \log\pi(x_T)
 
     (:func:`refscore.diffusion.likelihood.hutchinson_estimate` divides by ``m``; with one probe per point, as in
     score_sde's ``likelihood.py``, the two agree).

@@ -8,9 +8,11 @@ where the cache lives and how big it is.  Each family is warmed by the calls
 users make first: for the MLP loss kernels every per-point loss, with and
 without its gradient, on a one-hidden-layer net (the closed-form trace) and a
 three-hidden-layer one (the any-depth path); for the samplers ULA, MALA,
-annealed and kinetic Langevin on a Gaussian (the kernels take the target kind,
-and the kinetic kernel the splitting, at run time, so one target and one
-splitting compile them for all); for the diffusion samplers one Heun run on a
+annealed and kinetic Langevin on one target of each kind the compiled kernels
+know (Gaussian, mixture, Student t, banana, an MLP): the CPU kernels compile
+each target kind on its first use, the CUDA kernels take it at run time (one
+target compiles them for all), and the kinetic kernel takes its splitting at
+run time; for the diffusion samplers one Heun run on a
 Gaussian mixture (the sampler and the schedule are run-time data, so one run
 compiles the kernel for every sampler).
 """
@@ -47,15 +49,23 @@ def _mlp_losses() -> None:
 
 
 def _samplers(backend) -> None:
-    from .distributions import Gaussian
+    from .distributions import Banana, Gaussian, GaussianMixture, StudentT
+    from .models import MLPEnergy
     from .sampling import annealed_langevin, kinetic_langevin, mala, ula
 
-    p = Gaussian([0.0, 0.0], np.eye(2))
+    mlp = MLPEnergy(2, (4,))
+    targets = (Gaussian([0.0, 0.0], np.eye(2)),
+               GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.0]], [np.eye(2)] * 2),
+               StudentT([0.0, 0.0], np.eye(2), 5.0), Banana(), mlp.bind(mlp.init(rng=0)))
     x0 = np.zeros((4, 2))
-    ula(p, x0, 0.1, 2, seed=0, backend=backend, progress=False)
-    mala(p, x0, 0.1, 2, seed=0, backend=backend, progress=False)
-    annealed_langevin(p.perturbed(), x0, [1.0, 0.5], 0.1, 2, seed=0, backend=backend, progress=False)
-    kinetic_langevin(p, x0, 0.1, 2, 1.0, seed=0, backend=backend, progress=False)  # one kernel, every splitting
+    # the CPU kernels compile each target kind on its first use (the kind is a compile-time constant there)
+    for p in targets if backend == "numba" else targets[:1]:
+        ula(p, x0, 0.1, 2, seed=0, backend=backend, progress=False)
+        mala(p, x0, 0.1, 2, seed=0, backend=backend, progress=False)
+        kinetic_langevin(p, x0, 0.1, 2, 1.0, seed=0, backend=backend, progress=False)  # one kernel, every splitting
+    # annealed Langevin runs the Langevin kernel on a noised law: a Gaussian's is a Gaussian, a mixture's a mixture
+    for p in targets[:2]:
+        annealed_langevin(p.perturbed(), x0, [1.0, 0.5], 0.1, 2, seed=0, backend=backend, progress=False)
 
 
 def _diffusion() -> None:

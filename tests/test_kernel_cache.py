@@ -133,3 +133,20 @@ def test_quiet_environment_silences_the_notice(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cache, "_announced", set())
     cache._announce("cpu_sampler")
     assert capsys.readouterr().err == ""
+
+
+def test_a_warm_literal_entry_kernel_announces_no_compile(tmp_path):
+    """The CPU sampler kernels take the target kind as a literal: numba's first, plain-typed attempt is a cache
+    miss it aborts at once, then the literal version loads from the cache.  A second process on a filled cache
+    prints no compile notice (the aborted attempt is not announced); the first one does."""
+    env = dict(os.environ, REFSCORE_CACHE_DIR=str(tmp_path))
+    env.pop("REFSCORE_QUIET", None)
+    code = textwrap.dedent("""
+        import numpy as np, refscore as rs
+        rs.ula(rs.Gaussian([0.0], [[1.0]]), np.zeros((4, 1)), 0.1, 2, seed=0, backend="numba")
+    """)
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    assert runs[0].stderr.count("refscore: compiling the Langevin sampler kernels") == 1
+    assert "refscore: compiling" not in runs[1].stderr

@@ -33,7 +33,7 @@ from numba.extending import overload
 
 from . import score_blocks, vecmath
 from .activation_table import compile_activate_hidden
-from .cache import use_cache
+from .cache import literal_entry, use_cache
 from .group_threads import run_ranges
 
 __all__ = ["langevin", "mala", "kinetic", "evaluate_points", "BLOCK"]
@@ -59,6 +59,7 @@ _phase_check = _K.phase_check
 _U1 = np.uint64(1)
 
 
+@literal_entry
 @numba.njit(cache=use_cache(), nogil=True)
 def _langevin_entry(kind, b_lo, b_hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace,
                     status):
@@ -69,6 +70,7 @@ def _langevin_entry(kind, b_lo, b_hi, lay, params, scale, etas, steps_per_level,
                      trace, status)
 
 
+@literal_entry
 @numba.njit(cache=use_cache(), nogil=True)
 def _mala_entry(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
     """:func:`_mala_blocks` for the literal target kind ``kind``: a small function, so that numba's
@@ -77,6 +79,7 @@ def _mala_entry(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, 
     _mala_blocks(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted)
 
 
+@literal_entry
 @numba.njit(cache=use_cache(), nogil=True)
 def _kinetic_entry(kind, b_lo, b_hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0,
                    step0, rec, trace, p_trace, status):

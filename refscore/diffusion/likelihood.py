@@ -164,7 +164,7 @@ def gaussian_likelihood(denoiser, x, t_eps, t_end, prior="exact"):
         \int_{t_\epsilon}^T\nabla\cdot v\,dt = \tfrac12\sum_i\log\frac{\delta_{T,i}}{\delta_{\epsilon,i}},
 
     and :math:`\int J_v\,dt = V\operatorname{diag}(\tfrac12\log(\delta_T/\delta_\epsilon))V^\top`; the log-ratios
-    are ``log1p`` of :math:`(\delta_T - \delta_\epsilon)/\delta_\epsilon`.  ``prior`` as :func:`prior_logpdf`.
+    are ``log1p`` of :math:`(\delta_T - \delta_\epsilon)/\delta_\epsilon`.  ``prior`` as :func:`~refscore.diffusion.likelihood.prior_logpdf`.
     """
     t0, t1 = _check(denoiser, t_eps, t_end)
     _check_prior(prior)
@@ -228,7 +228,7 @@ def pf_ode_likelihood(denoiser, x, t_eps, t_end, prior="exact", *, method="DOP85
 
     Integrates :math:`dx/dt = v`, :math:`d\ell/dt = \nabla\cdot v` (the exact divergence: the trace of the
     velocity's Jacobian, :meth:`Denoiser.prediction_jacobian`) from ``t_eps`` to ``t_end``, one point at a time
-    (the answer does not depend on the batch), and adds the prior term (:func:`prior_logpdf`).  With
+    (the answer does not depend on the batch), and adds the prior term (:func:`~refscore.diffusion.likelihood.prior_logpdf`).  With
     ``jacobian=True`` the state carries the whole :math:`\int J_v\,dt` (``d^2`` more components), whose trace is
     the divergence integral.
 
