@@ -268,11 +268,10 @@ def test_residual_kernel_esm_dsm_match_numpy_engine(hidden):
         np.testing.assert_allclose(g1, g0, rtol=0, atol=1e-12 * (1 + np.abs(g0).max()))
 
 
-def _tile_products():
+def _dot_rows():
     from refscore._kernels import load_mlp_losses
 
-    ml = load_mlp_losses()
-    return ml._dot_rows, ml._add_into, ml._transpose_into, ml._padded
+    return load_mlp_losses()._dot_rows
 
 
 def _placed(a, offset):
@@ -284,41 +283,45 @@ def _placed(a, offset):
     return out
 
 
-@pytest.mark.parametrize("c, K, m", [(1, 1, 1), (3, 5, 2), (4, 4, 4), (5, 9, 7), (7, 16, 3), (192, 64, 64),
-                                     (13, 10, 64), (6, 64, 10), (9, 0, 3)])
-def test_dot_rows_against_numpy_every_edge_tile(c, K, m):
-    # C = A[:, :K] B[:, :K]ᵀ + b with tiles of 4 x 4 clamped at the edges (rows and columns that are not
-    # multiples of 4, K below and above the vector width): a reordered sum of K products of O(1)
-    # numbers, so 1e-14 relative to the sum of |terms| (K ulps of 1e-16 with room)
-    dot_rows, _, _, _ = _tile_products()
-    rng = np.random.default_rng(c * 100 + K * 10 + m)
-    A = rng.standard_normal((c, K + 2))  # columns past K must be ignored
-    B = rng.standard_normal((m, K + 3))
-    b = rng.standard_normal(m)
-    C = np.full((c, m), np.nan)
-    dot_rows(A, B, C, b, K)
-    want = A[:, :K] @ B[:, :K].T + b
-    scale = np.abs(A[:, :K]) @ np.abs(B[:, :K]).T + np.abs(b)
-    assert np.all(np.abs(C - want) <= 1e-14 * scale + 1e-300)
-    # the order of summation is fixed by the shapes, not by where the operands lie: bitwise the same
-    # for every placement relative to a cache line (the kernels' results must not depend on addresses)
+@pytest.mark.parametrize("c, K, m", [(1, 1, 1), (3, 5, 2), (4, 4, 16), (5, 9, 17), (7, 16, 3), (192, 64, 64),
+                                     (13, 10, 64), (6, 200, 10), (9, 0, 3)])
+@pytest.mark.parametrize("a_by_columns", [False, True])
+def test_dot_rows_against_numpy_every_edge_tile(c, K, m, a_by_columns):
+    # C += A B over tiles of 4 rows x 16 columns (c, m below, at and past multiples of those), K below,
+    # at and past a chunk of 64, A read along its rows (a forward product) or down its columns (a
+    # weight gradient); C and B padded as the kernels pad them.  Each entry is C's value plus K products
+    # of O(1) numbers summed in order with fused multiply-adds: 1e-14 relative to the sum of |terms|
+    from refscore._kernels.tile_products import padded, rows_padded
+
+    dot_rows = _dot_rows()
+    rng = np.random.default_rng(c * 1000 + K * 10 + m)
+    cp, mp = rows_padded(c), padded(m)
+    if a_by_columns:  # A[k, i] = G[i, k]: G is (K, cp) row-major, read with strides (1, cp)
+        G = rng.standard_normal((max(K, 1), cp))
+        Af, rs, cs, A = G.ravel(), 1, cp, G.T[:, :K]
+    else:
+        A = rng.standard_normal((cp, K + 2))  # entries past K must be ignored
+        Af, rs, cs = A.ravel(), K + 2, 1
+        A = A[:, :K]
+    B = np.zeros((K, mp))
+    B[:, :m] = rng.standard_normal((K, m))
+    C0 = rng.standard_normal((cp, mp))
+    C = C0.copy()
+    dot_rows(Af, rs, cs, B, C, K)
+    want = C0[:c, :m] + A[:c] @ B[:, :m]
+    scale = np.abs(C0[:c, :m]) + np.abs(A[:c]) @ np.abs(B[:, :m])
+    assert np.all(np.abs(C[:c, :m] - want) <= 1e-14 * scale)
+    # every entry sums its terms in order i = 0, 1, ... from C's value, whatever its tile, so the result
+    # does not depend on where the operands lie: bitwise the same at other addresses
     for off in (1, 3, 5):
-        C2 = np.empty((c, m))
-        dot_rows(_placed(A, off), _placed(B, 7 - off), C2, b, K)
+        C2 = C0.copy()
+        dot_rows(_placed(Af, off), rs, cs, _placed(B, 7 - off), C2, K)
         np.testing.assert_array_equal(C2, C)
 
 
-def test_transpose_into_padded_rows_and_add_into():
-    _, add_into, transpose_into, padded = _tile_products()
-    for c in (1, 7, 8, 9, 128, 192, 200):
-        p = padded(c)
-        # whole 64-byte lines, an odd number of them: rows of a copy spread over every L1 set
-        assert p >= c and p % 8 == 0 and (p // 8) % 2 == 1 and p - c < 16
-    A = np.arange(35.0).reshape(7, 5)
-    T = np.full((6, padded(7)), -1.0)
-    transpose_into(A, T)
-    np.testing.assert_array_equal(T[:5, :7], A.T)
-    assert (T[5] == -1).all() and (T[:, 7:] == -1).all()  # nothing written outside A's transpose
-    G = np.ones((5, 7))
-    add_into(G, T[:5, :7].copy())
-    np.testing.assert_array_equal(G, 1 + A.T)
+def test_padded_widths_and_rows():
+    from refscore._kernels.tile_products import R_TILE, S_TILE, padded, rows_padded
+
+    for h in (1, 15, 16, 17, 64, 100):
+        assert padded(h) % S_TILE == 0 and h <= padded(h) < h + S_TILE
+        assert rows_padded(h) % R_TILE == 0 and h <= rows_padded(h) < h + R_TILE

@@ -21,13 +21,15 @@ tangents stacked, one combined reverse pass (docs/derivations.md §3),
         + \varphi''(a_l)\odot\textstyle\sum_j \bar{\dot h}_{l,j}\odot\dot a_{l,j},\quad
     \bar W_l \mathrel{+}= [\bar a_l;\ \bar{\dot a}_l]^\top [h_{l-1};\ \dot h_{l-1}],
 
-done here without the interpreter, block by block of points: the matrix
-products are :mod:`.tile_products`' ``dot_rows`` (AVX-512 through LLVM's
-vectoriser, about 1.5x OpenBLAS's AVX2 kernel on these shapes; a reduction
-over fewer than 16 numbers, the input dimension d of a small problem, goes to
-``np.dot``), the weight gradients from feature-major copies of the block's
-arrays (``transpose_into``), the activations over a whole block at a time,
-and the groups of blocks over the cores by :func:`.group_threads.run_groups`.
+done here without the interpreter, block by block of points: every matrix
+product, forward, backward and weight gradient, is :mod:`.tile_products`'
+``dot_rows`` (register-blocked AVX-512 multiply-adds, 50–60 GFMA/s on one
+core, about twice OpenBLAS's AVX2 kernel on these shapes; it reads its
+left factor through strides, so a weight gradient needs no transposed
+copy), every array of a block has a padded width (a multiple of 16
+columns, the padding zero), the activations run over a whole block at a
+time, and the groups of blocks over the cores by
+:func:`.group_threads.run_groups`.
 
 Determinism.  The points are cut into blocks of ``block`` points and the
 blocks into ``n_groups`` contiguous groups; each group sums its blocks'
@@ -68,7 +70,7 @@ from .activation_table import compile_activate_row
 from .cache import use_cache
 from .group_threads import run_groups
 from .ids import ISM, RESIDUAL, SSM, SSM_VR  # noqa: F401  (the kinds, named in the docstrings)
-from .tile_products import compile_tile_products
+from .tile_products import R_TILE, compile_tile_products, padded, rows_padded
 from .vecmath import activation_entries
 
 __all__ = ["stacked_terms", "ism_closed_form"]
@@ -76,28 +78,36 @@ __all__ = ["stacked_terms", "ism_closed_form"]
 
 #: f, f1, f2 = φ, φ', φ'' at a + b along a row; one loop per activation, each vectorised; called, not
 #: inlined (a copy in each call site doubled the kernels' compile time).  The kernels call it once per
-#: layer and block, on the block's c·h pre-activations as one flat row (the bias already added, ``b`` a
+#: layer and block, on the block's pre-activations as one flat row (the bias already in them, ``b`` a
 #: row of zeros): one call per point's row of 64 measured 1.5 ns per unit against 1.0 ns.
 _activate_row = compile_activate_row(numba.njit(error_model="numpy", nogil=True), activation_entries)
 
-#: the products ``C = A Bᵀ + b``, ``G += A Bᵀ`` and the feature-major copies (:mod:`.tile_products`)
-_dot_rows, _add_into, _transpose_into, _padded = compile_tile_products(numba.njit)
-
-#: a reduction shorter than this goes to ``np.dot`` (BLAS): ``_dot_rows`` vectorises 8 terms at a time
-#: (measured at K = 10: 12 GFMA/s against BLAS's 23; at K = 50: 32 against 27)
-_MIN_VECTOR_K = 16
+#: ``C += A B`` with A read through strides (:mod:`.tile_products`), and the padded widths and row counts
+_dot_rows = compile_tile_products(numba.njit)
+_wp = numba.njit(nogil=True)(padded)
+_rp = numba.njit(nogil=True)(rows_padded)
 
 
-def _transposed_weights(theta, sizes):
-    """``theta`` with each weight matrix W_l (h_l x h_{l-1}) replaced by W_lᵀ, flattened at the same offset
-    (the backward products ``Ḡ W`` read W's columns as rows); the biases' slots are unused."""
-    out = np.zeros_like(theta)
+def _padded_layers(theta, sizes):
+    """Each layer's weights as the products read them, zero-padded to :func:`.tile_products.padded` columns,
+    flattened one layer after another: ``WT`` (W_lᵀ, h_{l-1} x padded(h_l): the forward product's B), ``W``
+    (W_l, h_l x padded(h_{l-1}): the backward product's B), ``b`` (b_l, padded(h_l)); and the offsets of
+    layer l = 1..L (entry l - 1) in each."""
+    L = sizes.shape[0] - 1
+    offs = np.zeros((3, L + 1), np.int64)
+    for l in range(1, L + 1):
+        h, kin = int(sizes[l]), int(sizes[l - 1])
+        offs[:, l] = offs[:, l - 1] + (kin * padded(h), h * padded(kin), padded(h))
+    WT, W, b = np.zeros(offs[0, L]), np.zeros(offs[1, L]), np.zeros(offs[2, L])
     p = 0
-    for l in range(sizes.shape[0] - 1):
-        h, kin = int(sizes[l + 1]), int(sizes[l])
-        out[p:p + h * kin] = theta[p:p + h * kin].reshape(h, kin).T.ravel()
+    for l in range(1, L + 1):
+        h, kin = int(sizes[l]), int(sizes[l - 1])
+        Wl = theta[p:p + h * kin].reshape(h, kin)
+        WT[offs[0, l - 1]:offs[0, l]].reshape(kin, padded(h))[:, :h] = Wl.T
+        W[offs[1, l - 1]:offs[1, l]].reshape(h, padded(kin))[:, :kin] = Wl
+        b[offs[2, l - 1]:offs[2, l - 1] + h] = theta[p + h * kin:p + h * kin + h]
         p += h * kin + h
-    return out
+    return WT, W, b, offs
 
 
 def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
@@ -125,19 +135,17 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     # parameter offsets: W_l at offW[l-1], b_l right after it
     offW = np.empty(L, np.int64)
     p = 0
-    hmax = 0
     for l in range(L):
         offW[l] = p
         p += int(sizes[l + 1] * sizes[l] + sizes[l + 1])
-        hmax = max(hmax, int(sizes[l + 1]))
     P = p
     per = np.empty((n, m))
     parts = np.zeros((n_groups, P))
     n_blocks = (n + block - 1) // block
-    thetaT = _transposed_weights(theta, sizes)
-    run_groups(lambda grp: _stacked_group(theta, thetaT, sizes, act, kind, x, V, Wt, block,
+    WT, W, b, offs = _padded_layers(theta, sizes)
+    run_groups(lambda grp: _stacked_group(WT, W, b, offs, sizes, act, kind, x, V, Wt, block,
                                           grp * n_blocks // n_groups, (grp + 1) * n_blocks // n_groups,
-                                          offW, hmax, per, parts[grp]),
+                                          offW, per, parts[grp]),
                n_groups)
     g = np.zeros(P)
     for grp in range(n_groups):
@@ -145,111 +153,125 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     return per, g
 
 
+@numba.njit(error_model="numpy", nogil=True)
+def _view(buf, off, rows, cols):
+    """``buf[off:off + rows cols]`` as a (rows, cols) array (one reshape compiled for every call site)."""
+    return buf[off:off + rows * cols].reshape(rows, cols)
+
+
+@numba.njit(error_model="numpy", nogil=True)
+def _fill_rows(C, rows, c, bias):
+    """``C[k] = bias`` for k < c and 0 for c <= k < rows: the starting value of a product's rows."""
+    m = C.shape[1]
+    for k in range(min(c, rows)):
+        for o in range(m):
+            C[k, o] = bias[o]
+    for k in range(c, rows):
+        for o in range(m):
+            C[k, o] = 0.0
+
+
 @numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
-def _stacked_group(theta, thetaT, sizes, act, kind, x, V, Wt, block, b_lo, b_hi, offW, hmax, per, gpart):
+def _stacked_group(WT, W, b, offs, sizes, act, kind, x, V, Wt, block, b_lo, b_hi, offW, per, gpart):
     """Blocks ``b_lo .. b_hi - 1`` of :func:`stacked_terms`: their ``per`` rows, and their gradient
     summed into ``gpart``; serial and GIL-free, one call per group (:func:`.group_threads.run_groups`).
 
-    Row-major (point-major) arrays per layer: the stacked outputs H_l, pre-activations Z_l and adjoints
-    Ḡ_l (R x h_l, R = c (1 + r): the c primal rows, then each point's r tangent rows), φ'(a_l) and
-    φ''(a_l) (c x h_l); a weight gradient Ḡ_lᵀ H_{l-1} reads feature-major copies (h x R in rows of a
-    padded length).  The 2-D views are made once per call (each reshape compiles error paths of its
-    own), the blocks take leading rows of them.
+    Per layer l = 0..L (0: the input, L: the output) row-major arrays of ``padded(h_l)`` columns, one
+    after another in flat buffers (``Hb``, ``Zb``, ``Gb`` from offset ``ob[l]``): the stacked outputs
+    H_l, pre-activations Z_l and adjoints Ḡ_l (R = c (1 + r) rows: the c primal rows, then each point's
+    r tangent rows, and room for the products' padded rows), φ'(a_l) and φ''(a_l) (c rows).  The
+    weight gradients accumulate over the group's blocks in padded arrays (``gWb`` from ``og[l]``),
+    added to ``gpart`` at the end.  Products: ``_dot_rows`` (:mod:`.tile_products`): A = H_{l-1}
+    forward, Ḡ_l backward (row stride the padded width), Ḡ_l read down its columns for the weight
+    gradient.  Flat buffers and offsets rather than lists of arrays: 0.4 s less to compile.
     """
     n, d = x.shape
     L = sizes.shape[0] - 1
+    unit = np.int64(1)  # a stride of 1 not written as a constant: a literal 1 would compile _dot_rows again
     ident = kind == ISM
     r = d if ident else (0 if kind == RESIDUAL else V.shape[1])
     Rmax = block * (1 + r)
-    wmax = max(hmax, d)
-    Ws = [theta[offW[l]:offW[l] + sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]) for l in range(L)]
-    WTs = [thetaT[offW[l]:offW[l] + sizes[l + 1] * sizes[l]].reshape(sizes[l], sizes[l + 1]) for l in range(L)]
-    gWs = [gpart[offW[l]:offW[l] + sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]) for l in range(L)]
-    tmp = np.empty(wmax * wmax)  # a block's share of a weight gradient, added to gWs[l]
-    Ts = [tmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]) for l in range(L)]
-    Hf = [np.empty(Rmax * sizes[l]) for l in range(L)]  # flat, for the activations over a block
-    Zf = [np.empty(Rmax * sizes[l]) for l in range(L)]
-    D1f = [np.empty(block * sizes[l]) for l in range(L)]
-    D2f = [np.empty(block * sizes[l]) for l in range(L)]
-    Hs = [Hf[l].reshape(Rmax, sizes[l]) for l in range(L)]
-    Zs = [Zf[l].reshape(Rmax, sizes[l]) for l in range(L)]
-    D1s = [D1f[l].reshape(block, sizes[l]) for l in range(L)]
-    D2s = [D2f[l].reshape(block, sizes[l]) for l in range(L)]
-    Gs = [np.empty((Rmax, sizes[l])) for l in range(L)]  # adjoints [ā_l; ǡ_l], then of h_{l-1}
-    Zo = np.empty((Rmax, d))
-    Zbar = np.empty((Rmax, d))
-    ldT = _padded(Rmax)
-    HT = np.empty((wmax, ldT))  # feature-major copies of H_{l-1} and Ḡ_l
-    GT = np.empty((wmax, ldT))
+    Rcap = _rp(Rmax) + R_TILE  # the tangent rows' product starts at row c
+    wp = np.empty(L + 1, np.int64)
+    ob = np.zeros(L + 2, np.int64)
+    og = np.zeros(L + 1, np.int64)
+    wmax = 0
+    for l in range(L + 1):
+        wp[l] = _wp(sizes[l])
+        ob[l + 1] = ob[l] + Rcap * wp[l]
+        wmax = max(wmax, wp[l])
+        if l > 0:
+            og[l] = og[l - 1] + _rp(sizes[l]) * wp[l - 1]
+    Hb = np.zeros(ob[L + 1])  # zero: the padded columns stay finite
+    Zb = np.zeros(ob[L + 1])
+    Gb = np.zeros(ob[L + 1])
+    D1b = np.empty(ob[L + 1])
+    D2b = np.empty(ob[L + 1])
+    gWb = np.zeros(og[L])  # \bar W_l at og[l - 1], (rows_padded(h_l), padded(h_{l-1}))
     zeros = np.zeros(block * wmax)
-    acc = np.empty(hmax)
+    acc = np.empty(wmax)
     sbar = np.empty(d)
     for blk in range(b_lo, b_hi):
         k0 = blk * block
         c = min(block, n - k0)
         R = c * (1 + r)
-        xc = x[k0:k0 + c]
         # ---------------------------------------------------- forward
-        H0 = Hs[0]
+        H0 = _view(Hb, ob[0], Rcap, wp[0])
         for k in range(c):  # loops, not slice assignments: those compile a broadcasting helper each
             for e in range(d):
-                H0[k, e] = xc[k, e]
+                H0[k, e] = x[k0 + k, e]
         if not ident:
             for k in range(c):
                 for j in range(r):
                     for e in range(d):
                         H0[c + k * r + j, e] = V[k0 + k, j, e]
-        for l in range(1, L):
+        for l in range(1, L + 1):  # a_l = b_l + h_{l-1} W_lᵀ; \dot a_l = \dot h_{l-1} W_lᵀ (l = L: s, J v)
             h, kin = sizes[l], sizes[l - 1]
-            bl = theta[offW[l - 1] + h * kin:offW[l - 1] + h * kin + h]
-            Hp = Hs[l - 1][:R]
-            Z = Zs[l][:R]
-            H = Hs[l][:R]
             first_ident = l == 1 and ident
-            _dot_rows(Hp[:c], Ws[l - 1], Z[:c], bl, kin)  # a_l = h_{l-1} W_lᵀ + b_l
-            if not first_ident:
-                _dot_rows(Hp[c:], Ws[l - 1], Z[c:], zeros, kin)  # \dot a_l = \dot h_{l-1} W_lᵀ
-            else:  # tangents of the identity: \dot a_{1,j} = W_1 e_j
-                W1T = WTs[0]
+            rows = c if first_ident else R  # layer 1 of ISM: the tangents are W_1's columns, no product
+            Z = _view(Zb, ob[l], Rcap, wp[l])
+            _fill_rows(Z, _rp(rows), c, b[offs[2, l - 1]:offs[2, l]])
+            _dot_rows(Hb[ob[l - 1]:], wp[l - 1], unit, _view(WT, offs[0, l - 1], kin, wp[l]), Z[:_rp(rows)], kin)
+            if l == L:
+                break
+            if first_ident:  # tangents of the identity: \dot a_{1,j} = W_1 e_j
+                W1T = _view(WT, offs[0, 0], d, wp[1])
                 for k in range(c):
                     for j in range(d):
                         for o in range(h):
-                            Z[c + k * d + j, o] = W1T[j, o]  # row j of W_1ᵀ
-            _activate_row(act, Zf[l][:c * h], zeros[:c * h], Hf[l][:c * h], D1f[l][:c * h], D2f[l][:c * h])
-            d1l = D1s[l]
+                            Z[c + k * d + j, o] = W1T[j, o]
+            nc = c * wp[l]
+            _activate_row(act, Zb[ob[l]:ob[l] + nc], zeros[:nc], Hb[ob[l]:ob[l] + nc], D1b[ob[l]:ob[l] + nc],
+                          D2b[ob[l]:ob[l] + nc])
+            H = _view(Hb, ob[l], Rcap, wp[l])
+            d1l = _view(D1b, ob[l], Rcap, wp[l])
             for k in range(c):  # \dot h_l = φ'(a_l) ⊙ \dot a_l
                 for j in range(r):
                     row = c + k * r + j
                     for o in range(h):
                         H[row, o] = Z[row, o] * d1l[k, o]
-        # ---------------------------------------------------- output and loss
-        hL = sizes[L - 1]
-        WL = Ws[L - 1]
-        bL = theta[offW[L - 1] + d * hL:offW[L - 1] + d * hL + d]
-        HL = Hs[L - 1][:R]
-        Zo_ = Zo[:R]
-        _dot_rows(HL[:c], WL, Zo_[:c], bL, hL)  # s_k
-        _dot_rows(HL[c:], WL, Zo_[c:], zeros, hL)  # J_k v_{ki}
-        Zb = Zbar[:R]
+        # ---------------------------------------------------- loss
+        Zo = _view(Zb, ob[L], Rcap, wp[L])
+        Zbar = _view(Gb, ob[L], Rcap, wp[L])
         for k in range(c):
             ss = 0.0
             for e in range(d):
-                ss += Zo_[k, e] * Zo_[k, e]
+                ss += Zo[k, e] * Zo[k, e]
             if ident:
                 w = Wt[k0 + k, 0]
                 tr = 0.0
                 for j in range(d):
-                    tr += Zo_[c + k * d + j, j]
+                    tr += Zo[c + k * d + j, j]
                 per[k0 + k, 0] = tr + 0.5 * ss
                 for e in range(d):
-                    Zb[k, e] = w * Zo_[k, e]
+                    Zbar[k, e] = w * Zo[k, e]
             elif kind == RESIDUAL:
                 w = Wt[k0 + k, 0]
                 rr = 0.0
                 for e in range(d):
-                    res = Zo_[k, e] - V[k0 + k, 0, e]
+                    res = Zo[k, e] - V[k0 + k, 0, e]
                     rr += res * res
-                    Zb[k, e] = w * res
+                    Zbar[k, e] = w * res
                 per[k0 + k, 0] = 0.5 * rr
             else:
                 wsum = 0.0
@@ -261,9 +283,9 @@ def _stacked_group(theta, thetaT, sizes, act, kind, x, V, Wt, block, b_lo, b_hi,
                     vjv = 0.0
                     vs = 0.0
                     for e in range(d):
-                        vjv += V[k0 + k, i, e] * Zo_[row, e]
-                        vs += V[k0 + k, i, e] * Zo_[k, e]
-                        Zb[row, e] = w * V[k0 + k, i, e]
+                        vjv += V[k0 + k, i, e] * Zo[row, e]
+                        vs += V[k0 + k, i, e] * Zo[k, e]
+                        Zbar[row, e] = w * V[k0 + k, i, e]
                     if kind == SSM:
                         per[k0 + k, i] = vjv + 0.5 * vs * vs
                         for e in range(d):
@@ -272,63 +294,66 @@ def _stacked_group(theta, thetaT, sizes, act, kind, x, V, Wt, block, b_lo, b_hi,
                         per[k0 + k, i] = vjv + 0.5 * ss
                         wsum += w
                 for e in range(d):
-                    Zb[k, e] = sbar[e] if kind == SSM else wsum * Zo_[k, e]
-        # ---------------------------------------------------- reverse, output layer
-        gWL = gWs[L - 1]
-        gbL = gpart[offW[L - 1] + d * hL:offW[L - 1] + d * hL + d]
-        Gc = Gs[L - 1][:R]
-        rows = c if ident else R  # ISM: the tangent adjoints w_k e_j are sparse, done by hand below
-        _transpose_into(HL[:rows], HT)
-        _transpose_into(Zb[:rows], GT)
-        _dot_rows(GT[:d], HT[:hL], Ts[L - 1], zeros, rows)  # \bar W_L += Z̄ᵀ H_{L-1}
-        _add_into(gWL, Ts[L - 1])
-        _dot_rows(Zb[:rows], WTs[L - 1], Gc[:rows], zeros, d)  # Ḡ = Z̄ W_L
-        if ident:
-            for k in range(c):
-                w = Wt[k0 + k, 0]
-                for j in range(d):
-                    row = c + k * d + j
-                    for o in range(hL):
-                        gWL[j, o] += w * HL[row, o]
-                        Gc[row, o] = w * WL[j, o]
+                    Zbar[k, e] = sbar[e] if kind == SSM else wsum * Zo[k, e]
+        gbL = gpart[offW[L - 1] + d * sizes[L - 1]:offW[L - 1] + d * sizes[L - 1] + d]
         for k in range(c):
             for e in range(d):
-                gbL[e] += Zb[k, e]
-        # ---------------------------------------------------- reverse, hidden layers
-        for l in range(L - 1, 0, -1):
+                gbL[e] += Zbar[k, e]
+        # ---------------------------------------------------- reverse
+        for l in range(L, 0, -1):
             h, kin = sizes[l], sizes[l - 1]
-            gb = gpart[offW[l - 1] + h * kin:offW[l - 1] + h * kin + h]
-            Gc = Gs[l][:R]
-            Z = Zs[l][:R]
-            d1l = D1s[l]
-            d2l = D2s[l]
             first_ident = l == 1 and ident
-            for k in range(c):
-                for o in range(h):  # Σ_j \bar{\dot h}_{l,j} ⊙ \dot a_{l,j}
-                    acc[o] = 0.0
-                for j in range(r):
-                    row = c + k * r + j
+            Gc = _view(Gb, ob[l], Rcap, wp[l])
+            if l < L:  # ā_l = φ'(a_l) ⊙ h̄_l + φ''(a_l) ⊙ Σ_j \bar{\dot h}_{l,j} ⊙ \dot a_{l,j}; ǡ_l = φ' ⊙ \bar{\dot h}_l
+                gb = gpart[offW[l - 1] + h * kin:offW[l - 1] + h * kin + h]
+                Z = _view(Zb, ob[l], Rcap, wp[l])
+                d1l = _view(D1b, ob[l], Rcap, wp[l])
+                d2l = _view(D2b, ob[l], Rcap, wp[l])
+                for k in range(c):
                     for o in range(h):
-                        acc[o] += Gc[row, o] * Z[row, o]
-                        Gc[row, o] *= d1l[k, o]
-                for o in range(h):
-                    Gc[k, o] = Gc[k, o] * d1l[k, o] + acc[o] * d2l[k, o]
-                    gb[o] += Gc[k, o]
-            # \bar W_l += [ā_l; ǡ_l]ᵀ [h_{l-1}; \dot h_{l-1}] (first layer of ISM: ā_1ᵀ x + Σ_k ǡ_kᵀ, tangents e_j)
-            rows = c if first_ident else R
-            _transpose_into(Hs[l - 1][:rows], HT)
-            _transpose_into(Gc[:rows], GT)
-            _dot_rows(GT[:h], HT[:kin], Ts[l - 1], zeros, rows)
-            _add_into(gWs[l - 1], Ts[l - 1])
+                        acc[o] = 0.0
+                    for j in range(r):
+                        row = c + k * r + j
+                        for o in range(h):
+                            acc[o] += Gc[row, o] * Z[row, o]
+                            Gc[row, o] *= d1l[k, o]
+                    for o in range(h):
+                        Gc[k, o] = Gc[k, o] * d1l[k, o] + acc[o] * d2l[k, o]
+                        gb[o] += Gc[k, o]
+            # \bar W_l += [ā_l; ǡ_l]ᵀ [h_{l-1}; \dot h_{l-1}]; ISM: the output's tangent adjoints w_k e_j and
+            # layer 1's tangents (the columns of W_1) are sparse, done by hand
+            rows = c if (ident and (l == L or first_ident)) else R
+            gW = _view(gWb, og[l - 1], _rp(h), wp[l - 1])
+            _dot_rows(Gb[ob[l]:], unit, wp[l], _view(Hb, ob[l - 1], Rcap, wp[l - 1]), gW, rows)
+            if ident and l == L:
+                HL = _view(Hb, ob[L - 1], Rcap, wp[L - 1])
+                for k in range(c):
+                    w = Wt[k0 + k, 0]
+                    for j in range(d):
+                        for o in range(kin):
+                            gW[j, o] += w * HL[c + k * d + j, o]
             if first_ident:
-                gW = gWs[0]
                 for k in range(c):
                     for j in range(d):
-                        row = c + k * d + j
                         for o in range(h):
-                            gW[o, j] += Gc[row, o]
-            if l > 1:
-                _dot_rows(Gc, WTs[l - 1], Gs[l - 1][:R], zeros, h)  # adjoint of h_{l-1}
+                            gW[o, j] += Gc[c + k * d + j, o]
+            if l > 1:  # adjoint of h_{l-1}: [ā_l; ǡ_l] W_l
+                Gp = _view(Gb, ob[l - 1], Rcap, wp[l - 1])
+                _fill_rows(Gp, _rp(rows), 0, zeros)
+                _dot_rows(Gb[ob[l]:], wp[l], unit, _view(W, offs[1, l - 1], h, wp[l - 1]), Gp[:_rp(rows)], h)
+                if ident and l == L:
+                    WL = _view(W, offs[1, L - 1], d, wp[L - 1])
+                    for k in range(c):
+                        w = Wt[k0 + k, 0]
+                        for j in range(d):
+                            for o in range(kin):
+                                Gp[c + k * d + j, o] = w * WL[j, o]
+    for l in range(1, L + 1):  # the group's weight gradients into its row of parts
+        h, kin = sizes[l], sizes[l - 1]
+        gW = _view(gWb, og[l - 1], _rp(h), wp[l - 1])
+        for o in range(h):
+            for i in range(kin):
+                gpart[offW[l - 1] + o * kin + i] += gW[o, i]
 
 
 def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
@@ -353,10 +378,19 @@ def ism_closed_form(theta, sizes, act, x, w, block, n_groups):
     per = np.empty(n)
     parts = np.zeros((n_groups, P + extra))
     n_blocks = (n + block - 1) // block
-    thetaT = _transposed_weights(theta, sizes)
-    CT = np.ascontiguousarray(C.T)
-    run_groups(lambda grp: _ism_group(theta, thetaT, sizes, act, x, w, block, grp * n_blocks // n_groups,
-                                      (grp + 1) * n_blocks // n_groups, p, C, CT, per, parts[grp]), n_groups)
+    WT, W, b, offs = _padded_layers(theta, sizes)
+    h1, hl = int(sizes[1]), int(sizes[-2])
+    h2 = C.shape[1] if len(sizes) == 4 else 1
+    Cp = np.zeros((h1, padded(h2)))  # the trace's matrix, and its transpose, as product operands
+    CTp = np.zeros((h2, padded(h1)))
+    if len(sizes) == 4:
+        Cp[:, :h2] = C
+        CTp[:, :h1] = C.T
+    pp = np.zeros(padded(h1))
+    pp[:p.shape[0]] = p
+    run_groups(lambda grp: _ism_group(WT, W, b, offs, sizes, act, x, w, block, grp * n_blocks // n_groups,
+                                      (grp + 1) * n_blocks // n_groups, pp, Cp, CTp, per, parts[grp], P),
+               n_groups)
     return per, _ism_finish(theta, sizes, d, Pm, parts, P, extra)
 
 
@@ -416,179 +450,163 @@ def _ism_finish(theta, sizes, d, Pm, parts, P, extra):
 
 
 @numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
-def _ism_group(theta, thetaT, sizes, act, x, w, block, b_lo, b_hi, p, Cm, CT, per, gpart):
-    """Blocks ``b_lo .. b_hi - 1`` of :func:`ism_closed_form` (``p`` or ``Cm`` its trace's matrix, ``CT``
-    its transpose): their ``per`` entries, and their gradient (then the trace adjoints) summed into
-    ``gpart``; serial and GIL-free, one call per group as :func:`_stacked_group`.
-
-    Point-major (c x h) arrays for the forward products, feature-major copies (h x c, rows padded) of the
-    arrays a weight gradient sums over the points (:mod:`.tile_products`).
+def _ism_group(WT, W, b, offs, sizes, act, x, w, block, b_lo, b_hi, pp, Cp, CTp, per, gpart, P):
+    """Blocks ``b_lo .. b_hi - 1`` of :func:`ism_closed_form` (``pp`` or ``Cp`` its trace's matrix, ``CTp``
+    its transpose, zero-padded): their ``per`` entries, and their gradient (then the trace adjoints)
+    summed into ``gpart``; serial and GIL-free, one call per group as :func:`_stacked_group`, with its
+    layout (row-major arrays of padded widths, weight gradients accumulated per group in padded arrays).
     """
     n, d = x.shape
     L = sizes.shape[0] - 1
+    unit = np.int64(1)  # as in _stacked_group
     h1 = sizes[1]
     hl = sizes[L - 1]
-    W1 = theta[:h1 * d].reshape(h1, d)
-    b1 = theta[h1 * d:h1 * d + h1]
-    o2 = h1 * d + h1
     h2 = sizes[2] if L == 3 else 1
-    if L == 2:
-        oL = o2
-        W2 = theta[:1].reshape(1, 1)  # unused
-        W2T = theta[:1].reshape(1, 1)
-        b2 = theta[:1]
-    else:
-        W2 = theta[o2:o2 + h2 * h1].reshape(h2, h1)
-        W2T = thetaT[o2:o2 + h2 * h1].reshape(h1, h2)
-        b2 = theta[o2 + h2 * h1:o2 + h2 * h1 + h2]
-        oL = o2 + h2 * h1 + h2
-    WL = theta[oL:oL + d * hl].reshape(d, hl)
-    WLT = thetaT[oL:oL + d * hl].reshape(hl, d)
-    bL = theta[oL + d * hl:oL + d * hl + d]
-    P = oL + d * hl + d
-    hmax = max(h1, h2)
-    gW1 = gpart[:h1 * d].reshape(h1, d)
+    dp, h1p, h2p, hlp = _wp(d), _wp(h1), _wp(h2), _wp(hl)
+    W1T = WT[offs[0, 0]:offs[0, 1]].reshape(d, h1p)
+    b1 = b[offs[2, 0]:offs[2, 1]]
+    if L == 3:
+        W2T = WT[offs[0, 1]:offs[0, 2]].reshape(h1, h2p)
+        W2 = W[offs[1, 1]:offs[1, 2]].reshape(h2, h1p)
+        b2 = b[offs[2, 1]:offs[2, 2]]
+    else:  # unused
+        W2T = WT[:h2p].reshape(1, h2p)
+        W2 = W[:h1p].reshape(1, h1p)
+        b2 = b[:h2p]
+    WLT = WT[offs[0, L - 1]:offs[0, L]].reshape(hl, dp)
+    WL = W[offs[1, L - 1]:offs[1, L]].reshape(d, hlp)
+    bL = b[offs[2, L - 1]:offs[2, L]]
+    oL = h1 * d + h1 + (h2 * h1 + h2 if L == 3 else 0)
     gb1 = gpart[h1 * d:h1 * d + h1]
-    gWL = gpart[oL:oL + d * hl].reshape(d, hl)
+    gb2 = gpart[h1 * d + h1 + h2 * h1:h1 * d + h1 + h2 * h1 + h2]
     gbL = gpart[oL + d * hl:oL + d * hl + d]
-    zeros = np.zeros(block * max(hmax, d))
-    gC = gpart[P:P + h1 * h2].reshape(h1, h2)  # the trace adjoints (two hidden layers)
-    gW2 = gpart[o2:o2 + h2 * h1].reshape(h2, h1)
-    tmp = np.empty(max(hmax, d) * max(hmax, d))  # a block's share of a weight gradient, added to it
-    TC = tmp[:h1 * h2].reshape(h1, h2)
-    T2 = tmp[:h2 * h1].reshape(h2, h1)
-    TL = tmp[:d * hl].reshape(d, hl)
-    T1 = tmp[:h1 * d].reshape(h1, d)
-    # point-major buffers (c x width per block, flat)
-    Z1 = np.empty(block * h1)
-    H1 = np.empty(block * h1)
-    D11 = np.empty(block * h1)
-    D21 = np.empty(block * h1)
-    I1 = np.empty(block * h1)  # φ''-adjoint injected into a_1, then ā_1
-    Z2 = np.empty(block * h2)
-    H2 = np.empty(block * h2)
-    D12 = np.empty(block * h2)
-    D22 = np.empty(block * h2)
-    U = np.empty(block * h2)
-    AB2 = np.empty(block * h2)
-    S = np.empty(block * d)
-    HB = np.empty(block * hmax)
-    # feature-major copies (width x ld per block, flat)
-    ldmax = _padded(block)
-    H1T = np.empty(ldmax * h1)
-    HLT = np.empty(ldmax * hl)
-    WD1T = np.empty(ldmax * h1)
-    D12T = np.empty(ldmax * h2)
-    AB2T = np.empty(ldmax * h2)
-    AB1T = np.empty(ldmax * h1)
-    SBT = np.empty(ldmax * d)
-    XT = np.empty(ldmax * d)
+    cap = _rp(block) + R_TILE
+    # row-major block arrays of padded widths (zero: the padded columns stay finite)
+    Xf = np.zeros(cap * dp)
+    Z1f = np.zeros(cap * h1p)
+    H1f = np.zeros(cap * h1p)
+    D11f = np.zeros(cap * h1p)
+    D21f = np.zeros(cap * h1p)
+    I1f = np.zeros(cap * h1p)  # C φ'(a_2), then the φ''-adjoint injected into a_1, then ā_1
+    Z2f = np.zeros(cap * h2p)
+    H2f = np.zeros(cap * h2p)
+    D12f = np.zeros(cap * h2p)
+    D22f = np.zeros(cap * h2p)
+    WD2f = np.zeros(cap * h2p)  # w φ'(a_2)
+    Uf = np.zeros(cap * h2p)
+    AB2f = np.zeros(cap * h2p)
+    Sf = np.zeros(cap * dp)
+    HBf = np.zeros(cap * max(h1p, h2p))
+    Xb, Z1, H1, D11, D21, I1 = (Xf.reshape(cap, dp), Z1f.reshape(cap, h1p), H1f.reshape(cap, h1p),
+                                D11f.reshape(cap, h1p), D21f.reshape(cap, h1p), I1f.reshape(cap, h1p))
+    Z2, H2, D12, D22, WD2, U, AB2 = (Z2f.reshape(cap, h2p), H2f.reshape(cap, h2p), D12f.reshape(cap, h2p),
+                                     D22f.reshape(cap, h2p), WD2f.reshape(cap, h2p), Uf.reshape(cap, h2p),
+                                     AB2f.reshape(cap, h2p))
+    S = Sf.reshape(cap, dp)
+    zeros = np.zeros(block * max(h1p, h2p))
+    # the group's weight gradients (padded), added to gpart at the end
+    gW1p = np.zeros((_rp(h1), dp))
+    gW2p = np.zeros((_rp(h2), h1p))
+    gWLp = np.zeros((_rp(d), hlp))
+    gCp = np.zeros((_rp(h1), h2p))
+    gp = np.zeros(h1)
+    Hlf = H2f if L == 3 else H1f
+    Hl = H2 if L == 3 else H1
     for blk in range(b_lo, b_hi):
         k0 = blk * block
         c = min(block, n - k0)
-        ld = _padded(c)
-        xc = x[k0:k0 + c]
-        wc = w[k0:k0 + c]
+        cr = _rp(c)
+        for k in range(c):  # loops, not slice assignments: those compile a broadcasting helper each
+            for e in range(d):
+                Xb[k, e] = x[k0 + k, e]
         # ------------------------------------------------ forward
-        z1 = Z1[:c * h1].reshape(c, h1)
-        if d >= _MIN_VECTOR_K:
-            _dot_rows(xc, W1, z1, b1, d)
-        else:
-            np.dot(xc, W1.T, z1)
-            for k in range(c):
-                for j in range(h1):
-                    z1[k, j] += b1[j]
-        _activate_row(act, Z1[:c * h1], zeros[:c * h1], H1[:c * h1], D11[:c * h1], D21[:c * h1])
-        hh1 = H1[:c * h1].reshape(c, h1)
-        d11 = D11[:c * h1].reshape(c, h1)
-        d21 = D21[:c * h1].reshape(c, h1)
-        h1t = H1T[:h1 * ld].reshape(h1, ld)
+        _fill_rows(Z1, cr, cr, b1)
+        _dot_rows(Xf, dp, unit, W1T, Z1[:cr], d)  # a_1 = b_1 + x W_1ᵀ
+        _activate_row(act, Z1f[:c * h1p], zeros[:c * h1p], H1f[:c * h1p], D11f[:c * h1p], D21f[:c * h1p])
         if L == 3:
-            _transpose_into(hh1, h1t)
-            _dot_rows(hh1, W2, Z2[:c * h2].reshape(c, h2), b2, h1)
-            _activate_row(act, Z2[:c * h2], zeros[:c * h2], H2[:c * h2], D12[:c * h2], D22[:c * h2])
-            hlc = H2[:c * h2].reshape(c, h2)
-        else:
-            hlc = hh1
-        hlt = HLT[:hl * ld].reshape(hl, ld)
-        _transpose_into(hlc, hlt)
-        s = S[:c * d].reshape(c, d)
-        _dot_rows(hlc, WL, s, bL, hl)
+            _fill_rows(Z2, cr, cr, b2)
+            _dot_rows(H1f, h1p, unit, W2T, Z2[:cr], h1)
+            _activate_row(act, Z2f[:c * h2p], zeros[:c * h2p], H2f[:c * h2p], D12f[:c * h2p], D22f[:c * h2p])
+        _fill_rows(S, cr, cr, bL)
+        _dot_rows(Hlf, hlp, unit, WLT, S[:cr], hl)  # s = b_L + h_{L-1} W_Lᵀ
         # ------------------------------------------------ trace, its adjoints
-        i1 = I1[:c * h1].reshape(c, h1)
         if L == 2:
             for k in range(c):
+                wk = w[k0 + k]
                 tr = 0.0
                 for j in range(h1):
-                    tr += d11[k, j] * p[j]
-                    gpart[P + j] += wc[k] * d11[k, j]
-                    i1[k, j] = wc[k] * p[j] * d21[k, j]
+                    tr += D11[k, j] * pp[j]
+                    gp[j] += wk * D11[k, j]
+                    I1[k, j] = wk * pp[j] * D21[k, j]
                 per[k0 + k] = tr
         else:
-            d12 = D12[:c * h2].reshape(c, h2)
-            d22 = D22[:c * h2].reshape(c, h2)
-            u = U[:c * h2].reshape(c, h2)
-            _dot_rows(d11, CT, u, zeros, h1)  # u = φ'(a_1)ᵀ C
+            _fill_rows(U, cr, 0, zeros)
+            _fill_rows(I1, cr, 0, zeros)
+            _dot_rows(D11f, h1p, unit, Cp, U[:cr], h1)  # u = φ'(a_1)ᵀ C
             for k in range(c):
+                wk = w[k0 + k]
                 tr = 0.0
                 for j in range(h2):
-                    tr += u[k, j] * d12[k, j]
+                    tr += U[k, j] * D12[k, j]
+                    WD2[k, j] = wk * D12[k, j]
                 per[k0 + k] = tr
-            wd1t = WD1T[:h1 * ld].reshape(h1, ld)  # (w φ'(a_1))ᵀ
-            _transpose_into(d11, wd1t)
-            for j in range(h1):
-                for k in range(c):
-                    wd1t[j, k] *= wc[k]
-            d12t = D12T[:h2 * ld].reshape(h2, ld)
-            _transpose_into(d12, d12t)
-            _dot_rows(wd1t, d12t, TC, zeros, c)  # C̄ += Σ_k w φ'_1 φ'_2ᵀ
-            _add_into(gC, TC)
-            _dot_rows(d12, Cm, i1, zeros, h2)  # C φ'(a_2), scaled by w φ''(a_1) below
+            _dot_rows(D11f, unit, h1p, WD2, gCp, c)  # C̄ += Σ_k φ'(a_1) (w φ'(a_2))ᵀ
+            _dot_rows(D12f, h2p, unit, CTp, I1[:cr], h2)  # C φ'(a_2), scaled by w φ''(a_1) below
         # ------------------------------------------------ ½‖s‖², then the primal reverse pass
-        sbt = SBT[:d * ld].reshape(d, ld)
         for k in range(c):
+            wk = w[k0 + k]
             ss = 0.0
             for e in range(d):
-                ss += s[k, e] * s[k, e]
+                ss += S[k, e] * S[k, e]
             per[k0 + k] += 0.5 * ss
             for e in range(d):
-                s[k, e] *= wc[k]  # now s̄ = w s
-                gbL[e] += s[k, e]
-        _transpose_into(s, sbt)
-        _dot_rows(sbt, hlt, TL, zeros, c)
-        _add_into(gWL, TL)
-        hbl = HB[:c * hl].reshape(c, hl)
-        if d >= _MIN_VECTOR_K:
-            _dot_rows(s, WLT, hbl, zeros, d)
-        else:
-            np.dot(s, WL, hbl)
+                S[k, e] *= wk  # now s̄ = w s
+                gbL[e] += S[k, e]
+        for k in range(c, cr):  # rows past the block: no adjoint
+            for e in range(dp):
+                S[k, e] = 0.0
+        _dot_rows(Sf, unit, dp, Hl, gWLp, c)  # \bar W_L += s̄ᵀ h_{L-1}
+        HB = HBf[:cr * hlp].reshape(cr, hlp)
+        _fill_rows(HB, cr, 0, zeros)
+        _dot_rows(Sf, dp, unit, WL, HB, d)  # \bar h_{L-1} = s̄ W_L
         if L == 3:
-            ab2 = AB2[:c * h2].reshape(c, h2)
-            gb2 = gpart[o2 + h2 * h1:o2 + h2 * h1 + h2]
             for k in range(c):
+                wk = w[k0 + k]
                 for j in range(h2):
-                    t = hbl[k, j] * d12[k, j] + u[k, j] * wc[k] * d22[k, j]
-                    ab2[k, j] = t
+                    t = HB[k, j] * D12[k, j] + U[k, j] * wk * D22[k, j]
+                    AB2[k, j] = t
                     gb2[j] += t
-            ab2t = AB2T[:h2 * ld].reshape(h2, ld)
-            _transpose_into(ab2, ab2t)
-            _dot_rows(ab2t, h1t, T2, zeros, c)
-            _add_into(gW2, T2)
-            hb1 = HB[:c * h1].reshape(c, h1)
-            _dot_rows(ab2, W2T, hb1, zeros, h2)
+            _dot_rows(AB2f, unit, h2p, H1, gW2p, c)  # \bar W_2 += ā_2ᵀ h_1
+            HB1 = HBf[:cr * h1p].reshape(cr, h1p)
+            _fill_rows(HB1, cr, 0, zeros)
+            _dot_rows(AB2f, h2p, unit, W2, HB1, h2)  # \bar h_1 = ā_2 W_2
             for k in range(c):
+                wk = w[k0 + k]
                 for j in range(h1):
-                    i1[k, j] *= wc[k] * d21[k, j]
+                    I1[k, j] *= wk * D21[k, j]
         else:
-            hb1 = hbl
-        for k in range(c):  # ā_1 (into i1)
+            HB1 = HB
+        for k in range(c):  # ā_1 (into I1)
             for j in range(h1):
-                t = hb1[k, j] * d11[k, j] + i1[k, j]
-                i1[k, j] = t
+                t = HB1[k, j] * D11[k, j] + I1[k, j]
+                I1[k, j] = t
                 gb1[j] += t
-        ab1t = AB1T[:h1 * ld].reshape(h1, ld)
-        _transpose_into(i1, ab1t)
-        xt = XT[:d * ld].reshape(d, ld)
-        _transpose_into(xc, xt)
-        _dot_rows(ab1t, xt, T1, zeros, c)
-        _add_into(gW1, T1)
+        _dot_rows(I1f, unit, h1p, Xb, gW1p, c)  # \bar W_1 += ā_1ᵀ x
+    # the group's sums into its row of gpart
+    for j in range(h1):
+        for e in range(d):
+            gpart[j * d + e] += gW1p[j, e]
+    for e in range(d):
+        for j in range(hl):
+            gpart[oL + e * hl + j] += gWLp[e, j]
+    if L == 3:
+        o2 = h1 * d + h1
+        for i in range(h2):
+            for j in range(h1):
+                gpart[o2 + i * h1 + j] += gW2p[i, j]
+        for j in range(h1):
+            for i in range(h2):
+                gpart[P + j * h2 + i] += gCp[j, i]
+    else:
+        for j in range(h1):
+            gpart[P + j] += gp[j]

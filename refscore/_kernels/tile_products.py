@@ -1,127 +1,138 @@
-r"""The small matrix products of the MLP loss kernels, written so that Numba emits the CPU's widest vectors.
+r"""The matrix products of the MLP loss kernels, written so that Numba emits the CPU's widest vectors.
 
-Every product of :mod:`.mlp_losses` is one form,
+Every product of :mod:`.mlp_losses` is one form, accumulated into ``C``,
 
 .. math::
 
-    C_{ko} \;(\mathrel{+}=)\; \sum_{i<K} A_{ki} B_{oi} + b_o ,
+    C_{ko} \mathrel{+}= \sum_{i<K} A_{ki}\, B_{io},\qquad A_{ki} = \texttt{A}[k\,r_s + i\,c_s],
 
-"A times B transposed", both factors read along their rows (C-contiguous,
-the reduction index last).  A layer's forward product :math:`H W^\top` is
-this form with the weights as stored; the backward product :math:`\bar G W`
-takes :math:`W^\top` (transposed once per call); a weight gradient
-:math:`\bar G^\top H` (a sum over the points) takes both factors
-feature-major, a copy made per block by :func:`transpose_into`.
+with ``B`` read along its rows and ``A`` read one number at a time through
+strides, so that one routine serves a layer's forward product
+:math:`H W^\top` (``A`` = the block's activations, ``B`` = :math:`W^\top`), its
+backward product :math:`\bar G W` and its weight gradient :math:`\bar G^\top H`
+(``A`` = the adjoints read down their columns, ``B`` = the activations: no
+transposed copies).  A bias is put in ``C`` before the call.
 
-Why not BLAS.  ``np.dot`` in a Numba kernel calls SciPy's OpenBLAS, whose
-double-precision kernel on this generation of CPUs is its AVX2 one: at most
-half the multiply-add rate of an AVX-512 core (measured on a 2-core AMD EPYC,
-Zen 5: 28 GFMA/s for a (192 × 64)·(64 × 64) product on one thread, against
-66 GFMA/s for register-resident AVX-512 multiply-adds).  Numba itself emits
-AVX-512 through LLVM's loop vectoriser, which vectorises innermost loops only
-(Numba leaves the SLP vectoriser off).  In the form above the innermost loop
-is the reduction over ``i``: each of an :data:`R_TILE` × :data:`S_TILE` tile of
-outputs is one reduction, kept in a vector register across the loop and
-summed across its lanes at the end (``fastmath={"reassoc", "contract"}`` on
-this function alone allows exactly that reordering and the fused
-multiply-add; no other fast-math assumption).  Measured on the same machine,
-one thread: 40–43 GFMA/s for (192 × 64)·(64 × 64), 50–54 GFMA/s for a weight
-gradient summed over 192 points, against 27–28 GFMA/s for ``np.dot`` on the
-same shapes.  A short reduction (``K`` below 16, e.g. over the input
-dimension d = 10) vectorises badly; the kernels give those to ``np.dot``.
+How.  ``C`` is computed in tiles of :data:`R_TILE` rows by :data:`S_TILE`
+consecutive columns: 64 sums, each over i in order, the tile's 16 numbers
+of a row of ``B`` loaded once per i and multiplied by each of the tile's 4
+numbers of ``A``.  Written as scalar code, the 16 columns of a row are
+independent and consecutive, which is what LLVM's SLP vectoriser packs into
+two AVX-512 registers per row; the 64 sums then stay in 8 registers for the
+whole reduction (a register-blocked outer product, the inner loop of a
+BLAS kernel).  Numba compiles with the SLP vectoriser off (its default
+since numba 0.57, after miscompilations of other code were reported);
+:func:`compile_tile_products` turns it on for the compilation of this one
+function and nothing else (a listener on Numba's compile event, inside
+Numba's compiler lock), and the product is tested against NumPy on every
+edge of the tiling.  The reduction runs in chunks of :data:`K_CHUNK` terms
+(each chunk adds to the tile's partial sums in ``C``) so that the rows of
+``B`` a chunk reads stay in the L1 cache across the tiles of ``C``.
 
-Determinism.  The order in which a product adds its ``K`` terms depends on
-``K`` and on the tile the output falls in (fixed by the shapes), never on
-the memory addresses or the thread count: LLVM's vectoriser does not peel
-iterations for alignment, and the result is bitwise the same for every
-placement of the operands (tested).  It differs from a sequential sum by
-round-off only.
+Measured on one core of a 2-core AMD EPYC (Zen 5, peak 69 GFMA/s at 512-bit
+vectors): 58–60 GFMA/s for (192 × 64)·(64 × 64), 50–55 for a weight gradient
+summed over 192–384 points, 43 for a reduction over K = 10; ``np.dot`` on
+one thread, through SciPy's OpenBLAS, whose double-precision kernel on this
+CPU is its AVX2 one, 27–28 and 23.  Without the SLP vectoriser the same code
+runs at 5 GFMA/s (scalar).
 
-The functions are generated and compiled by the caller's decorator
-(:func:`compile_tile_products`), so that this module imports nothing, as
-:mod:`.activation_table` does.
+Shapes.  ``C`` has a multiple of :data:`R_TILE` rows and of :data:`S_TILE`
+columns (the kernels give every array a padded width, :func:`padded`, and
+room for a padded number of rows); ``B`` has at least ``C``'s columns.
+Rows and columns past the ones a kernel uses hold finite numbers that no
+result reads.
+
+Order of summation.  Every entry of ``C`` is its initial value plus the K
+products in the order i = 0, 1, …: the same for every entry, whatever its
+tile, the memory addresses or the thread count; it differs from BLAS by
+round-off only.  ``fastmath={"contract"}`` fuses each multiply-add (one
+rounding instead of two) and allows no other reordering.
+
+The function is generated and compiled by the caller's decorator
+(:func:`compile_tile_products`), as :mod:`.activation_table` does.
 """
 from __future__ import annotations
 
-__all__ = ["R_TILE", "S_TILE", "compile_tile_products", "dot_rows_source", "padded"]
+__all__ = ["R_TILE", "S_TILE", "K_CHUNK", "compile_tile_products", "dot_rows_source", "padded", "rows_padded"]
 
-#: rows of A and of B per tile: 16 independent reductions, 8 loads per 16 multiply-adds, 16 of the 32
-#: AVX-512 registers (4 x 4 measured fastest of 2x4, 4x2, 2x8, 8x2, 3x4, 4x3, 6x2 at K = 64)
-R_TILE, S_TILE = 4, 4
+#: rows of ``A`` per tile (4 x 16 measured 59 GFMA/s; 6 x 16 63, compiling 0.5 s longer; 2 x 32, 8 x 8, 1 x 64 slower)
+R_TILE = 4
+#: columns of ``B`` per tile: two AVX-512 registers of float64
+S_TILE = 16
+#: terms of the reduction per pass over ``C`` (64 x 16 numbers of ``B``, 8 KiB: a weight gradient over 192
+#: points measured 37 GFMA/s in one pass, 51–56 in chunks of 32–64)
+K_CHUNK = 64
 
 
-def dot_rows_source(R: int = R_TILE, S: int = S_TILE) -> str:
-    """Python source of ``dot_rows(A, B, C, bias, K)``: ``C[k, o] = sum_{i<K} A[k, i] B[o, i] + bias[o]``
-    in R × S tiles (see the module notes).
+def padded(width: int) -> int:
+    """``width`` rounded up to a multiple of :data:`S_TILE` (the columns of every array of the kernels)."""
+    return -(-width // S_TILE) * S_TILE
 
-    ``A`` (c, >= K) and ``B`` (m, >= K) C-contiguous, ``C`` (c, m) and ``bias`` (m,) any strides.  One
-    loop body for every tile: a tile at the edge reads its last row of A (of B) again in place of the
-    rows past the end and stores only the outputs inside ``C`` (separate remainder loops compiled 0.4 s
-    more; at most R - 1 rows and S - 1 columns are computed twice).  No accumulating variant: a weight
-    gradient is the product into a small scratch array, then added (``add_into``, h·h' additions
-    against the product's c·h·h' multiply-adds); a second function, or a flag (a constant flag at a
-    call site is a literal type to Numba, compiled as a specialisation of its own), compiled 0.45 s more.
+
+def rows_padded(rows: int) -> int:
+    """``rows`` rounded up to a multiple of :data:`R_TILE`."""
+    return -(-rows // R_TILE) * R_TILE
+
+
+def dot_rows_source(R: int = R_TILE, S: int = S_TILE, KC: int = K_CHUNK) -> str:
+    """Python source of ``dot_rows(A, rs, cs, B, C, K)``:
+    ``C[k, o] += sum_{i<K} A[k rs + i cs] B[i, o]`` in R × S tiles, K in chunks of KC (see the module notes).
+
+    The offsets into ``A`` are unsigned (``np.uint64``): a signed index makes Numba test it for a
+    negative value (wraparound) at every load, which keeps the loads from being packed (measured
+    40 GFMA/s against 59).
     """
-    L = ["def dot_rows(A, B, C, bias, K):",  # while loops: range(0, c, R) measured 17 % slower
-         "    c = A.shape[0]",
-         "    m = B.shape[0]",
-         "    k0 = 0",
-         "    while k0 < c:"]
-    L += [f"        A{r} = A[min(k0 + {r}, c - 1)]" for r in range(R)]
-    L += ["        o0 = 0", "        while o0 < m:"]
-    L += [f"            B{s} = B[min(o0 + {s}, m - 1)]" for s in range(S)]
-    L += [f"            c{r}_{s} = 0.0" for r in range(R) for s in range(S)]
-    L += ["            for i in range(K):"]
-    L += [f"                c{r}_{s} += A{r}[i] * B{s}[i]" for r in range(R) for s in range(S)]
+    L = ["def dot_rows(A, rs, cs, B, C, K):",
+         "    c = C.shape[0]",
+         "    m = C.shape[1]",
+         "    urs = np.uint64(rs)",
+         "    ucs = np.uint64(cs)",
+         f"    for i0 in range(0, K, {KC}):",
+         f"        i1 = min(i0 + {KC}, K)",
+         "        k0 = 0",
+         "        while k0 < c:"]
+    L += [f"            p{r} = np.uint64(k0 + {r}) * urs" for r in range(R)]
+    L += ["            o0 = 0",
+          "            while o0 < m:"]
+    L += [f"                c{r}_{s} = C[k0 + {r}, o0 + {s}]" for r in range(R) for s in range(S)]
+    L += ["                for i in range(i0, i1):",
+          "                    Bi = B[i]",
+          "                    q = np.uint64(i) * ucs"]
+    L += [f"                    b{s} = Bi[o0 + {s}]" for s in range(S)]
     for r in range(R):
-        ind = "            "
-        if r:
-            L.append(f"{ind}if k0 + {r} < c:")
-            ind += "    "
-        for s in range(S):
-            if s:
-                L.append(f"{ind}if o0 + {s} < m:")
-                L.append(f"{ind}    C[k0 + {r}, o0 + {s}] = c{r}_{s} + bias[o0 + {s}]")
-            else:
-                L.append(f"{ind}C[k0 + {r}, o0] = c{r}_0 + bias[o0]")
-    L += [f"            o0 += {S}", f"        k0 += {R}"]
+        L += [f"                    a{r} = A[p{r} + q]"]
+        L += [f"                    c{r}_{s} += a{r} * b{s}" for s in range(S)]
+    L += [f"                C[k0 + {r}, o0 + {s}] = c{r}_{s}" for r in range(R) for s in range(S)]
+    L += [f"                o0 += {S}",
+          f"            k0 += {R}"]
     return "\n".join(L)
 
 
-def _transpose_into(A, T):
-    """``T[o, k] = A[k, o]`` for the c × h array ``A`` (``T`` has h rows of at least c numbers).
-
-    Row by row of ``A``: the loads run along a row, each store to its own row of ``T``; a c whose rows
-    of ``T`` are a multiple of 1 KiB apart makes the h stores of a row fight over a few cache sets
-    (measured 8x slower), so the kernels give ``T`` a padded row length (:func:`padded`).
-    """
-    c, h = A.shape
-    for k in range(c):
-        for o in range(h):
-            T[o, k] = A[k, o]
-
-
-def padded(c: int) -> int:
-    """A row length >= c for a feature-major copy: a multiple of 8 numbers (whole 64-byte lines), an odd one,
-    so that the rows of a copy spread over all of the L1 cache's sets."""
-    p = (c + 7) // 8 * 8
-    return p if (p // 8) % 2 == 1 else p + 8
-
-
-def _add_into(G, T):
-    """``G += T`` (a weight gradient and a block's share of it, both h × h')."""
-    for i in range(G.shape[0]):
-        for j in range(G.shape[1]):
-            G[i, j] += T[i, j]
-
-
 def compile_tile_products(njit):
-    """``(dot_rows, add_into, transpose_into, padded)`` compiled by ``njit`` (``numba.njit``) with the
-    options above, all GIL-free and called (not inlined: Numba links one copy however many call sites a
-    kernel has).  A weight gradient is ``dot_rows`` into a scratch array, then ``add_into``.  Call them
-    with no literal constant among the arguments: a literal compiles a specialisation of its own."""
-    ns: dict = {}
+    """``dot_rows`` compiled by ``njit`` (``numba.njit``): ``fastmath={"contract"}``, GIL-free, called (not
+    inlined: Numba links one copy however many call sites a kernel has), with LLVM's SLP vectoriser on
+    for its compilation alone (see the module notes).  Kernels cached on disk carry its machine code."""
+    import numpy as np
+    from numba.core import config, event
+
+    ns: dict = {"np": np}
     exec(dot_rows_source(), ns)  # noqa: S102 - source built above from integers only
-    opts = dict(error_model="numpy", nogil=True)
-    return (njit(fastmath={"reassoc", "contract"}, **opts)(ns["dot_rows"]), njit(**opts)(_add_into),
-            njit(**opts)(_transpose_into), njit(nogil=True)(padded))
+    dot_rows = njit(fastmath={"contract"}, error_model="numpy", nogil=True)(ns["dot_rows"])
+
+    class _SLPWhileCompiling(event.Listener):
+        """Numba's SLP vectoriser on while ``dot_rows`` compiles (the event fires under the compiler lock)."""
+
+        def __init__(self):
+            self.saved = []
+
+        def on_start(self, ev):
+            if isinstance(ev.data, dict) and ev.data.get("dispatcher") is dot_rows:
+                self.saved.append(config.SLP_VECTORIZE)
+                config.SLP_VECTORIZE = 1
+
+        def on_end(self, ev):
+            if isinstance(ev.data, dict) and ev.data.get("dispatcher") is dot_rows:
+                config.SLP_VECTORIZE = self.saved.pop()
+
+    event.register("numba:compile", _SLPWhileCompiling())
+    return dot_rows
