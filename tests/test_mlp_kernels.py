@@ -325,3 +325,30 @@ def test_padded_widths_and_rows():
     for h in (1, 15, 16, 17, 64, 100):
         assert padded(h) % S_TILE == 0 and h <= padded(h) < h + S_TILE
         assert rows_padded(h) % R_TILE == 0 and h <= rows_padded(h) < h + R_TILE
+
+
+def test_kernels_reuse_their_workspace_across_layouts():
+    # each thread keeps one workspace per kernel between calls, unzeroed (only what a result reads is
+    # written first): calls of other layouts in between (wider, deeper, other kinds, another d) must
+    # not change a result, bitwise, on one thread or two
+    rng = np.random.default_rng(11)
+    small = MLPScore(3, (5, 4), "tanh", chunk_size=60)
+    theta = small.init(rng)
+    x = rng.standard_normal((50, 3))
+    v = rng.standard_normal((50, 3))
+    old = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            first = [losses.ism(small, theta, x, grad=True), losses.ssm(small, theta, x, v, grad=True)]
+            for d, hidden in ((20, (40, 33)), (2, (70, 9, 17))):  # other layouts fill the workspaces
+                big = MLPScore(d, hidden, "softplus", chunk_size=900)
+                xb = rng.standard_normal((300, d))
+                losses.ism(big, big.init(rng), xb, grad=True)
+                losses.ssm_vr(big, big.init(rng), xb, rng.standard_normal((300, d)), grad=True)
+            again = [losses.ism(small, theta, x, grad=True), losses.ssm(small, theta, x, v, grad=True)]
+            for (v0, g0), (v1, g1) in zip(first, again):
+                assert v0 == v1
+                np.testing.assert_array_equal(g0, g1)
+    finally:
+        numba.set_num_threads(old)

@@ -32,7 +32,7 @@ import threading
 
 import numba
 
-__all__ = ["run_groups", "run_ranges"]
+__all__ = ["run_groups", "run_ranges", "run_shares"]
 
 _POOL: list = []
 _POOL_LOCK = threading.Lock()
@@ -76,6 +76,18 @@ def run_groups(group, n_groups: int) -> None:
         concurrent.futures.wait(futures)
     for f in futures:
         f.result()  # the first group's exception, if any
+
+
+def run_shares(kernel_share, n_groups: int) -> None:
+    """Call ``kernel_share(t, lo, hi)`` once per thread t, on its contiguous share ``lo .. hi - 1`` of the groups.
+
+    The shares of :func:`run_groups` (thread t of T: groups ``t n_groups // T`` to ``(t + 1) n_groups // T
+    - 1``), each in one call, so that a kernel sets up its scratch arrays once per thread and call rather
+    than once per group.  The kernel must treat each group as :func:`run_groups` would (its own outputs,
+    in order), so results do not depend on the thread count.
+    """
+    threads = max(1, min(int(numba.get_num_threads()), int(n_groups)))
+    run_groups(lambda t: kernel_share(t, t * n_groups // threads, (t + 1) * n_groups // threads), threads)
 
 
 def run_ranges(kernel_range, n_items: int) -> None:
