@@ -50,8 +50,24 @@ def test_quick_run_writes_json_table_and_figure(quick_run):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rep = json.loads(out.read_text())
     for name in ("langevin:numba", "langevin:numpy-backend", "langevin:plain", "langevin:noise",
-                 "mlp:refscore", "mlp:numpy", "mlp:memory", "mlp:scaling"):
+                 "mlp:refscore", "mlp:numpy", "mlp:memory", "mlp:scaling", "mlp:kernels-t1", "mlp:kernels-t2"):
         assert name in rep["results"], (name, rep["skipped"])
+    # the loss kernels against their peers and limits, on 1 and 2 threads: every loss, the peer's value
+    # and whole gradient equal to refscore's to round-off, times and limits positive, the fractions and
+    # ratios what the times say, and a target row of each kind per loss and thread count
+    for key, threads in (("mlp:kernels-t1", 1), ("mlp:kernels-t2", 2)):
+        k = rep["results"][key]
+        assert k["threads"] == threads and k["cpu_model"] and k["rates"]["fma_peak_per_s"] > 0
+        assert sorted(r["loss"] for r in k["rows"]) == ["dsm", "esm", "ism", "ism generic", "ssm", "ssm_vr"]
+        for r in k["rows"]:
+            assert max(r["value_rel_gap"], r["grad_rel_gap"]) < 1e-10
+            assert r["refscore_s"] > 0 and r["peer_s"] > 0 and r["limit_s"] > 0
+            assert r["fraction_of_limit"] == pytest.approx(r["limit_s"] / r["refscore_s"], rel=1e-12)
+            assert r["ratio_to_peer"] == pytest.approx(r["peer_s"] / r["refscore_s"], rel=1e-12)
+            assert r["macs_per_point"] == bench._mlp_op_counts(r["loss"], r["sizes"])["macs"]
+    kernel_targets = [t for t in rep["targets"] if t["target"].startswith("mlp kernel")]
+    assert len(kernel_targets) == 3 * 6 * 2
+    assert "MLP loss kernels" in proc.stdout and "of limit" in proc.stdout
     for name in ("langevin:jax", "langevin:torch", "mlp:torch", "mlp:jax"):
         assert rep["skipped"][name] == "--no-peers"
     m = rep["machine"]
@@ -89,9 +105,64 @@ def test_numpy_baselines_match_refscore(d):
     theta = m.init(rng) + 0.1 * rng.standard_normal(m.n_params)
     layers = m.unpack(theta)
     for ours, ref in ((bench._numpy_ism(layers, x), losses.ism(m, theta, x, grad=True)),
-                      (bench._numpy_ssm(layers, x, v), losses.ssm(m, theta, x, v, grad=True))):
+                      (bench._numpy_ism_cyclic(layers, x), losses.ism(m, theta, x, grad=True)),
+                      (bench._numpy_ssm(layers, x, v), losses.ssm(m, theta, x, v, grad=True)),
+                      (bench._numpy_ssm(layers, x, v, variance_reduced=True), losses.ssm_vr(m, theta, x, v, grad=True)),
+                      (bench._numpy_residual(layers, x, -x), losses.esm(m, theta, x, -x, grad=True)),
+                      (bench._numpy_residual(layers, x + 0.3 * v, -v / 0.3), losses.dsm(m, theta, x, 0.3, v, grad=True))):
         assert ours[0] == pytest.approx(ref[0], rel=1e-12)
         np.testing.assert_allclose(ours[1], ref[1], rtol=0, atol=1e-12 * np.abs(ref[1]).max())
+
+
+def test_mlp_cases_pair_each_kernel_with_its_peer():
+    # the bench's pairs (refscore's call, its plain-NumPy peer) on the bench's own network, at a small
+    # n: same value and whole gradient to round-off (1e-12 relative, as above)
+    inp = bench._mlp_losses_inputs(30, 3)
+    cases = bench._mlp_cases(inp)
+    assert sorted(cases) == ["dsm", "esm", "ism", "ism generic", "ssm", "ssm_vr"]
+    for loss, (ref, peer) in cases.items():
+        (v0, g0), (v1, g1) = ref(), peer()
+        assert v1 == pytest.approx(v0, rel=1e-12), loss
+        np.testing.assert_allclose(g1, g0, rtol=0, atol=1e-12 * np.abs(g0).max(), err_msg=loss)
+
+
+@pytest.mark.parametrize("sizes", [(10, 64, 64, 10), (3, 7, 5, 3), (2, 6, 5, 4, 2)])
+def test_operation_counts_against_closed_forms(sizes):
+    # the pass-by-pass, layer-by-layer counts (bench._mlp_op_counts) summed, against closed forms
+    # derived again here from the kernels' equations: M = Σ M_l weights, H = Σ hidden widths
+    d = sizes[0]
+    L = len(sizes) - 1
+    M = [sizes[l] * sizes[l - 1] for l in range(1, L + 1)]
+    Mt, H = sum(M), sum(sizes[1:-1])
+    prim = 3 * Mt - M[0]  # forward M, weight gradients M, backward products M - M_1
+    want = {"esm": prim + H + 2 * d, "dsm": prim + H + 4 * d,
+            "ssm": 2 * prim + 5 * H + 4 * d, "ssm_vr": 2 * prim + 5 * H + 4 * d}  # one projection
+    # generic ISM: layer 1 primal only forward and in its gradient, all d + 1 rows elsewhere, the output's
+    # tangent adjoints sparse (d h_{L-1} per output product), 2d + 2 per hidden unit in reverse
+    hL = sizes[-2]
+    inner = sum(M[1:-1])
+    want["ism generic"] = (M[0] + (1 + d) * (inner + M[-1]) + d * H + 2 * d + 2 * (M[-1] + d * hL)
+                           + (2 * d + 2) * H + 2 * (1 + d) * inner + M[0])
+    if L == 3:
+        h1, h2 = sizes[1], sizes[2]
+        want["ism"] = prim + 3 * h1 * h2 + 4 * h1 + 4 * h2 + 2 * d
+    for loss, total in want.items():
+        counts = bench._mlp_op_counts(loss, list(sizes))
+        assert counts["macs"] == total, loss
+        assert counts["activations"] == H
+        assert counts["per_call_macs"] == (3 * sizes[1] * d * sizes[2] + 3 * sizes[1] * sizes[2] if loss == "ism" else 0)
+        assert {p for p, _, _ in counts["rows"]} <= {"forward", "tangent", "trace", "loss", "reverse"}
+    if L != 3:
+        with pytest.raises(ValueError, match="two hidden layers"):
+            bench._mlp_op_counts("ism", list(sizes))
+    with pytest.raises(ValueError, match="no operation count"):
+        bench._mlp_op_counts("kl", list(sizes))
+
+
+def test_limit_is_the_counted_arithmetic_at_the_measured_rates():
+    counts = {"macs": 1000, "activations": 10, "per_call_macs": 500}
+    # n points on T cores: n (1000 / F + 10 / E) / T, plus the per-call part on one core
+    assert bench._mlp_limit_s(counts, 100, 2, 1e9, 1e8) == pytest.approx(100 * (1e-6 + 1e-7) / 2 + 5e-7, rel=1e-15)
 
 
 def test_bad_arguments():
