@@ -358,7 +358,12 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, block, n_groups, 
                     Z = _view(Zb, ob[l], Rcap, wp[l])
                     d1l = _view(D1b, ob[l], Rcap, wp[l])
                     d2l = _view(D2b, ob[l], Rcap, wp[l])
-                    for k in range(c):
+                    if r == 0:  # no tangents: ā_l = φ'(a_l) ⊙ h̄_l (measured 0.44 -> 0.1 ms for ESM, n = 10^4)
+                        for k in range(c):
+                            for o in range(h):
+                                Gc[k, o] *= d1l[k, o]
+                                gb[o] += Gc[k, o]
+                    for k in range(c if r > 0 else 0):
                         for o in range(h):
                             acc[o] = 0.0
                         for j in range(r):
