@@ -4,19 +4,23 @@ A loss kernel cuts its points into blocks and the blocks into ``n_groups``
 contiguous groups, fixed by ``n`` alone (:mod:`.mlp_losses`); each group sums
 its blocks' gradient into its own row of ``parts``, and the rows are added in
 group order afterwards, so the result never depends on the thread count.
-Each group is one call of a compiled, GIL-free (``nogil=True``) serial
-function; :func:`run_groups` spreads those calls over
-``numba.get_num_threads()`` threads, each taking a contiguous run of groups
-(the static schedule a ``prange`` loop uses, kept because a dynamic hand-out
-of the groups was measured 5× slower).
+:func:`run_shares` spreads the groups over ``numba.get_num_threads()``
+threads: each group is one call of a compiled, GIL-free (``nogil=True``)
+serial function that keeps its scratch arrays between calls (allocating
+them per group measured 0.5 ms a group), and each thread takes the next
+group not yet taken, so a thread that shares its core with another process
+takes fewer (a contiguous run per thread, the static schedule a ``prange``
+loop uses, left such a thread holding up the call with half of the work;
+prange's own dynamic schedule, ``parallel_chunksize(1)``, was measured 5×
+slower).
 
 Why not ``prange``.  Numba's parallel lowering compiles the loop body into a
 separate ufunc and optimises it again with everything it calls: measured
 under load on 2 cores, the ISM kernel's parallel wrapper took 13.7 s to
 compile around a body that compiles in 3.5–5 s on its own, and a serial
 wrapper 4 s.  Here the body compiles once and nothing wraps it.  The cost is a
-thread hand-off per call (tens of microseconds, against milliseconds of work
-on any batch worth threading).
+thread hand-off per call: 20–24 µs measured for 16 empty groups on two threads
+(4 µs on one), against milliseconds of work on any batch worth threading.
 
 The sampler kernels (:mod:`.cpu_sampler`) cut their chains into blocks the same way and hand
 each thread one contiguous share of blocks in one call (:func:`run_ranges`); each chain's
@@ -28,6 +32,7 @@ ended.  Ctrl-C reaches the caller when its own run of groups returns.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import threading
 
 import numba
@@ -79,15 +84,30 @@ def run_groups(group, n_groups: int) -> None:
 
 
 def run_shares(kernel_share, n_groups: int) -> None:
-    """Call ``kernel_share(t, lo, hi)`` once per thread t, on its contiguous share ``lo .. hi - 1`` of the groups.
+    """Call ``kernel_share(t, lo, hi)`` on up to ``numba.get_num_threads()`` threads until every group
+    ``0 .. n_groups - 1`` has run, each in exactly one call, in order within a call.
 
-    The shares of :func:`run_groups` (thread t of T: groups ``t n_groups // T`` to ``(t + 1) n_groups // T
-    - 1``), each in one call, so that a kernel sets up its scratch arrays once per thread and call rather
-    than once per group.  The kernel must treat each group as :func:`run_groups` would (its own outputs,
-    in order), so results do not depend on the thread count.
+    On one thread: one call for all the groups.  On more: each thread t takes the next group not yet
+    taken, one at a time (``kernel_share(t, g, g + 1)``), so a thread whose core another process is
+    sharing takes fewer groups instead of holding the others up (a contiguous share per thread, as
+    :func:`run_groups` hands them, left a thread on a shared core with half of the work).  A kernel
+    treats each group as its own (its own outputs, its blocks in order) and keeps its scratch
+    arrays between calls, so the results do not depend on which thread ran a group, and a call
+    costs only its dispatch (8 µs measured).
     """
     threads = max(1, min(int(numba.get_num_threads()), int(n_groups)))
-    run_groups(lambda t: kernel_share(t, t * n_groups // threads, (t + 1) * n_groups // threads), threads)
+    if threads == 1:
+        kernel_share(0, 0, n_groups)
+        return
+    taken = itertools.count()  # next() on a count is atomic under the GIL
+
+    def work(t):
+        g = next(taken)
+        while g < n_groups:
+            kernel_share(t, g, g + 1)
+            g = next(taken)
+
+    run_groups(work, threads)
 
 
 def run_ranges(kernel_range, n_items: int) -> None:
