@@ -268,10 +268,16 @@ def test_residual_kernel_esm_dsm_match_numpy_engine(hidden):
         np.testing.assert_allclose(g1, g0, rtol=0, atol=1e-12 * (1 + np.abs(g0).max()))
 
 
-def _dot_rows():
-    from refscore._kernels import load_mlp_losses
+_DOT_ROWS = []
 
-    return load_mlp_losses()._dot_rows
+
+def _dot_rows():
+    """The kernels' product, compiled as they compile it (SLP vectoriser on for it alone)."""
+    if not _DOT_ROWS:
+        from refscore._kernels.tile_products import compile_tile_products
+
+        _DOT_ROWS.append(compile_tile_products(numba.njit))
+    return _DOT_ROWS[0]
 
 
 def _placed(a, offset):
