@@ -358,3 +358,34 @@ def test_kernels_reuse_their_workspace_across_layouts():
                 np.testing.assert_array_equal(g0, g1)
     finally:
         numba.set_num_threads(old)
+
+
+def test_slp_vectoriser_on_only_while_the_product_compiles():
+    # compile_tile_products turns Numba's SLP vectoriser on for the product's own compilation (a
+    # listener on the compile event, registered before the one below, so its start runs first) and
+    # restores the setting when it ends; a function compiled afterwards sees the setting as before
+    from numba.core import config, event
+
+    from refscore._kernels.tile_products import compile_tile_products
+
+    before = config.SLP_VECTORIZE
+    dot_rows = compile_tile_products(numba.njit)
+    during = []
+
+    class _Record(event.Listener):
+        def on_start(self, ev):
+            if ev.data.get("dispatcher") is dot_rows:
+                during.append(config.SLP_VECTORIZE)
+
+        def on_end(self, ev):
+            pass
+
+    rec = _Record()
+    event.register("numba:compile", rec)
+    try:
+        C = np.zeros((4, 16))
+        dot_rows(np.ones(4), np.int64(1), np.int64(4), np.ones((1, 16)), C, np.int64(1))
+    finally:
+        event.unregister("numba:compile", rec)
+    assert during == [1] and config.SLP_VECTORIZE == before
+    np.testing.assert_array_equal(C, 1.0)
