@@ -1222,7 +1222,7 @@ def machine_facts():
         facts["load_average"] = list(os.getloadavg())
     except OSError:
         facts["load_average"] = None
-    model, flags = None, ""
+    model, flags, family, number = None, "", None, None
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -1230,9 +1230,15 @@ def machine_facts():
                     model = line.split(":", 1)[1].strip()
                 if line.startswith("flags") and not flags:
                     flags = line.split(":", 1)[1]
+                if line.startswith("cpu family") and family is None:
+                    family = line.split(":", 1)[1].strip()
+                if line.startswith("model\t") and number is None:
+                    number = line.split(":", 1)[1].strip()
     except OSError:
         pass
     facts["cpu_model"] = model or platform.processor()
+    if family is not None:  # a model name as terse as "AMD EPYC" says little: family and model say the core
+        facts["cpu_model"] += f" (family {family}, model {number})"
     facts["simd"] = sorted(f for f in flags.split() if f.startswith(("avx", "fma", "sse4")))
     try:
         from threadpoolctl import threadpool_info
