@@ -629,12 +629,14 @@ def _mlp_limit_s(counts, n, threads, fma_per_s, tanh_per_s):
             + counts["per_call_macs"] / fma_per_s)
 
 
-def _interleaved_best(fns, rounds, cpu, pause=0.0):
+def _interleaved_best(fns, rounds, cpu, pause=0.0, burst=1):
     """Best-of ``rounds`` seconds of each of ``fns``, run in turn (so that a busy spell of the shared
-    machine slows all alike): wall-clock, and with ``cpu`` the calling thread's CPU time too.
-    ``pause`` seconds of sleep after each call: OpenBLAS's worker threads spin for up to about 0.1 s
-    after a call (its thread timeout) on the cores the next call needs (measured on 2 threads: refscore's
-    ISM 13.4 ms right after the NumPy peer's call, 8.3 ms after a 0.2 s pause)."""
+    machine slows all alike), each turn ``burst`` calls in a row: wall-clock, and with ``cpu`` the
+    calling thread's CPU time too.  ``pause`` seconds of sleep before each turn: OpenBLAS's worker
+    threads spin for up to about 0.1 s after a call (its thread timeout) on the cores the next call
+    needs (measured on 2 threads: refscore's ISM 13.4 ms right after the NumPy peer's call, 8.3 ms
+    after a 0.2 s pause); the calls after the first of a turn find the caches and clocks of a busy
+    loop, as the peer's own calls do."""
     for fn in fns:
         fn()
     wall = [np.inf] * len(fns)
@@ -643,10 +645,11 @@ def _interleaved_best(fns, rounds, cpu, pause=0.0):
         for i, fn in enumerate(fns):
             if pause:
                 time.sleep(pause)
-            c0, t0 = time.thread_time(), time.perf_counter()
-            fn()
-            wall[i] = min(wall[i], time.perf_counter() - t0)
-            cput[i] = min(cput[i], time.thread_time() - c0)
+            for _ in range(burst):
+                c0, t0 = time.thread_time(), time.perf_counter()
+                fn()
+                wall[i] = min(wall[i], time.perf_counter() - t0)
+                cput[i] = min(cput[i], time.thread_time() - c0)
     return wall, (cput if cpu else None)
 
 
@@ -668,7 +671,8 @@ def _mlp_kernels(cfg):
     :func:`_mlp_op_counts` at the rates :mod:`bench_rates` measures here on one core (before and
     after the timings, the best kept), times the threads.  With one thread the times are also the
     thread's CPU time (the machine is shared: CPU time leaves out the spells another process held the
-    core); with more, a pause before each call lets the peer's BLAS threads stop spinning.
+    core).  Each turn is three calls in a row, and with more than one thread it follows a pause that
+    lets the peer's BLAS threads stop spinning.
     """
     import numba
 
@@ -687,9 +691,10 @@ def _mlp_kernels(cfg):
                     "grad_rel_gap": float(np.abs(g1 - g0).max() / max(np.abs(g0).max(), 1e-300))}
             t0 = time.perf_counter()
             ref(), peer()
-            per_round = time.perf_counter() - t0 + 2 * pause
+            burst = 3
+            per_round = burst * (time.perf_counter() - t0) + 2 * pause
             rounds = max(3, min(cfg["kernel_rounds"], int(cfg["kernel_seconds"] / per_round)))
-            wall, cput = _interleaved_best((ref, peer), rounds, threads == 1, pause)
+            wall, cput = _interleaved_best((ref, peer), rounds, threads == 1, pause, burst)
             timed.append((loss, d, sizes, rounds, gaps, wall, cput))
     # the rates again after the timings, the best of both kept (the strictest limit: a busy spell of
     # the shared machine that slowed a probe must not loosen it)
