@@ -29,7 +29,7 @@ left factor through strides, so a weight gradient needs no transposed
 copy), every array of a block has a padded width (a multiple of 16
 columns, the padding zero), the activations run over a whole block at a
 time, and the groups of blocks over the cores by
-:func:`.group_threads.run_groups`.
+:func:`.group_threads.run_shares` (each thread a workspace kept between calls).
 
 Determinism.  The points are cut into blocks of ``block`` points and the
 blocks into ``n_groups`` contiguous groups; each group sums its blocks'
