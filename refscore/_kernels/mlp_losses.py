@@ -27,8 +27,9 @@ product, forward, backward and weight gradient, is :mod:`.tile_products`'
 core, about twice OpenBLAS's AVX2 kernel on these shapes; it reads its
 left factor through strides, so a weight gradient needs no transposed
 copy), every array of a block has a padded width (a multiple of 16
-columns, the padding zero), the activations run over a whole block at a
-time, and the groups of blocks over the cores by
+columns; the weights' padding is zero, and no result reads the padding of
+the others), the activations run over a whole block at a time, and the
+groups of blocks over the cores by
 :func:`.group_threads.run_shares` (each thread a workspace kept between calls).
 
 Determinism.  The points are cut into blocks of ``block`` points and the
