@@ -39,7 +39,7 @@ runs at 5 GFMA/s (scalar).
 Shapes.  ``C`` has a multiple of :data:`R_TILE` rows and of :data:`S_TILE`
 columns (the kernels give every array a padded width, :func:`padded`, and
 room for a padded number of rows); ``B`` has at least ``C``'s columns.
-Rows and columns past the ones a kernel uses hold finite numbers that no
+Rows and columns past the ones a kernel uses hold numbers that no
 result reads.
 
 Order of summation.  Every entry of ``C`` is its initial value plus the K
