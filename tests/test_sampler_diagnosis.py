@@ -347,14 +347,14 @@ def test_nothing_fits_says_so_and_prints_the_best_fit():
 
 def test_every_sampler_hypothesis_has_a_bug_here():
     """The labels the diagnosis can name for each sampler kind are each the expected name of a bug above."""
-    from refscore.golden import _sampler_hypotheses  # noqa: SLF001 - the labels are what this file tests
+    from refscore.golden import _sampler_hypotheses, diagnosis  # noqa: SLF001 - the labels are what this file tests
 
     class _Q:
         def __init__(self, kind, q):
             self.cases, self.q = list(testing.golden_cases(kind=kind).all_cases.values()), q
 
-    class _Ctx:
-        vals, _runs, rtol, atol = {}, {}, 1e-8, 1e-10
+    def _Ctx():  # the diagnosis's own context, with nothing of yours given
+        return diagnosis._Context(None, {}, [], 1e-8, 1e-10)
 
     named = {b[2] for b in OVERDAMPED_BUGS} | {b[1] for b in MALA_BUGS} | {b[2] for b in KINETIC_BUGS}
     for kind in SAMPLERS:

@@ -84,24 +84,6 @@ def _named_row(quantity):
     return lambda Q: (conventions.row(quantity).quantity, None)
 
 
-def _yours(ctx, c, q):
-    """Your ``q`` of case ``c`` as float64 when it is comparable with golden's (shape, finite), else None."""
-    v = ctx.vals.get(f"{c.name}/{q}")
-    if v is None or q not in c.quantities or np.iscomplexobj(v):
-        return None
-    try:
-        a = np.asarray(v, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    return a if a.shape == c.quantities[q].shape and np.all(np.isfinite(a)) else None
-
-
-def _cached(ctx, key, make):
-    if key not in ctx._runs:
-        ctx._runs[key] = make()
-    return ctx._runs[key]
-
-
 def _agrees(ctx, predicted, yours) -> bool:
     """Your values are the prediction to the tolerance a hypothesis's fit is held to (ten times the check's)."""
     tr = max(10 * ctx.rtol, 1e-9)
@@ -116,7 +98,7 @@ def _departs(ctx, predicted, yours):
 
 # ------------------------------------------------------------------ a sampler case, step by step
 def _subject(ctx, c):
-    return _cached(ctx, ("diffusion-subject", c.name), lambda: build_diffusion(c.spec))
+    return ctx.cached(("diffusion-subject", c.name), lambda: build_diffusion(c.spec))
 
 
 def _velocity(x0_fn, schedule, x, t):
@@ -192,12 +174,12 @@ class _Variant:
         if options is None:
             return None
         sampler = diffusion_sampler_of(c.kind)
-        yours = _yours(ctx, c, "trajectory")
+        yours = ctx.yours(c, "trajectory")
         chained = yours is None
         states = c.inputs["x"][None] if chained else yours
         key = ("diffusion-variant", c.name, self.key, chained)
         try:
-            nxt, calls = _cached(ctx, key, lambda: diffusion_steps(
+            nxt, calls = ctx.cached(key, lambda: diffusion_steps(
                 sampler, sub.schedule, x0_fn, states, grid, c.inputs.get("z"), options, chained=chained,
                 run=None if self.run is None else self.run(sampler)))
         except (ValueError, FloatingPointError, ZeroDivisionError):
@@ -378,8 +360,8 @@ def _first_departure(ctx, c):
     """``(step, what, words)`` of the first step of case ``c`` at which your run departs from refscore's
     step from your state (None: the case could not be stepped; step -1: none departs)."""
     sampler = diffusion_sampler_of(c.kind)
-    yours = _yours(ctx, c, "trajectory")
-    x0_yours = {q: _yours(ctx, c, q) for q in ("x0_hat", "x0_hat_2") if q in c.quantities}
+    yours = ctx.yours(c, "trajectory")
+    x0_yours = {q: ctx.yours(c, q) for q in ("x0_hat", "x0_hat_2") if q in c.quantities}
     if yours is None and all(v is None for v in x0_yours.values()):
         return None
     t = c.inputs["t"]
@@ -387,7 +369,7 @@ def _first_departure(ctx, c):
         return 0, "start", "your trajectory[0] is not the stored x"
     states = yours if yours is not None else c.quantities["trajectory"]
     sub = _subject(ctx, c)
-    nxt, calls = _cached(ctx, ("diffusion-refscore-steps", c.name, yours is None), lambda: diffusion_steps(
+    nxt, calls = ctx.cached(("diffusion-refscore-steps", c.name, yours is None), lambda: diffusion_steps(
         sampler, sub.schedule, sub.denoiser.x0, states, t, c.inputs.get("z"), c.spec["params"]["options"],
         chained=False))
     ref = x0_quantities(sampler, calls)
@@ -460,7 +442,7 @@ def patterns(ctx, Q, failing) -> tuple:
     if diffusion_sampler_of(kind) is not None and Q.q in _STEP_QUANTITIES:
         where = _departures(ctx, Q)
         out = [where] if where else []
-        if Q.q != "trajectory" and all(_yours(ctx, c, "trajectory") is not None for c in Q.cases):
+        if Q.q != "trajectory" and all(ctx.yours(c, "trajectory") is not None for c in Q.cases):
             refs = [_REFSCORE.predict(ctx, c, Q.q) for c in Q.cases]
             if all(r is not None and _agrees(ctx, r, Q.yours[c.name]) for r, c in zip(refs, Q.cases)):
                 out.append(f"every {Q.q} is refscore's denoiser at your states: it departs because your trajectory "

@@ -75,25 +75,6 @@ def _conversions(word, extra=()) -> list:
     return out
 
 
-# ------------------------------------------------------------------ your values, per case
-def _yours(ctx, c, q):
-    """Your ``q`` of case ``c`` as float64 when it is comparable with golden's (shape, finite), else None."""
-    v = ctx.vals.get(f"{c.name}/{q}")
-    if v is None or np.iscomplexobj(v):
-        return None
-    try:
-        a = np.asarray(v, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    return a if a.shape == c.quantities[q].shape and np.all(np.isfinite(a)) else None
-
-
-def _cached(ctx, key, make):
-    if key not in ctx._runs:
-        ctx._runs[key] = make()
-    return ctx._runs[key]
-
-
 class _Overdamped:
     r"""ULA or annealed Langevin (any overdamped entry of the registry) from your states, per level.
 
@@ -154,10 +135,10 @@ class _Overdamped:
 
 
 def _overdamped(ctx, c):
-    yours = _yours(ctx, c, "states")
+    yours = ctx.yours(c, "states")
     if yours is None:
         return None
-    return _cached(ctx, ("sampler-steps", c.name), lambda: _Overdamped(c, yours))
+    return ctx.cached(("sampler-steps", c.name), lambda: _Overdamped(c, yours))
 
 
 def _fit(parts):
@@ -216,10 +197,10 @@ class _Mala:
 def _mala(ctx, c, step=None):
     """:class:`_Mala` of case ``c`` at ``step`` (the stored one by default), or None when your states are
     not comparable, or when the entry's step is not MALA's (the variants here are MALA's)."""
-    yours = _yours(ctx, c, "states")
-    if yours is None or not _cached(ctx, ("sampler-mala-is-entry", c.name), lambda: _mala_is_entry(c, yours)):
+    yours = ctx.yours(c, "states")
+    if yours is None or not ctx.cached(("sampler-mala-is-entry", c.name), lambda: _mala_is_entry(c, yours)):
         return None
-    return _cached(ctx, ("sampler-mala", c.name, step), lambda: _Mala(c, yours, step))
+    return ctx.cached(("sampler-mala", c.name, step), lambda: _Mala(c, yours, step))
 
 
 def _mala_is_entry(c, yours) -> bool:
@@ -285,10 +266,10 @@ class _Kinetic:
 def _kinetic(ctx, c):
     """:class:`_Kinetic` of case ``c``, or None when your states or momenta are not comparable, or when
     the entry's step is not the splitting these variants rewrite."""
-    states, momenta = _yours(ctx, c, "states"), _yours(ctx, c, "momenta")
+    states, momenta = ctx.yours(c, "states"), ctx.yours(c, "momenta")
     if states is None or momenta is None or not _kinetic_is_entry(ctx, c):
         return None
-    return _cached(ctx, ("sampler-kinetic", c.name), lambda: _Kinetic(c, states, momenta))
+    return ctx.cached(("sampler-kinetic", c.name), lambda: _Kinetic(c, states, momenta))
 
 
 def _kinetic_is_entry(ctx, c) -> bool:
@@ -300,7 +281,7 @@ def _kinetic_is_entry(ctx, c) -> bool:
                             float(c.inputs["friction"]))
         return bool(np.allclose(mine["states"], states, rtol=1e-12, atol=1e-12)
                     and np.allclose(mine["momenta"], momenta, rtol=1e-12, atol=1e-12))
-    return _cached(ctx, ("sampler-kinetic-is-entry", c.name), check)
+    return ctx.cached(("sampler-kinetic-is-entry", c.name), check)
 
 
 def _kinetic_run(c, letters, gamma, **options):
@@ -522,7 +503,7 @@ def _kinetic_hypotheses(ctx, Q):
                 # a step's positions do not see its last kick or refresh: the other quantity must fit too
                 other = "momenta" if q == "states" else "states"
                 return both[q] if _agrees(ctx, both[other], k.yours[other]) else None
-            if _yours(ctx, c, "momenta") is None and _kinetic_is_entry(ctx, c):  # whole trajectories from x0, v0
+            if ctx.yours(c, "momenta") is None and _kinetic_is_entry(ctx, c):  # whole trajectories from x0, v0
                 return _kinetic_run(c, letters, gamma, **options)[q]
             return None
         return predict

@@ -274,6 +274,24 @@ class _Context:
     def fails(self, case_name, q) -> bool:
         return self.status.get((case_name, q)) == "FAIL"
 
+    def yours(self, case, q):
+        """Your ``q`` of ``case`` as float64 when it is comparable with golden's (a recorded quantity of the
+        same shape, real and finite), else None."""
+        v = self.vals.get(f"{case.name}/{q}")
+        if v is None or q not in case.quantities or np.iscomplexobj(v):
+            return None
+        try:
+            a = np.asarray(v, dtype=float)
+        except (TypeError, ValueError):
+            return None
+        return a if a.shape == case.quantities[q].shape and np.all(np.isfinite(a)) else None
+
+    def cached(self, key, make):
+        """``make()``, computed once per check for ``key`` (a variant run, a departure...)."""
+        if key not in self._runs:
+            self._runs[key] = make()
+        return self._runs[key]
+
 
 # ---------------------------------------------------------------- where the failures lie
 def _patterns(ctx, Q, failing) -> tuple:
