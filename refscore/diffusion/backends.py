@@ -110,26 +110,10 @@ class Program(NamedTuple):
     info: dict
 
 
-# ------------------------------------------------------------------ checks, as the reference steps make them
-def _noise_level(schedule, t, what):
-    s = schedule.sigma(t)
-    if s == 0.0:
-        raise ValueError(f"t = {t!r} has sigma = 0: {what} is not defined there (a grid may end there but no "
-                         f"step may start or evaluate there)")
-    return s
-
-
-def _positive_alpha(schedule, t, sampler):
-    a = schedule.alpha(t)
-    if a == 0.0:
-        raise ValueError(f"t = {t!r} has alpha = 0: {sampler} works in EDM's variable x/alpha, undefined there "
-                         f"(start the grid below {schedule!r}'s pure-noise end)")
-    return a
-
-
+# ------------------------------------------------------------------ the velocity as coefficients (the checks: coefficients.py)
 def _velocity(schedule, t):
     r"""``(b_u, c_u)``: :math:`\hat u = \alpha'\hat x_0 + \sigma'(x - \alpha\hat x_0)/\sigma = b_u x + c_u\hat x_0`."""
-    a, s = schedule.alpha(t), _noise_level(schedule, t, "the probability-flow velocity")
+    a, s = schedule.alpha(t), co.noise_level(schedule, t, "the probability-flow velocity")
     da, ds = schedule.d_alpha(t), schedule.d_sigma(t)
     if not np.isfinite(ds):
         raise ValueError(f"t = {t!r} has d_sigma = {ds!r}: the probability-flow velocity is not defined there")
@@ -147,7 +131,7 @@ class _Writer:
 
     def eval(self, src, t, what):
         """``D <- x0(R[src])`` at time ``t``; its noise level (checked as the reference's steps check it)."""
-        s = _noise_level(self.schedule, t, what)
+        s = co.noise_level(self.schedule, t, what)
         if s > SIGMA_MAX:
             raise ValueError(f"t must give sigma(t) <= {SIGMA_MAX:g} (sigma^2 overflows float64 beyond ~1.3e154), "
                              f"got sigma = {s:.3g} at t = {t!r}")
@@ -175,7 +159,7 @@ def _churn(w, schedule, t, i, n_steps, info, S_churn, S_tmin, S_tmax, S_noise):
     gamma = co.churn_gamma(schedule.sigma(t) / a if a > 0 else math.inf, n_steps, S_churn, S_tmin, S_tmax)
     t_hat = t
     if gamma > 0.0:
-        _positive_alpha(schedule, t, "EDM's churn")
+        co.positive_alpha(schedule, t, "EDM's churn")
         t_hat, a_hat, scale = co.churn_time(schedule, t, gamma)
         w.combine(isa.X, x=a_hat / a, z=scale * S_noise, block=0)
     if S_churn > 0.0:
@@ -217,15 +201,15 @@ def _ddim(w, schedule, t, t_next, i, n_steps, info, eta):
 
 
 def _ddpm(w, schedule, t, t_next, i, n_steps, info, variance):
-    _noise_level(schedule, t, "DDPM's posterior")
+    co.noise_level(schedule, t, "DDPM's posterior")
     c_x, c_0, std = co.ddpm_coefficients(schedule, t, t_next, variance)
     w.eval(isa.X, t, "DDPM's posterior")
     w.combine(isa.X, x=c_x, d=c_0, z=std, block=0)
 
 
 def _euler_ancestral(w, schedule, t, t_next, i, n_steps, info, eta, s_noise):
-    a = _positive_alpha(schedule, t, "euler_ancestral")
-    s = _noise_level(schedule, t, "the ancestral step")
+    a = co.positive_alpha(schedule, t, "euler_ancestral")
+    s = co.noise_level(schedule, t, "the ancestral step")
     an, sn = schedule.alpha(t_next), schedule.sigma(t_next)
     sbar, sbar_n = s / a, sn / an
     down, up = co.ancestral_step(sbar, sbar_n, eta)

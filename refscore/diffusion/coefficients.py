@@ -23,9 +23,28 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["StepContext", "gap", "ddim_noise_scales", "ddpm_coefficients", "churn_gamma", "churn_time",
+__all__ = ["noise_level", "positive_alpha", "StepContext", "gap", "ddim_noise_scales", "ddpm_coefficients", "churn_gamma", "churn_time",
            "ancestral_step", "forward_transition", "langevin_alpha", "LANGEVIN_ALPHAS"]
 
+
+
+def noise_level(schedule, t, what):
+    """``sigma(t)``, refused where it is 0: ``what`` (a score, a velocity, a step's eps...) divides by it, so a
+    grid may end there but no step may start or evaluate there."""
+    s = schedule.sigma(t)
+    if s == 0.0:
+        raise ValueError(f"t = {t!r} has sigma = 0: {what} is not defined there (a grid may end there but no "
+                         f"step may start or evaluate there)")
+    return s
+
+
+def positive_alpha(schedule, t, sampler):
+    """``alpha(t)``, refused where it is 0: ``sampler`` works in EDM's variable ``x / alpha``."""
+    a = schedule.alpha(t)
+    if a == 0.0:
+        raise ValueError(f"t = {t!r} has alpha = 0: {sampler} works in EDM's variable x/alpha, undefined there "
+                         f"(start the grid below {schedule!r}'s pure-noise end)")
+    return a
 
 @dataclass
 class StepContext:

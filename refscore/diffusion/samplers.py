@@ -94,35 +94,19 @@ def _x0(x0_fn, x, t):
     return out
 
 
-def _needs_noise_level(schedule, t, what):
-    s = schedule.sigma(t)
-    if s == 0.0:
-        raise ValueError(f"t = {t!r} has sigma = 0: {what} is not defined there (a grid may end there but no "
-                         f"step may start or evaluate there)")
-    return s
-
-
 def _score(x0_fn, schedule, x, t):
     r""":math:`\nabla\log p_t \approx (\alpha\hat x_0 - x)/\sigma^2` (Tweedie)."""
-    s = _needs_noise_level(schedule, t, "the score")
+    s = co.noise_level(schedule, t, "the score")
     return (schedule.alpha(t) * _x0(x0_fn, x, t) - x) / (s * s)
 
 
 def _velocity(x0_fn, schedule, x, t):
-    a, s = schedule.alpha(t), _needs_noise_level(schedule, t, "the probability-flow velocity")
+    a, s = schedule.alpha(t), co.noise_level(schedule, t, "the probability-flow velocity")
     da, ds = schedule.d_alpha(t), schedule.d_sigma(t)
     if not np.isfinite(ds):
         raise ValueError(f"t = {t!r} has d_sigma = {ds!r}: the probability-flow velocity is not defined there")
     x0 = _x0(x0_fn, x, t)
     return da * x0 + ds * (x - a * x0) / s
-
-
-def _positive_alpha(schedule, t, sampler):
-    a = schedule.alpha(t)
-    if a == 0.0:
-        raise ValueError(f"t = {t!r} has alpha = 0: {sampler} works in EDM's variable x/alpha, undefined there "
-                         f"(start the grid below {schedule!r}'s pure-noise end)")
-    return a
 
 
 # ------------------------------------------------------------------ the steps
@@ -173,7 +157,7 @@ def ddim_step(x0_fn, schedule, x, t, t_next, eta=0.0, noise=None):
     Song et al. 2021, eq. (12) with (16), on any schedule (diffusers ``DDIMScheduler.step``: ``std_dev_t``,
     ``pred_sample_direction``, ``prev_sample``); :func:`refscore.diffusion.coefficients.ddim_noise_scales`.
     """
-    a, s = schedule.alpha(t), _needs_noise_level(schedule, t, "DDIM's eps")
+    a, s = schedule.alpha(t), co.noise_level(schedule, t, "DDIM's eps")
     an, sn = schedule.alpha(t_next), schedule.sigma(t_next)
     with np.errstate(divide="ignore"):
         lt, ln = schedule.log_snr(t), schedule.log_snr(t_next)
@@ -197,7 +181,7 @@ def ddpm_step(x0_fn, schedule, x, t, t_next, variance="small", noise=None):
     ``fixed_large``; :func:`refscore.diffusion.coefficients.ddpm_coefficients`).  With ``"small"`` it is DDIM
     with :math:`\eta = 1` (docs/diffusion.md §6.5).
     """
-    _needs_noise_level(schedule, t, "DDPM's posterior")
+    co.noise_level(schedule, t, "DDPM's posterior")
     c_x, c_0, std = co.ddpm_coefficients(schedule, t, t_next, variance)
     out = c_x * x + c_0 * _x0(x0_fn, x, t)
     if std > 0.0:
@@ -219,8 +203,8 @@ def euler_ancestral_step(x0_fn, schedule, x, t, t_next, eta=1.0, s_noise=1.0, no
     with :math:`(\sigma_{\rm down}, \sigma_{\rm up})` = :func:`refscore.diffusion.coefficients.ancestral_step`.
     It equals DDIM with the same :math:`\eta \le 1` (docs/diffusion.md §6.5).
     """
-    a = _positive_alpha(schedule, t, "euler_ancestral")
-    s = _needs_noise_level(schedule, t, "the ancestral step")
+    a = co.positive_alpha(schedule, t, "euler_ancestral")
+    s = co.noise_level(schedule, t, "the ancestral step")
     an, sn = schedule.alpha(t_next), schedule.sigma(t_next)
     sbar, sbar_n = s / a, sn / an
     down, up = co.ancestral_step(sbar, sbar_n, eta)
@@ -251,7 +235,7 @@ def dpmpp_2m_step(x0_fn, schedule, x, t, t_next, previous=None):
     ``solver_type="midpoint"`` (:math:`D_0 + \tfrac12 D_1`, :math:`D_1 = (m_0 - m_1)/r_0`).  Lu et al. 2022,
     Algorithm 2.
     """
-    s = _needs_noise_level(schedule, t, "DPM-Solver++'s step")
+    s = co.noise_level(schedule, t, "DPM-Solver++'s step")
     an, sn = schedule.alpha(t_next), schedule.sigma(t_next)
     with np.errstate(divide="ignore"):
         lt, ln = 0.5 * schedule.log_snr(t), 0.5 * schedule.log_snr(t_next)
@@ -332,8 +316,8 @@ def pf_ode_step(x0_fn, schedule, x, t, t_next, method="DOP853", rtol=1e-10, atol
     :math:`N(\mu, \Sigma)` by at most :math:`\bar\sigma_{\rm tail}^2/(2\ell_{\min})` relative to
     :math:`x - \mu`; docs/diffusion.md §6.4).
     """
-    a = _positive_alpha(schedule, t, "pf_ode")
-    _needs_noise_level(schedule, t, "the probability-flow velocity")
+    a = co.positive_alpha(schedule, t, "pf_ode")
+    co.noise_level(schedule, t, "the probability-flow velocity")
     an, sn = schedule.alpha(t_next), schedule.sigma(t_next)
     tau0 = -0.5 * schedule.log_snr(t)
     tail = sn == 0.0
@@ -367,7 +351,7 @@ def _churn(schedule, x, t, noise, ctx, S_churn, S_tmin, S_tmax, S_noise):
     a = schedule.alpha(t)
     gamma = co.churn_gamma(schedule.sigma(t) / a if a > 0 else math.inf, ctx.n_steps, S_churn, S_tmin, S_tmax)
     if gamma > 0.0:
-        _positive_alpha(schedule, t, "EDM's churn")
+        co.positive_alpha(schedule, t, "EDM's churn")
     x, t_hat = churn_step(schedule, x, t, gamma, noise[0] if noise else None, S_noise)
     if S_churn > 0.0:
         ctx.info.setdefault("t_hat", np.full(ctx.n_steps, np.nan))[ctx.i] = t_hat
