@@ -118,6 +118,41 @@ _KICK = score_blocks.KICK
 _DRIFT = score_blocks.DRIFT
 
 
+# ------------------------------------------------------------------ a block's chains in and out
+@numba.njit(error_model="numpy", nogil=True)
+def _load_rows(src, lo, m, dst):
+    """Rows ``lo .. lo + m - 1`` of ``src`` (n, d) into the first ``m`` columns of ``dst`` (d, BLOCK), transposed."""
+    for c in range(m):
+        for i in range(src.shape[1]):
+            dst[i, c] = src[lo + c, i]
+
+
+@numba.njit(error_model="numpy", nogil=True)
+def _store_rows(dst, lo, m, src):
+    """The first ``m`` columns of ``src`` (d, BLOCK) back into rows ``lo .. lo + m - 1`` of ``dst`` (n, d)."""
+    for c in range(m):
+        for i in range(dst.shape[1]):
+            dst[lo + c, i] = src[i, c]
+
+
+@numba.njit(error_model="numpy", nogil=True)
+def _enter_block(x, status, lo, m, X, fate, alive):
+    """Chains ``lo .. lo + m - 1`` into a block: their states into ``X``, their status codes into ``fate``, and
+    ``alive`` 1.0 where a chain still runs (0: frozen on entry)."""
+    for c in range(m):
+        fate[c] = status[lo + c]
+        alive[c] = 1.0 if fate[c] == 0 else 0.0
+    _load_rows(x, lo, m, X)
+
+
+@numba.njit(error_model="numpy", nogil=True)
+def _leave_block(x, status, lo, m, X, fate):
+    """A block's states and status codes back into ``x`` and ``status``."""
+    for c in range(m):
+        status[lo + c] = fate[c]
+    _store_rows(x, lo, m, X)
+
+
 def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, status):
     """ULA / annealed Langevin on all chains of ``x`` (n, d), in place.
 
@@ -147,21 +182,17 @@ def _langevin_blocks(kind, b_lo, b_hi, lay, params, scale, etas, steps_per_level
     n, d = x.shape
     wrows = lay[2]
     L = etas.shape[0]
-    for b in range(b_lo, b_hi):
+    X = np.empty((d, BLOCK))
+    S = np.empty((d, BLOCK))
+    W = np.empty((wrows, BLOCK))
+    LP = np.empty(BLOCK)
+    ACC = np.empty(BLOCK)
+    alive = np.empty(BLOCK)
+    fate = np.empty(BLOCK, dtype=np.int8)
+    for b in range(b_lo, b_hi):  # the block's scratch is reused: every entry a block reads it wrote first
         lo = b * BLOCK
         m = min(BLOCK, n - lo)
-        X = np.empty((d, BLOCK))
-        S = np.empty((d, BLOCK))
-        W = np.empty((wrows, BLOCK))
-        LP = np.empty(BLOCK)
-        ACC = np.empty(BLOCK)
-        alive = np.empty(BLOCK)
-        fate = np.empty(BLOCK, dtype=np.int8)
-        for c in range(m):
-            fate[c] = status[lo + c]
-            alive[c] = 1.0 if fate[c] == 0 else 0.0
-            for i in range(d):
-                X[i, c] = x[lo + c, i]
+        _enter_block(x, status, lo, m, X, fate, alive)
         g = step0
         for lev in range(L):
             eta = etas[lev]
@@ -186,10 +217,7 @@ def _langevin_blocks(kind, b_lo, b_hi, lay, params, scale, etas, steps_per_level
                     for c in range(m):
                         for i in range(d):
                             trace[r, lo + c, i] = X[i, c]
-        for c in range(m):
-            status[lo + c] = fate[c]
-            for i in range(d):
-                x[lo + c, i] = X[i, c]
+        _leave_block(x, status, lo, m, X, fate)
 
 
 def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
@@ -220,24 +248,20 @@ def _mala_blocks(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0,
     wrows = lay[2]
     sq = math.sqrt(2.0 * eta)
     p = params[0]
-    for b in range(b_lo, b_hi):
+    X = np.empty((d, BLOCK))
+    S = np.empty((d, BLOCK))
+    Y = np.empty((d, BLOCK))
+    SY = np.empty((d, BLOCK))
+    W = np.empty((wrows, BLOCK))
+    LPX = np.empty(BLOCK)
+    LPY = np.empty(BLOCK)
+    ACC = np.empty(BLOCK)
+    alive = np.empty(BLOCK)
+    fate = np.empty(BLOCK, dtype=np.int8)
+    for b in range(b_lo, b_hi):  # the block's scratch is reused: every entry a block reads it wrote first
         lo = b * BLOCK
         m = min(BLOCK, n - lo)
-        X = np.empty((d, BLOCK))
-        S = np.empty((d, BLOCK))
-        Y = np.empty((d, BLOCK))
-        SY = np.empty((d, BLOCK))
-        W = np.empty((wrows, BLOCK))
-        LPX = np.empty(BLOCK)
-        LPY = np.empty(BLOCK)
-        ACC = np.empty(BLOCK)
-        alive = np.empty(BLOCK)
-        fate = np.empty(BLOCK, dtype=np.int8)
-        for c in range(m):
-            fate[c] = status[lo + c]
-            alive[c] = 1.0 if fate[c] == 0 else 0.0
-            for i in range(d):
-                X[i, c] = x[lo + c, i]
+        _enter_block(x, status, lo, m, X, fate, alive)
         evaluate_kind(kind, lay, p, X, S, LPX, W, m, True)
         for t in range(step0, step0 + n_steps):
             for i in range(d):
@@ -269,10 +293,7 @@ def _mala_blocks(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0,
                 for c in range(m):
                     for i in range(d):
                         trace[r, lo + c, i] = X[i, c]
-        for c in range(m):
-            status[lo + c] = fate[c]
-            for i in range(d):
-                x[lo + c, i] = X[i, c]
+        _leave_block(x, status, lo, m, X, fate)
 
 
 def kinetic(lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0, rec, trace,
@@ -314,26 +335,22 @@ def _kinetic_blocks(kind, b_lo, b_hi, lay, params, word, kick, drift, decay, spr
     wrows = lay[2]
     p = params[0]
     n_letters = word.shape[0]
-    for b in range(b_lo, b_hi):
+    X = np.empty((d, BLOCK))
+    V = np.empty((d, BLOCK))
+    Q = np.empty((d, BLOCK))
+    PM = np.empty((d, BLOCK))
+    QS = np.empty((d, BLOCK))
+    S = np.empty((d, BLOCK))
+    W = np.empty((wrows, BLOCK))
+    LP = np.empty(BLOCK)
+    ACC = np.empty(BLOCK)
+    alive = np.empty(BLOCK)
+    fate = np.empty(BLOCK, dtype=np.int8)
+    for b in range(b_lo, b_hi):  # the block's scratch is reused: every entry a block reads it wrote first
         lo = b * BLOCK
         m = min(BLOCK, n - lo)
-        X = np.empty((d, BLOCK))
-        V = np.empty((d, BLOCK))
-        Q = np.empty((d, BLOCK))
-        PM = np.empty((d, BLOCK))
-        QS = np.empty((d, BLOCK))
-        S = np.empty((d, BLOCK))
-        W = np.empty((wrows, BLOCK))
-        LP = np.empty(BLOCK)
-        ACC = np.empty(BLOCK)
-        alive = np.empty(BLOCK)
-        fate = np.empty(BLOCK, dtype=np.int8)
-        for c in range(m):
-            fate[c] = status[lo + c]
-            alive[c] = 1.0 if fate[c] == 0 else 0.0
-            for i in range(d):
-                X[i, c] = x[lo + c, i]
-                V[i, c] = v[lo + c, i]
+        _enter_block(x, status, lo, m, X, fate, alive)
+        _load_rows(v, lo, m, V)
         have_score = False  # S holds s(q) of the current Q
         for t in range(step0, step0 + n_steps):
             for i in range(d):
@@ -372,11 +389,8 @@ def _kinetic_blocks(kind, b_lo, b_hi, lay, params, word, kick, drift, decay, spr
                     for i in range(d):
                         trace[r, lo + c, i] = X[i, c]
                         p_trace[r, lo + c, i] = V[i, c]
-        for c in range(m):
-            status[lo + c] = fate[c]
-            for i in range(d):
-                x[lo + c, i] = X[i, c]
-                v[lo + c, i] = V[i, c]
+        _leave_block(x, status, lo, m, X, fate)
+        _store_rows(v, lo, m, V)
 
 
 @numba.njit(cache=use_cache(), error_model="numpy")  # serial: a test helper, cheap to compile
