@@ -69,7 +69,7 @@ import numpy as np
 
 from .._validation import as_float_array, as_points, check_choice
 from ..distributions import Gaussian, GaussianMixture, mixture_log_sum_exp
-from .parametrisations import PARAMETRISATIONS
+from .parametrisations import PARAMETRISATIONS, velocity_derivatives
 from .schedules import Schedule
 
 __all__ = ["Denoiser", "SIGMA_MAX"]
@@ -198,12 +198,7 @@ class Denoiser:
         else:
             da = ds = None
             if kind == "velocity":
-                with np.errstate(divide="ignore"):
-                    da = np.asarray(self.schedule.d_alpha(t_arr), float)[:, None]
-                    ds = np.asarray(self.schedule.d_sigma(t_arr), float)[:, None]
-                if not np.all(np.isfinite(ds)):
-                    raise ValueError(f"t must have a finite d_sigma(t) for the velocity ({self.schedule!r} has "
-                                     f"sigma ~ sqrt(t) at t = 0), got t = {float(np.min(t_arr))!r}")
+                da, ds = velocity_derivatives(self.schedule, t_arr)
             out = PARAMETRISATIONS[kind].frm(x0, eps, x, a[:, None], s[:, None], da, ds)
         return out[0] if single else out
 

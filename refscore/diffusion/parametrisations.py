@@ -51,8 +51,8 @@ import numpy as np
 
 from .._validation import as_float_array, check_choice, check_positive
 
-__all__ = ["PARAMETRISATIONS", "Parametrisation", "to_x0_eps", "from_x0_eps", "convert_prediction",
-           "EDMPreconditioning", "edm_preconditioning"]
+__all__ = ["PARAMETRISATIONS", "Parametrisation", "to_x0_eps", "from_x0_eps", "velocity_derivatives",
+           "convert_prediction", "EDMPreconditioning", "edm_preconditioning"]
 
 
 def _coef(value, name, x):
@@ -164,6 +164,19 @@ def to_x0_eps(kind, prediction, x, alpha, sigma, d_alpha=None, d_sigma=None):
     check_choice("kind", kind, PARAMETRISATIONS)
     with np.errstate(divide="ignore", invalid="ignore"):
         return PARAMETRISATIONS[kind].to(*_inputs(prediction, x, alpha, sigma, d_alpha, d_sigma))
+
+
+def velocity_derivatives(schedule, t):
+    r"""``(d_alpha, d_sigma)`` of ``schedule`` at the times ``t`` (n,), as (n, 1) columns: what the ``"velocity"``
+    row needs, :math:`\alpha'\hat x_0 + \sigma'\hat\varepsilon`.  ``ValueError`` where :math:`\sigma'` is not
+    finite (a schedule with :math:`\sigma \sim \sqrt t` at :math:`t = 0`), never an infinite velocity."""
+    with np.errstate(divide="ignore"):
+        da = np.asarray(schedule.d_alpha(t), float)[:, None]
+        ds = np.asarray(schedule.d_sigma(t), float)[:, None]
+    if not np.all(np.isfinite(ds)):
+        raise ValueError(f"t must have a finite d_sigma(t) for the velocity ({schedule!r} has sigma ~ sqrt(t) at "
+                         f"t = 0), got t = {float(np.min(t))!r}")
+    return da, ds
 
 
 def from_x0_eps(kind, x0, eps, x, alpha, sigma, d_alpha=None, d_sigma=None):
