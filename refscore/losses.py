@@ -78,16 +78,18 @@ def _check_result(name, per, grad_theta=None, value=None, where="this theta and 
     elif grad_theta is not None and not np.all(np.isfinite(grad_theta)):
         what = "the gradient over theta is non-finite"
     if what is not None:
+        place = where() if callable(where) else where  # a callable: its words cost nothing unless needed
         raise FloatingPointError(
             f"{name}: float64 overflow: {what} although every input is finite; the model's "
-            f"scores or their derivatives exceed float64's range at {where}"
+            f"scores or their derivatives exceed float64's range at {place}"
         )
 
 
 def _finish(per, grad_theta, single, reduction, grad, name="loss", where="this theta and x"):
     """Reduce per-point values; ``grad_theta`` is already the gradient of the mean.
 
-    ``where`` names the points the model was evaluated at, for the overflow message.
+    ``where`` names the points the model was evaluated at, for the overflow message (a string, or a
+    callable returning one, evaluated only when the message is written).
     """
     if reduction == "none":
         _check_result(name, per, where=where)
@@ -326,10 +328,13 @@ def dsm(model, theta, x, sigma, eps, reduction="mean", grad=False):
     # an overflow here is reported below as a FloatingPointError naming its place, not as a warning
     with np.errstate(over="ignore", invalid="ignore"):
         per, g = dsm_terms(model, theta, x, sigma, eps, np.full(n, 1.0 / n), grad)
-        reach = float(np.max(np.abs(x + sigma * eps)))
-    return _finish(per, g, single, reduction, grad, "dsm",
-                   where=f"this theta and the noised points x + sigma*eps (sigma = {sigma:g}; their largest "
-                         f"|coordinate| is {reach:.3g})")
+
+    def where():  # the noised points' reach, computed only when an overflow is reported
+        with np.errstate(over="ignore", invalid="ignore"):
+            reach = float(np.max(np.abs(x + sigma * eps)))
+        return (f"this theta and the noised points x + sigma*eps (sigma = {sigma:g}; their largest "
+                f"|coordinate| is {reach:.3g})")
+    return _finish(per, g, single, reduction, grad, "dsm", where=where)
 
 
 def _sliced(model, theta, x, v, reduction, grad, variance_reduced):
