@@ -2572,6 +2572,14 @@ TABLE: tuple[ConventionRow, ...] = (
         "the option `denoise`",
     ),
     ConventionRow(
+        "PC order (score_sde)",
+        "pc(order='corrector_first'): per grid time t_i the corrector's Langevin steps at t_i, then the "
+        "predictor from t_i to t_{i+1}; the noise of step i drawn in call order (z[i, 0] first)",
+        "get_pc_sampler: corrector_update_fn then predictor_update_fn at the same t; Song et al. (2021) "
+        "Algorithms 2-3 write the predictor first, then the corrector at the new time (order='predictor_first')",
+        "the option `order`",
+    ),
+    ConventionRow(
         "ESM − ISM",
         "½ E_p‖∇log p‖²",
         "Gaussian: ½ tr Σ⁻¹",

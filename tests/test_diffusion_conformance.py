@@ -203,24 +203,33 @@ def pc(x, t, model, prediction, schedule, z, options, slip=None):
             calls.append((y + sg * sg * s) / a)
             return s
 
-        g = score(x, t[i])
-        noise = z[i, 0]
-        if options["step_size"] is None:
-            step = 2 * (options["snr"] * np.mean(np.linalg.norm(noise, axis=-1))
-                        / np.mean(np.linalg.norm(g, axis=-1))) ** 2
-        else:
-            step = options["step_size"]
-        x = x + step * g + np.sqrt(2 * step) * noise
-        g = score(x, t[i])
-        if ve:
-            var = schedule.sigma(t[i]) ** 2 - schedule.sigma(t[i + 1]) ** 2
-            mean = x + var * g
-            x = mean + np.sqrt(var) * z[i, 1]
-        else:
+        def correct(x, ti, noise):
+            g = score(x, ti)
+            if options["step_size"] is None:
+                step = 2 * (options["snr"] * np.mean(np.linalg.norm(noise, axis=-1))
+                            / np.mean(np.linalg.norm(g, axis=-1))) ** 2
+            else:
+                step = options["step_size"]
+            mean = x + step * g
+            return mean, mean + np.sqrt(2 * step) * noise
+
+        def predict(x, noise):
+            g = score(x, t[i])
+            if ve:
+                var = schedule.sigma(t[i]) ** 2 - schedule.sigma(t[i + 1]) ** 2
+                mean = x + var * g
+                return mean, mean + np.sqrt(var) * noise
             beta = schedule.beta_min + t[i] * (schedule.beta_max - schedule.beta_min)
             h = t[i + 1] - t[i]
             mean = x + (-0.5 * beta * x - beta * g) * h
-            x = mean + np.sqrt(-h * beta) * z[i, 1]
+            return mean, mean + np.sqrt(-h * beta) * noise
+
+        if slip == "pc order":  # Song et al. (2021) Algorithm 2's order: predict, then correct at the new time
+            _, x = predict(x, z[i, 0])
+            mean, x = correct(x, t[i + 1], z[i, 1])
+        else:
+            _, x = correct(x, t[i], z[i, 0])
+            mean, x = predict(x, z[i, 1])
         if i == n - 1 and slip != "no denoise":
             x = mean
         states.append(x)
@@ -296,6 +305,7 @@ SLIPS = {
     "trailing": ("ddim", "*leading*", "timestep spacing trailing", "Timestep spacing (diffusers)"),
     "offset 0": ("ddim", "*leading*", "timestep spacing leading (steps_offset 0)", "Timestep spacing (diffusers)"),
     "no denoise": ("pc", None, "missing final denoise", "PC final denoise (score_sde)"),
+    "pc order": ("pc", None, "PC order predictor first", "PC order (score_sde)"),
 }
 LABELS = {label for _, _, label, _ in SLIPS.values()}
 

@@ -31,7 +31,7 @@ prediction converted to :math:`x_0` otherwise).
   \sigma^2)`;
 * the update: Heun's second stage at the first stage's time :math:`\hat t` instead of the grid's next;
   EDM's churn with ``max`` for ``min``; score_sde's PC without its final denoise (the last update keeps
-  its noise).
+  its noise), or with its predictor and corrector in the other order.
 
 ``diffusion_schedule``, ``diffusion_coefficients`` and ``diffusion_denoiser`` cases get the variants of
 their quantities: a grid by another rule (as above), :math:`\sigma^2` or :math:`\alpha^2` where
@@ -317,8 +317,20 @@ def _steps_hypotheses(ctx, Q, sampler):
             "where EDM's gamma = min(S_churn / N, sqrt 2 - 1): the cap used as a floor, noise added at every step; "
             "refscore.conventions.churn_gamma", _Variant(None, run=lambda s, step=step: _churn_max(step)),
             _row(conventions.churn_gamma))
-    if sampler == "pc" and all(diffusion_options("pc", c.spec["params"]["options"], len(c.inputs["t"]) - 1)["denoise"]
-                               for c in cases):
+    pc_options = [diffusion_options("pc", c.spec["params"]["options"], len(c.inputs["t"]) - 1) for c in cases] \
+        if sampler == "pc" else []
+    orders = {o["order"] for o in pc_options}
+    if len(orders) == 1 and all(o["langevin_alpha"] != "step" for o in pc_options):
+        own = next(iter(orders))
+        other = next(o for o in diffusion_samplers.PC_ORDERS if o != own)
+        words = {"corrector_first": "the corrector's Langevin steps at t[i], then the predictor to t[i + 1] "
+                                    "(score_sde's pc_sampler)",
+                 "predictor_first": "the predictor to t[i + 1], then the corrector's Langevin steps at t[i + 1] "
+                                    "(Song et al. 2021, Algorithms 2-3)"}
+        add(f"PC order {other.replace('_', ' ')}", f"your step runs {words[other]} where this case's runs "
+            f"{words[own]}; the noise of a step drawn in call order (pc's option order)",
+            _Variant(None, options=lambda o: {**o, "order": other}), _named_row("PC order (score_sde)"))
+    if sampler == "pc" and all(o["denoise"] for o in pc_options):
         add("missing final denoise", "your last update keeps its noise where score_sde's sampler returns that update's "
             "mean (denoise=True)", _Variant(None, options=lambda o: {**o, "denoise": False}),
             _named_row("PC final denoise (score_sde)"))
