@@ -67,7 +67,7 @@ def _warn(message: str) -> None:
 FAMILIES = {
     "mlp_losses": ("MLPScore's fused loss kernels", "4-10 s"),
     "cpu_sampler": ("the Langevin sampler kernels (ULA, MALA, annealed and kinetic Langevin)", "3-12 s"),
-    "custom_sampler": ("the Langevin kernels for your NumbaTarget", "5-20 s"),
+    "custom_sampler": ("the Langevin kernels for your NumbaTarget", "2-10 s"),
     "cuda_sampler": ("the CUDA Langevin kernels (ULA, MALA, annealed and kinetic Langevin)", "10-40 s"),
     "diffusion_sampler": ("the diffusion sampler kernel (every sampler of refscore.diffusion on the exact denoiser)",
                           "3-10 s"),

@@ -4,7 +4,10 @@ r"""Langevin kernels for a user's own compiled score: ``numba.njit`` functions a
 ``score(x) -> (d,)`` (and ``logpdf(x) -> float`` for MALA), compiled with
 ``numba.njit``.  The kernels here (ULA, MALA, kinetic Langevin) take them as
 first-class arguments (Numba compiles one specialisation per function) and run
-one chain per ``prange`` iteration with the SAME noise, update and freezing
+the chains one after another in GIL-free serial loops, a contiguous share of
+the chains per thread (:func:`.group_threads.run_ranges`, not ``prange``:
+numba's parallel lowering compiles a loop body a second time, and each user
+function costs a compile), with the SAME noise, update and freezing
 rule as :mod:`.cpu_sampler` (``step_block`` and the kinetic sub-flows of
 :mod:`.score_blocks` on a block of one chain, ``status`` codes as there), so a user's target runs the same chains as
 the NumPy reference fed the same functions (docs/derivations.md §8).  Not
@@ -26,10 +29,10 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
 
 from . import score_blocks
 from .cpu_sampler import _K
+from .group_threads import run_ranges
 
 __all__ = ["langevin", "mala", "kinetic"]
 
@@ -55,8 +58,17 @@ _OK = -1
 _RAISED = -2
 
 
-# The try blocks live in these helpers, not in the prange bodies: a loop body
-# with an exception edge has several exits, and Numba then runs it serially.
+def _run_chains(chains, args, n_steps, n):
+    """``chains(*args, lo, hi)`` over every chain, one contiguous share per thread
+    (:func:`.group_threads.run_ranges`); with zero steps one call over no chain, which compiles the
+    kernel (the samplers' zero-step warm-up call) and calls no user function."""
+    if n_steps == 0:
+        chains(*args, 0, 0)
+        return
+    run_ranges(lambda lo, hi: chains(*args, lo, hi), n)
+
+
+# The try blocks live in these helpers, kept out of the chain loops.
 @numba.njit(error_model="numpy")
 def _score_into(score, P, out, d):
     """``out[:, 0] = score(P[:, 0])``; returns ``_OK``, ``_RAISED``, or the length the score returned."""
@@ -88,15 +100,19 @@ def _record_fault(fault, c, kind, step, length):
     fault[c, 2] = length
 
 
-@numba.njit(parallel=True, error_model="numpy")
 def langevin(score, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, fault):
     """ULA on every chain of ``x`` (n, d) in place; arguments as :func:`.cpu_sampler.langevin`,
     plus ``fault`` (n, 3) int64, written only for a chain whose score call failed."""
-    if n_steps == 0:
-        return
-    n, d = x.shape
+    args = (score, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, fault)
+    _run_chains(_langevin_chains, args, n_steps, x.shape[0])
+
+
+@numba.njit(nogil=True, error_model="numpy")
+def _langevin_chains(score, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, fault, c_lo, c_hi):
+    """:func:`langevin` on chains ``c_lo .. c_hi - 1`` (one thread's share)."""
+    d = x.shape[1]
     sq = math.sqrt(2.0 * eta)
-    for c in prange(n):
+    for c in range(c_lo, c_hi):
         X = np.empty((d, 1))
         S = np.empty((d, 1))
         ACC = np.empty(1)
@@ -126,15 +142,20 @@ def langevin(score, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, 
             x[c, i] = X[i, 0]
 
 
-@numba.njit(parallel=True, error_model="numpy")
 def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted, fault):
     """MALA on every chain of ``x`` in place; arguments as :func:`.cpu_sampler.mala`, plus ``fault``
     as in :func:`langevin` (``x[c]`` is left at the proposal when the failing call was there)."""
-    if n_steps == 0:
-        return
-    n, d = x.shape
+    args = (score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted, fault)
+    _run_chains(_mala_chains, args, n_steps, x.shape[0])
+
+
+@numba.njit(nogil=True, error_model="numpy")
+def _mala_chains(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted, fault,
+                 c_lo, c_hi):
+    """:func:`mala` on chains ``c_lo .. c_hi - 1`` (one thread's share)."""
+    d = x.shape[1]
     sq = math.sqrt(2.0 * eta)
-    for c in prange(n):
+    for c in range(c_lo, c_hi):
         X = np.empty((d, 1))
         S = np.empty((d, 1))
         Y = np.empty((d, 1))
@@ -199,17 +220,23 @@ def mala(score, logpdf, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, stat
             x[c, i] = Y[i, 0] if at_proposal else X[i, 0]
 
 
-@numba.njit(parallel=True, error_model="numpy")
 def kinetic(score, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0, rec, trace, p_trace,
             status, fault):
     """Kinetic Langevin on every chain of ``x`` (positions) and ``v`` (momenta) in place; arguments as
     :func:`.cpu_sampler.kinetic` (the word, the score evaluated lazily at safe points, the freezing),
     plus ``fault`` as in :func:`langevin` (``x[c]`` is left at the point of the failing score call)."""
-    if n_steps == 0:
-        return
-    n, d = x.shape
+    args = (score, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0, rec, trace, p_trace,
+            status, fault)
+    _run_chains(_kinetic_chains, args, n_steps, x.shape[0])
+
+
+@numba.njit(nogil=True, error_model="numpy")
+def _kinetic_chains(score, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0, rec, trace,
+                    p_trace, status, fault, c_lo, c_hi):
+    """:func:`kinetic` on chains ``c_lo .. c_hi - 1`` (one thread's share)."""
+    d = x.shape[1]
     n_letters = word.shape[0]
-    for c in prange(n):
+    for c in range(c_lo, c_hi):
         X = np.empty((d, 1))
         V = np.empty((d, 1))
         Q = np.empty((d, 1))
