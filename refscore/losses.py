@@ -130,6 +130,7 @@ def loss_terms(kind, model, theta, x, w, aux=None, grad=False):
     ``kind``    ``aux``                  per-point term                       gradient assembled from the primitives
     ==========  =======================  ===================================  ==========================================
     RESIDUAL    target ``t`` (n, d)      ½‖s − t‖²                            ``score_vjp_params(w (s − t))``
+    DENOISING   ``(σ, z)``, z (n, d)     ½‖s(x + σz) + z/σ‖²                  RESIDUAL at x̃ = x + σz, t = −z/σ
     ISM         ``None``                 tr J + ½‖s‖²                         ``trace_grad_params(w) + score_vjp_params(w s)``
     SSM         ``v`` (m, n, d)          vᵀJv + ½(vᵀs)²                       ``vjv_grad_params(v, W) + score_vjp_params(Σ W (vᵀs) v)``
     SSM_VR      ``v`` (m, n, d)          vᵀJv + ½‖s‖²                         ``vjv_grad_params(v, W) + score_vjp_params(Σ W s)``
@@ -159,6 +160,9 @@ def loss_terms(kind, model, theta, x, w, aux=None, grad=False):
         fused = model._fused_terms(kind, theta, x, w, aux)
         if fused is not None:
             return fused
+    if kind == LossKind.DENOISING:  # exactly: s − (−z/σ) = s + z/σ
+        sigma, z = aux
+        kind, x, aux = LossKind.RESIDUAL, x + sigma * z, -z / sigma
     if kind == LossKind.RESIDUAL:
         r = model._score(theta, x) - aux
         per = 0.5 * np.einsum("nd,nd->n", r, r)
@@ -192,8 +196,9 @@ def loss_terms(kind, model, theta, x, w, aux=None, grad=False):
 
 
 def dsm_terms(model, theta, x, sigma, eps, w, grad):
-    """DSM is ESM at x̃ = x + σε with target t = −ε/σ: ½‖s(x̃) + ε/σ‖² (exactly: s − (−a) = s + a)."""
-    return loss_terms(LossKind.RESIDUAL, model, theta, x + sigma * eps, w, -eps / sigma, grad)
+    """DSM is ESM at x̃ = x + σε with target t = −ε/σ: ½‖s(x̃) + ε/σ‖² (kind ``DENOISING``, which a fused
+    pass forms where it reads each point, without the two (n, d) arrays)."""
+    return loss_terms(LossKind.DENOISING, model, theta, x, w, (sigma, eps), grad)
 
 
 # ------------------------------------------------------------------------ public losses
@@ -713,7 +718,7 @@ LOSSES = {
              "1/2 ||s(x) - target||^2 (eq. 2)", terms=_esm_terms),
         Loss("ism", ism, LossKind.ISM, (),
              "tr grad_x s(x) + 1/2 ||s(x)||^2 (eq. 3, Hyvarinen 2005)", terms=_ism_terms),
-        Loss("dsm", dsm, LossKind.RESIDUAL, ("sigma", "eps"),
+        Loss("dsm", dsm, LossKind.DENOISING, ("sigma", "eps"),
              "1/2 ||s(x + sigma eps) + eps / sigma||^2, eps ~ N(0, I) (eq. 6, Vincent 2011)",
              terms=_dsm_weighted_terms),
         Loss("ssm", ssm, LossKind.SSM, ("v",),

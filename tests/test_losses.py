@@ -229,7 +229,7 @@ def test_loss_registry():
     # each per-point kind is the one its weighted kernel computes
     kinds = {k: v.kind for k, v in losses.LOSSES.items()}
     assert kinds == {"esm": losses.LossKind.RESIDUAL, "ism": losses.LossKind.ISM,
-                     "dsm": losses.LossKind.RESIDUAL, "ssm": losses.LossKind.SSM,
+                     "dsm": losses.LossKind.DENOISING, "ssm": losses.LossKind.SSM,
                      "ssm_vr": losses.LossKind.SSM_VR, "dsm_multi": None}
 
 

@@ -268,6 +268,31 @@ def test_residual_kernel_esm_dsm_match_numpy_engine(hidden):
         np.testing.assert_allclose(g1, g0, rtol=0, atol=1e-12 * (1 + np.abs(g0).max()))
 
 
+@pytest.mark.parametrize("sigma", [0.3, 2.5])
+def test_denoising_kernel_is_the_residual_kernel_on_the_noised_points(sigma):
+    # kind DENOISING forms x + sigma z and s + z / sigma where the kernel reads each point: the same IEEE
+    # operations as NumPy's x + sigma * z and s - (-z / sigma) (s - (-a) = s + a exactly), in the same
+    # kernel with the same blocking, so the per-point terms and the gradient are the RESIDUAL kernel's
+    # on those arrays bit for bit (no BLAS and no reordering in between)
+    from refscore.models._mlp_fused import fused_terms
+
+    rng = np.random.default_rng(11)
+    model = MLPScore(4, (7, 5), "tanh", chunk_size=60)
+    theta = model.init(rng) + 0.1 * rng.standard_normal(model.n_params)
+    x = rng.standard_normal((300, 4))
+    z = rng.standard_normal((300, 4))
+    w = rng.uniform(0.5, 1.5, 300)
+    per_d, g_d = fused_terms(model, LossKind.DENOISING, theta, x, w, (sigma, z))
+    per_r, g_r = fused_terms(model, LossKind.RESIDUAL, theta, x + sigma * z, w, -z / sigma)
+    np.testing.assert_array_equal(per_d, per_r)
+    np.testing.assert_array_equal(g_d, g_r)
+    # and the NumPy engine (score + score_vjp_params on the noised points) to round-off
+    per_p, g_p = losses.loss_terms(LossKind.DENOISING, MLPScore(4, (7, 5), "tanh", backend="numpy"), theta, x, w,
+                                   (sigma, z), grad=True)
+    np.testing.assert_allclose(per_d, per_p, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(g_d, g_p, rtol=0, atol=1e-12 * np.abs(g_p).max())
+
+
 _DOT_ROWS = []
 
 

@@ -9,20 +9,23 @@ from __future__ import annotations
 import enum
 
 __all__ = ["LossKind", "TargetKind", "HEADER", "MAX_DIM_GPU", "MAX_WORK_GPU",
-           "ISM", "SSM", "SSM_VR", "RESIDUAL", "AFFINE", "MIX", "STUDENT", "BANANA", "MLP"]
+           "ISM", "SSM", "SSM_VR", "RESIDUAL", "DENOISING", "AFFINE", "MIX", "STUDENT", "BANANA", "MLP"]
 
 
 class LossKind(enum.IntEnum):
     """Per-point loss terms a fused loss pass computes (docs/derivations.md §2).
 
     ``ISM``: tr J + ½‖s‖²; ``SSM``: vᵀJv + ½(vᵀs)²; ``SSM_VR``: vᵀJv + ½‖s‖²;
-    ``RESIDUAL``: ½‖s − t‖² (ESM, and DSM at x + σz with t = −z/σ).
+    ``RESIDUAL``: ½‖s − t‖² (ESM); ``DENOISING``: ½‖s(x + σz) + z/σ‖² (DSM), the
+    residual at the noised point x̃ = x + σz with the target t = −z/σ, formed where
+    the pass reads the point (the same numbers as ``RESIDUAL`` at x̃ and t).
     """
 
     ISM = 0
     SSM = 1
     SSM_VR = 2
     RESIDUAL = 3
+    DENOISING = 4
 
 
 class TargetKind(enum.IntEnum):
@@ -36,7 +39,7 @@ class TargetKind(enum.IntEnum):
 
 
 # plain ints for the kernels (numba folds module-level ints into constants)
-ISM, SSM, SSM_VR, RESIDUAL = (int(k) for k in LossKind)
+ISM, SSM, SSM_VR, RESIDUAL, DENOISING = (int(k) for k in LossKind)
 AFFINE, MIX, STUDENT, BANANA, MLP = (int(k) for k in TargetKind)
 
 #: layout[0:HEADER] = kind, d, work_rows, a, b, c; an MLP's widths follow

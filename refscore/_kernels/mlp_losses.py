@@ -53,8 +53,11 @@ The per-point losses (``kind``):
   :math:`\bar s_k = (\sum_i W_{ki}) s_k`;
 * ``RESIDUAL`` (3): no tangents (r = 0), the target :math:`t_k` in ``V[k, 0]``,
   :math:`\ell_k = \tfrac12\lVert s_k - t_k\rVert^2`, :math:`\bar s_k = w_k(s_k - t_k)`
-  (ESM, eq. (2); DSM at :math:`\tilde x = x + \sigma\varepsilon`,
-  :math:`t = -\varepsilon/\sigma`, eq. (6)).
+  (ESM, eq. (2));
+* ``DENOISING`` (4): ``RESIDUAL`` at :math:`\tilde x_k = x_k + \sigma z_k` with
+  :math:`t_k = -z_k/\sigma`, :math:`z_k` in ``V[k, 0]`` (DSM, eq. (6)): the input row is
+  formed as ``x + sigma * z`` and the residual as ``s + z / sigma``, the same IEEE
+  operations as NumPy's ``x + sigma * z`` and ``s - (-z / sigma)``, so the same numbers.
 
 Kinds are :class:`refscore._kernels.ids.LossKind`; activation ids are
 registry positions (:func:`refscore.models.activations.kernel_id`); the
@@ -72,7 +75,7 @@ import numpy as np
 from .activation_table import compile_activate_row
 from .cache import use_cache
 from .group_threads import run_shares
-from .ids import ISM, RESIDUAL, SSM, SSM_VR  # noqa: F401  (the kinds, named in the docstrings)
+from .ids import DENOISING, ISM, RESIDUAL, SSM, SSM_VR
 from .tile_products import R_TILE, compile_tile_products, padded, rows_padded
 from .vecmath import activation_entries
 
@@ -138,7 +141,7 @@ def _workspace(kernel, size):
     return arr
 
 
-def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
+def stacked_terms(theta, sizes, act, kind, x, V, Wt, sigma, block, n_groups):
     """Per-point loss terms and their weighted parameter gradient (see the module notes).
 
     Parameters
@@ -146,11 +149,13 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     theta : (P,) float64, the MLPScore layout.
     sizes : (L+1,) int64, ``(d, h_1, …, h_{L-1}, d)``.
     act : int, activation id.
-    kind : int, ``ISM``, ``SSM``, ``SSM_VR`` or ``RESIDUAL`` (:class:`~refscore._kernels.ids.LossKind`).
+    kind : int, ``ISM``, ``SSM``, ``SSM_VR``, ``RESIDUAL`` or ``DENOISING``
+        (:class:`~refscore._kernels.ids.LossKind`).
     x : (n, d) C-contiguous.
     V : (n, r, d) C-contiguous tangents (SSM kinds); ignored for ISM (r = d);
-        (n, 1, d) targets for RESIDUAL (r = 0).
-    Wt : (n, m) weights, m = 1 for ISM and RESIDUAL, m = r otherwise.
+        (n, 1, d) targets for RESIDUAL, the standard normal z for DENOISING (r = 0).
+    Wt : (n, m) weights, m = 1 for ISM, RESIDUAL and DENOISING, m = r otherwise.
+    sigma : float, DENOISING's noise level (read by no other kind).
     block, n_groups : int, points per block and groups of blocks (>= 1).
 
     Returns
@@ -171,10 +176,11 @@ def stacked_terms(theta, sizes, act, kind, x, V, Wt, block, n_groups):
     parts = np.zeros((n_groups, P))
     n_blocks = (n + block - 1) // block
     WT, W, b, offs = _padded_layers(theta, sizes)
-    r = d if kind == ISM else (0 if kind == RESIDUAL else V.shape[1])
+    r = d if kind == ISM else (0 if kind in (RESIDUAL, DENOISING) else V.shape[1])
     size = _stacked_layout(sizes, r, block)[-1]
-    run_shares(lambda t, g_lo, g_hi: _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, block, n_groups,
-                                                    g_lo, g_hi, offW, per, parts, _workspace("stacked", size)),
+    run_shares(lambda t, g_lo, g_hi: _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, sigma, block,
+                                                    n_groups, g_lo, g_hi, offW, per, parts,
+                                                    _workspace("stacked", size)),
                n_groups)
     g = np.zeros(P)
     for grp in range(n_groups):
@@ -230,7 +236,8 @@ def _stacked_layout(sizes, r, block):
 
 
 @numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
-def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, block, n_groups, g_lo, g_hi, offW, per, parts, ws):
+def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, sigma, block, n_groups, g_lo, g_hi, offW, per, parts,
+                   ws):
     """Groups ``g_lo .. g_hi - 1`` of :func:`stacked_terms` (one thread's share): their ``per`` rows, and
     each group's gradient summed into its row of ``parts``; serial and GIL-free
     (:func:`.group_threads.run_shares`).  ``ws``: the thread's workspace (:func:`_stacked_layout`).
@@ -253,7 +260,9 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, block, n_groups, 
     L = sizes.shape[0] - 1
     unit = np.int64(1)  # a stride of 1 not written as a constant: a literal 1 would compile _dot_rows again
     ident = kind == ISM
-    r = d if ident else (0 if kind == RESIDUAL else V.shape[1])
+    noised = kind == DENOISING
+    residual = kind == RESIDUAL or noised
+    r = d if ident else (0 if residual else V.shape[1])
     Rcap, wp, ob, og, wmax, _ = _stacked_layout(sizes, r, block)
     nb = ob[L + 1]
     Hb = ws[:nb]
@@ -279,8 +288,8 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, block, n_groups, 
             H0 = _view(Hb, ob[0], Rcap, wp[0])
             for k in range(c):  # loops, not slice assignments: those compile a broadcasting helper each
                 for e in range(d):
-                    H0[k, e] = x[k0 + k, e]
-            if not ident:
+                    H0[k, e] = x[k0 + k, e] + sigma * V[k0 + k, 0, e] if noised else x[k0 + k, e]
+            if not ident and not residual:
                 for k in range(c):
                     for j in range(r):
                         for e in range(d):
@@ -325,11 +334,11 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, block, n_groups, 
                     per[k0 + k, 0] = tr + 0.5 * ss
                     for e in range(d):
                         Zbar[k, e] = w * Zo[k, e]
-                elif kind == RESIDUAL:
+                elif residual:
                     w = Wt[k0 + k, 0]
                     rr = 0.0
                     for e in range(d):
-                        res = Zo[k, e] - V[k0 + k, 0, e]
+                        res = Zo[k, e] + V[k0 + k, 0, e] / sigma if noised else Zo[k, e] - V[k0 + k, 0, e]
                         rr += res * res
                         Zbar[k, e] = w * res
                     per[k0 + k, 0] = 0.5 * rr

@@ -180,7 +180,8 @@ class ScoreModel:
 
         ``kind`` is a :class:`~refscore._kernels.ids.LossKind`; ``w`` the weights
         (``(n,)``, or ``(m, n)`` for the sliced kinds) and ``aux`` the extra input:
-        the target ``t`` ``(n, d)`` for ``RESIDUAL``, the projections ``v``
+        the target ``t`` ``(n, d)`` for ``RESIDUAL``, ``(sigma, z)`` for ``DENOISING``
+        (the loss at ``x + sigma z`` with target ``-z / sigma``), the projections ``v``
         ``(m, n, d)`` for ``SSM``/``SSM_VR``, ``None`` for ``ISM``.  Returns
         ``(per, grad)`` equal to the primitive assembly of
         :func:`refscore.losses.loss_terms` to round-off (each override is tested
