@@ -288,7 +288,8 @@ class Slip(NamedTuple):
 
 #: slip (the ``slip`` argument of the samplers above) -> :class:`Slip`
 SLIPS = {
-    "sigma^2": Slip("euler", "*edm_gaussian*", "sigma^2 where sigma belongs", "VE noise levels (diffusers KarrasVeScheduler)"),
+    "sigma^2": Slip("euler", "*edm_gaussian*", "sigma^2 where sigma belongs",
+                    "VE noise levels (diffusers KarrasVeScheduler)"),
     "repeat": Slip("dpmpp_2m", "*sd*", "last sigma repeated", "Karras σ grid (k-diffusion)"),
     "ramp": Slip("euler_ancestral", None, "Karras ramp over n + 1 points", "Karras σ grid (k-diffusion)"),
     "hat": Slip("heun", None, "Heun's second stage at t_hat", "Heun second stage (diffusers)"),

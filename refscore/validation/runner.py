@@ -56,6 +56,7 @@ EXPERIMENTS = (
     "mlp_mixture",
     "diffusion",
     "diffusion_budget",
+    "diffusion_conformance",
     "backends",
 )
 
