@@ -642,7 +642,9 @@ def _parser() -> argparse.ArgumentParser:
         "golden", help="write golden files for validating another backend", formatter_class=raw,
         description="Write golden.npz (inputs and refscore's values, keys '<case>/<quantity>') and "
         "manifest.json (conventions, theta layouts, shapes) into DIR: per-point losses of 69 models, "
-        "NCSN's multi-noise DSM, KSD, and ULA/MALA/annealed Langevin trajectories with their noise stored.",
+        "NCSN's multi-noise DSM, KSD, ULA/MALA/annealed/kinetic Langevin trajectories with their noise stored, "
+        "and the diffusion cases: schedules, exact denoisers, per-step coefficient tables, a trajectory per "
+        "sampler of refscore.diffusion (start, grid and noise stored) and likelihoods.",
         epilog="example:\n  refscore golden --out golden/\n  refscore golden --out golden/ --force   # overwrite",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write (created if missing)")
