@@ -317,11 +317,14 @@ def _placed(a, offset):
 @pytest.mark.parametrize("c, K, m", [(1, 1, 1), (3, 5, 2), (4, 4, 16), (5, 9, 17), (7, 16, 3), (192, 64, 64),
                                      (13, 10, 64), (6, 200, 10), (9, 0, 3)])
 @pytest.mark.parametrize("a_by_columns", [False, True])
-def test_dot_rows_against_numpy_every_edge_tile(c, K, m, a_by_columns):
-    # C += A B over tiles of 4 rows x 16 columns (c, m below, at and past multiples of those), K below,
+@pytest.mark.parametrize("start", ["C", "row", "other"])
+def test_dot_rows_against_numpy_every_edge_tile(c, K, m, a_by_columns, start):
+    # C = C0 + A B over tiles of 4 rows x 16 columns (c, m below, at and past multiples of those), K below,
     # at and past a chunk of 64, A read along its rows (a forward product) or down its columns (a
-    # weight gradient); C and B padded as the kernels pad them.  Each entry is C's value plus K products
-    # of O(1) numbers summed in order with fused multiply-adds: 1e-14 relative to the sum of |terms|
+    # weight gradient); C and B padded as the kernels pad them.  The first term C0 is read with a row
+    # stride: C itself (a weight gradient's sum over blocks), one row for every row (stride 0: a bias,
+    # a row of zeros), or another array of a wider row.  Each entry is C0's value plus K products of
+    # O(1) numbers summed in order with fused multiply-adds: 1e-14 relative to the sum of |terms|
     from refscore._kernels.tile_products import padded, rows_padded
 
     dot_rows = _dot_rows()
@@ -336,17 +339,26 @@ def test_dot_rows_against_numpy_every_edge_tile(c, K, m, a_by_columns):
         A = A[:, :K]
     B = np.zeros((K, mp))
     B[:, :m] = rng.standard_normal((K, m))
-    C0 = rng.standard_normal((cp, mp))
-    C = C0.copy()
-    dot_rows(Af, rs, cs, B, C, K)
-    want = C0[:c, :m] + A[:c] @ B[:, :m]
-    scale = np.abs(C0[:c, :m]) + np.abs(A[:c]) @ np.abs(B[:, :m])
+    C = rng.standard_normal((cp, mp))
+    if start == "C":
+        first, src, stride = C.copy(), C.ravel(), mp
+    elif start == "row":
+        row = rng.standard_normal(mp)
+        first, src, stride = np.broadcast_to(row, (cp, mp)), row, 0
+    else:
+        wide = rng.standard_normal((cp, mp + 5))
+        first, src, stride = wide[:, :mp], wide.ravel(), mp + 5
+    before = C.copy()
+    dot_rows(Af, rs, cs, B, C, K, src, stride)
+    want = first[:c, :m] + A[:c] @ B[:, :m]
+    scale = np.abs(first[:c, :m]) + np.abs(A[:c]) @ np.abs(B[:, :m])
     assert np.all(np.abs(C[:c, :m] - want) <= 1e-14 * scale)
-    # every entry sums its terms in order i = 0, 1, ... from C's value, whatever its tile, so the result
-    # does not depend on where the operands lie: bitwise the same at other addresses
+    # every entry sums its terms in order i = 0, 1, ... from its first term, whatever its tile, so the
+    # result does not depend on where the operands lie: bitwise the same at other addresses
     for off in (1, 3, 5):
-        C2 = C0.copy()
-        dot_rows(_placed(Af, off), rs, cs, _placed(B, 7 - off), C2, K)
+        C2 = before.copy()
+        src2 = C2.ravel() if start == "C" else _placed(src, (off + 2) % 8)
+        dot_rows(_placed(Af, off), rs, cs, _placed(B, 7 - off), C2, K, src2, stride)
         np.testing.assert_array_equal(C2, C)
 
 
@@ -409,7 +421,7 @@ def test_slp_vectoriser_on_only_while_the_product_compiles():
     event.register("numba:compile", rec)
     try:
         C = np.zeros((4, 16))
-        dot_rows(np.ones(4), np.int64(1), np.int64(4), np.ones((1, 16)), C, np.int64(1))
+        dot_rows(np.ones(4), np.int64(1), np.int64(4), np.ones((1, 16)), C, np.int64(1), C.ravel(), np.int64(16))
     finally:
         event.unregister("numba:compile", rec)
     assert during == [1] and config.SLP_VECTORIZE == before

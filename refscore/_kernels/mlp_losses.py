@@ -203,18 +203,6 @@ def _add_into(G, T):
 
 
 @numba.njit(error_model="numpy", nogil=True)
-def _fill_rows(C, rows, c, bias):
-    """``C[k] = bias`` for k < c and 0 for c <= k < rows: the starting value of a product's rows."""
-    m = C.shape[1]
-    for k in range(min(c, rows)):
-        for o in range(m):
-            C[k, o] = bias[o]
-    for k in range(c, rows):
-        for o in range(m):
-            C[k, o] = 0.0
-
-
-@numba.njit(error_model="numpy", nogil=True)
 def _stacked_layout(sizes, r, block):
     """Where :func:`_stacked_share`'s arrays lie in its workspace: per layer l = 0..L the padded width
     ``wp[l]`` and the offset ``ob[l]`` of its (Rcap, wp[l]) arrays in each of the five buffers H, Z, Ḡ,
@@ -259,6 +247,7 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, sigma, block, n_g
     n, d = x.shape
     L = sizes.shape[0] - 1
     unit = np.int64(1)  # a stride of 1 not written as a constant: a literal 1 would compile _dot_rows again
+    nought = np.int64(0)  # (the row stride of a broadcast first term: a bias, a row of zeros)
     ident = kind == ISM
     noised = kind == DENOISING
     residual = kind == RESIDUAL or noised
@@ -299,8 +288,11 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, sigma, block, n_g
                 first_ident = l == 1 and ident
                 rows = c if first_ident else R  # layer 1 of ISM: the tangents are W_1's columns, no product
                 Z = _view(Zb, ob[l], Rcap, wp[l])
-                _fill_rows(Z, _rp(rows), c, b[offs[2, l - 1]:offs[2, l]])
-                _dot_rows(Hb[ob[l - 1]:], wp[l - 1], unit, _view(WT, offs[0, l - 1], kin, wp[l]), Z[:_rp(rows)], kin)
+                WTl = _view(WT, offs[0, l - 1], kin, wp[l])
+                _dot_rows(Hb[ob[l - 1]:], wp[l - 1], unit, WTl, Z[:_rp(c)], kin, b[offs[2, l - 1]:offs[2, l]], nought)
+                if rows > c:  # the tangent rows from zero, over the primal rows' padding (written after it)
+                    _dot_rows(Hb[ob[l - 1] + c * wp[l - 1]:], wp[l - 1], unit, WTl, Z[c:c + _rp(rows - c)], kin, zeros,
+                              nought)
                 if l == L:
                     break
                 if first_ident:  # tangents of the identity: \dot a_{1,j} = W_1 e_j
@@ -398,7 +390,8 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, sigma, block, n_g
                 # layer 1's tangents (the columns of W_1) are sparse, done by hand
                 rows = c if (ident and (l == L or first_ident)) else R
                 gW = _view(gWb, og[l - 1], _rp(h), wp[l - 1])
-                _dot_rows(Gb[ob[l]:], unit, wp[l], _view(Hb, ob[l - 1], Rcap, wp[l - 1]), gW, rows)
+                _dot_rows(Gb[ob[l]:], unit, wp[l], _view(Hb, ob[l - 1], Rcap, wp[l - 1]), gW, rows, gWb[og[l - 1]:],
+                          wp[l - 1])
                 if ident and l == L:
                     HL = _view(Hb, ob[L - 1], Rcap, wp[L - 1])
                     for k in range(c):
@@ -413,8 +406,8 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, sigma, block, n_g
                                 gW[o, j] += Gc[c + k * d + j, o]
                 if l > 1:  # adjoint of h_{l-1}: [ā_l; ǡ_l] W_l
                     Gp = _view(Gb, ob[l - 1], Rcap, wp[l - 1])
-                    _fill_rows(Gp, _rp(rows), 0, zeros)
-                    _dot_rows(Gb[ob[l]:], wp[l], unit, _view(W, offs[1, l - 1], h, wp[l - 1]), Gp[:_rp(rows)], h)
+                    _dot_rows(Gb[ob[l]:], wp[l], unit, _view(W, offs[1, l - 1], h, wp[l - 1]), Gp[:_rp(rows)], h, zeros,
+                              nought)
                     if ident and l == L:
                         WL = _view(W, offs[1, L - 1], d, wp[L - 1])
                         for k in range(c):
@@ -558,6 +551,7 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
     n, d = x.shape
     L = sizes.shape[0] - 1
     unit = np.int64(1)  # as in _stacked_share
+    nought = np.int64(0)
     h1 = sizes[1]
     hl = sizes[L - 1]
     h2 = sizes[2] if L == 3 else 1
@@ -614,15 +608,12 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                 for e in range(d):
                     Xb[k, e] = x[k0 + k, e]
             # ------------------------------------------------ forward
-            _fill_rows(Z1, cr, cr, b1)
-            _dot_rows(Xf, dp, unit, W1T, Z1[:cr], d)  # a_1 = b_1 + x W_1ᵀ
+            _dot_rows(Xf, dp, unit, W1T, Z1[:cr], d, b1, nought)  # a_1 = b_1 + x W_1ᵀ
             _activate_row(act, Z1f[:c * h1p], zeros[:c * h1p], H1f[:c * h1p], D11f[:c * h1p], D21f[:c * h1p])
             if L == 3:
-                _fill_rows(Z2, cr, cr, b2)
-                _dot_rows(H1f, h1p, unit, W2T, Z2[:cr], h1)
+                _dot_rows(H1f, h1p, unit, W2T, Z2[:cr], h1, b2, nought)
                 _activate_row(act, Z2f[:c * h2p], zeros[:c * h2p], H2f[:c * h2p], D12f[:c * h2p], D22f[:c * h2p])
-            _fill_rows(S, cr, cr, bL)
-            _dot_rows(Hlf, hlp, unit, WLT, S[:cr], hl)  # s = b_L + h_{L-1} W_Lᵀ
+            _dot_rows(Hlf, hlp, unit, WLT, S[:cr], hl, bL, nought)  # s = b_L + h_{L-1} W_Lᵀ
             # ------------------------------------------------ trace, its adjoints
             if L == 2:
                 for k in range(c):
@@ -634,9 +625,7 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                         I1[k, j] = wk * pp[j] * D21[k, j]
                     per[k0 + k] = tr
             else:
-                _fill_rows(U, cr, 0, zeros)
-                _fill_rows(I1, cr, 0, zeros)
-                _dot_rows(D11f, h1p, unit, Cp, U[:cr], h1)  # u = φ'(a_1)ᵀ C
+                _dot_rows(D11f, h1p, unit, Cp, U[:cr], h1, zeros, nought)  # u = φ'(a_1)ᵀ C
                 for k in range(c):
                     wk = w[k0 + k]
                     tr = 0.0
@@ -644,8 +633,8 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                         tr += U[k, j] * D12[k, j]
                         WD2[k, j] = wk * D12[k, j]
                     per[k0 + k] = tr
-                _dot_rows(D11f, unit, h1p, WD2, gCp, c)  # C̄ += Σ_k φ'(a_1) (w φ'(a_2))ᵀ
-                _dot_rows(D12f, h2p, unit, CTp, I1[:cr], h2)  # C φ'(a_2), scaled by w φ''(a_1) below
+                _dot_rows(D11f, unit, h1p, WD2, gCp, c, ws[off[19]:], h2p)  # C̄ += Σ_k φ'(a_1) (w φ'(a_2))ᵀ
+                _dot_rows(D12f, h2p, unit, CTp, I1[:cr], h2, zeros, nought)  # C φ'(a_2), scaled by w φ''(a_1) below
             # ------------------------------------------------ ½‖s‖², then the primal reverse pass
             for k in range(c):
                 wk = w[k0 + k]
@@ -659,10 +648,9 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
             for k in range(c, cr):  # rows past the block: no adjoint
                 for e in range(dp):
                     S[k, e] = 0.0
-            _dot_rows(Sf, unit, dp, Hl, gWLp, c)  # \bar W_L += s̄ᵀ h_{L-1}
+            _dot_rows(Sf, unit, dp, Hl, gWLp, c, ws[off[18]:], hlp)  # \bar W_L += s̄ᵀ h_{L-1}
             HB = HBf[:cr * hlp].reshape(cr, hlp)
-            _fill_rows(HB, cr, 0, zeros)
-            _dot_rows(Sf, dp, unit, WL, HB, d)  # \bar h_{L-1} = s̄ W_L
+            _dot_rows(Sf, dp, unit, WL, HB, d, zeros, nought)  # \bar h_{L-1} = s̄ W_L
             if L == 3:
                 for k in range(c):
                     wk = w[k0 + k]
@@ -670,10 +658,9 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                         t = HB[k, j] * D12[k, j] + U[k, j] * wk * D22[k, j]
                         AB2[k, j] = t
                         gb2[j] += t
-                _dot_rows(AB2f, unit, h2p, H1, gW2p, c)  # \bar W_2 += ā_2ᵀ h_1
+                _dot_rows(AB2f, unit, h2p, H1, gW2p, c, ws[off[17]:], h1p)  # \bar W_2 += ā_2ᵀ h_1
                 HB1 = HBf[:cr * h1p].reshape(cr, h1p)
-                _fill_rows(HB1, cr, 0, zeros)
-                _dot_rows(AB2f, h2p, unit, W2, HB1, h2)  # \bar h_1 = ā_2 W_2
+                _dot_rows(AB2f, h2p, unit, W2, HB1, h2, zeros, nought)  # \bar h_1 = ā_2 W_2
                 for k in range(c):
                     wk = w[k0 + k]
                     for j in range(h1):
@@ -685,7 +672,7 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                     t = HB1[k, j] * D11[k, j] + I1[k, j]
                     I1[k, j] = t
                     gb1[j] += t
-            _dot_rows(I1f, unit, h1p, Xb, gW1p, c)  # \bar W_1 += ā_1ᵀ x
+            _dot_rows(I1f, unit, h1p, Xb, gW1p, c, ws[off[16]:], dp)  # \bar W_1 += ā_1ᵀ x
         # the group's sums into its row of parts
         _add_into(_view(gpart, 0, h1, d), gW1p)
         _add_into(_view(gpart, oL, d, hl), gWLp)
