@@ -40,9 +40,14 @@ __all__ = ["langevin", "mala", "kinetic", "evaluate_points", "BLOCK"]
 
 BLOCK = 128
 # error_model="numpy": float division never raises, so no call is an exception
-# boundary and LLVM may inline and vectorise across it
+# boundary and LLVM may inline and vectorise across it.  The noise and block helpers are
+# inlined by LLVM (forceinline: LLVM's alwaysinline), not in Numba's IR (inline="always"):
+# the same machine code (chain-steps/s within noise, one thread, 2 AMD EPYC cores), but the
+# first call of a sampler on an empty cache 0.4-1.9 s shorter (ula 4.5 -> 4.0 s, mala 5.2 ->
+# 4.4 s, kinetic 6.6 -> 4.9 s, load 1-1.5), Numba's IR inlining and the type inference of
+# the inlined copies being most of the difference
 _K = score_blocks.make(numba.njit(error_model="numpy"), vecmath.activation,
-                       jit_inline=lambda f: numba.njit(inline="always", error_model="numpy")(f),
+                       jit_inline=lambda f: numba.njit(forceinline=True, error_model="numpy")(f),
                        exp_nonpositive=vecmath.exp_nonpositive,
                        activate_hidden=compile_activate_hidden(numba.njit(error_model="numpy"),
                                                                vecmath.activation_entries))

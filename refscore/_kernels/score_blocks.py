@@ -95,9 +95,10 @@ def make(jit, activation, jit_inline=None, exp_nonpositive=None, activate_hidden
     :func:`.activation_table.compile_activation`: on the CPU over the
     branch-free tanh/exp of :mod:`.vecmath` (so the chain loop of an MLP layer
     vectorises), on CUDA over libm.  ``jit_inline`` compiles the noise
-    functions (Philox, Box–Muller); on the CPU it is
-    ``njit(inline="always", error_model="numpy")`` so that the chain loop
-    around a noise call is one straight-line body LLVM can vectorise.
+    functions (Philox, Box–Muller) and the block updates; on the CPU it is
+    ``njit(forceinline=True, error_model="numpy")`` (LLVM's ``alwaysinline``)
+    so that the chain loop around a noise call is one straight-line body LLVM
+    can vectorise.
     ``exp_nonpositive`` (optional, compiled, :func:`.vecmath.exp_nonpositive`
     on the CPU) replaces ``math.exp`` in the mixture's softmax, whose
     arguments are <= 0.  ``activate_hidden`` (optional, compiled,
