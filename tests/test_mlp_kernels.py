@@ -349,7 +349,7 @@ def test_dot_rows_against_numpy_every_edge_tile(c, K, m, a_by_columns, start):
         wide = rng.standard_normal((cp, mp + 5))
         first, src, stride = wide[:, :mp], wide.ravel(), mp + 5
     before = C.copy()
-    dot_rows(Af, rs, cs, B, C, K, src, stride)
+    dot_rows(Af, rs, cs, B, C.ravel(), mp, cp, K, src, stride)
     want = first[:c, :m] + A[:c] @ B[:, :m]
     scale = np.abs(first[:c, :m]) + np.abs(A[:c]) @ np.abs(B[:, :m])
     assert np.all(np.abs(C[:c, :m] - want) <= 1e-14 * scale)
@@ -358,7 +358,7 @@ def test_dot_rows_against_numpy_every_edge_tile(c, K, m, a_by_columns, start):
     for off in (1, 3, 5):
         C2 = before.copy()
         src2 = C2.ravel() if start == "C" else _placed(src, (off + 2) % 8)
-        dot_rows(_placed(Af, off), rs, cs, _placed(B, 7 - off), C2, K, src2, stride)
+        dot_rows(_placed(Af, off), rs, cs, _placed(B, 7 - off), C2.ravel(), mp, cp, K, src2, stride)
         np.testing.assert_array_equal(C2, C)
 
 
@@ -421,7 +421,8 @@ def test_slp_vectoriser_on_only_while_the_product_compiles():
     event.register("numba:compile", rec)
     try:
         C = np.zeros((4, 16))
-        dot_rows(np.ones(4), np.int64(1), np.int64(4), np.ones((1, 16)), C, np.int64(1), C.ravel(), np.int64(16))
+        dot_rows(np.ones(4), np.int64(1), np.int64(4), np.ones((1, 16)), C.ravel(), np.int64(16), np.int64(4),
+                 np.int64(1), C.ravel(), np.int64(16))
     finally:
         event.unregister("numba:compile", rec)
     assert during == [1] and config.SLP_VECTORIZE == before

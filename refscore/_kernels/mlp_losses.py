@@ -289,10 +289,10 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, sigma, block, n_g
                 rows = c if first_ident else R  # layer 1 of ISM: the tangents are W_1's columns, no product
                 Z = _view(Zb, ob[l], Rcap, wp[l])
                 WTl = _view(WT, offs[0, l - 1], kin, wp[l])
-                _dot_rows(Hb[ob[l - 1]:], wp[l - 1], unit, WTl, Z[:_rp(c)], kin, b[offs[2, l - 1]:offs[2, l]], nought)
+                _dot_rows(Hb[ob[l - 1]:], wp[l - 1], unit, WTl, Zb[ob[l]:], wp[l], _rp(c), kin, b[offs[2, l - 1]:], nought)
                 if rows > c:  # the tangent rows from zero, over the primal rows' padding (written after it)
-                    _dot_rows(Hb[ob[l - 1] + c * wp[l - 1]:], wp[l - 1], unit, WTl, Z[c:c + _rp(rows - c)], kin, zeros,
-                              nought)
+                    _dot_rows(Hb[ob[l - 1] + c * wp[l - 1]:], wp[l - 1], unit, WTl, Zb[ob[l] + c * wp[l]:], wp[l],
+                              _rp(rows - c), kin, zeros, nought)
                 if l == L:
                     break
                 if first_ident:  # tangents of the identity: \dot a_{1,j} = W_1 e_j
@@ -390,8 +390,8 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, sigma, block, n_g
                 # layer 1's tangents (the columns of W_1) are sparse, done by hand
                 rows = c if (ident and (l == L or first_ident)) else R
                 gW = _view(gWb, og[l - 1], _rp(h), wp[l - 1])
-                _dot_rows(Gb[ob[l]:], unit, wp[l], _view(Hb, ob[l - 1], Rcap, wp[l - 1]), gW, rows, gWb[og[l - 1]:],
-                          wp[l - 1])
+                _dot_rows(Gb[ob[l]:], unit, wp[l], _view(Hb, ob[l - 1], Rcap, wp[l - 1]), gWb[og[l - 1]:], wp[l - 1], _rp(h),
+                          rows, gWb[og[l - 1]:], wp[l - 1])
                 if ident and l == L:
                     HL = _view(Hb, ob[L - 1], Rcap, wp[L - 1])
                     for k in range(c):
@@ -406,8 +406,8 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, sigma, block, n_g
                                 gW[o, j] += Gc[c + k * d + j, o]
                 if l > 1:  # adjoint of h_{l-1}: [ā_l; ǡ_l] W_l
                     Gp = _view(Gb, ob[l - 1], Rcap, wp[l - 1])
-                    _dot_rows(Gb[ob[l]:], wp[l], unit, _view(W, offs[1, l - 1], h, wp[l - 1]), Gp[:_rp(rows)], h, zeros,
-                              nought)
+                    _dot_rows(Gb[ob[l]:], wp[l], unit, _view(W, offs[1, l - 1], h, wp[l - 1]), Gb[ob[l - 1]:], wp[l - 1],
+                              _rp(rows), h, zeros, nought)
                     if ident and l == L:
                         WL = _view(W, offs[1, L - 1], d, wp[L - 1])
                         for k in range(c):
@@ -587,8 +587,9 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
     WD2, U, AB2 = _view(WD2f, 0, cap, h2p), _view(Uf, 0, cap, h2p), _view(AB2f, 0, cap, h2p)  # WD2: w φ'(a_2)
     S = _view(Sf, 0, cap, dp)
     # a group's weight gradients (padded), added to its row of parts at its end
-    gW1p, gW2p = _view(ws, off[16], _rp(h1), dp), _view(ws, off[17], _rp(h2), h1p)
-    gWLp, gCp = _view(ws, off[18], _rp(d), hlp), _view(ws, off[19], _rp(h1), h2p)
+    gW1f, gW2f, gWLf, gCf = ws[off[16]:off[17]], ws[off[17]:off[18]], ws[off[18]:off[19]], ws[off[19]:off[20]]
+    gW1p, gW2p = _view(gW1f, 0, _rp(h1), dp), _view(gW2f, 0, _rp(h2), h1p)
+    gWLp, gCp = _view(gWLf, 0, _rp(d), hlp), _view(gCf, 0, _rp(h1), h2p)
     gp = ws[off[20]:off[21]]
     Hlf = H2f if L == 3 else H1f
     Hl = H2 if L == 3 else H1
@@ -608,12 +609,12 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                 for e in range(d):
                     Xb[k, e] = x[k0 + k, e]
             # ------------------------------------------------ forward
-            _dot_rows(Xf, dp, unit, W1T, Z1[:cr], d, b1, nought)  # a_1 = b_1 + x W_1ᵀ
+            _dot_rows(Xf, dp, unit, W1T, Z1f, h1p, cr, d, b1, nought)  # a_1 = b_1 + x W_1ᵀ
             _activate_row(act, Z1f[:c * h1p], zeros[:c * h1p], H1f[:c * h1p], D11f[:c * h1p], D21f[:c * h1p])
             if L == 3:
-                _dot_rows(H1f, h1p, unit, W2T, Z2[:cr], h1, b2, nought)
+                _dot_rows(H1f, h1p, unit, W2T, Z2f, h2p, cr, h1, b2, nought)
                 _activate_row(act, Z2f[:c * h2p], zeros[:c * h2p], H2f[:c * h2p], D12f[:c * h2p], D22f[:c * h2p])
-            _dot_rows(Hlf, hlp, unit, WLT, S[:cr], hl, bL, nought)  # s = b_L + h_{L-1} W_Lᵀ
+            _dot_rows(Hlf, hlp, unit, WLT, Sf, dp, cr, hl, bL, nought)  # s = b_L + h_{L-1} W_Lᵀ
             # ------------------------------------------------ trace, its adjoints
             if L == 2:
                 for k in range(c):
@@ -625,7 +626,7 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                         I1[k, j] = wk * pp[j] * D21[k, j]
                     per[k0 + k] = tr
             else:
-                _dot_rows(D11f, h1p, unit, Cp, U[:cr], h1, zeros, nought)  # u = φ'(a_1)ᵀ C
+                _dot_rows(D11f, h1p, unit, Cp, Uf, h2p, cr, h1, zeros, nought)  # u = φ'(a_1)ᵀ C
                 for k in range(c):
                     wk = w[k0 + k]
                     tr = 0.0
@@ -633,8 +634,8 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                         tr += U[k, j] * D12[k, j]
                         WD2[k, j] = wk * D12[k, j]
                     per[k0 + k] = tr
-                _dot_rows(D11f, unit, h1p, WD2, gCp, c, ws[off[19]:], h2p)  # C̄ += Σ_k φ'(a_1) (w φ'(a_2))ᵀ
-                _dot_rows(D12f, h2p, unit, CTp, I1[:cr], h2, zeros, nought)  # C φ'(a_2), scaled by w φ''(a_1) below
+                _dot_rows(D11f, unit, h1p, WD2, gCf, h2p, _rp(h1), c, gCf, h2p)  # C̄ += Σ_k φ'(a_1) (w φ'(a_2))ᵀ
+                _dot_rows(D12f, h2p, unit, CTp, I1f, h1p, cr, h2, zeros, nought)  # C φ'(a_2), scaled by w φ''(a_1) below
             # ------------------------------------------------ ½‖s‖², then the primal reverse pass
             for k in range(c):
                 wk = w[k0 + k]
@@ -648,9 +649,9 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
             for k in range(c, cr):  # rows past the block: no adjoint
                 for e in range(dp):
                     S[k, e] = 0.0
-            _dot_rows(Sf, unit, dp, Hl, gWLp, c, ws[off[18]:], hlp)  # \bar W_L += s̄ᵀ h_{L-1}
+            _dot_rows(Sf, unit, dp, Hl, gWLf, hlp, _rp(d), c, gWLf, hlp)  # \bar W_L += s̄ᵀ h_{L-1}
             HB = HBf[:cr * hlp].reshape(cr, hlp)
-            _dot_rows(Sf, dp, unit, WL, HB, d, zeros, nought)  # \bar h_{L-1} = s̄ W_L
+            _dot_rows(Sf, dp, unit, WL, HBf, hlp, cr, d, zeros, nought)  # \bar h_{L-1} = s̄ W_L
             if L == 3:
                 for k in range(c):
                     wk = w[k0 + k]
@@ -658,9 +659,9 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                         t = HB[k, j] * D12[k, j] + U[k, j] * wk * D22[k, j]
                         AB2[k, j] = t
                         gb2[j] += t
-                _dot_rows(AB2f, unit, h2p, H1, gW2p, c, ws[off[17]:], h1p)  # \bar W_2 += ā_2ᵀ h_1
+                _dot_rows(AB2f, unit, h2p, H1, gW2f, h1p, _rp(h2), c, gW2f, h1p)  # \bar W_2 += ā_2ᵀ h_1
                 HB1 = HBf[:cr * h1p].reshape(cr, h1p)
-                _dot_rows(AB2f, h2p, unit, W2, HB1, h2, zeros, nought)  # \bar h_1 = ā_2 W_2
+                _dot_rows(AB2f, h2p, unit, W2, HBf, h1p, cr, h2, zeros, nought)  # \bar h_1 = ā_2 W_2
                 for k in range(c):
                     wk = w[k0 + k]
                     for j in range(h1):
@@ -672,7 +673,7 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                     t = HB1[k, j] * D11[k, j] + I1[k, j]
                     I1[k, j] = t
                     gb1[j] += t
-            _dot_rows(I1f, unit, h1p, Xb, gW1p, c, ws[off[16]:], dp)  # \bar W_1 += ā_1ᵀ x
+            _dot_rows(I1f, unit, h1p, Xb, gW1f, dp, _rp(h1), c, gW1f, dp)  # \bar W_1 += ā_1ᵀ x
         # the group's sums into its row of parts
         _add_into(_view(gpart, 0, h1, d), gW1p)
         _add_into(_view(gpart, oL, d, hl), gWLp)
