@@ -135,10 +135,9 @@ def test_quiet_environment_silences_the_notice(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_a_warm_literal_entry_kernel_announces_no_compile(tmp_path):
-    """The CPU sampler kernels take the target kind as a literal: numba's first, plain-typed attempt is a cache
-    miss it aborts at once, then the literal version loads from the cache.  A second process on a filled cache
-    prints no compile notice (the aborted attempt is not announced); the first one does."""
+def test_a_warm_sampler_kernel_announces_no_compile(tmp_path):
+    """The CPU sampler kernels are compiled for one target kind (its kind_tag in their signature): a second
+    process on a filled cache loads that kernel and prints no compile notice; the first one prints one."""
     env = dict(os.environ, REFSCORE_CACHE_DIR=str(tmp_path))
     env.pop("REFSCORE_QUIET", None)
     code = textwrap.dedent("""

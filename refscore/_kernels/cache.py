@@ -223,25 +223,6 @@ def _announce(module: str) -> None:
           file=sys.stderr, flush=True)
 
 
-#: kernels whose call from Python passes a plain integer that their body makes a literal (``numba.literally``):
-#: numba first tries the plain type, a cache miss it aborts at once, then compiles (or loads) the literal
-#: version; that first attempt is not a compile to announce
-_LITERAL_ENTRIES: set = set()
-
-
-def literal_entry(dispatcher):
-    """Declare ``dispatcher`` a kernel that makes an integer argument a literal (see :data:`_LITERAL_ENTRIES`)."""
-    _LITERAL_ENTRIES.add(dispatcher)
-    return dispatcher
-
-
-def _aborted_attempt(dispatcher, args) -> bool:
-    """Numba's plain-typed first try of a :func:`literal_entry` kernel (no argument a literal yet)."""
-    from numba.core import types
-
-    return dispatcher in _LITERAL_ENTRIES and not any(isinstance(a, types.Literal) for a in args or ())
-
-
 @functools.lru_cache(maxsize=None)
 def announce_compiles() -> None:
     """Register the listener that prints :func:`_announce`'s line on a kernel family's first cache miss."""
@@ -252,8 +233,6 @@ def announce_compiles() -> None:
     class _CompileNotice(event.Listener):
         def on_start(self, ev):
             dispatcher = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
-            if dispatcher is not None and _aborted_attempt(dispatcher, ev.data.get("args")):
-                return
             module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
             if module.startswith(prefix):
                 family = module[len(prefix):]

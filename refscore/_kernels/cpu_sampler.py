@@ -33,7 +33,7 @@ from numba.extending import overload
 
 from . import score_blocks, vecmath
 from .activation_table import compile_activate_hidden
-from .cache import literal_entry, use_cache
+from .cache import use_cache
 from .group_threads import run_ranges
 
 __all__ = ["langevin", "mala", "kinetic", "evaluate_points", "BLOCK"]
@@ -64,57 +64,38 @@ _phase_check = _K.phase_check
 _U1 = np.uint64(1)
 
 
-@literal_entry
-@numba.njit(cache=use_cache(), nogil=True)
-def _langevin_entry(kind, b_lo, b_hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace,
-                    status):
-    """:func:`_langevin_blocks` for the literal target kind ``kind``: a small function, so that numba's
-    first, non-literal attempt (which ``numba.literally`` aborts) costs milliseconds on every call."""
-    numba.literally(kind)
-    _langevin_blocks(kind, b_lo, b_hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec,
-                     trace, status)
+def kind_tag(kind):
+    """The target kind as an argument whose numba type carries it: a tuple of ``kind + 1`` zeros, typed
+    ``UniTuple(int64, kind + 1)``.
+
+    A kernel called with it is compiled, and cached, for that kind alone (:func:`evaluate_kind` reads the
+    kind from the tuple's length at compile time), by its ordinary signature: no literal argument
+    (``numba.literally``, whose first, plain-typed attempt is aborted) and no entry function around the
+    kernel (whose compile optimised the whole kernel a second time when linking it, 0.9 s of its first call).
+    """
+    return (0,) * (int(kind) + 1)
 
 
-@literal_entry
-@numba.njit(cache=use_cache(), nogil=True)
-def _mala_entry(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
-    """:func:`_mala_blocks` for the literal target kind ``kind``: a small function, so that numba's
-    first, non-literal attempt (which ``numba.literally`` aborts) costs milliseconds on every call."""
-    numba.literally(kind)
-    _mala_blocks(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted)
-
-
-@literal_entry
-@numba.njit(cache=use_cache(), nogil=True)
-def _kinetic_entry(kind, b_lo, b_hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0,
-                   step0, rec, trace, p_trace, status):
-    """:func:`_kinetic_blocks` for the literal target kind ``kind``: a small function, so that numba's
-    first, non-literal attempt (which ``numba.literally`` aborts) costs milliseconds on every call."""
-    numba.literally(kind)
-    _kinetic_blocks(kind, b_lo, b_hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0,
-                    step0, rec, trace, p_trace, status)
-
-
-def evaluate_kind(kind, lay, p, X, S, LP, W, m, want_logp):
-    """The score (and log p) of target kind ``kind`` on a block, as ``score_blocks``' ``evaluate``,
-    with ``kind`` a compile-time constant (``numba.literally``), so that a kernel compiles only the
-    kind it runs: every kind in one dispatch was most of a sampler kernel's first compile."""
+def evaluate_kind(tag, lay, p, X, S, LP, W, m, want_logp):
+    """The score (and log p) of the target kind of ``tag`` (:func:`kind_tag`) on a block, as ``score_blocks``'
+    ``evaluate``, with the kind a compile-time constant, so that a kernel compiles only the kind it runs:
+    every kind in one dispatch was most of a sampler kernel's first compile."""
     raise NotImplementedError("evaluate_kind runs inside the compiled kernels only")
 
 
 @overload(evaluate_kind, jit_options={"error_model": "numpy"})
-def _evaluate_kind(kind, lay, p, X, S, LP, W, m, want_logp):
-    if not isinstance(kind, types.IntegerLiteral):
-        raise errors.TypingError("evaluate_kind needs the target kind as a literal (numba.literally)")
-    score = _K.by_kind.get(kind.literal_value)
+def _evaluate_kind(tag, lay, p, X, S, LP, W, m, want_logp):
+    if not isinstance(tag, types.UniTuple):
+        raise errors.TypingError("evaluate_kind needs the target kind as kind_tag(kind), a tuple of kind + 1 zeros")
+    score = _K.by_kind.get(tag.count - 1)
     if score is None:  # an unknown kind scores NaN: the chains are flagged diverged, never silently wrong
-        def unknown(kind, lay, p, X, S, LP, W, m, want_logp):
+        def unknown(tag, lay, p, X, S, LP, W, m, want_logp):
             for i in range(lay[1]):
                 for c in range(m):
                     S[i, c] = math.nan
         return unknown
 
-    def known(kind, lay, p, X, S, LP, W, m, want_logp):
+    def known(tag, lay, p, X, S, LP, W, m, want_logp):
         score(lay, p, X, S, LP, W, m, want_logp)
     return known
 _NONFINITE = score_blocks.NONFINITE
@@ -167,21 +148,20 @@ def langevin(lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0
     a run cut into blocks of chains or chunks of steps draws the same noise.
     ``status`` (n,) int8: 0 running, else frozen (see the module doc).
     """
-    kind = int(lay[0])
+    tag = kind_tag(lay[0])
     args = (lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec, trace, status)
     nblocks = (x.shape[0] + BLOCK - 1) // BLOCK
     if steps_per_level == 0 or nblocks == 0:  # compile (or load) only
-        _langevin_entry(kind, 0, 0, *args)
+        _langevin_blocks(tag, 0, 0, *args)
         return
-    run_ranges(lambda lo, hi: _langevin_entry(kind, lo, hi, *args), nblocks)
+    run_ranges(lambda lo, hi: _langevin_blocks(tag, lo, hi, *args), nblocks)
 
 
 @numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
-def _langevin_blocks(kind, b_lo, b_hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec,
+def _langevin_blocks(tag, b_lo, b_hi, lay, params, scale, etas, steps_per_level, x, k0, k1, chain0, step0, rec,
                      trace, status):
     """Blocks ``b_lo .. b_hi - 1`` of :func:`langevin` (chains ``b BLOCK ..``): serial, GIL-free;
-    compiled for the target kind ``kind = lay[0]`` alone (:func:`evaluate_kind`; the literal comes from
-    :func:`_langevin_entry`)."""
+    compiled for the target kind of ``tag = kind_tag(lay[0])`` alone (:func:`evaluate_kind`)."""
     if steps_per_level == 0:
         return
     n, d = x.shape
@@ -205,7 +185,7 @@ def _langevin_blocks(kind, b_lo, b_hi, lay, params, scale, etas, steps_per_level
             sc = scale[lev]
             p = params[lev]
             for t in range(steps_per_level):
-                evaluate_kind(kind, lay, p, X, S, LP, W, m, False)
+                evaluate_kind(tag, lay, p, X, S, LP, W, m, False)
                 _step_block(X, S, ACC, m, d, eta, sc, sq, k0, k1, chain0 + lo, g)
                 for c in range(m):
                     ok = alive[c] * (ACC[c] == 0.0)
@@ -235,17 +215,17 @@ def mala(lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status
     \|y - x - \eta s(x)\|^2) / (4\eta)`.  A proposal that is non-finite or
     beyond the bound, or a non-finite score or log-ratio there, freezes the chain.
     """
-    kind = int(lay[0])
+    tag = kind_tag(lay[0])
     args = (lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted)
     nblocks = (x.shape[0] + BLOCK - 1) // BLOCK
     if n_steps == 0 or nblocks == 0:  # compile (or load) only
-        _mala_entry(kind, 0, 0, *args)
+        _mala_blocks(tag, 0, 0, *args)
         return
-    run_ranges(lambda lo, hi: _mala_entry(kind, lo, hi, *args), nblocks)
+    run_ranges(lambda lo, hi: _mala_blocks(tag, lo, hi, *args), nblocks)
 
 
 @numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
-def _mala_blocks(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
+def _mala_blocks(tag, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0, step0, rec, trace, status, accepted):
     """Blocks ``b_lo .. b_hi - 1`` of :func:`mala`, as :func:`_langevin_blocks`."""
     if n_steps == 0:
         return
@@ -267,13 +247,13 @@ def _mala_blocks(kind, b_lo, b_hi, lay, params, eta, n_steps, x, k0, k1, chain0,
         lo = b * BLOCK
         m = min(BLOCK, n - lo)
         _enter_block(x, status, lo, m, X, fate, alive)
-        evaluate_kind(kind, lay, p, X, S, LPX, W, m, True)
+        evaluate_kind(tag, lay, p, X, S, LPX, W, m, True)
         for t in range(step0, step0 + n_steps):
             for i in range(d):
                 for c in range(m):
                     Y[i, c] = S[i, c]
             _step_block(X, Y, ACC, m, d, eta, 1.0, sq, k0, k1, chain0 + lo, t)
-            evaluate_kind(kind, lay, p, Y, SY, LPY, W, m, True)
+            evaluate_kind(tag, lay, p, Y, SY, LPY, W, m, True)
             gg = np.uint64(t)
             for c in range(m):
                 loga = _mala_log_alpha(X, Y, S, SY, c, d, eta, LPX[c], LPY[c])
@@ -320,18 +300,18 @@ def kinetic(lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1
     the bound keeps its last state and is frozen (``status`` as in :func:`langevin`).
     ``trace`` and ``p_trace`` receive the positions and momenta after global step ``(j + 1) rec``.
     """
-    kind = int(lay[0])
+    tag = kind_tag(lay[0])
     args = (lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0, step0, rec, trace, p_trace,
             status)
     nblocks = (x.shape[0] + BLOCK - 1) // BLOCK
     if n_steps == 0 or nblocks == 0:  # compile (or load) only
-        _kinetic_entry(kind, 0, 0, *args)
+        _kinetic_blocks(tag, 0, 0, *args)
         return
-    run_ranges(lambda lo, hi: _kinetic_entry(kind, lo, hi, *args), nblocks)
+    run_ranges(lambda lo, hi: _kinetic_blocks(tag, lo, hi, *args), nblocks)
 
 
 @numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
-def _kinetic_blocks(kind, b_lo, b_hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0,
+def _kinetic_blocks(tag, b_lo, b_hi, lay, params, word, kick, drift, decay, spread, n_steps, x, v, k0, k1, chain0,
                     step0, rec, trace, p_trace, status):
     """Blocks ``b_lo .. b_hi - 1`` of :func:`kinetic`, as :func:`_langevin_blocks`."""
     if n_steps == 0:
@@ -368,7 +348,7 @@ def _kinetic_blocks(kind, b_lo, b_hi, lay, params, word, kick, drift, decay, spr
                 if letter == _KICK:
                     if not have_score:
                         _safe_points(Q, X, QS, ACC, m, d)
-                        evaluate_kind(kind, lay, p, QS, S, LP, W, m, False)
+                        evaluate_kind(tag, lay, p, QS, S, LP, W, m, False)
                         have_score = True
                     _kick_block(PM, S, m, d, kick)
                 elif letter == _DRIFT:
