@@ -1000,6 +1000,12 @@ def _family_calls():
     p = rs.GaussianMixture([0.5, 0.5], [[-2.0, 0.0], [2.0, 0.0]], [np.eye(2)] * 2)
     x0 = np.zeros((8, 2))
 
+    def diffusion_sample():
+        from refscore.diffusion import EDM, Denoiser, sample
+
+        edm = EDM()
+        return sample("heun", Denoiser(p, edm), edm, x0, edm.grid(3), seed=0, backend="numba", progress=False)
+
     def numba_target():
         import numba
 
@@ -1019,6 +1025,7 @@ def _family_calls():
                                                              progress=False),
         "ula on a NumbaTarget": lambda: rs.ula(numba_target(), x0, 0.1, 2, seed=0, backend="numba",
                                                progress=False),
+        "diffusion heun (numba)": lambda: diffusion_sample(),
     }
 
 
