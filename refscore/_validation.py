@@ -84,6 +84,18 @@ def as_points(x, dim: int, name: str = "x", finite: bool = True) -> tuple[np.nda
     return arr, single
 
 
+def as_start_points(x, name: str, dim: int | None = None) -> np.ndarray:
+    """A sampler's starting points: float64 ``(n, d)`` with ``n, d >= 1``, finite, and ``dim`` columns when given
+    (the data's dimension)."""
+    arr = as_float_array(x, name)
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"{name} must have shape (n, d) with n, d >= 1, got shape {arr.shape}")
+    check_finite(name, arr)
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name} must have d = {dim} columns (the data's dimension), got {arr.shape[1]}")
+    return arr
+
+
 def check_positive(name: str, value, allow_array: bool = False) -> float | np.ndarray:
     """Return ``value`` as float (or float array) after checking it is finite and > 0."""
     if allow_array:

@@ -74,6 +74,17 @@ def _ancestral_levels(sigma, sigma_next, eta):
     return torch.sqrt(sigma_next ** 2 - up ** 2), up
 
 
+def _churn(x, sigma, steps, s_churn, s_tmin, s_tmax, s_noise):
+    # the churn of sample_euler and sample_heun: gamma = min(s_churn / steps, sqrt 2 - 1) inside [s_tmin, s_tmax];
+    # like the released functions it draws torch.randn_like(x) at every step and adds it only when gamma > 0
+    gamma = min(s_churn / steps, math.sqrt(2.0) - 1.0) if s_tmin <= sigma <= s_tmax else 0.0
+    xi = torch.randn_like(x) * s_noise
+    sigma_hat = sigma * (1.0 + gamma)
+    if gamma > 0:
+        x = x + xi * torch.sqrt(sigma_hat ** 2 - sigma ** 2)
+    return x, sigma_hat
+
+
 def kd_euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
              s_tmax=math.inf, s_noise=1.0):
     # sample_euler (Karras et al. 2022, Algorithm 2 with Euler steps).  Like the released function it draws
@@ -83,11 +94,7 @@ def kd_euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_c
     steps = len(sigmas) - 1
     for i in range(steps):
         sigma = sigmas[i]
-        gamma = min(s_churn / steps, math.sqrt(2.0) - 1.0) if s_tmin <= sigma <= s_tmax else 0.0
-        xi = torch.randn_like(x) * s_noise
-        sigma_hat = sigma * (1.0 + gamma)
-        if gamma > 0:
-            x = x + xi * torch.sqrt(sigma_hat ** 2 - sigma ** 2)
+        x, sigma_hat = _churn(x, sigma, steps, s_churn, s_tmin, s_tmax, s_noise)
         denoised = model(x, sigma_hat * per_row, **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
@@ -104,11 +111,7 @@ def kd_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_ch
     steps = len(sigmas) - 1
     for i in range(steps):
         sigma = sigmas[i]
-        gamma = min(s_churn / steps, math.sqrt(2.0) - 1.0) if s_tmin <= sigma <= s_tmax else 0.0
-        xi = torch.randn_like(x) * s_noise
-        sigma_hat = sigma * (1.0 + gamma)
-        if gamma > 0:
-            x = x + xi * torch.sqrt(sigma_hat ** 2 - sigma ** 2)
+        x, sigma_hat = _churn(x, sigma, steps, s_churn, s_tmin, s_tmax, s_noise)
         denoised = model(x, sigma_hat * per_row, **extra_args)
         d1 = _slope(x, sigma_hat, denoised)
         if callback is not None:

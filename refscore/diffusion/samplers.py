@@ -68,7 +68,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from .._validation import as_float_array, check_choice, check_finite, check_int
+from .._validation import as_float_array, as_start_points, check_choice, check_finite, check_int
 from ..distributions import Gaussian
 from ..noise import NoiseOrigin
 from . import backends
@@ -635,10 +635,7 @@ def sample(sampler, x0_fn, schedule, x_init, grid, *, seed=0, chain0=0, record=F
     n_steps = g.shape[0] - 1
     opts = _options(sampler, options, n_steps)
     fn = _denoiser(x0_fn, schedule)
-    x = as_float_array(x_init, "x_init")
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"x_init must have shape (n, d) with n, d >= 1, got shape {x.shape}")
-    check_finite("x_init", x)
+    x = as_start_points(x_init, "x_init")
     n, d = x.shape
     origin = NoiseOrigin(seed, chain0)
     if not (isinstance(backend, str) and backend == "numpy"):

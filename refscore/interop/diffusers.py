@@ -76,7 +76,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validation import as_float_array, check_choice, check_finite, check_int
+from .._validation import as_start_points, check_choice, check_int
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.schedules import VPDiscrete
 from ..noise import NoiseOrigin
@@ -319,12 +319,7 @@ def run_scheduler(scheduler, denoiser, x_T, num_inference_steps, *, seed=0, chai
         prediction_type = scheduler.config.prediction_type
     check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
     kind = PREDICTION_TYPES[prediction_type]
-    x = as_float_array(x_T, "x_T")
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"x_T must have shape (n, d) with n, d >= 1, got shape {x.shape}")
-    check_finite("x_T", x)
-    if x.shape[1] != denoiser.dim:
-        raise ValueError(f"x_T must have d = {denoiser.dim} columns (the data's dimension), got {x.shape[1]}")
+    x = as_start_points(x_T, "x_T", denoiser.dim)
     n, d = x.shape
     origin = NoiseOrigin(seed, chain0)
 

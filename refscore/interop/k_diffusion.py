@@ -89,7 +89,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validation import as_float_array, check_finite
+from .._validation import as_float_array, as_start_points, check_finite
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.schedules import EDM
 from ..noise import NoiseOrigin
@@ -288,12 +288,7 @@ def run_sampler(sample_fn, denoiser, x_T, sigmas, *, seed=0, chain0=0, **sampler
         raise TypeError(f"denoiser must be a refscore Denoiser on an EDM schedule: k-diffusion's samplers run in "
                         f"EDM's variables (x/alpha, sigma/alpha), where the exact denoiser of data under any "
                         f"schedule is Denoiser(data, EDM()) (docs/diffusion.md §1.3), got {denoiser!r}")
-    x = as_float_array(x_T, "x_T")
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"x_T must have shape (n, d) with n, d >= 1, got shape {x.shape}")
-    check_finite("x_T", x)
-    if x.shape[1] != denoiser.dim:
-        raise ValueError(f"x_T must have d = {denoiser.dim} columns (the data's dimension), got {x.shape[1]}")
+    x = as_start_points(x_T, "x_T", denoiser.dim)
     sig = _check_sigmas(sigmas)
     n, d = x.shape
     n_steps = sig.shape[0] - 1
