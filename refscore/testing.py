@@ -35,16 +35,17 @@ failing keys with their largest errors.  On success each returns the
                                            :class:`~refscore.golden.Golden`, in memory
 =========================================  ==================================================
 
-Every helper but the three diffusion ones (NumPy arrays only, for now) takes
-``framework="numpy" | "torch" | "jax"``: your callable then
+Every helper takes ``framework="numpy" | "torch" | "jax"``: your callable then
 receives that framework's arrays (float64 unless ``dtype="float32"``, which
 also selects the float32 tolerances of :data:`refscore.golden.TOLERANCES`)
 built by :mod:`refscore.interop`, and may return that framework's arrays.
 Everything framework-specific (the arrays, the model a loss gets, its
-gradient, the sampler targets' functions) is the
+gradient, the sampler targets' functions, a diffusion schedule's view) is the
 :class:`~refscore.interop.frameworks.Framework` of that name in
 :data:`refscore.interop.FRAMEWORKS`; torch and jax are imported only when
-asked for.  The helpers run with the
+asked for.  The diffusion helpers call your code eagerly, never under
+``jax.jit``: the exact model they hand a sampler is a call to refscore's NumPy
+code, which a ``jit`` trace cannot follow.  The helpers run with the
 BLAS thread pool limited to one thread, as refscore's golden computation does
 (the arrays are tiny; on shared cores a multi-threaded BLAS only costs).  What your callable receives,
 per helper, is spelled out in :data:`LOSS_INPUTS`, :data:`STEP_INPUTS` and
@@ -945,9 +946,19 @@ def _diffusion_kind(sampler) -> str:
     return kind
 
 
-def _checked_array(value, shape, what) -> np.ndarray:
+def _host(fw, value):
+    """An output of your code as NumPy: arrays by the framework's ``to_numpy``, a list or tuple (of per-step
+    arrays, say) element by element."""
+    if isinstance(value, (list, tuple)):
+        return [_host(fw, v) for v in value]
+    return fw.to_numpy(value)
+
+
+def _checked_array(fw, value, shape, what) -> np.ndarray:
+    """Your ``value`` (an array of framework ``fw``, NumPy, or a sequence of them) as a float64 NumPy array
+    of ``shape``."""
     try:
-        a = np.array(value, dtype=float)
+        a = np.array(_host(fw, value), dtype=float)
     except (TypeError, ValueError):
         raise TypeError(f"your {what} must be an array of numbers, got {type(value).__name__}") from None
     if a.shape != shape:
@@ -966,7 +977,8 @@ def _returned(out, names, what) -> dict:
 
 
 @one_blas_thread
-def assert_schedule_matches(schedule_fn, cases=None, *, rtol=None, atol=None):
+def assert_schedule_matches(schedule_fn, cases=None, *, framework="numpy", rtol=None, atol=None, dtype="float64",
+                            device=None):
     r"""Assert that your schedule gives refscore's :math:`\alpha(t)`, :math:`\sigma(t)`, log-SNR, derivatives, grids and tables.
 
     The ``diffusion_schedule`` golden cases are named configurations: DDPM's linear 1000-step table,
@@ -978,18 +990,25 @@ def assert_schedule_matches(schedule_fn, cases=None, *, rtol=None, atol=None):
     ----------
     schedule_fn : callable
         ``schedule_fn(t, schedule, grid) -> dict``, called once per case with keyword arguments: ``t``
-        (m,) the times (a discrete table's continuous extension between integers is refscore's,
-        :class:`refscore.diffusion.schedules.VPDiscrete`), ``schedule`` the case's ``{"name", "kwargs"}``
-        (``name`` a key of :data:`refscore.diffusion.SCHEDULES`), ``grid`` its grid rule (``{"rule":
-        "karras", "steps"}``, ``{"rule": "timesteps", "steps", "spacing", "steps_offset"}`` or ``{"rule":
-        "linspace", "start", "stop", "points"}``).  It returns some of ``alpha``, ``sigma``,
-        ``log_snr``, ``d_alpha``, ``d_sigma`` (at ``t``), ``grid`` (the configuration's times, largest
-        first; a discrete table's timesteps then ``-1``), ``betas`` and ``alphas_cumprod`` (discrete
-        tables): what it returns is compared.
+        (m,) the times, an array of ``framework`` (a discrete table's continuous extension between
+        integers is refscore's, :class:`refscore.diffusion.schedules.VPDiscrete`), ``schedule`` the case's
+        ``{"name", "kwargs"}`` (``name`` a key of :data:`refscore.diffusion.SCHEDULES`), ``grid`` its grid
+        rule (``{"rule": "karras", "steps"}``, ``{"rule": "timesteps", "steps", "spacing",
+        "steps_offset"}`` or ``{"rule": "linspace", "start", "stop", "points"}``).  It returns some of
+        ``alpha``, ``sigma``, ``log_snr``, ``d_alpha``, ``d_sigma`` (at ``t``), ``grid`` (the
+        configuration's times, largest first; a discrete table's timesteps then ``-1``), ``betas`` and
+        ``alphas_cumprod`` (discrete tables), as arrays of ``framework`` (or NumPy), read back by the
+        framework's ``to_numpy``: what it returns is compared.
     cases : None, str, list of str or callable, optional
         Default: every ``diffusion_schedule`` case (``"schedule_sd_*"``, ``"schedule_edm_karras_18"``...).
+    framework : {"numpy", "torch", "jax"}, keyword-only
+        The arrays ``t`` is given as (:class:`refscore.interop.frameworks.Framework`).
     rtol, atol : float, keyword-only
-        Default: :data:`refscore.golden.TOLERANCES` ``["float64"]``.
+        Default: :data:`refscore.golden.TOLERANCES` of ``dtype``.
+    dtype : {"float64", "float32"}, keyword-only
+        The dtype of ``t``; also picks the default tolerances.
+    device : keyword-only
+        torch or JAX device of ``t`` (default: the framework's).
 
     Returns
     -------
@@ -1013,23 +1032,27 @@ def assert_schedule_matches(schedule_fn, cases=None, *, rtol=None, atol=None):
     >>> testing.assert_schedule_matches(karras, "schedule_edm_*").count("PASS")
     6
     """
+    fw = get_framework(framework)
+    precision = _precision(dtype)
     g = _golden(cases, ("diffusion_schedule",), "cases")
     values = {}
     for name, c in g.all_cases.items():
         try:
-            out = schedule_fn(t=np.array(c.inputs["t"]), schedule=copy.deepcopy(c.spec["schedule"]),
-                              grid=copy.deepcopy(c.spec["params"]["grid"]))
+            out = schedule_fn(t=fw.as_array(c.inputs["t"], dtype=precision, device=device),
+                              schedule=copy.deepcopy(c.spec["schedule"]), grid=copy.deepcopy(c.spec["params"]["grid"]))
         except Exception as exc:
             _noted(exc, f"refscore.testing: raised by your schedule function on golden case {name!r}")
             raise
         for k, v in _returned(out, golden.CASE_KINDS["diffusion_schedule"]["quantities"], "schedule function").items():
             if k in c.quantities:  # a discrete table's betas are not a continuous schedule's
-                values[f"{name}/{k}"] = _checked_array(v, c.quantities[k].shape, f"{k} of case {name!r}")
-    return _verdict("refscore.testing.assert_schedule_matches", g, values, rtol, atol, "float64")
+                values[f"{name}/{k}"] = _checked_array(fw, v, c.quantities[k].shape, f"{k} of case {name!r}")
+    return _verdict(f"refscore.testing.assert_schedule_matches(framework={framework!r})", g, values, rtol, atol,
+                    precision)
 
 
 @one_blas_thread
-def assert_denoiser_matches(denoiser_fn, cases=None, *, prediction=None, rtol=None, atol=None):
+def assert_denoiser_matches(denoiser_fn, cases=None, *, prediction=None, framework="numpy", rtol=None, atol=None,
+                            dtype="float64", device=None):
     r"""Assert that your denoiser is the exact :math:`E[x_0 \mid x_t]` of Gaussian or mixture data, in any parametrisation.
 
     Parameters
@@ -1038,16 +1061,25 @@ def assert_denoiser_matches(denoiser_fn, cases=None, *, prediction=None, rtol=No
         ``denoiser_fn(x, t, data, schedule, alpha, sigma, d_alpha, d_sigma)``, called once per case with
         keyword arguments: ``x`` (n, d) noised points, ``t`` (n,) their times, ``data`` the law of
         :math:`x_0` (``{"target": "Gaussian", "kwargs": {"mean", "cov"}}`` or ``{"target":
-        "GaussianMixture", "kwargs": {"weights", "means", "covs"}}``), ``schedule`` ``{"name",
-        "kwargs"}``, and the schedule's values at ``t`` (each (n,)).  It returns a dict with some of
-        ``x0``, ``eps``, ``v`` (:math:`\alpha\varepsilon - \sigma x_0`), ``score``, ``velocity``
-        (:math:`\alpha' x_0 + \sigma'\varepsilon`), or one (n, d) array of kind ``prediction``.
+        "GaussianMixture", "kwargs": {"weights", "means", "covs"}}``, lists of numbers), ``schedule``
+        ``{"name", "kwargs"}``, and the schedule's values at ``t`` (each (n,)); ``x``, ``t`` and the four
+        values are arrays of ``framework``.  It returns a dict with some of ``x0``, ``eps``, ``v``
+        (:math:`\alpha\varepsilon - \sigma x_0`), ``score``, ``velocity`` (:math:`\alpha' x_0 +
+        \sigma'\varepsilon`), or one (n, d) array of kind ``prediction``, as arrays of ``framework`` (or
+        NumPy), read back by the framework's ``to_numpy``.
     cases : None, str, list of str or callable, optional
         Default: every ``diffusion_denoiser`` case (Gaussian and mixture data under the VP, EDM, flow,
         VE, Stable Diffusion and sub-VP schedules).
     prediction : str, keyword-only
         What an array returned is (default ``"x0"``).
+    framework : {"numpy", "torch", "jax"}, keyword-only
+        The arrays your denoiser is given (:class:`refscore.interop.frameworks.Framework`).
     rtol, atol : float, keyword-only
+        Default: :data:`refscore.golden.TOLERANCES` of ``dtype``.
+    dtype : {"float64", "float32"}, keyword-only
+        The dtype of the arrays given; also picks the default tolerances.
+    device : keyword-only
+        torch or JAX device of the arrays given (default: the framework's).
 
     Returns
     -------
@@ -1075,10 +1107,13 @@ def assert_denoiser_matches(denoiser_fn, cases=None, *, prediction=None, rtol=No
 
     if prediction is not None and prediction not in PARAMETRISATIONS:
         raise ValueError(f"prediction must be one of {list(PARAMETRISATIONS)}, got {prediction!r}")
+    fw = get_framework(framework)
+    precision = _precision(dtype)
     g = _golden(cases, ("diffusion_denoiser",), "cases")
     values = {}
     for name, c in g.all_cases.items():
-        kw = {k: np.array(c.inputs[k]) for k in ("x", "t", "alpha", "sigma", "d_alpha", "d_sigma")}
+        kw = {k: fw.as_array(c.inputs[k], dtype=precision, device=device)
+              for k in ("x", "t", "alpha", "sigma", "d_alpha", "d_sigma")}
         try:
             out = denoiser_fn(data=copy.deepcopy(c.spec["data"]), schedule=copy.deepcopy(c.spec["schedule"]), **kw)
         except Exception as exc:
@@ -1087,73 +1122,88 @@ def assert_denoiser_matches(denoiser_fn, cases=None, *, prediction=None, rtol=No
         if not isinstance(out, dict):
             out = {prediction or "x0": out}
         for k, v in _returned(out, PARAMETRISATIONS, "denoiser").items():
-            values[f"{name}/{k}"] = _checked_array(v, c.quantities[k].shape, f"{k} of case {name!r}")
-    return _verdict("refscore.testing.assert_denoiser_matches", g, values, rtol, atol, "float64")
+            values[f"{name}/{k}"] = _checked_array(fw, v, c.quantities[k].shape, f"{k} of case {name!r}")
+    return _verdict(f"refscore.testing.assert_denoiser_matches(framework={framework!r})", g, values, rtol, atol,
+                    precision)
 
 
-#: what a diffusion sampler under test receives (``assert_diffusion_sampler_matches``), by form
+#: what a diffusion sampler under test receives (``assert_diffusion_sampler_matches``), by form; "array":
+#: an array of the helper's ``framework`` (``dtype``, ``device``)
 DIFFUSION_INPUTS = {
     "trajectory": {
-        "x": "(n, d) the states at t[0]",
-        "t": "(N + 1,) the grid, largest first (times of the case's schedule)",
-        "model": "callable model(x (n, d), t float) -> (n, d): the exact prediction of kind `prediction` at (x, t)",
+        "x": "(n, d) array, the states at t[0]",
+        "t": "(N + 1,) array, the grid, largest first (times of the case's schedule)",
+        "model": "callable model(x (n, d) array, t a float or a 0-d array) -> (n, d) array: the exact prediction "
+                 "of kind `prediction` at (x, t)",
         "prediction": "'x0', 'eps', 'v', 'score' or 'velocity': what model returns",
-        "schedule": "the case's refscore.diffusion Schedule (alpha(t), sigma(t), their derivatives, log_snr(t))",
-        "z": "(N, k, n, d) the noise of every step (None for a deterministic run): z[i, j] the j-th block step i uses",
+        "schedule": "the case's refscore.diffusion Schedule (alpha(t), sigma(t), their derivatives, log_snr(t)): "
+                    "the object itself for NumPy in float64, else its refscore.interop.frameworks.FrameworkSchedule "
+                    "(a time may be a float or an array; arrays come back as arrays)",
+        "z": "(N, k, n, d) array, the noise of every step (None for a deterministic run): z[i, j] the j-th block "
+             "step i uses",
         "options": "dict: the sampler's options (refscore.diffusion.SAMPLERS[name].options, the case's values)",
     },
     "step": {
-        "x": "(n, d) the state at t", "t": "float, this step's time", "t_next": "float, the next time",
+        "x": "(n, d) array, the state at t", "t": "float, this step's time", "t_next": "float, the next time",
         "model": "as for a trajectory", "prediction": "as for a trajectory", "schedule": "as for a trajectory",
-        "noise": "(k, n, d) this step's noise blocks (None for a deterministic step)", "options": "as for a trajectory",
-        "i": "int, the step's index", "n_steps": "int, the run's number of steps",
+        "noise": "(k, n, d) array, this step's noise blocks (None for a deterministic step)",
+        "options": "as for a trajectory", "i": "int, the step's index", "n_steps": "int, the run's number of steps",
         "carry": "what your previous step returned under 'carry' (None at the first step): a multistep method's memory",
     },
 }
 
 
-def _model(sub, prediction):
+def _model(sub, prediction, fw, dtype, device):
+    """The case's exact model as your code calls it: ``model(x, t)`` on arrays of ``fw``, computed by refscore's
+    :class:`~refscore.diffusion.Denoiser` in NumPy float64 and returned as a new array of ``fw`` (``dtype``)."""
     D = sub.denoiser
     schedule = sub.schedule
 
     def model(x, t):
-        x = np.array(x, dtype=float)
-        t = float(t)
+        x = np.array(fw.to_numpy(x), dtype=float)
+        t_host = fw.to_numpy(t)
+        if t_host.size != 1:
+            raise TypeError(f"model(x, t): t must be one time (a float or a 0-d array), got shape {t_host.shape}")
+        t = float(t_host.reshape(()))
         schedule.alpha(t)  # the domain check, naming t
-        return D.predict(prediction, x, t)
+        return fw.as_array(D.predict(prediction, x, t), dtype=dtype, device=device)
     return model
 
 
-def _sampler_values(name, c, out, what) -> dict:
+def _sampler_values(name, c, out, what, fw) -> dict:
     """Your sampler's result as golden values: an array (the trajectory) or a dict of the case's quantities."""
     if not isinstance(out, dict):
         out = {"trajectory": out}
     vals = {}
     for k, v in _returned(out, c.quantities, what).items():
-        vals[f"{name}/{k}"] = _checked_array(v, c.quantities[k].shape, f"{k} of case {name!r}")
+        vals[f"{name}/{k}"] = _checked_array(fw, v, c.quantities[k].shape, f"{k} of case {name!r}")
     return vals
 
 
-def _run_diffusion_steps(step_fn, c, sub, kwargs) -> dict:
-    t = c.inputs["t"]
+def _run_diffusion_steps(step_fn, c, kwargs, fw, dtype, device) -> dict:
+    """Your step iterated down the case's grid: each call gets a new array of the state (your previous
+    step's, read back and converted afresh), the grid's times as floats as ``dtype`` holds them, and the
+    step's noise; ``carry`` goes back to your next step as it is."""
+    t = np.asarray(c.inputs["t"], dtype=dtype)
     z = c.inputs.get("z")
     x = np.array(c.inputs["x"])
     traj, x0s, x0s2, carry = [x], [], [], None
     for i in range(len(t) - 1):
-        out = step_fn(x=x.copy(), t=float(t[i]), t_next=float(t[i + 1]),
-                      noise=None if z is None else np.array(z[i]), i=i, n_steps=len(t) - 1, carry=carry, **kwargs)
+        out = step_fn(x=fw.as_array(x, dtype=dtype, device=device), t=float(t[i]), t_next=float(t[i + 1]),
+                      noise=None if z is None else fw.as_array(z[i], dtype=dtype, device=device), i=i,
+                      n_steps=len(t) - 1, carry=carry, **kwargs)
         if isinstance(out, dict):
             if "x" not in out:
                 raise ValueError(f"your step must return x_next, or a dict with 'x' (and 'x0_hat', 'x0_hat_2', "
                                  f"'carry'), got keys {sorted(out)}")
-            x = np.array(out["x"], dtype=float)
+            x = np.array(_host(fw, out["x"]), dtype=float)
             carry = out.get("carry")
             if "x0_hat" in out:
-                x0s.append(out["x0_hat"])
+                x0s.append(_host(fw, out["x0_hat"]))
             if out.get("x0_hat_2") is not None:
-                x0s2.append(out["x0_hat_2"])
+                x0s2.append(_host(fw, out["x0_hat_2"]))
         else:
-            x = np.array(out, dtype=float)
+            x = np.array(_host(fw, out), dtype=float)
         traj.append(x)
     result = {"trajectory": np.stack(traj)}
     if x0s:
@@ -1164,7 +1214,8 @@ def _run_diffusion_steps(step_fn, c, sub, kwargs) -> dict:
 
 
 @one_blas_thread
-def assert_diffusion_sampler_matches(fn, sampler, *, form="trajectory", cases=None, rtol=None, atol=None):
+def assert_diffusion_sampler_matches(fn, sampler, *, form="trajectory", framework="numpy", cases=None, rtol=None,
+                                     atol=None, dtype="float64", device=None):
     r"""Assert that your diffusion sampler, fed refscore's exact denoiser and noise, reproduces refscore's runs.
 
     The ``diffusion_<sampler>`` golden cases store a start ``x``, a grid ``t`` and, for a stochastic run,
@@ -1183,17 +1234,54 @@ def assert_diffusion_sampler_matches(fn, sampler, *, form="trajectory", cases=No
         ``x0_hat`` (N, n, d), ``x0_hat_2`` (Heun's second stages) of the case's kind.
         ``form="step"``: ``fn(x, t, t_next, model, prediction, schedule, noise, options, i, n_steps,
         carry)``, one step, returning ``x_next`` or a dict with ``x`` and any of ``x0_hat``, ``x0_hat_2``
-        (None when the step has none) and ``carry`` (passed to your next step).
+        (None when the step has none) and ``carry`` (passed to your next step as it is).
         ``model(x, t)`` takes the schedule's own times (EDM: :math:`t = \sigma`; a discrete table: its
         timestep; ``-1`` is its clean end).
+
+        In ``framework``'s arrays (``dtype``, ``device``), each call gets new ones:
+
+        * ``x``, ``t`` and ``z`` (a step's ``x`` and ``noise``) are arrays of ``framework``; a step's
+          ``t`` and ``t_next`` are Python floats, the grid's values as ``dtype`` holds them (float32:
+          rounded, as ``t`` of a trajectory).
+        * ``model(x, t)`` takes an (n, d) array of ``framework`` and one time (a float, or a 0-d array
+          such as ``t[i]``) and returns a new (n, d) array of ``framework``: refscore's exact
+          prediction, computed in NumPy float64 at your ``x`` and ``t`` (float32 values are exact in
+          float64) and converted (float32 rounds it).  It is a call to the host: no gradient flows
+          through it, and ``jax.jit`` cannot trace it, so your function is called eagerly, never under
+          ``jax.jit`` (the other helpers' ``jit`` has no counterpart here); compile the parts of your
+          sampler that take the model's output, inside it, if you want them compiled.
+        * ``schedule``: the case's refscore schedule (:mod:`refscore.diffusion.schedules`).  With
+          ``framework="numpy"`` in float64 it is the object itself; otherwise the
+          :class:`~refscore.interop.frameworks.FrameworkSchedule` around it: its methods take a float or
+          a 0-d array (``schedule.alpha(t[i])``: a Python float back) or an array (an array of
+          ``framework`` back), and its arrays (a table's ``alphas_cumprod``, ``betas``) are arrays of
+          ``framework`` in ``dtype``; ``schedule.numpy_schedule`` is the object.
+        * ``prediction`` (str) and ``options`` (dict of numbers) are the same in every framework.
+        * What your function returns (arrays of ``framework``, NumPy arrays, or lists of per-step
+          arrays) is read back by the framework's ``to_numpy`` and compared in float64.
     sampler : str
         A name of :data:`refscore.diffusion.SAMPLERS` (``"euler"``, ``"heun"``, ``"ddim"``, ``"ddpm"``,
         ``"euler_ancestral"``, ``"dpmpp_2m"``, ``"pc"``, ``"pf_ode"``).
     form : {"trajectory", "step"}, keyword-only
+    framework : {"numpy", "torch", "jax"}, keyword-only
+        The arrays your sampler is given (:class:`refscore.interop.frameworks.Framework`).
     cases : None, str, list of str or callable, keyword-only
         Default: every case of the sampler.
     rtol, atol : float, keyword-only
-        Default: :data:`refscore.golden.TOLERANCES` ``["float64"]``.
+        Default: :data:`refscore.golden.TOLERANCES` of ``dtype``: ``(1e-8, 1e-10)`` for float64,
+        ``(1e-4, 1e-4)`` for float32, those of every helper.  A golden run is at most ten steps of
+        :math:`O(1)` arithmetic on states of size at most 80 (EDM's :math:`\sigma_{\max}`): a correct
+        float32 sampler is off by a few float32 roundings (:math:`6\cdot10^{-8}` relative) per step, at
+        most :math:`1.1\cdot10^{-5}` on the golden cases (pc's :math:`\hat x_0` on VP, where
+        :math:`1/\alpha(1) \approx 150` magnifies them; :math:`5\cdot10^{-6}` for the torch and JAX samplers
+        of tests/test_diffusion_frameworks.py), ten times inside :math:`10^{-4} + 10^{-4}|g|`, while
+        every slip the diagnosis names moves some value by :math:`4.7\cdot10^{-3}` or more (the
+        ``leading`` spacing without ``steps_offset``, the smallest) and is named in float32 as in
+        float64.
+    dtype : {"float64", "float32"}, keyword-only
+        The dtype of the arrays given (and of the model's output); also picks the default tolerances.
+    device : keyword-only
+        torch or JAX device of the arrays given (default: the framework's).
 
     Returns
     -------
@@ -1226,12 +1314,20 @@ def assert_diffusion_sampler_matches(fn, sampler, *, form="trajectory", cases=No
     ...     return np.stack(states)
     >>> testing.assert_diffusion_sampler_matches(euler, "euler", cases="*edm_gaussian*").count("PASS")
     1
+
+    The same loop in float32 NumPy, compared with the float32 tolerances:
+
+    >>> res = testing.assert_diffusion_sampler_matches(euler, "euler", cases="*edm_gaussian*", dtype="float32")
+    >>> res.passed, (res.rtol, res.atol)
+    (True, (0.0001, 0.0001))
     """
     from .diffusion.samplers import SAMPLERS as DIFFUSION_SAMPLERS
 
     kind = _diffusion_kind(sampler)
     if form not in ("trajectory", "step"):
         raise ValueError(f"form must be 'trajectory' (your whole run) or 'step' (one step), got {form!r}")
+    fw = get_framework(framework)
+    precision = _precision(dtype)
     g = _golden(cases, (kind,), "cases")
     values = {}
     for name, c in g.all_cases.items():
@@ -1239,18 +1335,20 @@ def assert_diffusion_sampler_matches(fn, sampler, *, form="trajectory", cases=No
         p = c.spec["params"]
         golden.cases.diffusion_options(sampler, p["options"], len(c.inputs["t"]) - 1)  # the case's, validated
         options = {**DIFFUSION_SAMPLERS[sampler].options, **p["options"]}  # as written, the defaults filled in
-        kwargs = {"model": _model(sub, p["prediction"]), "prediction": p["prediction"], "schedule": sub.schedule,
+        kwargs = {"model": _model(sub, p["prediction"], fw, precision, device), "prediction": p["prediction"],
+                  "schedule": fw.diffusion_schedule(sub.schedule, dtype=precision, device=device),
                   "options": copy.deepcopy(options)}
         try:
             if form == "trajectory":
                 z = c.inputs.get("z")
-                out = fn(x=np.array(c.inputs["x"]), t=np.array(c.inputs["t"]), z=None if z is None else np.array(z),
-                         **kwargs)
+                out = fn(x=fw.as_array(c.inputs["x"], dtype=precision, device=device),
+                         t=fw.as_array(c.inputs["t"], dtype=precision, device=device),
+                         z=None if z is None else fw.as_array(z, dtype=precision, device=device), **kwargs)
             else:
-                out = _run_diffusion_steps(fn, c, sub, kwargs)
+                out = _run_diffusion_steps(fn, c, kwargs, fw, precision, device)
         except Exception as exc:
             _noted(exc, f"refscore.testing: raised by your {sampler} {form} on golden case {name!r}")
             raise
-        values.update(_sampler_values(name, c, out, f"{sampler} {form}"))
-    return _verdict(f"refscore.testing.assert_diffusion_sampler_matches({sampler!r}, form={form!r})", g, values, rtol,
-                    atol, "float64")
+        values.update(_sampler_values(name, c, out, f"{sampler} {form}", fw))
+    return _verdict(f"refscore.testing.assert_diffusion_sampler_matches({sampler!r}, form={form!r}, "
+                    f"framework={framework!r})", g, values, rtol, atol, precision)

@@ -22,6 +22,8 @@ imported on first use.
 :meth:`Framework.target_functions`     ``(score, log_prob)`` of a golden sampler target
 :meth:`Framework.loss_model`           what a loss function receives first: the model
 :meth:`Framework.loss_value_and_grad`  a loss function's value and gradient over ``theta``
+:meth:`Framework.diffusion_schedule`   a diffusion schedule as code of the framework
+                                       calls it (:class:`FrameworkSchedule`)
 =====================================  ==================================================
 
 The NumPy framework is here; it imports nothing beyond NumPy and refscore.
@@ -50,7 +52,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Framework", "NumpyFramework"]
+__all__ = ["Framework", "NumpyFramework", "FrameworkSchedule"]
 
 
 class Framework(abc.ABC):
@@ -105,6 +107,13 @@ class Framework(abc.ABC):
     def compiled(self, fn):
         """``fn`` as the framework compiles a function of its arrays; the default is ``fn`` itself."""
         return fn
+
+    # ------------------------------------------------------------------ diffusion
+    def diffusion_schedule(self, schedule, dtype="float64", device=None):
+        """refscore's diffusion ``schedule`` (:mod:`refscore.diffusion.schedules`) as code written in the
+        framework calls it: a :class:`FrameworkSchedule` around it, whose times may be the framework's
+        arrays and whose arrays are the framework's (``dtype``, ``device``)."""
+        return FrameworkSchedule(schedule, self, dtype=dtype, device=device)
 
     # ------------------------------------------------------------------ samplers
     @abc.abstractmethod
@@ -202,6 +211,88 @@ def _mixture_constants(spec, sigma=None) -> tuple:
     return np.linalg.inv(cov), mu, logc
 
 
+class FrameworkSchedule:
+    r"""A refscore diffusion schedule as code of a framework calls it.
+
+    What :meth:`Framework.diffusion_schedule` hands a diffusion sampler under test
+    (:func:`refscore.testing.assert_diffusion_sampler_matches`): every public method
+    and attribute of the wrapped schedule (:mod:`refscore.diffusion.schedules`:
+    ``alpha(t)``, ``sigma(t)``, ``d_alpha(t)``, ``d_sigma(t)``, ``log_snr(t)``,
+    ``t_of_log_snr``, EDM's ``grid(n)``, a table's ``alphas_cumprod``, ``betas`` and
+    ``timesteps(n)``, VP's ``beta_min``...), with these conversions:
+
+    * an argument that is one number -- a Python number or a 0-d array of the
+      framework (``t[i]`` of the grid) -- is passed as a Python number, so the method
+      returns a Python float (float64), which the framework's arithmetic takes in
+      the dtype of its arrays;
+    * an argument that is an array of the framework is passed as a NumPy array
+      (its values, float64 exact for a float32 array); strings and None as they are;
+    * an array returned (a method's, or an attribute such as ``alphas_cumprod``) is
+      a new array of the framework: floating ones in ``dtype`` (float32 rounds),
+      integer ones (``timesteps(n)``) as the framework's integers; a tuple is
+      converted element by element; numbers are returned as they are.
+
+    The values are the NumPy schedule's own, computed in float64 on the host; the
+    wrapped object itself is :attr:`numpy_schedule` (for ``isinstance`` and anything
+    not listed).  Private names (a leading ``_``) are not forwarded.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refscore.diffusion.schedules import VPDiscrete
+    >>> from refscore.interop import get_framework
+    >>> s = get_framework("numpy").diffusion_schedule(VPDiscrete(), dtype="float32")
+    >>> s
+    <VPDiscrete(T=1000, linear) as numpy float32 arrays>
+    >>> s.alpha(np.float32(999.0)) == VPDiscrete().alpha(999.0), s.alphas_cumprod.dtype
+    (True, dtype('float32'))
+    >>> s.sigma(np.array([0.0, 999.0], dtype=np.float32)).dtype
+    dtype('float32')
+    """
+
+    def __init__(self, schedule, framework, dtype="float64", device=None):
+        #: the wrapped refscore schedule (NumPy, float64)
+        self.numpy_schedule = schedule
+        self._fw, self._dtype, self._device = framework, dtype, device
+
+    def __repr__(self):
+        return f"<{self.numpy_schedule!r} as {self._fw.name} {self._dtype} arrays>"
+
+    def __getattr__(self, name):  # only what is not an attribute of the wrapper itself
+        if name == "numpy_schedule":  # not set yet: an instance being copied or unpickled
+            raise AttributeError(f"{type(self).__name__} has no schedule yet")
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__} forwards no private name ({name!r})")
+        value = getattr(self.numpy_schedule, name)
+        if not callable(value):
+            return self._returned(value)
+
+        def method(*args, **kwargs):
+            out = value(*(self._argument(a) for a in args), **{k: self._argument(a) for k, a in kwargs.items()})
+            return self._returned(out)
+
+        method.__name__ = method.__qualname__ = name
+        method.__doc__ = value.__doc__
+        return method
+
+    def _argument(self, value):
+        if value is None or isinstance(value, (bool, int, float, str, bytes)):
+            return value
+        arr = self._fw.to_numpy(value)
+        return arr.item() if arr.ndim == 0 else arr
+
+    def _returned(self, value):
+        if isinstance(value, tuple):
+            return tuple(self._returned(v) for v in value)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            return self._fw.as_array(value, dtype=self._dtype, device=self._device)
+        if isinstance(value, np.ndarray) and value.dtype.kind in "iu":
+            return self._fw.as_integers(value, device=self._device)
+        if isinstance(value, np.floating):
+            return float(value)
+        return value
+
+
 class NumpyFramework(Framework):
     """NumPy: your code gets NumPy arrays and refscore's own model and target objects.
 
@@ -229,6 +320,14 @@ class NumpyFramework(Framework):
         if device is not None:
             raise ValueError("device is for framework='torch' or 'jax', not 'numpy'")
         return np.array(array)
+
+    def diffusion_schedule(self, schedule, dtype="float64", device=None):
+        """In float64, refscore's schedule object itself (its methods take floats and NumPy arrays and
+        return float64 ones: nothing to convert); in float32, the :class:`FrameworkSchedule` whose
+        arrays are float32."""
+        if np.dtype("float64" if dtype is None else dtype) == np.float64:
+            return schedule
+        return super().diffusion_schedule(schedule, dtype=dtype, device=device)
 
     def target_functions(self, spec, sigma=None, dtype="float64", device=None) -> tuple:
         from ..golden import build_target
