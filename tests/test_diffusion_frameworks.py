@@ -9,9 +9,12 @@ passes and every slip of SLIPS is named.  The schedule and denoiser helpers take
 their definitions.  The NumPy default is unchanged: tests/test_diffusion_conformance.py runs it on every case.
 Each torch or JAX test skips when its framework is not installed.
 """
+import contextlib
 import copy
+import io
 import math
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -417,3 +420,18 @@ def test_the_diffusion_helpers_import_no_framework_by_default():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "clean" in proc.stdout
+
+
+# ----------------------------------------------------------------- the documentation's torch example
+def test_the_torch_example_of_the_docs_prints_what_the_page_says():
+    """docs/validate-diffusion.md's torch DDIM runs only where the docs build has torch (its blocks skip
+    otherwise): here it runs from the page's own text wherever torch is installed."""
+    _ops("torch")
+    page = (ROOT / "docs" / "validate-diffusion.md").read_text(encoding="utf-8")
+    section = page.split("\n## In PyTorch or JAX\n", 1)[1].split("\n## ", 1)[0]
+    code, printed = (re.search(r"```\{" + block + r"\}\n:skipif: [^\n]*\n\n?(.*?)```", section, re.S).group(1)
+                     for block in ("testcode", "testoutput"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, {"np": np, "testing": testing})  # what the page's earlier blocks imported
+    assert out.getvalue() == printed
