@@ -1181,12 +1181,12 @@ def _sampler_values(name, c, out, what, fw) -> dict:
 
 
 def _run_diffusion_steps(step_fn, c, kwargs, fw, dtype, device) -> dict:
-    """Your step iterated down the case's grid: each call gets a new array of the state (your previous
-    step's, read back and converted afresh), the grid's times as floats as ``dtype`` holds them, and the
-    step's noise; ``carry`` goes back to your next step as it is."""
+    """Your step iterated down the case's grid: each call gets a new array of the state (the stored ``x`` as
+    ``dtype`` holds it, then your previous step's, read back and converted afresh), the grid's times as floats
+    as ``dtype`` holds them, and the step's noise; ``carry`` goes back to your next step as it is."""
     t = np.asarray(c.inputs["t"], dtype=dtype)
     z = c.inputs.get("z")
-    x = np.array(c.inputs["x"])
+    x = np.asarray(c.inputs["x"], dtype=dtype).astype(float)  # trajectory[0]: where your run starts
     traj, x0s, x0s2, carry = [x], [], [], None
     for i in range(len(t) - 1):
         out = step_fn(x=fw.as_array(x, dtype=dtype, device=device), t=float(t[i]), t_next=float(t[i + 1]),
