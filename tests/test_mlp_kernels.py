@@ -319,7 +319,7 @@ def _placed(a, offset):
 @pytest.mark.parametrize("a_by_columns", [False, True])
 @pytest.mark.parametrize("start", ["C", "row", "other"])
 def test_dot_rows_against_numpy_every_edge_tile(c, K, m, a_by_columns, start):
-    # C = C0 + A B over tiles of 4 rows x 16 columns (c, m below, at and past multiples of those), K below,
+    # C = C0 + A B over tiles of 6 rows x 16 columns (c, m below, at and past multiples of those), K below,
     # at and past a chunk of 64, A read along its rows (a forward product) or down its columns (a
     # weight gradient); C and B padded as the kernels pad them.  The first term C0 is read with a row
     # stride: C itself (a weight gradient's sum over blocks), one row for every row (stride 0: a bias,
@@ -403,7 +403,7 @@ def test_slp_vectoriser_on_only_while_the_product_compiles():
     # restores the setting when it ends; a function compiled afterwards sees the setting as before
     from numba.core import config, event
 
-    from refscore._kernels.tile_products import compile_tile_products
+    from refscore._kernels.tile_products import R_TILE, compile_tile_products
 
     before = config.SLP_VECTORIZE
     dot_rows = compile_tile_products(numba.njit)
@@ -420,9 +420,9 @@ def test_slp_vectoriser_on_only_while_the_product_compiles():
     rec = _Record()
     event.register("numba:compile", rec)
     try:
-        C = np.zeros((4, 16))
-        dot_rows(np.ones(4), np.int64(1), np.int64(4), np.ones((1, 16)), C.ravel(), np.int64(16), np.int64(4),
-                 np.int64(1), C.ravel(), np.int64(16))
+        C = np.zeros((R_TILE, 16))  # one tile: the product writes whole tiles
+        dot_rows(np.ones(R_TILE), np.int64(1), np.int64(R_TILE), np.ones((1, 16)), C.ravel(), np.int64(16),
+                 np.int64(R_TILE), np.int64(1), C.ravel(), np.int64(16))
     finally:
         event.unregister("numba:compile", rec)
     assert during == [1] and config.SLP_VECTORIZE == before

@@ -20,13 +20,15 @@ it, measured 0.2 ms more for ESM + gradient at n = 10⁴, d = 10 (4.95 ms
 against 5.14, one thread).
 
 How.  ``C`` is computed in tiles of :data:`R_TILE` rows by :data:`S_TILE`
-consecutive columns: 64 sums, each over i in order, the tile's 16 numbers
-of a row of ``B`` loaded once per i and multiplied by each of the tile's 4
+consecutive columns: 96 sums, each over i in order, the tile's 16 numbers
+of a row of ``B`` loaded once per i and multiplied by each of the tile's 6
 numbers of ``A``.  Written as scalar code, the 16 columns of a row are
 independent and consecutive, which is what LLVM's SLP vectoriser packs into
-two AVX-512 registers per row; the 64 sums then stay in 8 registers for the
+two AVX-512 registers per row; the 96 sums then stay in 12 registers for the
 whole reduction (a register-blocked outer product, the inner loop of a
-BLAS kernel).  Numba compiles with the SLP vectoriser off (its default
+BLAS kernel): 12 independent chains of multiply-adds, more than the two
+units' 2 x 4 cycles of latency need (4 rows, 8 chains, measured 5-10 %
+slower).  Numba compiles with the SLP vectoriser off (its default
 since numba 0.57, after miscompilations of other code were reported);
 :func:`compile_tile_products` turns it on for the compilation of this one
 function and nothing else (a listener on Numba's compile event, inside
@@ -62,8 +64,9 @@ from __future__ import annotations
 
 __all__ = ["R_TILE", "S_TILE", "K_CHUNK", "compile_tile_products", "dot_rows_source", "padded", "rows_padded"]
 
-#: rows of ``A`` per tile (4 x 16 measured 59 GFMA/s; 6 x 16 63, compiling 0.5 s longer; 2 x 32, 8 x 8, 1 x 64 slower)
-R_TILE = 4
+#: rows of ``A`` per tile ((192 x 64)(64 x 64): 6 x 16 measured 59-62 GFMA/s, 4 x 16 54-57, 5 x 16 57-59,
+#: 8 x 16 59-62 compiling 0.2 s longer; 2 x 32, 8 x 8, 1 x 64 slower)
+R_TILE = 6
 #: columns of ``B`` per tile: two AVX-512 registers of float64
 S_TILE = 16
 #: terms of the reduction per pass over ``C`` (64 x 16 numbers of ``B``, 8 KiB: a weight gradient over 192
@@ -83,41 +86,51 @@ def rows_padded(rows: int) -> int:
 
 def dot_rows_source(R: int = R_TILE, S: int = S_TILE, KC: int = K_CHUNK) -> str:
     """Python source of ``dot_rows(A, rs, cs, B, C, m, c, K, C0, c0s)``:
-    ``C[k m + o] = C0[k c0s + o] + sum_{i<K} A[k rs + i cs] B[i, o]`` for k < c, o < m, in R × S tiles,
-    K in chunks of KC (see the module notes): the first chunk starts from ``C0``, each later one from
-    the partial sums in ``C``.
+    ``C[k m + o] = C0[k c0s + o] + sum_{i<K} A[k rs + i cs] B[i, o]`` for k < c, o < m, in R × S tiles
+    (c a multiple of R, m of S: it reads and writes whole tiles), K in chunks of KC (see the module
+    notes): the first chunk starts from ``C0``, each later one from the partial sums in ``C``.
 
     ``C`` is a flat row-major array of rows of ``m`` numbers, as ``C0``: a (c, m) view would need a
     second set of the tile's loads (``C0`` or ``C``) or a flat view of it made inside (``ravel``), and
     compiled 0.35 s (0.15 s) longer.  The offsets are unsigned (``np.uint64``): a signed index makes
     Numba test it for a negative value (wraparound) at every load, which keeps the loads from being
-    packed (measured 40 GFMA/s against 59).  K = 0 runs one empty chunk, so that ``C`` is ``C0`` then too.
+    packed (measured 40 GFMA/s against 59).  The unsigned constants 1 … are made once (``n1`` …), not
+    at each of the tile's loads and stores: Numba types every ``np.uint64(…)`` call anew, and the
+    6 x 16 tile compiled in 1.0 s against 1.4 (the 4 x 16 one in 0.65 s against 0.97).  K = 0 runs one
+    empty chunk, so that ``C`` is ``C0`` then too.
     """
+    def plus(base, j):
+        return base if j == 0 else f"{base} + n{j}"
+
     L = ["def dot_rows(A, rs, cs, B, C, m, c, K, C0, c0s):",
          "    urs = np.uint64(rs)",
          "    ucs = np.uint64(cs)",
-         "    um = np.uint64(m)",
-         f"    for i0 in range(0, max(K, 1), {KC}):",
-         f"        i1 = min(i0 + {KC}, K)",
-         "        src = C0 if i0 == 0 else C",
-         "        us = np.uint64(c0s) if i0 == 0 else um",
-         "        k0 = 0",
-         "        while k0 < c:"]
-    L += [f"            p{r} = np.uint64(k0 + {r}) * urs" for r in range(R)]
-    L += [f"            e{r} = np.uint64(k0 + {r}) * us" for r in range(R)]
-    L += [f"            f{r} = np.uint64(k0 + {r}) * um" for r in range(R)]
+         "    um = np.uint64(m)"]
+    L += [f"    n{j} = np.uint64({j})" for j in range(1, max(R, S))]
+    L += [f"    for i0 in range(0, max(K, 1), {KC}):",
+          f"        i1 = min(i0 + {KC}, K)",
+          "        src = C0 if i0 == 0 else C",
+          "        us = np.uint64(c0s) if i0 == 0 else um",
+          "        k0 = 0",
+          "        while k0 < c:",
+          "            uk = np.uint64(k0)"]
+    L += [f"            p{r} = ({plus('uk', r)}) * urs" for r in range(R)]
+    L += [f"            e{r} = ({plus('uk', r)}) * us" for r in range(R)]
+    L += [f"            f{r} = ({plus('uk', r)}) * um" for r in range(R)]
     L += ["            o0 = 0",
           "            while o0 < m:",
           "                uo = np.uint64(o0)"]
-    L += [f"                c{r}_{s} = src[e{r} + uo + np.uint64({s})]" for r in range(R) for s in range(S)]
+    L += [f"                x{r} = e{r} + uo" for r in range(R)]
+    L += [f"                c{r}_{s} = src[{plus(f'x{r}', s)}]" for r in range(R) for s in range(S)]
     L += ["                for i in range(i0, i1):",
           "                    Bi = B[i]",
           "                    q = np.uint64(i) * ucs"]
-    L += [f"                    b{s} = Bi[o0 + {s}]" for s in range(S)]
+    L += [f"                    b{s} = Bi[{plus('uo', s)}]" for s in range(S)]
     for r in range(R):
         L += [f"                    a{r} = A[p{r} + q]"]
         L += [f"                    c{r}_{s} += a{r} * b{s}" for s in range(S)]
-    L += [f"                C[f{r} + uo + np.uint64({s})] = c{r}_{s}" for r in range(R) for s in range(S)]
+    L += [f"                y{r} = f{r} + uo" for r in range(R)]
+    L += [f"                C[{plus(f'y{r}', s)}] = c{r}_{s}" for r in range(R) for s in range(S)]
     L += [f"                o0 += {S}",
           f"            k0 += {R}"]
     return "\n".join(L)
