@@ -87,7 +87,7 @@ def compile_activation(jit, ops, entries=None):
 
 
 def compile_activate_row(jit, entries):
-    """``activate_row(kind, a, b, f, f1, f2)``: f, f1, f2 = φ, φ', φ'' at ``a + b`` along a row.
+    """``activate_row(kind, a, f, f1, f2)``: f, f1, f2 = φ, φ', φ'' at ``a`` along a row.
 
     One loop per registry entry, calling that entry's formula (``entries`` of
     :func:`compile_activation_entries`) directly, so each loop vectorises and the
@@ -95,12 +95,12 @@ def compile_activate_row(jit, entries):
     every formula into every loop); an unknown id fills the row with NaN.
     """
     ns = {"_nan": math.nan}
-    lines = ["def activate_row(kind, a, b, f, f1, f2):"]
+    lines = ["def activate_row(kind, a, f, f1, f2):"]
     for i, fn in entries.items():
         ns[f"_f{i}"] = fn
         lines += [f"    if kind == {i}:",
                   "        for o in range(a.shape[0]):",
-                  f"            f[o], f1[o], f2[o] = _f{i}(a[o] + b[o])",
+                  f"            f[o], f1[o], f2[o] = _f{i}(a[o])",
                   "        return"]
     lines += ["    for o in range(a.shape[0]):",
               "        f[o] = _nan",

@@ -82,9 +82,9 @@ from .vecmath import activation_entries
 __all__ = ["stacked_terms", "ism_closed_form"]
 
 
-#: f, f1, f2 = φ, φ', φ'' at a + b along a row; one loop per activation, each vectorised.  The kernels
+#: f, f1, f2 = φ, φ', φ'' at a along a row; one loop per activation, each vectorised.  The kernels
 #: call it once per layer and block, on the block's pre-activations as one flat row (the bias already in
-#: them, ``b`` a row of zeros): one call per point's row of 64 measured 1.5 ns per unit against 1.0 ns.
+#: them): one call per point's row of 64 measured 1.5 ns per unit against 1.0 ns.
 #: Called, not inlined: inlined, the closed-form ISM kernel's first call on an empty cache took 7.8 s of
 #: CPU against 5.6-5.9 (its two call sites each compile every activation's loop) and ran no faster
 #: (ISM + gradient at n = 10^4 10.1 ms against 9.3-10.0, one thread, load 4).
@@ -358,8 +358,7 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, sigma, block, n_g
                             for o in range(h):
                                 Z[c + k * d + j, o] = W1T[j, o]
                 nc = c * wp[l]
-                _activate_row(act, Zb[ob[l]:ob[l] + nc], zeros[:nc], Hb[ob[l]:ob[l] + nc], D1b[ob[l]:ob[l] + nc],
-                              D2b[ob[l]:ob[l] + nc])
+                _activate_row(act, Zb[ob[l]:ob[l] + nc], Hb[ob[l]:ob[l] + nc], D1b[ob[l]:ob[l] + nc], D2b[ob[l]:ob[l] + nc])
                 H = _view(Hb, ob[l], Rcap, wp[l])
                 d1l = _view(D1b, ob[l], Rcap, wp[l])
                 for k in range(c):  # \dot h_l = φ'(a_l) ⊙ \dot a_l
@@ -612,8 +611,8 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
     """
     n, d = x.shape
     L = sizes.shape[0] - 1
-    unit = np.int64(1)  # as in _stacked_share
-    nought = np.int64(0)
+    unit = np.int64(1)  # as in _stacked_share, and every 0 and 1 given to _view: a literal compiles it again
+    nought = np.int64(0)  # (it had been compiled for four signatures, 0.45 s, against 0.17 for one)
     h1 = sizes[1]
     hl = sizes[L - 1]
     h2 = sizes[2] if L == 3 else 1
@@ -625,8 +624,8 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
         W2 = _view(W, offs[1, 1], h2, h1p)
         b2 = b[offs[2, 1]:offs[2, 2]]
     else:  # unused
-        W2T = _view(WT, 0, 1, h2p)
-        W2 = _view(W, 0, 1, h1p)
+        W2T = _view(WT, nought, unit, h2p)
+        W2 = _view(W, nought, unit, h1p)
         b2 = b[:h2p]
     WLT = _view(WT, offs[0, L - 1], hl, dp)
     WL = _view(W, offs[1, L - 1], d, hlp)
@@ -642,16 +641,16 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
     Sf, HBf, zeros = ws[off[13]:off[14]], ws[off[14]:off[15]], ws[off[15]:off[16]]
     for i in range(zeros.shape[0]):  # (an earlier call may have laid out ws otherwise)
         zeros[i] = 0.0
-    Xb, Z1, H1, D11, D21 = (_view(Xf, 0, cap, dp), _view(Z1f, 0, cap, h1p), _view(H1f, 0, cap, h1p),
-                            _view(D11f, 0, cap, h1p), _view(D21f, 0, cap, h1p))
-    I1 = _view(I1f, 0, cap, h1p)  # C φ'(a_2), then the φ''-adjoint injected into a_1, then ā_1
-    Z2, H2, D12, D22 = _view(Z2f, 0, cap, h2p), _view(H2f, 0, cap, h2p), _view(D12f, 0, cap, h2p), _view(D22f, 0, cap, h2p)
-    WD2, U, AB2 = _view(WD2f, 0, cap, h2p), _view(Uf, 0, cap, h2p), _view(AB2f, 0, cap, h2p)  # WD2: w φ'(a_2)
-    S = _view(Sf, 0, cap, dp)
+    Xb, Z1, H1, D11, D21 = (_view(Xf, nought, cap, dp), _view(Z1f, nought, cap, h1p), _view(H1f, nought, cap, h1p),
+                            _view(D11f, nought, cap, h1p), _view(D21f, nought, cap, h1p))
+    I1 = _view(I1f, nought, cap, h1p)  # C φ'(a_2), then the φ''-adjoint injected into a_1, then ā_1
+    Z2, H2, D12, D22 = _view(Z2f, nought, cap, h2p), _view(H2f, nought, cap, h2p), _view(D12f, nought, cap, h2p), _view(D22f, nought, cap, h2p)
+    WD2, U, AB2 = _view(WD2f, nought, cap, h2p), _view(Uf, nought, cap, h2p), _view(AB2f, nought, cap, h2p)  # WD2: w φ'(a_2)
+    S = _view(Sf, nought, cap, dp)
     # a group's weight gradients (padded), added to its row of parts at its end
     gW1f, gW2f, gWLf, gCf = ws[off[16]:off[17]], ws[off[17]:off[18]], ws[off[18]:off[19]], ws[off[19]:off[20]]
-    gW1p, gW2p = _view(gW1f, 0, _rp(h1), dp), _view(gW2f, 0, _rp(h2), h1p)
-    gWLp, gCp = _view(gWLf, 0, _rp(d), hlp), _view(gCf, 0, _rp(h1), h2p)
+    gW1p, gW2p = _view(gW1f, nought, _rp(h1), dp), _view(gW2f, nought, _rp(h2), h1p)
+    gWLp, gCp = _view(gWLf, nought, _rp(d), hlp), _view(gCf, nought, _rp(h1), h2p)
     gp = ws[off[20]:off[21]]
     Hlf = H2f if L == 3 else H1f
     Hl = H2 if L == 3 else H1
@@ -673,10 +672,10 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                     Xb[k, e] = x[k0 + k, e]
             # ------------------------------------------------ forward
             _dot_rows(Xf, dp, unit, W1T, Z1f, h1p, cr, d, b1, nought)  # a_1 = b_1 + x W_1ᵀ
-            _activate_row(act, Z1f[:c * h1p], zeros[:c * h1p], H1f[:c * h1p], D11f[:c * h1p], D21f[:c * h1p])
+            _activate_row(act, Z1f[:c * h1p], H1f[:c * h1p], D11f[:c * h1p], D21f[:c * h1p])
             if L == 3:
                 _dot_rows(H1f, h1p, unit, W2T, Z2f, h2p, cr, h1, b2, nought)
-                _activate_row(act, Z2f[:c * h2p], zeros[:c * h2p], H2f[:c * h2p], D12f[:c * h2p], D22f[:c * h2p])
+                _activate_row(act, Z2f[:c * h2p], H2f[:c * h2p], D12f[:c * h2p], D22f[:c * h2p])
             _dot_rows(Hlf, hlp, unit, WLT, Sf, dp, cr, hl, bL, nought)  # s = b_L + h_{L-1} W_Lᵀ
             # ------------------------------------------------ trace, its adjoints
             if L == 2:
@@ -711,7 +710,7 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                 for e in range(dp):
                     S[k, e] = 0.0
             _dot_rows(Sf, unit, dp, Hl, gWLf, hlp, _rp(d), c, gWLf, hlp)  # \bar W_L += s̄ᵀ h_{L-1}
-            HB = HBf[:cr * hlp].reshape(cr, hlp)
+            HB = _view(HBf, nought, cr, hlp)
             _dot_rows(Sf, dp, unit, WL, HBf, hlp, cr, d, zeros, nought)  # \bar h_{L-1} = s̄ W_L
             if L == 3:
                 for k in range(c):
@@ -721,7 +720,7 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                         AB2[k, j] = t
                         gb2[j] += t
                 _dot_rows(AB2f, unit, h2p, H1, gW2f, h1p, _rp(h2), c, gW2f, h1p)  # \bar W_2 += ā_2ᵀ h_1
-                HB1 = HBf[:cr * h1p].reshape(cr, h1p)
+                HB1 = _view(HBf, nought, cr, h1p)
                 _dot_rows(AB2f, h2p, unit, W2, HBf, h1p, cr, h2, zeros, nought)  # \bar h_1 = ā_2 W_2
                 for k in range(c):
                     wk = w[k0 + k]
@@ -736,10 +735,10 @@ def _ism_share(WT, W, b, offs, sizes, act, x, w, block, n_groups, g_lo, g_hi, pp
                     gb1[j] += t
             _dot_rows(I1f, unit, h1p, Xb, gW1f, dp, _rp(h1), c, gW1f, dp)  # \bar W_1 += ā_1ᵀ x
         # the group's sums into its row of parts
-        _add_into(_view(gpart, 0, h1, d), gW1p)
+        _add_into(_view(gpart, nought, h1, d), gW1p)
         _add_into(_view(gpart, oL, d, hl), gWLp)
         if L == 3:
             _add_into(_view(gpart, h1 * d + h1, h2, h1), gW2p)
             _add_into(_view(gpart, P, h1, h2), gCp)
         else:
-            _add_into(_view(gpart, P, 1, h1), _view(gp, 0, 1, h1))
+            _add_into(_view(gpart, P, unit, h1), _view(gp, nought, unit, h1))
