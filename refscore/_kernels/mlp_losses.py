@@ -262,7 +262,8 @@ def _stacked_layout(sizes, r, block):
     """Where :func:`_stacked_share`'s arrays lie in its workspace: per layer l = 0..L the padded width
     ``wp[l]`` and the offset ``ob[l]`` of its (Rcap, wp[l]) arrays in each of the five buffers H, Z, Ḡ,
     φ', φ'' (one after another, Rcap = rows of a block with its tangents and the products' padding), the
-    offset ``og[l]`` of layer l + 1's weight-gradient accumulator, and the workspace's length."""
+    offset ``og[l]`` of layer l + 1's weight-gradient accumulator, and the workspace's length (a row of
+    ``wmax`` zeros, the products' first term, last)."""
     L = sizes.shape[0] - 1
     Rcap = _rp(block * (1 + r)) + R_TILE  # the tangent rows' product starts at row c
     wp = np.empty(L + 1, np.int64)
@@ -275,7 +276,7 @@ def _stacked_layout(sizes, r, block):
         wmax = max(wmax, wp[l])
         if l > 0:
             og[l] = og[l - 1] + _rp(sizes[l]) * wp[l - 1]
-    return Rcap, wp, ob, og, wmax, 5 * ob[L + 1] + og[L] + block * wmax
+    return Rcap, wp, ob, og, wmax, 5 * ob[L + 1] + og[L] + wmax
 
 
 @numba.njit(cache=use_cache(), error_model="numpy", nogil=True)
@@ -315,7 +316,7 @@ def _stacked_share(WT, W, b, offs, sizes, act, kind, x, V, Wt, sigma, block, n_g
     D1b = ws[3 * nb:4 * nb]
     D2b = ws[4 * nb:5 * nb]
     gWb = ws[5 * nb:5 * nb + og[L]]  # \bar W_l at og[l - 1], (rows_padded(h_l), padded(h_{l-1}))
-    zeros = ws[5 * nb + og[L]:5 * nb + og[L] + block * wmax]  # (an earlier call may have laid out ws otherwise)
+    zeros = ws[5 * nb + og[L]:5 * nb + og[L] + wmax]  # (an earlier call may have laid out ws otherwise)
     for i in range(zeros.shape[0]):
         zeros[i] = 0.0
     acc = np.empty(wmax)
@@ -592,7 +593,7 @@ def _ism_layout(sizes, block):
     off = np.zeros(22, np.int64)
     for i in range(15):  # (a tuple and a loop: an array literal of the 21 lengths compiled 0.3 s longer)
         off[i + 1] = off[i] + cap * widths[i]
-    off[16] = off[15] + block * hm
+    off[16] = off[15] + hm
     off[17] = off[16] + _rp(h1) * dp
     off[18] = off[17] + _rp(h2) * h1p
     off[19] = off[18] + _rp(d) * hlp
