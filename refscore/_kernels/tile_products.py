@@ -38,12 +38,13 @@ edge of the tiling.  The reduction runs in chunks of :data:`K_CHUNK` terms
 partial sums in ``C``) so that the rows of
 ``B`` a chunk reads stay in the L1 cache across the tiles of ``C``.
 
-Measured on one core of a 2-core AMD EPYC (Zen 5, peak 69 GFMA/s at 512-bit
-vectors): 58–60 GFMA/s for (192 × 64)·(64 × 64), 50–55 for a weight gradient
-summed over 192–384 points, 43 for a reduction over K = 10; ``np.dot`` on
-one thread, through SciPy's OpenBLAS, whose double-precision kernel on this
-CPU is its AVX2 one, 27–28 and 23.  Without the SLP vectoriser the same code
-runs at 5 GFMA/s (scalar).
+Measured on one core of a 2-core AMD EPYC (Zen 5, peak 67-69 GFMA/s at
+512-bit vectors), thread CPU time: 59 GFMA/s for (192 × 64)·(64 × 64), 57–61
+for a 64 × 64 weight gradient summed over 192–384 points, 32 for a reduction
+over K = 10 ((192 × 10)·(10 × 64): each tile's 12 registers loaded and stored
+for 10 terms); ``np.dot`` on one thread, through SciPy's OpenBLAS, whose
+double-precision kernel on this CPU is its AVX2 one, 28.  Without the SLP
+vectoriser the same code runs at 5 GFMA/s (scalar).
 
 Shapes.  ``C`` has a multiple of :data:`R_TILE` rows and of :data:`S_TILE`
 columns (the kernels give every array a padded width, :func:`padded`, and
@@ -69,8 +70,8 @@ __all__ = ["R_TILE", "S_TILE", "K_CHUNK", "compile_tile_products", "dot_rows_sou
 R_TILE = 6
 #: columns of ``B`` per tile: two AVX-512 registers of float64
 S_TILE = 16
-#: terms of the reduction per pass over ``C`` (64 x 16 numbers of ``B``, 8 KiB: a weight gradient over 192
-#: points measured 37 GFMA/s in one pass, 51–56 in chunks of 32–64)
+#: terms of the reduction per pass over ``C`` (64 x 16 numbers of ``B``, 8 KiB: a 64 x 64 weight gradient over
+#: 192 points measured the same in chunks of 32–64, 11 % slower in chunks of 96 and 17 % in one pass)
 K_CHUNK = 64
 
 
