@@ -1222,7 +1222,8 @@ def _compile_families(cfg, args):
 
 #: the families of :func:`_family_calls`, in order (named here so the parent need not import refscore)
 _FAMILY_NAMES = ("ism, MLP 2 hidden (closed-form trace)", "ism, MLP 3 hidden (forward trace)", "ssm", "dsm",
-                 "ula (numba)", "mala (numba)", "kinetic_langevin (numba)", "ula on a NumbaTarget")
+                 "ula (numba)", "mala (numba)", "kinetic_langevin (numba)", "ula on a NumbaTarget",
+                 "diffusion heun (numba)")
 
 
 def machine_facts():
