@@ -257,7 +257,7 @@ def _add_into(G, T):
             G[i, j] += T[i, j]
 
 
-@numba.njit(error_model="numpy", nogil=True)
+@numba.njit(cache=use_cache(), error_model="numpy", nogil=True)  # called from Python too: cached, or a warm run compiles it
 def _stacked_layout(sizes, r, block):
     """Where :func:`_stacked_share`'s arrays lie in its workspace: per layer l = 0..L the padded width
     ``wp[l]`` and the offset ``ob[l]`` of its (Rcap, wp[l]) arrays in each of the five buffers H, Z, Ḡ,
@@ -576,7 +576,7 @@ def _ism_finish(theta, sizes, d, Pm, parts, P, extra):
     return g
 
 
-@numba.njit(error_model="numpy", nogil=True)
+@numba.njit(cache=use_cache(), error_model="numpy", nogil=True)  # called from Python too: cached, or a warm run compiles it
 def _ism_layout(sizes, block):
     """Where :func:`_ism_share`'s arrays lie in its workspace: the offsets ``off[0..21]`` of, in order, the
     block arrays X, Z_1, H_1, φ'_1, φ''_1, I_1 (width padded(d) or padded(h_1)), Z_2, H_2, φ'_2, φ''_2,
