@@ -188,10 +188,10 @@ def _residual_terms(model, theta, x, t, w):
 
 @one_blas_thread
 def _denoising_terms(model, theta, x, sigma, z, w):
-    r"""DSM terms :math:`	frac12\lVert s_	heta(x_k + \sigma z_k) + z_k/\sigmaVert^2` and the gradient of their
-    ``w``-sum (eq. (6)): :func:`_residual_terms` at :math:`	ilde x = x + \sigma z`, :math:`t = -z/\sigma`.
+    r"""DSM terms :math:`\tfrac12\lVert s_\theta(x_k + \sigma z_k) + z_k/\sigma\rVert^2` and the gradient of their
+    ``w``-sum (eq. (6)): :func:`_residual_terms` at :math:`\tilde x = x + \sigma z`, :math:`t = -z/\sigma`.
 
-    Numba: the kernel forms :math:`	ilde x` and :math:`s + z/\sigma` where it reads each point (kind
+    Numba: the kernel forms :math:`\tilde x` and :math:`s + z/\sigma` where it reads each point (kind
     ``DENOISING``, the same IEEE operations as NumPy's ``x + sigma * z`` and ``s - (-z / sigma)``, so the
     same numbers as ``RESIDUAL`` on those arrays), without the two (n, d) temporaries (at n = 10⁴, d = 50
     they cost about 3 ms a call, mostly fresh pages); NumPy: :func:`_residual_terms` on them.
