@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from refscore import conventions, golden, interop, testing
-from refscore.validation.diffusion_from_papers import LABELS, SAMPLERS, SLIPS, euler, pf_ode_exact
+from refscore.validation.diffusion_from_papers import LABELS, SAMPLERS, SLIPS, edm_x0, euler, pf_ode_exact
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FRAMEWORKS = ["torch", "jax"]
@@ -53,16 +53,6 @@ def _is_array(framework, a) -> bool:
 
 
 # ----------------------------------------------------------------- the samplers, in the framework's ops
-def edm_x0(model, prediction, x, sigma):
-    """x0 from an EDM-schedule model's output (alpha = 1): x0; eps, x = x0 + sigma eps; v = eps - sigma x0."""
-    m = model(x, sigma)
-    if prediction == "x0":
-        return m
-    if prediction == "eps":
-        return x - sigma * m
-    return (x - sigma * m) / (1 + sigma * sigma)
-
-
 def heun(xp, x, t, model, prediction, schedule, z, options, slip=None):
     """Karras et al. (2022) Algorithm 2 (Heun, with the churn) on EDM's schedule; ``xp`` torch or jax.numpy.
     ``slip="hat"``: the second stage at t_hat where t_{i+1} belongs."""
